@@ -1,0 +1,78 @@
+//! The state every request shares (compiled routes, certificates, limits) and what the proxy
+//! knows about one client connection.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+
+use crate::config::{Config, Limits};
+use crate::routing::RouteTable;
+use crate::tls::{CertEntry, CertStore, SniResolver};
+use crate::upstream::Upstream;
+
+/// Shared, read-only state built once from a validated [`Config`].
+#[derive(Debug)]
+pub struct App {
+    /// Host and prefix -> route.
+    pub routes: RouteTable<Arc<Route>>,
+    /// The certificates in service.
+    pub certs: Arc<SniResolver>,
+    /// The `Strict-Transport-Security` value.
+    pub hsts: HeaderValue,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// The port written into redirect locations.
+    pub public_https_port: u16,
+}
+
+/// Where a matched request goes.
+#[derive(Debug)]
+pub struct Route {
+    /// `host` + `path_prefix`, for logs: never the raw Host a client sent.
+    pub name: Arc<str>,
+    /// The pool it forwards to.
+    pub upstream: Arc<Upstream>,
+    /// Largest request body accepted.
+    pub max_body_bytes: u64,
+}
+
+impl App {
+    /// Compiles routes and builds upstream pools. `bound_https_port` is used for redirects when
+    /// the config does not name a public port.
+    pub fn new(config: &Config, bound_https_port: u16) -> Self {
+        let upstreams: std::collections::BTreeMap<&str, Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|(name, u)| (name.as_str(), Arc::new(Upstream::new(u, &config.limits))))
+            .collect();
+        let routes = RouteTable::new(config.routes.iter().filter_map(|route| {
+            let upstream = upstreams.get(route.upstream.as_str())?.clone();
+            let target = Arc::new(Route {
+                name: route.name().into(),
+                upstream,
+                max_body_bytes: route.max_body_bytes,
+            });
+            Some((route.host.clone(), route.path_prefix.clone(), target))
+        }));
+        Self {
+            routes,
+            certs: Arc::new(SniResolver::new(CertStore::new(
+                config.certificates.clone(),
+            ))),
+            hsts: config.hsts.clone(),
+            limits: config.limits,
+            public_https_port: config.listen.public_https_port.unwrap_or(bound_https_port),
+        }
+    }
+}
+
+/// What the proxy knows about one client connection.
+#[derive(Debug)]
+pub struct ConnectionInfo {
+    /// The peer's address, IPv4-mapped addresses shown as IPv4.
+    pub client_ip: IpAddr,
+    /// The certificate presented in the handshake: requests for hosts it does not cover are
+    /// misdirected.
+    pub certificate: Arc<CertEntry>,
+}

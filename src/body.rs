@@ -1,0 +1,144 @@
+//! The two body types of the request path.
+//!
+//! [`RequestBody`] streams a client's body to an upstream while enforcing the route's size limit
+//! and the time allowed between reads. [`ResponseBody`] is what clients receive: either a short
+//! body the proxy wrote itself or an upstream's body, streamed as it arrives.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// Why a client's request body could not be forwarded. The client is to blame for all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestBodyError {
+    /// More bytes than the route accepts (RFC 9110 15.5.14: 413).
+    #[error("request body exceeds the route's limit")]
+    TooLarge,
+    /// The client stopped sending for longer than `body_read_timeout` (408).
+    #[error("client stopped sending the request body")]
+    Timeout,
+    /// Malformed framing (bad chunk, short body) or a reset stream. hyper's error is dropped:
+    /// it says nothing the status does not, and keeping this type `Copy` lets it be found in
+    /// and lifted out of the upstream client's error chain.
+    #[error("request body was malformed or cut short")]
+    Malformed,
+}
+
+/// A client's body on its way upstream, bounded in size and in time between reads.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    remaining: u64,
+    read_timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl RequestBody {
+    /// Wraps `inner`; more than `limit` bytes, or a pause longer than `read_timeout`, fail it.
+    pub fn new(inner: Incoming, limit: u64, read_timeout: Duration) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+            read_timeout,
+            deadline: None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                this.remaining = this
+                    .remaining
+                    .checked_sub(len)
+                    .ok_or(RequestBodyError::TooLarge)?;
+                if let Some(deadline) = &mut this.deadline {
+                    deadline.as_mut().reset(Instant::now() + this.read_timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(RequestBodyError::Malformed))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = this.read_timeout;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(deadline.as_mut().poll(cx));
+                Poll::Ready(Some(Err(RequestBodyError::Timeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What a client receives.
+#[derive(Debug)]
+pub enum ResponseBody {
+    /// Written by the proxy itself; `None` once sent.
+    Full(Option<Bytes>),
+    /// Streamed from an upstream.
+    Upstream(Incoming),
+}
+
+impl ResponseBody {
+    /// A body the proxy wrote.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self::Full(Some(bytes.into()))
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Self::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(data) => data.is_none(),
+            Self::Upstream(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Self::Upstream(inner) => inner.size_hint(),
+        }
+    }
+}

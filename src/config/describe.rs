@@ -1,0 +1,58 @@
+//! What `portcullis check` prints: the sockets, hosts and routes a config exposes, so that a
+//! reviewer can read the attack surface without reading the TOML.
+
+use std::fmt::Write;
+
+use super::{Config, UpstreamAddr};
+
+/// A human-readable summary of what `config` exposes.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "config is valid (environment {:?})",
+        config.environment
+    );
+    let _ = writeln!(out, "listeners:");
+    if let Some(http) = config.listen.http {
+        let _ = writeln!(out, "  http   {http}  (redirects to https only)");
+    }
+    let _ = writeln!(
+        out,
+        "  https  {}  (TLS 1.2/1.3, h2 + http/1.1)",
+        config.listen.https
+    );
+    let _ = writeln!(out, "certificates:");
+    for (i, cert) in config.certificates.iter().enumerate() {
+        let names: Vec<String> = cert.names.iter().map(ToString::to_string).collect();
+        let default = if i == 0 {
+            "  (default without SNI)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "  {}{default}", names.join(", "));
+    }
+    let _ = writeln!(out, "routes:");
+    for route in &config.routes {
+        let _ = writeln!(out, "  {} -> {}", route.name(), route.upstream);
+        let Some(upstream) = config.upstreams.get(&route.upstream) else {
+            continue;
+        };
+        for addr in &upstream.addrs {
+            let network = match addr {
+                UpstreamAddr::Ip(ip) => upstream
+                    .networks
+                    .iter()
+                    .find(|net| net.contains(&ip.ip().to_canonical()))
+                    .map_or_else(String::new, ToString::to_string),
+                UpstreamAddr::Name(..) => "checked at every connect".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "       {addr}  environment {:?}, network {network}",
+                upstream.environment
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,143 @@
+//! The TOML file as written: a serde mirror with no meaning attached yet.
+//!
+//! Everything here is plain data; `config.rs` turns it into typed runtime values and is the only
+//! reader of these structs. `deny_unknown_fields` everywhere, so a typo is an error, not a
+//! silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub environment: String,
+    pub listen: RawListen,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub hsts: RawHsts,
+    #[serde(default)]
+    pub networks: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// `[listen]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub http: Option<String>,
+    pub https: String,
+    pub public_https_port: Option<u16>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub workers: Option<usize>,
+}
+
+/// `[tls]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+}
+
+/// `[[tls.certificates]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[hsts]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHsts {
+    pub max_age: u64,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Default for RawHsts {
+    fn default() -> Self {
+        Self {
+            max_age: 63_072_000,
+            include_subdomains: true,
+            preload: false,
+        }
+    }
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub environment: String,
+    pub addrs: Vec<String>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: String,
+    #[serde(default = "root_prefix")]
+    pub path_prefix: String,
+    pub upstream: String,
+    pub max_body_bytes: Option<u64>,
+}
+
+fn root_prefix() -> String {
+    "/".to_owned()
+}
+
+/// `[limits]`: durations stay strings here so that a bad one is reported with its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub handshake_timeout: String,
+    pub header_read_timeout: String,
+    pub body_read_timeout: String,
+    pub send_timeout: String,
+    pub idle_timeout: String,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub upstream_connect_timeout: String,
+    pub upstream_response_timeout: String,
+    pub shutdown_grace: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: "10s".into(),
+            header_read_timeout: "10s".into(),
+            body_read_timeout: "30s".into(),
+            send_timeout: "60s".into(),
+            idle_timeout: "60s".into(),
+            max_header_bytes: 65_536,
+            max_body_bytes: 10 * 1024 * 1024,
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 100,
+            upstream_connect_timeout: "5s".into(),
+            upstream_response_timeout: "60s".into(),
+            shutdown_grace: "30s".into(),
+        }
+    }
+}

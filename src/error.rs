@@ -1,0 +1,95 @@
+//! Every way the proxy answers a request itself, and the one place that turns them into
+//! responses.
+//!
+//! Like pingora's error types, each variant knows who is to blame: the client (4xx), an upstream
+//! (502/504). Bodies are short fixed texts that name no host, address or path: an attacker
+//! learns nothing about what sits behind the proxy.
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::{RequestBodyError, ResponseBody};
+use crate::routing::{HostError, PathError};
+use crate::upstream::UpstreamError;
+
+/// A request the proxy answers itself instead of forwarding.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Missing, duplicate, malformed or conflicting host.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A path that cannot be normalised safely.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The certificate of this connection does not cover the requested host (RFC 9110 15.5.20).
+    #[error("host is not covered by this connection's certificate")]
+    Misdirected,
+    /// No route for this host and path.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// The declared `Content-Length` is over the route's limit.
+    #[error("declared request body exceeds the route's limit")]
+    PayloadTooLarge,
+    /// The upstream could not be asked.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Host(_) | Self::Path(_) => StatusCode::BAD_REQUEST,
+            Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Upstream(e) => match e {
+                UpstreamError::RequestBody(RequestBodyError::TooLarge) => {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                }
+                UpstreamError::RequestBody(RequestBodyError::Timeout) => {
+                    StatusCode::REQUEST_TIMEOUT
+                }
+                UpstreamError::RequestBody(RequestBodyError::Malformed) => StatusCode::BAD_REQUEST,
+                UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
+                UpstreamError::AddressRefused
+                | UpstreamError::Unreachable(_)
+                | UpstreamError::Failed(_)
+                | UpstreamError::UpgradeWithoutRequest => StatusCode::BAD_GATEWAY,
+            },
+        }
+    }
+
+    /// A short, stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Host(_) => "bad_host",
+            Self::Path(_) => "bad_path",
+            Self::Misdirected => "misdirected",
+            Self::NoRoute => "no_route",
+            Self::PayloadTooLarge => "body_too_large",
+            Self::Upstream(e) => e.kind(),
+        }
+    }
+
+    /// The response sent to the client.
+    pub fn to_response(&self) -> Response<ResponseBody> {
+        status_response(self.status())
+    }
+}
+
+/// A response with the status's reason phrase as its whole body.
+pub fn status_response(status: StatusCode) -> Response<ResponseBody> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let mut response = Response::new(ResponseBody::full(format!("{reason}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

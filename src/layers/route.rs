@@ -1,0 +1,102 @@
+//! Decides where a request goes before anything is sent anywhere: a valid host (400), covered
+//! by this connection's certificate (421, no domain fronting), a safe path (400), a route (404).
+//! The normalised path replaces the client's, so routing and forwarding see the same one.
+
+use std::borrow::Cow;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::Either;
+use http::Request;
+use http::uri::PathAndQuery;
+use hyper::body::Incoming;
+use tower::{Layer, Service};
+
+use crate::app::{App, ConnectionInfo};
+use crate::error::ProxyError;
+use crate::proxy::Routed;
+use crate::routing::{PathError, normalize_path, request_host};
+
+/// Routes requests of one connection.
+#[derive(Debug, Clone)]
+pub struct RouteLayer {
+    app: Arc<App>,
+    conn: Arc<ConnectionInfo>,
+}
+
+impl RouteLayer {
+    /// Routing for requests arriving on `conn`.
+    pub fn new(app: Arc<App>, conn: Arc<ConnectionInfo>) -> Self {
+        Self { app, conn }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = RouteService<S>;
+
+    fn layer(&self, inner: S) -> RouteService<S> {
+        RouteService {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+/// See [`RouteLayer`].
+#[derive(Debug, Clone)]
+pub struct RouteService<S> {
+    layer: RouteLayer,
+    inner: S,
+}
+
+impl<S> Service<Request<Incoming>> for RouteService<S>
+where
+    S: Service<Routed, Error = ProxyError>,
+{
+    type Response = S::Response;
+    type Error = ProxyError;
+    type Future = Either<Ready<Result<S::Response, ProxyError>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        match self.layer.route(request) {
+            Ok(routed) => Either::Right(self.inner.call(routed)),
+            Err(error) => Either::Left(ready(Err(error))),
+        }
+    }
+}
+
+impl RouteLayer {
+    fn route(&self, mut request: Request<Incoming>) -> Result<Routed, ProxyError> {
+        let host = request_host(request.version(), request.uri(), request.headers())?;
+        if !self.conn.certificate.covers(&host.name) {
+            return Err(ProxyError::Misdirected);
+        }
+        if let Cow::Owned(path) = normalize_path(request.uri().path())? {
+            let rewritten = match request.uri().query() {
+                Some(query) => format!("{path}?{query}"),
+                None => path,
+            };
+            let mut parts = request.uri().clone().into_parts();
+            parts.path_and_query =
+                Some(PathAndQuery::try_from(rewritten).map_err(|_| PathError::NotAbsolute)?);
+            *request.uri_mut() =
+                http::Uri::from_parts(parts).map_err(|_| PathError::NotAbsolute)?;
+        }
+        let route = self
+            .app
+            .routes
+            .resolve(&host.name, request.uri().path())
+            .ok_or(ProxyError::NoRoute)?
+            .clone();
+        Ok(Routed {
+            request,
+            route,
+            host,
+        })
+    }
+}

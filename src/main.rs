@@ -1,0 +1,137 @@
+//! The `portcullis` command: parses the CLI and calls the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use portcullis::config::{Config, ConfigError};
+
+const DEFAULT_CONFIG: &str = "config/portcullis.toml";
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "An HTTPS edge reverse proxy that enforces your security policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run {
+        /// Config file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config and print what it would expose.
+    Check {
+        /// Config file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Create a local CA and a localhost certificate.
+    DevCerts {
+        /// Where to write them.
+        #[arg(long, default_value = portcullis::dev_certs::DEV_DIR_NAME)]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let command = Cli::parse().command.unwrap_or(Command::Run {
+        config: DEFAULT_CONFIG.into(),
+    });
+    let result = match command {
+        Command::Run { config } => run(&config),
+        Command::Check { config } => check(&config),
+        Command::DevCerts { dir } => dev_certs(&dir),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads a config, first generating dev certificates it points at but that are missing.
+fn load(path: &Path) -> anyhow::Result<Config> {
+    let raw = Config::read_raw(path).map_err(|e| invalid(path, e))?;
+    if let Some(dir) = portcullis::dev_certs::ensure_for_config(&raw)? {
+        eprintln!("generated development certificates in {}", dir.display());
+        print_trust_hint(&dir);
+    }
+    Config::from_raw(raw).map_err(|e| invalid(path, e))
+}
+
+fn invalid(path: &Path, e: ConfigError) -> anyhow::Error {
+    anyhow::anyhow!("{} is not a valid config:\n{e}", path.display())
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    portcullis::logging::init();
+    let config = load(path)?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let running = portcullis::start(config).await?;
+        tracing::info!(https = %running.https_addr, http = ?running.http_addr, "listening");
+        shutdown_signal().await?;
+        tracing::info!("shutting down");
+        if !running.shutdown().await {
+            tracing::warn!("shutdown grace elapsed with connections still open");
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        result = tokio::signal::ctrl_c() => result.context("installing SIGINT handler")?,
+    }
+    Ok(())
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    print!("{}", portcullis::config::describe(&config));
+    Ok(())
+}
+
+fn dev_certs(dir: &Path) -> anyhow::Result<()> {
+    if portcullis::dev_certs::ensure(dir)? {
+        println!(
+            "created a development CA and a localhost certificate in {}",
+            dir.display()
+        );
+    } else {
+        println!(
+            "development certificates already exist in {}",
+            dir.display()
+        );
+    }
+    print_trust_hint(dir);
+    Ok(())
+}
+
+fn print_trust_hint(dir: &Path) {
+    let ca = dir.join(portcullis::dev_certs::CA_CERT);
+    eprintln!(
+        "trust the CA to use https://localhost:\n  curl --cacert {ca}\n  browsers: import {ca} as an authority (Chrome/Firefox: Settings > Certificates > Authorities)",
+        ca = ca.display()
+    );
+}

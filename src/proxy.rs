@@ -1,0 +1,143 @@
+//! The innermost service: sends a routed request to its upstream and streams the answer back.
+//!
+//! Bodies stream both ways; nothing is buffered whole. Framing is never copied: hyper re-frames
+//! the request from the body it actually read, so `Content-Length`/`Transfer-Encoding` tricks
+//! cannot reach an upstream as sent.
+
+mod headers;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::CONTENT_LENGTH;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tower::Service;
+
+pub use headers::{requested_upgrade, rewrite_request, rewrite_response};
+
+use crate::app::{ConnectionInfo, Route};
+use crate::body::{RequestBody, ResponseBody};
+use crate::error::ProxyError;
+use crate::routing::{PathError, RequestHost};
+use crate::upstream::UpstreamError;
+
+/// A request that passed routing: its route and validated host travel with it.
+#[derive(Debug)]
+pub struct Routed {
+    /// The request, its path already normalised.
+    pub request: Request<Incoming>,
+    /// Where it goes.
+    pub route: Arc<Route>,
+    /// The host it is for.
+    pub host: RequestHost,
+}
+
+/// Forwards routed requests for one client connection.
+#[derive(Debug, Clone)]
+pub struct Proxy {
+    conn: Arc<ConnectionInfo>,
+    body_read_timeout: Duration,
+}
+
+impl Proxy {
+    /// A proxy for requests arriving on `conn`.
+    pub fn new(conn: Arc<ConnectionInfo>, body_read_timeout: Duration) -> Self {
+        Self {
+            conn,
+            body_read_timeout,
+        }
+    }
+}
+
+impl Service<Routed> for Proxy {
+    type Response = Response<ResponseBody>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, routed: Routed) -> Self::Future {
+        Box::pin(forward(self.conn.clone(), self.body_read_timeout, routed))
+    }
+}
+
+async fn forward(
+    conn: Arc<ConnectionInfo>,
+    body_read_timeout: Duration,
+    routed: Routed,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Routed {
+        mut request,
+        route,
+        host,
+    } = routed;
+    let declared_length = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared_length.is_some_and(|len| len > route.max_body_bytes) {
+        return Err(ProxyError::PayloadTooLarge);
+    }
+    let upgrade = requested_upgrade(request.version(), request.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    rewrite_request(
+        &mut parts.headers,
+        parts.version,
+        &host.authority,
+        conn.client_ip,
+        upgrade,
+    );
+    parts.uri = upstream_uri(&route, &parts.uri)?;
+    parts.version = Version::HTTP_11;
+    let body = RequestBody::new(body, route.max_body_bytes, body_read_timeout);
+
+    let mut response = route
+        .upstream
+        .send(Request::from_parts(parts, body))
+        .await?;
+
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        let client = client_upgrade.ok_or(UpstreamError::UpgradeWithoutRequest)?;
+        tunnel(client, hyper::upgrade::on(&mut response));
+    }
+    let (mut parts, body) = response.into_parts();
+    rewrite_response(&mut parts.headers, switching);
+    Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+}
+
+fn upstream_uri(route: &Route, client_uri: &Uri) -> Result<Uri, ProxyError> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = route.upstream.next_target().cloned();
+    parts.path_and_query = Some(
+        client_uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).map_err(|_| ProxyError::Path(PathError::NotAbsolute))
+}
+
+/// Joins the two upgraded connections once both sides have switched; either side closing ends
+/// the tunnel.
+fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    tokio::spawn(async move {
+        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        let _ =
+            tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
+                .await;
+    });
+}

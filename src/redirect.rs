@@ -1,0 +1,41 @@
+//! The plain-HTTP listener's only answer: `301` to the same host, path and query on HTTPS.
+//!
+//! Only hosts we route are redirected, so the listener cannot be used as an open redirector
+//! toward a host we do not serve. No HSTS here: RFC 6797 7.2 forbids it over plain HTTP.
+
+use http::header::LOCATION;
+use http::{HeaderValue, Request, Response, StatusCode};
+
+use crate::app::App;
+use crate::body::ResponseBody;
+use crate::error::status_response;
+use crate::routing::request_host;
+
+/// The response to one plain-HTTP request; the body is never read.
+pub fn redirect<B>(app: &App, request: &Request<B>) -> Response<ResponseBody> {
+    let Ok(host) = request_host(request.version(), request.uri(), request.headers()) else {
+        return status_response(StatusCode::BAD_REQUEST);
+    };
+    if !app.routes.serves_host(&host.name) {
+        return status_response(StatusCode::NOT_FOUND);
+    }
+    let Some(target) = request
+        .uri()
+        .path_and_query()
+        .filter(|pq| pq.as_str().starts_with('/'))
+    else {
+        return status_response(StatusCode::BAD_REQUEST);
+    };
+    let location = match app.public_https_port {
+        443 => format!("https://{}{}", host.url_host(), target),
+        port => format!("https://{}:{port}{}", host.url_host(), target),
+    };
+    // hyper already refused control bytes in the target; this refuses anything else a header
+    // value cannot carry rather than trusting that.
+    let Ok(location) = HeaderValue::try_from(location) else {
+        return status_response(StatusCode::BAD_REQUEST);
+    };
+    let mut response = status_response(StatusCode::MOVED_PERMANENTLY);
+    response.headers_mut().insert(LOCATION, location);
+    response
+}

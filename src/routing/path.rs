@@ -1,0 +1,150 @@
+//! Path normalisation, done once before routing so that routing and forwarding see one path.
+//!
+//! RFC 3986 6.2.2: percent-encoded unreserved characters are decoded and dot segments removed
+//! (5.2.4). Empty segments are merged, as nginx's `merge_slashes` does, so `//admin` cannot slip
+//! past a `/admin` route. What some backend would read as a separator once decoded (`%2F`, `%5C`,
+//! `\`) or as a string end (`%00`) is refused instead of guessed at.
+
+use std::borrow::Cow;
+
+/// Why a request path is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// Not an origin-form path (`*`, or no leading `/`).
+    #[error("request target is not an absolute path")]
+    NotAbsolute,
+    /// `%2F`, `%5C`, `%00` or a raw backslash.
+    #[error("path contains an encoded separator, a backslash or NUL")]
+    EncodedSeparator,
+    /// `%` not followed by two hex digits.
+    #[error("path contains a malformed percent escape")]
+    BadEscape,
+    /// More `..` segments than there are segments to climb.
+    #[error("path climbs above the root")]
+    AboveRoot,
+}
+
+/// Returns the normalised path, borrowed when nothing had to change.
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if is_normal(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    let mut segments: Vec<String> = Vec::new();
+    let mut ends_in_directory = false;
+    for raw in path[1..].split('/') {
+        let segment = decode_segment(raw)?;
+        ends_in_directory = matches!(segment.as_str(), "" | "." | "..");
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop().ok_or(PathError::AboveRoot)?;
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &segments {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if ends_in_directory || segments.is_empty() {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// The fast path: nothing to decode, no dot or empty segment, nothing to refuse.
+fn is_normal(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    !bytes.contains(&b'%')
+        && !bytes.contains(&b'\\')
+        && !path.contains("//")
+        && !path.split('/').any(|s| s == "." || s == "..")
+}
+
+fn decode_segment(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => return Err(PathError::EncodedSeparator),
+            b'%' => {
+                let byte = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| std::str::from_utf8(hex).ok())
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                    .ok_or(PathError::BadEscape)?;
+                match byte {
+                    b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
+                    b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
+                        out.push(char::from(b));
+                    }
+                    b => out.push_str(&format!("%{b:02X}")),
+                }
+                i += 3;
+            }
+            _ => {
+                let next = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'%' || b == b'\\')
+                    .map_or(bytes.len(), |p| i + p);
+                out.push_str(&raw[i..next]);
+                i = next;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_paths_are_borrowed() {
+        for p in ["/", "/a/b", "/a/b/", "/a.b/c..d"] {
+            assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(_))), "{p}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_escapes_and_slashes_are_normalised() {
+        for (input, want) in [
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/a/b/..", "/a/"),
+            ("/a/.", "/a/"),
+            ("//admin", "/admin"),
+            ("/a//b/", "/a/b/"),
+            ("/%61dmin", "/admin"),
+            ("/a/%2e%2E/x", "/x"),
+            ("/a/%2e%2e", "/"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/sp%20ace", "/sp%20ace"),
+        ] {
+            assert_eq!(normalize_path(input).as_deref(), Ok(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn dangerous_paths_are_refused() {
+        for (input, why) in [
+            ("/..", PathError::AboveRoot),
+            ("/a/../../etc/passwd", PathError::AboveRoot),
+            ("/%2e%2e/etc", PathError::AboveRoot),
+            ("/a%2fb", PathError::EncodedSeparator),
+            ("/a%5Cb", PathError::EncodedSeparator),
+            ("/a\\b", PathError::EncodedSeparator),
+            ("/a%00", PathError::EncodedSeparator),
+            ("/a%zz", PathError::BadEscape),
+            ("/a%4", PathError::BadEscape),
+            ("*", PathError::NotAbsolute),
+        ] {
+            assert_eq!(normalize_path(input), Err(why), "{input}");
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Accepting connections: connection limit, TLS handshake timeout, HTTP/1.1 or HTTP/2 by ALPN,
+//! idle and shutdown draining, and accept errors that back off instead of spinning.
+//!
+//! Not here: what a request means (`layers`, `redirect`).
+
+mod io;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use io::{Activity, Watched};
+
+use crate::app::{App, ConnectionInfo};
+use crate::config::Limits;
+use crate::layers::https_service;
+use crate::redirect::redirect;
+
+/// Longest pause after repeated accept errors (file descriptors exhausted).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+/// Request headers per message, h1; beyond this hyper answers 431.
+const MAX_HEADERS: usize = 128;
+
+/// Everything the accept loops and connection tasks share.
+pub struct Server {
+    app: Arc<App>,
+    tls: TlsAcceptor,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    connections: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Server {
+    /// Prepares the protocol builders from the limits.
+    pub fn new(
+        app: Arc<App>,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Arc<Self> {
+        let limits = app.limits;
+        Arc::new(Self {
+            h1: h1_builder(&limits),
+            h2: h2_builder(&limits),
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            tls: TlsAcceptor::from(tls),
+            app,
+            shutdown,
+            tracker,
+        })
+    }
+
+    /// Spawns the accept loops of both listeners.
+    pub fn spawn(self: &Arc<Self>, https: TcpListener, http: Option<TcpListener>) {
+        let server = self.clone();
+        self.tracker
+            .spawn(accept_loop(https, self.clone(), move |stream, peer| {
+                server.clone().serve_tls(stream, peer)
+            }));
+        if let Some(http) = http {
+            let server = self.clone();
+            self.tracker
+                .spawn(accept_loop(http, self.clone(), move |stream, _| {
+                    server.clone().serve_plain(stream)
+                }));
+        }
+    }
+
+    async fn serve_tls(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let limits = self.app.limits;
+        let activity = Activity::new();
+        let watched = Watched::new(stream, activity.clone(), limits.send_timeout);
+        let tls =
+            match tokio::time::timeout(limits.handshake_timeout, self.tls.accept(watched)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(_)) | Err(_) => {
+                    tracing::debug!("TLS handshake failed or timed out");
+                    return;
+                }
+            };
+        let (_, session) = tls.get_ref();
+        let is_h2 = session.alpn_protocol() == Some(b"h2");
+        let Some(certificate) = self.app.certs.entry_for(session.server_name()) else {
+            return;
+        };
+        let conn = Arc::new(ConnectionInfo {
+            client_ip: peer.ip().to_canonical(),
+            certificate,
+        });
+        let service = TowerToHyperService::new(https_service(&self.app, conn));
+        let io = TokioIo::new(tls);
+        if is_h2 {
+            let conn = self.h2.serve_connection(io, service);
+            self.drive(conn, |c| c.graceful_shutdown(), &activity).await;
+        } else {
+            let conn = self.h1.serve_connection(io, service).with_upgrades();
+            self.drive(conn, |c| c.graceful_shutdown(), &activity).await;
+        }
+    }
+
+    async fn serve_plain(self: Arc<Self>, stream: TcpStream) {
+        let activity = Activity::new();
+        let io = TokioIo::new(Watched::new(
+            stream,
+            activity.clone(),
+            self.app.limits.send_timeout,
+        ));
+        let app = self.app.clone();
+        let service = hyper::service::service_fn(move |request| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(redirect(&app, &request)))
+        });
+        // No `with_upgrades`: the redirect listener never switches protocols, h2c included.
+        let conn = self.h1.serve_connection(io, service);
+        self.drive(conn, |c| c.graceful_shutdown(), &activity).await;
+    }
+
+    /// Runs a connection to completion; on idleness or shutdown, asks it to finish gracefully
+    /// (h1: after the current response; h2: GOAWAY, in-flight streams complete).
+    async fn drive<C, E>(&self, conn: C, drain: impl Fn(Pin<&mut C>), activity: &Activity)
+    where
+        C: Future<Output = Result<(), E>>,
+    {
+        let mut conn = std::pin::pin!(conn);
+        let idle = activity.idle(self.app.limits.idle_timeout);
+        let mut idle = std::pin::pin!(idle);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                () = &mut idle, if !draining => {
+                    drain(conn.as_mut());
+                    draining = true;
+                }
+                () = self.shutdown.cancelled(), if !draining => {
+                    drain(conn.as_mut());
+                    draining = true;
+                }
+            }
+        }
+    }
+}
+
+fn h1_builder(limits: &Limits) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    builder
+}
+
+fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Accepts until shutdown. The permit is taken before `accept`, so at the connection limit new
+/// clients wait in the kernel backlog instead of being accepted and starved.
+async fn accept_loop<F, Fut>(listener: TcpListener, server: Arc<Server>, serve: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut backoff = MIN_ACCEPT_BACKOFF;
+    loop {
+        let permit = tokio::select! {
+            permit = server.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = server.shutdown.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = server.shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = MIN_ACCEPT_BACKOFF;
+                let _ = stream.set_nodelay(true);
+                let connection = serve(stream, peer);
+                server.tracker.spawn(async move {
+                    connection.await;
+                    drop(permit);
+                });
+            }
+            Err(e) if is_per_connection(&e) => {}
+            Err(e) => {
+                if backoff == MIN_ACCEPT_BACKOFF {
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = server.shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Errors that concern one aborted connection, not the listener.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | ConnectionRefused
+    )
+}

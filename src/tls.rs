@@ -1,0 +1,227 @@
+//! TLS termination: certificates from files, the SNI resolver, the rustls server config, and the
+//! question "does the certificate presented on this connection cover this Host?".
+//!
+//! Not here: accepting connections and handshake timeouts (`server`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::aws_lc_rs;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use x509_parser::extensions::GeneralName;
+
+use crate::routing::{HostPattern, parent_domain};
+
+/// ALPN protocols we speak, in order of preference.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Why a certificate/key pair cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// The file could not be read or holds no PEM of the right kind.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("{} holds no certificate", .0.display())]
+    Empty(PathBuf),
+    /// The leaf certificate is not valid X.509.
+    #[error("leaf certificate cannot be parsed")]
+    Parse,
+    /// The key is of a kind rustls cannot sign with.
+    #[error("unsupported private key: {0}")]
+    UnsupportedKey(#[source] rustls::Error),
+    /// The key does not belong to the leaf certificate.
+    #[error("private key does not match the certificate")]
+    KeyMismatch,
+    /// The leaf certificate's validity period has ended.
+    #[error("certificate has expired")]
+    Expired,
+    /// The leaf certificate names no DNS name or IP address.
+    #[error("certificate has no DNS or IP subject alternative names")]
+    NoNames,
+}
+
+/// One loaded certificate chain with its key and the names it covers.
+#[derive(Debug)]
+pub struct CertEntry {
+    /// The SANs of the leaf, as host patterns.
+    pub names: Vec<HostPattern>,
+    /// What rustls serves.
+    pub key: Arc<CertifiedKey>,
+}
+
+impl CertEntry {
+    /// True when this certificate is valid for `host` (normalised, as from `request_host`).
+    pub fn covers(&self, host: &str) -> bool {
+        self.names.iter().any(|name| name.matches(host))
+    }
+}
+
+/// Loads a PEM chain and key, refusing what could not be served correctly.
+pub fn load_certificate(cert: &Path, key: &Path) -> Result<CertEntry, CertError> {
+    let read_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| CertError::Read { path, source }
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(read_err(cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err(cert))?;
+    let leaf = chain.first().ok_or_else(|| CertError::Empty(cert.into()))?;
+    let names = leaf_names(leaf)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(read_err(key))?;
+    let signing_key = aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(CertError::UnsupportedKey)?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified.keys_match().map_err(|_| CertError::KeyMismatch)?;
+    Ok(CertEntry {
+        names,
+        key: Arc::new(certified),
+    })
+}
+
+fn leaf_names(leaf: &CertificateDer<'_>) -> Result<Vec<HostPattern>, CertError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|_| CertError::Parse)?;
+    if parsed.validity().time_to_expiration().is_none() {
+        return Err(CertError::Expired);
+    }
+    let san = parsed
+        .subject_alternative_name()
+        .map_err(|_| CertError::Parse)?;
+    let names: Vec<HostPattern> = san
+        .iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => HostPattern::parse(dns).ok(),
+            GeneralName::IPAddress(bytes) => {
+                ip_from_bytes(bytes).map(|ip| HostPattern::Exact(ip.to_canonical().to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() {
+        return Err(CertError::NoNames);
+    }
+    Ok(names)
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// The certificates in service, indexed by the names they cover.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    entries: Vec<Arc<CertEntry>>,
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+}
+
+impl CertStore {
+    /// Indexes `entries`; on a name claimed twice, the first certificate wins.
+    pub fn new(entries: Vec<Arc<CertEntry>>) -> Self {
+        let mut store = Self {
+            entries,
+            ..Self::default()
+        };
+        for (index, entry) in store.entries.iter().enumerate() {
+            for name in &entry.names {
+                let (map, key) = match name {
+                    HostPattern::Exact(n) => (&mut store.exact, n),
+                    HostPattern::Wildcard(s) => (&mut store.wildcard, s),
+                };
+                map.entry(key.clone()).or_insert(index);
+            }
+        }
+        store
+    }
+
+    /// The certificate for a ClientHello's SNI: no SNI gets the first one; an SNI that no
+    /// certificate covers gets none, so the handshake fails instead of showing our names to a
+    /// scanner.
+    pub fn for_sni(&self, sni: Option<&str>) -> Option<&Arc<CertEntry>> {
+        let index = match sni {
+            None => Some(0),
+            Some(name) => {
+                let name = name.to_ascii_lowercase();
+                self.exact.get(&name).copied().or_else(|| {
+                    parent_domain(&name).and_then(|parent| self.wildcard.get(parent).copied())
+                })
+            }
+        }?;
+        self.entries.get(index)
+    }
+
+    /// True when some certificate covers `host` (an exact name or a wildcard pattern).
+    pub fn covers(&self, host: &HostPattern) -> bool {
+        self.entries.iter().any(|entry| {
+            entry.names.iter().any(|name| name == host)
+                || match host {
+                    HostPattern::Exact(name) => entry.covers(name),
+                    HostPattern::Wildcard(_) => false,
+                }
+        })
+    }
+}
+
+/// The rustls resolver; its store can be swapped while connections are being accepted.
+#[derive(Debug, Default)]
+pub struct SniResolver {
+    store: ArcSwap<CertStore>,
+}
+
+impl SniResolver {
+    /// A resolver serving `store`.
+    pub fn new(store: CertStore) -> Self {
+        Self {
+            store: ArcSwap::from_pointee(store),
+        }
+    }
+
+    /// The certificate entry chosen for a connection with this SNI.
+    pub fn entry_for(&self, sni: Option<&str>) -> Option<Arc<CertEntry>> {
+        self.store.load().for_sni(sni).cloned()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.store
+            .load()
+            .for_sni(client_hello.server_name())
+            .map(|entry| entry.key.clone())
+    }
+}
+
+/// Builds the rustls server config: TLS 1.2 and 1.3 only, the aws-lc-rs provider's suites (all
+/// of them AEAD with ephemeral key exchange), ALPN h2 then http/1.1, rotating session tickets,
+/// no 0-RTT.
+pub fn server_config(resolver: Arc<SniResolver>) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = Arc::new(aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    config.ticketer = aws_lc_rs::Ticketer::new()?;
+    config.max_early_data_size = 0;
+    Ok(config)
+}

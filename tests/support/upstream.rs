@@ -1,0 +1,144 @@
+//! A real HTTP/1.1 upstream on loopback that reports what it received.
+//!
+//! `GET` answers with the request line and every header it saw, one per line; `POST` streams the
+//! request body back. Special paths: `/slow/<ms>`, `/bytes/<n>`, `/hop` (hop-by-hop and HSTS
+//! headers of its own), `/ws` (accepts a websocket upgrade and echoes), `/no-upgrade` (ignores
+//! an Upgrade request).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A running upstream.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    targets: Arc<Mutex<Vec<String>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let targets = Arc::new(Mutex::new(Vec::new()));
+        let (counter, log) = (hits.clone(), targets.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (counter, log) = (counter.clone(), log.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        log.lock().unwrap().push(req.uri().to_string());
+                        handle(req)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            hits,
+            targets,
+        }
+    }
+
+    /// Request targets received so far, in order.
+    pub fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap().clone()
+    }
+
+    /// Requests received so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+fn full(text: impl Into<Bytes>) -> Body {
+    Full::new(text.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let seen_target = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_default();
+    let mut response = if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        Response::new(full("slow"))
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        Response::new(full(vec![b'x'; n.parse().unwrap_or(0)]))
+    } else if path == "/hop" {
+        Response::builder()
+            .header("strict-transport-security", "max-age=0")
+            .header("connection", "x-private")
+            .header("x-private", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("x-public", "ok")
+            .body(full("hop"))
+            .unwrap()
+    } else if path == "/ws" && req.headers().contains_key("upgrade") {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .body(full(""))
+            .unwrap()
+    } else if req.method() == http::Method::POST {
+        Response::new(req.into_body().boxed())
+    } else {
+        let mut text = format!("{} {}\n", req.method(), seen_target);
+        for (name, value) in req.headers() {
+            text.push_str(&format!("{}: {}\n", name, String::from_utf8_lossy(value.as_bytes())));
+        }
+        Response::new(full(text))
+    };
+    response
+        .headers_mut()
+        .insert("x-seen-target", seen_target.parse().unwrap_or_else(|_| "?".parse().unwrap()));
+    Ok(response)
+}
+
+/// The values of header `name` in an echo body.
+pub fn seen(echo: &str, name: &str) -> Vec<String> {
+    echo.lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.to_owned())
+        .collect()
+}

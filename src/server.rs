@@ -174,8 +174,10 @@ fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
     builder
 }
 
-/// Accepts until shutdown. The permit is taken before `accept`, so at the connection limit new
-/// clients wait in the kernel backlog instead of being accepted and starved.
+/// Accepts until shutdown. At the connection limit the loop holds the one connection it just
+/// accepted until a slot frees, so further clients wait in the kernel backlog instead of being
+/// accepted and starved. The permit is taken after `accept`, not before: with two listeners
+/// sharing one limit, a permit held by an idle `accept` would starve the other listener.
 async fn accept_loop<F, Fut>(listener: TcpListener, server: Arc<Server>, serve: F)
 where
     F: Fn(TcpStream, SocketAddr) -> Fut,
@@ -183,28 +185,13 @@ where
 {
     let mut backoff = MIN_ACCEPT_BACKOFF;
     loop {
-        let permit = tokio::select! {
-            permit = server.connections.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = server.shutdown.cancelled() => return,
-        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = server.shutdown.cancelled() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = MIN_ACCEPT_BACKOFF;
-                let _ = stream.set_nodelay(true);
-                let connection = serve(stream, peer);
-                server.tracker.spawn(async move {
-                    connection.await;
-                    drop(permit);
-                });
-            }
-            Err(e) if is_per_connection(&e) => {}
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
                 if backoff == MIN_ACCEPT_BACKOFF {
                     tracing::warn!(error = %e, "accept failed; backing off");
@@ -214,8 +201,23 @@ where
                     () = server.shutdown.cancelled() => return,
                 }
                 backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                continue;
             }
-        }
+        };
+        backoff = MIN_ACCEPT_BACKOFF;
+        let permit = tokio::select! {
+            permit = server.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = server.shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = serve(stream, peer);
+        server.tracker.spawn(async move {
+            connection.await;
+            drop(permit);
+        });
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! `GET` answers with the request line and every header it saw, one per line; `POST` streams the
 //! request body back. Special paths: `/slow/<ms>`, `/bytes/<n>`, `/hop` (hop-by-hop and HSTS
-//! headers of its own), `/ws` (accepts a websocket upgrade and echoes), `/no-upgrade` (ignores
+//! headers of its own), `/collect` (reads the whole body, then echoes it), `/ws` (accepts a websocket upgrade and echoes), `/no-upgrade` (ignores
 //! an Upgrade request).
 
 use std::convert::Infallible;
@@ -118,6 +118,12 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             .header("upgrade", "websocket")
             .body(full(""))
             .unwrap()
+    } else if path == "/collect" {
+        let body = req.into_body().collect().await.map(|b| b.to_bytes());
+        match body {
+            Ok(bytes) => Response::new(full(bytes)),
+            Err(_) => Response::builder().status(StatusCode::BAD_REQUEST).body(full("")).unwrap(),
+        }
     } else if req.method() == http::Method::POST {
         Response::new(req.into_body().boxed())
     } else {

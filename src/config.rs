@@ -227,6 +227,9 @@ pub enum ProblemKind {
         /// The upstream's environment.
         env: String,
     },
+    /// A link-local address: where cloud metadata services live.
+    #[error("{0} is link-local (home of cloud metadata services) and never an upstream")]
+    LinkLocalUpstream(String),
     /// A private address outside the upstream's environment.
     #[error("{addr} is not in any network of environment {env:?}")]
     OutsideEnvironment {
@@ -515,7 +518,8 @@ fn check_upstream_addr(
                 addr: shown,
                 env: env.to_owned(),
             },
-            Err(_) => ProblemKind::PublicUpstream {
+            Err(NetworkRefusal::LinkLocal) => ProblemKind::LinkLocalUpstream(shown),
+            Err(NetworkRefusal::NotPrivate) => ProblemKind::PublicUpstream {
                 addr: shown,
                 env: env.to_owned(),
             },

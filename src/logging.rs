@@ -19,5 +19,8 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Its fallback report goes through `eprintln!`, which panics when stderr is a closed
+        // pipe: a supervisor that stops reading must not crash the proxy.
+        .log_internal_errors(false)
         .try_init();
 }

@@ -31,10 +31,17 @@ async fn upstream_sees_trusted_forwarding_headers_only() {
             .body(Full::default())
             .unwrap();
         let echo = client.send(req).await.text();
-        assert_eq!(seen(&echo, "host"), [format!("localhost:{port}")], "h2={h2}\n{echo}");
+        assert_eq!(
+            seen(&echo, "host"),
+            [format!("localhost:{port}")],
+            "h2={h2}\n{echo}"
+        );
         assert_eq!(seen(&echo, "x-forwarded-for"), ["127.0.0.1"], "h2={h2}");
         assert_eq!(seen(&echo, "x-forwarded-proto"), ["https"]);
-        assert_eq!(seen(&echo, "x-forwarded-host"), [format!("localhost:{port}")]);
+        assert_eq!(
+            seen(&echo, "x-forwarded-host"),
+            [format!("localhost:{port}")]
+        );
         assert!(seen(&echo, "forwarded").is_empty());
         assert!(seen(&echo, "x-real-ip").is_empty());
         assert!(!echo.contains("6.6.6.6") && !echo.contains("evil.example"));
@@ -56,8 +63,17 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
         .body(Full::default())
         .unwrap();
     let echo = client.send(req).await.text();
-    for gone in ["x-secret", "keep-alive", "te", "proxy-authorization", "upgrade"] {
-        assert!(seen(&echo, gone).is_empty(), "{gone} reached the upstream:\n{echo}");
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert!(
+            seen(&echo, gone).is_empty(),
+            "{gone} reached the upstream:\n{echo}"
+        );
     }
     assert_eq!(seen(&echo, "x-kept"), ["yes"]);
     for h2 in [false, true] {
@@ -65,7 +81,10 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
         let answer = client.get("localhost", "/hop").await;
         assert_eq!(answer.header("x-public"), Some("ok"));
         for gone in ["x-private", "keep-alive", "connection"] {
-            assert!(answer.header(gone).is_none(), "h2={h2}: {gone} reached the client");
+            assert!(
+                answer.header(gone).is_none(),
+                "h2={h2}: {gone} reached the client"
+            );
         }
     }
 }
@@ -74,11 +93,18 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
 async fn large_bodies_stream_both_ways() {
     let setup = Setup::new().await;
     let proxy = setup.start("").await;
-    let body: Bytes = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+    let body: Bytes = (0..3 * 1024 * 1024)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>()
+        .into();
     for h2 in [false, true] {
         let mut client = Client::connect(h2, proxy.https_addr, "localhost", &setup.pki).await;
         let answer = client
-            .send(request("POST", "localhost", "/echo").body(Full::new(body.clone())).unwrap())
+            .send(
+                request("POST", "localhost", "/echo")
+                    .body(Full::new(body.clone()))
+                    .unwrap(),
+            )
             .await;
         assert_eq!(answer.status, 200);
         assert!(answer.body == body, "h2={h2}: body changed in transit");
@@ -105,9 +131,13 @@ async fn chunked_request_bodies_are_forwarded() {
 async fn websocket_is_tunnelled_after_the_upstream_switches() {
     let setup = Setup::new().await;
     let proxy = setup.start("").await;
-    let mut tls = tls_connect(proxy.https_addr, "localhost", setup.pki.client(&[b"http/1.1"]))
-        .await
-        .unwrap();
+    let mut tls = tls_connect(
+        proxy.https_addr,
+        "localhost",
+        setup.pki.client(&[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
     tls.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         .await
         .unwrap();
@@ -127,9 +157,13 @@ async fn websocket_is_tunnelled_after_the_upstream_switches() {
 async fn refused_upgrade_and_h2c_stay_plain_http() {
     let setup = Setup::new().await;
     let proxy = setup.start("").await;
-    let mut tls = tls_connect(proxy.https_addr, "localhost", setup.pki.client(&[b"http/1.1"]))
-        .await
-        .unwrap();
+    let mut tls = tls_connect(
+        proxy.https_addr,
+        "localhost",
+        setup.pki.client(&[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
     tls.write_all(b"GET /no-upgrade HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         .await
         .unwrap();
@@ -141,7 +175,10 @@ async fn refused_upgrade_and_h2c_stay_plain_http() {
     let second = read_response(&mut tls).await;
     assert_eq!(status_of(&second), Some(200), "{second}");
     let echo = second.split("\r\n\r\n").nth(1).unwrap_or_default();
-    assert!(seen(echo, "upgrade").is_empty(), "h2c reached the upstream:\n{echo}");
+    assert!(
+        seen(echo, "upgrade").is_empty(),
+        "h2c reached the upstream:\n{echo}"
+    );
     assert!(seen(echo, "http2-settings").is_empty());
 }
 
@@ -158,7 +195,9 @@ async fn upstream_failures_are_502_and_504_without_addresses() {
             let answer = client.get("app.test", path).await;
             assert_eq!(answer.status, status, "h2={h2} {path}");
             let text = answer.text();
-            assert!(!text.contains("127.0.0.1") && !text.contains(&setup.app.addr.port().to_string()));
+            assert!(
+                !text.contains("127.0.0.1") && !text.contains(&setup.app.addr.port().to_string())
+            );
         }
     }
 }

@@ -20,7 +20,12 @@ async fn conflicting_or_malformed_framing_never_reaches_upstream_as_sent() {
     ];
     for request in refused {
         let raw = raw_tls(proxy.https_addr, "localhost", &setup.pki, request).await;
-        assert_eq!(status_of(&raw), Some(400), "{}\n-> {raw}", String::from_utf8_lossy(request));
+        assert_eq!(
+            status_of(&raw),
+            Some(400),
+            "{}\n-> {raw}",
+            String::from_utf8_lossy(request)
+        );
     }
     assert_eq!(setup.app.hits(), 0, "refused framing reached the upstream");
 }
@@ -56,16 +61,21 @@ async fn broken_chunking_is_a_client_error() {
         b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
     )
     .await;
-    assert_eq!(status_of(&raw), Some(400), "broken chunking must be refused: {raw}");
-    assert!(!raw.contains("hello"), "the malformed body was echoed back: {raw}");
+    assert_eq!(
+        status_of(&raw),
+        Some(400),
+        "broken chunking must be refused: {raw}"
+    );
+    assert!(
+        !raw.contains("hello"),
+        "the malformed body was echoed back: {raw}"
+    );
 }
 
 #[tokio::test]
 async fn unread_body_after_early_response_is_not_a_request() {
     let setup = Setup::new().await;
-    let proxy = setup
-        .start("[limits]\nmax_body_bytes = 1024\n")
-        .await;
+    let proxy = setup.start("[limits]\nmax_body_bytes = 1024\n").await;
     let raw = raw_tls(
         proxy.https_addr,
         "localhost",
@@ -74,6 +84,10 @@ async fn unread_body_after_early_response_is_not_a_request() {
     )
     .await;
     assert_eq!(status_of(&raw), Some(413), "{raw}");
-    assert_eq!(raw.matches("HTTP/1.1 ").count(), 1, "a second response came back: {raw}");
+    assert_eq!(
+        raw.matches("HTTP/1.1 ").count(),
+        1,
+        "a second response came back: {raw}"
+    );
     assert_eq!(setup.app.hits(), 0);
 }

@@ -21,13 +21,21 @@ const HSTS: &str = "max-age=63072000; includeSubDomains";
 async fn alpn_and_tls_versions() {
     let setup = Setup::new().await;
     let proxy = setup.start("").await;
-    let h2 = tls_connect(proxy.https_addr, "localhost", setup.pki.client(&[b"h2", b"http/1.1"]))
-        .await
-        .unwrap();
+    let h2 = tls_connect(
+        proxy.https_addr,
+        "localhost",
+        setup.pki.client(&[b"h2", b"http/1.1"]),
+    )
+    .await
+    .unwrap();
     assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let h1 = tls_connect(proxy.https_addr, "localhost", setup.pki.client(&[b"http/1.1"]))
-        .await
-        .unwrap();
+    let h1 = tls_connect(
+        proxy.https_addr,
+        "localhost",
+        setup.pki.client(&[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
     assert_eq!(h1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
         let mut roots = rustls::RootCertStore::empty();
@@ -62,7 +70,11 @@ async fn every_response_carries_our_hsts() {
         ] {
             let answer = client.get(host, path).await;
             assert_eq!(answer.status, status, "h2={h2} {host}{path}");
-            let all: Vec<_> = answer.headers.get_all("strict-transport-security").iter().collect();
+            let all: Vec<_> = answer
+                .headers
+                .get_all("strict-transport-security")
+                .iter()
+                .collect();
             assert_eq!(all, [HSTS], "h2={h2} {host}{path}");
         }
     }
@@ -78,7 +90,10 @@ async fn hsts_follows_config() {
         .await
         .get("localhost", "/")
         .await;
-    assert_eq!(answer.header("strict-transport-security"), Some("max-age=300; preload"));
+    assert_eq!(
+        answer.header("strict-transport-security"),
+        Some("max-age=300; preload")
+    );
 }
 
 #[tokio::test]
@@ -94,11 +109,18 @@ async fn sni_selects_certificates_and_unknown_sni_fails() {
         .await
         .unwrap();
     let first = default.get_ref().1.peer_certificates().unwrap()[0].clone();
-    assert_ne!(presented, first, "SNI other.test must select the second certificate");
+    assert_ne!(
+        presented, first,
+        "SNI other.test must select the second certificate"
+    );
     assert!(
-        tls_connect(proxy.https_addr, "unknown.example", setup.pki.client(&[b"h2"]))
-            .await
-            .is_err(),
+        tls_connect(
+            proxy.https_addr,
+            "unknown.example",
+            setup.pki.client(&[b"h2"])
+        )
+        .await
+        .is_err(),
         "an SNI no certificate covers must fail the handshake"
     );
 }
@@ -117,7 +139,11 @@ async fn host_outside_the_presented_certificate_is_misdirected() {
         assert_eq!(no_sni.get("127.0.0.1", "/").await.status, 200);
         assert_eq!(no_sni.get("other.test", "/").await.status, 421, "h2={h2}");
     }
-    assert_eq!(setup.app.hits(), 4, "misdirected requests never reach the upstream");
+    assert_eq!(
+        setup.app.hits(),
+        4,
+        "misdirected requests never reach the upstream"
+    );
 }
 
 #[tokio::test]
@@ -130,11 +156,20 @@ async fn routes_by_host_then_longest_prefix() {
     );
     let proxy = start_toml(&setup.toml(&extra)).await;
     let mut client = Client::connect(true, proxy.https_addr, "app.test", &setup.pki).await;
-    for (path, to_api) in [("/api", true), ("/api/v1?x=1", true), ("/apix", false), ("/", false)] {
+    for (path, to_api) in [
+        ("/api", true),
+        ("/api/v1?x=1", true),
+        ("/apix", false),
+        ("/", false),
+    ] {
         let (app_before, api_before) = (setup.app.hits(), api.hits());
         assert_eq!(client.get("app.test", path).await.status, 200);
         assert_eq!(api.hits() - api_before, usize::from(to_api), "{path}");
-        assert_eq!(setup.app.hits() - app_before, usize::from(!to_api), "{path}");
+        assert_eq!(
+            setup.app.hits() - app_before,
+            usize::from(!to_api),
+            "{path}"
+        );
     }
     assert_eq!(client.get("deep.wild.test", "/").await.status, 200);
     assert_eq!(client.get("a.b.wild.test", "/").await.status, 421);
@@ -158,10 +193,26 @@ async fn paths_are_normalised_once_for_routing_and_forwarding() {
             assert_eq!(answer.header("x-seen-target"), Some(forwarded), "{sent}");
         }
         let before = setup.app.hits();
-        for bad in ["/..", "/a/../../etc/passwd", "/%2e%2e/etc", "/a%2fb", "/a%5cb", "/a%00b", "/a%zz"] {
-            assert_eq!(client.get("localhost", bad).await.status, 400, "h2={h2} {bad}");
+        for bad in [
+            "/..",
+            "/a/../../etc/passwd",
+            "/%2e%2e/etc",
+            "/a%2fb",
+            "/a%5cb",
+            "/a%00b",
+            "/a%zz",
+        ] {
+            assert_eq!(
+                client.get("localhost", bad).await.status,
+                400,
+                "h2={h2} {bad}"
+            );
         }
-        assert_eq!(setup.app.hits(), before, "refused paths never reach the upstream");
+        assert_eq!(
+            setup.app.hits(),
+            before,
+            "refused paths never reach the upstream"
+        );
     }
 }
 

@@ -22,13 +22,22 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn slowloris_head_is_cut_off() {
     let setup = Setup::new().await;
-    let proxy = setup.start("[limits]\nheader_read_timeout = \"400ms\"\n").await;
-    let tls = tls_connect(proxy.https_addr, "localhost", setup.pki.client(&[b"http/1.1"]))
-        .await
-        .unwrap();
+    let proxy = setup
+        .start("[limits]\nheader_read_timeout = \"400ms\"\n")
+        .await;
+    let tls = tls_connect(
+        proxy.https_addr,
+        "localhost",
+        setup.pki.client(&[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
     let (mut reader, mut writer) = tokio::io::split(tls);
     let dribble = async {
-        writer.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+        writer
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+            .unwrap();
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(100)).await;
             if writer.write_all(b"X-a: b\r\n").await.is_err() {
@@ -46,7 +55,9 @@ async fn slowloris_head_is_cut_off() {
 #[tokio::test]
 async fn stalled_tls_handshake_is_cut_off() {
     let setup = Setup::new().await;
-    let proxy = setup.start("[limits]\nhandshake_timeout = \"300ms\"\n").await;
+    let proxy = setup
+        .start("[limits]\nhandshake_timeout = \"300ms\"\n")
+        .await;
     for opening in [&b""[..], &b"\x16\x03\x01\x02\x00\x01"[..]] {
         let mut tcp = TcpStream::connect(proxy.https_addr).await.unwrap();
         tcp.write_all(opening).await.unwrap();
@@ -75,11 +86,17 @@ async fn oversized_heads_are_431() {
         .header("x-big", big)
         .body(Full::default())
         .unwrap();
-    let outcome = tokio::time::timeout(WAIT, h2.send_request(req)).await.unwrap();
+    let outcome = tokio::time::timeout(WAIT, h2.send_request(req))
+        .await
+        .unwrap();
     if let Ok(response) = outcome {
         assert_eq!(response.status(), 431);
     }
-    assert_eq!(setup.app.hits(), 0, "an oversized head reached the upstream");
+    assert_eq!(
+        setup.app.hits(),
+        0,
+        "an oversized head reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -91,11 +108,19 @@ async fn bodies_over_the_route_limit_are_413() {
         let mut client = Client::connect(h2, proxy.https_addr, "app.test", &setup.pki).await;
         let body = Bytes::from(vec![b'x'; 17]);
         let answer = client
-            .send(request("POST", "app.test", "/small").body(Full::new(body)).unwrap())
+            .send(
+                request("POST", "app.test", "/small")
+                    .body(Full::new(body))
+                    .unwrap(),
+            )
             .await;
         assert_eq!(answer.status, 413, "h2={h2}");
         let fits = client
-            .send(request("POST", "app.test", "/small").body(Full::new(Bytes::from_static(b"0123456789abcdef"))).unwrap())
+            .send(
+                request("POST", "app.test", "/small")
+                    .body(Full::new(Bytes::from_static(b"0123456789abcdef")))
+                    .unwrap(),
+            )
             .await;
         assert_eq!(fits.status, 200, "h2={h2}");
     }
@@ -112,10 +137,16 @@ async fn bodies_over_the_route_limit_are_413() {
 #[tokio::test]
 async fn stalled_body_is_408() {
     let setup = Setup::new().await;
-    let proxy = setup.start("[limits]\nbody_read_timeout = \"300ms\"\n").await;
-    let mut tls = tls_connect(proxy.https_addr, "localhost", setup.pki.client(&[b"http/1.1"]))
-        .await
-        .unwrap();
+    let proxy = setup
+        .start("[limits]\nbody_read_timeout = \"300ms\"\n")
+        .await;
+    let mut tls = tls_connect(
+        proxy.https_addr,
+        "localhost",
+        setup.pki.client(&[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
     tls.write_all(b"POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nab")
         .await
         .unwrap();
@@ -129,10 +160,16 @@ async fn idle_connections_are_closed_on_h1_and_h2() {
     let proxy = setup
         .start("[limits]\nidle_timeout = \"500ms\"\nheader_read_timeout = \"60s\"\n")
         .await;
-    let mut tls = tls_connect(proxy.https_addr, "localhost", setup.pki.client(&[b"http/1.1"]))
+    let mut tls = tls_connect(
+        proxy.https_addr,
+        "localhost",
+        setup.pki.client(&[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
     assert_eq!(status_of(&read_response(&mut tls).await), Some(200));
     let closed = tokio::time::timeout(WAIT, read_to_close(&mut tls)).await;
     assert!(closed.is_ok(), "idle h1 connection stayed open");
@@ -165,7 +202,10 @@ async fn connection_limit_holds_new_clients_back() {
     let client = setup.pki.client(&[b"h2"]);
     let second = tokio::spawn(tls_connect(proxy.https_addr, "localhost", client));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!second.is_finished(), "a second connection was served beyond the limit");
+    assert!(
+        !second.is_finished(),
+        "a second connection was served beyond the limit"
+    );
     drop(first);
     let second = tokio::time::timeout(WAIT, second).await.unwrap().unwrap();
     assert!(second.is_ok(), "the waiting client was never served");

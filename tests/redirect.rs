@@ -38,7 +38,10 @@ async fn any_method_is_redirected_with_target_intact() {
             location(&raw),
             Some(format!("https://localhost:{port}/a/b%20c/../d?x=1&y=%2F&z").as_str())
         );
-        assert!(!raw.to_ascii_lowercase().contains("strict-transport-security"));
+        assert!(
+            !raw.to_ascii_lowercase()
+                .contains("strict-transport-security")
+        );
         let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default();
         assert!(body.len() < 64, "body should be tiny: {body:?}");
     }
@@ -69,15 +72,42 @@ async fn bad_hosts_are_refused_and_unknown_hosts_never_redirected() {
         ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
         ("GET / HTTP/1.0\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nConnection: close\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nHost: local host\r\nConnection: close\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nHost: user@localhost\r\nConnection: close\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nHost: localhost:x\r\nConnection: close\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n", 404),
-        ("GET / HTTP/1.1\r\nHost: a.b.wild.test\r\nConnection: close\r\n\r\n", 404),
-        ("GET http://evil.example/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 404),
-        ("OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", 400),
-        ("CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\nConnection: close\r\n\r\n", 400),
+        (
+            "GET / HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: local host\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: user@localhost\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: localhost:x\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+            404,
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: a.b.wild.test\r\nConnection: close\r\n\r\n",
+            404,
+        ),
+        (
+            "GET http://evil.example/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            404,
+        ),
+        (
+            "OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        (
+            "CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\nConnection: close\r\n\r\n",
+            400,
+        ),
     ];
     for (request, want) in cases {
         let raw = raw_tcp(http, request.as_bytes()).await;
@@ -96,7 +126,10 @@ async fn absolute_form_is_redirected_by_its_own_authority() {
     )
     .await;
     let port = proxy.https_addr.port();
-    assert_eq!(location(&raw), Some(format!("https://app.test:{port}/x?y").as_str()));
+    assert_eq!(
+        location(&raw),
+        Some(format!("https://app.test:{port}/x?y").as_str())
+    );
 }
 
 #[tokio::test]
@@ -104,7 +137,11 @@ async fn h2c_never_switches_protocols() {
     let setup = Setup::new().await;
     let proxy = setup.start("").await;
     let http = proxy.http_addr.unwrap();
-    let preface = raw_tcp(http, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await;
+    let preface = raw_tcp(
+        http,
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0",
+    )
+    .await;
     assert!(
         preface.is_empty() || status_of(&preface).is_some_and(|s| s >= 400),
         "prior knowledge must not be answered as h2: {preface:?}"
@@ -128,7 +165,11 @@ async fn crlf_in_the_target_never_becomes_a_header() {
     )
     .await;
     assert_eq!(status_of(&encoded), Some(301));
-    assert!(location(&encoded).unwrap().ends_with("/a%0d%0aSet-Cookie:%20x=1"));
+    assert!(
+        location(&encoded)
+            .unwrap()
+            .ends_with("/a%0d%0aSet-Cookie:%20x=1")
+    );
     let raw_cr = raw_tcp(
         http,
         b"GET /a\rSet-Cookie: x=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
@@ -136,7 +177,8 @@ async fn crlf_in_the_target_never_becomes_a_header() {
     .await;
     for raw in [&encoded, &raw_cr] {
         assert!(
-            !raw.lines().any(|l| l.to_ascii_lowercase().starts_with("set-cookie")),
+            !raw.lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("set-cookie")),
             "{raw}"
         );
     }

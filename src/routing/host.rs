@@ -122,7 +122,16 @@ mod tests {
         assert_eq!(ok.authority.as_str(), "Example.COM.:8443");
         assert_eq!(h1(&[], "/"), Err(HostError::Missing));
         assert_eq!(h1(&["a.com", "a.com"], "/"), Err(HostError::Duplicate));
-        for bad in ["", "a b", "user@a.com", "a.com:port", "a.com:", "a.com:99999", "a..com", "[::1"] {
+        for bad in [
+            "",
+            "a b",
+            "user@a.com",
+            "a.com:port",
+            "a.com:",
+            "a.com:99999",
+            "a..com",
+            "[::1",
+        ] {
             assert_eq!(h1(&[bad], "/"), Err(HostError::Malformed), "{bad:?}");
         }
         assert_eq!(h1(&["[::1]:8443"], "/").unwrap().name, "::1");

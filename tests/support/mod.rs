@@ -29,6 +29,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Pki {
     pub dir: tempfile::TempDir,
     pub ca: CertificateDer<'static>,
+    /// The CA certificate as a PEM file, for tools such as curl.
+    pub ca_pem: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -40,9 +42,14 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: OpenSSL takes a leaf whose issuer equals its subject as self-signed.
+        ca_params.distinguished_name = distinguished_name("Portcullis test CA");
         let issuer = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let ca_pem = dir.path().join("ca.pem");
+        std::fs::write(&ca_pem, issuer.pem()).unwrap();
         let mut pki = Self {
             ca: issuer.der().clone(),
+            ca_pem,
             dir,
             cert: PathBuf::new(),
             key: PathBuf::new(),
@@ -55,10 +62,11 @@ impl Pki {
     /// Another leaf from the same CA, written as `<stem>.crt` / `<stem>.key`.
     pub fn leaf(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
         let key_pair = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .unwrap()
-            .signed_by(&key_pair, &self.issuer)
-            .unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name = distinguished_name(stem);
+        let leaf = params.signed_by(&key_pair, &self.issuer).unwrap();
         let cert = self.dir.path().join(format!("{stem}.crt"));
         let key = self.dir.path().join(format!("{stem}.key"));
         std::fs::write(&cert, leaf.pem()).unwrap();
@@ -92,8 +100,20 @@ impl Pki {
     }
 }
 
+fn distinguished_name(common_name: &str) -> rcgen::DistinguishedName {
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::CommonName, common_name);
+    name
+}
+
 /// The names the default test certificate covers.
-pub const CERT_NAMES: &[&str] = &["localhost", "app.test", "*.wild.test", "127.0.0.1", "unrouted.test"];
+pub const CERT_NAMES: &[&str] = &[
+    "localhost",
+    "app.test",
+    "*.wild.test",
+    "127.0.0.1",
+    "unrouted.test",
+];
 
 /// A proxy with its certificate and one echo upstream.
 pub struct Setup {
@@ -174,9 +194,12 @@ pub async fn tls_connect(
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(server_name.to_owned()).unwrap();
-    tokio::time::timeout(WAIT, tokio_rustls::TlsConnector::from(client).connect(name, tcp))
-        .await
-        .map_err(|_| std::io::ErrorKind::TimedOut)?
+    tokio::time::timeout(
+        WAIT,
+        tokio_rustls::TlsConnector::from(client).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| std::io::ErrorKind::TimedOut)?
 }
 
 pub type H1 = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -184,7 +207,9 @@ pub type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 
 /// An HTTP/1.1 client over TLS.
 pub async fn h1(addr: SocketAddr, sni: &str, pki: &Pki) -> H1 {
-    let tls = tls_connect(addr, sni, pki.client(&[b"http/1.1"])).await.unwrap();
+    let tls = tls_connect(addr, sni, pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -196,9 +221,10 @@ pub async fn h1(addr: SocketAddr, sni: &str, pki: &Pki) -> H1 {
 pub async fn h2(addr: SocketAddr, sni: &str, pki: &Pki) -> H2 {
     let tls = tls_connect(addr, sni, pki.client(&[b"h2"])).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -247,7 +273,9 @@ impl Client {
         if let Self::H2(_) = self {
             let host = req.headers_mut().remove("host").unwrap();
             let pq = req.uri().path_and_query().unwrap().clone();
-            *req.uri_mut() = format!("https://{}{pq}", host.to_str().unwrap()).parse().unwrap();
+            *req.uri_mut() = format!("https://{}{pq}", host.to_str().unwrap())
+                .parse()
+                .unwrap();
             *req.version_mut() = http::Version::HTTP_2;
         }
         let response = tokio::time::timeout(WAIT, async {
@@ -305,7 +333,9 @@ where
 
 /// Raw bytes over TLS (ALPN http/1.1), returning everything read until close.
 pub async fn raw_tls(addr: SocketAddr, sni: &str, pki: &Pki, bytes: &[u8]) -> String {
-    let mut tls = tls_connect(addr, sni, pki.client(&[b"http/1.1"])).await.unwrap();
+    let mut tls = tls_connect(addr, sni, pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
     exchange(&mut tls, bytes).await
 }
 
@@ -337,7 +367,11 @@ where
         };
         let length = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or(0);
         body.len() >= length

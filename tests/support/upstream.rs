@@ -7,8 +7,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -75,7 +75,9 @@ impl Upstream {
 }
 
 fn full(text: impl Into<Bytes>) -> Body {
-    Full::new(text.into()).map_err(|never| match never {}).boxed()
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -122,20 +124,28 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
         let body = req.into_body().collect().await.map(|b| b.to_bytes());
         match body {
             Ok(bytes) => Response::new(full(bytes)),
-            Err(_) => Response::builder().status(StatusCode::BAD_REQUEST).body(full("")).unwrap(),
+            Err(_) => Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .body(full(""))
+                .unwrap(),
         }
     } else if req.method() == http::Method::POST {
         Response::new(req.into_body().boxed())
     } else {
         let mut text = format!("{} {}\n", req.method(), seen_target);
         for (name, value) in req.headers() {
-            text.push_str(&format!("{}: {}\n", name, String::from_utf8_lossy(value.as_bytes())));
+            text.push_str(&format!(
+                "{}: {}\n",
+                name,
+                String::from_utf8_lossy(value.as_bytes())
+            ));
         }
         Response::new(full(text))
     };
-    response
-        .headers_mut()
-        .insert("x-seen-target", seen_target.parse().unwrap_or_else(|_| "?".parse().unwrap()));
+    response.headers_mut().insert(
+        "x-seen-target",
+        seen_target.parse().unwrap_or_else(|_| "?".parse().unwrap()),
+    );
     Ok(response)
 }
 

@@ -1,0 +1,158 @@
+//! The `portcullis` binary. It proves that:
+//! - `check` accepts a valid config, prints its listeners, hosts and routes, and exits 0;
+//! - `check` refuses a bad one with every error naming its key, and exits 1;
+//! - `dev-certs` creates a CA and a localhost certificate with private keys 0600, idempotently;
+//! - the shipped default config is valid;
+//! - `run` serves and exits 0 on SIGTERM, even after whoever read its stderr went away.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use support::Setup;
+
+fn portcullis(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn check_describes_a_valid_config() {
+    let setup = Setup::new().await;
+    let file = setup.pki.dir.path().join("ok.toml");
+    std::fs::write(&file, setup.toml("")).unwrap();
+    let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("https  127.0.0.1:0"), "{stdout}");
+    assert!(stdout.contains("app.test/ -> app"), "{stdout}");
+    assert!(stdout.contains(&format!(
+        "{}  environment \"test\", network 127.0.0.0/8",
+        setup.app.addr
+    )));
+}
+
+#[tokio::test]
+async fn check_lists_every_error_by_key() {
+    let setup = Setup::new().await;
+    let app = setup.app.addr.to_string();
+    let toml = setup
+        .toml("")
+        .replace(
+            &format!("addrs = [\"{app}\"]"),
+            &format!("addrs = [\"{app}\", \"8.8.8.8:80\"]"),
+        )
+        .replace(
+            "test = [\"127.0.0.0/8\", \"::1/128\"]",
+            "test = [\"127.0.0.0/8\", \"1.1.1.0/24\"]",
+        );
+    let file = setup.pki.dir.path().join("bad.toml");
+    std::fs::write(&file, toml).unwrap();
+    let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("upstreams.app.addrs[1]: 8.8.8.8:80 is a public address"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("networks.test[1]: 1.1.1.0/24 is not inside a private range"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.toml");
+    std::fs::write(
+        &file,
+        "environment = \"dev\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp_port = 80\n",
+    )
+    .unwrap();
+    let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `http_port`"));
+}
+
+#[test]
+fn dev_certs_are_created_once_with_private_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("certs-dev");
+    let first = portcullis(&["dev-certs", "--dir", target.to_str().unwrap()]);
+    assert!(first.status.success());
+    assert!(String::from_utf8_lossy(&first.stdout).contains("created"));
+    let key = target.join("localhost.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let cert = std::fs::read(target.join("localhost.crt")).unwrap();
+    let second = portcullis(&["dev-certs", "--dir", target.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("already exist"));
+    assert_eq!(
+        std::fs::read(target.join("localhost.crt")).unwrap(),
+        cert,
+        "not idempotent"
+    );
+    let entry = portcullis::tls::load_certificate(&target.join("localhost.crt"), &key).unwrap();
+    for host in ["localhost", "127.0.0.1", "::1"] {
+        assert!(entry.covers(host), "{host}");
+    }
+}
+
+#[test]
+fn shipped_default_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.toml");
+    std::fs::copy(&default, dir.path().join("portcullis.toml")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir.path())
+        .args(["check", "-c", "portcullis.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dir.path().join("certs-dev/ca.crt").is_file(),
+        "dev certs were not generated"
+    );
+}
+
+#[tokio::test]
+async fn run_serves_and_exits_zero_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let setup = Setup::new().await;
+    let file = setup.pki.dir.path().join("run.toml");
+    std::fs::write(&file, setup.toml("")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "-c", file.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let listening = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("listening"))
+    });
+    assert!(listening.join().unwrap() || child.try_wait().unwrap().is_none());
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM must end the proxy cleanly");
+}

@@ -1,0 +1,159 @@
+//! Private upstreams only, enforced at config time and again at connect time. It proves that:
+//! - public, link-local and malformed networks are refused, naming the key;
+//! - an upstream address outside its environment's networks, a public one, or one in another
+//!   environment than the instance's is refused, naming the key;
+//! - every problem of a config is reported at once;
+//! - a name whose resolution leaves the environment (DNS rebinding) gets 502 and is never
+//!   connected to.
+
+mod support;
+
+use portcullis::config::ConfigError;
+use support::{Client, Setup, config_from, start_config};
+
+fn problems(toml: &str) -> Vec<String> {
+    match config_from(toml) {
+        Err(ConfigError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
+        Err(other) => panic!("expected validation problems, got: {other}"),
+        Ok(_) => panic!("config was accepted"),
+    }
+}
+
+fn assert_refused(problems: &[String], key: &str, reason: &str) {
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with(&format!("{key}: ")) && p.contains(reason)),
+        "no problem `{key}: ...{reason}...` in {problems:#?}"
+    );
+}
+
+#[tokio::test]
+async fn non_private_networks_are_refused() {
+    let setup = Setup::new().await;
+    let base = setup.toml("");
+    for (net, reason) in [
+        ("8.8.8.0/24", "not inside a private range"),
+        ("0.0.0.0/0", "link-local"),
+        ("169.254.169.254/32", "link-local"),
+        ("fe80::/10", "link-local"),
+        ("2001:db8::/32", "not inside a private range"),
+        ("10.0.0.0/300", "not a network in CIDR notation"),
+    ] {
+        let toml = base.replace(
+            "test = [\"127.0.0.0/8\", \"::1/128\"]",
+            &format!("test = [\"127.0.0.0/8\", \"{net}\"]"),
+        );
+        assert_refused(&problems(&toml), "networks.test[1]", reason);
+    }
+}
+
+#[tokio::test]
+async fn upstreams_outside_their_environment_are_refused() {
+    let setup = Setup::new().await;
+    let app = setup.app.addr.to_string();
+    let base = setup.toml("");
+    let public = base.replace(
+        &format!("addrs = [\"{app}\"]"),
+        &format!("addrs = [\"{app}\", \"8.8.8.8:80\"]"),
+    );
+    assert_refused(
+        &problems(&public),
+        "upstreams.app.addrs[1]",
+        "8.8.8.8:80 is a public address",
+    );
+    let metadata = base.replace(&app, "169.254.169.254:80");
+    assert_refused(
+        &problems(&metadata),
+        "upstreams.app.addrs[0]",
+        "169.254.169.254:80 is link-local",
+    );
+    let elsewhere = base.replace(&app, "10.1.2.3:80");
+    assert_refused(
+        &problems(&elsewhere),
+        "upstreams.app.addrs[0]",
+        "not in any network of environment \"test\"",
+    );
+    let cross = base
+        .replace("[networks]\n", "[networks]\nstaging = [\"10.1.0.0/16\"]\n")
+        .replace(
+            "[upstreams.app]\nenvironment = \"test\"\naddrs = [\"",
+            "[upstreams.app]\nenvironment = \"staging\"\naddrs = [\"10.1.2.3:80\", \"",
+        );
+    let found = problems(&cross);
+    assert_refused(
+        &found,
+        "upstreams.app.environment",
+        "may only reach its own environment",
+    );
+    assert_refused(
+        &found,
+        "upstreams.app.addrs[1]",
+        "not in any network of environment \"staging\"",
+    );
+    let unknown = base.replace(
+        "environment = \"test\"\naddrs",
+        "environment = \"nowhere\"\naddrs",
+    );
+    assert_refused(
+        &problems(&unknown),
+        "upstreams.app.environment",
+        "no entry in [networks]",
+    );
+    let overlap = base.replace("[networks]\n", "[networks]\nother = [\"127.1.0.0/16\"]\n");
+    assert_refused(
+        &problems(&overlap),
+        "networks.test[0]",
+        "overlaps 127.1.0.0/16 of environment \"other\"",
+    );
+}
+
+#[tokio::test]
+async fn every_problem_is_reported_at_once() {
+    let setup = Setup::new().await;
+    let toml = setup
+        .toml("[limits]\nidle_timeout = \"soon\"\nmax_header_bytes = 10\n[[routes]]\nhost = \"not a host\"\nupstream = \"missing\"\n")
+        .replace("https = \"127.0.0.1:0\"", "https = \"nowhere\"");
+    let found = problems(&toml);
+    assert_refused(&found, "listen.https", "not an ip:port");
+    assert_refused(&found, "limits.idle_timeout", "not a duration");
+    assert_refused(&found, "limits.max_header_bytes", "at least 8192");
+    assert_refused(&found, "routes[4].host", "not a host name");
+    assert_refused(
+        &found,
+        "routes[4].upstream",
+        "no upstream named \"missing\"",
+    );
+    assert!(found.len() >= 5, "{found:#?}");
+}
+
+#[tokio::test]
+async fn rebinding_out_of_the_environment_is_refused_at_connect() {
+    let setup = Setup::new().await;
+    let port = setup.app.addr.port();
+    let toml = setup.toml("").replace(
+        &format!("addrs = [\"{}\"]", setup.app.addr),
+        &format!("addrs = [\"localhost:{port}\"]"),
+    );
+    let mut config = config_from(&toml).unwrap();
+    // The name was private when the config was checked; now pretend DNS moved it elsewhere.
+    let upstream = config.upstreams.get_mut("app").unwrap();
+    upstream.networks = vec!["10.9.0.0/16".parse().unwrap()];
+    let proxy = start_config(config).await;
+    for h2 in [false, true] {
+        let mut client = Client::connect(h2, proxy.https_addr, "localhost", &setup.pki).await;
+        assert_eq!(client.get("localhost", "/").await.status, 502, "h2={h2}");
+    }
+    assert_eq!(setup.app.hits(), 0, "a refused address was connected to");
+}
+
+#[tokio::test]
+async fn ip_literal_out_of_the_environment_is_refused_at_connect() {
+    let setup = Setup::new().await;
+    let mut config = config_from(&setup.toml("")).unwrap();
+    config.upstreams.get_mut("app").unwrap().networks = vec!["10.9.0.0/16".parse().unwrap()];
+    let proxy = start_config(config).await;
+    let mut client = Client::connect(false, proxy.https_addr, "localhost", &setup.pki).await;
+    assert_eq!(client.get("localhost", "/").await.status, 502);
+    assert_eq!(setup.app.hits(), 0);
+}

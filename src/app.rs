@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, Limits};
 use crate::routing::RouteTable;
 use crate::tls::{CertEntry, CertStore, SniResolver};
@@ -24,6 +25,8 @@ pub struct App {
     pub limits: Limits,
     /// The port written into redirect locations.
     pub public_https_port: u16,
+    /// Where request events go.
+    pub access_log: Arc<AccessLog>,
 }
 
 /// Where a matched request goes.
@@ -33,6 +36,8 @@ pub struct Route {
     pub name: Arc<str>,
     /// The pool it forwards to.
     pub upstream: Arc<Upstream>,
+    /// The upstream's config name, for logs.
+    pub upstream_name: Arc<str>,
     /// Largest request body accepted.
     pub max_body_bytes: u64,
 }
@@ -40,7 +45,7 @@ pub struct Route {
 impl App {
     /// Compiles routes and builds upstream pools. `bound_https_port` is used for redirects when
     /// the config does not name a public port.
-    pub fn new(config: &Config, bound_https_port: u16) -> Self {
+    pub fn new(config: &Config, bound_https_port: u16) -> std::io::Result<Self> {
         let upstreams: std::collections::BTreeMap<&str, Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -51,11 +56,13 @@ impl App {
             let target = Arc::new(Route {
                 name: route.name().into(),
                 upstream,
+                upstream_name: route.upstream.as_str().into(),
                 max_body_bytes: route.max_body_bytes,
             });
             Some((route.host.clone(), route.path_prefix.clone(), target))
         }));
-        Self {
+        Ok(Self {
+            access_log: Arc::new(AccessLog::start(config.log.clone())?),
             routes,
             certs: Arc::new(SniResolver::new(CertStore::new(
                 config.certificates.clone(),
@@ -63,7 +70,7 @@ impl App {
             hsts: config.hsts.clone(),
             limits: config.limits,
             public_https_port: config.listen.public_https_port.unwrap_or(bound_https_port),
-        }
+        })
     }
 }
 
@@ -75,4 +82,6 @@ pub struct ConnectionInfo {
     /// The certificate presented in the handshake: requests for hosts it does not cover are
     /// misdirected.
     pub certificate: Arc<CertEntry>,
+    /// The negotiated TLS version, `1.2` or `1.3`.
+    pub tls_version: &'static str,
 }

@@ -5,6 +5,7 @@
 //! body the proxy wrote itself or an upstream's body, streamed as it arrives.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -12,6 +13,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
+
+use crate::access_log::Exchange;
 
 /// Why a client's request body could not be forwarded. The client is to blame for all three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -36,16 +39,24 @@ pub struct RequestBody {
     remaining: u64,
     read_timeout: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
+    exchange: Option<Arc<Exchange>>,
 }
 
 impl RequestBody {
     /// Wraps `inner`; more than `limit` bytes, or a pause longer than `read_timeout`, fail it.
-    pub fn new(inner: Incoming, limit: u64, read_timeout: Duration) -> Self {
+    /// Bytes read are counted into `exchange` for the access log.
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        read_timeout: Duration,
+        exchange: Option<Arc<Exchange>>,
+    ) -> Self {
         Self {
             inner,
             remaining: limit,
             read_timeout,
             deadline: None,
+            exchange,
         }
     }
 }
@@ -66,6 +77,9 @@ impl Body for RequestBody {
                     .remaining
                     .checked_sub(len)
                     .ok_or(RequestBodyError::TooLarge)?;
+                if let Some(exchange) = &this.exchange {
+                    exchange.add_request_bytes(len);
+                }
                 if let Some(deadline) = &mut this.deadline {
                     deadline.as_mut().reset(Instant::now() + this.read_timeout);
                 }

@@ -19,10 +19,14 @@ use std::time::Duration;
 use http::HeaderValue;
 use ipnet::IpNet;
 
+use crate::access_log::LogSettings;
 use crate::networks::{Environments, NetworkRefusal, check_private};
 use crate::routing::{BadHostPattern, HostPattern};
 use crate::tls::{CertEntry, CertError, CertStore, load_certificate};
 use raw::{RawConfig, RawLimits};
+
+/// The policy: logs are kept between 15 and 30 days.
+const RETENTION_DAYS: std::ops::RangeInclusive<u32> = 15..=30;
 
 /// hyper refuses read buffers smaller than this; a smaller header limit would panic it.
 const MIN_HEADER_BYTES: usize = 8192;
@@ -48,6 +52,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Limits and timeouts.
     pub limits: Limits,
+    /// Access and audit log files.
+    pub log: LogSettings,
 }
 
 /// `[listen]`, validated.
@@ -176,6 +182,9 @@ pub enum ProblemKind {
     /// Zero where zero would disable a protection.
     #[error("must be greater than zero")]
     Zero,
+    /// Log retention outside the policy's range.
+    #[error("{0} days is outside the retention policy of 15 to 30 days")]
+    Retention(u32),
     /// Below hyper's minimum buffer.
     #[error("must be at least {MIN_HEADER_BYTES}")]
     TooSmall,
@@ -295,6 +304,12 @@ impl Config {
         if raw.server.workers == Some(0) {
             problems.push("server.workers", ProblemKind::Zero);
         }
+        if !RETENTION_DAYS.contains(&raw.log.retention_days) {
+            problems.push(
+                "log.retention_days",
+                ProblemKind::Retention(raw.log.retention_days),
+            );
+        }
         problems.finish()?;
         Ok(Self {
             environment: raw.environment,
@@ -306,6 +321,12 @@ impl Config {
             upstreams,
             routes,
             limits,
+            log: LogSettings {
+                dir: Some(raw.log.dir),
+                retention_days: raw.log.retention_days,
+                stdout: raw.log.stdout,
+                client_hash: raw.log.client_hash,
+            },
         })
     }
 }

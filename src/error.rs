@@ -76,9 +76,16 @@ impl ProxyError {
 
     /// The response sent to the client.
     pub fn to_response(&self) -> Response<ResponseBody> {
-        status_response(self.status())
+        let mut response = status_response(self.status());
+        response.extensions_mut().insert(ErrorKind(self.kind()));
+        response
     }
 }
+
+/// Marks a response the proxy wrote itself, with the error's [`ProxyError::kind`], for the
+/// access log.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind(pub &'static str);
 
 /// A response with the status's reason phrase as its whole body.
 pub fn status_response(status: StatusCode) -> Response<ResponseBody> {

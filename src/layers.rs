@@ -1,10 +1,12 @@
-//! The HTTPS request path, outermost first. This file is the list; each layer lives in its own
-//! module.
+//! The request path of each listener, outermost first. This file is the list; each layer
+//! lives in its own module.
 //!
 //! ```text
-//! hyper ─▶ HSTS ─▶ error responses ─▶ routing ─▶ proxy ─▶ upstream
+//! TLS:   hyper ─▶ access log ─▶ HSTS ─▶ error responses ─▶ routing ─▶ proxy ─▶ upstream
+//! plain: hyper ─▶ access log ─▶ redirect
 //! ```
 
+mod access;
 mod error_response;
 mod route;
 
@@ -14,15 +16,18 @@ use std::sync::Arc;
 use http::header::STRICT_TRANSPORT_SECURITY;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tower::{Service, ServiceBuilder};
+use tower::{Service, ServiceBuilder, service_fn};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+pub use access::{AccessLogLayer, AccessLogService, LoggedBody};
 pub use error_response::{ErrorResponse, ErrorResponseLayer};
 pub use route::{RouteLayer, RouteService};
 
+use crate::access_log::Listener;
 use crate::app::{App, ConnectionInfo};
 use crate::body::ResponseBody;
 use crate::proxy::Proxy;
+use crate::redirect::redirect;
 
 /// The service for one TLS connection.
 pub fn https_service(
@@ -30,15 +35,23 @@ pub fn https_service(
     conn: Arc<ConnectionInfo>,
 ) -> impl Service<
     Request<Incoming>,
-    Response = Response<ResponseBody>,
+    Response = Response<LoggedBody<ResponseBody>>,
     Error = Infallible,
     Future: Send + 'static,
 > + Clone
 + Send
 + 'static {
     ServiceBuilder::new()
-        // Outermost, so every response carries HSTS, the proxy's own errors included, and an
-        // upstream's value is replaced: the policy is ours (RFC 6797 8.1 honours only one).
+        // Outermost: it must see every response, HSTS and the proxy's own errors included, and
+        // it logs when the body is done, so the line has the bytes really sent.
+        .layer(AccessLogLayer::new(
+            app.access_log.clone(),
+            Listener::Https,
+            Some(conn.tls_version),
+            conn.client_ip,
+        ))
+        // Every response carries HSTS, the proxy's own errors included, and an upstream's
+        // value is replaced: the policy is ours (RFC 6797 8.1 honours only one).
         .layer(SetResponseHeaderLayer::overriding(
             STRICT_TRANSPORT_SECURITY,
             app.hsts.clone(),
@@ -48,4 +61,29 @@ pub fn https_service(
         // Host, certificate coverage, path normalisation, route: all before any upstream IO.
         .layer(RouteLayer::new(app.clone(), conn.clone()))
         .service(Proxy::new(conn, app.limits.body_read_timeout))
+}
+
+/// The service for one plain-HTTP connection.
+pub fn http_service(
+    app: &Arc<App>,
+    client: std::net::IpAddr,
+) -> impl Service<
+    Request<Incoming>,
+    Response = Response<LoggedBody<ResponseBody>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    let redirecting = app.clone();
+    ServiceBuilder::new()
+        .layer(AccessLogLayer::new(
+            app.access_log.clone(),
+            Listener::Http,
+            None,
+            client,
+        ))
+        .service(service_fn(move |request: Request<Incoming>| {
+            std::future::ready(Ok::<_, Infallible>(redirect(&redirecting, &request)))
+        }))
 }

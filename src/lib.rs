@@ -12,6 +12,7 @@
 //! and the benches all go through it.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod app;
 pub mod body;
 pub mod config;
@@ -49,6 +50,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The access-log writer could not be started.
+    #[error("cannot start the access log: {0}")]
+    Log(#[source] std::io::Error),
     /// rustls refused the TLS settings.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
@@ -64,6 +68,7 @@ pub struct Running {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
+    access_log: Arc<access_log::AccessLog>,
 }
 
 impl Running {
@@ -72,9 +77,18 @@ impl Running {
     pub async fn shutdown(self) -> bool {
         self.shutdown.cancel();
         self.tracker.close();
-        tokio::time::timeout(self.grace, self.tracker.wait())
+        let drained = tokio::time::timeout(self.grace, self.tracker.wait())
             .await
-            .is_ok()
+            .is_ok();
+        // After the drain, so the lines of requests that finished in it are written too.
+        let log = self.access_log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        drained
+    }
+
+    /// Access-log events dropped because the writer could not keep up.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log.dropped()
     }
 }
 
@@ -90,7 +104,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         (Some(listener), Some(addr)) => Some(local_addr(listener, addr)?),
         _ => None,
     };
-    let app = Arc::new(app::App::new(&config, https_addr.port()));
+    let app = Arc::new(app::App::new(&config, https_addr.port()).map_err(StartError::Log)?);
+    let access_log = app.access_log.clone();
     let tls = Arc::new(tls::server_config(app.certs.clone())?);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -101,6 +116,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         tracker,
         grace: config.limits.shutdown_grace,
+        access_log,
     })
 }
 

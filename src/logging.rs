@@ -19,8 +19,46 @@ pub fn init() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Its fallback report goes through `eprintln!`, which panics when stderr is a closed
         // pipe: a supervisor that stops reading must not crash the proxy.
         .log_internal_errors(false)
         .try_init();
+}
+
+/// Lets a repeated operational event through at most once per period, reporting how many were
+/// held back, so a scanner's handshake failures or a full disk cannot flood the log.
+#[derive(Debug)]
+pub struct Throttle {
+    period: std::time::Duration,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+    held_back: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// At most one event per `period`.
+    pub const fn new(period: std::time::Duration) -> Self {
+        Self {
+            period,
+            last: std::sync::Mutex::new(None),
+            held_back: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Calls `emit` with the number of occurrences it stands for, or counts this one.
+    pub fn warn(&self, emit: impl FnOnce(u64)) {
+        use std::sync::atomic::Ordering;
+        let due = self.last.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|t| t.elapsed() >= self.period);
+            if due {
+                *last = Some(std::time::Instant::now());
+            }
+            due
+        });
+        if due {
+            emit(self.held_back.swap(0, Ordering::Relaxed) + 1);
+        } else {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }

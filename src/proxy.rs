@@ -22,6 +22,7 @@ use tower::Service;
 
 pub use headers::{requested_upgrade, rewrite_request, rewrite_response};
 
+use crate::access_log::Exchange;
 use crate::app::{ConnectionInfo, Route};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
@@ -99,7 +100,8 @@ async fn forward(
     );
     parts.uri = upstream_uri(&route, &parts.uri)?;
     parts.version = Version::HTTP_11;
-    let body = RequestBody::new(body, route.max_body_bytes, body_read_timeout);
+    let exchange = parts.extensions.get::<Arc<Exchange>>().cloned();
+    let body = RequestBody::new(body, route.max_body_bytes, body_read_timeout, exchange);
 
     let mut response = route
         .upstream

@@ -24,12 +24,15 @@ pub use io::{Activity, Watched};
 
 use crate::app::{App, ConnectionInfo};
 use crate::config::Limits;
-use crate::layers::https_service;
-use crate::redirect::redirect;
+use crate::layers::{http_service, https_service};
+use crate::logging::Throttle;
 
 /// Longest pause after repeated accept errors (file descriptors exhausted).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
+/// Failed handshakes are reported at most once a minute.
+static HANDSHAKE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
+
 /// Request headers per message, h1; beyond this hyper answers 431.
 const MAX_HEADERS: usize = 128;
 
@@ -74,8 +77,8 @@ impl Server {
         if let Some(http) = http {
             let server = self.clone();
             self.tracker
-                .spawn(accept_loop(http, self.clone(), move |stream, _| {
-                    server.clone().serve_plain(stream)
+                .spawn(accept_loop(http, self.clone(), move |stream, peer| {
+                    server.clone().serve_plain(stream, peer)
                 }));
         }
     }
@@ -88,7 +91,11 @@ impl Server {
             match tokio::time::timeout(limits.handshake_timeout, self.tls.accept(watched)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(_)) | Err(_) => {
-                    tracing::debug!("TLS handshake failed or timed out");
+                    // Neither the peer nor rustls's message: both can carry what a client chose
+                    // (its address, an SNI). Scanners fail handshakes all day, hence the throttle.
+                    HANDSHAKE_FAILURES.warn(|count| {
+                        tracing::info!(count, "TLS handshakes failed or timed out");
+                    });
                     return;
                 }
             };
@@ -97,9 +104,14 @@ impl Server {
         let Some(certificate) = self.app.certs.entry_for(session.server_name()) else {
             return;
         };
+        let tls_version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+            _ => "1.2",
+        };
         let conn = Arc::new(ConnectionInfo {
             client_ip: peer.ip().to_canonical(),
             certificate,
+            tls_version,
         });
         let service = TowerToHyperService::new(https_service(&self.app, conn));
         let io = TokioIo::new(tls);
@@ -112,17 +124,14 @@ impl Server {
         }
     }
 
-    async fn serve_plain(self: Arc<Self>, stream: TcpStream) {
+    async fn serve_plain(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let activity = Activity::new();
         let io = TokioIo::new(Watched::new(
             stream,
             activity.clone(),
             self.app.limits.send_timeout,
         ));
-        let app = self.app.clone();
-        let service = hyper::service::service_fn(move |request| {
-            std::future::ready(Ok::<_, std::convert::Infallible>(redirect(&app, &request)))
-        });
+        let service = TowerToHyperService::new(http_service(&self.app, peer.ip().to_canonical()));
         // No `with_upgrades`: the redirect listener never switches protocols, h2c included.
         let conn = self.h1.serve_connection(io, service);
         self.drive(conn, |c| c.graceful_shutdown(), &activity).await;

@@ -29,6 +29,29 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `[log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub dir: PathBuf,
+    pub retention_days: u32,
+    pub stdout: bool,
+    pub client_hash: bool,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("logs"),
+            retention_days: 30,
+            stdout: false,
+            client_hash: false,
+        }
+    }
 }
 
 /// `[listen]`

@@ -13,6 +13,7 @@ use http::uri::PathAndQuery;
 use hyper::body::Incoming;
 use tower::{Layer, Service};
 
+use crate::access_log::Exchange;
 use crate::app::{App, ConnectionInfo};
 use crate::error::ProxyError;
 use crate::proxy::Routed;
@@ -93,6 +94,9 @@ impl RouteLayer {
             .resolve(&host.name, request.uri().path())
             .ok_or(ProxyError::NoRoute)?
             .clone();
+        if let Some(exchange) = request.extensions().get::<Arc<Exchange>>() {
+            exchange.set_route(&route);
+        }
         Ok(Routed {
             request,
             route,

@@ -158,12 +158,38 @@ upstream = "app"
 [[routes]]
 host = "127.0.0.1"
 upstream = "app"
+[log]
+dir = "{logs}"
 {extra}
 "#,
+            logs = self.log_dir().display(),
             cert = self.pki.cert.display(),
             key = self.pki.key.display(),
             app = self.app.addr,
         )
+    }
+
+    /// Where this setup's access logs go.
+    pub fn log_dir(&self) -> PathBuf {
+        self.pki.dir.path().join("logs")
+    }
+
+    /// Every line of every access-log file written so far.
+    pub fn access_lines(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.log_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("access-"))
+            .flat_map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Starts the real proxy on ephemeral ports.
@@ -192,7 +218,32 @@ pub async fn tls_connect(
     server_name: &str,
     client: Arc<rustls::ClientConfig>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
+    tls_connect_from(None, addr, server_name, client).await
+}
+
+/// TCP from a chosen local address (a loopback alias stands for a distinct client).
+pub async fn tcp_from(
+    local: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+) -> std::io::Result<TcpStream> {
+    match local {
+        None => TcpStream::connect(addr).await,
+        Some(ip) => {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(addr).await
+        }
+    }
+}
+
+/// [`tls_connect`] from a chosen local address.
+pub async fn tls_connect_from(
+    local: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    server_name: &str,
+    client: Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = tcp_from(local, addr).await?;
     let name = ServerName::try_from(server_name.to_owned()).unwrap();
     tokio::time::timeout(
         WAIT,
@@ -207,7 +258,16 @@ pub type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 
 /// An HTTP/1.1 client over TLS.
 pub async fn h1(addr: SocketAddr, sni: &str, pki: &Pki) -> H1 {
-    let tls = tls_connect(addr, sni, pki.client(&[b"http/1.1"]))
+    h1_from(None, addr, sni, pki).await
+}
+
+pub async fn h1_from(
+    local: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    sni: &str,
+    pki: &Pki,
+) -> H1 {
+    let tls = tls_connect_from(local, addr, sni, pki.client(&[b"http/1.1"]))
         .await
         .unwrap();
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -219,7 +279,18 @@ pub async fn h1(addr: SocketAddr, sni: &str, pki: &Pki) -> H1 {
 
 /// An HTTP/2 client over TLS.
 pub async fn h2(addr: SocketAddr, sni: &str, pki: &Pki) -> H2 {
-    let tls = tls_connect(addr, sni, pki.client(&[b"h2"])).await.unwrap();
+    h2_from(None, addr, sni, pki).await
+}
+
+pub async fn h2_from(
+    local: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    sni: &str,
+    pki: &Pki,
+) -> H2 {
+    let tls = tls_connect_from(local, addr, sni, pki.client(&[b"h2"]))
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
@@ -256,10 +327,21 @@ pub enum Client {
 impl Client {
     /// Connects with h1 or h2.
     pub async fn connect(h2_: bool, addr: SocketAddr, sni: &str, pki: &Pki) -> Self {
+        Self::connect_from(None, h2_, addr, sni, pki).await
+    }
+
+    /// Connects from a chosen local address.
+    pub async fn connect_from(
+        local: Option<std::net::IpAddr>,
+        h2_: bool,
+        addr: SocketAddr,
+        sni: &str,
+        pki: &Pki,
+    ) -> Self {
         if h2_ {
-            Self::H2(h2(addr, sni, pki).await)
+            Self::H2(h2_from(local, addr, sni, pki).await)
         } else {
-            Self::H1(h1(addr, sni, pki).await)
+            Self::H1(h1_from(local, addr, sni, pki).await)
         }
     }
 
@@ -280,8 +362,14 @@ impl Client {
         }
         let response = tokio::time::timeout(WAIT, async {
             match self {
-                Self::H1(s) => s.send_request(req).await,
-                Self::H2(s) => s.send_request(req).await,
+                Self::H1(s) => match s.ready().await {
+                    Ok(()) => s.send_request(req).await,
+                    Err(e) => Err(e),
+                },
+                Self::H2(s) => match s.ready().await {
+                    Ok(()) => s.send_request(req).await,
+                    Err(e) => Err(e),
+                },
             }
         })
         .await

@@ -1,0 +1,236 @@
+//! The access log: one JSON line per request, carrying no user information by construction.
+//!
+//! The request path hands an [`Event`] to a bounded queue and moves on; the writer thread masks
+//! the path, drops the query and serialises a [`Record`], whose fields *are* the allow-list:
+//! there is no header map, no free-form field, nothing a new piece of code could leak through
+//! by accident. Client addresses never reach a line; with `client_hash` on, only a keyed hash
+//! whose key lives in memory and changes with the UTC day.
+
+mod mask;
+mod writer;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode, Version};
+use serde::Serialize;
+
+pub use mask::mask_path;
+pub use writer::{LogSettings, sweep, utc_date};
+
+use crate::app::Route;
+
+/// Lines that may wait for the disk before new ones are dropped (and counted).
+const QUEUE_CAPACITY: usize = 65_536;
+
+/// Which listener answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The plain-HTTP redirect listener.
+    Http,
+    /// The TLS listener.
+    Https,
+}
+
+/// What the request path knows when a request ends. Only the path is sensitive, and it is
+/// masked before it is written.
+#[derive(Debug)]
+pub struct Event {
+    /// When the request ended.
+    pub time: SystemTime,
+    /// Which listener.
+    pub listener: Listener,
+    /// HTTP version of the request.
+    pub version: Version,
+    /// Negotiated TLS version, on the TLS listener.
+    pub tls: Option<&'static str>,
+    /// Request method.
+    pub method: Method,
+    /// The route that served it, if any.
+    pub route: Option<Arc<Route>>,
+    /// The request target; masked, query dropped, on the writer thread.
+    pub target: Option<PathAndQuery>,
+    /// Final status.
+    pub status: StatusCode,
+    /// Request body bytes read.
+    pub request_bytes: u64,
+    /// Response body bytes sent.
+    pub response_bytes: u64,
+    /// From request head to the end of the response.
+    pub duration: Duration,
+    /// Why the proxy answered itself, if it did.
+    pub error: Option<&'static str>,
+    /// The client address, present only when client hashing is on; never written.
+    pub client: Option<IpAddr>,
+}
+
+/// One access-log line. Its fields are the whole allow-list.
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    ts: String,
+    listener: &'static str,
+    protocol: &'static str,
+    tls: Option<&'static str>,
+    method: &'static str,
+    route: &'a str,
+    path: String,
+    status: u16,
+    request_bytes: u64,
+    response_bytes: u64,
+    duration_us: u64,
+    upstream: Option<&'a str>,
+    request_id: String,
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_hash: Option<String>,
+}
+
+/// Every key a line may have.
+pub const RECORD_FIELDS: &[&str] = &[
+    "ts",
+    "listener",
+    "protocol",
+    "tls",
+    "method",
+    "route",
+    "path",
+    "status",
+    "request_bytes",
+    "response_bytes",
+    "duration_us",
+    "upstream",
+    "request_id",
+    "error",
+    "client_hash",
+];
+
+impl<'a> Record<'a> {
+    fn from_event(event: &'a Event, client_hash: Option<String>) -> Self {
+        Self {
+            ts: humantime::format_rfc3339_millis(event.time).to_string(),
+            listener: match event.listener {
+                Listener::Http => "http",
+                Listener::Https => "https",
+            },
+            protocol: if event.version == Version::HTTP_2 {
+                "h2"
+            } else {
+                "h1"
+            },
+            tls: event.tls,
+            method: event.method_name(),
+            route: event.route.as_ref().map_or("-", |r| &r.name),
+            path: event
+                .target
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |t| mask_path(t.as_str())),
+            status: event.status.as_u16(),
+            request_bytes: event.request_bytes,
+            response_bytes: event.response_bytes,
+            duration_us: u64::try_from(event.duration.as_micros()).unwrap_or(u64::MAX),
+            upstream: event.route.as_ref().map(|r| &*r.upstream_name),
+            request_id: format!("{:016x}", fastrand::u64(..)),
+            error: event.error,
+            client_hash,
+        }
+    }
+}
+
+enum Message {
+    Event(Box<Event>),
+    Close,
+}
+
+/// The handle the request path logs through.
+#[derive(Debug)]
+pub struct AccessLog {
+    queue: SyncSender<Message>,
+    dropped: AtomicU64,
+    hash_clients: bool,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Message")
+    }
+}
+
+impl AccessLog {
+    /// Starts the writer thread.
+    pub fn start(settings: LogSettings) -> std::io::Result<Self> {
+        let (queue, rx) = sync_channel(QUEUE_CAPACITY);
+        let hash_clients = settings.client_hash;
+        let writer = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer::run(settings, rx))?;
+        Ok(Self {
+            queue,
+            dropped: AtomicU64::new(0),
+            hash_clients,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// True when events should carry the client address for hashing.
+    pub fn wants_client(&self) -> bool {
+        self.hash_clients
+    }
+
+    /// Enqueues an event; when the queue is full the event is dropped and counted.
+    pub fn log(&self, event: Event) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.queue.try_send(Message::Event(Box::new(event)))
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events dropped because the writer could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Writes out everything queued and stops the writer. Later events are dropped.
+    pub fn close(&self) {
+        let _ = self.queue.send(Message::Close);
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Per-request facts that inner layers learn and the access log needs.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    route: OnceLock<Arc<Route>>,
+    request_bytes: AtomicU64,
+}
+
+impl Exchange {
+    /// Records the route chosen.
+    pub fn set_route(&self, route: &Arc<Route>) {
+        let _ = self.route.set(route.clone());
+    }
+
+    /// The route chosen, if routing got that far.
+    pub fn route(&self) -> Option<Arc<Route>> {
+        self.route.get().cloned()
+    }
+
+    /// Counts request body bytes read.
+    pub fn add_request_bytes(&self, n: u64) {
+        self.request_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Request body bytes read so far.
+    pub fn request_bytes(&self) -> u64 {
+        self.request_bytes.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,215 @@
+//! Writes one access-log event per request, when the response body ends (or is abandoned), so
+//! the line carries the final status, the bytes really sent and the full duration.
+//!
+//! Outermost on both listeners: it must see every response, the proxy's own included.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tower::{Layer, Service};
+
+use crate::access_log::{AccessLog, Event, Exchange, Listener};
+use crate::error::ErrorKind;
+
+/// Logs requests of one connection.
+#[derive(Debug, Clone)]
+pub struct AccessLogLayer {
+    log: Arc<AccessLog>,
+    listener: Listener,
+    tls: Option<&'static str>,
+    client: Option<IpAddr>,
+}
+
+impl AccessLogLayer {
+    /// Logging for a connection on `listener`; `client` is kept only if the log hashes clients.
+    pub fn new(
+        log: Arc<AccessLog>,
+        listener: Listener,
+        tls: Option<&'static str>,
+        client: IpAddr,
+    ) -> Self {
+        let client = log.wants_client().then_some(client);
+        Self {
+            log,
+            listener,
+            tls,
+            client,
+        }
+    }
+}
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLogService<S>;
+
+    fn layer(&self, inner: S) -> AccessLogService<S> {
+        AccessLogService {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+/// See [`AccessLogLayer`].
+#[derive(Debug, Clone)]
+pub struct AccessLogService<S> {
+    layer: AccessLogLayer,
+    inner: S,
+}
+
+impl<S, B, ReqB> Service<Request<ReqB>> for AccessLogService<S>
+where
+    S: Service<Request<ReqB>, Response = Response<B>, Error = Infallible>,
+{
+    type Response = Response<LoggedBody<B>>;
+    type Error = Infallible;
+    type Future = AccessLogFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
+        let exchange = Arc::new(Exchange::default());
+        request.extensions_mut().insert(exchange.clone());
+        let pending = Pending {
+            layer: self.layer.clone(),
+            exchange,
+            method: request.method().clone(),
+            version: request.version(),
+            target: request.uri().path_and_query().cloned(),
+            start: Instant::now(),
+        };
+        AccessLogFuture {
+            inner: self.inner.call(request),
+            pending: Some(pending),
+        }
+    }
+}
+
+/// What is known at the request head.
+#[derive(Debug)]
+struct Pending {
+    layer: AccessLogLayer,
+    exchange: Arc<Exchange>,
+    method: Method,
+    version: Version,
+    target: Option<PathAndQuery>,
+    start: Instant,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`AccessLogService`].
+    pub struct AccessLogFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending>,
+    }
+}
+
+impl<F, B> Future for AccessLogFuture<F>
+where
+    F: Future<Output = Result<Response<B>, Infallible>>,
+{
+    type Output = Result<Response<LoggedBody<B>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = ready!(this.inner.poll(cx));
+        let status = response.status();
+        let error = response.extensions().get::<ErrorKind>().map(|k| k.0);
+        let line = this.pending.take().map(|pending| Line {
+            pending,
+            status,
+            error,
+            bytes: 0,
+        });
+        Poll::Ready(Ok(response.map(|inner| LoggedBody { inner, line })))
+    }
+}
+
+#[derive(Debug)]
+struct Line {
+    pending: Pending,
+    status: StatusCode,
+    error: Option<&'static str>,
+    bytes: u64,
+}
+
+impl Line {
+    fn emit(self) {
+        let Pending {
+            layer,
+            exchange,
+            method,
+            version,
+            target,
+            start,
+        } = self.pending;
+        layer.log.log(Event {
+            time: SystemTime::now(),
+            listener: layer.listener,
+            version,
+            tls: layer.tls,
+            method,
+            route: exchange.route(),
+            target,
+            status: self.status,
+            request_bytes: exchange.request_bytes(),
+            response_bytes: self.bytes,
+            duration: start.elapsed(),
+            error: self.error,
+            client: layer.client,
+        });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts what it sends and logs the request when it is done.
+    pub struct LoggedBody<B> {
+        #[pin]
+        inner: B,
+        line: Option<Line>,
+    }
+
+    impl<B> PinnedDrop for LoggedBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(line) = this.project().line.take() {
+                line.emit();
+            }
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for LoggedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if let (Some(Ok(frame)), Some(line)) = (&frame, this.line.as_mut()) {
+            line.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,406 @@
+//! Logs that carry no user information. It proves that:
+//! - canaries sent in every identifying place (client address from a dedicated loopback alias,
+//!   cookie, authorization, API key, query, email and UUID in the path, Referer, User-Agent,
+//!   unknown SNI, bodies), and through every error path (400, 404, 413, 421, 431, 502, 504, TLS
+//!   failure), appear nowhere in the real binary's output: access files, stdout, stderr;
+//! - every access line is JSON with allow-listed keys only;
+//! - files past retention are deleted at start-up; out-of-range retention is refused;
+//! - lines of finished requests are flushed on shutdown; an unwritable log dir does not stop
+//!   the proxy from serving.
+
+mod support;
+
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use portcullis::access_log::{RECORD_FIELDS, utc_date};
+use portcullis::config::ConfigError;
+use support::{Client, Setup, WAIT, config_from, request, tls_connect, tls_connect_from};
+use tokio::io::AsyncWriteExt;
+
+/// The dedicated client address; 127.0.0.0/8 is all loopback on Linux.
+const CLIENT_IP: &str = "127.86.75.30";
+/// A UUID in a path must be masked; it is fixed because a UUID cannot be made of letters only.
+const UUID: &str = "123e4567-e89b-42d3-a456-426614174000";
+
+struct Canaries {
+    token: String,
+}
+
+impl Canaries {
+    fn new() -> Self {
+        // Letters only, so that no masking rule for numbers or random-looking strings hides a
+        // canary that a missing rule (dropping the query, say) would otherwise have leaked.
+        Self {
+            token: (0..12).map(|_| fastrand::lowercase()).collect(),
+        }
+    }
+
+    fn value(&self, place: &str) -> String {
+        format!("cnry{place}{}", self.token)
+    }
+
+    fn assert_absent(&self, what: &str, output: &str) {
+        let lower = output.to_ascii_lowercase();
+        assert!(
+            !lower.contains(&self.token),
+            "a canary leaked into {what}:\n{output}"
+        );
+        assert!(
+            !output.contains(CLIENT_IP),
+            "the client address leaked into {what}:\n{output}"
+        );
+    }
+}
+
+/// The real binary, with its stdout and stderr captured.
+struct Proxy {
+    child: std::process::Child,
+    https: SocketAddr,
+    http: SocketAddr,
+    stderr_path: std::path::PathBuf,
+    stdout_path: std::path::PathBuf,
+}
+
+impl Proxy {
+    fn start(setup: &Setup, extra: &str) -> Self {
+        let dir = setup.pki.dir.path();
+        let config = dir.join("logs.toml");
+        std::fs::write(
+            &config,
+            setup
+                .toml(extra)
+                .replace("[log]\n", "[log]\nstdout = true\n"),
+        )
+        .unwrap();
+        let stderr_path = dir.join("stderr.txt");
+        let stdout_path = dir.join("stdout.txt");
+        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "-c", config.to_str().unwrap()])
+            .env("PORTCULLIS_LOG", "trace")
+            .env("RUST_LOG", "trace")
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        let line = loop {
+            let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("listening")) {
+                break line.to_owned();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "proxy did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let addr = |key: &str| -> SocketAddr {
+            let start = line.find(key).unwrap() + key.len();
+            let rest: String = line[start..]
+                .chars()
+                .skip_while(|c| !c.is_ascii_digit())
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            rest.parse().unwrap()
+        };
+        Self {
+            https: addr("https"),
+            http: addr("http="),
+            child,
+            stderr_path,
+            stdout_path,
+        }
+    }
+
+    fn stop(mut self) -> (String, String) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "proxy exited with {status}");
+        let mut out = (String::new(), String::new());
+        std::fs::File::open(&self.stdout_path)
+            .unwrap()
+            .read_to_string(&mut out.0)
+            .unwrap();
+        std::fs::File::open(&self.stderr_path)
+            .unwrap()
+            .read_to_string(&mut out.1)
+            .unwrap();
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canaries_never_reach_any_output() {
+    let setup = Setup::new().await;
+    let canary = Canaries::new();
+    let extra = "[upstreams.down]\nenvironment = \"test\"\naddrs = [\"127.0.0.1:1\"]\n\
+        [[routes]]\nhost = \"app.test\"\npath_prefix = \"/down\"\nupstream = \"down\"\n\
+        [[routes]]\nhost = \"app.test\"\npath_prefix = \"/small\"\nupstream = \"app\"\nmax_body_bytes = 8\n\
+        [limits]\nupstream_response_timeout = \"300ms\"\nmax_header_bytes = 8192\n";
+    let proxy = tokio::task::block_in_place(|| Proxy::start(&setup, extra));
+    let client_ip: IpAddr = CLIENT_IP.parse().unwrap();
+    let paths = [
+        format!("/users/{}@example.com/orders", canary.value("mail")),
+        format!("/orders/{UUID}"),
+        format!(
+            "/search?q={}&email={}%40example.com",
+            canary.value("query"),
+            canary.value("q2")
+        ),
+        "/a/../../x".to_owned(),
+        "/down".to_owned(),
+        "/slow/2000".to_owned(),
+    ];
+    for h2 in [false, true] {
+        let mut client =
+            Client::connect_from(Some(client_ip), h2, proxy.https, "app.test", &setup.pki).await;
+        for path in &paths {
+            let req = request("GET", "app.test", path)
+                .header("cookie", format!("session={}", canary.value("cookie")))
+                .header("authorization", format!("Bearer {}", canary.value("auth")))
+                .header(
+                    "proxy-authorization",
+                    format!("Basic {}", canary.value("pauth")),
+                )
+                .header("x-api-key", canary.value("apikey"))
+                .header(
+                    "referer",
+                    format!("https://{}.example/", canary.value("referer")),
+                )
+                .header("user-agent", canary.value("ua"))
+                .header("x-forwarded-for", canary.value("xff"))
+                .body(Full::default())
+                .unwrap();
+            client.send(req).await;
+        }
+        let body = Bytes::from(canary.value("body"));
+        client
+            .send(
+                request("POST", "app.test", "/echo")
+                    .body(Full::new(body.clone()))
+                    .unwrap(),
+            )
+            .await;
+        let too_big = client
+            .send(
+                request("POST", "app.test", "/small")
+                    .body(Full::new(body))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(too_big.status, 413);
+        let misdirected = client
+            .get(&format!("{}.example", canary.value("host")), "/")
+            .await;
+        assert_eq!(misdirected.status, 421);
+        assert_eq!(
+            client
+                .get("unrouted.test", &format!("/x?{}", canary.value("404")))
+                .await
+                .status,
+            404
+        );
+    }
+    let big = support::raw_tls(
+        proxy.https,
+        "app.test",
+        &setup.pki,
+        format!(
+            "GET /?{} HTTP/1.1\r\nHost: app.test\r\nCookie: {}\r\n\r\n",
+            canary.value("431"),
+            canary.value("x").repeat(600)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(big.starts_with("HTTP/1.1 431"), "{big}");
+    let sni = tls_connect_from(
+        Some(client_ip),
+        proxy.https,
+        &format!("{}.example", canary.value("sni")),
+        setup.pki.client(&[b"h2"]),
+    )
+    .await;
+    assert!(sni.is_err());
+    let mut plain = support::tcp_from(Some(client_ip), proxy.http)
+        .await
+        .unwrap();
+    plain
+        .write_all(
+            format!(
+                "GET /r?{} HTTP/1.1\r\nHost: localhost\r\nCookie: {}\r\nConnection: close\r\n\r\n",
+                canary.value("redirect"),
+                canary.value("c")
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    support::read_to_close(&mut plain).await;
+    let mut garbage = tls_connect(proxy.https, "app.test", setup.pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    let _ = garbage
+        .write_all(format!("GET /{} HTTP/9.9\r\n\r\n", canary.value("bad")).as_bytes())
+        .await;
+    support::read_to_close(&mut garbage).await;
+
+    let (stdout, stderr) = tokio::task::block_in_place(|| proxy.stop());
+    let lines = setup.access_lines();
+    assert!(
+        lines.len() >= 2 * (paths.len() + 4),
+        "expected a line per request, got {}",
+        lines.len()
+    );
+    canary.assert_absent("stdout", &stdout);
+    canary.assert_absent("stderr", &stderr);
+    canary.assert_absent("the access log", &lines.join("\n"));
+    let statuses: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["status"].as_u64())
+        .collect();
+    for status in [200, 301, 400, 404, 413, 421, 502, 504] {
+        assert!(
+            statuses.contains(&status),
+            "no line with status {status}: {statuses:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn access_lines_are_json_with_allow_listed_keys_only() {
+    let setup = Setup::new().await;
+    let proxy = setup.start("").await;
+    for h2 in [false, true] {
+        let mut client = Client::connect(h2, proxy.https_addr, "localhost", &setup.pki).await;
+        client.get("localhost", "/users/42?secret=1").await;
+        client.get("evil.example", "/").await;
+    }
+    assert!(proxy.shutdown().await);
+    let lines = setup.access_lines();
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    for line in &lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let object = value.as_object().unwrap();
+        for key in object.keys() {
+            assert!(
+                RECORD_FIELDS.contains(&key.as_str()),
+                "unexpected key {key} in {line}"
+            );
+        }
+        assert_eq!(object["listener"], "https");
+    }
+    let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(first["path"], "/users/<id>");
+    assert_eq!(first["route"], "localhost/");
+    assert_eq!(first["upstream"], "app");
+    assert_eq!(first["protocol"], "h1");
+    assert_eq!(first["status"], 200);
+    let misdirected: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(misdirected["route"], "-");
+    assert_eq!(misdirected["error"], "misdirected");
+    let h2: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+    assert_eq!(h2["protocol"], "h2");
+}
+
+#[tokio::test]
+async fn old_files_are_deleted_at_start_up_within_retention() {
+    for (retention, keep_16_days_old) in [(15, false), (30, true)] {
+        let setup = Setup::new().await;
+        let dir = setup.log_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let days_ago = |d: u64| utc_date(SystemTime::now() - Duration::from_secs(86_400 * d));
+        let files = [
+            format!("access-{}.jsonl", days_ago(31)),
+            format!("audit-{}.jsonl", days_ago(31)),
+            format!("access-{}.jsonl", days_ago(16)),
+            format!("access-{}.jsonl", days_ago(14)),
+            "notes.txt".to_owned(),
+        ];
+        for file in &files {
+            std::fs::write(dir.join(file), "{}\n").unwrap();
+        }
+        let toml = setup
+            .toml("")
+            .replace("[log]\n", &format!("[log]\nretention_days = {retention}\n"));
+        let proxy = support::start_toml(&toml).await;
+        let deadline = std::time::Instant::now() + WAIT;
+        while dir.join(&files[0]).exists() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !dir.join(&files[0]).exists(),
+            "31 days old, retention {retention}"
+        );
+        assert!(
+            !dir.join(&files[1]).exists(),
+            "audit 31 days old, retention {retention}"
+        );
+        assert_eq!(
+            dir.join(&files[2]).exists(),
+            keep_16_days_old,
+            "16 days old, retention {retention}"
+        );
+        assert!(
+            dir.join(&files[3]).exists(),
+            "14 days old is within any retention"
+        );
+        assert!(dir.join(&files[4]).exists(), "other files are left alone");
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn retention_outside_15_to_30_days_is_refused() {
+    let setup = Setup::new().await;
+    for days in [0, 14, 31, 365] {
+        let toml = setup
+            .toml("")
+            .replace("[log]\n", &format!("[log]\nretention_days = {days}\n"));
+        match config_from(&toml) {
+            Err(ConfigError::Invalid(problems)) => {
+                assert!(
+                    problems.iter().any(|p| p.key == "log.retention_days"),
+                    "{problems:?}"
+                );
+            }
+            other => panic!("retention {days} accepted: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[tokio::test]
+async fn lines_are_flushed_on_shutdown() {
+    let setup = Setup::new().await;
+    let proxy = setup.start("").await;
+    let mut client = Client::connect(true, proxy.https_addr, "localhost", &setup.pki).await;
+    for _ in 0..50 {
+        assert_eq!(client.get("localhost", "/").await.status, 200);
+    }
+    drop(client);
+    assert!(proxy.shutdown().await);
+    assert_eq!(setup.access_lines().len(), 50);
+}
+
+#[tokio::test]
+async fn an_unwritable_log_dir_does_not_stop_serving() {
+    let setup = Setup::new().await;
+    let blocker = setup.pki.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let toml = setup.toml("").replace(
+        &setup.log_dir().display().to_string(),
+        &blocker.join("logs").display().to_string(),
+    );
+    let proxy = support::start_toml(&toml).await;
+    let mut client = Client::connect(false, proxy.https_addr, "localhost", &setup.pki).await;
+    for _ in 0..3 {
+        assert_eq!(client.get("localhost", "/").await.status, 200);
+    }
+}

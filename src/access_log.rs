@@ -109,6 +109,13 @@ pub const RECORD_FIELDS: &[&str] = &[
     "client_hash",
 ];
 
+/// The finished line for `event`, newline included: what the writer thread does per event.
+pub fn render(event: &Event, client_hash: Option<String>) -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Record::from_event(event, client_hash)).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
 impl<'a> Record<'a> {
     fn from_event(event: &'a Event, client_hash: Option<String>) -> Self {
         Self {

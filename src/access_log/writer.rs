@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Event, Message, Record};
+use super::{Event, Message, render};
 use crate::logging::Throttle;
 
 /// How often the queue is flushed when idle, and the retention sweep period.
@@ -76,10 +76,10 @@ pub(super) fn run(settings: LogSettings, queue: Receiver<Message>) {
             .then_some(event.client)
             .flatten()
             .map(|ip| format!("{:016x}", hash_key.1.hash_one(ip)));
-        let Ok(mut line) = serde_json::to_vec(&Record::from_event(&event, client_hash)) else {
+        let line = render(&event, client_hash);
+        if line.len() <= 1 {
             continue;
-        };
-        line.push(b'\n');
+        }
         if settings.stdout {
             let _ = stdout.write_all(&line);
         }

@@ -16,7 +16,11 @@ fn event() -> Event {
         tls: Some("1.3"),
         method: Method::GET,
         route: None,
-        target: Some("/users/42/orders/123e4567-e89b-42d3-a456-426614174000?page=2".parse().unwrap()),
+        target: Some(
+            "/users/42/orders/123e4567-e89b-42d3-a456-426614174000?page=2"
+                .parse()
+                .unwrap(),
+        ),
         status: StatusCode::OK,
         request_bytes: 0,
         response_bytes: 1234,
@@ -62,7 +66,11 @@ fn access_log(c: &mut Criterion) {
         b.iter(|| render(black_box(&e), None))
     });
     c.bench_function("writer thread: mask a path", |b| {
-        b.iter(|| mask_path(black_box("/users/42/orders/123e4567-e89b-42d3-a456-426614174000?page=2")))
+        b.iter(|| {
+            mask_path(black_box(
+                "/users/42/orders/123e4567-e89b-42d3-a456-426614174000?page=2",
+            ))
+        })
     });
 }
 

@@ -21,9 +21,16 @@ fn end_to_end(c: &mut Criterion) {
         let proxy = setup.start("").await;
         (setup, proxy)
     });
-    for (name, h2) in [("proxied GET over h1 (TLS)", false), ("proxied GET over h2 (TLS)", true)] {
-        let mut client =
-            runtime.block_on(Client::connect(h2, proxy.https_addr, "localhost", &setup.pki));
+    for (name, h2) in [
+        ("proxied GET over h1 (TLS)", false),
+        ("proxied GET over h2 (TLS)", true),
+    ] {
+        let mut client = runtime.block_on(Client::connect(
+            h2,
+            proxy.https_addr,
+            "localhost",
+            &setup.pki,
+        ));
         c.bench_function(name, |b| {
             b.iter(|| runtime.block_on(client.get("localhost", "/bytes/64")))
         });

@@ -25,10 +25,20 @@ fn table() -> RouteTable<usize> {
 fn routing(c: &mut Criterion) {
     let table = table();
     c.bench_function("resolve exact host, longest prefix", |b| {
-        b.iter(|| table.resolve(black_box("app517.example.com"), black_box("/api/v2/users/7")))
+        b.iter(|| {
+            table.resolve(
+                black_box("app517.example.com"),
+                black_box("/api/v2/users/7"),
+            )
+        })
     });
     c.bench_function("resolve wildcard host", |b| {
-        b.iter(|| table.resolve(black_box("eu.tenant510.example.com"), black_box("/static/app.css")))
+        b.iter(|| {
+            table.resolve(
+                black_box("eu.tenant510.example.com"),
+                black_box("/static/app.css"),
+            )
+        })
     });
     c.bench_function("resolve unknown host", |b| {
         b.iter(|| table.resolve(black_box("nowhere.example.org"), black_box("/")))

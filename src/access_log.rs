@@ -140,7 +140,7 @@ impl<'a> Record<'a> {
             request_bytes: event.request_bytes,
             response_bytes: event.response_bytes,
             duration_us: u64::try_from(event.duration.as_micros()).unwrap_or(u64::MAX),
-            upstream: event.route.as_ref().map(|r| &*r.upstream_name),
+            upstream: event.route.as_ref().and_then(|r| r.upstream_name()),
             request_id: format!("{:016x}", fastrand::u64(..)),
             error: event.error,
             client_hash,

@@ -4,10 +4,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::HeaderValue;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
 
 use crate::access_log::AccessLog;
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, RouteAction};
 use crate::routing::RouteTable;
 use crate::tls::{CertEntry, CertStore, SniResolver};
 use crate::upstream::Upstream;
@@ -34,12 +35,39 @@ pub struct App {
 pub struct Route {
     /// `host` + `path_prefix`, for logs: never the raw Host a client sent.
     pub name: Arc<str>,
-    /// The pool it forwards to.
-    pub upstream: Arc<Upstream>,
-    /// The upstream's config name, for logs.
-    pub upstream_name: Arc<str>,
+    /// What it does.
+    pub action: Action,
     /// Largest request body accepted.
     pub max_body_bytes: u64,
+}
+
+/// What a route does with a request.
+#[derive(Debug)]
+pub enum Action {
+    /// Forwards to an upstream pool.
+    Forward {
+        /// The pool.
+        upstream: Arc<Upstream>,
+        /// Its config name, for logs.
+        name: Arc<str>,
+    },
+    /// Answers itself.
+    Respond {
+        /// The status.
+        status: StatusCode,
+        /// The body.
+        body: Bytes,
+    },
+}
+
+impl Route {
+    /// The upstream's config name, when the route forwards.
+    pub fn upstream_name(&self) -> Option<&str> {
+        match &self.action {
+            Action::Forward { name, .. } => Some(name),
+            Action::Respond { .. } => None,
+        }
+    }
 }
 
 impl App {
@@ -52,11 +80,19 @@ impl App {
             .map(|(name, u)| (name.as_str(), Arc::new(Upstream::new(u, &config.limits))))
             .collect();
         let routes = RouteTable::new(config.routes.iter().filter_map(|route| {
-            let upstream = upstreams.get(route.upstream.as_str())?.clone();
+            let action = match &route.action {
+                RouteAction::Forward(name) => Action::Forward {
+                    upstream: upstreams.get(name.as_str())?.clone(),
+                    name: name.as_str().into(),
+                },
+                RouteAction::Respond { status, body } => Action::Respond {
+                    status: *status,
+                    body: body.clone(),
+                },
+            };
             let target = Arc::new(Route {
                 name: route.name().into(),
-                upstream,
-                upstream_name: route.upstream.as_str().into(),
+                action,
                 max_body_bytes: route.max_body_bytes,
             });
             Some((route.host.clone(), route.path_prefix.clone(), target))

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -23,11 +24,11 @@ use tower::Service;
 pub use headers::{requested_upgrade, rewrite_request, rewrite_response};
 
 use crate::access_log::Exchange;
-use crate::app::{ConnectionInfo, Route};
+use crate::app::{Action, ConnectionInfo, Route};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::routing::{PathError, RequestHost};
-use crate::upstream::UpstreamError;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// A request that passed routing: its route and validated host travel with it.
 #[derive(Debug)]
@@ -88,6 +89,10 @@ async fn forward(
     if declared_length.is_some_and(|len| len > route.max_body_bytes) {
         return Err(ProxyError::PayloadTooLarge);
     }
+    let upstream = match &route.action {
+        Action::Forward { upstream, .. } => upstream,
+        Action::Respond { status, body } => return Ok(respond(*status, body)),
+    };
     let upgrade = requested_upgrade(request.version(), request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
@@ -98,15 +103,12 @@ async fn forward(
         conn.client_ip,
         upgrade,
     );
-    parts.uri = upstream_uri(&route, &parts.uri)?;
+    parts.uri = upstream_uri(upstream, &parts.uri)?;
     parts.version = Version::HTTP_11;
     let exchange = parts.extensions.get::<Arc<Exchange>>().cloned();
     let body = RequestBody::new(body, route.max_body_bytes, body_read_timeout, exchange);
 
-    let mut response = route
-        .upstream
-        .send(Request::from_parts(parts, body))
-        .await?;
+    let mut response = upstream.send(Request::from_parts(parts, body)).await?;
 
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
@@ -118,10 +120,22 @@ async fn forward(
     Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
 }
 
-fn upstream_uri(route: &Route, client_uri: &Uri) -> Result<Uri, ProxyError> {
+/// A responder route's answer; the request body is left unread (hyper will not reuse an h1
+/// connection whose body was not drained).
+fn respond(status: StatusCode, body: &Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body.clone()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn upstream_uri(upstream: &Upstream, client_uri: &Uri) -> Result<Uri, ProxyError> {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = route.upstream.next_target().cloned();
+    parts.authority = upstream.next_target().cloned();
     parts.path_and_query = Some(
         client_uri
             .path_and_query()

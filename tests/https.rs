@@ -230,3 +230,59 @@ async fn backslash_traversal_over_raw_tls_is_refused() {
     assert_eq!(support::status_of(&raw), Some(400), "{raw}");
     assert_eq!(setup.app.hits(), 0);
 }
+
+#[tokio::test]
+async fn responder_routes_answer_themselves_with_hsts_and_a_log_line() {
+    let setup = Setup::new().await;
+    let extra = "[[routes]]\nhost = \"app.test\"\npath_prefix = \"/healthz\"\nrespond = { status = 200, body = \"ok\" }\n";
+    let proxy = setup.start(extra).await;
+    for h2 in [false, true] {
+        let mut client = Client::connect(h2, proxy.https_addr, "app.test", &setup.pki).await;
+        let answer = client.get("app.test", "/healthz").await;
+        assert_eq!(
+            (answer.status.as_u16(), answer.text().as_str()),
+            (200, "ok")
+        );
+        assert_eq!(answer.header("strict-transport-security"), Some(HSTS));
+    }
+    assert_eq!(
+        setup.app.hits(),
+        0,
+        "a responder route reached the upstream"
+    );
+    assert!(proxy.shutdown().await);
+    let lines = setup.access_lines();
+    assert_eq!(lines.len(), 2);
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(line["route"], "app.test/healthz");
+    assert_eq!(line["upstream"], serde_json::Value::Null);
+    assert_eq!(line["response_bytes"], 2);
+}
+
+#[tokio::test]
+async fn responder_routes_are_validated() {
+    let setup = Setup::new().await;
+    for (route, key) in [
+        (
+            "respond = { status = 200 }\nupstream = \"app\"",
+            "routes[4].upstream",
+        ),
+        ("path_prefix = \"/x\"", "routes[4].upstream"),
+        ("respond = { status = 101 }", "routes[4].respond.status"),
+        (
+            "respond = { status = 700, body = \"x\" }",
+            "routes[4].respond.status",
+        ),
+    ] {
+        let toml = setup.toml(&format!("[[routes]]\nhost = \"app.test\"\n{route}\n"));
+        match support::config_from(&toml) {
+            Err(portcullis::config::ConfigError::Invalid(problems)) => {
+                assert!(
+                    problems.iter().any(|p| p.key == key),
+                    "{route}: {problems:?}"
+                );
+            }
+            other => panic!("{route} accepted: {:?}", other.map(|_| ())),
+        }
+    }
+}

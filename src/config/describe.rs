@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Config, UpstreamAddr};
+use super::{Config, RouteAction, UpstreamAddr};
 
 /// A human-readable summary of what `config` exposes.
 pub fn describe(config: &Config) -> String {
@@ -34,8 +34,15 @@ pub fn describe(config: &Config) -> String {
     }
     let _ = writeln!(out, "routes:");
     for route in &config.routes {
-        let _ = writeln!(out, "  {} -> {}", route.name(), route.upstream);
-        let Some(upstream) = config.upstreams.get(&route.upstream) else {
+        let name = match &route.action {
+            RouteAction::Forward(name) => name,
+            RouteAction::Respond { status, .. } => {
+                let _ = writeln!(out, "  {} -> responds {status} itself", route.name());
+                continue;
+            }
+        };
+        let _ = writeln!(out, "  {} -> {name}", route.name());
+        let Some(upstream) = config.upstreams.get(name) else {
             continue;
         };
         for addr in &upstream.addrs {

@@ -120,8 +120,18 @@ pub struct RawRoute {
     pub host: String,
     #[serde(default = "root_prefix")]
     pub path_prefix: String,
-    pub upstream: String,
+    pub upstream: Option<String>,
+    pub respond: Option<RawRespond>,
     pub max_body_bytes: Option<u64>,
+}
+
+/// `respond = { status = 200, body = "ok" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRespond {
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
 }
 
 fn root_prefix() -> String {

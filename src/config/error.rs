@@ -1,0 +1,159 @@
+//! Why a config is refused: every problem with the key it concerns.
+
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use crate::networks::NetworkRefusal;
+use crate::routing::BadHostPattern;
+use crate::tls::CertError;
+
+use super::MIN_HEADER_BYTES;
+
+/// A config that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or a value of the wrong type, or an unknown key.
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// Parsed, but some values break the rules.
+    #[error("{}", display_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn display_problems(problems: &[Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
+    lines.join("\n")
+}
+
+/// One invalid value: the key path and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {kind}")]
+pub struct Problem {
+    /// Dotted key path, e.g. `upstreams.app.addrs[1]`.
+    pub key: String,
+    /// What is wrong.
+    #[source]
+    pub kind: ProblemKind,
+}
+
+/// What can be wrong with a value.
+#[derive(Debug, thiserror::Error)]
+pub enum ProblemKind {
+    /// Not `ip:port`.
+    #[error("{0:?} is not an ip:port socket address")]
+    SocketAddr(String),
+    /// Not a humantime duration.
+    #[error("{0:?} is not a duration such as \"10s\", \"500ms\" or \"5m\"")]
+    Duration(String),
+    /// Zero where zero would disable a protection.
+    #[error("must be greater than zero")]
+    Zero,
+    /// Log retention outside the policy's range.
+    #[error("{0} days is outside the retention policy of 15 to 30 days")]
+    Retention(u32),
+    /// Below hyper's minimum buffer.
+    #[error("must be at least {MIN_HEADER_BYTES}")]
+    TooSmall,
+    /// Not CIDR notation.
+    #[error("{0:?} is not a network in CIDR notation")]
+    Network(String),
+    /// A network outside the private ranges.
+    #[error("{net} {reason}")]
+    NotPrivate {
+        /// The network.
+        net: IpNet,
+        /// Which rule it breaks.
+        #[source]
+        reason: NetworkRefusal,
+    },
+    /// Two environments claim the same addresses.
+    #[error("{net} overlaps {other} of environment {env:?}")]
+    Overlap {
+        /// This network.
+        net: IpNet,
+        /// The other one.
+        other: IpNet,
+        /// Its environment.
+        env: String,
+    },
+    /// An environment with no `[networks]` entry.
+    #[error("environment {0:?} has no entry in [networks]")]
+    UnknownEnvironment(String),
+    /// An upstream in an environment this instance may not reach.
+    #[error(
+        "upstream lives in environment {upstream:?}, but this instance runs in {instance:?} and may only reach its own environment"
+    )]
+    CrossEnvironment {
+        /// The upstream's environment.
+        upstream: String,
+        /// The instance's.
+        instance: String,
+    },
+    /// Not `ip:port` nor `host:port`.
+    #[error("{0:?} is not ip:port or host:port")]
+    UpstreamAddr(String),
+    /// A public address (or a name resolving to one).
+    #[error(
+        "{addr} is a public address; upstreams must lie in a private network of environment {env:?}"
+    )]
+    PublicUpstream {
+        /// The address.
+        addr: String,
+        /// The upstream's environment.
+        env: String,
+    },
+    /// A link-local address: where cloud metadata services live.
+    #[error("{0} is link-local (home of cloud metadata services) and never an upstream")]
+    LinkLocalUpstream(String),
+    /// A private address outside the upstream's environment.
+    #[error("{addr} is not in any network of environment {env:?}")]
+    OutsideEnvironment {
+        /// The address.
+        addr: String,
+        /// The upstream's environment.
+        env: String,
+    },
+    /// A name that does not resolve.
+    #[error("{0} does not resolve")]
+    Unresolvable(String),
+    /// An upstream with no addresses.
+    #[error("an upstream needs at least one address")]
+    NoAddrs,
+    /// A route with neither or both of `upstream` and `respond`.
+    #[error("a route needs exactly one of `upstream` and `respond`")]
+    RouteAction,
+    /// A responder status outside 200..=599.
+    #[error("{0} is not a final status (200 to 599)")]
+    Status(u16),
+    /// A route naming a missing upstream.
+    #[error("no upstream named {0:?}")]
+    UnknownUpstream(String),
+    /// A bad host pattern.
+    #[error(transparent)]
+    Host(#[from] BadHostPattern),
+    /// A route host that no certificate covers.
+    #[error("no certificate in [[tls.certificates]] covers host {0:?}")]
+    Uncovered(String),
+    /// A path prefix not starting with `/` or not normal.
+    #[error("{0:?} must start with '/' and contain no dot segments, '//' or '%'")]
+    PathPrefix(String),
+    /// Same host and prefix twice.
+    #[error("another route already serves host {0:?} with this prefix")]
+    DuplicateRoute(String),
+    /// No certificate at all.
+    #[error("at least one certificate is required")]
+    NoCertificate,
+    /// A certificate that cannot be served.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+}

@@ -1,0 +1,357 @@
+//! From the raw TOML mirror to typed values, one section at a time. Each function records every
+//! problem it finds with its key and returns its best typed value, so that all problems of a
+//! file are reported together.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use ipnet::IpNet;
+
+use super::raw::{self, RawConfig, RawLimits};
+use super::{
+    ConfigError, Limits, Listen, MIN_HEADER_BYTES, Problem, ProblemKind, RouteAction, RouteConfig,
+    UpstreamAddr, UpstreamConfig,
+};
+use crate::networks::{Environments, NetworkRefusal, check_private};
+use crate::routing::HostPattern;
+use crate::tls::{CertEntry, CertStore, load_certificate};
+
+#[derive(Default)]
+pub(super) struct Problems(Vec<Problem>);
+
+impl Problems {
+    pub(super) fn push(&mut self, key: impl Into<String>, kind: impl Into<ProblemKind>) {
+        self.0.push(Problem {
+            key: key.into(),
+            kind: kind.into(),
+        });
+    }
+
+    pub(super) fn finish(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(self.0))
+        }
+    }
+}
+
+fn socket_addr(value: &str, key: &str, problems: &mut Problems) -> SocketAddr {
+    value.parse().unwrap_or_else(|_| {
+        problems.push(key, ProblemKind::SocketAddr(value.to_owned()));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+pub(super) fn validate_listen(raw: &RawConfig, problems: &mut Problems) -> Listen {
+    Listen {
+        http: raw
+            .listen
+            .http
+            .as_deref()
+            .map(|v| socket_addr(v, "listen.http", problems)),
+        https: socket_addr(&raw.listen.https, "listen.https", problems),
+        public_https_port: raw.listen.public_https_port,
+    }
+}
+
+pub(super) fn validate_limits(raw: &RawLimits, problems: &mut Problems) -> Limits {
+    let mut duration = |value: &str, name: &str| {
+        let key = format!("limits.{name}");
+        match humantime::parse_duration(value) {
+            Ok(d) if d.is_zero() => {
+                problems.push(key, ProblemKind::Zero);
+                d
+            }
+            Ok(d) => d,
+            Err(_) => {
+                problems.push(key, ProblemKind::Duration(value.to_owned()));
+                Duration::ZERO
+            }
+        }
+    };
+    let limits = Limits {
+        handshake_timeout: duration(&raw.handshake_timeout, "handshake_timeout"),
+        header_read_timeout: duration(&raw.header_read_timeout, "header_read_timeout"),
+        body_read_timeout: duration(&raw.body_read_timeout, "body_read_timeout"),
+        send_timeout: duration(&raw.send_timeout, "send_timeout"),
+        idle_timeout: duration(&raw.idle_timeout, "idle_timeout"),
+        upstream_connect_timeout: duration(
+            &raw.upstream_connect_timeout,
+            "upstream_connect_timeout",
+        ),
+        upstream_response_timeout: duration(
+            &raw.upstream_response_timeout,
+            "upstream_response_timeout",
+        ),
+        shutdown_grace: duration(&raw.shutdown_grace, "shutdown_grace"),
+        max_header_bytes: raw.max_header_bytes,
+        max_body_bytes: raw.max_body_bytes,
+        max_connections: raw.max_connections,
+        h2_max_concurrent_streams: raw.h2_max_concurrent_streams,
+    };
+    if raw.max_header_bytes < MIN_HEADER_BYTES {
+        problems.push("limits.max_header_bytes", ProblemKind::TooSmall);
+    }
+    if raw.max_connections == 0 {
+        problems.push("limits.max_connections", ProblemKind::Zero);
+    }
+    if raw.h2_max_concurrent_streams == 0 {
+        problems.push("limits.h2_max_concurrent_streams", ProblemKind::Zero);
+    }
+    limits
+}
+
+pub(super) fn validate_networks(
+    raw: &BTreeMap<String, Vec<String>>,
+    problems: &mut Problems,
+) -> Environments {
+    let mut parsed: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+    for (env, nets) in raw {
+        for (i, value) in nets.iter().enumerate() {
+            let key = format!("networks.{env}[{i}]");
+            let Ok(net) = value.parse::<IpNet>() else {
+                problems.push(key, ProblemKind::Network(value.clone()));
+                continue;
+            };
+            if let Err(reason) = check_private(&net) {
+                problems.push(key, ProblemKind::NotPrivate { net, reason });
+                continue;
+            }
+            for (other_env, others) in parsed.iter().filter(|(name, _)| *name != env) {
+                if let Some(other) = others.iter().find(|o| o.contains(&net) || net.contains(*o)) {
+                    problems.push(
+                        key.clone(),
+                        ProblemKind::Overlap {
+                            net,
+                            other: *other,
+                            env: other_env.clone(),
+                        },
+                    );
+                }
+            }
+            parsed.entry(env.clone()).or_default().push(net);
+        }
+    }
+    Environments::new(parsed)
+}
+
+pub(super) fn validate_upstreams(
+    raw: &RawConfig,
+    environments: &Environments,
+    problems: &mut Problems,
+) -> BTreeMap<String, UpstreamConfig> {
+    let mut upstreams = BTreeMap::new();
+    for (name, upstream) in &raw.upstreams {
+        let env = &upstream.environment;
+        let Some(networks) = environments.networks(env) else {
+            problems.push(
+                format!("upstreams.{name}.environment"),
+                ProblemKind::UnknownEnvironment(env.clone()),
+            );
+            continue;
+        };
+        if *env != raw.environment {
+            problems.push(
+                format!("upstreams.{name}.environment"),
+                ProblemKind::CrossEnvironment {
+                    upstream: env.clone(),
+                    instance: raw.environment.clone(),
+                },
+            );
+        }
+        if upstream.addrs.is_empty() {
+            problems.push(format!("upstreams.{name}.addrs"), ProblemKind::NoAddrs);
+        }
+        let addrs = upstream
+            .addrs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, value)| {
+                let key = format!("upstreams.{name}.addrs[{i}]");
+                check_upstream_addr(value, env, networks)
+                    .map_err(|kind| problems.push(key, kind))
+                    .ok()
+            })
+            .collect();
+        upstreams.insert(
+            name.clone(),
+            UpstreamConfig {
+                environment: env.clone(),
+                networks: networks.to_vec(),
+                addrs,
+            },
+        );
+    }
+    upstreams
+}
+
+/// Parses an upstream address and checks it, or every address its name resolves to now, against
+/// the environment's networks. The connector checks again at every connect.
+fn check_upstream_addr(
+    value: &str,
+    env: &str,
+    networks: &[IpNet],
+) -> Result<UpstreamAddr, ProblemKind> {
+    let addr = if let Ok(addr) = value.parse::<SocketAddr>() {
+        UpstreamAddr::Ip(addr)
+    } else {
+        let (host, port) = value
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
+            .filter(|(h, _)| crate::routing::is_dns_name(&h.to_ascii_lowercase()))
+            .ok_or_else(|| ProblemKind::UpstreamAddr(value.to_owned()))?;
+        UpstreamAddr::Name(host.to_ascii_lowercase(), port)
+    };
+    let resolved: Vec<IpAddr> = match &addr {
+        UpstreamAddr::Ip(a) => vec![a.ip()],
+        UpstreamAddr::Name(..) => value
+            .to_socket_addrs()
+            .map_err(|_| ProblemKind::Unresolvable(value.to_owned()))?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    for ip in resolved {
+        let ip = ip.to_canonical();
+        if networks.iter().any(|net| net.contains(&ip)) {
+            continue;
+        }
+        let shown = if matches!(addr, UpstreamAddr::Ip(_)) {
+            value.to_owned()
+        } else {
+            format!("{value} (resolves to {ip})")
+        };
+        let host_net = IpNet::from(ip);
+        return Err(match check_private(&host_net) {
+            Ok(()) => ProblemKind::OutsideEnvironment {
+                addr: shown,
+                env: env.to_owned(),
+            },
+            Err(NetworkRefusal::LinkLocal) => ProblemKind::LinkLocalUpstream(shown),
+            Err(NetworkRefusal::NotPrivate) => ProblemKind::PublicUpstream {
+                addr: shown,
+                env: env.to_owned(),
+            },
+        });
+    }
+    Ok(addr)
+}
+
+pub(super) fn validate_certificates(
+    raw: &RawConfig,
+    problems: &mut Problems,
+) -> Vec<Arc<CertEntry>> {
+    if raw.tls.certificates.is_empty() {
+        problems.push("tls.certificates", ProblemKind::NoCertificate);
+    }
+    raw.tls
+        .certificates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, files)| {
+            load_certificate(&files.cert, &files.key)
+                .map_err(|e| problems.push(format!("tls.certificates[{i}]"), e))
+                .ok()
+                .map(Arc::new)
+        })
+        .collect()
+}
+
+pub(super) fn validate_routes(
+    raw: &RawConfig,
+    upstreams: &BTreeMap<String, UpstreamConfig>,
+    certificates: &[Arc<CertEntry>],
+    limits: &Limits,
+    problems: &mut Problems,
+) -> Vec<RouteConfig> {
+    let store = CertStore::new(certificates.to_vec());
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (i, route) in raw.routes.iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        let host = HostPattern::parse(&route.host)
+            .map_err(|e| problems.push(key("host"), e))
+            .ok();
+        if let Some(host) = &host
+            && !certificates.is_empty()
+            && !store.covers(host)
+        {
+            problems.push(key("host"), ProblemKind::Uncovered(host.to_string()));
+        }
+        let prefix = &route.path_prefix;
+        if !prefix.starts_with('/')
+            || crate::routing::normalize_path(prefix).ok().as_deref() != Some(prefix)
+            || prefix.contains('%')
+        {
+            problems.push(key("path_prefix"), ProblemKind::PathPrefix(prefix.clone()));
+        }
+        let action = route_action(route, upstreams, &raw.upstreams, &key, problems);
+        let (Some(host), Some(action)) = (host, action) else {
+            continue;
+        };
+        if routes
+            .iter()
+            .any(|r| r.host == host && r.path_prefix == *prefix)
+        {
+            problems.push(
+                key("path_prefix"),
+                ProblemKind::DuplicateRoute(host.to_string()),
+            );
+        }
+        routes.push(RouteConfig {
+            host,
+            path_prefix: prefix.clone(),
+            action,
+            max_body_bytes: route.max_body_bytes.unwrap_or(limits.max_body_bytes),
+        });
+    }
+    routes
+}
+
+fn route_action(
+    route: &raw::RawRoute,
+    upstreams: &BTreeMap<String, UpstreamConfig>,
+    declared: &BTreeMap<String, raw::RawUpstream>,
+    key: &dyn Fn(&str) -> String,
+    problems: &mut Problems,
+) -> Option<RouteAction> {
+    match (&route.upstream, &route.respond) {
+        (Some(name), None) => {
+            if upstreams.contains_key(name) || declared.contains_key(name) {
+                Some(RouteAction::Forward(name.clone()))
+            } else {
+                problems.push(key("upstream"), ProblemKind::UnknownUpstream(name.clone()));
+                None
+            }
+        }
+        (None, Some(respond)) => match StatusCode::from_u16(respond.status) {
+            Ok(status) if (200..600).contains(&respond.status) => Some(RouteAction::Respond {
+                status,
+                body: Bytes::from(respond.body.clone()),
+            }),
+            _ => {
+                problems.push(key("respond.status"), ProblemKind::Status(respond.status));
+                None
+            }
+        },
+        _ => {
+            problems.push(key("upstream"), ProblemKind::RouteAction);
+            None
+        }
+    }
+}
+
+/// RFC 6797 6.1: `max-age` is required; `includeSubDomains` and `preload` are flags.
+pub(super) fn hsts_value(raw: &raw::RawHsts) -> HeaderValue {
+    let mut value = format!("max-age={}", raw.max_age);
+    if raw.include_subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if raw.preload {
+        value.push_str("; preload");
+    }
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("max-age=63072000"))
+}

@@ -9,6 +9,7 @@ use http::{HeaderValue, StatusCode};
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, Limits, RouteAction};
+use crate::networks::ClientFilter;
 use crate::routing::RouteTable;
 use crate::tls::{CertEntry, CertStore, SniResolver};
 use crate::upstream::Upstream;
@@ -28,6 +29,8 @@ pub struct App {
     pub public_https_port: u16,
     /// Where request events go.
     pub access_log: Arc<AccessLog>,
+    /// Clients closed at accept, before any byte is read.
+    pub refused_clients: ClientFilter,
 }
 
 /// Where a matched request goes.
@@ -98,6 +101,7 @@ impl App {
             Some((route.host.clone(), route.path_prefix.clone(), target))
         }));
         Ok(Self {
+            refused_clients: ClientFilter::new(config.refused_clients.clone()),
             access_log: Arc::new(AccessLog::start(config.log.clone())?),
             routes,
             certs: Arc::new(SniResolver::new(CertStore::new(

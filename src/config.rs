@@ -29,8 +29,8 @@ use crate::routing::HostPattern;
 use crate::tls::CertEntry;
 use raw::RawConfig;
 use validate::{
-    Problems, hsts_value, validate_certificates, validate_limits, validate_listen,
-    validate_networks, validate_routes, validate_upstreams,
+    Problems, hsts_value, validate_certificates, validate_denied, validate_limits, validate_listen,
+    validate_networks, validate_peerings, validate_routes, validate_upstreams,
 };
 
 /// The policy: logs are kept between 15 and 30 days.
@@ -62,6 +62,22 @@ pub struct Config {
     pub limits: Limits,
     /// Access and audit log files.
     pub log: LogSettings,
+    /// One-way peerings from this instance's environment.
+    pub peerings: Vec<Peering>,
+    /// Clients refused at accept: `access.deny_clients` plus every peered-to network, which
+    /// may never reach us.
+    pub refused_clients: Vec<IpNet>,
+}
+
+/// A one-way peering: this instance's environment may reach `to`; `to` may never reach us.
+#[derive(Debug, Clone)]
+pub struct Peering {
+    /// Always the instance's environment.
+    pub from: String,
+    /// The environment reached.
+    pub to: String,
+    /// Its networks.
+    pub to_networks: Vec<IpNet>,
 }
 
 /// `[listen]`, validated.
@@ -178,6 +194,9 @@ impl Config {
         let listen = validate_listen(&raw, &mut problems);
         let limits = validate_limits(&raw.limits, &mut problems);
         let environments = validate_networks(&raw.networks, &mut problems);
+        let peerings = validate_peerings(&raw, &environments, &mut problems);
+        let mut refused_clients = validate_denied(&raw, &mut problems);
+        refused_clients.extend(peerings.iter().flat_map(|p| p.to_networks.iter().copied()));
         let upstreams = validate_upstreams(&raw, &environments, &mut problems);
         let certificates = validate_certificates(&raw, &mut problems);
         let routes = validate_routes(&raw, &upstreams, &certificates, &limits, &mut problems);
@@ -207,6 +226,8 @@ impl Config {
                 stdout: raw.log.stdout,
                 client_hash: raw.log.client_hash,
             },
+            peerings,
+            refused_clients,
         })
     }
 }

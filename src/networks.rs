@@ -144,6 +144,26 @@ impl Reach {
     }
 }
 
+/// Clients closed at accept: denied ranges and every network we peer to (a peering is one-way:
+/// whoever is there may never reach us).
+#[derive(Debug, Clone, Default)]
+pub struct ClientFilter {
+    refused: Vec<IpNet>,
+}
+
+impl ClientFilter {
+    /// Refuses clients in `refused`.
+    pub fn new(refused: Vec<IpNet>) -> Self {
+        Self { refused }
+    }
+
+    /// True when `client` (IPv4-mapped IPv6 counted as IPv4) lies in a refused network.
+    pub fn refuses(&self, client: IpAddr) -> bool {
+        let client = client.to_canonical();
+        self.refused.iter().any(|net| net.contains(&client))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +201,16 @@ mod tests {
         ] {
             assert_eq!(check_private(&net(bad)), Err(why), "{bad}");
         }
+    }
+
+    #[test]
+    fn client_filter_matches_mapped_ipv6_as_ipv4() {
+        let filter = ClientFilter::new(vec![net("10.50.0.0/16"), net("fd00:50::/32")]);
+        assert!(filter.refuses("::ffff:10.50.1.2".parse().unwrap()));
+        assert!(filter.refuses("10.50.1.2".parse().unwrap()));
+        assert!(filter.refuses("fd00:50::1".parse().unwrap()));
+        assert!(!filter.refuses("::ffff:10.51.1.2".parse().unwrap()));
+        assert!(!ClientFilter::default().refuses("10.50.1.2".parse().unwrap()));
     }
 
     #[test]

@@ -214,6 +214,11 @@ where
             }
         };
         backoff = MIN_ACCEPT_BACKOFF;
+        if server.app.refused_clients.refuses(peer.ip()) {
+            // Closed before a byte is read: no TLS, no HTTP parser sees this client.
+            drop(stream);
+            continue;
+        }
         let permit = tokio::select! {
             permit = server.connections.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,

@@ -61,5 +61,61 @@ pub fn describe(config: &Config) -> String {
             );
         }
     }
+    describe_exposure(config, &mut out);
     out
+}
+
+/// The attack surface at a glance: sockets and who can reach them, peerings and refusals.
+fn describe_exposure(config: &Config, out: &mut String) {
+    let _ = writeln!(out, "exposure:");
+    let sockets = [
+        ("http", config.listen.http),
+        ("https", Some(config.listen.https)),
+    ];
+    for (name, addr) in sockets {
+        if let Some(addr) = addr {
+            let _ = writeln!(out, "  socket {name:<5} {addr:<22} {}", reach_of(addr.ip()));
+        }
+    }
+    if config.peerings.is_empty() {
+        let _ = writeln!(
+            out,
+            "  peerings: none (only environment {:?} is reachable)",
+            config.environment
+        );
+    }
+    for peering in &config.peerings {
+        let nets: Vec<String> = peering
+            .to_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = writeln!(
+            out,
+            "  peering {} -> {} ({}): one-way; clients from there are refused",
+            peering.from,
+            peering.to,
+            nets.join(", ")
+        );
+    }
+    let refused: Vec<String> = config
+        .refused_clients
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !refused.is_empty() {
+        let _ = writeln!(out, "  refused at accept: {}", refused.join(", "));
+    }
+}
+
+fn reach_of(ip: std::net::IpAddr) -> &'static str {
+    if ip.is_loopback() {
+        "loopback: this machine only"
+    } else if ip.is_unspecified() {
+        "PUBLIC: every interface"
+    } else if crate::networks::check_private(&ipnet::IpNet::from(ip)).is_ok() {
+        "private network"
+    } else {
+        "PUBLIC"
+    }
 }

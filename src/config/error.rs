@@ -91,7 +91,7 @@ pub enum ProblemKind {
     UnknownEnvironment(String),
     /// An upstream in an environment this instance may not reach.
     #[error(
-        "upstream lives in environment {upstream:?}, but this instance runs in {instance:?} and may only reach its own environment"
+        "upstream lives in environment {upstream:?}, but this instance runs in {instance:?} and may only reach its own environment and those it peers to"
     )]
     CrossEnvironment {
         /// The upstream's environment.
@@ -99,6 +99,19 @@ pub enum ProblemKind {
         /// The instance's.
         instance: String,
     },
+    /// A peering that would let another environment reach this one.
+    #[error(
+        "only this instance's environment {instance:?} may be peered from; a peering from {from:?} would let it reach us"
+    )]
+    ForeignPeering {
+        /// The peering's `from`.
+        from: String,
+        /// The instance's environment.
+        instance: String,
+    },
+    /// A peering of an environment to itself.
+    #[error("an environment cannot be peered to itself")]
+    SelfPeering,
     /// Not `ip:port` nor `host:port`.
     #[error("{0:?} is not ip:port or host:port")]
     UpstreamAddr(String),

@@ -31,6 +31,26 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub peerings: Vec<RawPeering>,
+    #[serde(default)]
+    pub access: RawAccess,
+}
+
+/// `[[peerings]]`: `from` may reach `to`, never the reverse.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeering {
+    pub from: String,
+    pub to: String,
+}
+
+/// `[access]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    #[serde(default)]
+    pub deny_clients: Vec<String>,
 }
 
 /// `[log]`

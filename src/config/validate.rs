@@ -13,8 +13,8 @@ use ipnet::IpNet;
 
 use super::raw::{self, RawConfig, RawLimits};
 use super::{
-    ConfigError, Limits, Listen, MIN_HEADER_BYTES, Problem, ProblemKind, RouteAction, RouteConfig,
-    UpstreamAddr, UpstreamConfig,
+    ConfigError, Limits, Listen, MIN_HEADER_BYTES, Peering, Problem, ProblemKind, RouteAction,
+    RouteConfig, UpstreamAddr, UpstreamConfig,
 };
 use crate::networks::{Environments, NetworkRefusal, check_private};
 use crate::routing::HostPattern;
@@ -155,7 +155,11 @@ pub(super) fn validate_upstreams(
             );
             continue;
         };
-        if *env != raw.environment {
+        let peered = raw
+            .peerings
+            .iter()
+            .any(|p| p.from == raw.environment && p.to == *env);
+        if *env != raw.environment && !peered {
             problems.push(
                 format!("upstreams.{name}.environment"),
                 ProblemKind::CrossEnvironment {
@@ -342,6 +346,62 @@ fn route_action(
             None
         }
     }
+}
+
+/// Peerings must name declared environments and start at the instance's own: this config can
+/// only speak for where *we* may go.
+pub(super) fn validate_peerings(
+    raw: &RawConfig,
+    environments: &Environments,
+    problems: &mut Problems,
+) -> Vec<Peering> {
+    let mut peerings = Vec::new();
+    for (i, peering) in raw.peerings.iter().enumerate() {
+        let key = |field: &str| format!("peerings[{i}].{field}");
+        for (field, env) in [("from", &peering.from), ("to", &peering.to)] {
+            if environments.networks(env).is_none() {
+                problems.push(key(field), ProblemKind::UnknownEnvironment(env.clone()));
+            }
+        }
+        if peering.from != raw.environment {
+            problems.push(
+                key("from"),
+                ProblemKind::ForeignPeering {
+                    from: peering.from.clone(),
+                    instance: raw.environment.clone(),
+                },
+            );
+        } else if peering.from == peering.to {
+            problems.push(key("to"), ProblemKind::SelfPeering);
+        } else if let Some(networks) = environments.networks(&peering.to) {
+            peerings.push(Peering {
+                from: peering.from.clone(),
+                to: peering.to.clone(),
+                to_networks: networks.to_vec(),
+            });
+        }
+    }
+    peerings
+}
+
+/// `access.deny_clients`: any CIDR, public ones included.
+pub(super) fn validate_denied(raw: &RawConfig, problems: &mut Problems) -> Vec<IpNet> {
+    raw.access
+        .deny_clients
+        .iter()
+        .enumerate()
+        .filter_map(|(i, value)| {
+            value
+                .parse::<IpNet>()
+                .map_err(|_| {
+                    problems.push(
+                        format!("access.deny_clients[{i}]"),
+                        ProblemKind::Network(value.clone()),
+                    )
+                })
+                .ok()
+        })
+        .collect()
 }
 
 /// RFC 6797 6.1: `max-age` is required; `includeSubDomains` and `preload` are flags.

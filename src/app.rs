@@ -9,6 +9,7 @@ use http::{HeaderValue, StatusCode};
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, Limits, RouteAction};
+use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
 use crate::routing::RouteTable;
 use crate::tls::{CertEntry, CertStore, SniResolver};
@@ -29,6 +30,8 @@ pub struct App {
     pub public_https_port: u16,
     /// Where request events go.
     pub access_log: Arc<AccessLog>,
+    /// Counters for the admin listener.
+    pub metrics: Arc<Metrics>,
     /// Clients closed at accept, before any byte is read.
     pub refused_clients: ClientFilter,
 }
@@ -42,6 +45,18 @@ pub struct Route {
     pub action: Action,
     /// Largest request body accepted.
     pub max_body_bytes: u64,
+}
+
+/// What outlives a reload: the log writer, the metrics, and the session-ticket keys (so that
+/// clients keep resuming across reloads).
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The access-log writer.
+    pub access_log: Arc<AccessLog>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Rotating session-ticket keys.
+    pub ticketer: Arc<dyn rustls::server::ProducesTickets>,
 }
 
 /// What a route does with a request.
@@ -76,7 +91,7 @@ impl Route {
 impl App {
     /// Compiles routes and builds upstream pools. `bound_https_port` is used for redirects when
     /// the config does not name a public port.
-    pub fn new(config: &Config, bound_https_port: u16) -> std::io::Result<Self> {
+    pub fn new(config: &Config, bound_https_port: u16, shared: &Shared) -> Self {
         let upstreams: std::collections::BTreeMap<&str, Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -100,9 +115,10 @@ impl App {
             });
             Some((route.host.clone(), route.path_prefix.clone(), target))
         }));
-        Ok(Self {
+        Self {
             refused_clients: ClientFilter::new(config.refused_clients.clone()),
-            access_log: Arc::new(AccessLog::start(config.log.clone())?),
+            access_log: shared.access_log.clone(),
+            metrics: shared.metrics.clone(),
             routes,
             certs: Arc::new(SniResolver::new(CertStore::new(
                 config.certificates.clone(),
@@ -110,7 +126,7 @@ impl App {
             hsts: config.hsts.clone(),
             limits: config.limits,
             public_https_port: config.listen.public_https_port.unwrap_or(bound_https_port),
-        })
+        }
     }
 }
 

@@ -29,8 +29,8 @@ use crate::routing::HostPattern;
 use crate::tls::CertEntry;
 use raw::RawConfig;
 use validate::{
-    Problems, hsts_value, validate_certificates, validate_denied, validate_limits, validate_listen,
-    validate_networks, validate_peerings, validate_routes, validate_upstreams,
+    Problems, hsts_value, validate_admin, validate_certificates, validate_denied, validate_limits,
+    validate_listen, validate_networks, validate_peerings, validate_routes, validate_upstreams,
 };
 
 /// The policy: logs are kept between 15 and 30 days.
@@ -64,6 +64,8 @@ pub struct Config {
     pub log: LogSettings,
     /// One-way peerings from this instance's environment.
     pub peerings: Vec<Peering>,
+    /// The admin listener (health, metrics, reload), loopback or private only.
+    pub admin: Option<SocketAddr>,
     /// Clients refused at accept: `access.deny_clients` plus every peered-to network, which
     /// may never reach us.
     pub refused_clients: Vec<IpNet>,
@@ -81,7 +83,7 @@ pub struct Peering {
 }
 
 /// `[listen]`, validated.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen {
     /// The plain-HTTP redirect listener, if any.
     pub http: Option<SocketAddr>,
@@ -194,6 +196,7 @@ impl Config {
         let listen = validate_listen(&raw, &mut problems);
         let limits = validate_limits(&raw.limits, &mut problems);
         let environments = validate_networks(&raw.networks, &mut problems);
+        let admin = validate_admin(&raw, &mut problems);
         let peerings = validate_peerings(&raw, &environments, &mut problems);
         let mut refused_clients = validate_denied(&raw, &mut problems);
         refused_clients.extend(peerings.iter().flat_map(|p| p.to_networks.iter().copied()));
@@ -228,6 +231,7 @@ impl Config {
             },
             peerings,
             refused_clients,
+            admin,
         })
     }
 }

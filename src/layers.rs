@@ -46,6 +46,7 @@ pub fn https_service(
         // it logs when the body is done, so the line has the bytes really sent.
         .layer(AccessLogLayer::new(
             app.access_log.clone(),
+            app.metrics.clone(),
             Listener::Https,
             Some(conn.tls_version),
             conn.client_ip,
@@ -79,6 +80,7 @@ pub fn http_service(
     ServiceBuilder::new()
         .layer(AccessLogLayer::new(
             app.access_log.clone(),
+            app.metrics.clone(),
             Listener::Http,
             None,
             client,

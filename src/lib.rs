@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod config;
@@ -20,15 +21,18 @@ pub mod dev_certs;
 pub mod error;
 pub mod layers;
 pub mod logging;
+pub mod metrics;
 pub mod networks;
 pub mod proxy;
 pub mod redirect;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,58 +69,111 @@ pub struct Running {
     pub https_addr: SocketAddr,
     /// The bound plain-HTTP address, if configured.
     pub http_addr: Option<SocketAddr>,
+    /// The bound admin address, if configured.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     grace: Duration,
-    access_log: Arc<access_log::AccessLog>,
+    shared: app::Shared,
+    reloader: Arc<reload::Reloader>,
 }
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish for up to `shutdown_grace`, and returns
     /// true when every connection closed in time.
-    pub async fn shutdown(self) -> bool {
+    pub async fn shutdown(&self) -> bool {
         self.shutdown.cancel();
         self.tracker.close();
         let drained = tokio::time::timeout(self.grace, self.tracker.wait())
             .await
             .is_ok();
         // After the drain, so the lines of requests that finished in it are written too.
-        let log = self.access_log.clone();
+        let log = self.shared.access_log.clone();
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
         drained
     }
 
+    /// Installs a new, validated config; see [`reload`].
+    pub fn reload(&self, config: Config) -> Result<(), reload::ReloadError> {
+        self.reloader.reload(config)
+    }
+
+    /// Re-reads the config file given to [`start_from_file`]; see [`reload`].
+    pub fn reload_file(&self) -> Result<(), reload::ReloadError> {
+        self.reloader.reload_file()
+    }
+
     /// Access-log events dropped because the writer could not keep up.
     pub fn access_log_dropped(&self) -> u64 {
-        self.access_log.dropped()
+        self.shared.access_log.dropped()
     }
 }
 
 /// Binds the listeners of a validated config and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_inner(config, None).await
+}
+
+/// Like [`start`], remembering `path` so that SIGHUP and `POST /reload` can re-read it.
+pub async fn start_from_file(config: Config, path: PathBuf) -> Result<Running, StartError> {
+    start_inner(config, Some(path)).await
+}
+
+async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
     let https = bind(config.listen.https).await?;
     let http = match config.listen.http {
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let https_addr = local_addr(&https, config.listen.https)?;
-    let http_addr = match (&http, config.listen.http) {
-        (Some(listener), Some(addr)) => Some(local_addr(listener, addr)?),
-        _ => None,
+    let admin = match config.admin {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
     };
-    let app = Arc::new(app::App::new(&config, https_addr.port()).map_err(StartError::Log)?);
-    let access_log = app.access_log.clone();
-    let tls = Arc::new(tls::server_config(app.certs.clone())?);
+    let https_addr = local_addr(&https, config.listen.https)?;
+    let http_addr = bound(&http)?;
+    let admin_addr = bound(&admin)?;
+    let shared = app::Shared {
+        access_log: Arc::new(
+            access_log::AccessLog::start(config.log.clone()).map_err(StartError::Log)?,
+        ),
+        metrics: Arc::new(metrics::Metrics::new()),
+        ticketer: tls::ticketer()?,
+    };
+    let generation = reload::generation(&config, https_addr.port(), &shared)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    server::Server::new(app, tls, shutdown.clone(), tracker.clone()).spawn(https, http);
+    let server = server::Server::new(
+        generation,
+        shared.metrics.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    );
+    server.spawn(https, http);
+    let reloader = Arc::new(reload::Reloader::new(
+        server,
+        shared.clone(),
+        &config,
+        https_addr.port(),
+        path,
+    ));
+    if let Some(listener) = admin {
+        admin::Admin {
+            metrics: shared.metrics.clone(),
+            access_log: shared.access_log.clone(),
+            reloader: reloader.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .spawn(listener, &tracker);
+    }
     Ok(Running {
         https_addr,
         http_addr,
+        admin_addr,
         shutdown,
         tracker,
         grace: config.limits.shutdown_grace,
-        access_log,
+        shared,
+        reloader,
     })
 }
 
@@ -130,4 +187,16 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, St
     listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn bound(listener: &Option<TcpListener>) -> Result<Option<SocketAddr>, StartError> {
+    listener
+        .as_ref()
+        .map(|l| {
+            l.local_addr().map_err(|source| StartError::Bind {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })
+        })
+        .transpose()
 }

@@ -85,8 +85,10 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
-        let running = portcullis::start(config).await?;
-        tracing::info!(https = %running.https_addr, http = ?running.http_addr, "listening");
+        let running = portcullis::start_from_file(config, path.to_owned()).await?;
+        tracing::info!(https = %running.https_addr, http = ?running.http_addr, admin = ?running.admin_addr, "listening");
+        let running = std::sync::Arc::new(running);
+        tokio::spawn(reload_on_sighup(running.clone()));
         shutdown_signal().await?;
         tracing::info!("shutting down");
         if !running.shutdown().await {
@@ -94,6 +96,22 @@ fn run(path: &Path) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// SIGHUP re-reads the config file; an invalid one is refused and the running one stays.
+async fn reload_on_sighup(running: std::sync::Arc<portcullis::Running>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    while hangup.recv().await.is_some() {
+        let reloading = running.clone();
+        let outcome = tokio::task::spawn_blocking(move || reloading.reload_file()).await;
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("reload refused, keeping the running config:\n{e}"),
+            Err(_) => tracing::error!("reload failed"),
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

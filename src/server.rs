@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -26,6 +27,7 @@ use crate::app::{App, ConnectionInfo};
 use crate::config::Limits;
 use crate::layers::{http_service, https_service};
 use crate::logging::Throttle;
+use crate::metrics::Metrics;
 
 /// Longest pause after repeated accept errors (file descriptors exhausted).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -36,35 +38,58 @@ static HANDSHAKE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 /// Request headers per message, h1; beyond this hyper answers 431.
 const MAX_HEADERS: usize = 128;
 
-/// Everything the accept loops and connection tasks share.
-pub struct Server {
+/// One configuration's worth of serving state. A reload installs a new generation; connections
+/// keep the one they were accepted under until they close, as nginx's old workers do.
+#[derive(Debug)]
+pub struct Generation {
     app: Arc<App>,
-    tls: TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+}
+
+impl Generation {
+    /// Prepares the protocol builders from the app's limits.
+    pub fn new(app: Arc<App>, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            h1: h1_builder(&app.limits),
+            h2: h2_builder(&app.limits),
+            tls,
+            app,
+        }
+    }
+}
+
+/// Everything the accept loops and connection tasks share.
+#[derive(Debug)]
+pub struct Server {
+    current: ArcSwap<Generation>,
     connections: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Server {
-    /// Prepares the protocol builders from the limits.
+    /// A server starting with `generation`; `max_connections` is fixed for its lifetime.
     pub fn new(
-        app: Arc<App>,
-        tls: Arc<rustls::ServerConfig>,
+        generation: Generation,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Arc<Self> {
-        let limits = app.limits;
         Arc::new(Self {
-            h1: h1_builder(&limits),
-            h2: h2_builder(&limits),
-            connections: Arc::new(Semaphore::new(limits.max_connections)),
-            tls: TlsAcceptor::from(tls),
-            app,
+            connections: Arc::new(Semaphore::new(generation.app.limits.max_connections)),
+            current: ArcSwap::from_pointee(generation),
+            metrics,
             shutdown,
             tracker,
         })
+    }
+
+    /// Serves new connections with `generation` from now on.
+    pub fn install(&self, generation: Generation) {
+        self.current.store(Arc::new(generation));
     }
 
     /// Spawns the accept loops of both listeners.
@@ -84,24 +109,31 @@ impl Server {
     }
 
     async fn serve_tls(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let limits = self.app.limits;
+        let generation = self.current.load_full();
+        let limits = generation.app.limits;
         let activity = Activity::new();
         let watched = Watched::new(stream, activity.clone(), limits.send_timeout);
-        let tls =
-            match tokio::time::timeout(limits.handshake_timeout, self.tls.accept(watched)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(_)) | Err(_) => {
-                    // Neither the peer nor rustls's message: both can carry what a client chose
-                    // (its address, an SNI). Scanners fail handshakes all day, hence the throttle.
-                    HANDSHAKE_FAILURES.warn(|count| {
-                        tracing::info!(count, "TLS handshakes failed or timed out");
-                    });
-                    return;
-                }
-            };
+        let tls = match tokio::time::timeout(
+            limits.handshake_timeout,
+            TlsAcceptor::from(generation.tls.clone()).accept(watched),
+        )
+        .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(_)) | Err(_) => {
+                self.metrics.handshake(false);
+                // Neither the peer nor rustls's message: both can carry what a client chose
+                // (its address, an SNI). Scanners fail handshakes all day, hence the throttle.
+                HANDSHAKE_FAILURES.warn(|count| {
+                    tracing::info!(count, "TLS handshakes failed or timed out");
+                });
+                return;
+            }
+        };
+        self.metrics.handshake(true);
         let (_, session) = tls.get_ref();
         let is_h2 = session.alpn_protocol() == Some(b"h2");
-        let Some(certificate) = self.app.certs.entry_for(session.server_name()) else {
+        let Some(certificate) = generation.app.certs.entry_for(session.server_name()) else {
             return;
         };
         let tls_version = match session.protocol_version() {
@@ -113,38 +145,51 @@ impl Server {
             certificate,
             tls_version,
         });
-        let service = TowerToHyperService::new(https_service(&self.app, conn));
+        let service = TowerToHyperService::new(https_service(&generation.app, conn));
         let io = TokioIo::new(tls);
+        let idle = limits.idle_timeout;
         if is_h2 {
-            let conn = self.h2.serve_connection(io, service);
-            self.drive(conn, |c| c.graceful_shutdown(), &activity).await;
+            let conn = generation.h2.serve_connection(io, service);
+            self.drive(conn, |c| c.graceful_shutdown(), &activity, idle)
+                .await;
         } else {
-            let conn = self.h1.serve_connection(io, service).with_upgrades();
-            self.drive(conn, |c| c.graceful_shutdown(), &activity).await;
+            let conn = generation.h1.serve_connection(io, service).with_upgrades();
+            self.drive(conn, |c| c.graceful_shutdown(), &activity, idle)
+                .await;
         }
     }
 
     async fn serve_plain(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let generation = self.current.load_full();
+        let limits = generation.app.limits;
         let activity = Activity::new();
-        let io = TokioIo::new(Watched::new(
-            stream,
-            activity.clone(),
-            self.app.limits.send_timeout,
-        ));
-        let service = TowerToHyperService::new(http_service(&self.app, peer.ip().to_canonical()));
+        let io = TokioIo::new(Watched::new(stream, activity.clone(), limits.send_timeout));
+        let service =
+            TowerToHyperService::new(http_service(&generation.app, peer.ip().to_canonical()));
         // No `with_upgrades`: the redirect listener never switches protocols, h2c included.
-        let conn = self.h1.serve_connection(io, service);
-        self.drive(conn, |c| c.graceful_shutdown(), &activity).await;
+        let conn = generation.h1.serve_connection(io, service);
+        self.drive(
+            conn,
+            |c| c.graceful_shutdown(),
+            &activity,
+            limits.idle_timeout,
+        )
+        .await;
     }
 
     /// Runs a connection to completion; on idleness or shutdown, asks it to finish gracefully
     /// (h1: after the current response; h2: GOAWAY, in-flight streams complete).
-    async fn drive<C, E>(&self, conn: C, drain: impl Fn(Pin<&mut C>), activity: &Activity)
-    where
+    async fn drive<C, E>(
+        &self,
+        conn: C,
+        drain: impl Fn(Pin<&mut C>),
+        activity: &Activity,
+        idle_timeout: Duration,
+    ) where
         C: Future<Output = Result<(), E>>,
     {
         let mut conn = std::pin::pin!(conn);
-        let idle = activity.idle(self.app.limits.idle_timeout);
+        let idle = activity.idle(idle_timeout);
         let mut idle = std::pin::pin!(idle);
         let mut draining = false;
         loop {
@@ -214,7 +259,7 @@ where
             }
         };
         backoff = MIN_ACCEPT_BACKOFF;
-        if server.app.refused_clients.refuses(peer.ip()) {
+        if server.current.load().app.refused_clients.refuses(peer.ip()) {
             // Closed before a byte is read: no TLS, no HTTP parser sees this client.
             drop(stream);
             continue;
@@ -228,9 +273,10 @@ where
         };
         let _ = stream.set_nodelay(true);
         let connection = serve(stream, peer);
+        let open = server.metrics.connection();
         server.tracker.spawn(async move {
             connection.await;
-            drop(permit);
+            drop((open, permit));
         });
     }
 }

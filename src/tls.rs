@@ -53,11 +53,18 @@ pub enum CertError {
     NoNames,
 }
 
+/// A fresh set of rotating session-ticket keys (rustls rotates them every 6 hours).
+pub fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    aws_lc_rs::Ticketer::new()
+}
+
 /// One loaded certificate chain with its key and the names it covers.
 #[derive(Debug)]
 pub struct CertEntry {
     /// The SANs of the leaf, as host patterns.
     pub names: Vec<HostPattern>,
+    /// When the leaf stops being valid.
+    pub not_after: std::time::SystemTime,
     /// What rustls serves.
     pub key: Arc<CertifiedKey>,
 }
@@ -80,7 +87,7 @@ pub fn load_certificate(cert: &Path, key: &Path) -> Result<CertEntry, CertError>
         .collect::<Result<Vec<_>, _>>()
         .map_err(read_err(cert))?;
     let leaf = chain.first().ok_or_else(|| CertError::Empty(cert.into()))?;
-    let names = leaf_names(leaf)?;
+    let (names, not_after) = leaf_names(leaf)?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(read_err(key))?;
     let signing_key = aws_lc_rs::default_provider()
         .key_provider
@@ -90,11 +97,14 @@ pub fn load_certificate(cert: &Path, key: &Path) -> Result<CertEntry, CertError>
     certified.keys_match().map_err(|_| CertError::KeyMismatch)?;
     Ok(CertEntry {
         names,
+        not_after,
         key: Arc::new(certified),
     })
 }
 
-fn leaf_names(leaf: &CertificateDer<'_>) -> Result<Vec<HostPattern>, CertError> {
+fn leaf_names(
+    leaf: &CertificateDer<'_>,
+) -> Result<(Vec<HostPattern>, std::time::SystemTime), CertError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|_| CertError::Parse)?;
     if parsed.validity().time_to_expiration().is_none() {
         return Err(CertError::Expired);
@@ -116,7 +126,11 @@ fn leaf_names(leaf: &CertificateDer<'_>) -> Result<Vec<HostPattern>, CertError> 
     if names.is_empty() {
         return Err(CertError::NoNames);
     }
-    Ok(names)
+    let seconds = u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0);
+    Ok((
+        names,
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+    ))
 }
 
 fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
@@ -214,14 +228,17 @@ impl ResolvesServerCert for SniResolver {
 /// Builds the rustls server config: TLS 1.2 and 1.3 only, the aws-lc-rs provider's suites (all
 /// of them AEAD with ephemeral key exchange), ALPN h2 then http/1.1, rotating session tickets,
 /// no 0-RTT.
-pub fn server_config(resolver: Arc<SniResolver>) -> Result<rustls::ServerConfig, rustls::Error> {
+pub fn server_config(
+    resolver: Arc<SniResolver>,
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = Arc::new(aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    config.ticketer = aws_lc_rs::Ticketer::new()?;
+    config.ticketer = ticketer;
     config.max_early_data_size = 0;
     Ok(config)
 }

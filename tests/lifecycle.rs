@@ -53,7 +53,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     let mut client = Client::connect(false, https, "localhost", &setup.pki).await;
     let in_flight = tokio::spawn(async move { client.get("localhost", "/slow/700").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let stopped = tokio::spawn(proxy.shutdown());
+    let stopped = tokio::spawn(async move { proxy.shutdown().await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let refused = tls_connect(https, "localhost", setup.pki.client(&[b"h2"])).await;
     assert!(

@@ -1,5 +1,6 @@
 //! Why a config is refused: every problem with the key it concerns.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -64,6 +65,9 @@ pub enum ProblemKind {
     /// Below hyper's minimum buffer.
     #[error("must be at least {MIN_HEADER_BYTES}")]
     TooSmall,
+    /// An admin address reachable from outside.
+    #[error("{0} is public; the admin listener must be on a loopback or private address")]
+    PublicAdmin(SocketAddr),
     /// Not CIDR notation.
     #[error("{0:?} is not a network in CIDR notation")]
     Network(String),

@@ -35,6 +35,14 @@ pub struct RawConfig {
     pub peerings: Vec<RawPeering>,
     #[serde(default)]
     pub access: RawAccess,
+    pub admin: Option<RawAdmin>,
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: String,
 }
 
 /// `[[peerings]]`: `from` may reach `to`, never the reverse.

@@ -384,6 +384,16 @@ pub(super) fn validate_peerings(
     peerings
 }
 
+/// `[admin] listen`: private by construction, never on a public or wildcard address.
+pub(super) fn validate_admin(raw: &RawConfig, problems: &mut Problems) -> Option<SocketAddr> {
+    let admin = raw.admin.as_ref()?;
+    let addr = socket_addr(&admin.listen, "admin.listen", problems);
+    if check_private(&IpNet::from(addr.ip())).is_err() || addr.ip().is_unspecified() {
+        problems.push("admin.listen", ProblemKind::PublicAdmin(addr));
+    }
+    Some(addr)
+}
+
 /// `access.deny_clients`: any CIDR, public ones included.
 pub(super) fn validate_denied(raw: &RawConfig, problems: &mut Problems) -> Vec<IpNet> {
     raw.access

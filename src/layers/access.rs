@@ -19,11 +19,13 @@ use tower::{Layer, Service};
 
 use crate::access_log::{AccessLog, Event, Exchange, Listener};
 use crate::error::ErrorKind;
+use crate::metrics::Metrics;
 
 /// Logs requests of one connection.
 #[derive(Debug, Clone)]
 pub struct AccessLogLayer {
     log: Arc<AccessLog>,
+    metrics: Arc<Metrics>,
     listener: Listener,
     tls: Option<&'static str>,
     client: Option<IpAddr>,
@@ -33,6 +35,7 @@ impl AccessLogLayer {
     /// Logging for a connection on `listener`; `client` is kept only if the log hashes clients.
     pub fn new(
         log: Arc<AccessLog>,
+        metrics: Arc<Metrics>,
         listener: Listener,
         tls: Option<&'static str>,
         client: IpAddr,
@@ -40,6 +43,7 @@ impl AccessLogLayer {
         let client = log.wants_client().then_some(client);
         Self {
             log,
+            metrics,
             listener,
             tls,
             client,
@@ -154,18 +158,26 @@ impl Line {
             target,
             start,
         } = self.pending;
+        let route = exchange.route();
+        let duration = start.elapsed();
+        layer.metrics.request(
+            route.as_ref().map(|r| &r.name),
+            self.status.as_u16(),
+            duration,
+            self.error,
+        );
         layer.log.log(Event {
             time: SystemTime::now(),
             listener: layer.listener,
             version,
             tls: layer.tls,
             method,
-            route: exchange.route(),
+            route,
             target,
             status: self.status,
             request_bytes: exchange.request_bytes(),
             response_bytes: self.bytes,
-            duration: start.elapsed(),
+            duration,
             error: self.error,
             client: layer.client,
         });

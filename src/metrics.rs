@@ -1,0 +1,163 @@
+//! Prometheus metrics, served by the admin listener. Labels are route names, statuses and error
+//! kinds: never anything a client chose.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: Arc<str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    name: String,
+}
+
+/// Every metric the proxy exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histogram,
+    connections: Gauge,
+    handshakes: Family<KindLabels, Counter>,
+    upstream_errors: Family<KindLabels, Counter>,
+    log_dropped: Gauge,
+    certificate_expiry: Family<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let metrics = Self {
+            requests: Family::default(),
+            duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            connections: Gauge::default(),
+            handshakes: Family::default(),
+            upstream_errors: Family::default(),
+            log_dropped: Gauge::default(),
+            certificate_expiry: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests by route and final status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request duration, head to end of response",
+            metrics.duration.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Open client connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes by result",
+            metrics.handshakes.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Requests the upstream failed, by kind",
+            metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the disk fell behind",
+            metrics.log_dropped.clone(),
+        );
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until each served certificate expires, by first name",
+            metrics.certificate_expiry.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn request(
+        &self,
+        route: Option<&Arc<str>>,
+        status: u16,
+        duration: Duration,
+        error: Option<&'static str>,
+    ) {
+        let route = route.cloned().unwrap_or_else(|| Arc::from("-"));
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.duration.observe(duration.as_secs_f64());
+        if let Some(kind) = error.filter(|k| k.starts_with("upstream")) {
+            self.upstream_errors
+                .get_or_create(&KindLabels { kind })
+                .inc();
+        }
+    }
+
+    /// A connection opened; the guard closes it.
+    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.inc();
+        ConnectionGuard(self.clone())
+    }
+
+    /// Counts a handshake outcome.
+    pub fn handshake(&self, ok: bool) {
+        let kind = if ok { "ok" } else { "failed" };
+        self.handshakes.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Records how long a certificate has left.
+    pub fn certificate_expiry(&self, name: &str, remaining: Duration) {
+        self.certificate_expiry
+            .get_or_create(&CertificateLabels {
+                name: name.to_owned(),
+            })
+            .set(remaining.as_secs_f64());
+    }
+
+    /// The text exposition, with `dropped` access-log lines.
+    pub fn render(&self, dropped: u64) -> String {
+        self.log_dropped
+            .set(i64::try_from(dropped).unwrap_or(i64::MAX));
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Decrements the open-connection gauge when dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard(Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}

@@ -8,11 +8,13 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use crate::access_log::AccessLog;
+use crate::acme::Acme;
 use crate::config::{Config, Limits, RouteAction};
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
+use crate::routing::HostPattern;
 use crate::routing::RouteTable;
-use crate::tls::{CertEntry, CertStore, SniResolver};
+use crate::tls::{CertStore, SniResolver};
 use crate::upstream::Upstream;
 
 /// Shared, read-only state built once from a validated [`Config`].
@@ -57,6 +59,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Rotating session-ticket keys.
     pub ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    /// The ACME account, when certificates are ordered.
+    pub acme: Option<Arc<Acme>>,
 }
 
 /// What a route does with a request.
@@ -120,9 +124,10 @@ impl App {
             access_log: shared.access_log.clone(),
             metrics: shared.metrics.clone(),
             routes,
-            certs: Arc::new(SniResolver::new(CertStore::new(
-                config.certificates.clone(),
-            ))),
+            certs: Arc::new(SniResolver::new(
+                CertStore::new(config.certificates.clone()),
+                shared.acme.clone(),
+            )),
             hsts: config.hsts.clone(),
             limits: config.limits,
             public_https_port: config.listen.public_https_port.unwrap_or(bound_https_port),
@@ -135,9 +140,9 @@ impl App {
 pub struct ConnectionInfo {
     /// The peer's address, IPv4-mapped addresses shown as IPv4.
     pub client_ip: IpAddr,
-    /// The certificate presented in the handshake: requests for hosts it does not cover are
-    /// misdirected.
-    pub certificate: Arc<CertEntry>,
+    /// The names of the certificate presented in the handshake: requests for hosts it does not
+    /// cover are misdirected.
+    pub certificate: Arc<[HostPattern]>,
     /// The negotiated TLS version, `1.2` or `1.3`.
     pub tls_version: &'static str,
 }

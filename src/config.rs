@@ -4,11 +4,13 @@
 //! addresses, networks, durations, host patterns, loaded certificates) and collects *every*
 //! problem, each naming its key, instead of stopping at the first.
 
+mod acme;
 mod describe;
 mod error;
 pub mod raw;
 mod validate;
 
+pub use acme::{AcmeSettings, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
 
@@ -26,7 +28,7 @@ use ipnet::IpNet;
 use crate::access_log::LogSettings;
 use crate::networks::Environments;
 use crate::routing::HostPattern;
-use crate::tls::CertEntry;
+use crate::tls::{CertEntry, CertStore};
 use raw::RawConfig;
 use validate::{
     Problems, hsts_value, validate_admin, validate_certificates, validate_denied, validate_limits,
@@ -66,6 +68,8 @@ pub struct Config {
     pub peerings: Vec<Peering>,
     /// The admin listener (health, metrics, reload), loopback or private only.
     pub admin: Option<SocketAddr>,
+    /// Certificates managed over ACME.
+    pub acme: Option<AcmeSettings>,
     /// Clients refused at accept: `access.deny_clients` plus every peered-to network, which
     /// may never reach us.
     pub refused_clients: Vec<IpNet>,
@@ -203,6 +207,12 @@ impl Config {
         let upstreams = validate_upstreams(&raw, &environments, &mut problems);
         let certificates = validate_certificates(&raw, &mut problems);
         let routes = validate_routes(&raw, &upstreams, &certificates, &limits, &mut problems);
+        let acme = acme::validate_acme(
+            &raw,
+            &CertStore::new(certificates.clone()),
+            &routes,
+            &mut problems,
+        );
         if raw.server.workers == Some(0) {
             problems.push("server.workers", ProblemKind::Zero);
         }
@@ -232,6 +242,7 @@ impl Config {
             peerings,
             refused_clients,
             admin,
+            acme,
         })
     }
 }

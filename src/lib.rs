@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod body;
@@ -57,6 +58,9 @@ pub enum StartError {
     /// The access-log writer could not be started.
     #[error("cannot start the access log: {0}")]
     Log(#[source] std::io::Error),
+    /// The ACME directory's trust root could not be read.
+    #[error("ACME setup failed: {0}")]
+    Acme(#[from] tls::CertError),
     /// rustls refused the TLS settings.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
@@ -138,7 +142,13 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
         ),
         metrics: Arc::new(metrics::Metrics::new()),
         ticketer: tls::ticketer()?,
+        acme: None,
     };
+    let acme = match &config.acme {
+        Some(settings) => Some(acme::Acme::start(settings, shared.metrics.clone())?),
+        None => None,
+    };
+    let shared = app::Shared { acme, ..shared };
     let generation = reload::generation(&config, https_addr.port(), &shared)?;
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();

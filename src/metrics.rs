@@ -38,6 +38,7 @@ pub struct Metrics {
     upstream_errors: Family<KindLabels, Counter>,
     log_dropped: Gauge,
     certificate_expiry: Family<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    acme_events: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -58,6 +59,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             log_dropped: Gauge::default(),
             certificate_expiry: Family::default(),
+            acme_events: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -95,6 +97,11 @@ impl Metrics {
             "Seconds until each served certificate expires, by first name",
             metrics.certificate_expiry.clone(),
         );
+        registry.register(
+            "acme_events",
+            "ACME events by kind",
+            metrics.acme_events.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -131,6 +138,11 @@ impl Metrics {
     pub fn handshake(&self, ok: bool) {
         let kind = if ok { "ok" } else { "failed" };
         self.handshakes.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts an ACME event.
+    pub fn acme(&self, kind: &'static str) {
+        self.acme_events.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// Records how long a certificate has left.

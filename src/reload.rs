@@ -28,7 +28,7 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Listening addresses cannot change without a restart.
-    #[error("[listen] and [admin] changes need a restart")]
+    #[error("[listen], [admin] and [tls.acme] changes need a restart")]
     ListenChanged,
     /// The new TLS settings were refused.
     #[error(transparent)]
@@ -42,6 +42,7 @@ pub struct Reloader {
     shared: Shared,
     listen: Listen,
     admin: Option<std::net::SocketAddr>,
+    acme: Option<crate::config::AcmeSettings>,
     https_port: u16,
     path: Option<PathBuf>,
 }
@@ -59,6 +60,7 @@ impl Reloader {
             shared,
             listen: config.listen,
             admin: config.admin,
+            acme: config.acme.clone(),
             https_port,
             path,
         }
@@ -72,7 +74,7 @@ impl Reloader {
 
     /// Installs a validated config.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
-        if config.listen != self.listen || config.admin != self.admin {
+        if config.listen != self.listen || config.admin != self.admin || config.acme != self.acme {
             return Err(ReloadError::ListenChanged);
         }
         self.server

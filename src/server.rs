@@ -133,7 +133,11 @@ impl Server {
         self.metrics.handshake(true);
         let (_, session) = tls.get_ref();
         let is_h2 = session.alpn_protocol() == Some(b"h2");
-        let Some(certificate) = generation.app.certs.entry_for(session.server_name()) else {
+        if session.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+            // A TLS-ALPN-01 validation: the handshake was the whole exchange (RFC 8737 3).
+            return;
+        }
+        let Some(certificate) = generation.app.certs.names_for(session.server_name()) else {
             return;
         };
         let tls_version = match session.protocol_version() {

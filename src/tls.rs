@@ -8,7 +8,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -16,6 +15,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use x509_parser::extensions::GeneralName;
 
+use crate::acme::{ACME_TLS_ALPN, Acme};
 use crate::routing::{HostPattern, parent_domain};
 
 /// ALPN protocols we speak, in order of preference.
@@ -58,11 +58,17 @@ pub fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Er
     aws_lc_rs::Ticketer::new()
 }
 
+/// True when a certificate with these names is valid for `host` (normalised, as from
+/// `request_host`).
+pub fn covers(names: &[HostPattern], host: &str) -> bool {
+    names.iter().any(|name| name.matches(host))
+}
+
 /// One loaded certificate chain with its key and the names it covers.
 #[derive(Debug)]
 pub struct CertEntry {
     /// The SANs of the leaf, as host patterns.
-    pub names: Vec<HostPattern>,
+    pub names: Arc<[HostPattern]>,
     /// When the leaf stops being valid.
     pub not_after: std::time::SystemTime,
     /// What rustls serves.
@@ -72,7 +78,7 @@ pub struct CertEntry {
 impl CertEntry {
     /// True when this certificate is valid for `host` (normalised, as from `request_host`).
     pub fn covers(&self, host: &str) -> bool {
-        self.names.iter().any(|name| name.matches(host))
+        covers(&self.names, host)
     }
 }
 
@@ -96,7 +102,7 @@ pub fn load_certificate(cert: &Path, key: &Path) -> Result<CertEntry, CertError>
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match().map_err(|_| CertError::KeyMismatch)?;
     Ok(CertEntry {
-        names,
+        names: names.into(),
         not_after,
         key: Arc::new(certified),
     })
@@ -141,6 +147,24 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// Reads a PEM bundle of trust roots.
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
+    let read_err = |source| CertError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(read_err)? {
+        roots
+            .add(cert.map_err(read_err)?)
+            .map_err(|_| CertError::Parse)?;
+    }
+    if roots.is_empty() {
+        return Err(CertError::Empty(path.to_owned()));
+    }
+    Ok(roots)
+}
+
 /// The certificates in service, indexed by the names they cover.
 #[derive(Debug, Default)]
 pub struct CertStore {
@@ -157,7 +181,7 @@ impl CertStore {
             ..Self::default()
         };
         for (index, entry) in store.entries.iter().enumerate() {
-            for name in &entry.names {
+            for name in entry.names.iter() {
                 let (map, key) = match name {
                     HostPattern::Exact(n) => (&mut store.exact, n),
                     HostPattern::Wildcard(s) => (&mut store.wildcard, s),
@@ -196,30 +220,34 @@ impl CertStore {
     }
 }
 
-/// The rustls resolver; its store can be swapped while connections are being accepted.
-#[derive(Debug, Default)]
+/// The rustls resolver: certificate files, and the ACME account's names when configured.
+#[derive(Debug)]
 pub struct SniResolver {
-    store: ArcSwap<CertStore>,
+    store: CertStore,
+    acme: Option<Arc<Acme>>,
 }
 
 impl SniResolver {
-    /// A resolver serving `store`.
-    pub fn new(store: CertStore) -> Self {
-        Self {
-            store: ArcSwap::from_pointee(store),
-        }
+    /// A resolver serving `store`, and `acme`'s names through it.
+    pub fn new(store: CertStore, acme: Option<Arc<Acme>>) -> Self {
+        Self { store, acme }
     }
 
-    /// The certificate entry chosen for a connection with this SNI.
-    pub fn entry_for(&self, sni: Option<&str>) -> Option<Arc<CertEntry>> {
-        self.store.load().for_sni(sni).cloned()
+    /// The names of the certificate chosen for a connection with this SNI.
+    pub fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>> {
+        self.acme
+            .as_ref()
+            .and_then(|acme| acme.names_for(sni))
+            .or_else(|| self.store.for_sni(sni).map(|e| e.names.clone()))
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(acme) = self.acme.as_ref().filter(|a| a.answers(&client_hello)) {
+            return acme.resolve(client_hello);
+        }
         self.store
-            .load()
             .for_sni(client_hello.server_name())
             .map(|entry| entry.key.clone())
     }
@@ -232,12 +260,16 @@ pub fn server_config(
     resolver: Arc<SniResolver>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
+    let acme = resolver.acme.is_some();
     let provider = Arc::new(aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    if acme {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     config.ticketer = ticketer;
     config.max_early_data_size = 0;
     Ok(config)

@@ -17,15 +17,21 @@
 typedef struct ssl_st SSL;
 typedef struct ssl_session_st SSL_SESSION;
 
-int SSL_set_session(SSL *ssl, SSL_SESSION *session);
-
+/*
+ * Both functions are looked up at run time, so the shim links against nothing and can be
+ * preloaded into helpers without libssl (taskset) as well.
+ */
 int SSL_clear(SSL *ssl) {
     static int (*real_clear)(SSL *) = NULL;
+    static int (*set_session)(SSL *, SSL_SESSION *) = NULL;
     if (real_clear == NULL) {
         real_clear = (int (*)(SSL *))dlsym(RTLD_NEXT, "SSL_clear");
+        set_session = (int (*)(SSL *, SSL_SESSION *))dlsym(RTLD_DEFAULT, "SSL_set_session");
     }
     int ok = real_clear(ssl);
     /* Forget the session SSL_clear() kept, so the next handshake offers nothing to resume. */
-    SSL_set_session(ssl, NULL);
+    if (set_session != NULL) {
+        set_session(ssl, NULL);
+    }
     return ok;
 }

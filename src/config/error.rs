@@ -116,6 +116,27 @@ pub enum ProblemKind {
     /// A peering of an environment to itself.
     #[error("an environment cannot be peered to itself")]
     SelfPeering,
+    /// `[tls.acme]` without domains.
+    #[error("ACME needs at least one domain")]
+    NoAcmeDomains,
+    /// An ACME domain no route serves.
+    #[error("{0:?} is not a host any route serves")]
+    AcmeUnrouted(String),
+    /// A name served both from a file and over ACME.
+    #[error("{0:?} is also covered by a certificate file; configure it one way only")]
+    AcmeAndFile(String),
+    /// TLS-ALPN-01 cannot validate wildcards.
+    #[error("wildcards cannot be validated with TLS-ALPN-01")]
+    AcmeWildcard,
+    /// A contact that is not `mailto:`.
+    #[error("{0:?} is not a mailto: contact")]
+    Contact(String),
+    /// An unknown directory.
+    #[error("{0:?} is not \"letsencrypt\", \"letsencrypt-staging\" or an https:// URL")]
+    Directory(String),
+    /// An unusable cache directory.
+    #[error("cannot be created or written: {0}")]
+    CacheDir(#[source] std::io::Error),
     /// Not `ip:port` nor `host:port`.
     #[error("{0:?} is not ip:port or host:port")]
     UpstreamAddr(String),

@@ -104,6 +104,29 @@ pub struct RawServer {
 pub struct RawTls {
     #[serde(default)]
     pub certificates: Vec<RawCertificate>,
+    pub acme: Option<RawAcme>,
+}
+
+/// `[tls.acme]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcme {
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub contact: Vec<String>,
+    #[serde(default = "staging")]
+    pub directory: String,
+    #[serde(default = "acme_dir")]
+    pub cache_dir: PathBuf,
+    pub directory_ca: Option<PathBuf>,
+}
+
+fn staging() -> String {
+    "letsencrypt-staging".to_owned()
+}
+
+fn acme_dir() -> PathBuf {
+    PathBuf::from("acme")
 }
 
 /// `[[tls.certificates]]`

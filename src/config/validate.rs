@@ -249,7 +249,7 @@ pub(super) fn validate_certificates(
     raw: &RawConfig,
     problems: &mut Problems,
 ) -> Vec<Arc<CertEntry>> {
-    if raw.tls.certificates.is_empty() {
+    if raw.tls.certificates.is_empty() && raw.tls.acme.is_none() {
         problems.push("tls.certificates", ProblemKind::NoCertificate);
     }
     raw.tls
@@ -273,15 +273,27 @@ pub(super) fn validate_routes(
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let store = CertStore::new(certificates.to_vec());
+    let acme_names: Vec<&str> = raw
+        .tls
+        .acme
+        .iter()
+        .flat_map(|a| a.domains.iter().map(String::as_str))
+        .collect();
     let mut routes: Vec<RouteConfig> = Vec::new();
     for (i, route) in raw.routes.iter().enumerate() {
         let key = |field: &str| format!("routes[{i}].{field}");
         let host = HostPattern::parse(&route.host)
             .map_err(|e| problems.push(key("host"), e))
             .ok();
+        let by_acme = |host: &HostPattern| {
+            acme_names
+                .iter()
+                .any(|name| HostPattern::Exact(name.to_ascii_lowercase()) == *host)
+        };
         if let Some(host) = &host
-            && !certificates.is_empty()
+            && (!certificates.is_empty() || !acme_names.is_empty())
             && !store.covers(host)
+            && !by_acme(host)
         {
             problems.push(key("host"), ProblemKind::Uncovered(host.to_string()));
         }

@@ -74,7 +74,7 @@ where
 impl RouteLayer {
     fn route(&self, mut request: Request<Incoming>) -> Result<Routed, ProxyError> {
         let host = request_host(request.version(), request.uri(), request.headers())?;
-        if !self.conn.certificate.covers(&host.name) {
+        if !crate::tls::covers(&self.conn.certificate, &host.name) {
             return Err(ProxyError::Misdirected);
         }
         if let Cow::Owned(path) = normalize_path(request.uri().path())? {

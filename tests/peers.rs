@@ -10,18 +10,9 @@ use std::process::Command;
 
 use support::Setup;
 
-fn tool(name: &str) -> bool {
-    let found = Command::new(name).arg("--version").output().is_ok();
-    if !found {
-        assert!(std::env::var_os("CI").is_none(), "{name} is missing in CI");
-        eprintln!("SKIPPED: {name} is not installed");
-    }
-    found
-}
-
 #[tokio::test]
 async fn curl_over_h1_and_h2() {
-    if !tool("curl") {
+    if !support::require_tool("curl") {
         return;
     }
     let setup = Setup::new().await;
@@ -59,7 +50,7 @@ async fn curl_over_h1_and_h2() {
 
 #[tokio::test]
 async fn nghttp_speaks_h2() {
-    if !tool("nghttp") {
+    if !support::require_tool("nghttp") {
         return;
     }
     let setup = Setup::new().await;

@@ -9,7 +9,7 @@ waits until it gets SIGTERM or --hold seconds pass. Every step is bounded in
 time so that a stuck proxy cannot hang the benchmark.
 
 Usage: idle_conns.py --port 18443 [--host 127.0.0.1] [--count 10000] [--path /64]
-                     [--parallel 200] [--open-timeout 120] [--hold 300]
+                     [--parallel 100] [--open-timeout 120] [--hold 300]
 """
 
 import argparse
@@ -27,9 +27,9 @@ def parse_args():
     p.add_argument("--count", type=int, default=10000)
     p.add_argument("--path", default="/64")
     p.add_argument("--expect-status", type=int, default=200)
-    # Opening thousands at once would overflow the listen backlogs and measure SYN retransmits;
-    # a bounded number of handshakes in flight keeps opening fast and clean.
-    p.add_argument("--parallel", type=int, default=200)
+    # Opening thousands at once would overflow the listen backlogs (Portcullis: 128) and measure
+    # SYN retransmits; a bounded number of connections in flight keeps opening fast and clean.
+    p.add_argument("--parallel", type=int, default=100)
     p.add_argument("--open-timeout", type=float, default=120.0,
                    help="seconds allowed for opening all connections")
     p.add_argument("--hold", type=float, default=300.0,

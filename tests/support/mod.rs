@@ -22,6 +22,20 @@ use tokio_rustls::client::TlsStream;
 
 pub use upstream::Upstream;
 
+/// True when an external tool is installed. Outside CI a missing tool skips its test with a
+/// message; in CI (CI=true), where `.ci/run` installs every tool, it fails the test.
+pub fn require_tool(name: &str) -> bool {
+    let found = std::process::Command::new("which")
+        .arg(name)
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{name} is missing in CI");
+        eprintln!("SKIPPED: {name} is not installed");
+    }
+    found
+}
+
 /// Upper bound for any single network wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
 

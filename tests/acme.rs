@@ -1,0 +1,285 @@
+//! ACME against a real ACME server: Pebble, with real TLS-ALPN-01 validation (no
+//! `PEBBLE_VA_ALWAYS_VALID`), its DNS answered by pebble-challtestsrv with 127.0.0.1, and its
+//! TLS-ALPN port pointed at the proxy's HTTPS port. It proves that:
+//! - the proxy orders a certificate and serves it: a client trusting only Pebble's root (from
+//!   its management interface) verifies the chain and the SAN, and a proxied request works;
+//! - a second run with the same cache dir serves the cached certificate without ordering again
+//!   (Pebble is stopped before it starts, so an order could not succeed);
+//! - `[tls.acme]` is validated: unrouted domains, names also in a certificate file, bad contacts
+//!   and directories are refused with their keys.
+//!
+//! Skipped with a message where Pebble is not installed outside CI; `.ci/run` installs it.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use support::{Pki, Setup, config_from, require_tool, start_toml, tls_connect};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Pebble and its DNS, killed on drop.
+struct Pebble {
+    processes: Vec<Child>,
+    directory: String,
+    management: SocketAddr,
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Pebble {
+    fn start(pki: &Pki, tls_alpn_port: u16) -> Self {
+        let dns = free_port();
+        let (listen, management) = (free_port(), free_port());
+        let (cert, key) = pki.leaf("pebble", &["localhost", "127.0.0.1"]);
+        let config = pki.dir.path().join("pebble.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}",
+                "certificate": "{}", "privateKey": "{}", "httpPort": {}, "tlsPort": {tls_alpn_port},
+                "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+                cert.display(),
+                key.display(),
+                free_port()
+            ),
+        )
+        .unwrap();
+        let dns_server = Command::new("pebble-challtestsrv")
+            .args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
+            .args([
+                "-management",
+                &format!("127.0.0.1:{}", free_port()),
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pebble = Command::new("pebble")
+            .args([
+                "-config",
+                config.to_str().unwrap(),
+                "-dnsserver",
+                &format!("127.0.0.1:{dns}"),
+            ])
+            // No random pre-validation sleep and no deliberately rejected nonces: both only
+            // make the test slow or flaky; validation itself stays real.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pebble = Self {
+            processes: vec![dns_server, pebble],
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            management: SocketAddr::from(([127, 0, 0, 1], management)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+            assert!(Instant::now() < deadline, "pebble did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pebble
+    }
+
+    /// Pebble's issuing root, from its management interface.
+    async fn root(&self, pki: &Pki) -> CertificateDer<'static> {
+        let tls = tls_connect(self.management, "127.0.0.1", pki.client(&[b"http/1.1"]))
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let request = http::Request::get("/roots/0")
+            .header("host", "127.0.0.1")
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let body = sender
+            .send_request(request)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+        CertificateDer::from_pem_slice(&body.to_bytes()).unwrap()
+    }
+}
+
+fn trusting(root: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+fn acme_toml(setup: &Setup, port: u16, directory: &str, cache: &Path) -> String {
+    setup
+        .toml(&format!(
+            "[[routes]]\nhost = \"acme.test\"\nupstream = \"app\"\n[tls.acme]\ndomains = [\"acme.test\"]\ncontact = [\"mailto:ops@acme.test\"]\ndirectory = \"{directory}\"\ncache_dir = \"{}\"\ndirectory_ca = \"{}\"\n",
+            cache.display(),
+            setup.pki.ca_pem.display()
+        ))
+        .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{port}\""))
+}
+
+/// Waits until a client trusting only `client`'s roots completes a handshake for acme.test.
+async fn wait_for_certificate(
+    addr: SocketAddr,
+    client: Arc<rustls::ClientConfig>,
+    within: Duration,
+) -> CertificateDer<'static> {
+    let deadline = Instant::now() + within;
+    loop {
+        match tls_connect(addr, "acme.test", client.clone()).await {
+            Ok(tls) => {
+                return tls.get_ref().1.peer_certificates().unwrap()[0]
+                    .clone()
+                    .into_owned();
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "no valid certificate for acme.test in time: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issues_with_tls_alpn_01_then_serves_from_cache() {
+    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") {
+        return;
+    }
+    let setup = Setup::new().await;
+    let port = free_port();
+    let cache = setup.pki.dir.path().join("acme-cache");
+    let pebble = tokio::task::block_in_place(|| Pebble::start(&setup.pki, port));
+    let root = pebble.root(&setup.pki).await;
+    let proxy = start_toml(&acme_toml(&setup, port, &pebble.directory, &cache)).await;
+    let client = trusting(root);
+    let leaf =
+        wait_for_certificate(proxy.https_addr, client.clone(), Duration::from_secs(60)).await;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let san = parsed.subject_alternative_name().unwrap().unwrap();
+    assert!(format!("{:?}", san.value).contains("acme.test"), "{san:?}");
+
+    let tls = tls_connect(proxy.https_addr, "acme.test", client.clone())
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = http::Request::get("/through-acme")
+        .header("host", "acme.test")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    assert!(setup.app.targets().contains(&"/through-acme".to_owned()));
+    assert!(proxy.shutdown().await);
+    // The same directory URL (rustls-acme keys its cache by it), but nobody answers there now.
+    let directory = pebble.directory.clone();
+    drop(pebble);
+
+    let again = start_toml(&acme_toml(&setup, port, &directory, &cache)).await;
+    let cached = wait_for_certificate(again.https_addr, client, Duration::from_secs(10)).await;
+    assert_eq!(
+        cached, leaf,
+        "the second run did not serve the cached certificate"
+    );
+}
+
+#[tokio::test]
+async fn acme_section_is_validated() {
+    let setup = Setup::new().await;
+    let cache = setup.pki.dir.path().join("cache");
+    let base = acme_toml(&setup, 0, "https://127.0.0.1:1/dir", &cache);
+    assert!(
+        config_from(&base).is_ok(),
+        "the base ACME config must be valid"
+    );
+    for (from, to, key) in [
+        (
+            "domains = [\"acme.test\"]",
+            "domains = [\"nowhere.test\"]",
+            "tls.acme.domains[0]",
+        ),
+        (
+            "domains = [\"acme.test\"]",
+            "domains = [\"app.test\"]",
+            "tls.acme.domains[0]",
+        ),
+        (
+            "domains = [\"acme.test\"]",
+            "domains = []",
+            "tls.acme.domains",
+        ),
+        (
+            "mailto:ops@acme.test",
+            "ops@acme.test",
+            "tls.acme.contact[0]",
+        ),
+        (
+            "directory = \"https://127.0.0.1:1/dir\"",
+            "directory = \"http://insecure/dir\"",
+            "tls.acme.directory",
+        ),
+        (
+            &format!("cache_dir = \"{}\"", cache.display()),
+            "cache_dir = \"/proc/forbidden\"",
+            "tls.acme.cache_dir",
+        ),
+    ] {
+        let toml = base.replace(from, to);
+        match config_from(&toml) {
+            Err(portcullis::config::ConfigError::Invalid(problems)) => {
+                assert!(problems.iter().any(|p| p.key == key), "{to}: {problems:?}");
+            }
+            other => panic!("{to} accepted: {:?}", other.map(|_| ())),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Certificate files that cannot be served are refused with their key, at start and on reload;
+//! SIGHUP reloads the real binary's config. It proves that:
+//! - an expired certificate, a key that does not match, and a missing file are refused, each
+//!   naming `tls.certificates[N]`;
+//! - `kill -HUP` makes the running binary serve a newly added route and certificate.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rcgen::{CertificateParams, KeyPair, date_time_ymd};
+use support::{Client, Setup, WAIT, config_from};
+
+fn refused(toml: &str) -> Vec<String> {
+    match config_from(toml) {
+        Err(portcullis::config::ConfigError::Invalid(problems)) => {
+            problems.iter().map(ToString::to_string).collect()
+        }
+        other => panic!("accepted: {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn unservable_certificate_files_are_refused_by_key() {
+    let setup = Setup::new().await;
+    let dir = setup.pki.dir.path();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = date_time_ymd(2020, 1, 1);
+    params.not_after = date_time_ymd(2021, 1, 1);
+    let expired = params.self_signed(&key).unwrap();
+    std::fs::write(dir.join("expired.crt"), expired.pem()).unwrap();
+    std::fs::write(dir.join("expired.key"), key.serialize_pem()).unwrap();
+    std::fs::write(
+        dir.join("other.key"),
+        KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let base = setup.toml("");
+    let cert = setup.pki.cert.display().to_string();
+    let key_path = setup.pki.key.display().to_string();
+    let cases = [
+        (
+            base.replace(&cert, &dir.join("expired.crt").display().to_string())
+                .replace(&key_path, &dir.join("expired.key").display().to_string()),
+            "certificate has expired",
+        ),
+        (
+            base.replace(&key_path, &dir.join("other.key").display().to_string()),
+            "private key does not match",
+        ),
+        (
+            base.replace(&cert, "/nonexistent/cert.pem"),
+            "cannot read /nonexistent/cert.pem",
+        ),
+    ];
+    for (toml, reason) in cases {
+        let problems = refused(&toml);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("tls.certificates[0]: ") && p.contains(reason)),
+            "{reason}: {problems:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_running_binary() {
+    let setup = Setup::new().await;
+    let file = setup.pki.dir.path().join("hup.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = setup.toml("").replace(
+        "https = \"127.0.0.1:0\"",
+        &format!("https = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&file, &toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["run", "-c", file.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "proxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut before = Client::connect(false, addr, "localhost", &setup.pki).await;
+    assert_eq!(before.get("localhost", "/added").await.status, 200);
+    let grown = toml.clone()
+        + "[[routes]]\nhost = \"localhost\"\npath_prefix = \"/added\"\nrespond = { status = 200, body = \"after hup\" }\n";
+    std::fs::write(&file, grown).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut client = Client::connect(false, addr, "localhost", &setup.pki).await;
+        if client.get("localhost", "/added").await.text() == "after hup" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the config"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        before.get("localhost", "/").await.status,
+        200,
+        "an open connection was dropped"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}

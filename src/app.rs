@@ -9,7 +9,9 @@ use http::{HeaderValue, StatusCode};
 
 use crate::access_log::AccessLog;
 use crate::acme::Acme;
-use crate::config::{Config, Limits, RouteAction};
+use crate::audit::Audit;
+use crate::config::{Config, Limits, RouteAccess, RouteAction};
+use crate::gateway::{ClientIdentity, Gateway, MfaState};
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
 use crate::routing::HostPattern;
@@ -34,6 +36,8 @@ pub struct App {
     pub access_log: Arc<AccessLog>,
     /// Counters for the admin listener.
     pub metrics: Arc<Metrics>,
+    /// The gateway, when internal routes exist.
+    pub gateway: Option<Arc<Gateway>>,
     /// Clients closed at accept, before any byte is read.
     pub refused_clients: ClientFilter,
 }
@@ -45,6 +49,8 @@ pub struct Route {
     pub name: Arc<str>,
     /// What it does.
     pub action: Action,
+    /// For internal routes: who may pass.
+    pub access: Option<RouteAccess>,
     /// Largest request body accepted.
     pub max_body_bytes: u64,
 }
@@ -61,6 +67,10 @@ pub struct Shared {
     pub ticketer: Arc<dyn rustls::server::ProducesTickets>,
     /// The ACME account, when certificates are ordered.
     pub acme: Option<Arc<Acme>>,
+    /// MFA session key and used codes.
+    pub mfa: Arc<MfaState>,
+    /// The audit trail.
+    pub audit: Arc<Audit>,
 }
 
 /// What a route does with a request.
@@ -115,11 +125,20 @@ impl App {
             let target = Arc::new(Route {
                 name: route.name().into(),
                 action,
+                access: route.access.clone(),
                 max_body_bytes: route.max_body_bytes,
             });
             Some((route.host.clone(), route.path_prefix.clone(), target))
         }));
+        let gateway = config.gateway.clone().map(|settings| {
+            Arc::new(Gateway {
+                settings,
+                mfa: shared.mfa.clone(),
+                audit: shared.audit.clone(),
+            })
+        });
         Self {
+            gateway,
             refused_clients: ClientFilter::new(config.refused_clients.clone()),
             access_log: shared.access_log.clone(),
             metrics: shared.metrics.clone(),
@@ -145,4 +164,8 @@ pub struct ConnectionInfo {
     pub certificate: Arc<[HostPattern]>,
     /// The negotiated TLS version, `1.2` or `1.3`.
     pub tls_version: &'static str,
+    /// The SNI the client sent, lowercase.
+    pub sni: Option<Arc<str>>,
+    /// The employee, when a client certificate was presented and verified.
+    pub client: Option<ClientIdentity>,
 }

@@ -7,12 +7,14 @@
 mod acme;
 mod describe;
 mod error;
+mod gateway;
 pub mod raw;
 mod validate;
 
 pub use acme::{AcmeSettings, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
+pub use gateway::{GatewaySettings, Grant, RouteAccess, User};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -70,6 +72,8 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Certificates managed over ACME.
     pub acme: Option<AcmeSettings>,
+    /// The gateway for internal routes.
+    pub gateway: Option<GatewaySettings>,
     /// Clients refused at accept: `access.deny_clients` plus every peered-to network, which
     /// may never reach us.
     pub refused_clients: Vec<IpNet>,
@@ -137,6 +141,8 @@ pub struct RouteConfig {
     pub action: RouteAction,
     /// Largest request body accepted.
     pub max_body_bytes: u64,
+    /// For internal routes: who may pass.
+    pub access: Option<RouteAccess>,
 }
 
 /// What a route does with a request.
@@ -206,7 +212,11 @@ impl Config {
         refused_clients.extend(peerings.iter().flat_map(|p| p.to_networks.iter().copied()));
         let upstreams = validate_upstreams(&raw, &environments, &mut problems);
         let certificates = validate_certificates(&raw, &mut problems);
-        let routes = validate_routes(&raw, &upstreams, &certificates, &limits, &mut problems);
+        let gateway = gateway::validate_gateway(&raw, &mut problems);
+        let mut routes = validate_routes(&raw, &upstreams, &certificates, &limits, &mut problems);
+        for (i, (route, raw_route)) in routes.iter_mut().zip(&raw.routes).enumerate() {
+            route.access = gateway::route_access(i, raw_route, gateway.as_ref(), &mut problems);
+        }
         let acme = acme::validate_acme(
             &raw,
             &CertStore::new(certificates.clone()),
@@ -243,6 +253,7 @@ impl Config {
             refused_clients,
             admin,
             acme,
+            gateway,
         })
     }
 }

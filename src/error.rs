@@ -24,6 +24,9 @@ pub enum ProxyError {
     /// The certificate of this connection does not cover the requested host (RFC 9110 15.5.20).
     #[error("host is not covered by this connection's certificate")]
     Misdirected,
+    /// An internal route this client may not use (RFC 9110 15.5.4).
+    #[error("not allowed on this internal route")]
+    Forbidden,
     /// No route for this host and path.
     #[error("no route for this host and path")]
     NoRoute,
@@ -42,6 +45,7 @@ impl ProxyError {
             Self::Host(_) | Self::Path(_) => StatusCode::BAD_REQUEST,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Upstream(e) => match e {
                 UpstreamError::RequestBody(RequestBodyError::TooLarge) => {
@@ -69,6 +73,7 @@ impl ProxyError {
             Self::Path(_) => "bad_path",
             Self::Misdirected => "misdirected",
             Self::NoRoute => "no_route",
+            Self::Forbidden => "forbidden",
             Self::PayloadTooLarge => "body_too_large",
             Self::Upstream(e) => e.kind(),
         }

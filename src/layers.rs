@@ -2,7 +2,7 @@
 //! lives in its own module.
 //!
 //! ```text
-//! TLS:   hyper ─▶ access log ─▶ HSTS ─▶ error responses ─▶ routing ─▶ proxy ─▶ upstream
+//! TLS:   hyper ─▶ access log ─▶ HSTS ─▶ error responses ─▶ routing ─▶ gateway ─▶ proxy
 //! plain: hyper ─▶ access log ─▶ redirect
 //! ```
 
@@ -26,6 +26,7 @@ pub use route::{RouteLayer, RouteService};
 use crate::access_log::Listener;
 use crate::app::{App, ConnectionInfo};
 use crate::body::ResponseBody;
+use crate::gateway::GatewayLayer;
 use crate::proxy::Proxy;
 use crate::redirect::redirect;
 
@@ -61,6 +62,9 @@ pub fn https_service(
         .layer(ErrorResponseLayer)
         // Host, certificate coverage, path normalisation, route: all before any upstream IO.
         .layer(RouteLayer::new(app.clone(), conn.clone()))
+        // Internal routes: certificate identity, grants, second factor, audit. After routing,
+        // which names the route's grants; before any upstream IO.
+        .layer(GatewayLayer::new(app.gateway.clone(), conn.clone()))
         .service(Proxy::new(conn, app.limits.body_read_timeout))
 }
 

@@ -16,10 +16,12 @@ pub mod access_log;
 pub mod acme;
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod body;
 pub mod config;
 pub mod dev_certs;
 pub mod error;
+pub mod gateway;
 pub mod layers;
 pub mod logging;
 pub mod metrics;
@@ -61,6 +63,9 @@ pub enum StartError {
     /// The ACME directory's trust root could not be read.
     #[error("ACME setup failed: {0}")]
     Acme(#[from] tls::CertError),
+    /// The system random source failed.
+    #[error("no randomness for session keys")]
+    Random,
     /// rustls refused the TLS settings.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
@@ -143,6 +148,8 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
         metrics: Arc::new(metrics::Metrics::new()),
         ticketer: tls::ticketer()?,
         acme: None,
+        mfa: Arc::new(gateway::MfaState::new().map_err(|_| StartError::Random)?),
+        audit: Arc::new(audit::Audit::new(config.log.dir.clone())),
     };
     let acme = match &config.acme {
         Some(settings) => Some(acme::Acme::start(settings, shared.metrics.clone())?),

@@ -91,7 +91,12 @@ pub(crate) fn generation(
     shared: &Shared,
 ) -> Result<Generation, StartError> {
     let app = Arc::new(App::new(config, https_port, shared));
-    let tls = crate::tls::server_config(app.certs.clone(), shared.ticketer.clone())?;
+    let tls = crate::tls::TlsConfigs::new(
+        app.certs.clone(),
+        shared.ticketer.clone(),
+        config.gateway.as_ref(),
+        &config.routes,
+    )?;
     for certificate in &config.certificates {
         let name = certificate
             .names
@@ -107,5 +112,5 @@ pub(crate) fn generation(
             tracing::warn!(certificate = %name, days = remaining.as_secs() / 86_400, "certificate expires soon");
         }
     }
-    Ok(Generation::new(app, Arc::new(tls)))
+    Ok(Generation::new(app, tls))
 }

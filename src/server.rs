@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,9 +25,11 @@ pub use io::{Activity, Watched};
 
 use crate::app::{App, ConnectionInfo};
 use crate::config::Limits;
+use crate::gateway::ClientIdentity;
 use crate::layers::{http_service, https_service};
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
+use crate::tls::TlsConfigs;
 
 /// Longest pause after repeated accept errors (file descriptors exhausted).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -43,14 +45,14 @@ const MAX_HEADERS: usize = 128;
 #[derive(Debug)]
 pub struct Generation {
     app: Arc<App>,
-    tls: Arc<rustls::ServerConfig>,
+    tls: TlsConfigs,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
 
 impl Generation {
     /// Prepares the protocol builders from the app's limits.
-    pub fn new(app: Arc<App>, tls: Arc<rustls::ServerConfig>) -> Self {
+    pub fn new(app: Arc<App>, tls: TlsConfigs) -> Self {
         Self {
             h1: h1_builder(&app.limits),
             h2: h2_builder(&app.limits),
@@ -113,12 +115,15 @@ impl Server {
         let limits = generation.app.limits;
         let activity = Activity::new();
         let watched = Watched::new(stream, activity.clone(), limits.send_timeout);
-        let tls = match tokio::time::timeout(
-            limits.handshake_timeout,
-            TlsAcceptor::from(generation.tls.clone()).accept(watched),
-        )
-        .await
-        {
+        // The ClientHello is read first: its SNI picks the config, and with it whether a client
+        // certificate is asked for.
+        let handshake = async {
+            let start =
+                LazyConfigAcceptor::new(rustls::server::Acceptor::default(), watched).await?;
+            let config = generation.tls.for_sni(start.client_hello().server_name());
+            start.into_stream(config).await
+        };
+        let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(_)) | Err(_) => {
                 self.metrics.handshake(false);
@@ -148,6 +153,10 @@ impl Server {
             client_ip: peer.ip().to_canonical(),
             certificate,
             tls_version,
+            sni: session
+                .server_name()
+                .map(|s| Arc::from(s.to_ascii_lowercase())),
+            client: ClientIdentity::from_session(session),
         });
         let service = TowerToHyperService::new(https_service(&generation.app, conn));
         let io = TokioIo::new(tls);

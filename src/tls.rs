@@ -15,6 +15,10 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use x509_parser::extensions::GeneralName;
 
+mod client_auth;
+
+pub use client_auth::{ClientAuth, TlsConfigs};
+
 use crate::acme::{ACME_TLS_ALPN, Acme};
 use crate::routing::{HostPattern, parent_domain};
 
@@ -259,13 +263,22 @@ impl ResolvesServerCert for SniResolver {
 pub fn server_config(
     resolver: Arc<SniResolver>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let acme = resolver.acme.is_some();
+    let sees_identities = client_auth.is_some();
     let provider = Arc::new(aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let mut config = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    }
+    .with_cert_resolver(resolver);
+    if sees_identities {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     if acme {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());

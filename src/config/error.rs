@@ -137,6 +137,27 @@ pub enum ProblemKind {
     /// An unusable cache directory.
     #[error("cannot be created or written: {0}")]
     CacheDir(#[source] std::io::Error),
+    /// A revocation list that cannot be read.
+    #[error("{} is not a readable PEM certificate revocation list", .0.display())]
+    Crl(PathBuf),
+    /// A TOTP secret file that others can read.
+    #[error("{} must be readable by its owner only (chmod 600)", .0.display())]
+    TotpMode(PathBuf),
+    /// A TOTP secret that cannot be used.
+    #[error("{} does not hold a base32 TOTP secret of at least 128 bits", .0.display())]
+    TotpSecret(PathBuf),
+    /// `allow` or `mfa` on a route that is not internal.
+    #[error("`allow` and `mfa` apply to internal routes only (set `internal = true`)")]
+    AccessOnPublicRoute,
+    /// An internal route without a gateway.
+    #[error("internal routes need a [gateway] section")]
+    NoGateway,
+    /// An allow entry naming nobody.
+    #[error("{0:?} is neither a user in [gateway.users] nor a group one of them belongs to")]
+    UnknownGrant(String),
+    /// A user admitted to an MFA route without a second factor.
+    #[error("user {0:?} is allowed here but has no totp_secret_file")]
+    NoSecondFactor(String),
     /// Not `ip:port` nor `host:port`.
     #[error("{0:?} is not ip:port or host:port")]
     UpstreamAddr(String),

@@ -36,6 +36,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub access: RawAccess,
     pub admin: Option<RawAdmin>,
+    pub gateway: Option<RawGateway>,
 }
 
 /// `[admin]`
@@ -174,6 +175,38 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     pub respond: Option<RawRespond>,
     pub max_body_bytes: Option<u64>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub mfa: bool,
+}
+
+/// `[gateway]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub client_ca: PathBuf,
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    #[serde(default = "mfa_session")]
+    pub mfa_session: String,
+    #[serde(default)]
+    pub users: BTreeMap<String, RawUser>,
+}
+
+fn mfa_session() -> String {
+    "8h".to_owned()
+}
+
+/// `[gateway.users.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub totp_secret_file: Option<PathBuf>,
 }
 
 /// `respond = { status = 200, body = "ok" }`

@@ -321,6 +321,7 @@ pub(super) fn validate_routes(
             host,
             path_prefix: prefix.clone(),
             action,
+            access: None,
             max_body_bytes: route.max_body_bytes.unwrap_or(limits.max_body_bytes),
         });
     }

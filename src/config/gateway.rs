@@ -1,0 +1,201 @@
+//! `[gateway]` and the access rules of internal routes, validated: a trusted employee CA,
+//! revocation lists, one entry per person, TOTP secrets kept private, and grants that name
+//! people and groups that exist.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateRevocationListDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::ProblemKind;
+use super::raw::{RawConfig, RawRoute};
+use super::validate::Problems;
+
+/// The gateway for internal routes.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Roots that issue employee certificates.
+    pub client_roots: Arc<rustls::RootCertStore>,
+    /// Revocation lists; unknown status fails closed.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// How long a passed second factor lasts.
+    pub mfa_session: Duration,
+    /// People, by certificate subject CN.
+    pub users: BTreeMap<String, User>,
+}
+
+/// One person.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Groups they belong to.
+    pub groups: Vec<String>,
+    /// Their RFC 6238 second factor, if enrolled.
+    pub totp: Option<Arc<totp_rs::Totp>>,
+}
+
+/// Who may use an internal route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAccess {
+    /// Users (`alice`) and groups (`group:ops`); nobody else passes.
+    pub allow: Vec<Grant>,
+    /// Whether a current TOTP code is required once per session.
+    pub mfa: bool,
+}
+
+/// One entry of an `allow` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// A named person.
+    User(String),
+    /// Everyone in a group.
+    Group(String),
+}
+
+impl Grant {
+    /// True when this grant admits `user` with `groups`.
+    pub fn admits(&self, user: &str, groups: &[String]) -> bool {
+        match self {
+            Self::User(name) => name == user,
+            Self::Group(group) => groups.iter().any(|g| g == group),
+        }
+    }
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::User(name) => f.write_str(name),
+            Self::Group(group) => write!(f, "group:{group}"),
+        }
+    }
+}
+
+pub(super) fn validate_gateway(
+    raw: &RawConfig,
+    problems: &mut Problems,
+) -> Option<GatewaySettings> {
+    let gateway = raw.gateway.as_ref()?;
+    let client_roots = crate::tls::load_roots(&gateway.client_ca)
+        .map_err(|e| problems.push("gateway.client_ca", e))
+        .ok()?;
+    let crls = gateway
+        .crls
+        .iter()
+        .enumerate()
+        .filter_map(|(i, path)| {
+            CertificateRevocationListDer::from_pem_file(path)
+                .map_err(|_| {
+                    problems.push(format!("gateway.crls[{i}]"), ProblemKind::Crl(path.clone()))
+                })
+                .ok()
+        })
+        .collect();
+    let mfa_session = humantime::parse_duration(&gateway.mfa_session)
+        .map_err(|_| {
+            problems.push(
+                "gateway.mfa_session",
+                ProblemKind::Duration(gateway.mfa_session.clone()),
+            )
+        })
+        .unwrap_or(Duration::from_secs(8 * 3600));
+    let users = gateway
+        .users
+        .iter()
+        .map(|(name, user)| {
+            let totp = user.totp_secret_file.as_ref().and_then(|file| {
+                load_totp(file)
+                    .map_err(|kind| {
+                        problems.push(format!("gateway.users.{name}.totp_secret_file"), kind)
+                    })
+                    .ok()
+            });
+            (
+                name.clone(),
+                User {
+                    groups: user.groups.clone(),
+                    totp,
+                },
+            )
+        })
+        .collect();
+    Some(GatewaySettings {
+        client_roots: Arc::new(client_roots),
+        crls,
+        mfa_session,
+        users,
+    })
+}
+
+/// A base32 secret in a file only its owner can read.
+fn load_totp(file: &Path) -> Result<Arc<totp_rs::Totp>, ProblemKind> {
+    use std::os::unix::fs::PermissionsExt;
+    let unreadable = |_| ProblemKind::TotpSecret(file.to_owned());
+    let mode = std::fs::metadata(file)
+        .map_err(unreadable)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(ProblemKind::TotpMode(file.to_owned()));
+    }
+    let text = std::fs::read_to_string(file).map_err(unreadable)?;
+    let secret = totp_rs::Secret::try_from_base32(text.trim())
+        .map_err(|_| ProblemKind::TotpSecret(file.to_owned()))?;
+    totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .map(Arc::new)
+        .map_err(|_| ProblemKind::TotpSecret(file.to_owned()))
+}
+
+/// The access rules of route `i`, checked against the gateway's people.
+pub(super) fn route_access(
+    i: usize,
+    route: &RawRoute,
+    gateway: Option<&GatewaySettings>,
+    problems: &mut Problems,
+) -> Option<RouteAccess> {
+    let key = |field: &str| format!("routes[{i}].{field}");
+    if !route.internal {
+        if !route.allow.is_empty() || route.mfa {
+            problems.push(key("allow"), ProblemKind::AccessOnPublicRoute);
+        }
+        return None;
+    }
+    let Some(gateway) = gateway else {
+        problems.push(key("internal"), ProblemKind::NoGateway);
+        return None;
+    };
+    let mut allow = Vec::new();
+    for (j, entry) in route.allow.iter().enumerate() {
+        let grant = match entry.strip_prefix("group:") {
+            Some(group) => Grant::Group(group.to_owned()),
+            None => Grant::User(entry.clone()),
+        };
+        let known = match &grant {
+            Grant::User(name) => gateway.users.contains_key(name),
+            Grant::Group(group) => gateway.users.values().any(|u| u.groups.contains(group)),
+        };
+        if known {
+            allow.push(grant);
+        } else {
+            problems.push(
+                format!("routes[{i}].allow[{j}]"),
+                ProblemKind::UnknownGrant(entry.clone()),
+            );
+        }
+    }
+    if route.mfa {
+        for (name, user) in &gateway.users {
+            if user.totp.is_none() && allow.iter().any(|g| g.admits(name, &user.groups)) {
+                problems.push(key("mfa"), ProblemKind::NoSecondFactor(name.clone()));
+            }
+        }
+    }
+    Some(RouteAccess {
+        allow,
+        mfa: route.mfa,
+    })
+}

@@ -1,0 +1,158 @@
+//! Client certificates for internal hosts: which rustls config a handshake gets, chosen by SNI
+//! before the handshake goes on.
+//!
+//! A host whose routes are all internal requires an employee certificate; a host that mixes
+//! public and internal routes asks for one optionally (its internal routes answer 403 without
+//! it); other hosts never ask. Configs that see client certificates issue no session tickets and
+//! keep no session cache, so no resumed session can carry an identity anywhere.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+
+use super::{SniResolver, server_config};
+use crate::config::{GatewaySettings, RouteConfig};
+use crate::routing::{HostPattern, parent_domain};
+
+/// How a host treats client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Never asks.
+    None,
+    /// Asks; the handshake succeeds without one.
+    Optional,
+    /// The handshake fails without a valid one.
+    Required,
+}
+
+/// The rustls configs of one generation and which host gets which.
+#[derive(Debug, Clone)]
+pub struct TlsConfigs {
+    public: Arc<rustls::ServerConfig>,
+    optional: Arc<rustls::ServerConfig>,
+    required: Arc<rustls::ServerConfig>,
+    exact: HashMap<String, ClientAuth>,
+    wildcard: HashMap<String, ClientAuth>,
+}
+
+impl TlsConfigs {
+    /// Builds the three configs; without a gateway all three are the public one.
+    pub fn new(
+        resolver: Arc<SniResolver>,
+        ticketer: Arc<dyn rustls::server::ProducesTickets>,
+        gateway: Option<&GatewaySettings>,
+        routes: &[RouteConfig],
+    ) -> Result<Self, rustls::Error> {
+        let public = Arc::new(server_config(resolver.clone(), ticketer, None)?);
+        let (optional, required) = match gateway {
+            Some(gateway) => (
+                Arc::new(server_config(
+                    resolver.clone(),
+                    ticketer_off(),
+                    Some(verifier(gateway, true)?),
+                )?),
+                Arc::new(server_config(
+                    resolver,
+                    ticketer_off(),
+                    Some(verifier(gateway, false)?),
+                )?),
+            ),
+            None => (public.clone(), public.clone()),
+        };
+        let (mut exact, mut wildcard) = (HashMap::new(), HashMap::new());
+        for route in routes {
+            let (map, key) = match &route.host {
+                HostPattern::Exact(name) => (&mut exact, name),
+                HostPattern::Wildcard(suffix) => (&mut wildcard, suffix),
+            };
+            let this = if route.access.is_some() {
+                ClientAuth::Required
+            } else {
+                ClientAuth::None
+            };
+            map.entry(key.clone())
+                .and_modify(|class: &mut ClientAuth| {
+                    if *class != this {
+                        *class = ClientAuth::Optional;
+                    }
+                })
+                .or_insert(this);
+        }
+        Ok(Self {
+            public,
+            optional,
+            required,
+            exact,
+            wildcard,
+        })
+    }
+
+    /// The class of the host a ClientHello names.
+    pub fn class(&self, sni: Option<&str>) -> ClientAuth {
+        let Some(sni) = sni.map(str::to_ascii_lowercase) else {
+            return ClientAuth::None;
+        };
+        self.exact
+            .get(&sni)
+            .or_else(|| self.wildcard.get(parent_domain(&sni)?))
+            .copied()
+            .unwrap_or(ClientAuth::None)
+    }
+
+    /// The config for a ClientHello's SNI.
+    pub fn for_sni(&self, sni: Option<&str>) -> Arc<rustls::ServerConfig> {
+        match self.class(sni) {
+            ClientAuth::None => self.public.clone(),
+            ClientAuth::Optional => self.optional.clone(),
+            ClientAuth::Required => self.required.clone(),
+        }
+    }
+}
+
+/// Expired, not-yet-valid, untrusted and revoked certificates fail; with revocation lists
+/// configured, a certificate whose status they do not cover fails too (rustls's default).
+fn verifier(
+    gateway: &GatewaySettings,
+    optional: bool,
+) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+    let builder = WebPkiClientVerifier::builder_with_provider(
+        gateway.client_roots.clone(),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .with_crls(gateway.crls.clone());
+    let builder = if optional {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder
+        .build()
+        .map_err(|e| rustls::Error::General(format!("client certificate verifier: {e}")))
+}
+
+fn ticketer_off() -> Arc<dyn rustls::server::ProducesTickets> {
+    Arc::new(NoTickets)
+}
+
+#[derive(Debug)]
+struct NoTickets;
+
+impl rustls::server::ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}

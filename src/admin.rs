@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
+use crate::audit::{Audit, AuditRecord, now};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 
@@ -29,6 +30,8 @@ pub struct Admin {
     pub reloader: Arc<Reloader>,
     /// Cancelled when shutting down: readiness goes false.
     pub shutdown: CancellationToken,
+    /// Admin requests are audited.
+    pub audit: Arc<Audit>,
 }
 
 impl Admin {
@@ -75,7 +78,7 @@ impl Admin {
             ),
             (&Method::POST, "/reload") => {
                 let reloader = self.reloader.clone();
-                match tokio::task::spawn_blocking(move || reloader.reload_file()).await {
+                match tokio::task::spawn_blocking(move || reloader.reload_file("admin")).await {
                     Ok(Ok(())) => (StatusCode::OK, "reloaded\n".to_owned()),
                     Ok(Err(e)) => (
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -98,6 +101,12 @@ impl Admin {
             _ => "other",
         };
         tracing::info!(%method, path, status = status.as_u16(), "admin request");
+        self.audit.record(&AuditRecord::Admin {
+            ts: now(),
+            method: method.to_string(),
+            path: path.to_owned(),
+            status: status.as_u16(),
+        });
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
         response

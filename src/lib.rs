@@ -29,6 +29,7 @@ pub mod networks;
 pub mod proxy;
 pub mod redirect;
 pub mod reload;
+pub mod report;
 pub mod routing;
 pub mod server;
 pub mod tls;
@@ -107,9 +108,10 @@ impl Running {
         self.reloader.reload(config)
     }
 
-    /// Re-reads the config file given to [`start_from_file`]; see [`reload`].
-    pub fn reload_file(&self) -> Result<(), reload::ReloadError> {
-        self.reloader.reload_file()
+    /// Re-reads the config file given to [`start_from_file`], on behalf of `trigger`
+    /// (`signal`, `admin`); see [`reload`].
+    pub fn reload_file(&self, trigger: &str) -> Result<(), reload::ReloadError> {
+        self.reloader.reload_file(trigger)
     }
 
     /// Access-log events dropped because the writer could not keep up.
@@ -179,6 +181,7 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
             access_log: shared.access_log.clone(),
             reloader: reloader.clone(),
             shutdown: shutdown.clone(),
+            audit: shared.audit.clone(),
         }
         .spawn(listener, &tracker);
     }

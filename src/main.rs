@@ -33,6 +33,18 @@ enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Review who reached which internal route, from the audit trail.
+    AccessReport {
+        /// Config file (for the log directory, users and grants).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How far back, e.g. "30d", "12h".
+        #[arg(long, default_value = "30d")]
+        since: humantime::Duration,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a local CA and a localhost certificate.
     DevCerts {
         /// Where to write them.
@@ -49,6 +61,11 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
         Command::DevCerts { dir } => dev_certs(&dir),
+        Command::AccessReport {
+            config,
+            since,
+            json,
+        } => access_report(&config, since.into(), json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,7 +121,7 @@ async fn reload_on_sighup(running: std::sync::Arc<portcullis::Running>) -> anyho
     let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     while hangup.recv().await.is_some() {
         let reloading = running.clone();
-        let outcome = tokio::task::spawn_blocking(move || reloading.reload_file()).await;
+        let outcome = tokio::task::spawn_blocking(move || reloading.reload_file("signal")).await;
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("reload refused, keeping the running config:\n{e}"),
@@ -127,6 +144,24 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
     print!("{}", portcullis::config::describe(&config));
+    Ok(())
+}
+
+fn access_report(path: &Path, since: std::time::Duration, json: bool) -> anyhow::Result<()> {
+    let config = load(path)?;
+    let dir = config
+        .log
+        .dir
+        .clone()
+        .context("no log directory configured")?;
+    let (start, records) =
+        portcullis::report::read_audit(&dir, since, std::time::SystemTime::now());
+    let report = portcullis::report::build(&config, start, &records);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
     Ok(())
 }
 

@@ -8,10 +8,12 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::StartError;
 use crate::app::{App, Shared};
+use crate::audit::{AuditRecord, now};
 use crate::config::{Config, ConfigError, Listen};
 use crate::server::{Generation, Server};
 
@@ -45,6 +47,17 @@ pub struct Reloader {
     acme: Option<crate::config::AcmeSettings>,
     https_port: u16,
     path: Option<PathBuf>,
+    /// SHA-256 of the file in service, for the audit trail.
+    digest: Mutex<String>,
+}
+
+/// SHA-256 of a config file's bytes, hex.
+pub fn digest(bytes: &[u8]) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Reloader {
@@ -55,7 +68,19 @@ impl Reloader {
         https_port: u16,
         path: Option<PathBuf>,
     ) -> Self {
+        let digest = path
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .map_or_else(|| "-".to_owned(), |bytes| digest(&bytes));
+        shared.audit.record(&AuditRecord::Config {
+            ts: now(),
+            trigger: "startup".into(),
+            outcome: "applied".into(),
+            old_digest: "-".into(),
+            new_digest: digest.clone(),
+        });
         Self {
+            digest: Mutex::new(digest),
             server,
             shared,
             listen: config.listen,
@@ -66,10 +91,39 @@ impl Reloader {
         }
     }
 
-    /// Re-reads the config file the proxy was started from.
-    pub fn reload_file(&self) -> Result<(), ReloadError> {
+    /// Re-reads the config file the proxy was started from; `trigger` (`signal`, `admin`) goes
+    /// to the audit trail with the outcome and both files' digests.
+    pub fn reload_file(&self, trigger: &str) -> Result<(), ReloadError> {
         let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
-        self.reload(Config::load(path)?)
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let new_digest = digest(&bytes);
+        let outcome = std::str::from_utf8(&bytes)
+            .map_err(|_| ConfigError::NotUtf8)
+            .and_then(|text| Ok(Config::from_raw(toml::from_str(text)?)?))
+            .map_err(ReloadError::from)
+            .and_then(|config| self.reload(config));
+        let Ok(mut current) = self.digest.lock() else {
+            return outcome;
+        };
+        self.shared.audit.record(&AuditRecord::Config {
+            ts: now(),
+            trigger: trigger.to_owned(),
+            outcome: if outcome.is_ok() {
+                "applied"
+            } else {
+                "refused"
+            }
+            .into(),
+            old_digest: current.clone(),
+            new_digest: new_digest.clone(),
+        });
+        if outcome.is_ok() {
+            *current = new_digest;
+        }
+        outcome
     }
 
     /// Installs a validated config.

@@ -191,7 +191,7 @@ async fn session_tickets_survive_a_reload() {
         .unwrap();
     support::read_response(&mut first).await;
     drop(first);
-    proxy.reload_file().unwrap();
+    proxy.reload_file("test").unwrap();
     let second = tls_connect(proxy.https_addr, "localhost", client)
         .await
         .unwrap();

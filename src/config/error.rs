@@ -23,6 +23,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// Not UTF-8 text.
+    #[error("the file is not UTF-8 text")]
+    NotUtf8,
     /// Not valid TOML, or a value of the wrong type, or an unknown key.
     #[error("{0}")]
     Parse(#[from] toml::de::Error),

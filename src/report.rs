@@ -1,0 +1,163 @@
+//! `portcullis access-report`: the periodic review of who reached which internal tool, built
+//! from the audit trail: per user the routes used, requests, last access and denials; the
+//! configured users who used nothing (candidates for revocation); the grants nobody used.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::access_log::utc_date;
+use crate::audit::AuditRecord;
+use crate::config::Config;
+
+/// The review for one period.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Start of the period, RFC 3339 UTC.
+    pub since: String,
+    /// Everyone seen in the trail, by name.
+    pub users: BTreeMap<String, UserActivity>,
+    /// Configured users with no allowed access in the period.
+    pub idle_users: Vec<String>,
+    /// `route: grant` entries no allowed access used.
+    pub unused_grants: Vec<String>,
+}
+
+/// One person's activity.
+#[derive(Debug, Default, Serialize)]
+pub struct UserActivity {
+    /// Routes reached.
+    pub routes: BTreeSet<String>,
+    /// Allowed requests.
+    pub requests: u64,
+    /// Time of the last allowed request.
+    pub last_access: Option<String>,
+    /// Denied requests and failed second factors.
+    pub denials: u64,
+}
+
+/// Reads the audit files in `dir` covering the last `period`.
+pub fn read_audit(dir: &Path, period: Duration, now: SystemTime) -> (String, Vec<AuditRecord>) {
+    let start = now - period;
+    let since = humantime::format_rfc3339_millis(start).to_string();
+    let first_day = utc_date(start);
+    let mut records = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (since, records);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(date) = name
+            .strip_prefix("audit-")
+            .and_then(|n| n.strip_suffix(".jsonl"))
+        else {
+            continue;
+        };
+        if date < first_day.as_str() {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        records.extend(
+            text.lines()
+                .filter_map(|line| serde_json::from_str::<AuditRecord>(line).ok())
+                .filter(|r| matches!(r, AuditRecord::Access { ts, .. } if *ts >= since)),
+        );
+    }
+    (since, records)
+}
+
+/// Builds the review of `records` against the grants in `config`.
+pub fn build(config: &Config, since: String, records: &[AuditRecord]) -> Report {
+    let mut report = Report {
+        since,
+        ..Report::default()
+    };
+    let mut used: BTreeSet<(String, String)> = BTreeSet::new();
+    for record in records {
+        let AuditRecord::Access {
+            ts,
+            user,
+            route,
+            decision,
+            ..
+        } = record
+        else {
+            continue;
+        };
+        let activity = report.users.entry(user.clone()).or_default();
+        match decision.as_str() {
+            "allowed" => {
+                activity.requests += 1;
+                activity.routes.insert(route.clone());
+                if activity.last_access.as_ref().is_none_or(|last| last < ts) {
+                    activity.last_access = Some(ts.clone());
+                }
+                used.insert((user.clone(), route.clone()));
+            }
+            "denied" | "mfa_failed" => activity.denials += 1,
+            _ => {}
+        }
+    }
+    let Some(gateway) = &config.gateway else {
+        return report;
+    };
+    report.idle_users = gateway
+        .users
+        .keys()
+        .filter(|name| report.users.get(*name).is_none_or(|a| a.requests == 0))
+        .cloned()
+        .collect();
+    for route in &config.routes {
+        let Some(access) = &route.access else {
+            continue;
+        };
+        let name = route.name();
+        for grant in &access.allow {
+            let exercised = gateway.users.iter().any(|(user, settings)| {
+                grant.admits(user, &settings.groups) && used.contains(&(user.clone(), name.clone()))
+            });
+            if !exercised {
+                report.unused_grants.push(format!("{name}: {grant}"));
+            }
+        }
+    }
+    report
+}
+
+impl Report {
+    /// The review as a terminal table.
+    pub fn to_text(&self) -> String {
+        let mut out = format!("Access review since {}\n\n", self.since);
+        let _ = writeln!(
+            out,
+            "{:<16} {:>8} {:>8}  {:<24}  routes",
+            "user", "requests", "denials", "last access"
+        );
+        for (user, a) in &self.users {
+            let routes: Vec<&str> = a.routes.iter().map(String::as_str).collect();
+            let _ = writeln!(
+                out,
+                "{user:<16} {:>8} {:>8}  {:<24}  {}",
+                a.requests,
+                a.denials,
+                a.last_access.as_deref().unwrap_or("never"),
+                routes.join(", ")
+            );
+        }
+        let section = |title: &str, items: &[String]| {
+            let body = if items.is_empty() {
+                "  none\n".to_owned()
+            } else {
+                items.iter().map(|i| format!("  {i}\n")).collect()
+            };
+            format!("\n{title}\n{body}")
+        };
+        out + &section(
+            "Users with no access in this period (candidates for revocation):",
+            &self.idle_users,
+        ) + &section("Grants nobody used in this period:", &self.unused_grants)
+    }
+}

@@ -1,0 +1,533 @@
+//! The gateway for internal tools, tried with real employee certificates (a test employee CA
+//! from rcgen). It proves that:
+//! - an allowed user (by name or group) reaches an internal route and the upstream learns who
+//!   from `X-Portcullis-User`, never from a client-sent copy or `X-Forwarded-Client-Cert`;
+//! - a user not granted, an unconfigured person, no certificate, an untrusted CA, an expired or
+//!   a revoked certificate are refused (403, or no handshake where the host requires one);
+//! - a host mixing public and internal routes serves the public ones without a certificate and
+//!   answers 403 on the internal ones;
+//! - SNI of a public host with the Host of an internal one is 421;
+//! - identity-bearing hosts resume no TLS session, so no session carries an identity anywhere;
+//! - TOTP: the form, a wrong code, a right code (session cookie, never forwarded), a replayed code;
+//! - every decision is in the audit trail, no employee name is in the access log, and
+//!   `portcullis access-report` summarises the trail, idle users and unused grants;
+//! - bad gateway configs are refused with their keys.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, RevokedCertParams, SerialNumber,
+    date_time_ymd,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use support::upstream::seen;
+use support::{Client, Setup, config_from, request, start_toml, tls_connect};
+
+/// An employee CA with its people.
+struct Employees {
+    dir: tempfile::TempDir,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    secret: String,
+}
+
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+impl Employees {
+    fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Employees CA");
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        let secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".to_owned();
+        Self { dir, ca, secret }
+    }
+
+    fn person(
+        &self,
+        name: &str,
+        serial: u64,
+        expired: bool,
+        issuer: &CertifiedIssuer<'static, KeyPair>,
+    ) -> Identity {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(SerialNumber::from(serial));
+        if expired {
+            params.not_before = date_time_ymd(2020, 1, 1);
+            params.not_after = date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, issuer).unwrap();
+        (
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+    }
+
+    fn valid(&self, name: &str, serial: u64) -> Identity {
+        self.person(name, serial, false, &self.ca)
+    }
+
+    fn crl_revoking(&self, serial: u64) -> PathBuf {
+        let crl = CertificateRevocationListParams {
+            this_update: date_time_ymd(2024, 1, 1),
+            next_update: date_time_ymd(2099, 1, 1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![RevokedCertParams {
+                serial_number: SerialNumber::from(serial),
+                revocation_time: date_time_ymd(2024, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.ca)
+        .unwrap();
+        let path = self.dir.path().join("employees.crl");
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
+    }
+
+    fn secret_file(&self, mode: u32) -> PathBuf {
+        let path = self.dir.path().join(format!("alice-{mode:o}.totp"));
+        std::fs::write(&path, &self.secret).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn code(&self, offset_steps: i64) -> String {
+        let secret = totp_rs::Secret::try_from_base32(&self.secret).unwrap();
+        let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        totp.generate(now.saturating_add_signed(offset_steps * 30))
+            .to_string()
+    }
+}
+
+fn gateway_toml(setup: &Setup, employees: &Employees, revoked_serial: u64) -> String {
+    let internal_cert = setup.pki.extra_certificate("corp", &["*.corp.test"]);
+    format!(
+        "{internal_cert}[gateway]\nclient_ca = \"{ca}\"\ncrls = [\"{crl}\"]\n\
+         [gateway.users.alice]\ngroups = [\"dev\"]\ntotp_secret_file = \"{secret}\"\n\
+         [gateway.users.bob]\ngroups = [\"ops\"]\n[gateway.users.carol]\ngroups = []\n[gateway.users.dave]\ngroups = [\"ops\"]\n\
+         [[routes]]\nhost = \"tools.corp.test\"\nupstream = \"app\"\ninternal = true\nallow = [\"alice\", \"group:ops\"]\n\
+         [[routes]]\nhost = \"mixed.corp.test\"\nupstream = \"app\"\n\
+         [[routes]]\nhost = \"mixed.corp.test\"\npath_prefix = \"/admin\"\nupstream = \"app\"\ninternal = true\nallow = [\"alice\"]\n\
+         [[routes]]\nhost = \"mfa.corp.test\"\nupstream = \"app\"\ninternal = true\nallow = [\"alice\"]\nmfa = true\n\
+         [[routes]]\nhost = \"www.corp.test\"\nupstream = \"app\"\n",
+        ca = employees.dir.path().join("ca.pem").display(),
+        crl = employees.crl_revoking(revoked_serial).display(),
+        secret = employees.secret_file(0o600).display(),
+    )
+}
+
+fn client(setup: &Setup, identity: Option<Identity>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(setup.pki.ca.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// An h1 client on `host` with an optional identity; `None` when the handshake fails.
+async fn connect(
+    addr: std::net::SocketAddr,
+    host: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Option<support::H1> {
+    let tls = tls_connect(addr, host, config).await.ok()?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+async fn get(
+    sender: &mut support::H1,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<support::Answer> {
+    let mut builder = request("GET", host, path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    sender.ready().await.ok()?;
+    let response = sender
+        .send_request(builder.body(Full::default()).unwrap())
+        .await
+        .ok()?;
+    Some(support::collect(response).await)
+}
+
+#[tokio::test]
+async fn identities_grants_and_certificate_failures() {
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let proxy = start_toml(&setup.toml(&gateway_toml(&setup, &employees, 666))).await;
+    let addr = proxy.https_addr;
+    let tools = "tools.corp.test";
+
+    let mut alice = connect(
+        addr,
+        tools,
+        client(&setup, Some(employees.valid("alice", 1))),
+    )
+    .await
+    .unwrap();
+    let answer = get(
+        &mut alice,
+        tools,
+        "/",
+        &[
+            ("x-portcullis-user", "root"),
+            ("x-forwarded-client-cert", "Hash=forged"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(seen(&answer.text(), "x-portcullis-user"), ["alice"]);
+    assert!(seen(&answer.text(), "x-forwarded-client-cert").is_empty());
+
+    let mut bob = connect(addr, tools, client(&setup, Some(employees.valid("bob", 2))))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&mut bob, tools, "/", &[]).await.unwrap().status,
+        200,
+        "group grant"
+    );
+    for (name, serial) in [("carol", 3), ("mallory", 4)] {
+        let mut other = connect(
+            addr,
+            tools,
+            client(&setup, Some(employees.valid(name, serial))),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            get(&mut other, tools, "/", &[]).await.unwrap().status,
+            403,
+            "{name}"
+        );
+    }
+
+    let stranger_ca = Employees::new();
+    let refused = [
+        ("no certificate", None),
+        (
+            "untrusted CA",
+            Some(employees.person("alice", 5, false, &stranger_ca.ca)),
+        ),
+        (
+            "expired",
+            Some(employees.person("alice", 6, true, &employees.ca)),
+        ),
+        ("revoked", Some(employees.valid("bob", 666))),
+    ];
+    for (what, identity) in refused {
+        let connected = connect(addr, tools, client(&setup, identity)).await;
+        let served = match connected {
+            Some(mut sender) => get(&mut sender, tools, "/", &[])
+                .await
+                .map(|a| a.status.as_u16()),
+            None => None,
+        };
+        assert_eq!(
+            served, None,
+            "{what}: the required-certificate host served a request"
+        );
+    }
+
+    let mixed = "mixed.corp.test";
+    let mut anonymous = connect(addr, mixed, client(&setup, None)).await.unwrap();
+    assert_eq!(
+        get(&mut anonymous, mixed, "/", &[]).await.unwrap().status,
+        200
+    );
+    assert_eq!(
+        get(&mut anonymous, mixed, "/admin", &[])
+            .await
+            .unwrap()
+            .status,
+        403
+    );
+    let mut alice_mixed = connect(
+        addr,
+        mixed,
+        client(&setup, Some(employees.valid("alice", 7))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        get(&mut alice_mixed, mixed, "/admin", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    let mut public = connect(addr, "www.corp.test", client(&setup, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&mut public, tools, "/", &[]).await.unwrap().status,
+        421,
+        "SNI of a public host, Host of an internal one"
+    );
+
+    let resuming = client(&setup, Some(employees.valid("alice", 8)));
+    drop(connect(addr, tools, resuming.clone()).await.unwrap());
+    for host in [tools, mixed] {
+        let again = tls_connect(addr, host, resuming.clone()).await.unwrap();
+        assert_eq!(
+            again.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Full),
+            "{host} resumed a session"
+        );
+    }
+    assert!(proxy.shutdown().await);
+
+    let audit = std::fs::read_dir(setup.log_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    for expected in [
+        "\"user\":\"alice\"",
+        "\"decision\":\"allowed\"",
+        "\"user\":\"carol\"",
+        "\"decision\":\"denied\"",
+        "not granted on this route",
+        "not a configured user",
+        "no client certificate",
+    ] {
+        assert!(audit.contains(expected), "audit lacks {expected}:\n{audit}");
+    }
+    let access = setup.access_lines().join("\n");
+    for name in ["alice", "bob", "carol", "mallory"] {
+        assert!(!access.contains(name), "{name} leaked into the access log");
+    }
+
+    let file = setup.pki.dir.path().join("gateway.toml");
+    std::fs::write(&file, setup.toml(&gateway_toml(&setup, &employees, 666))).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "access-report",
+            "-c",
+            file.to_str().unwrap(),
+            "--since",
+            "1d",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        report["users"]["alice"]["requests"].as_u64().unwrap() >= 2,
+        "{report:#}"
+    );
+    assert!(
+        report["users"]["carol"]["denials"].as_u64().unwrap() >= 1,
+        "{report:#}"
+    );
+    assert!(
+        report["idle_users"]
+            .as_array()
+            .unwrap()
+            .contains(&"dave".into()),
+        "{report:#}"
+    );
+    assert!(
+        report["unused_grants"]
+            .as_array()
+            .unwrap()
+            .contains(&"mfa.corp.test/: alice".into()),
+        "{report:#}"
+    );
+    let table = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "access-report",
+            "-c",
+            file.to_str().unwrap(),
+            "--since",
+            "1d",
+        ])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("candidates for revocation") && table.contains("dave"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn second_factor_form_session_and_replay() {
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let proxy = start_toml(&setup.toml(&gateway_toml(&setup, &employees, 666))).await;
+    let host = "mfa.corp.test";
+    let config = client(&setup, Some(employees.valid("alice", 1)));
+    let mut alice = connect(proxy.https_addr, host, config.clone())
+        .await
+        .unwrap();
+    let form = get(&mut alice, host, "/tool", &[]).await.unwrap();
+    assert_eq!(form.status, 401);
+    assert!(form.text().contains("name=code") && form.text().contains("value=\"/tool\""));
+
+    let post = |code: String| {
+        request("POST", host, "/.portcullis/mfa")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(bytes::Bytes::from(format!(
+                "code={code}&return=%2Ftool"
+            ))))
+            .unwrap()
+    };
+    alice.ready().await.unwrap();
+    let wrong = support::collect(alice.send_request(post("000000".into())).await.unwrap()).await;
+    assert_eq!(wrong.status, 403);
+    let code = employees.code(0);
+    let mut fresh = connect(proxy.https_addr, host, config.clone())
+        .await
+        .unwrap();
+    let passed = support::collect(fresh.send_request(post(code.clone())).await.unwrap()).await;
+    assert_eq!(passed.status, 303, "{}", passed.text());
+    assert_eq!(passed.header("location"), Some("/tool"));
+    let cookie = passed.header("set-cookie").unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("Secure")
+            && cookie.contains("SameSite=Strict")
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    let mut replay = connect(proxy.https_addr, host, config.clone())
+        .await
+        .unwrap();
+    let replayed = support::collect(replay.send_request(post(code)).await.unwrap()).await;
+    assert_eq!(replayed.status, 403, "a replayed code was accepted");
+
+    let mut with_session = connect(proxy.https_addr, host, config).await.unwrap();
+    let cookies = format!("{session}; theme=dark");
+    let through = get(&mut with_session, host, "/tool", &[("cookie", &cookies)])
+        .await
+        .unwrap();
+    assert_eq!(through.status, 200);
+    assert_eq!(
+        seen(&through.text(), "cookie"),
+        ["theme=dark"],
+        "the session cookie reached the upstream"
+    );
+
+    let mut bob = connect(
+        proxy.https_addr,
+        host,
+        client(&setup, Some(employees.valid("alice", 9))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        get(&mut bob, host, "/tool", &[("cookie", &session)])
+            .await
+            .unwrap()
+            .status,
+        401,
+        "a session is bound to its certificate"
+    );
+}
+
+#[tokio::test]
+async fn bad_gateway_configs_are_refused_by_key() {
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let good = setup.toml(&gateway_toml(&setup, &employees, 666));
+    assert!(config_from(&good).is_ok());
+    let open_secret = employees.secret_file(0o644);
+    let secret_path = employees
+        .dir
+        .path()
+        .join("alice-600.totp")
+        .display()
+        .to_string();
+    let cases = [
+        (
+            good.replace(&secret_path, &open_secret.display().to_string()),
+            "gateway.users.alice.totp_secret_file",
+        ),
+        (
+            good.replace(
+                "allow = [\"alice\", \"group:ops\"]",
+                "allow = [\"alice\", \"group:nobody\"]",
+            ),
+            "routes[4].allow[1]",
+        ),
+        (
+            good.replace(
+                "allow = [\"alice\"]\nmfa = true",
+                "allow = [\"bob\"]\nmfa = true",
+            ),
+            "routes[7].mfa",
+        ),
+        (
+            good.replace(
+                "[[routes]]\nhost = \"www.corp.test\"\nupstream = \"app\"\n",
+                "[[routes]]\nhost = \"www.corp.test\"\nupstream = \"app\"\nallow = [\"alice\"]\n",
+            ),
+            "routes[8].allow",
+        ),
+    ];
+    for (toml, key) in cases {
+        match config_from(&toml) {
+            Err(portcullis::config::ConfigError::Invalid(problems)) => {
+                assert!(
+                    problems.iter().any(|p| p.key == key),
+                    "{key}: {problems:#?}"
+                );
+            }
+            other => panic!("{key}: accepted: {:?}", other.map(|_| ())),
+        }
+    }
+    let no_gateway = setup.toml("[[routes]]\nhost = \"app.test\"\npath_prefix = \"/x\"\nupstream = \"app\"\ninternal = true\n");
+    match config_from(&no_gateway) {
+        Err(portcullis::config::ConfigError::Invalid(problems)) => {
+            assert!(
+                problems.iter().any(|p| p.key == "routes[4].internal"),
+                "{problems:#?}"
+            );
+        }
+        other => panic!("accepted: {:?}", other.map(|_| ())),
+    }
+}

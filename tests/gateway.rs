@@ -27,7 +27,7 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::upstream::seen;
-use support::{Client, Setup, config_from, request, start_toml, tls_connect};
+use support::{Setup, config_from, request, start_toml, tls_connect};
 
 /// An employee CA with its people.
 struct Employees {

@@ -98,6 +98,23 @@ fn describe_exposure(config: &Config, out: &mut String) {
             nets.join(", ")
         );
     }
+    for route in &config.routes {
+        let Some(access) = &route.access else {
+            continue;
+        };
+        let who: Vec<String> = access.allow.iter().map(ToString::to_string).collect();
+        let who = if who.is_empty() {
+            "nobody".to_owned()
+        } else {
+            who.join(", ")
+        };
+        let mfa = if access.mfa { " + TOTP" } else { "" };
+        let _ = writeln!(
+            out,
+            "  internal {}: client certificate{mfa}; allowed: {who}",
+            route.name()
+        );
+    }
     let refused: Vec<String> = config
         .refused_clients
         .iter()

@@ -170,6 +170,46 @@ async fn reload_installs_good_configs_and_refuses_bad_ones_under_traffic() {
         0,
         "requests failed during reloads"
     );
+
+    let audit: Vec<serde_json::Value> = std::fs::read_dir(setup.log_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
+        .flat_map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let config_events: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|r| r["event"] == "config")
+        .map(|r| {
+            (
+                r["trigger"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        config_events,
+        [
+            ("startup", "applied"),
+            ("admin", "applied"),
+            ("admin", "refused"),
+            ("admin", "refused")
+        ]
+    );
+    let applied = audit.iter().find(|r| r["trigger"] == "admin").unwrap();
+    assert_ne!(applied["old_digest"], applied["new_digest"]);
+    assert_eq!(applied["new_digest"].as_str().unwrap().len(), 64);
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["event"] == "admin" && r["path"] == "/reload" && r["status"] == 422)
+    );
 }
 
 #[tokio::test]

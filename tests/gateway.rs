@@ -377,6 +377,19 @@ async fn identities_grants_and_certificate_failures() {
             .contains(&"mfa.corp.test/: alice".into()),
         "{report:#}"
     );
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "-c", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let check = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.contains("internal tools.corp.test/: client certificate; allowed: alice, group:ops"),
+        "{check}"
+    );
+    assert!(
+        check.contains("internal mfa.corp.test/: client certificate + TOTP; allowed: alice"),
+        "{check}"
+    );
     let table = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
             "access-report",

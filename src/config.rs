@@ -213,10 +213,14 @@ impl Config {
         let upstreams = validate_upstreams(&raw, &environments, &mut problems);
         let certificates = validate_certificates(&raw, &mut problems);
         let gateway = gateway::validate_gateway(&raw, &mut problems);
-        let mut routes = validate_routes(&raw, &upstreams, &certificates, &limits, &mut problems);
-        for (i, (route, raw_route)) in routes.iter_mut().zip(&raw.routes).enumerate() {
-            route.access = gateway::route_access(i, raw_route, gateway.as_ref(), &mut problems);
-        }
+        let routes = validate_routes(
+            &raw,
+            &upstreams,
+            &certificates,
+            &limits,
+            gateway.as_ref(),
+            &mut problems,
+        );
         let acme = acme::validate_acme(
             &raw,
             &CertStore::new(certificates.clone()),

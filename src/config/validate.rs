@@ -270,6 +270,7 @@ pub(super) fn validate_routes(
     upstreams: &BTreeMap<String, UpstreamConfig>,
     certificates: &[Arc<CertEntry>],
     limits: &Limits,
+    gateway: Option<&super::GatewaySettings>,
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let store = CertStore::new(certificates.to_vec());
@@ -305,6 +306,7 @@ pub(super) fn validate_routes(
             problems.push(key("path_prefix"), ProblemKind::PathPrefix(prefix.clone()));
         }
         let action = route_action(route, upstreams, &raw.upstreams, &key, problems);
+        let access = super::gateway::route_access(i, route, gateway, problems);
         let (Some(host), Some(action)) = (host, action) else {
             continue;
         };
@@ -321,7 +323,7 @@ pub(super) fn validate_routes(
             host,
             path_prefix: prefix.clone(),
             action,
-            access: None,
+            access,
             max_body_bytes: route.max_body_bytes.unwrap_or(limits.max_body_bytes),
         });
     }

@@ -3,7 +3,8 @@
 //! - `check` refuses a bad one with every error naming its key, and exits 1;
 //! - `dev-certs` creates a CA and a localhost certificate with private keys 0600, idempotently;
 //! - the shipped default config is valid;
-//! - `run` serves and exits 0 on SIGTERM, even after whoever read its stderr went away.
+//! - `run` (on a one-worker, current-thread runtime) serves and exits 0 on SIGTERM, even after
+//!   whoever read its stderr went away.
 
 mod support;
 
@@ -134,7 +135,7 @@ async fn run_serves_and_exits_zero_on_sigterm() {
     use std::io::{BufRead, BufReader};
     let setup = Setup::new().await;
     let file = setup.pki.dir.path().join("run.toml");
-    std::fs::write(&file, setup.toml("")).unwrap();
+    std::fs::write(&file, setup.toml("[server]\nworkers = 1\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["run", "-c", file.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())

@@ -10,16 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rcgen::{CertificateParams, KeyPair, date_time_ymd};
-use support::{Client, Setup, WAIT, config_from};
-
-fn refused(toml: &str) -> Vec<String> {
-    match config_from(toml) {
-        Err(portcullis::config::ConfigError::Invalid(problems)) => {
-            problems.iter().map(ToString::to_string).collect()
-        }
-        other => panic!("accepted: {:?}", other.map(|_| ())),
-    }
-}
+use support::{Client, Setup, WAIT};
 
 #[tokio::test]
 async fn unservable_certificate_files_are_refused_by_key() {
@@ -56,7 +47,7 @@ async fn unservable_certificate_files_are_refused_by_key() {
         ),
     ];
     for (toml, reason) in cases {
-        let problems = refused(&toml);
+        let problems = support::problem_lines(&toml);
         assert!(
             problems
                 .iter()

@@ -11,11 +11,9 @@ mod support;
 
 use std::net::IpAddr;
 
-use portcullis::config::ConfigError;
 use support::upstream::Upstream;
 use support::{
-    Client, Setup, config_from, read_to_close, request, start_toml, status_of, tcp_from,
-    tls_connect_from,
+    Client, Setup, read_to_close, request, start_toml, status_of, tcp_from, tls_connect_from,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -28,13 +26,6 @@ fn segregated(setup: &Setup, extra: &str) -> String {
             "test = [\"127.0.0.1/32\", \"::1/128\"]\ndb = [\"127.50.0.0/16\"]\nstaging = [\"127.60.0.0/16\"]",
         )
         .replace("environment = \"test\"\n[listen]", "environment = \"test\"\n[[peerings]]\nfrom = \"test\"\nto = \"db\"\n[access]\ndeny_clients = [\"127.66.0.0/16\"]\n[listen]")
-}
-
-fn problem_keys(toml: &str) -> Vec<String> {
-    match config_from(toml) {
-        Err(ConfigError::Invalid(problems)) => problems.iter().map(|p| format!("{p}")).collect(),
-        other => panic!("config accepted: {:?}", other.map(|_| ())),
-    }
 }
 
 #[tokio::test]
@@ -68,7 +59,7 @@ async fn peered_environment_is_reachable_one_way() {
 async fn unpeered_and_reverse_peerings_are_refused() {
     let setup = Setup::new().await;
     let staging = "[upstreams.st]\nenvironment = \"staging\"\naddrs = [\"127.60.0.1:80\"]\n";
-    let found = problem_keys(&segregated(&setup, staging));
+    let found = support::problem_lines(&segregated(&setup, staging));
     assert!(
         found
             .iter()
@@ -79,7 +70,7 @@ async fn unpeered_and_reverse_peerings_are_refused() {
         "[[peerings]]\nfrom = \"test\"\nto = \"db\"",
         "[[peerings]]\nfrom = \"db\"\nto = \"test\"",
     );
-    let found = problem_keys(&reverse);
+    let found = support::problem_lines(&reverse);
     assert!(
         found
             .iter()
@@ -88,13 +79,13 @@ async fn unpeered_and_reverse_peerings_are_refused() {
     );
     let unknown = segregated(&setup, "").replace("to = \"db\"", "to = \"nowhere\"");
     assert!(
-        problem_keys(&unknown)
+        support::problem_lines(&unknown)
             .iter()
             .any(|p| p.starts_with("peerings[0].to: "))
     );
     let bad_range = segregated(&setup, "").replace("\"127.66.0.0/16\"", "\"not-a-net\"");
     assert!(
-        problem_keys(&bad_range)
+        support::problem_lines(&bad_range)
             .iter()
             .any(|p| p.starts_with("access.deny_clients[0]: "))
     );

@@ -8,16 +8,7 @@
 
 mod support;
 
-use portcullis::config::ConfigError;
 use support::{Client, Setup, config_from, start_config};
-
-fn problems(toml: &str) -> Vec<String> {
-    match config_from(toml) {
-        Err(ConfigError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
-        Err(other) => panic!("expected validation problems, got: {other}"),
-        Ok(_) => panic!("config was accepted"),
-    }
-}
 
 fn assert_refused(problems: &[String], key: &str, reason: &str) {
     assert!(
@@ -44,7 +35,7 @@ async fn non_private_networks_are_refused() {
             "test = [\"127.0.0.0/8\", \"::1/128\"]",
             &format!("test = [\"127.0.0.0/8\", \"{net}\"]"),
         );
-        assert_refused(&problems(&toml), "networks.test[1]", reason);
+        assert_refused(&support::problem_lines(&toml), "networks.test[1]", reason);
     }
 }
 
@@ -58,19 +49,19 @@ async fn upstreams_outside_their_environment_are_refused() {
         &format!("addrs = [\"{app}\", \"8.8.8.8:80\"]"),
     );
     assert_refused(
-        &problems(&public),
+        &support::problem_lines(&public),
         "upstreams.app.addrs[1]",
         "8.8.8.8:80 is a public address",
     );
     let metadata = base.replace(&app, "169.254.169.254:80");
     assert_refused(
-        &problems(&metadata),
+        &support::problem_lines(&metadata),
         "upstreams.app.addrs[0]",
         "169.254.169.254:80 is link-local",
     );
     let elsewhere = base.replace(&app, "10.1.2.3:80");
     assert_refused(
-        &problems(&elsewhere),
+        &support::problem_lines(&elsewhere),
         "upstreams.app.addrs[0]",
         "not in any network of environment \"test\"",
     );
@@ -80,7 +71,7 @@ async fn upstreams_outside_their_environment_are_refused() {
             "[upstreams.app]\nenvironment = \"test\"\naddrs = [\"",
             "[upstreams.app]\nenvironment = \"staging\"\naddrs = [\"10.1.2.3:80\", \"",
         );
-    let found = problems(&cross);
+    let found = support::problem_lines(&cross);
     assert_refused(
         &found,
         "upstreams.app.environment",
@@ -96,13 +87,13 @@ async fn upstreams_outside_their_environment_are_refused() {
         "environment = \"nowhere\"\naddrs",
     );
     assert_refused(
-        &problems(&unknown),
+        &support::problem_lines(&unknown),
         "upstreams.app.environment",
         "no entry in [networks]",
     );
     let overlap = base.replace("[networks]\n", "[networks]\nother = [\"127.1.0.0/16\"]\n");
     assert_refused(
-        &problems(&overlap),
+        &support::problem_lines(&overlap),
         "networks.test[0]",
         "overlaps 127.1.0.0/16 of environment \"other\"",
     );
@@ -114,7 +105,7 @@ async fn every_problem_is_reported_at_once() {
     let toml = setup
         .toml("[limits]\nidle_timeout = \"soon\"\nmax_header_bytes = 10\n[[routes]]\nhost = \"not a host\"\nupstream = \"missing\"\n")
         .replace("https = \"127.0.0.1:0\"", "https = \"nowhere\"");
-    let found = problems(&toml);
+    let found = support::problem_lines(&toml);
     assert_refused(&found, "listen.https", "not an ip:port");
     assert_refused(&found, "limits.idle_timeout", "not a duration");
     assert_refused(&found, "limits.max_header_bytes", "at least 8192");

@@ -270,10 +270,12 @@ cpu_ticks() {
     echo "$total"
 }
 
-# "busy total" clock ticks of one core from /proc/stat.
+# "busy total interrupts" clock ticks of one core from /proc/stat; busy includes interrupts
+# (irq + softirq), where the kernel does much of the loopback TCP work without charging it to a
+# process.
 core_ticks() {
     awk -v cpu="cpu$1" '$1 == cpu {busy = $2 + $3 + $4 + $7 + $8 + $9;
-        print busy, busy + $5 + $6}' /proc/stat
+        print busy, busy + $5 + $6, $7 + $8}' /proc/stat
 }
 
 rss_kib() { # pids...
@@ -286,9 +288,15 @@ rss_kib() { # pids...
 }
 
 # Busy percentage of a core between two core_ticks readings.
-busy_pct() { # "busy0 total0" "busy1 total1"
+busy_pct() { # "busy0 total0 irq0" "busy1 total1 irq1"
     awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); t = y[2] - x[2];
         printf "%.0f", (t > 0) ? 100 * (y[1] - x[1]) / t : 0}'
+}
+
+# The same, leaving out interrupt time: what processes used.
+process_pct() { # "busy0 total0 irq0" "busy1 total1 irq1"
+    awk -v a="$1" -v b="$2" 'BEGIN {split(a, x, " "); split(b, y, " "); t = y[2] - x[2];
+        printf "%.0f", (t > 0) ? 100 * ((y[1] - y[3]) - (x[1] - x[3])) / t : 0}'
 }
 
 # Waits until both cores are idle for a second (at most QUIET_WAIT s), so that no other work on
@@ -325,9 +333,9 @@ children_ticks() {
 #   PROXY_CPU  % of one core used by the proxy; below SATURATED_PCT the figure measures the
 #              load side, not the proxy;
 #   LOAD_CPU   % busy of the load core;
-#   OTHER_CPU  % of either core used by neither the proxy, the load generator nor the upstream
-#              (the larger of the two cores): other work on the machine, or kernel time such
-#              as softirq network processing not charged to any process.
+#   OTHER_CPU  % of either core (the larger of the two) used by processes other than the
+#              proxy, the load generator and the upstream: other work on the machine. Interrupt
+#              time (loopback network processing) is left out, since the load itself causes it.
 measured() { # proxy outfile cmd...
     local proxy=$1 out=$2
     shift 2
@@ -345,7 +353,8 @@ measured() { # proxy outfile cmd...
     PROXY_CPU=$(pct_of_core $((p1 - p0)) "$secs")
     load_side=$(pct_of_core $((u1 - u0 + g1 - g0)) "$secs")
     LOAD_CPU=$(busy_pct "$c0" "$c1")
-    local other0=$(($(busy_pct "$k0" "$k1") - PROXY_CPU)) other1=$((LOAD_CPU - load_side))
+    local other0=$(($(process_pct "$k0" "$k1") - PROXY_CPU))
+    local other1=$(($(process_pct "$c0" "$c1") - load_side))
     OTHER_CPU=$((other0 > other1 ? other0 : other1))
     ((OTHER_CPU >= 0)) || OTHER_CPU=0
     return "$rc"

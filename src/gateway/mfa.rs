@@ -161,34 +161,33 @@ fn signed_message(client: &ClientIdentity, expiry: u64) -> Vec<u8> {
     message
 }
 
-fn session_cookies(routed: &Routed) -> impl Iterator<Item = &str> {
-    routed
-        .request
-        .headers()
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().strip_prefix(MFA_COOKIE)?.strip_prefix('='))
-}
-
-/// Our session cookie is ours: the upstream never sees it.
-fn strip_session_cookie(routed: &mut Routed) {
-    let kept: Vec<String> = routed
-        .request
-        .headers()
+/// The `name=value` pairs of every Cookie header (RFC 6265 5.4).
+fn cookie_pairs(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
+    headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(&format!("{MFA_COOKIE}=")))
-        .map(str::to_owned)
+        .filter(|pair| !pair.is_empty())
+}
+
+fn session_cookies(routed: &Routed) -> impl Iterator<Item = &str> {
+    cookie_pairs(routed.request.headers())
+        .filter_map(|pair| pair.strip_prefix(MFA_COOKIE)?.strip_prefix('='))
+}
+
+/// Our session cookie is ours: the upstream never sees it.
+fn strip_session_cookie(routed: &mut Routed) {
+    let ours = format!("{MFA_COOKIE}=");
+    let kept: Vec<&str> = cookie_pairs(routed.request.headers())
+        .filter(|pair| !pair.starts_with(&ours))
         .collect();
+    let value = HeaderValue::from_str(&kept.join("; "));
     let headers = routed.request.headers_mut();
     headers.remove(COOKIE);
-    if let Ok(value) = HeaderValue::from_str(&kept.join("; "))
-        && !kept.is_empty()
+    if let Ok(value) = value
+        && !value.is_empty()
     {
         headers.insert(COOKIE, value);
     }

@@ -222,6 +222,32 @@ pub fn config_from(toml_text: &str) -> Result<Config, portcullis::config::Config
     Config::from_raw(toml::from_str(toml_text)?)
 }
 
+/// The problems of a config that validation must refuse.
+pub fn problems(toml_text: &str) -> Vec<portcullis::config::Problem> {
+    match config_from(toml_text) {
+        Err(portcullis::config::ConfigError::Invalid(problems)) => problems,
+        Err(other) => panic!("expected validation problems, got: {other}"),
+        Ok(_) => panic!("config was accepted:\n{toml_text}"),
+    }
+}
+
+/// Every problem of a refused config as `key: reason` lines.
+pub fn problem_lines(toml_text: &str) -> Vec<String> {
+    problems(toml_text)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// Asserts that validation refuses `toml_text` with a problem at `key`.
+pub fn assert_refused(toml_text: &str, key: &str) {
+    let problems = problems(toml_text);
+    assert!(
+        problems.iter().any(|p| p.key == key),
+        "no problem at {key}: {problems:#?}"
+    );
+}
+
 pub async fn start_config(config: Config) -> Running {
     portcullis::start(config).await.unwrap()
 }

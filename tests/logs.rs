@@ -6,7 +6,8 @@
 //! - every access line is JSON with allow-listed keys only;
 //! - files past retention are deleted at start-up; out-of-range retention is refused;
 //! - lines of finished requests are flushed on shutdown; an unwritable log dir does not stop
-//!   the proxy from serving.
+//!   the proxy from serving;
+//! - the opt-in client hash tells clients apart without naming them.
 
 mod support;
 
@@ -394,4 +395,40 @@ async fn an_unwritable_log_dir_does_not_stop_serving() {
     for _ in 0..3 {
         assert_eq!(client.get("localhost", "/").await.status, 200);
     }
+}
+
+#[tokio::test]
+async fn opt_in_client_hash_counts_clients_without_naming_them() {
+    let setup = Setup::new().await;
+    let toml = setup
+        .toml("")
+        .replace("[log]\n", "[log]\nclient_hash = true\n");
+    let proxy = support::start_toml(&toml).await;
+    for client in ["127.86.75.30", "127.86.75.30", "127.86.75.31"] {
+        let ip: IpAddr = client.parse().unwrap();
+        let mut c =
+            Client::connect_from(Some(ip), false, proxy.https_addr, "localhost", &setup.pki).await;
+        assert_eq!(c.get("localhost", "/").await.status, 200);
+    }
+    assert!(proxy.shutdown().await);
+    let hashes: Vec<String> = setup
+        .access_lines()
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["client_hash"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(hashes.len(), 3);
+    assert_eq!(hashes[0], hashes[1], "one client, one hash");
+    assert_ne!(hashes[0], hashes[2], "two clients, two hashes");
+    for hash in &hashes {
+        assert!(
+            hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{hash}"
+        );
+    }
+    assert!(!setup.access_lines().join("\n").contains("127.86.75"));
 }

@@ -6,14 +6,15 @@ use std::fs::{File, OpenOptions};
 use std::hash::BuildHasher;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Event, Message, render};
 use crate::logging::Throttle;
 
-/// How often the queue is flushed when idle, and the retention sweep period.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How long the writer sleeps once the queue is empty: the most a line waits for the disk.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// The retention sweep period.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Where and how long lines are kept.
@@ -40,51 +41,69 @@ struct DailyFile {
 }
 
 pub(super) fn run(settings: LogSettings, queue: Receiver<Message>) {
-    let mut daily = DailyFile {
-        date: String::new(),
-        file: None,
+    let mut writer = Writer {
+        daily: DailyFile {
+            date: String::new(),
+            file: None,
+        },
+        hash_key: (String::new(), RandomState::new()),
+        errors: Throttle::new(Duration::from_secs(60)),
+        stdout: std::io::stdout(),
+        settings,
     };
-    let mut hash_key = (String::new(), RandomState::new());
     let mut last_sweep: Option<Instant> = None;
-    let write_errors = Throttle::new(Duration::from_secs(60));
-    let mut stdout = std::io::stdout();
     loop {
         if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
-            if let Some(dir) = &settings.dir {
-                sweep(dir, settings.retention_days, SystemTime::now());
+            if let Some(dir) = &writer.settings.dir {
+                sweep(dir, writer.settings.retention_days, SystemTime::now());
             }
             last_sweep = Some(Instant::now());
         }
-        let message = match queue.recv_timeout(FLUSH_EVERY) {
-            Ok(message) => message,
-            Err(RecvTimeoutError::Timeout) => {
-                flush(&mut daily);
-                continue;
+        // Polled, never blocked on: a receiver waiting in `recv` would make every request's
+        // send a futex wake-up and a context switch on the proxy's core.
+        match queue.try_recv() {
+            Ok(Message::Event(event)) => writer.write(&event),
+            Ok(Message::Close) | Err(TryRecvError::Disconnected) => {
+                flush(&mut writer.daily);
+                return;
             }
-            Err(RecvTimeoutError::Disconnected) => Message::Close,
-        };
-        let Message::Event(event) = message else {
-            flush(&mut daily);
-            return;
-        };
-        let date = utc_date(event.time);
-        if hash_key.0 != date {
-            hash_key = (date.clone(), RandomState::new());
+            Err(TryRecvError::Empty) => {
+                flush(&mut writer.daily);
+                std::thread::sleep(POLL_EVERY);
+            }
         }
-        let client_hash = settings
+    }
+}
+
+struct Writer {
+    settings: LogSettings,
+    daily: DailyFile,
+    hash_key: (String, RandomState),
+    errors: Throttle,
+    stdout: std::io::Stdout,
+}
+
+impl Writer {
+    fn write(&mut self, event: &Event) {
+        let date = utc_date(event.time);
+        if self.hash_key.0 != date {
+            self.hash_key = (date.clone(), RandomState::new());
+        }
+        let client_hash = self
+            .settings
             .client_hash
             .then_some(event.client)
             .flatten()
-            .map(|ip| format!("{:016x}", hash_key.1.hash_one(ip)));
-        let line = render(&event, client_hash);
+            .map(|ip| format!("{:016x}", self.hash_key.1.hash_one(ip)));
+        let line = render(event, client_hash);
         if line.len() <= 1 {
-            continue;
+            return;
         }
-        if settings.stdout {
-            let _ = stdout.write_all(&line);
+        if self.settings.stdout {
+            let _ = self.stdout.write_all(&line);
         }
-        if let Some(dir) = &settings.dir {
-            write_line(dir, &mut daily, &date, &line, &write_errors);
+        if let Some(dir) = &self.settings.dir {
+            write_line(dir, &mut self.daily, &date, &line, &self.errors);
         }
     }
 }

@@ -36,12 +36,12 @@ fn browser_request() -> HeaderMap {
 
 fn headers(c: &mut Criterion) {
     let authority: Authority = "app.example.com".parse().unwrap();
-    let client = "192.0.2.10".parse().unwrap();
+    let client = HeaderValue::from_static("192.0.2.10");
     c.bench_function("rewrite request headers", |b| {
         b.iter_batched(
             browser_request,
             |mut h| {
-                rewrite_request(&mut h, Version::HTTP_11, &authority, client, None);
+                rewrite_request(&mut h, Version::HTTP_11, &authority, &client, None);
                 black_box(h)
             },
             BatchSize::SmallInput,

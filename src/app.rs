@@ -159,6 +159,8 @@ impl App {
 pub struct ConnectionInfo {
     /// The peer's address, IPv4-mapped addresses shown as IPv4.
     pub client_ip: IpAddr,
+    /// `client_ip` as an `X-Forwarded-For` value, rendered once per connection.
+    pub forwarded_for: HeaderValue,
     /// The names of the certificate presented in the handshake: requests for hosts it does not
     /// cover are misdirected.
     pub certificate: Arc<[HostPattern]>,

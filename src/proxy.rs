@@ -100,7 +100,7 @@ async fn forward(
         &mut parts.headers,
         parts.version,
         &host.authority,
-        conn.client_ip,
+        &conn.forwarded_for,
         upgrade,
     );
     parts.uri = upstream_uri(upstream, &parts.uri)?;

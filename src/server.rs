@@ -151,6 +151,7 @@ impl Server {
         };
         let conn = Arc::new(ConnectionInfo {
             client_ip: peer.ip().to_canonical(),
+            forwarded_for: forwarded_for(peer.ip()),
             certificate,
             tls_version,
             sni: session
@@ -219,6 +220,12 @@ impl Server {
             }
         }
     }
+}
+
+/// The client address as `X-Forwarded-For` carries it: IPv4-mapped IPv6 written as IPv4.
+fn forwarded_for(ip: std::net::IpAddr) -> http::HeaderValue {
+    http::HeaderValue::from_str(&ip.to_canonical().to_string())
+        .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
 }
 
 fn h1_builder(limits: &Limits) -> http1::Builder {
@@ -301,4 +308,13 @@ fn is_per_connection(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionAborted | ConnectionReset | ConnectionRefused
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn forwarded_for_writes_mapped_ipv6_as_ipv4() {
+        assert_eq!(super::forwarded_for("::ffff:127.0.0.9".parse().unwrap()), "127.0.0.9");
+        assert_eq!(super::forwarded_for("::1".parse().unwrap()), "::1");
+    }
 }

@@ -4,8 +4,6 @@
 //! hop-by-hop set, in both directions. Forwarding headers a client sent are dropped, never
 //! appended to: the upstream must be able to trust `X-Forwarded-For`.
 
-use std::net::IpAddr;
-
 use http::header::{
     CONNECTION, COOKIE, HOST, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
@@ -40,7 +38,7 @@ pub fn rewrite_request(
     headers: &mut HeaderMap,
     version: Version,
     host: &Authority,
-    client_ip: IpAddr,
+    forwarded_for: &HeaderValue,
     upgrade: Option<HeaderValue>,
 ) {
     remove_hop_by_hop(headers);
@@ -61,9 +59,7 @@ pub fn rewrite_request(
         headers.insert(HOST, authority.clone());
         headers.insert(X_FORWARDED_HOST.clone(), authority);
     }
-    if let Ok(ip) = HeaderValue::from_str(&client_ip.to_canonical().to_string()) {
-        headers.insert(X_FORWARDED_FOR.clone(), ip);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for.clone());
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -169,7 +165,7 @@ mod tests {
             &mut h,
             Version::HTTP_11,
             &authority,
-            "::ffff:127.0.0.9".parse().unwrap(),
+            &HeaderValue::from_static("127.0.0.9"),
             None,
         );
         assert_eq!(h["host"], "app.example:8443");
@@ -215,7 +211,7 @@ mod tests {
             &mut h,
             Version::HTTP_2,
             &authority,
-            "127.0.0.1".parse().unwrap(),
+            &HeaderValue::from_static("127.0.0.1"),
             None,
         );
         assert_eq!(h.get_all("cookie").iter().count(), 1);

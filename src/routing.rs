@@ -34,6 +34,15 @@ pub struct BadHostPattern(pub String);
 
 impl HostPattern {
     /// Parses a config or SAN value.
+    ///
+    /// ```
+    /// use portcullis::routing::HostPattern;
+    ///
+    /// let wildcard = HostPattern::parse("*.Example.com").unwrap();
+    /// assert!(wildcard.matches("api.example.com"));
+    /// assert!(!wildcard.matches("a.b.example.com"), "one label, as in TLS");
+    /// assert!(HostPattern::parse("*.com").is_err());
+    /// ```
     pub fn parse(raw: &str) -> Result<Self, BadHostPattern> {
         let bad = || BadHostPattern(raw.to_owned());
         let lower = raw.trim_end_matches('.').to_ascii_lowercase();

@@ -314,7 +314,10 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 mod tests {
     #[test]
     fn forwarded_for_writes_mapped_ipv6_as_ipv4() {
-        assert_eq!(super::forwarded_for("::ffff:127.0.0.9".parse().unwrap()), "127.0.0.9");
+        assert_eq!(
+            super::forwarded_for("::ffff:127.0.0.9".parse().unwrap()),
+            "127.0.0.9"
+        );
         assert_eq!(super::forwarded_for("::1".parse().unwrap()), "::1");
     }
 }

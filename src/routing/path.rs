@@ -25,6 +25,14 @@ pub enum PathError {
 }
 
 /// Returns the normalised path, borrowed when nothing had to change.
+///
+/// ```
+/// use portcullis::routing::{PathError, normalize_path};
+///
+/// assert_eq!(normalize_path("/a/./b/../%7Ec//d").as_deref(), Ok("/a/~c/d"));
+/// assert_eq!(normalize_path("/a/../../etc/passwd"), Err(PathError::AboveRoot));
+/// assert_eq!(normalize_path("/a%2Fb"), Err(PathError::EncodedSeparator));
+/// ```
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);

@@ -374,12 +374,16 @@ log_files() {
 # Truncated rather than deleted: both proxies keep the file open (O_APPEND) and go on writing.
 reset_log() {
     local f
-    while read -r f; do [[ -n $f ]] && : >"$f"; done < <(log_files "$1")
+    while read -r f; do
+        if [[ -f $f ]]; then : >"$f"; fi
+    done < <(log_files "$1")
 }
 
 log_bytes() {
     local f total=0
-    while read -r f; do [[ -n $f && -f $f ]] && total=$((total + $(stat -c %s "$f"))); done < <(log_files "$1")
+    while read -r f; do
+        if [[ -f $f ]]; then total=$((total + $(stat -c %s "$f"))); fi
+    done < <(log_files "$1")
     echo "$total"
 }
 
@@ -403,7 +407,9 @@ wait_log_quiet() {
 # "count status" lines for the requests logged since reset_log.
 log_statuses() {
     local f files=()
-    while read -r f; do [[ -n $f && -f $f ]] && files+=("$f"); done < <(log_files "$1")
+    while read -r f; do
+        if [[ -f $f ]]; then files+=("$f"); fi
+    done < <(log_files "$1")
     ((${#files[@]})) || return 0
     cat "${files[@]}" | grep -o '"status":[0-9]*' | cut -d: -f2 | sort | uniq -c | awk '{print $1, $2}'
 }
@@ -445,6 +451,7 @@ WRK_ENV=()
 run_wrk() { # proxy outfile conns url [extra wrk args...]
     local proxy=$1 out=$2 conns=$3 url=$4
     shift 4
+    WRK_REQUESTS=0 WRK_RPS="?" WRK_MIBPS="?" WRK_P99_MS="?" WRK_BYTES_PER_REQ=0
     local rc=0
     measured "$proxy" "$out" timeout -k 5 $((DURATION + 30)) \
         env "${WRK_ENV[@]}" taskset -c "$LOAD_CORE" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$HERE/report.lua" "$@" "$url" || rc=$?
@@ -473,6 +480,7 @@ run_wrk() { # proxy outfile conns url [extra wrk args...]
 # request succeeded with a 2xx over h2.
 run_h2load() { # proxy outfile clients streams url
     local proxy=$1 out=$2 clients=$3 streams=$4 url=$5
+    H2_RPS="?" H2_SUCCEEDED=0
     local rc=0
     measured "$proxy" "$out" timeout -k 5 $((DURATION + 30)) \
         taskset -c "$LOAD_CORE" h2load -t1 -c"$clients" -m"$streams" -D "$DURATION" "$url" || rc=$?
@@ -705,7 +713,7 @@ warm_up() {
 # ---------------------------------------------------------------------------------------------
 # Report
 
-# Metric: id, label, lower-is-better flag.
+# Metric: id, label (@N@: the idle connection count), lower-is-better flag.
 METRICS=(
     "h1_rps|HTTPS HTTP/1.1 keep-alive, 64 conns, 64 B body: requests/s|0"
     "h1_p99|HTTPS HTTP/1.1 keep-alive, 64 conns, 64 B body: p99 latency (ms)|1"
@@ -713,7 +721,7 @@ METRICS=(
     "16k_mibps|HTTPS HTTP/1.1, 64 conns, 16 KiB body: MiB/s|0"
     "handshake_cps|Full TLS handshake per request (no resumption), 64 conns: connections/s|0"
     "redirect_rps|Plain HTTP 301 redirect, 64 conns: 301s/s|0"
-    "idle_kib|$IDLE_CONNS idle TLS keep-alive connections: KiB RSS per connection|1"
+    "idle_kib|@N@ idle TLS keep-alive connections: KiB RSS per connection|1"
 )
 
 # Median of a metric's rounds for a proxy, or n/a.
@@ -731,7 +739,7 @@ report() {
     echo "| scenario | Portcullis | nginx | Portcullis / nginx | CPU Portcullis (proxy core / load core) | CPU nginx (proxy core / load core) | bottleneck |"
     echo "|---|---:|---:|---:|---|---|---|"
     for spec in "${METRICS[@]}"; do
-        IFS='|' read -r id label lower <<<"$spec"
+        IFS='|' read -r id label lower <<<"${spec//@N@/$IDLE_CONNS}"
         p=$(med "${VALUES[$id|portcullis]:-}")
         n=$(med "${VALUES[$id|nginx]:-}")
         ratio="n/a"
@@ -768,7 +776,7 @@ report() {
     echo "Per-round values (Portcullis | nginx):"
     echo
     for spec in "${METRICS[@]}"; do
-        IFS='|' read -r id label lower <<<"$spec"
+        IFS='|' read -r id label lower <<<"${spec//@N@/$IDLE_CONNS}"
         echo "- $id: ${VALUES[$id|portcullis]:-none}| ${VALUES[$id|nginx]:-none}"
     done
     echo
@@ -779,7 +787,7 @@ report() {
     echo "| scenario | Portcullis | nginx | Portcullis / nginx |"
     echo "|---|---:|---:|---:|"
     for spec in "${METRICS[@]}"; do
-        IFS='|' read -r id label lower <<<"$spec"
+        IFS='|' read -r id label lower <<<"${spec//@N@/$IDLE_CONNS}"
         ((lower)) && continue
         p=$(med "${VALUES[$id|portcullis]:-}"); pc=$(med "${PCPU[$id|portcullis]:-}")
         n=$(med "${VALUES[$id|nginx]:-}"); nc=$(med "${PCPU[$id|nginx]:-}")

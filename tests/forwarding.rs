@@ -12,7 +12,7 @@ mod support;
 use bytes::Bytes;
 use http_body_util::Full;
 use support::upstream::seen;
-use support::{Client, Setup, read_response, request, status_of, tls_connect};
+use support::{Client, Setup, read_response, request, status_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -131,16 +131,7 @@ async fn chunked_request_bodies_are_forwarded() {
 async fn websocket_is_tunnelled_after_the_upstream_switches() {
     let setup = Setup::new().await;
     let proxy = setup.start("").await;
-    let mut tls = tls_connect(
-        proxy.https_addr,
-        "localhost",
-        setup.pki.client(&[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    tls.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tls = support::h1_tls_sending(proxy.https_addr, "localhost", &setup.pki, b"GET /ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await;
     let head = read_response(&mut tls).await;
     assert_eq!(status_of(&head), Some(101), "{head}");
     assert!(head.to_ascii_lowercase().contains("upgrade: websocket"));
@@ -157,16 +148,7 @@ async fn websocket_is_tunnelled_after_the_upstream_switches() {
 async fn refused_upgrade_and_h2c_stay_plain_http() {
     let setup = Setup::new().await;
     let proxy = setup.start("").await;
-    let mut tls = tls_connect(
-        proxy.https_addr,
-        "localhost",
-        setup.pki.client(&[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    tls.write_all(b"GET /no-upgrade HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tls = support::h1_tls_sending(proxy.https_addr, "localhost", &setup.pki, b"GET /no-upgrade HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await;
     let first = read_response(&mut tls).await;
     assert_eq!(status_of(&first), Some(200), "{first}");
     tls.write_all(b"GET /after HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")

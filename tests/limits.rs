@@ -140,16 +140,13 @@ async fn stalled_body_is_408() {
     let proxy = setup
         .start("[limits]\nbody_read_timeout = \"300ms\"\n")
         .await;
-    let mut tls = tls_connect(
+    let mut tls = support::h1_tls_sending(
         proxy.https_addr,
         "localhost",
-        setup.pki.client(&[b"http/1.1"]),
+        &setup.pki,
+        b"POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nab",
     )
-    .await
-    .unwrap();
-    tls.write_all(b"POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nab")
-        .await
-        .unwrap();
+    .await;
     let raw = read_response(&mut tls).await;
     assert_eq!(status_of(&raw), Some(408), "{raw}");
 }
@@ -160,16 +157,13 @@ async fn idle_connections_are_closed_on_h1_and_h2() {
     let proxy = setup
         .start("[limits]\nidle_timeout = \"500ms\"\nheader_read_timeout = \"60s\"\n")
         .await;
-    let mut tls = tls_connect(
+    let mut tls = support::h1_tls_sending(
         proxy.https_addr,
         "localhost",
-        setup.pki.client(&[b"http/1.1"]),
+        &setup.pki,
+        b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
     )
-    .await
-    .unwrap();
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    .await;
     assert_eq!(status_of(&read_response(&mut tls).await), Some(200));
     let closed = tokio::time::timeout(WAIT, read_to_close(&mut tls)).await;
     assert!(closed.is_ok(), "idle h1 connection stayed open");

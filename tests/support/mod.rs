@@ -459,6 +459,21 @@ where
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A TLS stream (ALPN http/1.1) on which `bytes` have been written, for raw exchanges that go
+/// on afterwards.
+pub async fn h1_tls_sending(
+    addr: SocketAddr,
+    sni: &str,
+    pki: &Pki,
+    bytes: &[u8],
+) -> TlsStream<TcpStream> {
+    let mut tls = tls_connect(addr, sni, pki.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    tls.write_all(bytes).await.unwrap();
+    tls
+}
+
 /// Raw bytes over TLS (ALPN http/1.1), returning everything read until close.
 pub async fn raw_tls(addr: SocketAddr, sni: &str, pki: &Pki, bytes: &[u8]) -> String {
     let mut tls = tls_connect(addr, sni, pki.client(&[b"http/1.1"]))

@@ -6,6 +6,7 @@
 
 mod acme;
 mod describe;
+mod environments;
 mod error;
 mod gateway;
 pub mod raw;
@@ -31,10 +32,11 @@ use crate::access_log::LogSettings;
 use crate::networks::Environments;
 use crate::routing::HostPattern;
 use crate::tls::{CertEntry, CertStore};
+use environments::{validate_denied, validate_networks, validate_peerings, validate_upstreams};
 use raw::RawConfig;
 use validate::{
-    Problems, hsts_value, validate_admin, validate_certificates, validate_denied, validate_limits,
-    validate_listen, validate_networks, validate_peerings, validate_routes, validate_upstreams,
+    Problems, hsts_value, validate_admin, validate_certificates, validate_limits, validate_listen,
+    validate_routes,
 };
 
 /// The policy: logs are kept between 15 and 30 days.

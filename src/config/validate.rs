@@ -3,7 +3,7 @@
 //! file are reported together.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +13,10 @@ use ipnet::IpNet;
 
 use super::raw::{self, RawConfig, RawLimits};
 use super::{
-    ConfigError, Limits, Listen, MIN_HEADER_BYTES, Peering, Problem, ProblemKind, RouteAction,
-    RouteConfig, UpstreamAddr, UpstreamConfig,
+    ConfigError, Limits, Listen, MIN_HEADER_BYTES, Problem, ProblemKind, RouteAction, RouteConfig,
+    UpstreamConfig,
 };
-use crate::networks::{Environments, NetworkRefusal, check_private};
+use crate::networks::check_private;
 use crate::routing::HostPattern;
 use crate::tls::{CertEntry, CertStore, load_certificate};
 
@@ -104,145 +104,6 @@ pub(super) fn validate_limits(raw: &RawLimits, problems: &mut Problems) -> Limit
         problems.push("limits.h2_max_concurrent_streams", ProblemKind::Zero);
     }
     limits
-}
-
-pub(super) fn validate_networks(
-    raw: &BTreeMap<String, Vec<String>>,
-    problems: &mut Problems,
-) -> Environments {
-    let mut parsed: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
-    for (env, nets) in raw {
-        for (i, value) in nets.iter().enumerate() {
-            let key = format!("networks.{env}[{i}]");
-            let Ok(net) = value.parse::<IpNet>() else {
-                problems.push(key, ProblemKind::Network(value.clone()));
-                continue;
-            };
-            if let Err(reason) = check_private(&net) {
-                problems.push(key, ProblemKind::NotPrivate { net, reason });
-                continue;
-            }
-            for (other_env, others) in parsed.iter().filter(|(name, _)| *name != env) {
-                if let Some(other) = others.iter().find(|o| o.contains(&net) || net.contains(*o)) {
-                    problems.push(
-                        key.clone(),
-                        ProblemKind::Overlap {
-                            net,
-                            other: *other,
-                            env: other_env.clone(),
-                        },
-                    );
-                }
-            }
-            parsed.entry(env.clone()).or_default().push(net);
-        }
-    }
-    Environments::new(parsed)
-}
-
-pub(super) fn validate_upstreams(
-    raw: &RawConfig,
-    environments: &Environments,
-    problems: &mut Problems,
-) -> BTreeMap<String, UpstreamConfig> {
-    let mut upstreams = BTreeMap::new();
-    for (name, upstream) in &raw.upstreams {
-        let env = &upstream.environment;
-        let Some(networks) = environments.networks(env) else {
-            problems.push(
-                format!("upstreams.{name}.environment"),
-                ProblemKind::UnknownEnvironment(env.clone()),
-            );
-            continue;
-        };
-        let peered = raw
-            .peerings
-            .iter()
-            .any(|p| p.from == raw.environment && p.to == *env);
-        if *env != raw.environment && !peered {
-            problems.push(
-                format!("upstreams.{name}.environment"),
-                ProblemKind::CrossEnvironment {
-                    upstream: env.clone(),
-                    instance: raw.environment.clone(),
-                },
-            );
-        }
-        if upstream.addrs.is_empty() {
-            problems.push(format!("upstreams.{name}.addrs"), ProblemKind::NoAddrs);
-        }
-        let addrs = upstream
-            .addrs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, value)| {
-                let key = format!("upstreams.{name}.addrs[{i}]");
-                check_upstream_addr(value, env, networks)
-                    .map_err(|kind| problems.push(key, kind))
-                    .ok()
-            })
-            .collect();
-        upstreams.insert(
-            name.clone(),
-            UpstreamConfig {
-                environment: env.clone(),
-                networks: networks.to_vec(),
-                addrs,
-            },
-        );
-    }
-    upstreams
-}
-
-/// Parses an upstream address and checks it, or every address its name resolves to now, against
-/// the environment's networks. The connector checks again at every connect.
-fn check_upstream_addr(
-    value: &str,
-    env: &str,
-    networks: &[IpNet],
-) -> Result<UpstreamAddr, ProblemKind> {
-    let addr = if let Ok(addr) = value.parse::<SocketAddr>() {
-        UpstreamAddr::Ip(addr)
-    } else {
-        let (host, port) = value
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            .filter(|(h, _)| crate::routing::is_dns_name(&h.to_ascii_lowercase()))
-            .ok_or_else(|| ProblemKind::UpstreamAddr(value.to_owned()))?;
-        UpstreamAddr::Name(host.to_ascii_lowercase(), port)
-    };
-    let resolved: Vec<IpAddr> = match &addr {
-        UpstreamAddr::Ip(a) => vec![a.ip()],
-        UpstreamAddr::Name(..) => value
-            .to_socket_addrs()
-            .map_err(|_| ProblemKind::Unresolvable(value.to_owned()))?
-            .map(|a| a.ip())
-            .collect(),
-    };
-    for ip in resolved {
-        let ip = ip.to_canonical();
-        if networks.iter().any(|net| net.contains(&ip)) {
-            continue;
-        }
-        let shown = if matches!(addr, UpstreamAddr::Ip(_)) {
-            value.to_owned()
-        } else {
-            format!("{value} (resolves to {ip})")
-        };
-        let host_net = IpNet::from(ip);
-        return Err(match check_private(&host_net) {
-            Ok(()) => ProblemKind::OutsideEnvironment {
-                addr: shown,
-                env: env.to_owned(),
-            },
-            Err(NetworkRefusal::LinkLocal) => ProblemKind::LinkLocalUpstream(shown),
-            Err(NetworkRefusal::NotPrivate) => ProblemKind::PublicUpstream {
-                addr: shown,
-                env: env.to_owned(),
-            },
-        });
-    }
-    Ok(addr)
 }
 
 pub(super) fn validate_certificates(
@@ -363,42 +224,6 @@ fn route_action(
     }
 }
 
-/// Peerings must name declared environments and start at the instance's own: this config can
-/// only speak for where *we* may go.
-pub(super) fn validate_peerings(
-    raw: &RawConfig,
-    environments: &Environments,
-    problems: &mut Problems,
-) -> Vec<Peering> {
-    let mut peerings = Vec::new();
-    for (i, peering) in raw.peerings.iter().enumerate() {
-        let key = |field: &str| format!("peerings[{i}].{field}");
-        for (field, env) in [("from", &peering.from), ("to", &peering.to)] {
-            if environments.networks(env).is_none() {
-                problems.push(key(field), ProblemKind::UnknownEnvironment(env.clone()));
-            }
-        }
-        if peering.from != raw.environment {
-            problems.push(
-                key("from"),
-                ProblemKind::ForeignPeering {
-                    from: peering.from.clone(),
-                    instance: raw.environment.clone(),
-                },
-            );
-        } else if peering.from == peering.to {
-            problems.push(key("to"), ProblemKind::SelfPeering);
-        } else if let Some(networks) = environments.networks(&peering.to) {
-            peerings.push(Peering {
-                from: peering.from.clone(),
-                to: peering.to.clone(),
-                to_networks: networks.to_vec(),
-            });
-        }
-    }
-    peerings
-}
-
 /// `[admin] listen`: private by construction, never on a public or wildcard address.
 pub(super) fn validate_admin(raw: &RawConfig, problems: &mut Problems) -> Option<SocketAddr> {
     let admin = raw.admin.as_ref()?;
@@ -407,26 +232,6 @@ pub(super) fn validate_admin(raw: &RawConfig, problems: &mut Problems) -> Option
         problems.push("admin.listen", ProblemKind::PublicAdmin(addr));
     }
     Some(addr)
-}
-
-/// `access.deny_clients`: any CIDR, public ones included.
-pub(super) fn validate_denied(raw: &RawConfig, problems: &mut Problems) -> Vec<IpNet> {
-    raw.access
-        .deny_clients
-        .iter()
-        .enumerate()
-        .filter_map(|(i, value)| {
-            value
-                .parse::<IpNet>()
-                .map_err(|_| {
-                    problems.push(
-                        format!("access.deny_clients[{i}]"),
-                        ProblemKind::Network(value.clone()),
-                    )
-                })
-                .ok()
-        })
-        .collect()
 }
 
 /// RFC 6797 6.1: `max-age` is required; `includeSubDomains` and `preload` are flags.

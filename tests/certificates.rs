@@ -71,11 +71,13 @@ async fn sighup_reloads_the_running_binary() {
         &format!("https = \"127.0.0.1:{port}\""),
     );
     std::fs::write(&file, &toml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["run", "-c", file.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = support::Spawned(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "-c", file.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + WAIT;
     while tokio::net::TcpStream::connect(addr).await.is_err() {
@@ -88,7 +90,7 @@ async fn sighup_reloads_the_running_binary() {
         + "[[routes]]\nhost = \"localhost\"\npath_prefix = \"/added\"\nrespond = { status = 200, body = \"after hup\" }\n";
     std::fs::write(&file, grown).unwrap();
     Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &child.0.id().to_string()])
         .status()
         .unwrap();
     let deadline = Instant::now() + WAIT;
@@ -109,8 +111,8 @@ async fn sighup_reloads_the_running_binary() {
         "an open connection was dropped"
     );
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }

@@ -136,24 +136,26 @@ async fn run_serves_and_exits_zero_on_sigterm() {
     let setup = Setup::new().await;
     let file = setup.pki.dir.path().join("run.toml");
     std::fs::write(&file, setup.toml("[server]\nworkers = 1\n")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["run", "-c", file.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = support::Spawned(
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["run", "-c", file.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let listening = std::thread::spawn(move || {
         BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
             .any(|line| line.contains("listening"))
     });
-    assert!(listening.join().unwrap() || child.try_wait().unwrap().is_none());
+    assert!(listening.join().unwrap() || child.0.try_wait().unwrap().is_none());
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM must end the proxy cleanly");
 }

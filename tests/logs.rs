@@ -66,6 +66,14 @@ struct Proxy {
     stdout_path: std::path::PathBuf,
 }
 
+/// A failed assertion must not leave the proxy running.
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Proxy {
     fn start(setup: &Setup, extra: &str) -> Self {
         let dir = setup.pki.dir.path();

@@ -36,6 +36,16 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
+/// A child process killed when dropped, so that a failed assertion leaves nothing running.
+pub struct Spawned(pub std::process::Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Upper bound for any single network wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -71,6 +71,7 @@ fn describe_exposure(config: &Config, out: &mut String) {
     let sockets = [
         ("http", config.listen.http),
         ("https", Some(config.listen.https)),
+        ("admin", config.admin),
     ];
     for (name, addr) in sockets {
         if let Some(addr) = addr {

@@ -1,14 +1,16 @@
 //! Portcullis: an HTTPS edge reverse proxy that enforces a security policy by construction.
 //!
 //! ```text
-//!            ┌ plain HTTP listener ─▶ redirect (301 to https, routed hosts only)
-//! client ────┤
-//!            └ TLS listener ─▶ rustls (SNI, ALPN) ─▶ hyper h1/h2
-//!                 ─▶ HSTS ─▶ error responses ─▶ routing ─▶ proxy ─▶ upstream pool
-//!                                                                 (private networks only)
+//!            ┌ plain HTTP listener ─▶ access log ─▶ redirect (301 to https, routed hosts only)
+//! client ──(refused networks closed at accept)
+//!            └ TLS listener ─▶ rustls (SNI picks certificate and client-certificate policy)
+//!                 ─▶ hyper h1/h2 ─▶ access log ─▶ HSTS ─▶ error responses ─▶ routing
+//!                 ─▶ gateway (internal routes) ─▶ proxy ─▶ upstream pool (private networks only)
+//!
+//! beside them: the admin listener (health, metrics, reload), the ACME task, the log writer
 //! ```
 //!
-//! [`start`] binds both listeners and serves until [`Running::shutdown`]; `main.rs`, the tests
+//! [`start`] binds the listeners and serves until [`Running::shutdown`]; `main.rs`, the tests
 //! and the benches all go through it.
 #![forbid(unsafe_code)]
 

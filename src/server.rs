@@ -145,20 +145,7 @@ impl Server {
         let Some(certificate) = generation.app.certs.names_for(session.server_name()) else {
             return;
         };
-        let tls_version = match session.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
-            _ => "1.2",
-        };
-        let conn = Arc::new(ConnectionInfo {
-            client_ip: peer.ip().to_canonical(),
-            forwarded_for: forwarded_for(peer.ip()),
-            certificate,
-            tls_version,
-            sni: session
-                .server_name()
-                .map(|s| Arc::from(s.to_ascii_lowercase())),
-            client: ClientIdentity::from_session(session),
-        });
+        let conn = Arc::new(connection_info(peer, session, certificate));
         let service = TowerToHyperService::new(https_service(&generation.app, conn));
         let io = TokioIo::new(tls);
         let idle = limits.idle_timeout;
@@ -219,6 +206,27 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// What the request path needs to know about a finished handshake.
+fn connection_info(
+    peer: SocketAddr,
+    session: &rustls::ServerConnection,
+    certificate: Arc<[crate::routing::HostPattern]>,
+) -> ConnectionInfo {
+    ConnectionInfo {
+        client_ip: peer.ip().to_canonical(),
+        forwarded_for: forwarded_for(peer.ip()),
+        certificate,
+        tls_version: match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+            _ => "1.2",
+        },
+        sni: session
+            .server_name()
+            .map(|s| Arc::from(s.to_ascii_lowercase())),
+        client: ClientIdentity::from_session(session),
     }
 }
 

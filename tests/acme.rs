@@ -18,8 +18,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use support::{Pki, Setup, config_from, require_tool, start_toml, tls_connect};
@@ -119,26 +117,16 @@ impl Pebble {
 
     /// Pebble's issuing root, from its management interface.
     async fn root(&self, pki: &Pki) -> CertificateDer<'static> {
-        let tls = tls_connect(self.management, "127.0.0.1", pki.client(&[b"http/1.1"]))
+        let mut sender = support::h1_with(self.management, "127.0.0.1", pki.client(&[b"http/1.1"]))
             .await
             .unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
+        let request = support::request("GET", "127.0.0.1", "/roots/0")
+            .body(Default::default())
             .unwrap();
-        tokio::spawn(conn);
-        let request = http::Request::get("/roots/0")
-            .header("host", "127.0.0.1")
-            .body(Empty::<bytes::Bytes>::new())
-            .unwrap();
-        let body = sender
-            .send_request(request)
+        let body = support::collect(sender.send_request(request).await.unwrap())
             .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap();
-        CertificateDer::from_pem_slice(&body.to_bytes()).unwrap()
+            .body;
+        CertificateDer::from_pem_slice(&body).unwrap()
     }
 }
 
@@ -207,16 +195,11 @@ async fn issues_with_tls_alpn_01_then_serves_from_cache() {
     let san = parsed.subject_alternative_name().unwrap().unwrap();
     assert!(format!("{:?}", san.value).contains("acme.test"), "{san:?}");
 
-    let tls = tls_connect(proxy.https_addr, "acme.test", client.clone())
+    let mut sender = support::h1_with(proxy.https_addr, "acme.test", client.clone())
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = http::Request::get("/through-acme")
-        .header("host", "acme.test")
-        .body(Empty::<bytes::Bytes>::new())
+    let request = support::request("GET", "acme.test", "/through-acme")
+        .body(Default::default())
         .unwrap();
     assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
     assert!(setup.app.targets().contains(&"/through-acme".to_owned()));

@@ -11,14 +11,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use support::Setup;
-
-fn portcullis(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use support::{Setup, portcullis};
 
 #[tokio::test]
 async fn check_describes_a_valid_config() {

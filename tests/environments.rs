@@ -142,16 +142,7 @@ fn check_prints_the_exposure() {
     let setup = runtime.block_on(Setup::new());
     let file = setup.pki.dir.path().join("exposure.toml");
     std::fs::write(&file, segregated(&setup, "")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "-c", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = support::portcullis_ok(&["check", "-c", file.to_str().unwrap()]);
     assert!(stdout.contains("exposure:"), "{stdout}");
     assert!(stdout.contains("socket https 127.0.0.1:0"), "{stdout}");
     assert!(stdout.contains("loopback: this machine only"), "{stdout}");

@@ -153,20 +153,6 @@ fn client(setup: &Setup, identity: Option<Identity>) -> Arc<rustls::ClientConfig
     Arc::new(config)
 }
 
-/// An h1 client on `host` with an optional identity; `None` when the handshake fails.
-async fn connect(
-    addr: std::net::SocketAddr,
-    host: &str,
-    config: Arc<rustls::ClientConfig>,
-) -> Option<support::H1> {
-    let tls = tls_connect(addr, host, config).await.ok()?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .ok()?;
-    tokio::spawn(conn);
-    Some(sender)
-}
-
 async fn get(
     sender: &mut support::H1,
     host: &str,
@@ -193,7 +179,7 @@ async fn identities_grants_and_certificate_failures() {
     let addr = proxy.https_addr;
     let tools = "tools.corp.test";
 
-    let mut alice = connect(
+    let mut alice = support::h1_with(
         addr,
         tools,
         client(&setup, Some(employees.valid("alice", 1))),
@@ -215,7 +201,7 @@ async fn identities_grants_and_certificate_failures() {
     assert_eq!(seen(&answer.text(), "x-portcullis-user"), ["alice"]);
     assert!(seen(&answer.text(), "x-forwarded-client-cert").is_empty());
 
-    let mut bob = connect(addr, tools, client(&setup, Some(employees.valid("bob", 2))))
+    let mut bob = support::h1_with(addr, tools, client(&setup, Some(employees.valid("bob", 2))))
         .await
         .unwrap();
     assert_eq!(
@@ -224,7 +210,7 @@ async fn identities_grants_and_certificate_failures() {
         "group grant"
     );
     for (name, serial) in [("carol", 3), ("mallory", 4)] {
-        let mut other = connect(
+        let mut other = support::h1_with(
             addr,
             tools,
             client(&setup, Some(employees.valid(name, serial))),
@@ -252,7 +238,7 @@ async fn identities_grants_and_certificate_failures() {
         ("revoked", Some(employees.valid("bob", 666))),
     ];
     for (what, identity) in refused {
-        let connected = connect(addr, tools, client(&setup, identity)).await;
+        let connected = support::h1_with(addr, tools, client(&setup, identity)).await;
         let served = match connected {
             Some(mut sender) => get(&mut sender, tools, "/", &[])
                 .await
@@ -266,7 +252,9 @@ async fn identities_grants_and_certificate_failures() {
     }
 
     let mixed = "mixed.corp.test";
-    let mut anonymous = connect(addr, mixed, client(&setup, None)).await.unwrap();
+    let mut anonymous = support::h1_with(addr, mixed, client(&setup, None))
+        .await
+        .unwrap();
     assert_eq!(
         get(&mut anonymous, mixed, "/", &[]).await.unwrap().status,
         200
@@ -278,7 +266,7 @@ async fn identities_grants_and_certificate_failures() {
             .status,
         403
     );
-    let mut alice_mixed = connect(
+    let mut alice_mixed = support::h1_with(
         addr,
         mixed,
         client(&setup, Some(employees.valid("alice", 7))),
@@ -293,7 +281,7 @@ async fn identities_grants_and_certificate_failures() {
         200
     );
 
-    let mut public = connect(addr, "www.corp.test", client(&setup, None))
+    let mut public = support::h1_with(addr, "www.corp.test", client(&setup, None))
         .await
         .unwrap();
     assert_eq!(
@@ -303,7 +291,11 @@ async fn identities_grants_and_certificate_failures() {
     );
 
     let resuming = client(&setup, Some(employees.valid("alice", 8)));
-    drop(connect(addr, tools, resuming.clone()).await.unwrap());
+    drop(
+        support::h1_with(addr, tools, resuming.clone())
+            .await
+            .unwrap(),
+    );
     for host in [tools, mixed] {
         let again = tls_connect(addr, host, resuming.clone()).await.unwrap();
         assert_eq!(
@@ -338,23 +330,10 @@ async fn identities_grants_and_certificate_failures() {
 
     let file = setup.pki.dir.path().join("gateway.toml");
     std::fs::write(&file, setup.toml(&gateway_toml(&setup, &employees, 666))).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "access-report",
-            "-c",
-            file.to_str().unwrap(),
-            "--since",
-            "1d",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let file_arg = file.to_str().unwrap();
+    let json =
+        support::portcullis_ok(&["access-report", "-c", file_arg, "--since", "1d", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(
         report["users"]["alice"]["requests"].as_u64().unwrap() >= 2,
         "{report:#}"
@@ -377,11 +356,7 @@ async fn identities_grants_and_certificate_failures() {
             .contains(&"mfa.corp.test/: alice".into()),
         "{report:#}"
     );
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["check", "-c", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let check = String::from_utf8_lossy(&check.stdout);
+    let check = support::portcullis_ok(&["check", "-c", file_arg]);
     assert!(
         check.contains("internal tools.corp.test/: client certificate; allowed: alice, group:ops"),
         "{check}"
@@ -390,17 +365,7 @@ async fn identities_grants_and_certificate_failures() {
         check.contains("internal mfa.corp.test/: client certificate + TOTP; allowed: alice"),
         "{check}"
     );
-    let table = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args([
-            "access-report",
-            "-c",
-            file.to_str().unwrap(),
-            "--since",
-            "1d",
-        ])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&table.stdout);
+    let table = support::portcullis_ok(&["access-report", "-c", file_arg, "--since", "1d"]);
     assert!(
         table.contains("candidates for revocation") && table.contains("dave"),
         "{table}"
@@ -414,7 +379,7 @@ async fn second_factor_form_session_and_replay() {
     let proxy = start_toml(&setup.toml(&gateway_toml(&setup, &employees, 666))).await;
     let host = "mfa.corp.test";
     let config = client(&setup, Some(employees.valid("alice", 1)));
-    let mut alice = connect(proxy.https_addr, host, config.clone())
+    let mut alice = support::h1_with(proxy.https_addr, host, config.clone())
         .await
         .unwrap();
     let form = get(&mut alice, host, "/tool", &[]).await.unwrap();
@@ -433,7 +398,7 @@ async fn second_factor_form_session_and_replay() {
     let wrong = support::collect(alice.send_request(post("000000".into())).await.unwrap()).await;
     assert_eq!(wrong.status, 403);
     let code = employees.code(0);
-    let mut fresh = connect(proxy.https_addr, host, config.clone())
+    let mut fresh = support::h1_with(proxy.https_addr, host, config.clone())
         .await
         .unwrap();
     let passed = support::collect(fresh.send_request(post(code.clone())).await.unwrap()).await;
@@ -447,13 +412,15 @@ async fn second_factor_form_session_and_replay() {
     );
     let session = cookie.split(';').next().unwrap().to_owned();
 
-    let mut replay = connect(proxy.https_addr, host, config.clone())
+    let mut replay = support::h1_with(proxy.https_addr, host, config.clone())
         .await
         .unwrap();
     let replayed = support::collect(replay.send_request(post(code)).await.unwrap()).await;
     assert_eq!(replayed.status, 403, "a replayed code was accepted");
 
-    let mut with_session = connect(proxy.https_addr, host, config).await.unwrap();
+    let mut with_session = support::h1_with(proxy.https_addr, host, config)
+        .await
+        .unwrap();
     let cookies = format!("{session}; theme=dark");
     let through = get(&mut with_session, host, "/tool", &[("cookie", &cookies)])
         .await
@@ -465,7 +432,7 @@ async fn second_factor_form_session_and_replay() {
         "the session cookie reached the upstream"
     );
 
-    let mut bob = connect(
+    let mut bob = support::h1_with(
         proxy.https_addr,
         host,
         client(&setup, Some(employees.valid("alice", 9))),

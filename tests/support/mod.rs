@@ -36,6 +36,26 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
+/// Runs the `portcullis` binary to completion.
+pub fn portcullis(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs the `portcullis` binary, asserts that it succeeded, and returns its stdout.
+pub fn portcullis_ok(args: &[&str]) -> String {
+    let out = portcullis(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "portcullis {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A child process killed when dropped, so that a failed assertion leaves nothing running.
 pub struct Spawned(pub std::process::Child);
 
@@ -307,6 +327,17 @@ pub type H1 = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 pub type H2 = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
 
 /// An HTTP/1.1 client over TLS.
+/// An HTTP/1.1 client over TLS with the caller's rustls config (client certificates, other
+/// roots); `None` when the handshake fails.
+pub async fn h1_with(addr: SocketAddr, sni: &str, client: Arc<rustls::ClientConfig>) -> Option<H1> {
+    let tls = tls_connect(addr, sni, client).await.ok()?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .ok()?;
+    tokio::spawn(conn.with_upgrades());
+    Some(sender)
+}
+
 pub async fn h1(addr: SocketAddr, sni: &str, pki: &Pki) -> H1 {
     h1_from(None, addr, sni, pki).await
 }

@@ -41,7 +41,7 @@ fn headers(c: &mut Criterion) {
         b.iter_batched(
             browser_request,
             |mut h| {
-                rewrite_request(&mut h, Version::HTTP_11, &authority, &client, None);
+                rewrite_request(&mut h, Version::HTTP_11, &authority, &client, None, None);
                 black_box(h)
             },
             BatchSize::SmallInput,

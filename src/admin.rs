@@ -101,7 +101,7 @@ impl Admin {
             _ => "other",
         };
         tracing::info!(%method, path, status = status.as_u16(), "admin request");
-        self.audit.record(&AuditRecord::Admin {
+        self.audit.record(AuditRecord::Admin {
             ts: now(),
             method: method.to_string(),
             path: path.to_owned(),

@@ -1,11 +1,15 @@
 //! The state every request shares (compiled routes, certificates, limits) and what the proxy
 //! knows about one client connection.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
+use tokio_util::sync::CancellationToken;
 
 use crate::access_log::AccessLog;
 use crate::acme::Acme;
@@ -14,16 +18,30 @@ use crate::config::{Config, Limits, RouteAccess, RouteAction};
 use crate::gateway::{ClientIdentity, Gateway, MfaState};
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
-use crate::routing::HostPattern;
-use crate::routing::RouteTable;
+use crate::routing::{HostPattern, RESERVED_PREFIX, RouteTable};
 use crate::tls::{CertStore, SniResolver};
 use crate::upstream::Upstream;
+
+/// The app of the configuration in service. A reload swaps it; every request loads it when it
+/// arrives, so a removed grant or a revoked certificate counts from the next request on, also on
+/// connections opened before the reload.
+pub type LiveApp = Arc<ArcSwap<App>>;
+
+/// Numbers the apps built by this process, so that a connection can tell which one last
+/// checked its client certificate.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Shared, read-only state built once from a validated [`Config`].
 #[derive(Debug)]
 pub struct App {
+    /// Unique per app built; see [`ConnectionInfo::client_trusted`].
+    pub generation: u64,
     /// Host and prefix -> route.
     pub routes: RouteTable<Arc<Route>>,
+    /// Routes by name, for the gateway's own endpoints (the MFA form names its route).
+    pub routes_by_name: HashMap<Arc<str>, Arc<Route>>,
+    /// What requests under `/.portcullis/` are routed to, on every host.
+    pub reserved: Arc<Route>,
     /// The certificates in service.
     pub certs: Arc<SniResolver>,
     /// The `Strict-Transport-Security` value.
@@ -47,6 +65,10 @@ pub struct App {
 pub struct Route {
     /// `host` + `path_prefix`, for logs: never the raw Host a client sent.
     pub name: Arc<str>,
+    /// The hosts it serves.
+    pub host: HostPattern,
+    /// Its path prefix.
+    pub prefix: String,
     /// What it does.
     pub action: Action,
     /// For internal routes: who may pass.
@@ -90,6 +112,9 @@ pub enum Action {
         /// The body.
         body: Bytes,
     },
+    /// The proxy's own endpoints under [`RESERVED_PREFIX`], answered by the gateway and never
+    /// forwarded, whatever the routes say.
+    Reserved,
 }
 
 impl Route {
@@ -97,7 +122,7 @@ impl Route {
     pub fn upstream_name(&self) -> Option<&str> {
         match &self.action {
             Action::Forward { name, .. } => Some(name),
-            Action::Respond { .. } => None,
+            Action::Respond { .. } | Action::Reserved => None,
         }
     }
 }
@@ -105,13 +130,20 @@ impl Route {
 impl App {
     /// Compiles routes and builds upstream pools. `bound_https_port` is used for redirects when
     /// the config does not name a public port.
-    pub fn new(config: &Config, bound_https_port: u16, shared: &Shared) -> Self {
+    pub fn new(
+        config: &Config,
+        bound_https_port: u16,
+        shared: &Shared,
+    ) -> Result<Self, rustls::Error> {
         let upstreams: std::collections::BTreeMap<&str, Arc<Upstream>> = config
             .upstreams
             .iter()
             .map(|(name, u)| (name.as_str(), Arc::new(Upstream::new(u, &config.limits))))
             .collect();
-        let routes = RouteTable::new(config.routes.iter().filter_map(|route| {
+        let compiled: Vec<_> = config
+            .routes
+            .iter()
+            .filter_map(|route| {
             let action = match &route.action {
                 RouteAction::Forward(name) => Action::Forward {
                     upstream: upstreams.get(name.as_str())?.clone(),
@@ -124,25 +156,43 @@ impl App {
             };
             let target = Arc::new(Route {
                 name: route.name().into(),
+                host: route.host.clone(),
+                prefix: route.path_prefix.clone(),
                 action,
                 access: route.access.clone(),
                 max_body_bytes: route.max_body_bytes,
             });
-            Some((route.host.clone(), route.path_prefix.clone(), target))
-        }));
-        let gateway = config.gateway.clone().map(|settings| {
-            Arc::new(Gateway {
-                settings,
-                mfa: shared.mfa.clone(),
-                audit: shared.audit.clone(),
+                Some((route.host.clone(), route.path_prefix.clone(), target))
             })
-        });
-        Self {
+            .collect();
+        let routes_by_name = compiled
+            .iter()
+            .map(|(_, _, route)| (route.name.clone(), route.clone()))
+            .collect();
+        let gateway = match config.gateway.clone() {
+            Some(settings) => Some(Arc::new(Gateway::new(
+                settings,
+                shared.mfa.clone(),
+                shared.audit.clone(),
+            )?)),
+            None => None,
+        };
+        Ok(Self {
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            routes: RouteTable::new(compiled),
+            routes_by_name,
+            reserved: Arc::new(Route {
+                name: RESERVED_PREFIX.into(),
+                host: HostPattern::Exact(String::new()),
+                prefix: RESERVED_PREFIX.to_owned(),
+                action: Action::Reserved,
+                access: None,
+                max_body_bytes: 0,
+            }),
             gateway,
             refused_clients: ClientFilter::new(config.refused_clients.clone()),
             access_log: shared.access_log.clone(),
             metrics: shared.metrics.clone(),
-            routes,
             certs: Arc::new(SniResolver::new(
                 CertStore::new(config.certificates.clone()),
                 shared.acme.clone(),
@@ -150,7 +200,7 @@ impl App {
             hsts: config.hsts.clone(),
             limits: config.limits,
             public_https_port: config.listen.public_https_port.unwrap_or(bound_https_port),
-        }
+        })
     }
 }
 
@@ -170,4 +220,29 @@ pub struct ConnectionInfo {
     pub sni: Option<Arc<str>>,
     /// The employee, when a client certificate was presented and verified.
     pub client: Option<ClientIdentity>,
+    /// The app generation that last found `client` trustworthy.
+    pub trusted_under: AtomicU64,
+    /// Cancelled when a reload no longer trusts `client`: the connection is cut.
+    pub revoked: CancellationToken,
+}
+
+impl ConnectionInfo {
+    /// True while `app` still trusts this connection's client certificate (always, without
+    /// one). The certificate is checked again once per reload, against the new CRLs and roots;
+    /// when it fails, the connection is marked for closing.
+    pub fn client_trusted(&self, app: &App) -> bool {
+        let (Some(client), Some(gateway)) = (&self.client, &app.gateway) else {
+            return true;
+        };
+        if self.trusted_under.load(Ordering::Relaxed) == app.generation {
+            return true;
+        }
+        if gateway.trusts(client) {
+            self.trusted_under.store(app.generation, Ordering::Relaxed);
+            true
+        } else {
+            self.revoked.cancel();
+            false
+        }
+    }
 }

@@ -2,14 +2,21 @@
 //! request, one JSON line each in `audit-YYYY-MM-DD.jsonl` beside the access log, under the same
 //! retention. Employees' identities belong here and only here.
 //!
-//! Written synchronously: internal traffic is light, and an audit line must not be lost to a
-//! full queue.
+//! Requests never wait for it: lines go through an unbounded channel to a writer thread. What
+//! matters (allowed requests, second-factor outcomes, lockouts, config and admin changes) is
+//! written line by line and never dropped; each such line stands for work an attacker cannot
+//! repeat cheaply (a granted certificate, a guess the lockout counts). Denials are noise anyone
+//! can make, so they are aggregated: one [`AuditRecord::Denied`] line per route, user, reason
+//! and minute, with a count.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -20,11 +27,11 @@ use crate::logging::Throttle;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum AuditRecord {
-    /// A decision on an internal route.
+    /// A decision on an internal route that admitted someone or judged a second factor.
     Access {
         /// RFC 3339 UTC.
         ts: String,
-        /// The certificate's user, `-` without one.
+        /// The certificate's user.
         user: String,
         /// The route's name.
         route: String,
@@ -32,10 +39,23 @@ pub enum AuditRecord {
         method: String,
         /// Masked path, no query.
         path: String,
-        /// `allowed`, `denied`, `mfa_passed` or `mfa_failed`.
+        /// `allowed`, `mfa_passed`, `mfa_failed` or `mfa_locked`.
         decision: String,
         /// Why.
         reason: String,
+    },
+    /// Requests refused on an internal route within one minute, for one user and reason.
+    Denied {
+        /// The first refusal of the minute, RFC 3339 UTC.
+        ts: String,
+        /// The certificate's user, `-` without one.
+        user: String,
+        /// The route's name.
+        route: String,
+        /// Why.
+        reason: String,
+        /// How many.
+        count: u64,
     },
     /// A configuration load or reload.
     Config {
@@ -68,53 +88,184 @@ pub fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-/// Appends audit lines to the day's file.
+enum Message {
+    Record(AuditRecord),
+    Denied {
+        route: String,
+        user: String,
+        reason: &'static str,
+    },
+    Close,
+}
+
+/// The audit trail's front: cheap, non-blocking sends to the writer thread.
 #[derive(Debug)]
 pub struct Audit {
-    dir: Option<PathBuf>,
-    file: Mutex<Option<(String, File)>>,
-    errors: Throttle,
+    sender: Option<Sender<Message>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Audit {
     /// An audit trail in `dir` (none: lines are dropped, as in tests without logs).
-    pub fn new(dir: Option<PathBuf>) -> Self {
-        Self {
-            dir,
-            file: Mutex::new(None),
-            errors: Throttle::new(Duration::from_secs(60)),
+    pub fn new(dir: Option<PathBuf>) -> std::io::Result<Self> {
+        let Some(dir) = dir else {
+            return Ok(Self {
+                sender: None,
+                writer: Mutex::new(None),
+            });
+        };
+        let (sender, receiver) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("portcullis-audit".into())
+            .spawn(move || Writer::new(dir).run(&receiver))?;
+        Ok(Self {
+            sender: Some(sender),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn send(&self, message: Message) {
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(message);
         }
     }
 
-    /// Writes one line; a failure is an operational error, never a crash.
-    pub fn record(&self, record: &AuditRecord) {
-        let Some(dir) = &self.dir else { return };
+    /// Queues one line.
+    pub fn record(&self, record: AuditRecord) {
+        self.send(Message::Record(record));
+    }
+
+    /// Counts one refusal on `route` into the minute's [`AuditRecord::Denied`] line.
+    pub fn deny(&self, route: &str, user: &str, reason: &'static str) {
+        self.send(Message::Denied {
+            route: route.to_owned(),
+            user: user.to_owned(),
+            reason,
+        });
+    }
+
+    /// Writes everything queued, the open minute's denials included, and stops the writer.
+    pub fn close(&self) {
+        self.send(Message::Close);
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+type DenialKey = (String, String, &'static str);
+
+struct Writer {
+    dir: PathBuf,
+    file: Option<(String, BufWriter<File>)>,
+    errors: Throttle,
+    denials: BTreeMap<DenialKey, (String, u64)>,
+    minute: u64,
+}
+
+impl Writer {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            file: None,
+            errors: Throttle::new(Duration::from_secs(60)),
+            denials: BTreeMap::new(),
+            minute: current_minute(),
+        }
+    }
+
+    fn run(mut self, receiver: &Receiver<Message>) {
+        loop {
+            let first = receiver.recv_timeout(Duration::from_secs(1));
+            if current_minute() != self.minute {
+                self.flush_denials();
+                self.minute = current_minute();
+            }
+            let mut next = match first {
+                Ok(message) => Some(message),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => Some(Message::Close),
+            };
+            // Whatever else is queued goes out in the same batch, then one flush.
+            while let Some(message) = next {
+                match message {
+                    Message::Record(record) => self.write(&record),
+                    Message::Denied {
+                        route,
+                        user,
+                        reason,
+                    } => {
+                        self.denials
+                            .entry((route, user, reason))
+                            .or_insert_with(|| (now(), 0))
+                            .1 += 1;
+                    }
+                    Message::Close => {
+                        self.flush_denials();
+                        self.flush();
+                        return;
+                    }
+                }
+                next = receiver.try_recv().ok();
+            }
+            self.flush();
+        }
+    }
+
+    fn flush_denials(&mut self) {
+        for ((route, user, reason), (ts, count)) in std::mem::take(&mut self.denials) {
+            self.write(&AuditRecord::Denied {
+                ts,
+                user,
+                route,
+                reason: reason.to_owned(),
+                count,
+            });
+        }
+    }
+
+    fn write(&mut self, record: &AuditRecord) {
         let Ok(mut line) = serde_json::to_vec(record) else {
             return;
         };
         line.push(b'\n');
         let date = utc_date(SystemTime::now());
-        let Ok(mut guard) = self.file.lock() else {
-            return;
-        };
-        if guard.as_ref().is_none_or(|(d, _)| *d != date) {
-            let path = dir.join(format!("audit-{date}.jsonl"));
-            *guard = std::fs::create_dir_all(dir)
+        if self.file.as_ref().is_none_or(|(d, _)| *d != date) {
+            self.flush();
+            let path = self.dir.join(format!("audit-{date}.jsonl"));
+            let errors = &self.errors;
+            self.file = std::fs::create_dir_all(&self.dir)
                 .and_then(|()| OpenOptions::new().create(true).append(true).open(path))
-                .map(|file| (date, file))
+                .map(|file| (date, BufWriter::new(file)))
                 .map_err(|e| {
-                    self.errors.warn(
+                    errors.warn(
                         |n| tracing::error!(error = %e, repeated = n, "cannot open audit file"),
                     )
                 })
                 .ok();
         }
-        if let Some((_, file)) = guard.as_mut()
+        if let Some((_, file)) = self.file.as_mut()
             && let Err(e) = file.write_all(&line)
         {
             self.errors
                 .warn(|n| tracing::error!(error = %e, repeated = n, "cannot write audit line"));
-            *guard = None;
+            self.file = None;
         }
     }
+
+    fn flush(&mut self) {
+        if let Some((_, file)) = self.file.as_mut()
+            && let Err(e) = file.flush()
+        {
+            self.errors
+                .warn(|n| tracing::error!(error = %e, repeated = n, "cannot write audit line"));
+            self.file = None;
+        }
+    }
+}
+
+fn current_minute() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
 }

@@ -15,7 +15,7 @@ mod validate;
 pub use acme::{AcmeSettings, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
-pub use gateway::{GatewaySettings, Grant, RouteAccess, User};
+pub use gateway::{GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -2,7 +2,8 @@
 //! optionally a current TOTP code once per session; every decision goes to the audit trail.
 //!
 //! Sits after routing (it needs the route's grants) and before the proxy; public routes pass
-//! through untouched.
+//! through untouched. It also answers the proxy's own endpoints under `/.portcullis/` (the MFA
+//! form's target), which routing hands it on every host and which are never forwarded.
 
 mod mfa;
 
@@ -12,21 +13,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
-use http::{HeaderValue, Response};
+use http::{HeaderValue, Method, Response};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use tower::{Layer, Service};
 
-pub use mfa::{MFA_COOKIE, MFA_PATH, MfaState};
+pub use mfa::{MFA_PATH, MfaState};
 
 use crate::access_log::mask_path;
-use crate::app::ConnectionInfo;
+use crate::app::{Action, ConnectionInfo, Route};
 use crate::audit::{Audit, AuditRecord, now};
 use crate::body::ResponseBody;
-use crate::config::{GatewaySettings, RouteAccess};
+use crate::config::{GatewaySettings, RouteAccess, User};
 use crate::error::ProxyError;
 use crate::proxy::Routed;
-
-/// The header the upstream reads the employee from; any client-sent copy is removed first.
-pub const USER_HEADER: &str = "x-portcullis-user";
 
 /// An employee as their certificate names them.
 #[derive(Debug, Clone)]
@@ -35,12 +35,15 @@ pub struct ClientIdentity {
     pub user: String,
     /// SHA-256 of the certificate, binding MFA sessions to it.
     pub fingerprint: [u8; 32],
+    /// The chain presented, checked again when a reload changes roots or CRLs.
+    pub chain: Arc<[CertificateDer<'static>]>,
 }
 
 impl ClientIdentity {
     /// The verified client certificate's subject CN, if the handshake carried one.
     pub fn from_session(session: &rustls::ServerConnection) -> Option<Self> {
-        let leaf = session.peer_certificates()?.first()?;
+        let presented = session.peer_certificates()?;
+        let leaf = presented.first()?;
         let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
         let user = cert
             .subject()
@@ -51,7 +54,12 @@ impl ClientIdentity {
             .to_owned();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
         let fingerprint = <[u8; 32]>::try_from(digest.as_ref()).ok()?;
-        Some(Self { user, fingerprint })
+        let chain = presented.iter().map(|c| c.clone().into_owned()).collect();
+        Some(Self {
+            user,
+            fingerprint,
+            chain,
+        })
     }
 }
 
@@ -60,23 +68,49 @@ impl ClientIdentity {
 pub struct Gateway {
     /// People and trust settings.
     pub settings: GatewaySettings,
-    /// Session keys and used codes; survive reloads.
+    /// Session keys, used codes and lockouts; survive reloads.
     pub mfa: Arc<MfaState>,
     /// Where decisions go.
     pub audit: Arc<Audit>,
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl Gateway {
+    /// The gateway of one configuration.
+    pub fn new(
+        settings: GatewaySettings,
+        mfa: Arc<MfaState>,
+        audit: Arc<Audit>,
+    ) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            verifier: crate::tls::client_verifier(&settings, false)?,
+            settings,
+            mfa,
+            audit,
+        })
+    }
+
+    /// True when this configuration's roots and revocation lists accept `client`'s chain.
+    pub fn trusts(&self, client: &ClientIdentity) -> bool {
+        let Some((leaf, intermediates)) = client.chain.split_first() else {
+            return false;
+        };
+        self.verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .is_ok()
+    }
 }
 
 /// Applies the gateway to requests of one connection.
 #[derive(Debug, Clone)]
 pub struct GatewayLayer {
-    gateway: Option<Arc<Gateway>>,
     conn: Arc<ConnectionInfo>,
 }
 
 impl GatewayLayer {
-    /// The gateway (if configured) for requests arriving on `conn`.
-    pub fn new(gateway: Option<Arc<Gateway>>, conn: Arc<ConnectionInfo>) -> Self {
-        Self { gateway, conn }
+    /// The gateway of each request's configuration, for requests arriving on `conn`.
+    pub fn new(conn: Arc<ConnectionInfo>) -> Self {
+        Self { conn }
     }
 }
 
@@ -85,7 +119,7 @@ impl<S> Layer<S> for GatewayLayer {
 
     fn layer(&self, inner: S) -> GatewayService<S> {
         GatewayService {
-            layer: self.clone(),
+            conn: self.conn.clone(),
             inner,
         }
     }
@@ -94,7 +128,7 @@ impl<S> Layer<S> for GatewayLayer {
 /// See [`GatewayLayer`].
 #[derive(Debug, Clone)]
 pub struct GatewayService<S> {
-    layer: GatewayLayer,
+    conn: Arc<ConnectionInfo>,
     inner: S,
 }
 
@@ -116,26 +150,18 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut routed: Routed) -> Self::Future {
-        // Identity headers are ours to set: whatever a client sent under these names goes.
-        let headers = routed.request.headers_mut();
-        for name in [
-            USER_HEADER,
-            "x-forwarded-client-cert",
-            "x-client-cert",
-            "x-ssl-client-cert",
-        ] {
-            headers.remove(name);
+    fn call(&mut self, routed: Routed) -> Self::Future {
+        let conn = self.conn.clone();
+        if matches!(routed.route.action, Action::Reserved) {
+            return Either::Right(Box::pin(reserved(conn, routed)));
         }
         let Some(access) = routed.route.access.clone() else {
             return Either::Left(self.inner.call(routed));
         };
-        let (layer, mut inner) = (self.layer.clone(), self.inner.clone());
+        let mut inner = self.inner.clone();
         Either::Right(Box::pin(async move {
-            let Some(gateway) = layer.gateway else {
-                return Err(ProxyError::Forbidden);
-            };
-            match admit(&gateway, &layer.conn, &access, routed).await? {
+            let gateway = routed.app.gateway.clone().ok_or(ProxyError::Forbidden)?;
+            match admit(&gateway, &conn, &access, routed)? {
                 Admission::Forward(routed) => inner.call(*routed).await,
                 Admission::Answer(response) => Ok(response),
             }
@@ -148,83 +174,167 @@ enum Admission {
     Answer(Response<ResponseBody>),
 }
 
-async fn admit(
-    gateway: &Gateway,
-    conn: &ConnectionInfo,
+/// Who is asking for `route`, if they may: a trusted certificate, made for this very host, of a
+/// configured person granted on the route. Refusals are counted into the audit trail.
+fn identify<'a>(
+    gateway: &'a Gateway,
+    conn: &'a ConnectionInfo,
+    routed: &Routed,
+    route: &Route,
     access: &RouteAccess,
-    mut routed: Routed,
-) -> Result<Admission, ProxyError> {
+) -> Result<(&'a ClientIdentity, &'a User), ProxyError> {
     // The connection must have been made for this very host: a certificate that also covers an
     // internal name must not let a public host's connection reach it.
     if conn.sni.as_deref() != Some(routed.host.name.as_str()) {
         return Err(ProxyError::Misdirected);
     }
-    let (route, method) = (
-        routed.route.name.to_string(),
-        routed.request.method().to_string(),
-    );
-    let path = mask_path(routed.request.uri().path());
-    let decide = |decision: &str, user: &str, reason: &str| {
-        gateway.audit.record(&AuditRecord::Access {
-            ts: now(),
-            user: user.to_owned(),
-            route: route.clone(),
-            method: method.clone(),
-            path: path.clone(),
-            decision: decision.to_owned(),
-            reason: reason.to_owned(),
-        });
+    let deny = |user: &str, reason: &'static str| {
+        gateway.audit.deny(&route.name, user, reason);
+        ProxyError::Forbidden
     };
     let Some(client) = &conn.client else {
-        decide("denied", "-", "no client certificate");
-        return Err(ProxyError::Forbidden);
+        return Err(deny("-", "no client certificate"));
     };
+    if !conn.client_trusted(&routed.app) {
+        return Err(deny(&client.user, "certificate no longer trusted"));
+    }
     let Some(user) = gateway.settings.users.get(&client.user) else {
-        decide("denied", &client.user, "not a configured user");
-        return Err(ProxyError::Forbidden);
+        return Err(deny(&client.user, "not a configured user"));
     };
     if !access
         .allow
         .iter()
         .any(|g| g.admits(&client.user, &user.groups))
     {
-        decide("denied", &client.user, "not granted on this route");
-        return Err(ProxyError::Forbidden);
+        return Err(deny(&client.user, "not granted on this route"));
     }
-    if access.mfa {
-        let totp = user.totp.as_deref().ok_or(ProxyError::Forbidden)?;
+    Ok((client, user))
+}
+
+fn audit_access(
+    gateway: &Gateway,
+    routed: &Routed,
+    route: &Route,
+    user: &str,
+    (decision, reason): (&str, &str),
+) {
+    gateway.audit.record(AuditRecord::Access {
+        ts: now(),
+        user: user.to_owned(),
+        route: route.name.to_string(),
+        method: routed.request.method().to_string(),
+        path: mask_path(routed.request.uri().path()),
+        decision: decision.to_owned(),
+        reason: reason.to_owned(),
+    });
+}
+
+fn admit(
+    gateway: &Gateway,
+    conn: &ConnectionInfo,
+    access: &RouteAccess,
+    mut routed: Routed,
+) -> Result<Admission, ProxyError> {
+    let route = routed.route.clone();
+    let (client, _) = identify(gateway, conn, &routed, &route, access)?;
+    if access.mfa
+        && !gateway
+            .mfa
+            .has_session(routed.request.headers(), client, &routed.host.name, &route)
+    {
+        return Ok(Admission::Answer(mfa::form(
+            http::StatusCode::UNAUTHORIZED,
+            &route,
+            routed.request.uri().path(),
+            "",
+        )));
+    }
+    let reason = if access.mfa {
+        "certificate and second factor"
+    } else {
+        "certificate"
+    };
+    audit_access(gateway, &routed, &route, &client.user, ("allowed", reason));
+    routed.user = HeaderValue::from_str(&client.user).ok();
+    Ok(Admission::Forward(Box::new(routed)))
+}
+
+/// The proxy's own endpoints: today only the MFA form's target. Everything else under
+/// `/.portcullis/` is 404, and nothing here is ever forwarded.
+async fn reserved(
+    conn: Arc<ConnectionInfo>,
+    mut routed: Routed,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if routed.request.uri().path() != MFA_PATH || routed.request.method() != Method::POST {
+        return Err(ProxyError::NoRoute);
+    }
+    let gateway = routed.app.gateway.clone().ok_or(ProxyError::NoRoute)?;
+    let form = mfa::read_form(&mut routed.request).await;
+    // The form names its route; it must be an MFA route serving this host.
+    let route = routed
+        .app
+        .routes_by_name
+        .get(form.route.as_str())
+        .filter(|route| route.host.matches(&routed.host.name))
+        .cloned()
+        .ok_or(ProxyError::NoRoute)?;
+    let access = match &route.access {
+        Some(access) if access.mfa => access.clone(),
+        _ => return Err(ProxyError::NoRoute),
+    };
+    let (client, user) = identify(&gateway, &conn, &routed, &route, &access)?;
+    let totp = user.totp.as_deref().ok_or(ProxyError::Forbidden)?;
+    let back = mfa::return_path(&form.back, |path| {
+        routed
+            .app
+            .routes
+            .resolve_guarded(&routed.host.name, path, |r| r.access.is_some())
+            .ok()
+            .flatten()
+            .is_some_and(|r| Arc::ptr_eq(r, &route))
+    })
+    .unwrap_or_else(|| route.prefix.clone());
+    let settings = &gateway.settings;
+    Ok(
         match gateway
             .mfa
-            .check(&mut routed, client, totp, gateway.settings.mfa_session)
-            .await
+            .attempt(&client.user, totp, &form.code, settings.lockout)
         {
-            mfa::Outcome::Session => {}
-            mfa::Outcome::Passed(response) => {
-                decide("mfa_passed", &client.user, "current TOTP code");
-                return Ok(Admission::Answer(response));
-            }
-            mfa::Outcome::Failed(response) => {
-                decide(
-                    "mfa_failed",
-                    &client.user,
-                    "wrong, expired or replayed TOTP code",
+            mfa::Attempt::Passed => {
+                let decision = ("mfa_passed", "current TOTP code");
+                audit_access(&gateway, &routed, &route, &client.user, decision);
+                let cookie = gateway.mfa.session_cookie(
+                    client,
+                    &routed.host.name,
+                    &route,
+                    settings.mfa_session,
                 );
-                return Ok(Admission::Answer(response));
+                mfa::passed(cookie, &back)
             }
-            mfa::Outcome::Form(response) => return Ok(Admission::Answer(response)),
-        }
-    }
-    decide(
-        "allowed",
-        &client.user,
-        if access.mfa {
-            "certificate and second factor"
-        } else {
-            "certificate"
+            mfa::Attempt::Failed { lockout } => {
+                let decision = ("mfa_failed", "wrong, expired or replayed TOTP code");
+                audit_access(&gateway, &routed, &route, &client.user, decision);
+                if let Some((failures, duration)) = lockout {
+                    let reason = format!(
+                        "{failures} wrong TOTP codes in a row; locked for {}s",
+                        duration.as_secs()
+                    );
+                    let decision = ("mfa_locked", reason.as_str());
+                    audit_access(&gateway, &routed, &route, &client.user, decision);
+                }
+                mfa::form(
+                    http::StatusCode::FORBIDDEN,
+                    &route,
+                    &back,
+                    "That code was not accepted.",
+                )
+            }
+            mfa::Attempt::Locked(remaining) => {
+                gateway
+                    .audit
+                    .deny(&route.name, &client.user, "locked out after wrong TOTP codes");
+                mfa::locked(remaining)
+            }
         },
-    );
-    if let Ok(value) = HeaderValue::from_str(&client.user) {
-        routed.request.headers_mut().insert(USER_HEADER, value);
-    }
-    Ok(Admission::Forward(Box::new(routed)))
+    )
 }

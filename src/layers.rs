@@ -24,15 +24,17 @@ pub use error_response::{ErrorResponse, ErrorResponseLayer};
 pub use route::{RouteLayer, RouteService};
 
 use crate::access_log::Listener;
-use crate::app::{App, ConnectionInfo};
+use crate::app::{App, ConnectionInfo, LiveApp};
 use crate::body::ResponseBody;
 use crate::gateway::GatewayLayer;
 use crate::proxy::Proxy;
 use crate::redirect::redirect;
 
-/// The service for one TLS connection.
+/// The service for one TLS connection. Routing and the gateway judge each request by the
+/// configuration in service when it arrives (`live`); the rest keeps the one the connection
+/// started under.
 pub fn https_service(
-    app: &Arc<App>,
+    live: &LiveApp,
     conn: Arc<ConnectionInfo>,
 ) -> impl Service<
     Request<Incoming>,
@@ -42,6 +44,7 @@ pub fn https_service(
 > + Clone
 + Send
 + 'static {
+    let app = live.load();
     ServiceBuilder::new()
         // Outermost: it must see every response, HSTS and the proxy's own errors included, and
         // it logs when the body is done, so the line has the bytes really sent.
@@ -61,10 +64,11 @@ pub fn https_service(
         // Every failure below becomes a response here, so what reaches hyper never fails.
         .layer(ErrorResponseLayer)
         // Host, certificate coverage, path normalisation, route: all before any upstream IO.
-        .layer(RouteLayer::new(app.clone(), conn.clone()))
-        // Internal routes: certificate identity, grants, second factor, audit. After routing,
-        // which names the route's grants; before any upstream IO.
-        .layer(GatewayLayer::new(app.gateway.clone(), conn.clone()))
+        .layer(RouteLayer::new(live.clone(), conn.clone()))
+        // Internal routes and the proxy's own `/.portcullis/` endpoints: certificate identity,
+        // grants, second factor, audit. After routing, which names the route's grants; before
+        // any upstream IO.
+        .layer(GatewayLayer::new(conn.clone()))
         .service(Proxy::new(conn, app.limits.body_read_timeout))
 }
 

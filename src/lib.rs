@@ -60,8 +60,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    /// The access-log writer could not be started.
-    #[error("cannot start the access log: {0}")]
+    /// The access-log or audit writer could not be started.
+    #[error("cannot start the log writers: {0}")]
     Log(#[source] std::io::Error),
     /// The ACME directory's trust root could not be read.
     #[error("ACME setup failed: {0}")]
@@ -100,8 +100,12 @@ impl Running {
             .await
             .is_ok();
         // After the drain, so the lines of requests that finished in it are written too.
-        let log = self.shared.access_log.clone();
-        let _ = tokio::task::spawn_blocking(move || log.close()).await;
+        let (log, audit) = (self.shared.access_log.clone(), self.shared.audit.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            log.close();
+            audit.close();
+        })
+        .await;
         drained
     }
 
@@ -153,7 +157,7 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
         ticketer: tls::ticketer()?,
         acme: None,
         mfa: Arc::new(gateway::MfaState::new().map_err(|_| StartError::Random)?),
-        audit: Arc::new(audit::Audit::new(config.log.dir.clone())),
+        audit: Arc::new(audit::Audit::new(config.log.dir.clone()).map_err(StartError::Log)?),
     };
     let acme = match &config.acme {
         Some(settings) => Some(acme::Acme::start(settings, shared.metrics.clone())?),

@@ -21,10 +21,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tower::Service;
 
-pub use headers::{requested_upgrade, rewrite_request, rewrite_response};
+pub use headers::{
+    OWN_COOKIE_PREFIX, USER_HEADER, cookie_pairs, requested_upgrade, rewrite_request,
+    rewrite_response,
+};
 
 use crate::access_log::Exchange;
-use crate::app::{Action, ConnectionInfo, Route};
+use crate::app::{Action, App, ConnectionInfo, Route};
 use crate::body::{RequestBody, ResponseBody};
 use crate::error::ProxyError;
 use crate::routing::{PathError, RequestHost};
@@ -39,6 +42,10 @@ pub struct Routed {
     pub route: Arc<Route>,
     /// The host it is for.
     pub host: RequestHost,
+    /// The configuration it was routed by.
+    pub app: Arc<App>,
+    /// The employee the gateway admitted, sent upstream as `X-Portcullis-User`.
+    pub user: Option<http::HeaderValue>,
 }
 
 /// Forwards routed requests for one client connection.
@@ -81,6 +88,8 @@ async fn forward(
         mut request,
         route,
         host,
+        user,
+        ..
     } = routed;
     let declared_length = request
         .headers()
@@ -92,6 +101,8 @@ async fn forward(
     let upstream = match &route.action {
         Action::Forward { upstream, .. } => upstream,
         Action::Respond { status, body } => return Ok(respond(*status, body)),
+        // The gateway answers these; one reaching here is not ours to forward.
+        Action::Reserved => return Err(ProxyError::NoRoute),
     };
     let upgrade = requested_upgrade(request.version(), request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
@@ -101,6 +112,7 @@ async fn forward(
         parts.version,
         &host.authority,
         &conn.forwarded_for,
+        user.as_ref(),
         upgrade,
     );
     parts.uri = upstream_uri(upstream, &parts.uri)?;

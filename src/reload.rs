@@ -72,7 +72,7 @@ impl Reloader {
             .as_ref()
             .and_then(|p| std::fs::read(p).ok())
             .map_or_else(|| "-".to_owned(), |bytes| digest(&bytes));
-        shared.audit.record(&AuditRecord::Config {
+        shared.audit.record(AuditRecord::Config {
             ts: now(),
             trigger: "startup".into(),
             outcome: "applied".into(),
@@ -108,7 +108,7 @@ impl Reloader {
         let Ok(mut current) = self.digest.lock() else {
             return outcome;
         };
-        self.shared.audit.record(&AuditRecord::Config {
+        self.shared.audit.record(AuditRecord::Config {
             ts: now(),
             trigger: trigger.to_owned(),
             outcome: if outcome.is_ok() {
@@ -144,7 +144,7 @@ pub(crate) fn generation(
     https_port: u16,
     shared: &Shared,
 ) -> Result<Generation, StartError> {
-    let app = Arc::new(App::new(config, https_port, shared));
+    let app = Arc::new(App::new(config, https_port, shared)?);
     let tls = crate::tls::TlsConfigs::new(
         app.certs.clone(),
         shared.ticketer.clone(),

@@ -63,7 +63,10 @@ pub fn read_audit(dir: &Path, period: Duration, now: SystemTime) -> (String, Vec
         records.extend(
             text.lines()
                 .filter_map(|line| serde_json::from_str::<AuditRecord>(line).ok())
-                .filter(|r| matches!(r, AuditRecord::Access { ts, .. } if *ts >= since)),
+                .filter(|r| match r {
+                    AuditRecord::Access { ts, .. } | AuditRecord::Denied { ts, .. } => *ts >= since,
+                    _ => false,
+                }),
         );
     }
     (since, records)
@@ -77,28 +80,32 @@ pub fn build(config: &Config, since: String, records: &[AuditRecord]) -> Report 
     };
     let mut used: BTreeSet<(String, String)> = BTreeSet::new();
     for record in records {
-        let AuditRecord::Access {
-            ts,
-            user,
-            route,
-            decision,
-            ..
-        } = record
-        else {
-            continue;
-        };
-        let activity = report.users.entry(user.clone()).or_default();
-        match decision.as_str() {
-            "allowed" => {
-                activity.requests += 1;
-                activity.routes.insert(route.clone());
-                if activity.last_access.as_ref().is_none_or(|last| last < ts) {
-                    activity.last_access = Some(ts.clone());
+        match record {
+            AuditRecord::Access {
+                ts,
+                user,
+                route,
+                decision,
+                ..
+            } => {
+                let activity = report.users.entry(user.clone()).or_default();
+                match decision.as_str() {
+                    "allowed" => {
+                        activity.requests += 1;
+                        activity.routes.insert(route.clone());
+                        if activity.last_access.as_ref().is_none_or(|last| last < ts) {
+                            activity.last_access = Some(ts.clone());
+                        }
+                        used.insert((user.clone(), route.clone()));
+                    }
+                    "mfa_failed" => activity.denials += 1,
+                    _ => {}
                 }
-                used.insert((user.clone(), route.clone()));
             }
-            "denied" | "mfa_failed" => activity.denials += 1,
-            _ => {}
+            AuditRecord::Denied { user, count, .. } => {
+                report.users.entry(user.clone()).or_default().denials += count;
+            }
+            AuditRecord::Config { .. } | AuditRecord::Admin { .. } => {}
         }
     }
     let Some(gateway) = &config.gateway else {

@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub use host::{HostError, RequestHost, request_host};
-pub use path::{PathError, normalize_path};
+pub use path::{PathError, RESERVED_PREFIX, is_reserved, lenient_path, normalize_path};
 
 /// A host as written in a route or a certificate: `example.com` or `*.example.com`.
 ///
@@ -98,18 +98,33 @@ pub(crate) fn is_dns_name(name: &str) -> bool {
         })
 }
 
+/// One route of a host: its prefix as written, lowercased, and its target.
+#[derive(Debug)]
+struct Prefixed<T> {
+    prefix: String,
+    lowercase: String,
+    target: T,
+}
+
 /// Routes of one host, longest prefix first.
 #[derive(Debug)]
 struct HostRoutes<T> {
-    by_prefix: Vec<(String, T)>,
+    by_prefix: Vec<Prefixed<T>>,
 }
 
 impl<T> HostRoutes<T> {
     fn resolve(&self, path: &str) -> Option<&T> {
         self.by_prefix
             .iter()
-            .find(|(prefix, _)| prefix_matches(prefix, path))
-            .map(|(_, target)| target)
+            .find(|r| prefix_matches(&r.prefix, path))
+            .map(|r| &r.target)
+    }
+
+    fn resolve_lenient(&self, lenient: &str) -> Option<&T> {
+        self.by_prefix
+            .iter()
+            .find(|r| prefix_matches(&r.lowercase, lenient))
+            .map(|r| &r.target)
     }
 }
 
@@ -145,12 +160,16 @@ impl<T> RouteTable<T> {
                     by_prefix: Vec::new(),
                 })
                 .by_prefix
-                .push((prefix, target));
+                .push(Prefixed {
+                    lowercase: prefix.to_ascii_lowercase(),
+                    prefix,
+                    target,
+                });
         }
         for routes in table.exact.values_mut().chain(table.wildcard.values_mut()) {
             routes
                 .by_prefix
-                .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+                .sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         }
         table
     }
@@ -169,6 +188,50 @@ impl<T> RouteTable<T> {
     /// The target for `host` and an already normalised `path`.
     pub fn resolve(&self, host: &str, path: &str) -> Option<&T> {
         self.host_routes(host)?.resolve(path)
+    }
+
+    /// Like [`resolve`](Self::resolve), failing closed around `guarded` targets (internal
+    /// routes): when the path, read as a lenient upstream would read it (see
+    /// [`lenient_path`]), falls under a guarded target that the exact reading missed, that
+    /// target is returned, so its gateway judges the request. `/ADMIN`, `/admin;x` or
+    /// `/admin.` reach an IIS or Tomcat `/admin` only through the `/admin` route's gateway.
+    ///
+    /// ```
+    /// use portcullis::routing::{HostPattern, RouteTable};
+    ///
+    /// let host = HostPattern::parse("app.test").unwrap();
+    /// let table = RouteTable::new([
+    ///     (host.clone(), "/".to_owned(), "public"),
+    ///     (host, "/admin".to_owned(), "internal"),
+    /// ]);
+    /// let internal = |t: &&str| *t == "internal";
+    /// for path in ["/ADMIN", "/admin;jsessionid=1", "/admin.", "/admin%09", "/x/..;/admin"] {
+    ///     assert_eq!(table.resolve_guarded("app.test", path, internal), Ok(Some(&"internal")));
+    /// }
+    /// assert_eq!(table.resolve_guarded("app.test", "/administrator", internal), Ok(Some(&"public")));
+    /// ```
+    pub fn resolve_guarded(
+        &self,
+        host: &str,
+        path: &str,
+        guarded: impl Fn(&T) -> bool,
+    ) -> Result<Option<&T>, PathError> {
+        let Some(routes) = self.host_routes(host) else {
+            return Ok(None);
+        };
+        let exact = routes.resolve(path);
+        if !routes.by_prefix.iter().any(|r| guarded(&r.target)) {
+            return Ok(exact);
+        }
+        let lenient = lenient_path(path)?;
+        Ok(match routes.resolve_lenient(&lenient) {
+            Some(target)
+                if guarded(target) && !exact.is_some_and(|e| std::ptr::eq(e, target)) =>
+            {
+                Some(target)
+            }
+            _ => exact,
+        })
     }
 }
 

@@ -16,14 +16,14 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use io::{Activity, Watched};
 
-use crate::app::{App, ConnectionInfo};
+use crate::app::{App, ConnectionInfo, LiveApp};
 use crate::config::Limits;
 use crate::gateway::ClientIdentity;
 use crate::layers::{http_service, https_service};
@@ -40,8 +40,9 @@ static HANDSHAKE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 /// Request headers per message, h1; beyond this hyper answers 431.
 const MAX_HEADERS: usize = 128;
 
-/// One configuration's worth of serving state. A reload installs a new generation; connections
-/// keep the one they were accepted under until they close, as nginx's old workers do.
+/// One configuration's worth of serving state. A reload installs a new generation: new
+/// connections get its TLS settings and limits, and every request, on old connections too, is
+/// routed and judged by its app.
 #[derive(Debug)]
 pub struct Generation {
     app: Arc<App>,
@@ -66,6 +67,8 @@ impl Generation {
 #[derive(Debug)]
 pub struct Server {
     current: ArcSwap<Generation>,
+    live: LiveApp,
+    reloads: watch::Sender<()>,
     connections: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -82,6 +85,8 @@ impl Server {
     ) -> Arc<Self> {
         Arc::new(Self {
             connections: Arc::new(Semaphore::new(generation.app.limits.max_connections)),
+            live: Arc::new(ArcSwap::new(generation.app.clone())),
+            reloads: watch::Sender::new(()),
             current: ArcSwap::from_pointee(generation),
             metrics,
             shutdown,
@@ -89,9 +94,12 @@ impl Server {
         })
     }
 
-    /// Serves new connections with `generation` from now on.
+    /// Serves new connections and every new request with `generation` from now on, and has
+    /// open connections check their client certificates against it.
     pub fn install(&self, generation: Generation) {
+        self.live.store(generation.app.clone());
         self.current.store(Arc::new(generation));
+        self.reloads.send_replace(());
     }
 
     /// Spawns the accept loops of both listeners.
@@ -145,18 +153,49 @@ impl Server {
         let Some(certificate) = generation.app.certs.names_for(session.server_name()) else {
             return;
         };
-        let conn = Arc::new(connection_info(peer, session, certificate));
-        let service = TowerToHyperService::new(https_service(&generation.app, conn));
+        let info = Arc::new(connection_info(
+            peer,
+            session,
+            certificate,
+            generation.app.generation,
+        ));
+        let service = TowerToHyperService::new(https_service(&self.live, info.clone()));
         let io = TokioIo::new(tls);
         let idle = limits.idle_timeout;
+        let revoked = self.revocation(&info);
         if is_h2 {
             let conn = generation.h2.serve_connection(io, service);
-            self.drive(conn, |c| c.graceful_shutdown(), &activity, idle)
+            self.drive(conn, |c| c.graceful_shutdown(), &activity, idle, revoked)
                 .await;
         } else {
             let conn = generation.h1.serve_connection(io, service).with_upgrades();
-            self.drive(conn, |c| c.graceful_shutdown(), &activity, idle)
+            self.drive(conn, |c| c.graceful_shutdown(), &activity, idle, revoked)
                 .await;
+        }
+    }
+
+    /// Completes when a reload no longer trusts the connection's client certificate (a new CRL
+    /// revokes it, its CA is no longer trusted); never for a connection without one.
+    fn revocation(&self, info: &Arc<ConnectionInfo>) -> impl Future<Output = ()> + use<> {
+        let (info, live) = (info.clone(), self.live.clone());
+        let mut reloads = self.reloads.subscribe();
+        async move {
+            if info.client.is_none() {
+                return std::future::pending().await;
+            }
+            loop {
+                tokio::select! {
+                    changed = reloads.changed() => {
+                        if changed.is_err() {
+                            return std::future::pending().await;
+                        }
+                        if !info.client_trusted(&live.load()) {
+                            return;
+                        }
+                    }
+                    () = info.revoked.cancelled() => return,
+                }
+            }
         }
     }
 
@@ -174,28 +213,33 @@ impl Server {
             |c| c.graceful_shutdown(),
             &activity,
             limits.idle_timeout,
+            std::future::pending(),
         )
         .await;
     }
 
     /// Runs a connection to completion; on idleness or shutdown, asks it to finish gracefully
-    /// (h1: after the current response; h2: GOAWAY, in-flight streams complete).
+    /// (h1: after the current response; h2: GOAWAY, in-flight streams complete). When `cut`
+    /// completes, the connection is dropped at once, mid-request or not.
     async fn drive<C, E>(
         &self,
         conn: C,
         drain: impl Fn(Pin<&mut C>),
         activity: &Activity,
         idle_timeout: Duration,
+        cut: impl Future<Output = ()>,
     ) where
         C: Future<Output = Result<(), E>>,
     {
         let mut conn = std::pin::pin!(conn);
+        let mut cut = std::pin::pin!(cut);
         let idle = activity.idle(idle_timeout);
         let mut idle = std::pin::pin!(idle);
         let mut draining = false;
         loop {
             tokio::select! {
                 _ = conn.as_mut() => return,
+                () = &mut cut => return,
                 () = &mut idle, if !draining => {
                     drain(conn.as_mut());
                     draining = true;
@@ -214,6 +258,7 @@ fn connection_info(
     peer: SocketAddr,
     session: &rustls::ServerConnection,
     certificate: Arc<[crate::routing::HostPattern]>,
+    verified_under: u64,
 ) -> ConnectionInfo {
     ConnectionInfo {
         client_ip: peer.ip().to_canonical(),
@@ -227,6 +272,8 @@ fn connection_info(
             .server_name()
             .map(|s| Arc::from(s.to_ascii_lowercase())),
         client: ClientIdentity::from_session(session),
+        trusted_under: verified_under.into(),
+        revoked: CancellationToken::new(),
     }
 }
 

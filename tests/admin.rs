@@ -163,6 +163,8 @@ async fn reload_installs_good_configs_and_refuses_bad_ones_under_traffic() {
         "requests failed during reloads"
     );
 
+    // The audit writer flushes everything queued when the proxy stops.
+    assert!(proxy.shutdown().await);
     let audit: Vec<serde_json::Value> = std::fs::read_dir(setup.log_dir())
         .unwrap()
         .flatten()

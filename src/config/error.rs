@@ -158,6 +158,9 @@ pub enum ProblemKind {
     /// An allow entry naming nobody.
     #[error("{0:?} is neither a user in [gateway.users] nor a group one of them belongs to")]
     UnknownGrant(String),
+    /// Lockout settings that do not lock, or shrink.
+    #[error("mfa_lockout must be at least 1s and at most mfa_lockout_max")]
+    Lockout,
     /// A user admitted to an MFA route without a second factor.
     #[error("user {0:?} is allowed here but has no totp_secret_file")]
     NoSecondFactor(String),
@@ -209,6 +212,9 @@ pub enum ProblemKind {
     /// A path prefix not starting with `/` or not normal.
     #[error("{0:?} must start with '/' and contain no dot segments, '//' or '%'")]
     PathPrefix(String),
+    /// A prefix in the proxy's own namespace.
+    #[error("{0:?} lies in /.portcullis/, which the proxy keeps for itself on every host")]
+    ReservedPrefix(String),
     /// Same host and prefix twice.
     #[error("another route already serves host {0:?} with this prefix")]
     DuplicateRoute(String),

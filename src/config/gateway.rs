@@ -11,7 +11,7 @@ use rustls::pki_types::CertificateRevocationListDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::ProblemKind;
-use super::raw::{RawConfig, RawRoute};
+use super::raw::{RawConfig, RawGateway, RawRoute};
 use super::validate::Problems;
 
 /// The gateway for internal routes.
@@ -23,8 +23,31 @@ pub struct GatewaySettings {
     pub crls: Vec<CertificateRevocationListDer<'static>>,
     /// How long a passed second factor lasts.
     pub mfa_session: Duration,
+    /// How wrong TOTP codes are answered.
+    pub lockout: LockoutPolicy,
     /// People, by certificate subject CN.
     pub users: BTreeMap<String, User>,
+}
+
+/// Wrong second-factor codes: after `max_failures` in a row the user is locked out for
+/// `first`, and each further wrong code doubles the lockout, up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Wrong codes in a row before the first lockout.
+    pub max_failures: u32,
+    /// The first lockout.
+    pub first: Duration,
+    /// The longest lockout.
+    pub max: Duration,
+}
+
+impl LockoutPolicy {
+    /// The lockout that the `nth` (0-based) lockout in a row lasts.
+    pub fn lockout(&self, nth: u32) -> Duration {
+        self.first
+            .saturating_mul(2u32.saturating_pow(nth.min(31)))
+            .min(self.max)
+    }
 }
 
 /// One person.
@@ -101,6 +124,7 @@ pub(super) fn validate_gateway(
             )
         })
         .unwrap_or(Duration::from_secs(8 * 3600));
+    let lockout = lockout_policy(gateway, problems);
     let users = gateway
         .users
         .iter()
@@ -125,8 +149,29 @@ pub(super) fn validate_gateway(
         client_roots: Arc::new(client_roots),
         crls,
         mfa_session,
+        lockout,
         users,
     })
+}
+
+fn lockout_policy(gateway: &RawGateway, problems: &mut Problems) -> LockoutPolicy {
+    let mut duration = |key: &str, raw: &str, default: u64| {
+        humantime::parse_duration(raw)
+            .map_err(|_| problems.push(format!("gateway.{key}"), ProblemKind::Duration(raw.into())))
+            .unwrap_or(Duration::from_secs(default))
+    };
+    let policy = LockoutPolicy {
+        max_failures: gateway.mfa_max_failures,
+        first: duration("mfa_lockout", &gateway.mfa_lockout, 60),
+        max: duration("mfa_lockout_max", &gateway.mfa_lockout_max, 3600),
+    };
+    if policy.max_failures == 0 {
+        problems.push("gateway.mfa_max_failures", ProblemKind::Zero);
+    }
+    if policy.first < Duration::from_secs(1) || policy.first > policy.max {
+        problems.push("gateway.mfa_lockout", ProblemKind::Lockout);
+    }
+    policy
 }
 
 /// A base32 secret in a file only its owner can read.

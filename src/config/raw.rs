@@ -192,12 +192,33 @@ pub struct RawGateway {
     pub crls: Vec<PathBuf>,
     #[serde(default = "mfa_session")]
     pub mfa_session: String,
+    /// Wrong codes in a row before the first lockout.
+    #[serde(default = "mfa_max_failures")]
+    pub mfa_max_failures: u32,
+    /// The first lockout; each further wrong code doubles it.
+    #[serde(default = "mfa_lockout")]
+    pub mfa_lockout: String,
+    /// The longest lockout.
+    #[serde(default = "mfa_lockout_max")]
+    pub mfa_lockout_max: String,
     #[serde(default)]
     pub users: BTreeMap<String, RawUser>,
 }
 
 fn mfa_session() -> String {
     "8h".to_owned()
+}
+
+fn mfa_max_failures() -> u32 {
+    5
+}
+
+fn mfa_lockout() -> String {
+    "1m".to_owned()
+}
+
+fn mfa_lockout_max() -> String {
+    "1h".to_owned()
 }
 
 /// `[gateway.users.NAME]`

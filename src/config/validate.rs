@@ -165,6 +165,11 @@ pub(super) fn validate_routes(
             || prefix.contains('%')
         {
             problems.push(key("path_prefix"), ProblemKind::PathPrefix(prefix.clone()));
+        } else if crate::routing::is_reserved(prefix) {
+            problems.push(
+                key("path_prefix"),
+                ProblemKind::ReservedPrefix(prefix.clone()),
+            );
         }
         let action = route_action(route, upstreams, &raw.upstreams, &key, problems);
         let access = super::gateway::route_access(i, route, gateway, problems);

@@ -1,46 +1,102 @@
 //! The second factor: a current RFC 6238 code, entered once per session in a small built-in
-//! form, then a short-lived signed cookie (HttpOnly, Secure, SameSite=Strict) bound to the
-//! employee's certificate. A code is accepted once (RFC 6238 5.2): each user's last accepted
-//! time step is remembered and nothing at or before it passes again.
+//! form that posts to the proxy's own `/.portcullis/mfa`, then a short-lived signed cookie.
+//!
+//! - A code is accepted once (RFC 6238 5.2): each user's last accepted time step is remembered
+//!   and nothing at or before it passes again.
+//! - Wrong codes are counted per user across connections (a certificate names one user, so this
+//!   also bounds every certificate): past `max_failures` in a row the user is locked out, for a
+//!   time that doubles with each further wrong code (RFC 6238 5.2 asks for such throttling).
+//! - The cookie is `__Host-` prefixed (host-only, `Secure`, `Path=/`), one per route, and its
+//!   signature binds certificate, user, host, route and expiry: it is worth nothing anywhere
+//!   else, and the proxy strips it from every forwarded request.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
 use aws_lc_rs::rand::SystemRandom;
-use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 
 use super::ClientIdentity;
+use crate::app::Route;
 use crate::body::ResponseBody;
-use crate::proxy::Routed;
+use crate::config::LockoutPolicy;
+use crate::error::status_response;
+use crate::proxy::{OWN_COOKIE_PREFIX, cookie_pairs};
+use crate::routing::normalize_path;
 
-/// Where the form posts.
+/// Where the form posts: in the reserved namespace, so no route can send it upstream.
 pub const MFA_PATH: &str = "/.portcullis/mfa";
-/// The session cookie's name.
-pub const MFA_COOKIE: &str = "portcullis_mfa";
-/// A form body is a code and a path; anything longer is not one.
-const MAX_FORM_BYTES: usize = 2048;
+/// A form body is a code, a route name and a path; anything longer is not one.
+const MAX_FORM_BYTES: usize = 4096;
 const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Session signing key and replay memory, kept across reloads.
+/// Session signing key, replay memory and lockouts, kept across reloads.
 #[derive(Debug)]
 pub struct MfaState {
     key: hmac::Key,
-    last_step: Mutex<HashMap<String, u64>>,
+    users: Mutex<HashMap<String, UserState>>,
 }
 
-pub(super) enum Outcome {
-    /// A valid session cookie: go on.
-    Session,
-    /// A correct code: redirect back with a new session.
-    Passed(Response<ResponseBody>),
-    /// A wrong, expired or replayed code.
-    Failed(Response<ResponseBody>),
-    /// No session yet: the form.
-    Form(Response<ResponseBody>),
+/// What the gateway remembers of one user's codes.
+#[derive(Debug, Default)]
+struct UserState {
+    /// The last accepted time step: no code at or before it passes again.
+    last_step: u64,
+    failures: Failures,
+}
+
+/// Wrong codes in a row, and the lockout they earned.
+#[derive(Debug, Default, Clone, Copy)]
+struct Failures {
+    in_a_row: u32,
+    lockouts: u32,
+    until: Option<Instant>,
+}
+
+impl Failures {
+    /// How long the user is still locked out at `now`.
+    fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.until
+            .map(|until| until.saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+
+    /// Counts a wrong code; returns the count and the lockout when this one starts one.
+    fn fail(&mut self, now: Instant, policy: LockoutPolicy) -> Option<(u32, Duration)> {
+        self.in_a_row = self.in_a_row.saturating_add(1);
+        if self.in_a_row < policy.max_failures {
+            return None;
+        }
+        let lockout = policy.lockout(self.lockouts);
+        self.lockouts = self.lockouts.saturating_add(1);
+        self.until = Some(now + lockout);
+        Some((self.in_a_row, lockout))
+    }
+}
+
+/// What became of one submitted code.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Attempt {
+    /// Right and fresh.
+    Passed,
+    /// Wrong, expired or replayed; with the count and duration when it started a lockout.
+    Failed { lockout: Option<(u32, Duration)> },
+    /// Not even looked at: the user is locked out for this long.
+    Locked(Duration),
+}
+
+/// The fields the form posts.
+#[derive(Debug, Default)]
+pub(super) struct Form {
+    pub code: String,
+    pub route: String,
+    pub back: String,
 }
 
 impl MfaState {
@@ -48,165 +104,208 @@ impl MfaState {
     pub fn new() -> Result<Self, aws_lc_rs::error::Unspecified> {
         Ok(Self {
             key: hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())?,
-            last_step: Mutex::new(HashMap::new()),
+            users: Mutex::new(HashMap::new()),
         })
     }
 
-    pub(super) async fn check(
+    /// Judges a submitted code for `user`.
+    pub(super) fn attempt(
         &self,
-        routed: &mut Routed,
-        client: &ClientIdentity,
+        user: &str,
         totp: &totp_rs::Totp,
-        session: Duration,
-    ) -> Outcome {
-        let now = unix_now();
-        if self.has_session(routed, client, now) {
-            strip_session_cookie(routed);
-            return Outcome::Session;
-        }
-        let request = &mut routed.request;
-        if request.method() != Method::POST || request.uri().path() != MFA_PATH {
-            let back = request.uri().path().to_owned();
-            return Outcome::Form(form(StatusCode::UNAUTHORIZED, &back, ""));
-        }
-        let body = tokio::time::timeout(
-            FORM_READ_TIMEOUT,
-            Limited::new(request.body_mut(), MAX_FORM_BYTES).collect(),
-        )
-        .await;
-        let fields: HashMap<String, String> = match body {
-            Ok(Ok(body)) => form_urlencoded::parse(&body.to_bytes())
-                .into_owned()
-                .collect(),
-            _ => HashMap::new(),
+        code: &str,
+        policy: LockoutPolicy,
+    ) -> Attempt {
+        self.attempt_at(user, |unix| totp.check(code.trim(), unix), policy, Instant::now())
+    }
+
+    /// [`attempt`](Self::attempt) with the code check and the clock passed in, for tests.
+    fn attempt_at(
+        &self,
+        user: &str,
+        check: impl FnOnce(u64) -> Option<u64>,
+        policy: LockoutPolicy,
+        now: Instant,
+    ) -> Attempt {
+        let Ok(mut users) = self.users.lock() else {
+            return Attempt::Locked(policy.max);
         };
-        let back = fields
-            .get("return")
-            .filter(|p| p.starts_with('/') && !p.starts_with("//") && !p.contains('\\'))
-            .cloned()
-            .unwrap_or_else(|| "/".to_owned());
-        let code = fields.get("code").map(|c| c.trim()).unwrap_or_default();
-        match totp
-            .check(code, now)
-            .filter(|step| self.accept_once(&client.user, *step))
-        {
-            Some(_) => Outcome::Passed(self.passed(client, now, session, &back)),
-            None => Outcome::Failed(form(
-                StatusCode::FORBIDDEN,
-                &back,
-                "That code was not accepted.",
-            )),
+        let state = users.entry(user.to_owned()).or_default();
+        if let Some(left) = state.failures.remaining(now) {
+            return Attempt::Locked(left);
+        }
+        match check(unix_now()) {
+            Some(step) if step > state.last_step => {
+                state.last_step = step;
+                state.failures = Failures::default();
+                Attempt::Passed
+            }
+            _ => Attempt::Failed {
+                lockout: state.failures.fail(now, policy),
+            },
         }
     }
 
-    fn accept_once(&self, user: &str, step: u64) -> bool {
-        let Ok(mut last) = self.last_step.lock() else {
-            return false;
-        };
-        let previous = last.entry(user.to_owned()).or_insert(0);
-        if step <= *previous {
-            return false;
-        }
-        *previous = step;
-        true
+    fn signature(&self, client: &ClientIdentity, host: &str, route: &Route, expiry: u64) -> hmac::Tag {
+        hmac::sign(&self.key, &signed_message(client, host, route, expiry))
     }
 
-    fn signature(&self, client: &ClientIdentity, expiry: u64) -> hmac::Tag {
-        hmac::sign(&self.key, &signed_message(client, expiry))
-    }
-
-    fn passed(
+    /// The `Set-Cookie` value of a new session on `route`.
+    pub(super) fn session_cookie(
         &self,
         client: &ClientIdentity,
-        now: u64,
+        host: &str,
+        route: &Route,
         session: Duration,
-        back: &str,
-    ) -> Response<ResponseBody> {
-        let expiry = now + session.as_secs();
-        let tag = self.signature(client, expiry);
+    ) -> Option<HeaderValue> {
+        let expiry = unix_now() + session.as_secs();
+        let tag = self.signature(client, host, route, expiry);
         let cookie = format!(
-            "{MFA_COOKIE}={expiry}.{}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+            "{}={expiry}.{}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+            cookie_name(route),
             hex(tag.as_ref()),
             session.as_secs()
         );
-        let mut response = Response::new(ResponseBody::empty());
-        *response.status_mut() = StatusCode::SEE_OTHER;
-        if let (Ok(cookie), Ok(location)) =
-            (HeaderValue::from_str(&cookie), HeaderValue::from_str(back))
-        {
-            response.headers_mut().insert(SET_COOKIE, cookie);
-            response.headers_mut().insert(LOCATION, location);
-        }
-        response
+        HeaderValue::from_str(&cookie).ok()
     }
 
-    fn has_session(&self, routed: &Routed, client: &ClientIdentity, now: u64) -> bool {
-        session_cookies(routed).any(|value| {
-            let Some((expiry, tag)) = value.split_once('.') else {
-                return false;
-            };
-            let (Ok(expiry), Some(tag)) = (expiry.parse::<u64>(), unhex(tag)) else {
-                return false;
-            };
-            expiry > now && hmac::verify(&self.key, &signed_message(client, expiry), &tag).is_ok()
-        })
+    /// True when `headers` carry an unexpired session of this certificate for this host and
+    /// route.
+    pub(super) fn has_session(
+        &self,
+        headers: &HeaderMap,
+        client: &ClientIdentity,
+        host: &str,
+        route: &Route,
+    ) -> bool {
+        let name = cookie_name(route);
+        let now = unix_now();
+        cookie_pairs(headers)
+            .filter_map(|pair| pair.strip_prefix(name.as_str())?.strip_prefix('='))
+            .any(|value| {
+                let Some((expiry, tag)) = value.split_once('.') else {
+                    return false;
+                };
+                let (Ok(expiry), Some(tag)) = (expiry.parse::<u64>(), unhex(tag)) else {
+                    return false;
+                };
+                expiry > now
+                    && hmac::verify(
+                        &self.key,
+                        &signed_message(client, host, route, expiry),
+                        &tag,
+                    )
+                    .is_ok()
+            })
     }
 }
 
-/// A session is this certificate, this user, until this time.
-fn signed_message(client: &ClientIdentity, expiry: u64) -> Vec<u8> {
+/// One cookie per route, so sessions on two MFA routes of a host do not overwrite each other.
+fn cookie_name(route: &Route) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, route.name.as_bytes());
+    format!("{OWN_COOKIE_PREFIX}-mfa-{}", hex(&digest.as_ref()[..6]))
+}
+
+/// A session is this certificate, this user, on this host and route, until this time. Each
+/// variable field is length-prefixed, so no two sessions sign the same bytes.
+fn signed_message(client: &ClientIdentity, host: &str, route: &Route, expiry: u64) -> Vec<u8> {
     let mut message = client.fingerprint.to_vec();
     message.extend_from_slice(&expiry.to_be_bytes());
-    message.extend_from_slice(client.user.as_bytes());
+    for field in [client.user.as_str(), host, &route.name] {
+        message.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        message.extend_from_slice(field.as_bytes());
+    }
     message
 }
 
-/// The `name=value` pairs of every Cookie header (RFC 6265 5.4).
-fn cookie_pairs(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-}
-
-fn session_cookies(routed: &Routed) -> impl Iterator<Item = &str> {
-    cookie_pairs(routed.request.headers())
-        .filter_map(|pair| pair.strip_prefix(MFA_COOKIE)?.strip_prefix('='))
-}
-
-/// Our session cookie is ours: the upstream never sees it.
-fn strip_session_cookie(routed: &mut Routed) {
-    let ours = format!("{MFA_COOKIE}=");
-    let kept: Vec<&str> = cookie_pairs(routed.request.headers())
-        .filter(|pair| !pair.starts_with(&ours))
-        .collect();
-    let value = HeaderValue::from_str(&kept.join("; "));
-    let headers = routed.request.headers_mut();
-    headers.remove(COOKIE);
-    if let Ok(value) = value
-        && !value.is_empty()
-    {
-        headers.insert(COOKIE, value);
+/// The posted form, read within a size and time limit; missing fields are empty.
+pub(super) async fn read_form(request: &mut Request<Incoming>) -> Form {
+    let body = tokio::time::timeout(
+        FORM_READ_TIMEOUT,
+        Limited::new(request.body_mut(), MAX_FORM_BYTES).collect(),
+    )
+    .await;
+    let Ok(Ok(body)) = body else {
+        return Form::default();
+    };
+    let mut form = Form::default();
+    for (key, value) in form_urlencoded::parse(&body.to_bytes()) {
+        match key.as_ref() {
+            "code" => form.code = value.into_owned(),
+            "route" => form.route = value.into_owned(),
+            "return" => form.back = value.into_owned(),
+            _ => {}
+        }
     }
+    form
 }
 
-fn form(status: StatusCode, back: &str, message: &str) -> Response<ResponseBody> {
+/// Where to send the employee after the form: `raw` when it is an origin-relative path on this
+/// host (one leading `/`, printable ASCII only, no backslash, no encoded slash, backslash or
+/// control character) that `same_route` accepts; `None` otherwise. Browsers drop tabs and
+/// newlines and read `\` as `/`, so `/\t/evil.example` would leave the site.
+pub(super) fn return_path(raw: &str, same_route: impl Fn(&str) -> bool) -> Option<String> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/')
+        || matches!(bytes.get(1), Some(b'/' | b'\\'))
+        || bytes.iter().any(|&b| !(0x21..=0x7e).contains(&b) || b == b'\\')
+    {
+        return None;
+    }
+    let escapes_safe = raw.split('%').skip(1).all(|rest| {
+        rest.get(..2)
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .is_some_and(|b| b >= 0x20 && b != 0x7f && b != b'/' && b != b'\\')
+    });
+    let target = PathAndQuery::try_from(raw).ok()?;
+    let path = normalize_path(target.path()).ok()?;
+    (escapes_safe && !path.starts_with("//") && same_route(&path)).then(|| raw.to_owned())
+}
+
+/// The form, for a request to `route` at `back`.
+pub(super) fn form(
+    status: StatusCode,
+    route: &Route,
+    back: &str,
+    message: &str,
+) -> Response<ResponseBody> {
     let page = format!(
         "<!doctype html><meta charset=utf-8><title>Second factor</title>\
          <form method=post action=\"{MFA_PATH}\"><p>{message}</p>\
          <label>Authenticator code <input name=code inputmode=numeric autocomplete=one-time-code autofocus></label>\
+         <input type=hidden name=route value=\"{}\">\
          <input type=hidden name=return value=\"{}\"><button>Continue</button></form>\n",
+        escape(&route.name),
         escape(back)
     );
     let mut response = Response::new(ResponseBody::full(page));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A passed code: the new session, and back to where the employee was going.
+pub(super) fn passed(cookie: Option<HeaderValue>, back: &str) -> Response<ResponseBody> {
+    let mut response = status_response(StatusCode::SEE_OTHER);
+    if let (Some(cookie), Ok(location)) = (cookie, HeaderValue::from_str(back)) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+/// A locked-out user: 429 (RFC 6585 4) with the wait in `Retry-After`.
+pub(super) fn locked(remaining: Duration) -> Response<ResponseBody> {
+    let mut response = status_response(StatusCode::TOO_MANY_REQUESTS);
+    let seconds = remaining.as_secs().max(1);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 
@@ -238,4 +337,87 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: LockoutPolicy = LockoutPolicy {
+        max_failures: 3,
+        first: Duration::from_secs(60),
+        max: Duration::from_secs(3600),
+    };
+
+    #[test]
+    fn wrong_codes_lock_out_for_doubling_times() {
+        let state = MfaState::new().unwrap();
+        let start = Instant::now();
+        let wrong = |at: Duration| state.attempt_at("alice", |_| None, POLICY, start + at);
+        assert_eq!(wrong(Duration::ZERO), Attempt::Failed { lockout: None });
+        assert_eq!(wrong(Duration::ZERO), Attempt::Failed { lockout: None });
+        assert_eq!(
+            wrong(Duration::ZERO),
+            Attempt::Failed {
+                lockout: Some((3, Duration::from_secs(60)))
+            }
+        );
+        // Locked: the code is not even looked at, a right one included.
+        assert_eq!(
+            state.attempt_at("alice", |s| Some(s), POLICY, start + Duration::from_secs(59)),
+            Attempt::Locked(Duration::from_secs(1))
+        );
+        assert_eq!(
+            wrong(Duration::from_secs(60)),
+            Attempt::Failed {
+                lockout: Some((4, Duration::from_secs(120)))
+            }
+        );
+        let mut at = Duration::from_secs(180);
+        let mut last = Duration::ZERO;
+        for _ in 0..10 {
+            let Attempt::Failed {
+                lockout: Some((_, lockout)),
+            } = wrong(at)
+            else {
+                panic!("every wrong code after the first lockout locks again");
+            };
+            at += lockout;
+            last = lockout;
+        }
+        assert_eq!(last, POLICY.max, "lockouts stop growing at the maximum");
+        // Other users are not affected; a right code clears the count.
+        assert_eq!(
+            state.attempt_at("bob", |s| Some(s), POLICY, start),
+            Attempt::Passed
+        );
+        assert_eq!(
+            state.attempt_at("alice", |s| Some(s + 1), POLICY, start + at),
+            Attempt::Passed
+        );
+        assert_eq!(wrong(at), Attempt::Failed { lockout: None });
+    }
+
+    #[test]
+    fn return_paths_stay_on_the_route() {
+        let anywhere = |_: &str| true;
+        for good in ["/admin/x", "/admin/x?y=1", "/admin/caf%C3%A9"] {
+            assert_eq!(return_path(good, anywhere).as_deref(), Some(good), "{good}");
+        }
+        for bad in [
+            "//evil.example/",
+            "/\\evil.example",
+            "/\t/evil.example/",
+            "/%09/evil.example/",
+            "/%2F/evil.example",
+            "/%5cevil.example",
+            "https://evil.example/",
+            "evil",
+            "/a b",
+            "",
+        ] {
+            assert_eq!(return_path(bad, anywhere), None, "{bad:?}");
+        }
+        assert_eq!(return_path("/public", |p| p.starts_with("/admin")), None);
+    }
 }

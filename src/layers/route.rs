@@ -1,6 +1,11 @@
 //! Decides where a request goes before anything is sent anywhere: a valid host (400), covered
 //! by this connection's certificate (421, no domain fronting), a safe path (400), a route (404).
 //! The normalised path replaces the client's, so routing and forwarding see the same one.
+//!
+//! Each request is routed by the configuration in service when it arrives, not the one its
+//! connection was opened under. `/.portcullis/` is the proxy's own on every host and goes to the
+//! gateway, whatever the routes say; internal prefixes fail closed against lenient path
+//! readings ([`RouteTable::resolve_guarded`](crate::routing::RouteTable::resolve_guarded)).
 
 use std::borrow::Cow;
 use std::future::{Ready, ready};
@@ -14,22 +19,22 @@ use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use crate::access_log::Exchange;
-use crate::app::{App, ConnectionInfo};
+use crate::app::{ConnectionInfo, LiveApp};
 use crate::error::ProxyError;
 use crate::proxy::Routed;
-use crate::routing::{PathError, normalize_path, request_host};
+use crate::routing::{PathError, is_reserved, normalize_path, request_host};
 
 /// Routes requests of one connection.
 #[derive(Debug, Clone)]
 pub struct RouteLayer {
-    app: Arc<App>,
+    live: LiveApp,
     conn: Arc<ConnectionInfo>,
 }
 
 impl RouteLayer {
-    /// Routing for requests arriving on `conn`.
-    pub fn new(app: Arc<App>, conn: Arc<ConnectionInfo>) -> Self {
-        Self { app, conn }
+    /// Routing for requests arriving on `conn`, by the configuration in service.
+    pub fn new(live: LiveApp, conn: Arc<ConnectionInfo>) -> Self {
+        Self { live, conn }
     }
 }
 
@@ -88,12 +93,16 @@ impl RouteLayer {
             *request.uri_mut() =
                 http::Uri::from_parts(parts).map_err(|_| PathError::NotAbsolute)?;
         }
-        let route = self
-            .app
-            .routes
-            .resolve(&host.name, request.uri().path())
-            .ok_or(ProxyError::NoRoute)?
-            .clone();
+        let app = self.live.load_full();
+        let path = request.uri().path();
+        let route = if is_reserved(path) {
+            app.reserved.clone()
+        } else {
+            app.routes
+                .resolve_guarded(&host.name, path, |route| route.access.is_some())?
+                .ok_or(ProxyError::NoRoute)?
+                .clone()
+        };
         if let Some(exchange) = request.extensions().get::<Arc<Exchange>>() {
             exchange.set_route(&route);
         }
@@ -101,6 +110,8 @@ impl RouteLayer {
             request,
             route,
             host,
+            app,
+            user: None,
         })
     }
 }

@@ -1,8 +1,9 @@
 //! Header rewriting between client and upstream.
 //!
 //! RFC 9110 7.6.1: a proxy removes `Connection` and every header it names, plus the classic
-//! hop-by-hop set, in both directions. Forwarding headers a client sent are dropped, never
-//! appended to: the upstream must be able to trust `X-Forwarded-For`.
+//! hop-by-hop set, in both directions. Headers the proxy owns (forwarding, identity) are
+//! dropped from what the client sent, never appended to, and set last, after every removal, so
+//! that no `Connection` header can take them away: the upstream must be able to trust them.
 
 use http::header::{
     CONNECTION, COOKIE, HOST, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
@@ -18,6 +19,26 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// The employee the gateway admitted, set only by the gateway.
+pub static USER_HEADER: HeaderName = HeaderName::from_static("x-portcullis-user");
+
+/// Request headers only the proxy may set: a client's copies are removed from every request.
+static OWNED: [&HeaderName; 6] = [
+    &FORWARDED,
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_HOST,
+    &X_FORWARDED_PROTO,
+    &X_REAL_IP,
+    &USER_HEADER,
+];
+/// Client-certificate headers other proxies set; we never do, so any copy is a forgery.
+const FORGED_CERTIFICATE_HEADERS: [&str; 3] =
+    ["x-forwarded-client-cert", "x-client-cert", "x-ssl-client-cert"];
+
+/// Cookies whose names start with this are the proxy's own (the MFA session): upstreams never
+/// see them. `__Host-` makes browsers keep them host-only, `Secure` and `Path=/`
+/// (RFC 6265bis 4.1.3.2).
+pub const OWN_COOKIE_PREFIX: &str = "__Host-portcullis";
 
 /// The protocol a client asks to upgrade to, if it is one we tunnel: HTTP/1.1 only
 /// (RFC 9110 7.8), `Upgrade` listed in `Connection`, and never `h2c`, which would let a client
@@ -33,26 +54,29 @@ pub fn requested_upgrade(version: Version, headers: &HeaderMap) -> Option<Header
     (!h2c).then(|| protocol.clone())
 }
 
-/// Prepares a client's headers for the upstream.
+/// Prepares a client's headers for the upstream; `user` is the employee the gateway admitted.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     version: Version,
     host: &Authority,
     forwarded_for: &HeaderValue,
+    user: Option<&HeaderValue>,
     upgrade: Option<HeaderValue>,
 ) {
     remove_hop_by_hop(headers);
-    for name in [
-        &FORWARDED,
-        &X_FORWARDED_FOR,
-        &X_FORWARDED_HOST,
-        &X_FORWARDED_PROTO,
-        &X_REAL_IP,
-    ] {
+    for name in OWNED {
+        headers.remove(name);
+    }
+    for name in FORGED_CERTIFICATE_HEADERS {
         headers.remove(name);
     }
     if version == Version::HTTP_2 {
         join_cookies(headers);
+    }
+    strip_own_cookies(headers);
+    // Everything below is set after every removal: a client's `Connection` cannot unset it.
+    if let Some(user) = user {
+        headers.insert(USER_HEADER.clone(), user.clone());
     }
     let authority = HeaderValue::from_str(host.as_str()).ok();
     if let Some(authority) = authority {
@@ -102,6 +126,41 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         &UPGRADE,
     ] {
         headers.remove(name);
+    }
+}
+
+/// The `name=value` pairs of every Cookie header (RFC 6265 5.4).
+pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+}
+
+/// True for a cookie pair the proxy owns. Case-insensitive, because some frameworks read cookie
+/// names that way.
+fn is_own_cookie(pair: &str) -> bool {
+    pair.get(..OWN_COOKIE_PREFIX.len())
+        .is_some_and(|name| name.eq_ignore_ascii_case(OWN_COOKIE_PREFIX))
+}
+
+/// Removes the proxy's own cookies, keeping the others in one `Cookie` header.
+fn strip_own_cookies(headers: &mut HeaderMap) {
+    if !cookie_pairs(headers).any(is_own_cookie) {
+        return;
+    }
+    let kept: Vec<&str> = cookie_pairs(headers)
+        .filter(|pair| !is_own_cookie(pair))
+        .collect();
+    let value = HeaderValue::from_str(&kept.join("; "));
+    headers.remove(COOKIE);
+    if let Ok(value) = value
+        && !value.is_empty()
+    {
+        headers.insert(COOKIE, value);
     }
 }
 
@@ -167,6 +226,7 @@ mod tests {
             &authority,
             &HeaderValue::from_static("127.0.0.9"),
             None,
+            None,
         );
         assert_eq!(h["host"], "app.example:8443");
         assert_eq!(h["x-forwarded-host"], "app.example:8443");
@@ -184,6 +244,37 @@ mod tests {
             assert!(!h.contains_key(gone), "{gone}");
         }
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn owned_headers_survive_a_connection_header_naming_them() {
+        let mut h = map(&[
+            (
+                "connection",
+                "x-portcullis-user, x-forwarded-for, x-forwarded-proto, host",
+            ),
+            ("x-portcullis-user", "root"),
+            ("x-client-cert", "forged"),
+            (
+                "cookie",
+                "a=1; __Host-portcullis-mfa-0=s; __HOST-PORTCULLIS-x=2; b=3",
+            ),
+        ]);
+        let authority: Authority = "app.example".parse().unwrap();
+        rewrite_request(
+            &mut h,
+            Version::HTTP_11,
+            &authority,
+            &HeaderValue::from_static("127.0.0.9"),
+            Some(&HeaderValue::from_static("alice")),
+            None,
+        );
+        assert_eq!(h["x-portcullis-user"], "alice");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["host"], "app.example");
+        assert_eq!(h["cookie"], "a=1; b=3");
+        assert!(!h.contains_key("x-client-cert"));
     }
 
     #[test]
@@ -212,6 +303,7 @@ mod tests {
             Version::HTTP_2,
             &authority,
             &HeaderValue::from_static("127.0.0.1"),
+            None,
             None,
         );
         assert_eq!(h.get_all("cookie").iter().count(), 1);

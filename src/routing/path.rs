@@ -24,6 +24,17 @@ pub enum PathError {
     AboveRoot,
 }
 
+/// The path namespace the proxy keeps for itself on every host.
+pub const RESERVED_PREFIX: &str = "/.portcullis/";
+
+/// True for paths in the reserved namespace. Any spelling an upstream might fold into it counts
+/// (`/.PORTCULLIS/mfa`, `/.portcullis;x/mfa`), so none of them can carry a form to an upstream.
+pub fn is_reserved(path: &str) -> bool {
+    let stem = &RESERVED_PREFIX[..RESERVED_PREFIX.len() - 1];
+    path.get(..stem.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(stem))
+}
+
 /// Returns the normalised path, borrowed when nothing had to change.
 ///
 /// ```
@@ -64,6 +75,80 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(out))
 }
 
+/// The path as the most lenient common upstream reads it: fully percent-decoded, lowercase
+/// (IIS), `;params` dropped from every segment (Tomcat, Spring: `/..;/` is `/../`), trailing
+/// dots, spaces and control characters dropped from segment ends (Windows), then dot segments
+/// removed again. Used only to find routes a request could reach on such an upstream; the path
+/// forwarded is the normalised one.
+///
+/// ```
+/// use portcullis::routing::lenient_path;
+///
+/// assert_eq!(lenient_path("/ADMIN;jsessionid=1/x.%20").as_deref(), Ok("/admin/x"));
+/// assert_eq!(lenient_path("/public/..;/admin").as_deref(), Ok("/admin"));
+/// ```
+pub fn lenient_path(path: &str) -> Result<String, PathError> {
+    let mut segments: Vec<Vec<u8>> = Vec::new();
+    for raw in path.split('/').skip(1) {
+        let mut segment = percent_decode(raw)?;
+        if let Some(params) = segment.iter().position(|&b| b == b';') {
+            segment.truncate(params);
+        }
+        segment.make_ascii_lowercase();
+        match segment.as_slice() {
+            b"." => continue,
+            b".." => {
+                segments.pop().ok_or(PathError::AboveRoot)?;
+                continue;
+            }
+            _ => {}
+        }
+        while segment
+            .last()
+            .is_some_and(|&b| b == b'.' || b == b' ' || b.is_ascii_control())
+        {
+            segment.pop();
+        }
+        if !segment.is_empty() {
+            segments.push(segment);
+        }
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for segment in &segments {
+        out.push(b'/');
+        out.extend_from_slice(segment);
+    }
+    if segments.is_empty() || path.ends_with('/') {
+        out.push(b'/');
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn percent_decode(raw: &str) -> Result<Vec<u8>, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(escaped_byte(bytes, i)?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The byte of the `%XX` escape at `bytes[i]`.
+fn escaped_byte(bytes: &[u8], i: usize) -> Result<u8, PathError> {
+    bytes
+        .get(i + 1..i + 3)
+        .and_then(|hex| std::str::from_utf8(hex).ok())
+        .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        .ok_or(PathError::BadEscape)
+}
+
 /// The fast path: nothing to decode, no dot or empty segment, nothing to refuse.
 fn is_normal(path: &str) -> bool {
     let bytes = path.as_bytes();
@@ -81,12 +166,7 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
         match bytes[i] {
             b'\\' => return Err(PathError::EncodedSeparator),
             b'%' => {
-                let byte = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|hex| std::str::from_utf8(hex).ok())
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                    .ok_or(PathError::BadEscape)?;
-                match byte {
+                match escaped_byte(bytes, i)? {
                     b'/' | b'\\' | 0 => return Err(PathError::EncodedSeparator),
                     b if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
                         out.push(char::from(b));

@@ -51,12 +51,12 @@ impl TlsConfigs {
                 Arc::new(server_config(
                     resolver.clone(),
                     ticketer_off(),
-                    Some(verifier(gateway, true)?),
+                    Some(client_verifier(gateway, true)?),
                 )?),
                 Arc::new(server_config(
                     resolver,
                     ticketer_off(),
-                    Some(verifier(gateway, false)?),
+                    Some(client_verifier(gateway, false)?),
                 )?),
             ),
             None => (public.clone(), public.clone()),
@@ -111,9 +111,12 @@ impl TlsConfigs {
     }
 }
 
-/// Expired, not-yet-valid, untrusted and revoked certificates fail; with revocation lists
-/// configured, a certificate whose status they do not cover fails too (rustls's default).
-fn verifier(
+/// The verifier of employee certificates. Expired, not-yet-valid, untrusted and revoked
+/// certificates fail; with revocation lists configured, a certificate whose status they do not
+/// cover fails too (rustls's default), and so does every certificate a list covers once that
+/// list is past its `nextUpdate`: a stale list would no longer show new revocations (rustls
+/// ignores expiry unless told to).
+pub fn client_verifier(
     gateway: &GatewaySettings,
     optional: bool,
 ) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
@@ -121,7 +124,8 @@ fn verifier(
         gateway.client_roots.clone(),
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
     )
-    .with_crls(gateway.crls.clone());
+    .with_crls(gateway.crls.clone())
+    .enforce_revocation_expiration();
     let builder = if optional {
         builder.allow_unauthenticated()
     } else {

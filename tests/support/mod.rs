@@ -2,6 +2,7 @@
 //! loopback ports, and real clients (hyper h1/h2 over rustls, raw TLS, raw TCP).
 #![allow(dead_code)]
 
+pub mod employees;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -570,4 +571,23 @@ where
     })
     .await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A GET on an h1 sender with extra headers; `None` when the connection is gone.
+pub async fn get(
+    sender: &mut H1,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<Answer> {
+    let mut builder = request("GET", host, path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    sender.ready().await.ok()?;
+    let response = sender
+        .send_request(builder.body(Full::default()).unwrap())
+        .await
+        .ok()?;
+    Some(collect(response).await)
 }

@@ -1,23 +1,35 @@
-//! The admin listener: health, readiness, metrics and reload, on a loopback or private address
-//! only (validated with the config). Plain HTTP/1.1; every request is written to the
-//! operational log.
+//! The admin listener: health, readiness, metrics and reload. Plain HTTP/1.1 on loopback, or,
+//! with `[admin] allow`, mutual TLS where only granted employees are answered (validated with
+//! the config). Connections are accepted with the public listeners' rules and a limit of their
+//! own; every request is audited.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::access_log::AccessLog;
+use crate::app::LiveApp;
 use crate::audit::{Audit, AuditRecord, now};
+use crate::config::Grant;
+use crate::gateway::ClientIdentity;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::server::Server;
+
+/// Admin connections open at once; operators need few, and no client can hold more.
+const MAX_ADMIN_CONNECTIONS: usize = 16;
+/// Handshake and request-head deadline.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the admin endpoints read and act on.
 #[derive(Debug, Clone)]
@@ -32,40 +44,87 @@ pub struct Admin {
     pub shutdown: CancellationToken,
     /// Admin requests are audited.
     pub audit: Arc<Audit>,
+    /// For the certificates and the gateway of the configuration in service.
+    pub live: LiveApp,
+    /// Who may use it over mutual TLS; empty: plain HTTP (loopback, by validation).
+    pub allow: Vec<Grant>,
+}
+
+/// Who is asking, on a mutual-TLS admin listener.
+#[derive(Debug, Clone)]
+enum Caller {
+    /// Plain HTTP on loopback.
+    Local,
+    /// A granted employee.
+    Granted(String),
+    /// A verified employee without the grant: every request is 403.
+    Refused(String),
 }
 
 impl Admin {
-    /// Serves the admin listener until shutdown.
-    pub fn spawn(self, listener: TcpListener, tracker: &TaskTracker) {
-        let shutdown = self.shutdown.clone();
-        tracker.spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => stream,
-                        Err(_) => continue,
-                    },
-                    () = shutdown.cancelled() => return,
-                };
-                let admin = self.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let admin = admin.clone();
-                        async move { Ok::<_, Infallible>(admin.handle(request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(std::time::Duration::from_secs(10))
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+    /// Serves the admin listener until shutdown, with `server`'s accept rules.
+    pub fn spawn(self, listener: TcpListener, server: &Arc<Server>) {
+        let admin = Arc::new(self);
+        let limit = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+        server.spawn_listener(listener, limit, move |stream, _| {
+            admin.clone().serve(stream)
         });
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn serve(self: Arc<Self>, stream: TcpStream) {
+        if self.allow.is_empty() {
+            return self.serve_http(TokioIo::new(stream), Caller::Local).await;
+        }
+        let app = self.live.load_full();
+        let Some(gateway) = &app.gateway else { return };
+        let Ok(config) = crate::tls::admin_config(app.certs.clone(), &gateway.settings) else {
+            return;
+        };
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+        let Ok(Ok(tls)) = tokio::time::timeout(ADMIN_TIMEOUT, accept).await else {
+            return;
+        };
+        let Some(client) = ClientIdentity::from_session(tls.get_ref().1) else {
+            return;
+        };
+        let granted = gateway
+            .settings
+            .users
+            .get(&client.user)
+            .is_some_and(|user| {
+                self.allow
+                    .iter()
+                    .any(|g| g.admits(&client.user, &user.groups))
+            });
+        let caller = if granted {
+            Caller::Granted(client.user)
+        } else {
+            Caller::Refused(client.user)
+        };
+        self.serve_http(TokioIo::new(tls), caller).await;
+    }
+
+    async fn serve_http<I>(self: Arc<Self>, io: TokioIo<I>, caller: Caller)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = hyper::service::service_fn(move |request| {
+            let (admin, caller) = (self.clone(), caller.clone());
+            async move { Ok::<_, Infallible>(admin.handle(request, &caller).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(ADMIN_TIMEOUT)
+            .serve_connection(io, service)
+            .await;
+    }
+
+    async fn handle(&self, request: Request<Incoming>, caller: &Caller) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let (status, body) = match (request.method(), request.uri().path()) {
+            _ if matches!(caller, Caller::Refused(_)) => {
+                (StatusCode::FORBIDDEN, "forbidden\n".to_owned())
+            }
             (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_owned()),
             (&Method::GET, "/readyz") if self.shutdown.is_cancelled() => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -103,6 +162,10 @@ impl Admin {
         tracing::info!(%method, path, status = status.as_u16(), "admin request");
         self.audit.record(AuditRecord::Admin {
             ts: now(),
+            user: match caller {
+                Caller::Local => "-".to_owned(),
+                Caller::Granted(user) | Caller::Refused(user) => user.clone(),
+            },
             method: method.to_string(),
             path: path.to_owned(),
             status: status.as_u16(),

@@ -144,24 +144,24 @@ impl App {
             .routes
             .iter()
             .filter_map(|route| {
-            let action = match &route.action {
-                RouteAction::Forward(name) => Action::Forward {
-                    upstream: upstreams.get(name.as_str())?.clone(),
-                    name: name.as_str().into(),
-                },
-                RouteAction::Respond { status, body } => Action::Respond {
-                    status: *status,
-                    body: body.clone(),
-                },
-            };
-            let target = Arc::new(Route {
-                name: route.name().into(),
-                host: route.host.clone(),
-                prefix: route.path_prefix.clone(),
-                action,
-                access: route.access.clone(),
-                max_body_bytes: route.max_body_bytes,
-            });
+                let action = match &route.action {
+                    RouteAction::Forward(name) => Action::Forward {
+                        upstream: upstreams.get(name.as_str())?.clone(),
+                        name: name.as_str().into(),
+                    },
+                    RouteAction::Respond { status, body } => Action::Respond {
+                        status: *status,
+                        body: body.clone(),
+                    },
+                };
+                let target = Arc::new(Route {
+                    name: route.name().into(),
+                    host: route.host.clone(),
+                    prefix: route.path_prefix.clone(),
+                    action,
+                    access: route.access.clone(),
+                    max_body_bytes: route.max_body_bytes,
+                });
                 Some((route.host.clone(), route.path_prefix.clone(), target))
             })
             .collect();

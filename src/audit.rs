@@ -74,6 +74,9 @@ pub enum AuditRecord {
     Admin {
         /// RFC 3339 UTC.
         ts: String,
+        /// The employee, over mutual TLS; `-` on loopback.
+        #[serde(default)]
+        user: String,
         /// Request method.
         method: String,
         /// Endpoint.

@@ -15,7 +15,7 @@ mod validate;
 pub use acme::{AcmeSettings, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
-pub use gateway::{GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
+pub use gateway::{CrlUpdate, GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -70,8 +70,8 @@ pub struct Config {
     pub log: LogSettings,
     /// One-way peerings from this instance's environment.
     pub peerings: Vec<Peering>,
-    /// The admin listener (health, metrics, reload), loopback or private only.
-    pub admin: Option<SocketAddr>,
+    /// The admin listener (health, metrics, reload).
+    pub admin: Option<AdminSettings>,
     /// Certificates managed over ACME.
     pub acme: Option<AcmeSettings>,
     /// The gateway for internal routes.
@@ -90,6 +90,15 @@ pub struct Peering {
     pub to: String,
     /// Its networks.
     pub to_networks: Vec<IpNet>,
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Loopback, or private with `allow`.
+    pub listen: SocketAddr,
+    /// Who may use it over mutual TLS; empty: plain HTTP, loopback only.
+    pub allow: Vec<Grant>,
 }
 
 /// `[listen]`, validated.
@@ -208,13 +217,13 @@ impl Config {
         let listen = validate_listen(&raw, &mut problems);
         let limits = validate_limits(&raw.limits, &mut problems);
         let environments = validate_networks(&raw.networks, &mut problems);
-        let admin = validate_admin(&raw, &mut problems);
         let peerings = validate_peerings(&raw, &environments, &mut problems);
         let mut refused_clients = validate_denied(&raw, &mut problems);
         refused_clients.extend(peerings.iter().flat_map(|p| p.to_networks.iter().copied()));
         let upstreams = validate_upstreams(&raw, &environments, &mut problems);
         let certificates = validate_certificates(&raw, &mut problems);
         let gateway = gateway::validate_gateway(&raw, &mut problems);
+        let admin = validate_admin(&raw, gateway.as_ref(), &mut problems);
         let routes = validate_routes(
             &raw,
             &upstreams,

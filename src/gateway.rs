@@ -330,9 +330,11 @@ async fn reserved(
                 )
             }
             mfa::Attempt::Locked(remaining) => {
-                gateway
-                    .audit
-                    .deny(&route.name, &client.user, "locked out after wrong TOTP codes");
+                gateway.audit.deny(
+                    &route.name,
+                    &client.user,
+                    "locked out after wrong TOTP codes",
+                );
                 mfa::locked(remaining)
             }
         },

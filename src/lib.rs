@@ -142,8 +142,8 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
         Some(addr) => Some(bind(addr).await?),
         None => None,
     };
-    let admin = match config.admin {
-        Some(addr) => Some(bind(addr).await?),
+    let admin = match &config.admin {
+        Some(admin) => Some(bind(admin.listen).await?),
         None => None,
     };
     let https_addr = local_addr(&https, config.listen.https)?;
@@ -175,7 +175,7 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
     );
     server.spawn(https, http);
     let reloader = Arc::new(reload::Reloader::new(
-        server,
+        server.clone(),
         shared.clone(),
         &config,
         https_addr.port(),
@@ -188,8 +188,10 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
             reloader: reloader.clone(),
             shutdown: shutdown.clone(),
             audit: shared.audit.clone(),
+            live: server.live(),
+            allow: config.admin.iter().flat_map(|a| a.allow.clone()).collect(),
         }
-        .spawn(listener, &tracker);
+        .spawn(listener, &server);
     }
     Ok(Running {
         https_addr,

@@ -39,6 +39,7 @@ pub struct Metrics {
     log_dropped: Gauge,
     certificate_expiry: Family<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     acme_events: Family<KindLabels, Counter>,
+    crl_expired: Gauge,
 }
 
 impl Default for Metrics {
@@ -60,6 +61,7 @@ impl Metrics {
             log_dropped: Gauge::default(),
             certificate_expiry: Family::default(),
             acme_events: Family::default(),
+            crl_expired: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -101,6 +103,11 @@ impl Metrics {
             "acme_events",
             "ACME events by kind",
             metrics.acme_events.clone(),
+        );
+        registry.register(
+            "gateway_crl_expired",
+            "Revocation lists past their next update: every certificate they cover is refused",
+            metrics.crl_expired.clone(),
         );
         Self {
             registry,
@@ -152,6 +159,12 @@ impl Metrics {
                 name: name.to_owned(),
             })
             .set(remaining.as_secs_f64());
+    }
+
+    /// Records how many revocation lists are past their next update.
+    pub fn crls_expired(&self, count: usize) {
+        self.crl_expired
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// The text exposition, with `dropped` access-log lines.

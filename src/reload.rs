@@ -43,7 +43,7 @@ pub struct Reloader {
     server: Arc<Server>,
     shared: Shared,
     listen: Listen,
-    admin: Option<std::net::SocketAddr>,
+    admin: Option<crate::config::AdminSettings>,
     acme: Option<crate::config::AcmeSettings>,
     https_port: u16,
     path: Option<PathBuf>,
@@ -84,7 +84,7 @@ impl Reloader {
             server,
             shared,
             listen: config.listen,
-            admin: config.admin,
+            admin: config.admin.clone(),
             acme: config.acme.clone(),
             https_port,
             path,
@@ -165,6 +165,16 @@ pub(crate) fn generation(
         if remaining < EXPIRY_WARNING {
             tracing::warn!(certificate = %name, days = remaining.as_secs() / 86_400, "certificate expires soon");
         }
+    }
+    let expired: Vec<&str> = config
+        .gateway
+        .iter()
+        .flat_map(|gateway| gateway.expired_crls(SystemTime::now()))
+        .map(|crl| crl.key.as_str())
+        .collect();
+    shared.metrics.crls_expired(expired.len());
+    if !expired.is_empty() {
+        tracing::error!(crls = ?expired, "revocation lists past their next update: every client certificate they cover is refused");
     }
     Ok(Generation::new(app, tls))
 }

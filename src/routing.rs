@@ -225,9 +225,7 @@ impl<T> RouteTable<T> {
         }
         let lenient = lenient_path(path)?;
         Ok(match routes.resolve_lenient(&lenient) {
-            Some(target)
-                if guarded(target) && !exact.is_some_and(|e| std::ptr::eq(e, target)) =>
-            {
+            Some(target) if guarded(target) && !exact.is_some_and(|e| std::ptr::eq(e, target)) => {
                 Some(target)
             }
             _ => exact,

@@ -94,6 +94,11 @@ impl Server {
         })
     }
 
+    /// The app in service, swapped by [`install`](Self::install).
+    pub fn live(&self) -> LiveApp {
+        self.live.clone()
+    }
+
     /// Serves new connections and every new request with `generation` from now on, and has
     /// open connections check their client certificates against it.
     pub fn install(&self, generation: Generation) {
@@ -105,17 +110,32 @@ impl Server {
     /// Spawns the accept loops of both listeners.
     pub fn spawn(self: &Arc<Self>, https: TcpListener, http: Option<TcpListener>) {
         let server = self.clone();
-        self.tracker
-            .spawn(accept_loop(https, self.clone(), move |stream, peer| {
-                server.clone().serve_tls(stream, peer)
-            }));
+        self.spawn_listener(https, self.connections.clone(), move |stream, peer| {
+            server.clone().serve_tls(stream, peer)
+        });
         if let Some(http) = http {
             let server = self.clone();
-            self.tracker
-                .spawn(accept_loop(http, self.clone(), move |stream, peer| {
-                    server.clone().serve_plain(stream, peer)
-                }));
+            self.spawn_listener(http, self.connections.clone(), move |stream, peer| {
+                server.clone().serve_plain(stream, peer)
+            });
         }
+    }
+
+    /// Accepts on `listener` with the public listeners' rules (refused networks closed at
+    /// accept, backoff on accept errors, every connection a tracked task that shutdown waits
+    /// for), at most `limit`'s permits at once. The admin listener uses it with a limit of its
+    /// own, so that public traffic at `max_connections` cannot lock operators out.
+    pub fn spawn_listener<F, Fut>(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        limit: Arc<Semaphore>,
+        serve: F,
+    ) where
+        F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker
+            .spawn(accept_loop(listener, self.clone(), limit, serve));
     }
 
     async fn serve_tls(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
@@ -307,8 +327,12 @@ fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
 /// accepted until a slot frees, so further clients wait in the kernel backlog instead of being
 /// accepted and starved. The permit is taken after `accept`, not before: with two listeners
 /// sharing one limit, a permit held by an idle `accept` would starve the other listener.
-async fn accept_loop<F, Fut>(listener: TcpListener, server: Arc<Server>, serve: F)
-where
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    server: Arc<Server>,
+    limit: Arc<Semaphore>,
+    serve: F,
+) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -340,7 +364,7 @@ where
             continue;
         }
         let permit = tokio::select! {
-            permit = server.connections.clone().acquire_owned() => match permit {
+            permit = limit.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },

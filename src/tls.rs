@@ -17,7 +17,7 @@ use x509_parser::extensions::GeneralName;
 
 mod client_auth;
 
-pub use client_auth::{ClientAuth, TlsConfigs, client_verifier};
+pub use client_auth::{ClientAuth, TlsConfigs, admin_config, client_verifier};
 
 use crate::acme::{ACME_TLS_ALPN, Acme};
 use crate::routing::{HostPattern, parent_domain};

@@ -50,7 +50,9 @@ async fn health_readiness_and_metrics() {
         "portcullis_requests_total{route=\"localhost/\",status=\"200\"} 1",
         "portcullis_requests_total{route=\"-\",status=\"404\"} 1",
         "portcullis_tls_handshakes_total{kind=\"ok\"} 1",
-        "portcullis_connections_active 1",
+        // The client's connection and this admin request's own: every accepted connection
+        // counts, the admin listener's included.
+        "portcullis_connections_active 2",
         "portcullis_request_duration_seconds_count 2",
         "portcullis_certificate_expiry_seconds{name=\"localhost\"}",
     ] {
@@ -234,4 +236,161 @@ async fn session_tickets_survive_a_reload() {
         Some(rustls::HandshakeKind::Resumed),
         "the session was not resumed after a reload"
     );
+}
+
+/// Attacks on the admin listener itself (issue #9, item 9).
+mod attacks {
+    use std::net::IpAddr;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::admin_toml;
+    use super::support::employees::{Employees, client, gateway_toml};
+    use super::support::{self, Setup, WAIT, exchange, status_of, tcp_from, tls_connect};
+
+    const GET_METRICS: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
+
+    #[tokio::test]
+    async fn admin_listener_keeps_the_accept_filters_and_a_connection_limit() {
+        let setup = Setup::new().await;
+        // 127.66/16 is denied; 127.50/16 belongs to an environment we peer to (it never
+        // reaches us).
+        let toml = admin_toml(&setup, "")
+            .replace(
+                "test = [\"127.0.0.0/8\", \"::1/128\"]",
+                "test = [\"127.0.0.1/32\", \"::1/128\"]\ndb = [\"127.50.0.0/16\"]",
+            )
+            .replace(
+                "environment = \"test\"\n[listen]",
+                "environment = \"test\"\n[[peerings]]\nfrom = \"test\"\nto = \"db\"\n[access]\ndeny_clients = [\"127.66.0.0/16\"]\n[listen]",
+            );
+        let proxy = support::start_toml(&toml).await;
+        let addr = proxy.admin_addr.unwrap();
+        for from in ["127.66.0.5", "127.50.0.9"] {
+            let local: IpAddr = from.parse().unwrap();
+            let answer = match tcp_from(Some(local), addr).await {
+                Ok(mut tcp) => exchange(&mut tcp, GET_METRICS).await,
+                Err(_) => String::new(),
+            };
+            assert!(
+                answer.is_empty(),
+                "{from} was answered on the admin listener: {answer}"
+            );
+        }
+        let mut local = tcp_from(None, addr).await.unwrap();
+        assert_eq!(
+            status_of(&exchange(&mut local, GET_METRICS).await),
+            Some(200)
+        );
+
+        // Sixteen idle connections fill the admin limit: the next one waits in the backlog.
+        let mut idle = Vec::new();
+        for _ in 0..16 {
+            idle.push(tcp_from(None, addr).await.unwrap());
+        }
+        let mut waiting = tcp_from(None, addr).await.unwrap();
+        waiting.write_all(GET_METRICS).await.unwrap();
+        let mut buf = [0u8; 16];
+        let early = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            waiting.read(&mut buf),
+        )
+        .await;
+        assert!(
+            early.is_err(),
+            "served past the admin connection limit: {early:?}"
+        );
+        drop(idle.pop());
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(WAIT, waiting.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "a freed slot was not used");
+        assert_eq!(status_of(&String::from_utf8_lossy(&answer)), Some(200));
+        drop(idle);
+        assert!(proxy.shutdown().await);
+    }
+
+    #[tokio::test]
+    async fn admin_off_loopback_needs_employee_certificates() {
+        let setup = Setup::new().await;
+        let employees = Employees::new();
+        let gateway = gateway_toml(&setup, &employees, 666);
+        for listen in ["10.1.2.3:9900", "192.168.1.1:9900"] {
+            let toml = setup.toml(&format!("[admin]\nlisten = \"{listen}\"\n"));
+            support::assert_refused(&toml, "admin.listen");
+            let with_grant = setup.toml(&format!(
+                "{gateway}[admin]\nlisten = \"{listen}\"\nallow = [\"group:ops\"]\n"
+            ));
+            assert!(
+                support::config_from(&with_grant).is_ok(),
+                "{listen} with a grant"
+            );
+        }
+        support::assert_refused(
+            &setup.toml("[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"bob\"]\n"),
+            "admin.allow",
+        );
+        support::assert_refused(
+            &setup.toml(&format!(
+                "{gateway}[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"group:nobody\"]\n"
+            )),
+            "admin.allow[0]",
+        );
+
+        let toml = setup.toml(&format!(
+            "{gateway}[admin]\nlisten = \"127.0.0.1:0\"\nallow = [\"group:ops\"]\n"
+        ));
+        let proxy = support::start_toml(&toml).await;
+        let addr = proxy.admin_addr.unwrap();
+        let ask = |identity| {
+            let config = client(&setup, identity);
+            async move {
+                match tls_connect(addr, "localhost", config).await {
+                    Ok(mut tls) => status_of(&exchange(&mut tls, GET_METRICS).await),
+                    Err(_) => None,
+                }
+            }
+        };
+        assert_eq!(
+            ask(Some(employees.valid("bob", 2))).await,
+            Some(200),
+            "granted"
+        );
+        assert_eq!(
+            ask(Some(employees.valid("alice", 1))).await,
+            Some(403),
+            "not granted"
+        );
+        assert_eq!(ask(None).await, None, "no certificate, no admin");
+        assert_eq!(
+            ask(Some(employees.valid("bob", 666))).await,
+            None,
+            "revoked"
+        );
+        let mut plain = tcp_from(None, addr).await.unwrap();
+        assert_eq!(
+            status_of(&exchange(&mut plain, GET_METRICS).await),
+            None,
+            "plain HTTP"
+        );
+        assert!(proxy.shutdown().await);
+
+        let audit: String = std::fs::read_dir(setup.log_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        assert!(
+            audit.contains(
+                "\"user\":\"bob\",\"method\":\"GET\",\"path\":\"/metrics\",\"status\":200"
+            ),
+            "{audit}"
+        );
+        assert!(
+            audit.contains(
+                "\"user\":\"alice\",\"method\":\"GET\",\"path\":\"/metrics\",\"status\":403"
+            ),
+            "{audit}"
+        );
+    }
 }

@@ -62,6 +62,19 @@ pub fn describe(config: &Config) -> String {
         }
     }
     describe_exposure(config, &mut out);
+    if let Some(gateway) = &config.gateway {
+        for crl in gateway.expired_crls(std::time::SystemTime::now()) {
+            let since = crl
+                .next_update
+                .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "warning: {} expired at {since}: every client certificate it covers is refused until a fresh list is installed",
+                crl.key
+            );
+        }
+    }
     out
 }
 
@@ -71,7 +84,7 @@ fn describe_exposure(config: &Config, out: &mut String) {
     let sockets = [
         ("http", config.listen.http),
         ("https", Some(config.listen.https)),
-        ("admin", config.admin),
+        ("admin", config.admin.as_ref().map(|a| a.listen)),
     ];
     for (name, addr) in sockets {
         if let Some(addr) = addr {

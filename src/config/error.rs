@@ -71,6 +71,11 @@ pub enum ProblemKind {
     /// An admin address reachable from outside.
     #[error("{0} is public; the admin listener must be on a loopback or private address")]
     PublicAdmin(SocketAddr),
+    /// A non-loopback admin address without client certificates.
+    #[error(
+        "{0} is not a loopback address: set admin.allow to require employee certificates (mutual TLS) there"
+    )]
+    UnauthenticatedAdmin(SocketAddr),
     /// Not CIDR notation.
     #[error("{0:?} is not a network in CIDR notation")]
     Network(String),
@@ -152,8 +157,8 @@ pub enum ProblemKind {
     /// `allow` or `mfa` on a route that is not internal.
     #[error("`allow` and `mfa` apply to internal routes only (set `internal = true`)")]
     AccessOnPublicRoute,
-    /// An internal route without a gateway.
-    #[error("internal routes need a [gateway] section")]
+    /// An internal route or admin grant without a gateway.
+    #[error("internal routes and admin grants need a [gateway] section")]
     NoGateway,
     /// An allow entry naming nobody.
     #[error("{0:?} is neither a user in [gateway.users] nor a group one of them belongs to")]

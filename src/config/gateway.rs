@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::CertificateRevocationListDer;
 use rustls::pki_types::pem::PemObject;
@@ -19,14 +19,34 @@ use super::validate::Problems;
 pub struct GatewaySettings {
     /// Roots that issue employee certificates.
     pub client_roots: Arc<rustls::RootCertStore>,
-    /// Revocation lists; unknown status fails closed.
+    /// Revocation lists; unknown status fails closed, and so does a list past its next update.
     pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// Each list's key and next update, for `check` and the metrics.
+    pub crl_updates: Vec<CrlUpdate>,
     /// How long a passed second factor lasts.
     pub mfa_session: Duration,
     /// How wrong TOTP codes are answered.
     pub lockout: LockoutPolicy,
     /// People, by certificate subject CN.
     pub users: BTreeMap<String, User>,
+}
+
+/// When a revocation list should be replaced.
+#[derive(Debug, Clone)]
+pub struct CrlUpdate {
+    /// Its config key, `gateway.crls[N]`.
+    pub key: String,
+    /// Its `nextUpdate`; `None` when it names none (it never expires).
+    pub next_update: Option<SystemTime>,
+}
+
+impl GatewaySettings {
+    /// The revocation lists past their next update at `now`.
+    pub fn expired_crls(&self, now: SystemTime) -> impl Iterator<Item = &CrlUpdate> {
+        self.crl_updates
+            .iter()
+            .filter(move |crl| crl.next_update.is_some_and(|next| next <= now))
+    }
 }
 
 /// Wrong second-factor codes: after `max_failures` in a row the user is locked out for
@@ -104,18 +124,28 @@ pub(super) fn validate_gateway(
     let client_roots = crate::tls::load_roots(&gateway.client_ca)
         .map_err(|e| problems.push("gateway.client_ca", e))
         .ok()?;
-    let crls = gateway
+    let (crls, crl_updates) = gateway
         .crls
         .iter()
         .enumerate()
         .filter_map(|(i, path)| {
-            CertificateRevocationListDer::from_pem_file(path)
-                .map_err(|_| {
-                    problems.push(format!("gateway.crls[{i}]"), ProblemKind::Crl(path.clone()))
-                })
-                .ok()
+            let key = format!("gateway.crls[{i}]");
+            let crl = CertificateRevocationListDer::from_pem_file(path).ok();
+            let next_update = crl.as_ref().and_then(|der| {
+                let (_, parsed) = x509_parser::parse_x509_crl(der).ok()?;
+                Some(parsed.next_update().map(|t| {
+                    UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
+                }))
+            });
+            match (crl, next_update) {
+                (Some(crl), Some(next_update)) => Some((crl, CrlUpdate { key, next_update })),
+                _ => {
+                    problems.push(key, ProblemKind::Crl(path.clone()));
+                    None
+                }
+            }
         })
-        .collect();
+        .unzip();
     let mfa_session = humantime::parse_duration(&gateway.mfa_session)
         .map_err(|_| {
             problems.push(
@@ -148,6 +178,7 @@ pub(super) fn validate_gateway(
     Some(GatewaySettings {
         client_roots: Arc::new(client_roots),
         crls,
+        crl_updates,
         mfa_session,
         lockout,
         users,
@@ -213,8 +244,34 @@ pub(super) fn route_access(
         problems.push(key("internal"), ProblemKind::NoGateway);
         return None;
     };
+    let allow = grants(
+        &route.allow,
+        &format!("routes[{i}].allow"),
+        gateway,
+        problems,
+    );
+    if route.mfa {
+        for (name, user) in &gateway.users {
+            if user.totp.is_none() && allow.iter().any(|g| g.admits(name, &user.groups)) {
+                problems.push(key("mfa"), ProblemKind::NoSecondFactor(name.clone()));
+            }
+        }
+    }
+    Some(RouteAccess {
+        allow,
+        mfa: route.mfa,
+    })
+}
+
+/// An `allow` list at `key`, each entry naming a configured user or a group one of them is in.
+pub(super) fn grants(
+    entries: &[String],
+    key: &str,
+    gateway: &GatewaySettings,
+    problems: &mut Problems,
+) -> Vec<Grant> {
     let mut allow = Vec::new();
-    for (j, entry) in route.allow.iter().enumerate() {
+    for (j, entry) in entries.iter().enumerate() {
         let grant = match entry.strip_prefix("group:") {
             Some(group) => Grant::Group(group.to_owned()),
             None => Grant::User(entry.clone()),
@@ -227,20 +284,10 @@ pub(super) fn route_access(
             allow.push(grant);
         } else {
             problems.push(
-                format!("routes[{i}].allow[{j}]"),
+                format!("{key}[{j}]"),
                 ProblemKind::UnknownGrant(entry.clone()),
             );
         }
     }
-    if route.mfa {
-        for (name, user) in &gateway.users {
-            if user.totp.is_none() && allow.iter().any(|g| g.admits(name, &user.groups)) {
-                problems.push(key("mfa"), ProblemKind::NoSecondFactor(name.clone()));
-            }
-        }
-    }
-    Some(RouteAccess {
-        allow,
-        mfa: route.mfa,
-    })
+    allow
 }

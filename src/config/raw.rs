@@ -44,6 +44,9 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: String,
+    /// Employees who may use it over mutual TLS; empty: plain HTTP on loopback only.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// `[[peerings]]`: `from` may reach `to`, never the reverse.

@@ -13,8 +13,8 @@ use ipnet::IpNet;
 
 use super::raw::{self, RawConfig, RawLimits};
 use super::{
-    ConfigError, Limits, Listen, MIN_HEADER_BYTES, Problem, ProblemKind, RouteAction, RouteConfig,
-    UpstreamConfig,
+    AdminSettings, ConfigError, GatewaySettings, Limits, Listen, MIN_HEADER_BYTES, Problem,
+    ProblemKind, RouteAction, RouteConfig, UpstreamConfig,
 };
 use crate::networks::check_private;
 use crate::routing::HostPattern;
@@ -229,14 +229,30 @@ fn route_action(
     }
 }
 
-/// `[admin] listen`: private by construction, never on a public or wildcard address.
-pub(super) fn validate_admin(raw: &RawConfig, problems: &mut Problems) -> Option<SocketAddr> {
+/// `[admin]`: private by construction. Plain HTTP on a loopback address, or mutual TLS with
+/// employee certificates and a grant (`allow`) on a loopback or private address; never on a
+/// public or wildcard address.
+pub(super) fn validate_admin(
+    raw: &RawConfig,
+    gateway: Option<&GatewaySettings>,
+    problems: &mut Problems,
+) -> Option<AdminSettings> {
     let admin = raw.admin.as_ref()?;
-    let addr = socket_addr(&admin.listen, "admin.listen", problems);
-    if check_private(&IpNet::from(addr.ip())).is_err() || addr.ip().is_unspecified() {
-        problems.push("admin.listen", ProblemKind::PublicAdmin(addr));
+    let listen = socket_addr(&admin.listen, "admin.listen", problems);
+    if check_private(&IpNet::from(listen.ip())).is_err() || listen.ip().is_unspecified() {
+        problems.push("admin.listen", ProblemKind::PublicAdmin(listen));
+    } else if admin.allow.is_empty() && !listen.ip().to_canonical().is_loopback() {
+        problems.push("admin.listen", ProblemKind::UnauthenticatedAdmin(listen));
     }
-    Some(addr)
+    let allow = match gateway {
+        Some(gateway) => super::gateway::grants(&admin.allow, "admin.allow", gateway, problems),
+        None if admin.allow.is_empty() => Vec::new(),
+        None => {
+            problems.push("admin.allow", ProblemKind::NoGateway);
+            Vec::new()
+        }
+    };
+    Some(AdminSettings { listen, allow })
 }
 
 /// RFC 6797 6.1: `max-age` is required; `includeSubDomains` and `preload` are flags.

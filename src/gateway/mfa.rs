@@ -116,7 +116,12 @@ impl MfaState {
         code: &str,
         policy: LockoutPolicy,
     ) -> Attempt {
-        self.attempt_at(user, |unix| totp.check(code.trim(), unix), policy, Instant::now())
+        self.attempt_at(
+            user,
+            |unix| totp.check(code.trim(), unix),
+            policy,
+            Instant::now(),
+        )
     }
 
     /// [`attempt`](Self::attempt) with the code check and the clock passed in, for tests.
@@ -146,7 +151,13 @@ impl MfaState {
         }
     }
 
-    fn signature(&self, client: &ClientIdentity, host: &str, route: &Route, expiry: u64) -> hmac::Tag {
+    fn signature(
+        &self,
+        client: &ClientIdentity,
+        host: &str,
+        route: &Route,
+        expiry: u64,
+    ) -> hmac::Tag {
         hmac::sign(&self.key, &signed_message(client, host, route, expiry))
     }
 
@@ -248,7 +259,9 @@ pub(super) fn return_path(raw: &str, same_route: impl Fn(&str) -> bool) -> Optio
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/')
         || matches!(bytes.get(1), Some(b'/' | b'\\'))
-        || bytes.iter().any(|&b| !(0x21..=0x7e).contains(&b) || b == b'\\')
+        || bytes
+            .iter()
+            .any(|&b| !(0x21..=0x7e).contains(&b) || b == b'\\')
     {
         return None;
     }
@@ -285,7 +298,10 @@ pub(super) fn form(
         CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     response
 }
 
@@ -364,7 +380,7 @@ mod tests {
         );
         // Locked: the code is not even looked at, a right one included.
         assert_eq!(
-            state.attempt_at("alice", |s| Some(s), POLICY, start + Duration::from_secs(59)),
+            state.attempt_at("alice", Some, POLICY, start + Duration::from_secs(59)),
             Attempt::Locked(Duration::from_secs(1))
         );
         assert_eq!(
@@ -388,7 +404,7 @@ mod tests {
         assert_eq!(last, POLICY.max, "lockouts stop growing at the maximum");
         // Other users are not affected; a right code clears the count.
         assert_eq!(
-            state.attempt_at("bob", |s| Some(s), POLICY, start),
+            state.attempt_at("bob", Some, POLICY, start),
             Attempt::Passed
         );
         assert_eq!(

@@ -32,8 +32,11 @@ static OWNED: [&HeaderName; 6] = [
     &USER_HEADER,
 ];
 /// Client-certificate headers other proxies set; we never do, so any copy is a forgery.
-const FORGED_CERTIFICATE_HEADERS: [&str; 3] =
-    ["x-forwarded-client-cert", "x-client-cert", "x-ssl-client-cert"];
+const FORGED_CERTIFICATE_HEADERS: [&str; 3] = [
+    "x-forwarded-client-cert",
+    "x-client-cert",
+    "x-ssl-client-cert",
+];
 
 /// Cookies whose names start with this are the proxy's own (the MFA session): upstreams never
 /// see them. `__Host-` makes browsers keep them host-only, `Secure` and `Path=/`

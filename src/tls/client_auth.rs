@@ -111,6 +111,20 @@ impl TlsConfigs {
     }
 }
 
+/// The admin listener's TLS: an employee certificate required, no resumption, HTTP/1.1 only.
+pub fn admin_config(
+    resolver: Arc<SniResolver>,
+    gateway: &GatewaySettings,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut config = server_config(
+        resolver,
+        ticketer_off(),
+        Some(client_verifier(gateway, false)?),
+    )?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The verifier of employee certificates. Expired, not-yet-valid, untrusted and revoked
 /// certificates fail; with revocation lists configured, a certificate whose status they do not
 /// cover fails too (rustls's default), and so does every certificate a list covers once that

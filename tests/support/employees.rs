@@ -147,4 +147,3 @@ pub fn client(setup: &Setup, identity: Option<Identity>) -> Arc<rustls::ClientCo
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
-

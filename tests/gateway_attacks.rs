@@ -70,6 +70,7 @@ impl Rig {
         self.setup.toml(&format!(
             "{internal_cert}[upstreams.tools]\nenvironment = \"test\"\naddrs = [\"{tools}\"]\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\
+             [limits]\nheader_read_timeout = \"60s\"\n\
              [gateway]\nclient_ca = \"{ca}\"\ncrls = [\"{crl}\"]\nmfa_max_failures = 3\nmfa_lockout = \"2s\"\n\
              [gateway.users.alice]\ngroups = [\"dev\"]\ntotp_secret_file = \"{secret}\"\n\
              [gateway.users.erin]\ngroups = [\"dev\"]\ntotp_secret_file = \"{secret}\"\n\
@@ -476,12 +477,12 @@ async fn mfa_cookie_is_bound_and_never_forwarded() {
     let rig = Rig::new().await;
     let proxy = rig.start().await;
     let (mixed, other) = ("mixed.corp.test", "other.corp.test");
-    let mut on_mixed = rig
-        .connect(proxy.https_addr, mixed, Some(("alice", 1)))
+    // One certificate for both hosts, so that only the host and route binding can refuse.
+    let alice = client(&rig.setup, Some(rig.employees.valid("alice", 1)));
+    let mut on_mixed = support::h1_with(proxy.https_addr, mixed, alice.clone())
         .await
         .unwrap();
-    let mut on_other = rig
-        .connect(proxy.https_addr, other, Some(("alice", 1)))
+    let mut on_other = support::h1_with(proxy.https_addr, other, alice)
         .await
         .unwrap();
     let mixed_session =

@@ -110,10 +110,15 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let running = portcullis::start_from_file(config, path.to_owned()).await?;
+        // Handlers first: a supervisor that signals as soon as it reads "listening" must not
+        // meet the default action.
+        let stop = shutdown_signal()?;
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing SIGHUP handler")?;
         tracing::info!(https = %running.https_addr, http = ?running.http_addr, admin = ?running.admin_addr, "listening");
         let running = std::sync::Arc::new(running);
-        tokio::spawn(reload_on_sighup(running.clone()));
-        shutdown_signal().await?;
+        tokio::spawn(reload_on_sighup(running.clone(), hangup));
+        stop.await?;
         tracing::info!("shutting down");
         if !running.shutdown().await {
             tracing::warn!("shutdown grace elapsed with connections still open");
@@ -123,9 +128,10 @@ fn run(path: &Path) -> anyhow::Result<()> {
 }
 
 /// SIGHUP re-reads the config file; an invalid one is refused and the running one stays.
-async fn reload_on_sighup(running: std::sync::Arc<portcullis::Running>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+async fn reload_on_sighup(
+    running: std::sync::Arc<portcullis::Running>,
+    mut hangup: tokio::signal::unix::Signal,
+) {
     while hangup.recv().await.is_some() {
         let reloading = running.clone();
         let outcome = tokio::task::spawn_blocking(move || reloading.reload_file("signal")).await;
@@ -135,17 +141,20 @@ async fn reload_on_sighup(running: std::sync::Arc<portcullis::Running>) -> anyho
             Err(_) => tracing::error!("reload failed"),
         }
     }
-    Ok(())
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on either signal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("installing SIGINT handler")?,
-    }
-    Ok(())
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        Ok(())
+    })
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {

@@ -167,18 +167,7 @@ async fn reload_installs_good_configs_and_refuses_bad_ones_under_traffic() {
 
     // The audit writer flushes everything queued when the proxy stops.
     assert!(proxy.shutdown().await);
-    let audit: Vec<serde_json::Value> = std::fs::read_dir(setup.log_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
-        .flat_map(|e| {
-            std::fs::read_to_string(e.path())
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let audit = setup.audit();
     let config_events: Vec<(&str, &str)> = audit
         .iter()
         .filter(|r| r["event"] == "config")
@@ -374,12 +363,7 @@ mod attacks {
         );
         assert!(proxy.shutdown().await);
 
-        let audit: String = std::fs::read_dir(setup.log_dir())
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
-            .map(|e| std::fs::read_to_string(e.path()).unwrap())
-            .collect();
+        let audit = setup.audit_text();
         assert!(
             audit.contains(
                 "\"user\":\"bob\",\"method\":\"GET\",\"path\":\"/metrics\",\"status\":200"

@@ -87,13 +87,7 @@ async fn identities_grants_and_certificate_failures() {
         ("revoked", Some(employees.valid("bob", 666))),
     ];
     for (what, identity) in refused {
-        let connected = support::h1_with(addr, tools, client(&setup, identity)).await;
-        let served = match connected {
-            Some(mut sender) => get(&mut sender, tools, "/", &[])
-                .await
-                .map(|a| a.status.as_u16()),
-            None => None,
-        };
+        let served = support::status_with(addr, tools, "/", client(&setup, identity)).await;
         assert_eq!(
             served, None,
             "{what}: the required-certificate host served a request"
@@ -155,12 +149,7 @@ async fn identities_grants_and_certificate_failures() {
     }
     assert!(proxy.shutdown().await);
 
-    let audit = std::fs::read_dir(setup.log_dir())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap())
-        .collect::<String>();
+    let audit = setup.audit_text();
     for expected in [
         "\"user\":\"alice\"",
         "\"decision\":\"allowed\"",

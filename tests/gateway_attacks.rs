@@ -100,22 +100,6 @@ impl Rig {
         let identity = who.map(|(name, serial)| self.employees.valid(name, serial));
         support::h1_with(addr, sni, client(&self.setup, identity)).await
     }
-
-    /// Every audit record written so far (read after `shutdown`, which flushes the writer).
-    fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_dir(self.setup.log_dir())
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
-            .flat_map(|e| {
-                std::fs::read_to_string(e.path())
-                    .unwrap()
-                    .lines()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
 }
 
 /// Posts the MFA form as a browser would.
@@ -298,7 +282,7 @@ async fn totp_guesses_are_locked_out_across_connections() {
     pass(&rig, &mut first, host, route, "/", 0).await;
     assert!(proxy.shutdown().await);
 
-    let audit = rig.audit();
+    let audit = rig.setup.audit();
     let decisions = |d: &str| {
         audit
             .iter()
@@ -582,7 +566,7 @@ async fn anonymous_denials_are_aggregated() {
     );
     assert!(proxy.shutdown().await);
 
-    let audit = rig.audit();
+    let audit = rig.setup.audit();
     let denied: Vec<&serde_json::Value> = audit.iter().filter(|r| r["event"] == "denied").collect();
     assert!(
         denied.len() <= 2,
@@ -609,15 +593,8 @@ async fn expired_crl_fails_closed() {
     let toml = rig.toml("allow = [\"alice\", \"group:ops\"]", &[666], 2025);
     let proxy = support::start_toml(&toml).await;
     let tools = "tools.corp.test";
-    let served = match rig
-        .connect(proxy.https_addr, tools, Some(("alice", 1)))
-        .await
-    {
-        Some(mut sender) => get(&mut sender, tools, "/", &[])
-            .await
-            .map(|a| a.status.as_u16()),
-        None => None,
-    };
+    let alice = client(&rig.setup, Some(rig.employees.valid("alice", 1)));
+    let served = support::status_with(proxy.https_addr, tools, "/", alice).await;
     assert_eq!(
         served, None,
         "a certificate was accepted under an expired CRL"

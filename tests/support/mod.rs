@@ -237,6 +237,28 @@ dir = "{logs}"
             .collect()
     }
 
+    /// The text of every audit file written so far (complete after `shutdown`, which flushes
+    /// the audit writer).
+    pub fn audit_text(&self) -> String {
+        std::fs::read_dir(self.log_dir())
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every audit record written so far, parsed.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        self.audit_text()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Starts the real proxy on ephemeral ports.
     pub async fn start(&self, extra: &str) -> Running {
         start_toml(&self.toml(extra)).await
@@ -590,4 +612,18 @@ pub async fn get(
         .await
         .ok()?;
     Some(collect(response).await)
+}
+
+/// The status of one GET over a new h1 connection made with `client`; `None` when the handshake
+/// or the request fails.
+pub async fn status_with(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    client: Arc<rustls::ClientConfig>,
+) -> Option<u16> {
+    let mut sender = h1_with(addr, host, client).await?;
+    get(&mut sender, host, path, &[])
+        .await
+        .map(|a| a.status.as_u16())
 }

@@ -5,9 +5,12 @@
 //! client ──(refused networks closed at accept)
 //!            └ TLS listener ─▶ rustls (SNI picks certificate and client-certificate policy)
 //!                 ─▶ hyper h1/h2 ─▶ access log ─▶ HSTS ─▶ error responses ─▶ routing
-//!                 ─▶ gateway (internal routes) ─▶ proxy ─▶ upstream pool (private networks only)
+//!                 ─▶ gateway (internal routes, /.portcullis/) ─▶ proxy ─▶ upstream pool
+//!                    (private networks only)
 //!
-//! beside them: the admin listener (health, metrics, reload), the ACME task, the log writer
+//! Routing and the gateway read the configuration in service for every request; a reload
+//! swaps it. Beside them: the admin listener (health, metrics, reload; loopback or mutual TLS),
+//! the ACME task, the access-log and audit writers.
 //! ```
 //!
 //! [`start`] binds the listeners and serves until [`Running::shutdown`]; `main.rs`, the tests

@@ -198,11 +198,12 @@ impl Server {
     /// revokes it, its CA is no longer trusted); never for a connection without one.
     fn revocation(&self, info: &Arc<ConnectionInfo>) -> impl Future<Output = ()> + use<> {
         let (info, live) = (info.clone(), self.live.clone());
-        let mut reloads = self.reloads.subscribe();
+        // Only connections with a client certificate listen for reloads.
+        let mut reloads = info.client.is_some().then(|| self.reloads.subscribe());
         async move {
-            if info.client.is_none() {
+            let Some(reloads) = reloads.as_mut() else {
                 return std::future::pending().await;
-            }
+            };
             loop {
                 tokio::select! {
                     changed = reloads.changed() => {

@@ -432,7 +432,10 @@ async fn path_spellings_cannot_walk_past_an_internal_prefix() {
     let mut h2 = support::Client::connect(true, proxy.https_addr, host, &rig.setup.pki).await;
     for path in spellings {
         let answer = h2.get(host, path).await;
-        assert_eq!(answer.status, 403, "h2 {path} walked past the /admin gateway");
+        assert_eq!(
+            answer.status, 403,
+            "h2 {path} walked past the /admin gateway"
+        );
     }
     assert_eq!(
         rig.setup.app.hits(),

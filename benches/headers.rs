@@ -6,7 +6,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
-use portcullis::proxy::{rewrite_request, rewrite_response};
+use portcullis::proxy::{Vouched, rewrite_request, rewrite_response};
 
 fn browser_request() -> HeaderMap {
     [
@@ -41,7 +41,17 @@ fn headers(c: &mut Criterion) {
         b.iter_batched(
             browser_request,
             |mut h| {
-                rewrite_request(&mut h, Version::HTTP_11, &authority, &client, None, None);
+                rewrite_request(
+                    &mut h,
+                    Version::HTTP_11,
+                    &Vouched {
+                        host: &authority,
+                        client: &client,
+                        user: None,
+                    },
+                    &[],
+                    None,
+                );
                 black_box(h)
             },
             BatchSize::SmallInput,

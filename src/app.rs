@@ -58,6 +58,8 @@ pub struct App {
     pub gateway: Option<Arc<Gateway>>,
     /// Clients closed at accept, before any byte is read.
     pub refused_clients: ClientFilter,
+    /// `[headers] strip`: stripped from every request beside the built-in list.
+    pub stripped_headers: Arc<[http::HeaderName]>,
 }
 
 /// Where a matched request goes.
@@ -191,6 +193,7 @@ impl App {
             }),
             gateway,
             refused_clients: ClientFilter::new(config.refused_clients.clone()),
+            stripped_headers: config.stripped_headers.clone().into(),
             access_log: shared.access_log.clone(),
             metrics: shared.metrics.clone(),
             certs: Arc::new(SniResolver::new(

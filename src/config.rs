@@ -76,6 +76,8 @@ pub struct Config {
     pub acme: Option<AcmeSettings>,
     /// The gateway for internal routes.
     pub gateway: Option<GatewaySettings>,
+    /// Request headers stripped from every client request beside the built-in list.
+    pub stripped_headers: Vec<http::HeaderName>,
     /// Clients refused at accept: `access.deny_clients` plus every peered-to network, which
     /// may never reach us.
     pub refused_clients: Vec<IpNet>,
@@ -238,6 +240,22 @@ impl Config {
             &routes,
             &mut problems,
         );
+        let stripped_headers = raw
+            .headers
+            .strip
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| {
+                        problems.push(
+                            format!("headers.strip[{i}]"),
+                            ProblemKind::HeaderName(name.clone()),
+                        )
+                    })
+                    .ok()
+            })
+            .collect();
         if raw.server.workers == Some(0) {
             problems.push("server.workers", ProblemKind::Zero);
         }
@@ -266,6 +284,7 @@ impl Config {
             },
             peerings,
             refused_clients,
+            stripped_headers,
             admin,
             acme,
             gateway,

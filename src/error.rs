@@ -9,12 +9,16 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{RequestBodyError, ResponseBody};
+use crate::layers::MessageError;
 use crate::routing::{HostError, PathError};
 use crate::upstream::UpstreamError;
 
 /// A request the proxy answers itself instead of forwarding.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// Framing, field values or header size no upstream should be asked to interpret.
+    #[error(transparent)]
+    Message(#[from] MessageError),
     /// Missing, duplicate, malformed or conflicting host.
     #[error(transparent)]
     Host(#[from] HostError),
@@ -43,6 +47,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Host(_) | Self::Path(_) => StatusCode::BAD_REQUEST,
+            Self::Message(MessageError::HeadersTooLarge) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            Self::Message(_) => StatusCode::BAD_REQUEST,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::Forbidden => StatusCode::FORBIDDEN,
@@ -69,6 +77,8 @@ impl ProxyError {
     /// A short, stable name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::Message(MessageError::HeadersTooLarge) => "headers_too_large",
+            Self::Message(_) => "bad_message",
             Self::Host(_) => "bad_host",
             Self::Path(_) => "bad_path",
             Self::Misdirected => "misdirected",

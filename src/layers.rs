@@ -8,6 +8,7 @@
 
 mod access;
 mod error_response;
+mod message;
 mod route;
 
 use std::convert::Infallible;
@@ -21,6 +22,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use access::{AccessLogLayer, AccessLogService, LoggedBody};
 pub use error_response::{ErrorResponse, ErrorResponseLayer};
+pub use message::MessageError;
 pub use route::{RouteLayer, RouteService};
 
 use crate::access_log::Listener;

@@ -22,8 +22,8 @@ use hyper_util::rt::TokioIo;
 use tower::Service;
 
 pub use headers::{
-    OWN_COOKIE_PREFIX, USER_HEADER, cookie_pairs, requested_upgrade, rewrite_request,
-    rewrite_response,
+    OWN_COOKIE_PREFIX, OWNED_REQUEST_HEADERS, USER_HEADER, Vouched, cookie_pairs,
+    requested_upgrade, rewrite_request, rewrite_response,
 };
 
 use crate::access_log::Exchange;
@@ -89,7 +89,7 @@ async fn forward(
         route,
         host,
         user,
-        ..
+        app,
     } = routed;
     let declared_length = request
         .headers()
@@ -107,12 +107,16 @@ async fn forward(
     let upgrade = requested_upgrade(request.version(), request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
+    let vouched = Vouched {
+        host: &host.authority,
+        client: &conn.forwarded_for,
+        user: user.as_ref(),
+    };
     rewrite_request(
         &mut parts.headers,
         parts.version,
-        &host.authority,
-        &conn.forwarded_for,
-        user.as_ref(),
+        &vouched,
+        &app.stripped_headers,
         upgrade,
     );
     parts.uri = upstream_uri(upstream, &parts.uri)?;

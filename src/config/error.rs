@@ -220,6 +220,9 @@ pub enum ProblemKind {
     /// A prefix in the proxy's own namespace.
     #[error("{0:?} lies in /.portcullis/, which the proxy keeps for itself on every host")]
     ReservedPrefix(String),
+    /// Not a header name.
+    #[error("{0:?} is not an HTTP header name")]
+    HeaderName(String),
     /// Same host and prefix twice.
     #[error("another route already serves host {0:?} with this prefix")]
     DuplicateRoute(String),

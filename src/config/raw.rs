@@ -37,6 +37,17 @@ pub struct RawConfig {
     pub access: RawAccess,
     pub admin: Option<RawAdmin>,
     pub gateway: Option<RawGateway>,
+    #[serde(default)]
+    pub headers: RawHeaders,
+}
+
+/// `[headers]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    /// More request headers only the proxy may set: stripped from every client request.
+    #[serde(default)]
+    pub strip: Vec<String>,
 }
 
 /// `[admin]`

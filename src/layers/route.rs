@@ -78,6 +78,8 @@ where
 
 impl RouteLayer {
     fn route(&self, mut request: Request<Incoming>) -> Result<Routed, ProxyError> {
+        let app = self.live.load_full();
+        super::message::check(&request, app.limits.max_header_bytes)?;
         let host = request_host(request.version(), request.uri(), request.headers())?;
         if !crate::tls::covers(&self.conn.certificate, &host.name) {
             return Err(ProxyError::Misdirected);
@@ -93,7 +95,6 @@ impl RouteLayer {
             *request.uri_mut() =
                 http::Uri::from_parts(parts).map_err(|_| PathError::NotAbsolute)?;
         }
-        let app = self.live.load_full();
         let path = request.uri().path();
         let route = if is_reserved(path) {
             app.reserved.clone()

@@ -14,29 +14,83 @@ use http::{HeaderMap, HeaderValue, Version};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// The employee the gateway admitted, set only by the gateway.
 pub static USER_HEADER: HeaderName = HeaderName::from_static("x-portcullis-user");
 
-/// Request headers only the proxy may set: a client's copies are removed from every request.
-static OWNED: [&HeaderName; 6] = [
-    &FORWARDED,
-    &X_FORWARDED_FOR,
-    &X_FORWARDED_HOST,
-    &X_FORWARDED_PROTO,
-    &X_REAL_IP,
-    &USER_HEADER,
-];
-/// Client-certificate headers other proxies set; we never do, so any copy is a forgery.
-const FORGED_CERTIFICATE_HEADERS: [&str; 3] = [
+/// Every request header that claims to describe the client, its connection, its certificate or
+/// the URL it asked for, as proxies, CDNs and load balancers write them. Only the proxy may say
+/// such things: whatever a client sent under these names is removed from every request, on
+/// every route, and the proxy then sets the ones it vouches for (`X-Forwarded-For`, `-Host`,
+/// `-Proto`, `X-Portcullis-User`). `[headers] strip` adds names; names with `_` go too (see
+/// [`rewrite_request`]).
+pub const OWNED_REQUEST_HEADERS: [&str; 44] = [
+    // Forwarding: RFC 7239 and the de-facto X- set.
+    "forwarded",
+    "forwarded-for",
+    "x-forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-original-forwarded-for",
+    "x-url-scheme",
+    "front-end-https",
+    // The client's address, as CDNs and balancers pass it.
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-proxyuser-ip",
+    "x-appengine-user-ip",
+    // The URL before a rewrite: IIS, Symfony and Zend route by these.
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-original-host",
+    "x-host",
+    // Client certificates, as other TLS terminators pass them.
     "x-forwarded-client-cert",
     "x-client-cert",
     "x-ssl-client-cert",
+    "x-ssl-cert",
+    "ssl-client-cert",
+    "x-arr-clientcert",
+    "x-ssl-client-verify",
+    "ssl-client-verify",
+    "x-client-verify",
+    "x-client-dn",
+    "x-ssl-client-dn",
+    "x-ssl-client-s-dn",
+    "x-ssl-client-i-dn",
+    "x-client-cert-chain",
 ];
+
+/// Header-name prefixes that are ours or a mesh's to set, never a client's.
+const OWNED_PREFIXES: [&str; 2] = ["x-portcullis-", "x-envoy-"];
+
+/// True for a request header a client may not send upstream: one the proxy owns, one `extra`
+/// names, or one with `_` in its name, which CGI, WSGI and Rack servers read as the `-` spelling
+/// (`X_Forwarded_For` is `X-Forwarded-For` to them; CVE-2024-45614). Like nginx's default
+/// `underscores_in_headers off`, such headers are dropped, not refused.
+fn is_client_claim(name: &HeaderName, extra: &[HeaderName]) -> bool {
+    let name_str = name.as_str();
+    name_str.contains('_')
+        || OWNED_REQUEST_HEADERS.contains(&name_str)
+        || OWNED_PREFIXES.iter().any(|p| name_str.starts_with(p))
+        || extra.contains(name)
+}
 
 /// Cookies whose names start with this are the proxy's own (the MFA session): upstreams never
 /// see them. `__Host-` makes browsers keep them host-only, `Secure` and `Path=/`
@@ -57,20 +111,34 @@ pub fn requested_upgrade(version: Version, headers: &HeaderMap) -> Option<Header
     (!h2c).then(|| protocol.clone())
 }
 
-/// Prepares a client's headers for the upstream; `user` is the employee the gateway admitted.
+/// What the proxy tells the upstream about a request, set after every removal.
+#[derive(Debug)]
+pub struct Vouched<'a> {
+    /// The request's validated authority: `Host` and `X-Forwarded-Host`.
+    pub host: &'a Authority,
+    /// The client's address: `X-Forwarded-For`.
+    pub client: &'a HeaderValue,
+    /// The employee the gateway admitted: `X-Portcullis-User`.
+    pub user: Option<&'a HeaderValue>,
+}
+
+/// Prepares a client's headers for the upstream: hop-by-hop headers, every client claim (see
+/// [`OWNED_REQUEST_HEADERS`]), the `extra` names and the proxy's own cookies go; then what the
+/// proxy vouches for is set.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
     version: Version,
-    host: &Authority,
-    forwarded_for: &HeaderValue,
-    user: Option<&HeaderValue>,
+    vouched: &Vouched<'_>,
+    extra: &[HeaderName],
     upgrade: Option<HeaderValue>,
 ) {
     remove_hop_by_hop(headers);
-    for name in OWNED {
-        headers.remove(name);
-    }
-    for name in FORGED_CERTIFICATE_HEADERS {
+    let claims: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_client_claim(name, extra))
+        .cloned()
+        .collect();
+    for name in claims {
         headers.remove(name);
     }
     if version == Version::HTTP_2 {
@@ -78,15 +146,14 @@ pub fn rewrite_request(
     }
     strip_own_cookies(headers);
     // Everything below is set after every removal: a client's `Connection` cannot unset it.
-    if let Some(user) = user {
+    if let Some(user) = vouched.user {
         headers.insert(USER_HEADER.clone(), user.clone());
     }
-    let authority = HeaderValue::from_str(host.as_str()).ok();
-    if let Some(authority) = authority {
+    if let Ok(authority) = HeaderValue::from_str(vouched.host.as_str()) {
         headers.insert(HOST, authority.clone());
         headers.insert(X_FORWARDED_HOST.clone(), authority);
     }
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for.clone());
+    headers.insert(X_FORWARDED_FOR.clone(), vouched.client.clone());
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -223,14 +290,13 @@ mod tests {
             ("accept", "*/*"),
         ]);
         let authority: Authority = "app.example:8443".parse().unwrap();
-        rewrite_request(
-            &mut h,
-            Version::HTTP_11,
-            &authority,
-            &HeaderValue::from_static("127.0.0.9"),
-            None,
-            None,
-        );
+        let client = HeaderValue::from_static("127.0.0.9");
+        let vouched = Vouched {
+            host: &authority,
+            client: &client,
+            user: None,
+        };
+        rewrite_request(&mut h, Version::HTTP_11, &vouched, &[], None);
         assert_eq!(h["host"], "app.example:8443");
         assert_eq!(h["x-forwarded-host"], "app.example:8443");
         assert_eq!(h["x-forwarded-for"], "127.0.0.9");
@@ -258,26 +324,38 @@ mod tests {
             ),
             ("x-portcullis-user", "root"),
             ("x-client-cert", "forged"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("transfer_encoding", "chunked"),
+            ("x-portcullis-role", "admin"),
+            ("x-tenant", "other"),
             (
                 "cookie",
                 "a=1; __Host-portcullis-mfa-0=s; __HOST-PORTCULLIS-x=2; b=3",
             ),
         ]);
         let authority: Authority = "app.example".parse().unwrap();
-        rewrite_request(
-            &mut h,
-            Version::HTTP_11,
-            &authority,
-            &HeaderValue::from_static("127.0.0.9"),
-            Some(&HeaderValue::from_static("alice")),
-            None,
-        );
+        let client = HeaderValue::from_static("127.0.0.9");
+        let vouched = Vouched {
+            host: &authority,
+            client: &client,
+            user: Some(&HeaderValue::from_static("alice")),
+        };
+        let extra = [HeaderName::from_static("x-tenant")];
+        rewrite_request(&mut h, Version::HTTP_11, &vouched, &extra, None);
         assert_eq!(h["x-portcullis-user"], "alice");
         assert_eq!(h["x-forwarded-for"], "127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["host"], "app.example");
         assert_eq!(h["cookie"], "a=1; b=3");
-        assert!(!h.contains_key("x-client-cert"));
+        for gone in [
+            "x-client-cert",
+            "x_forwarded_for",
+            "transfer_encoding",
+            "x-portcullis-role",
+            "x-tenant",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
     }
 
     #[test]
@@ -301,14 +379,13 @@ mod tests {
     fn h2_cookies_are_joined() {
         let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
         let authority: Authority = "x".parse().unwrap();
-        rewrite_request(
-            &mut h,
-            Version::HTTP_2,
-            &authority,
-            &HeaderValue::from_static("127.0.0.1"),
-            None,
-            None,
-        );
+        let client = HeaderValue::from_static("127.0.0.1");
+        let vouched = Vouched {
+            host: &authority,
+            client: &client,
+            user: None,
+        };
+        rewrite_request(&mut h, Version::HTTP_2, &vouched, &[], None);
         assert_eq!(h.get_all("cookie").iter().count(), 1);
         assert_eq!(h["cookie"], "a=1; b=2");
     }

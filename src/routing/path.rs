@@ -19,6 +19,9 @@ pub enum PathError {
     /// `%` not followed by two hex digits.
     #[error("path contains a malformed percent escape")]
     BadEscape,
+    /// A raw byte outside ASCII (RFC 3986 3.3 allows them only percent-encoded).
+    #[error("path contains a raw non-ASCII byte")]
+    NonAscii,
     /// More `..` segments than there are segments to climb.
     #[error("path climbs above the root")]
     AboveRoot,
@@ -47,6 +50,9 @@ pub fn is_reserved(path: &str) -> bool {
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
+    }
+    if !path.is_ascii() {
+        return Err(PathError::NonAscii);
     }
     if is_normal(path) {
         return Ok(Cow::Borrowed(path));

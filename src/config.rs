@@ -32,7 +32,9 @@ use crate::access_log::LogSettings;
 use crate::networks::Environments;
 use crate::routing::HostPattern;
 use crate::tls::{CertEntry, CertStore};
-use environments::{validate_denied, validate_networks, validate_peerings, validate_upstreams};
+use environments::{
+    validate_denied, validate_metadata, validate_networks, validate_peerings, validate_upstreams,
+};
 use raw::RawConfig;
 use validate::{
     Problems, hsts_value, validate_admin, validate_certificates, validate_limits, validate_listen,
@@ -78,8 +80,8 @@ pub struct Config {
     pub gateway: Option<GatewaySettings>,
     /// Request headers stripped from every client request beside the built-in list.
     pub stripped_headers: Vec<http::HeaderName>,
-    /// Clients refused at accept: `access.deny_clients` plus every peered-to network, which
-    /// may never reach us.
+    /// Clients refused at accept: `access.deny_clients` plus every network of every other
+    /// environment, peered-to ones included (a peering is one-way).
     pub refused_clients: Vec<IpNet>,
 }
 
@@ -123,6 +125,8 @@ pub struct UpstreamConfig {
     pub networks: Vec<IpNet>,
     /// Targets, tried in round-robin.
     pub addrs: Vec<UpstreamAddr>,
+    /// `[access] metadata_endpoints`, refused at every connect beside the built-in ones.
+    pub metadata_endpoints: Vec<IpNet>,
 }
 
 /// An upstream target: an address, or a name resolved (and checked) at every connect.
@@ -221,8 +225,15 @@ impl Config {
         let environments = validate_networks(&raw.networks, &mut problems);
         let peerings = validate_peerings(&raw, &environments, &mut problems);
         let mut refused_clients = validate_denied(&raw, &mut problems);
-        refused_clients.extend(peerings.iter().flat_map(|p| p.to_networks.iter().copied()));
-        let upstreams = validate_upstreams(&raw, &environments, &mut problems);
+        // No other environment reaches ours: peerings only ever point away from us.
+        refused_clients.extend(
+            environments
+                .iter()
+                .filter(|(env, _)| *env != raw.environment)
+                .flat_map(|(_, nets)| nets.iter().copied()),
+        );
+        let metadata = validate_metadata(&raw, &mut problems);
+        let upstreams = validate_upstreams(&raw, &environments, &metadata, &mut problems);
         let certificates = validate_certificates(&raw, &mut problems);
         let gateway = gateway::validate_gateway(&raw, &mut problems);
         let admin = validate_admin(&raw, gateway.as_ref(), &mut problems);

@@ -79,7 +79,42 @@ pub fn check_private(net: &IpNet) -> Result<(), NetworkRefusal> {
 }
 
 /// `::ffff:10.0.0.0/104` is the IPv4 network it spells; treat it so everywhere.
-fn canonical_net(net: &IpNet) -> IpNet {
+/// Cloud metadata services: link-local everywhere (AWS, GCP, Azure at 169.254.169.254, and
+/// fe80::/10), AWS's IPv6 IMDS (`fd00:ec2::254`) and Alibaba's `100.100.100.200`. Never an
+/// upstream, whatever the environments say: they hand out cloud credentials.
+pub const METADATA_ENDPOINTS: [IpNet; 4] = [
+    IpNet::V4(Ipv4Net::new_assert(
+        std::net::Ipv4Addr::new(169, 254, 0, 0),
+        16,
+    )),
+    IpNet::V6(Ipv6Net::new_assert(
+        std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+        10,
+    )),
+    IpNet::V6(Ipv6Net::new_assert(
+        std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+        128,
+    )),
+    IpNet::V4(Ipv4Net::new_assert(
+        std::net::Ipv4Addr::new(100, 100, 100, 200),
+        32,
+    )),
+];
+
+/// True when `ip` is a metadata endpoint: built in, or one of `extra` (`[access]
+/// metadata_endpoints`).
+pub fn is_metadata(ip: IpAddr, extra: &[IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    METADATA_ENDPOINTS
+        .iter()
+        .chain(extra)
+        .any(|net| net.contains(&ip))
+}
+
+/// A network as the rest of the program compares it: IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`)
+/// written as IPv4 (`10.0.0.0/8`), so that one notation cannot slip past a rule written in the
+/// other. Every network in the config goes through here once.
+pub fn canonical_net(net: &IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) => match v6.addr().to_ipv4_mapped() {
             Some(v4) if v6.prefix_len() >= 96 => {
@@ -125,27 +160,31 @@ impl Environments {
     }
 }
 
-/// The set of addresses one upstream may be connected to: the networks of its environment.
+/// The set of addresses one upstream may be connected to: the networks of its environment,
+/// less every metadata endpoint.
 #[derive(Debug, Clone)]
 pub struct Reach {
     networks: Vec<IpNet>,
+    metadata: Vec<IpNet>,
 }
 
 impl Reach {
-    /// The reach of an upstream living in these networks.
-    pub fn new(networks: Vec<IpNet>) -> Self {
-        Self { networks }
+    /// The reach of an upstream living in these networks; `metadata` adds to the built-in
+    /// [`METADATA_ENDPOINTS`].
+    pub fn new(networks: Vec<IpNet>, metadata: Vec<IpNet>) -> Self {
+        Self { networks, metadata }
     }
 
-    /// True when `ip` (IPv4-mapped IPv6 counted as IPv4) lies in one of the networks.
+    /// True when `ip` (IPv4-mapped IPv6 counted as IPv4) lies in one of the networks and is
+    /// no metadata endpoint.
     pub fn allows(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.networks.iter().any(|net| net.contains(&ip))
+        self.networks.iter().any(|net| net.contains(&ip)) && !is_metadata(ip, &self.metadata)
     }
 }
 
-/// Clients closed at accept: denied ranges and every network we peer to (a peering is one-way:
-/// whoever is there may never reach us).
+/// Clients closed at accept: denied ranges and every network of every other environment (no
+/// environment reaches ours; a peering is one-way, from us).
 #[derive(Debug, Clone, Default)]
 pub struct ClientFilter {
     refused: Vec<IpNet>,
@@ -215,7 +254,7 @@ mod tests {
 
     #[test]
     fn reach_matches_mapped_ipv6_as_ipv4() {
-        let reach = Reach::new(vec![net("10.0.0.0/8")]);
+        let reach = Reach::new(vec![net("10.0.0.0/8")], vec![]);
         assert!(reach.allows("10.2.3.4".parse().unwrap()));
         assert!(reach.allows("::ffff:10.2.3.4".parse().unwrap()));
         assert!(!reach.allows("11.0.0.1".parse().unwrap()));

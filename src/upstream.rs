@@ -188,7 +188,10 @@ pub struct Upstream {
 impl Upstream {
     /// Builds the pool for a validated upstream.
     pub fn new(config: &UpstreamConfig, limits: &Limits) -> Self {
-        let reach = Arc::new(Reach::new(config.networks.clone()));
+        let reach = Arc::new(Reach::new(
+            config.networks.clone(),
+            config.metadata_endpoints.clone(),
+        ));
         let connector = CheckedConnector::new(reach, limits.upstream_connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())

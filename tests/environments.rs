@@ -136,6 +136,53 @@ async fn denied_clients_are_closed_at_accept_on_both_listeners() {
     assert_eq!(status_of(&read_to_close(&mut plain).await), Some(301));
 }
 
+/// Whether a client at `from` gets an answer from `addr` (TLS listener) at all.
+async fn served_from(setup: &Setup, from: &str, addr: std::net::SocketAddr) -> bool {
+    let local: IpAddr = from.parse().unwrap();
+    tls_connect_from(
+        Some(local),
+        addr,
+        "localhost",
+        setup.pki.client(&[b"http/1.1"]),
+    )
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn other_environments_and_mapped_notations_are_refused_at_accept() {
+    let setup = Setup::new().await;
+    // Written in IPv4-mapped form: must still match IPv4 peers. Staging is neither ours nor
+    // peered: it never reaches us.
+    let toml = segregated(&setup, "")
+        .replace("\"127.66.0.0/16\"", "\"::ffff:127.66.0.0/112\"")
+        .replace(
+            "staging = [\"127.60.0.0/16\"]",
+            "staging = [\"::ffff:127.60.0.0/112\"]",
+        );
+    let proxy = start_toml(&toml).await;
+    for from in ["127.66.0.7", "127.60.0.9", "127.50.0.9"] {
+        assert!(
+            !served_from(&setup, from, proxy.https_addr).await,
+            "{from} was served"
+        );
+    }
+    assert!(served_from(&setup, "127.0.0.1", proxy.https_addr).await);
+    assert!(proxy.shutdown().await);
+
+    let overlapping = segregated(&setup, "").replace(
+        "staging = [\"127.60.0.0/16\"]",
+        "staging = [\"::ffff:127.50.0.0/112\"]",
+    );
+    assert!(
+        support::problem_lines(&overlapping)
+            .iter()
+            .any(|p| p.starts_with("networks.") && p.contains("127.50.0.0/16")),
+        "{:#?}",
+        support::problem_lines(&overlapping)
+    );
+}
+
 #[test]
 fn check_prints_the_exposure() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -151,7 +198,9 @@ fn check_prints_the_exposure() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("refused at accept: 127.66.0.0/16, 127.50.0.0/16"),
+        stdout.contains(
+            "refused at accept: 127.66.0.0/16 (deny_clients), 127.50.0.0/16 (environment db), 127.60.0.0/16 (environment staging)"
+        ),
         "{stdout}"
     );
 }

@@ -53,12 +53,29 @@ async fn upstreams_outside_their_environment_are_refused() {
         "upstreams.app.addrs[1]",
         "8.8.8.8:80 is a public address",
     );
-    let metadata = base.replace(&app, "169.254.169.254:80");
-    assert_refused(
-        &support::problem_lines(&metadata),
-        "upstreams.app.addrs[0]",
-        "169.254.169.254:80 is link-local",
+    // Cloud metadata endpoints, built in or listed, are never upstreams, even inside the
+    // environment's own networks.
+    let with_metadata_nets = base.replace(
+        "[networks]\n",
+        "[access]\nmetadata_endpoints = [\"10.9.9.9/32\"]\n[networks]\nmeta = [\"100.64.0.0/10\", \"fd00::/8\", \"10.9.0.0/16\"]\n",
     );
+    for (addr, shown) in [
+        ("169.254.169.254:80", "169.254.169.254:80"),
+        ("[fd00:ec2::254]:80", "[fd00:ec2::254]:80"),
+        ("100.100.100.200:80", "100.100.100.200:80"),
+        ("10.9.9.9:80", "10.9.9.9:80"),
+        ("[::ffff:169.254.169.254]:80", "[::ffff:169.254.169.254]:80"),
+    ] {
+        let metadata = with_metadata_nets.replace(&app, addr).replace(
+            "environment = \"test\"\naddrs",
+            "environment = \"meta\"\naddrs",
+        );
+        assert_refused(
+            &support::problem_lines(&metadata),
+            "upstreams.app.addrs[0]",
+            &format!("{shown} is a cloud metadata endpoint"),
+        );
+    }
     let elsewhere = base.replace(&app, "10.1.2.3:80");
     assert_refused(
         &support::problem_lines(&elsewhere),

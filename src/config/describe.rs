@@ -132,7 +132,12 @@ fn describe_exposure(config: &Config, out: &mut String) {
     let refused: Vec<String> = config
         .refused_clients
         .iter()
-        .map(ToString::to_string)
+        .map(
+            |net| match config.environments.environment_of(net.network()) {
+                Some(env) if env != config.environment => format!("{net} (environment {env})"),
+                _ => format!("{net} (deny_clients)"),
+            },
+        )
         .collect();
     if !refused.is_empty() {
         let _ = writeln!(out, "  refused at accept: {}", refused.join(", "));

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use super::raw::RawConfig;
 use super::validate::Problems;
 use super::{Peering, ProblemKind, UpstreamAddr, UpstreamConfig};
-use crate::networks::{Environments, NetworkRefusal, check_private};
+use crate::networks::{Environments, NetworkRefusal, canonical_net, check_private, is_metadata};
 
 pub(super) fn validate_networks(
     raw: &BTreeMap<String, Vec<String>>,
@@ -19,7 +19,7 @@ pub(super) fn validate_networks(
     for (env, nets) in raw {
         for (i, value) in nets.iter().enumerate() {
             let key = format!("networks.{env}[{i}]");
-            let Ok(net) = value.parse::<IpNet>() else {
+            let Some(net) = parse_net(value) else {
                 problems.push(key, ProblemKind::Network(value.clone()));
                 continue;
             };
@@ -45,9 +45,38 @@ pub(super) fn validate_networks(
     Environments::new(parsed)
 }
 
+/// A CIDR network from the config, canonical (IPv4-mapped written as IPv4).
+fn parse_net(value: &str) -> Option<IpNet> {
+    value.parse::<IpNet>().ok().map(|net| canonical_net(&net))
+}
+
+/// `access.metadata_endpoints`: more addresses that are never an upstream.
+pub(super) fn validate_metadata(raw: &RawConfig, problems: &mut Problems) -> Vec<IpNet> {
+    parse_list(
+        &raw.access.metadata_endpoints,
+        "access.metadata_endpoints",
+        problems,
+    )
+}
+
+fn parse_list(values: &[String], key: &str, problems: &mut Problems) -> Vec<IpNet> {
+    values
+        .iter()
+        .enumerate()
+        .filter_map(|(i, value)| {
+            parse_net(value)
+                .ok_or_else(|| {
+                    problems.push(format!("{key}[{i}]"), ProblemKind::Network(value.clone()))
+                })
+                .ok()
+        })
+        .collect()
+}
+
 pub(super) fn validate_upstreams(
     raw: &RawConfig,
     environments: &Environments,
+    metadata: &[IpNet],
     problems: &mut Problems,
 ) -> BTreeMap<String, UpstreamConfig> {
     let mut upstreams = BTreeMap::new();
@@ -82,7 +111,7 @@ pub(super) fn validate_upstreams(
             .enumerate()
             .filter_map(|(i, value)| {
                 let key = format!("upstreams.{name}.addrs[{i}]");
-                check_upstream_addr(value, env, networks)
+                check_upstream_addr(value, env, networks, metadata)
                     .map_err(|kind| problems.push(key, kind))
                     .ok()
             })
@@ -93,6 +122,7 @@ pub(super) fn validate_upstreams(
                 environment: env.clone(),
                 networks: networks.to_vec(),
                 addrs,
+                metadata_endpoints: metadata.to_vec(),
             },
         );
     }
@@ -105,6 +135,7 @@ fn check_upstream_addr(
     value: &str,
     env: &str,
     networks: &[IpNet],
+    metadata: &[IpNet],
 ) -> Result<UpstreamAddr, ProblemKind> {
     let addr = if let Ok(addr) = value.parse::<SocketAddr>() {
         UpstreamAddr::Ip(addr)
@@ -126,21 +157,24 @@ fn check_upstream_addr(
     };
     for ip in resolved {
         let ip = ip.to_canonical();
-        if networks.iter().any(|net| net.contains(&ip)) {
-            continue;
-        }
         let shown = if matches!(addr, UpstreamAddr::Ip(_)) {
             value.to_owned()
         } else {
             format!("{value} (resolves to {ip})")
         };
+        if is_metadata(ip, metadata) {
+            return Err(ProblemKind::MetadataUpstream(shown));
+        }
+        if networks.iter().any(|net| net.contains(&ip)) {
+            continue;
+        }
         let host_net = IpNet::from(ip);
         return Err(match check_private(&host_net) {
             Ok(()) => ProblemKind::OutsideEnvironment {
                 addr: shown,
                 env: env.to_owned(),
             },
-            Err(NetworkRefusal::LinkLocal) => ProblemKind::LinkLocalUpstream(shown),
+            Err(NetworkRefusal::LinkLocal) => ProblemKind::MetadataUpstream(shown),
             Err(NetworkRefusal::NotPrivate) => ProblemKind::PublicUpstream {
                 addr: shown,
                 env: env.to_owned(),
@@ -188,20 +222,5 @@ pub(super) fn validate_peerings(
 
 /// `access.deny_clients`: any CIDR, public ones included.
 pub(super) fn validate_denied(raw: &RawConfig, problems: &mut Problems) -> Vec<IpNet> {
-    raw.access
-        .deny_clients
-        .iter()
-        .enumerate()
-        .filter_map(|(i, value)| {
-            value
-                .parse::<IpNet>()
-                .map_err(|_| {
-                    problems.push(
-                        format!("access.deny_clients[{i}]"),
-                        ProblemKind::Network(value.clone()),
-                    )
-                })
-                .ok()
-        })
-        .collect()
+    parse_list(&raw.access.deny_clients, "access.deny_clients", problems)
 }

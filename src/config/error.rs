@@ -182,9 +182,12 @@ pub enum ProblemKind {
         /// The upstream's environment.
         env: String,
     },
-    /// A link-local address: where cloud metadata services live.
-    #[error("{0} is link-local (home of cloud metadata services) and never an upstream")]
-    LinkLocalUpstream(String),
+    /// A cloud metadata endpoint (link-local, `fd00:ec2::254`, `100.100.100.200`, or listed in
+    /// `access.metadata_endpoints`).
+    #[error(
+        "{0} is a cloud metadata endpoint (link-local, fd00:ec2::254, 100.100.100.200 or access.metadata_endpoints) and never an upstream"
+    )]
+    MetadataUpstream(String),
     /// A private address outside the upstream's environment.
     #[error("{addr} is not in any network of environment {env:?}")]
     OutsideEnvironment {

@@ -74,6 +74,9 @@ pub struct RawPeering {
 pub struct RawAccess {
     #[serde(default)]
     pub deny_clients: Vec<String>,
+    /// Addresses never to connect to beside the built-in metadata endpoints.
+    #[serde(default)]
+    pub metadata_endpoints: Vec<String>,
 }
 
 /// `[log]`

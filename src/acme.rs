@@ -16,6 +16,7 @@ use rustls_acme::caches::DirCache;
 use rustls_acme::{AcmeConfig, EventOk, ResolvesServerCertAcme, is_tls_alpn_challenge};
 
 use crate::config::AcmeSettings;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::routing::HostPattern;
 use crate::tls::{CertError, load_roots};
@@ -33,7 +34,11 @@ pub struct Acme {
 
 impl Acme {
     /// Starts ordering (or loading from the cache) in a background task.
-    pub fn start(settings: &AcmeSettings, metrics: Arc<Metrics>) -> Result<Arc<Self>, CertError> {
+    pub fn start(
+        settings: &AcmeSettings,
+        metrics: Arc<Metrics>,
+        lifecycle: &Lifecycle,
+    ) -> Result<Arc<Self>, CertError> {
         let config = match &settings.directory_ca {
             Some(ca) => {
                 let client = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -54,9 +59,15 @@ impl Acme {
             .state();
         let resolver = state.resolver();
         tracing::info!(domains = ?settings.domains, "ACME: serving these names once a certificate is cached or issued");
-        tokio::spawn(async move {
+        let stopping = lifecycle.draining.clone();
+        lifecycle.tracker.spawn(async move {
             let mut state = state;
-            while let Some(event) = state.next().await {
+            loop {
+                let event = tokio::select! {
+                    event = state.next() => event,
+                    () = stopping.cancelled() => return,
+                };
+                let Some(event) = event else { return };
                 match event {
                     Ok(ok) => {
                         let what = match ok {

@@ -15,13 +15,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 use crate::access_log::AccessLog;
 use crate::app::LiveApp;
 use crate::audit::{Audit, AuditRecord, now};
 use crate::config::Grant;
 use crate::gateway::ClientIdentity;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::server::Server;
@@ -40,8 +40,8 @@ pub struct Admin {
     pub access_log: Arc<AccessLog>,
     /// For `POST /reload`.
     pub reloader: Arc<Reloader>,
-    /// Cancelled when shutting down: readiness goes false.
-    pub shutdown: CancellationToken,
+    /// Shutdown: readiness goes false when draining starts, connections end.
+    pub lifecycle: Lifecycle,
     /// Admin requests are audited.
     pub audit: Arc<Audit>,
     /// For the certificates and the gateway of the configuration in service.
@@ -66,7 +66,7 @@ impl Admin {
     pub fn spawn(self, listener: TcpListener, server: &Arc<Server>) {
         let admin = Arc::new(self);
         let limit = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
-        server.spawn_listener(listener, limit, move |stream, _| {
+        server.spawn_listener(listener, limit, move |stream, _, _| {
             admin.clone().serve(stream)
         });
     }
@@ -108,15 +108,24 @@ impl Admin {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let lifecycle = self.lifecycle.clone();
         let service = hyper::service::service_fn(move |request| {
             let (admin, caller) = (self.clone(), caller.clone());
             async move { Ok::<_, Infallible>(admin.handle(request, &caller).await) }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
+        let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(ADMIN_TIMEOUT)
-            .serve_connection(io, service)
-            .await;
+            .serve_connection(io, service);
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = lifecycle.draining.cancelled() => conn.as_mut().graceful_shutdown(),
+        }
+        tokio::select! {
+            _ = conn => {}
+            () = lifecycle.cut.cancelled() => {}
+        }
     }
 
     async fn handle(&self, request: Request<Incoming>, caller: &Caller) -> Response<Full<Bytes>> {
@@ -126,7 +135,7 @@ impl Admin {
                 (StatusCode::FORBIDDEN, "forbidden\n".to_owned())
             }
             (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_owned()),
-            (&Method::GET, "/readyz") if self.shutdown.is_cancelled() => (
+            (&Method::GET, "/readyz") if self.lifecycle.draining.is_cancelled() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting down\n".to_owned(),
             ),

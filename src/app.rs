@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
 use crate::routing::{HostPattern, RESERVED_PREFIX, RouteTable};
 use crate::tls::{CertStore, SniResolver};
+use crate::tunnel::Tunnels;
 use crate::upstream::Upstream;
 
 /// The app of the configuration in service. A reload swaps it; every request loads it when it
@@ -227,6 +228,8 @@ pub struct ConnectionInfo {
     pub trusted_under: AtomicU64,
     /// Cancelled when a reload no longer trusts `client`: the connection is cut.
     pub revoked: CancellationToken,
+    /// Where its upgraded (WebSocket) requests run, under the connection's permit.
+    pub tunnels: Tunnels,
 }
 
 impl ConnectionInfo {

@@ -27,7 +27,9 @@ pub mod config;
 pub mod dev_certs;
 pub mod error;
 pub mod gateway;
+pub mod io;
 pub mod layers;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod networks;
@@ -38,6 +40,7 @@ pub mod report;
 pub mod routing;
 pub mod server;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -46,10 +49,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+
+use lifecycle::Lifecycle;
 
 pub use config::Config;
+
+/// How long cut tasks get to notice.
+const CUT_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,22 +92,31 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// The bound admin address, if configured.
     pub admin_addr: Option<SocketAddr>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    lifecycle: lifecycle::Lifecycle,
     grace: Duration,
     shared: app::Shared,
     reloader: Arc<reload::Reloader>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish for up to `shutdown_grace`, and returns
-    /// true when every connection closed in time.
+    /// Stops accepting, lets in-flight requests and tunnels finish for up to `shutdown_grace`,
+    /// then cuts whatever still runs; returns true when everything finished in the grace.
     pub async fn shutdown(&self) -> bool {
-        self.shutdown.cancel();
-        self.tracker.close();
-        let drained = tokio::time::timeout(self.grace, self.tracker.wait())
+        let Lifecycle {
+            tracker,
+            draining,
+            cut,
+        } = &self.lifecycle;
+        draining.cancel();
+        tracker.close();
+        let drained = tokio::time::timeout(self.grace, tracker.wait())
             .await
             .is_ok();
+        if !drained {
+            cut.cancel();
+            // Cut tasks end at their next poll; the bound only guards against a bug.
+            let _ = tokio::time::timeout(CUT_WAIT, tracker.wait()).await;
+        }
         // After the drain, so the lines of requests that finished in it are written too.
         let (log, audit) = (self.shared.access_log.clone(), self.shared.audit.clone());
         let _ = tokio::task::spawn_blocking(move || {
@@ -162,20 +177,18 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
         mfa: Arc::new(gateway::MfaState::new().map_err(|_| StartError::Random)?),
         audit: Arc::new(audit::Audit::new(config.log.dir.clone()).map_err(StartError::Log)?),
     };
+    let lifecycle = Lifecycle::default();
     let acme = match &config.acme {
-        Some(settings) => Some(acme::Acme::start(settings, shared.metrics.clone())?),
+        Some(settings) => Some(acme::Acme::start(
+            settings,
+            shared.metrics.clone(),
+            &lifecycle,
+        )?),
         None => None,
     };
     let shared = app::Shared { acme, ..shared };
     let generation = reload::generation(&config, https_addr.port(), &shared)?;
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let server = server::Server::new(
-        generation,
-        shared.metrics.clone(),
-        shutdown.clone(),
-        tracker.clone(),
-    );
+    let server = server::Server::new(generation, shared.metrics.clone(), lifecycle.clone());
     server.spawn(https, http);
     let reloader = Arc::new(reload::Reloader::new(
         server.clone(),
@@ -189,7 +202,7 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
             metrics: shared.metrics.clone(),
             access_log: shared.access_log.clone(),
             reloader: reloader.clone(),
-            shutdown: shutdown.clone(),
+            lifecycle: lifecycle.clone(),
             audit: shared.audit.clone(),
             live: server.live(),
             allow: config.admin.iter().flat_map(|a| a.allow.clone()).collect(),
@@ -200,8 +213,7 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
         https_addr,
         http_addr,
         admin_addr,
-        shutdown,
-        tracker,
+        lifecycle,
         grace: config.limits.shutdown_grace,
         shared,
         reloader,

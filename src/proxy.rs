@@ -17,8 +17,6 @@ use http::header::CONTENT_LENGTH;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tower::Service;
 
 pub use headers::{
@@ -129,11 +127,12 @@ async fn forward(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         let client = client_upgrade.ok_or(UpstreamError::UpgradeWithoutRequest)?;
-        tunnel(client, hyper::upgrade::on(&mut response));
+        conn.tunnels
+            .spawn(client, hyper::upgrade::on(&mut response));
     }
     let (mut parts, body) = response.into_parts();
     rewrite_response(&mut parts.headers, switching);
-    Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
 }
 
 /// A responder route's answer; the request body is left unread (hyper will not reuse an h1
@@ -159,17 +158,4 @@ fn upstream_uri(upstream: &Upstream, client_uri: &Uri) -> Result<Uri, ProxyError
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     );
     Uri::from_parts(parts).map_err(|_| ProxyError::Path(PathError::NotAbsolute))
-}
-
-/// Joins the two upgraded connections once both sides have switched; either side closing ends
-/// the tunnel.
-fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
-    tokio::spawn(async move {
-        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
-            return;
-        };
-        let _ =
-            tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
-                .await;
-    });
 }

@@ -1,9 +1,11 @@
 //! Accepting connections: connection limit, TLS handshake timeout, HTTP/1.1 or HTTP/2 by ALPN,
-//! idle and shutdown draining, and accept errors that back off instead of spinning.
+//! idle and shutdown draining, and accept errors that back off instead of spinning. Every
+//! connection is a task on the process's tracker and holds a lease (its permit and its place in
+//! the connections gauge) that its tunnels keep after hyper lets go of it.
 //!
 //! Not here: what a request means (`layers`, `redirect`).
 
-mod io;
+mod streams;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,23 +15,25 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-pub use io::{Activity, Watched};
+pub use streams::{InFlight, StreamExecutor};
 
 use crate::app::{App, ConnectionInfo, LiveApp};
 use crate::config::Limits;
 use crate::gateway::ClientIdentity;
+use crate::io::{Activity, Watched};
 use crate::layers::{http_service, https_service};
+use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
 use crate::tls::TlsConfigs;
+use crate::tunnel::Tunnels;
 
 /// Longest pause after repeated accept errors (file descriptors exhausted).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -48,20 +52,23 @@ pub struct Generation {
     app: Arc<App>,
     tls: TlsConfigs,
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
 }
 
 impl Generation {
-    /// Prepares the protocol builders from the app's limits.
+    /// Prepares the HTTP/1.1 builder from the app's limits (HTTP/2's is per connection: its
+    /// executor counts the connection's streams).
     pub fn new(app: Arc<App>, tls: TlsConfigs) -> Self {
         Self {
             h1: h1_builder(&app.limits),
-            h2: h2_builder(&app.limits),
             tls,
             app,
         }
     }
 }
+
+/// A connection's permit and its place in the connections gauge, released when the connection
+/// and every tunnel it opened have ended.
+type Lease = Arc<dyn std::any::Any + Send + Sync>;
 
 /// Everything the accept loops and connection tasks share.
 #[derive(Debug)]
@@ -71,26 +78,19 @@ pub struct Server {
     reloads: watch::Sender<()>,
     connections: Arc<Semaphore>,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
+    lifecycle: Lifecycle,
 }
 
 impl Server {
     /// A server starting with `generation`; `max_connections` is fixed for its lifetime.
-    pub fn new(
-        generation: Generation,
-        metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
-        tracker: TaskTracker,
-    ) -> Arc<Self> {
+    pub fn new(generation: Generation, metrics: Arc<Metrics>, lifecycle: Lifecycle) -> Arc<Self> {
         Arc::new(Self {
             connections: Arc::new(Semaphore::new(generation.app.limits.max_connections)),
             live: Arc::new(ArcSwap::new(generation.app.clone())),
             reloads: watch::Sender::new(()),
             current: ArcSwap::from_pointee(generation),
             metrics,
-            shutdown,
-            tracker,
+            lifecycle,
         })
     }
 
@@ -110,12 +110,14 @@ impl Server {
     /// Spawns the accept loops of both listeners.
     pub fn spawn(self: &Arc<Self>, https: TcpListener, http: Option<TcpListener>) {
         let server = self.clone();
-        self.spawn_listener(https, self.connections.clone(), move |stream, peer| {
-            server.clone().serve_tls(stream, peer)
-        });
+        self.spawn_listener(
+            https,
+            self.connections.clone(),
+            move |stream, peer, lease| server.clone().serve_tls(stream, peer, lease),
+        );
         if let Some(http) = http {
             let server = self.clone();
-            self.spawn_listener(http, self.connections.clone(), move |stream, peer| {
+            self.spawn_listener(http, self.connections.clone(), move |stream, peer, _| {
                 server.clone().serve_plain(stream, peer)
             });
         }
@@ -131,14 +133,15 @@ impl Server {
         limit: Arc<Semaphore>,
         serve: F,
     ) where
-        F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+        F: Fn(TcpStream, SocketAddr, Lease) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.tracker
+        self.lifecycle
+            .tracker
             .spawn(accept_loop(listener, self.clone(), limit, serve));
     }
 
-    async fn serve_tls(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    async fn serve_tls(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, lease: Lease) {
         let generation = self.current.load_full();
         let limits = generation.app.limits;
         let activity = Activity::new();
@@ -173,24 +176,50 @@ impl Server {
         let Some(certificate) = generation.app.certs.names_for(session.server_name()) else {
             return;
         };
+        let tunnels = Tunnels::new(
+            self.lifecycle.clone(),
+            lease,
+            limits.idle_timeout,
+            limits.send_timeout,
+        );
         let info = Arc::new(connection_info(
             peer,
             session,
             certificate,
             generation.app.generation,
+            tunnels,
         ));
         let service = TowerToHyperService::new(https_service(&self.live, info.clone()));
         let io = TokioIo::new(tls);
         let idle = limits.idle_timeout;
         let revoked = self.revocation(&info);
         if is_h2 {
-            let conn = generation.h2.serve_connection(io, service);
-            self.drive(conn, |c| c.graceful_shutdown(), &activity, idle, revoked)
-                .await;
+            // Idle means no stream in flight: a client that only pings is idle too.
+            let in_flight = Arc::new(InFlight::default());
+            let executor = StreamExecutor::new(
+                self.lifecycle.clone(),
+                limits.send_timeout,
+                in_flight.clone(),
+            );
+            let conn = h2_builder(&limits, executor).serve_connection(io, service);
+            self.drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                in_flight.idle(idle),
+                idle,
+                revoked,
+            )
+            .await;
         } else {
             let conn = generation.h1.serve_connection(io, service).with_upgrades();
-            self.drive(conn, |c| c.graceful_shutdown(), &activity, idle, revoked)
-                .await;
+            self.drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                activity.idle(idle),
+                idle,
+                revoked,
+            )
+            .await;
         }
     }
 
@@ -232,40 +261,46 @@ impl Server {
         self.drive(
             conn,
             |c| c.graceful_shutdown(),
-            &activity,
+            activity.idle(limits.idle_timeout),
             limits.idle_timeout,
             std::future::pending(),
         )
         .await;
     }
 
-    /// Runs a connection to completion; on idleness or shutdown, asks it to finish gracefully
-    /// (h1: after the current response; h2: GOAWAY, in-flight streams complete). When `cut`
+    /// Runs a connection to completion. When `idle` completes or shutdown starts, asks it to
+    /// finish gracefully (h1: after the current response; h2: GOAWAY, in-flight streams
+    /// complete). An idle connection gets `linger` more to finish (a client that never answers
+    /// GOAWAY's PING would hold it forever); a draining one gets the shutdown grace. When `cut`
     /// completes, the connection is dropped at once, mid-request or not.
     async fn drive<C, E>(
         &self,
         conn: C,
         drain: impl Fn(Pin<&mut C>),
-        activity: &Activity,
-        idle_timeout: Duration,
+        idle: impl Future<Output = ()>,
+        linger: Duration,
         cut: impl Future<Output = ()>,
     ) where
         C: Future<Output = Result<(), E>>,
     {
         let mut conn = std::pin::pin!(conn);
         let mut cut = std::pin::pin!(cut);
-        let idle = activity.idle(idle_timeout);
         let mut idle = std::pin::pin!(idle);
+        let lingering = tokio::time::sleep(Duration::MAX);
+        let mut lingering = std::pin::pin!(lingering);
         let mut draining = false;
         loop {
             tokio::select! {
                 _ = conn.as_mut() => return,
                 () = &mut cut => return,
+                () = self.lifecycle.cut.cancelled() => return,
+                () = &mut lingering, if draining => return,
                 () = &mut idle, if !draining => {
                     drain(conn.as_mut());
                     draining = true;
+                    lingering.as_mut().reset(tokio::time::Instant::now() + linger);
                 }
-                () = self.shutdown.cancelled(), if !draining => {
+                () = self.lifecycle.draining.cancelled(), if !draining => {
                     drain(conn.as_mut());
                     draining = true;
                 }
@@ -280,6 +315,7 @@ fn connection_info(
     session: &rustls::ServerConnection,
     certificate: Arc<[crate::routing::HostPattern]>,
     verified_under: u64,
+    tunnels: Tunnels,
 ) -> ConnectionInfo {
     ConnectionInfo {
         client_ip: peer.ip().to_canonical(),
@@ -295,6 +331,7 @@ fn connection_info(
         client: ClientIdentity::from_session(session),
         trusted_under: verified_under.into(),
         revoked: CancellationToken::new(),
+        tunnels,
     }
 }
 
@@ -315,8 +352,8 @@ fn h1_builder(limits: &Limits) -> http1::Builder {
     builder
 }
 
-fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+fn h2_builder(limits: &Limits, executor: StreamExecutor) -> http2::Builder<StreamExecutor> {
+    let mut builder = http2::Builder::new(executor);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
@@ -334,14 +371,14 @@ async fn accept_loop<F, Fut>(
     limit: Arc<Semaphore>,
     serve: F,
 ) where
-    F: Fn(TcpStream, SocketAddr) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Lease) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut backoff = MIN_ACCEPT_BACKOFF;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = server.shutdown.cancelled() => return,
+            () = server.lifecycle.draining.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -352,7 +389,7 @@ async fn accept_loop<F, Fut>(
                 }
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
-                    () = server.shutdown.cancelled() => return,
+                    () = server.lifecycle.draining.cancelled() => return,
                 }
                 backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                 continue;
@@ -369,14 +406,14 @@ async fn accept_loop<F, Fut>(
                 Ok(permit) => permit,
                 Err(_) => return,
             },
-            () = server.shutdown.cancelled() => return,
+            () = server.lifecycle.draining.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
-        let connection = serve(stream, peer);
-        let open = server.metrics.connection();
-        server.tracker.spawn(async move {
+        let lease: Lease = Arc::new((server.metrics.connection(), permit));
+        let connection = serve(stream, peer, lease.clone());
+        server.lifecycle.tracker.spawn(async move {
             connection.await;
-            drop((open, permit));
+            drop(lease);
         });
     }
 }

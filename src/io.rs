@@ -2,7 +2,8 @@
 //! client that stopped reading.
 //!
 //! hyper's own timers cover reading a request head; these cover the rest: the connection-wide
-//! idle timeout ([`Activity::idle`]) and `send_timeout` for writes stuck on a full socket.
+//! idle timeout ([`Activity::idle`]) and `send_timeout` for writes stuck on a full socket. Client
+//! connections and tunnels both use them.
 
 use std::io;
 use std::pin::Pin;

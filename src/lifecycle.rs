@@ -1,0 +1,21 @@
+//! Who owns the process's tasks, and the two stages of stopping them.
+//!
+//! Every task the proxy spawns (accept loops, connections, HTTP/2 streams, tunnels, the ACME
+//! task) is spawned on one [`TaskTracker`], so that [`Running::shutdown`](crate::Running::shutdown)
+//! waits for all of them. Stopping is two-staged, as in nginx's graceful shutdown: `draining`
+//! stops accepting and lets in-flight work finish; once the grace period is over, `cut` ends
+//! whatever still runs.
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The process's tasks and its stopping stages.
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    /// Every task the process spawns.
+    pub tracker: TaskTracker,
+    /// Cancelled when shutdown starts: stop accepting, finish what is in flight.
+    pub draining: CancellationToken,
+    /// Cancelled when the grace period is over: whatever still runs ends now.
+    pub cut: CancellationToken,
+}

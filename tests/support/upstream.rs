@@ -27,6 +27,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
     targets: Arc<Mutex<Vec<String>>>,
+    open: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -39,10 +40,12 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let targets = Arc::new(Mutex::new(Vec::new()));
-        let (counter, log) = (hits.clone(), targets.clone());
+        let open = Arc::new(AtomicUsize::new(0));
+        let (counter, log, opened) = (hits.clone(), targets.clone(), open.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (counter, log) = (counter.clone(), log.clone());
+                let (counter, log, opened) = (counter.clone(), log.clone(), opened.clone());
+                opened.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         counter.fetch_add(1, Ordering::SeqCst);
@@ -53,6 +56,7 @@ impl Upstream {
                         .serve_connection(TokioIo::new(stream), service)
                         .with_upgrades()
                         .await;
+                    opened.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -60,12 +64,18 @@ impl Upstream {
             addr,
             hits,
             targets,
+            open,
         }
     }
 
     /// Request targets received so far, in order.
     pub fn targets(&self) -> Vec<String> {
         self.targets.lock().unwrap().clone()
+    }
+
+    /// Connections open now (an upgraded one counts until it switches protocols).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Requests received so far.

@@ -254,7 +254,17 @@ async fn malformed_messages_are_refused() {
     let setup = Setup::new().await;
     let proxy = setup.start("").await;
     let big = format!("X-Big: {}\r\n", "b".repeat(1000)).repeat(70);
-    let cases: [(&str, Vec<u8>, u16); 5] = [
+    let cases: [(&str, Vec<u8>, u16); 7] = [
+        (
+            "HTTP/1.0 with Transfer-Encoding",
+            b"POST / HTTP/1.0\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "DEL in the path",
+            b"GET /a\x7fb HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+        ),
         (
             "chunked, chunked",
             b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked, chunked\r\nConnection: close\r\n\r\n0\r\n\r\n".to_vec(),

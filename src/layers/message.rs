@@ -11,7 +11,8 @@ use http::{HeaderMap, Request, Version};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MessageError {
     /// `Transfer-Encoding` other than one final `chunked` (RFC 9112 6.1, 7: `chunked` once,
-    /// last; we accept no other coding).
+    /// last; we accept no other coding), or any on an HTTP/1.0 request (RFC 9112 6.1: its
+    /// framing is faulty).
     #[error("Transfer-Encoding other than a single chunked")]
     TransferEncoding,
     /// An HTTP/2 field value with leading or trailing whitespace (RFC 9113 8.2.1: malformed).
@@ -38,7 +39,9 @@ pub fn check<B>(request: &Request<B>, max_header_bytes: usize) -> Result<(), Mes
     if size > max_header_bytes {
         return Err(MessageError::HeadersTooLarge);
     }
-    if headers.contains_key(TRANSFER_ENCODING) && !single_chunked(headers) {
+    if headers.contains_key(TRANSFER_ENCODING)
+        && (request.version() == Version::HTTP_10 || !single_chunked(headers))
+    {
         return Err(MessageError::TransferEncoding);
     }
     if request.version() == Version::HTTP_2
@@ -95,6 +98,12 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn http_10_never_carries_transfer_encoding() {
+        let old = request(Version::HTTP_10, &[("transfer-encoding", "chunked")]);
+        assert_eq!(check(&old, 8192), Err(MessageError::TransferEncoding));
     }
 
     #[test]

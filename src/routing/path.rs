@@ -19,9 +19,10 @@ pub enum PathError {
     /// `%` not followed by two hex digits.
     #[error("path contains a malformed percent escape")]
     BadEscape,
-    /// A raw byte outside ASCII (RFC 3986 3.3 allows them only percent-encoded).
-    #[error("path contains a raw non-ASCII byte")]
-    NonAscii,
+    /// A raw byte outside printable ASCII: non-ASCII, a control character, DEL or a space
+    /// (RFC 3986 3.3 allows them only percent-encoded).
+    #[error("path contains a raw byte outside printable ASCII")]
+    RawByte,
     /// More `..` segments than there are segments to climb.
     #[error("path climbs above the root")]
     AboveRoot,
@@ -51,8 +52,8 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    if !path.is_ascii() {
-        return Err(PathError::NonAscii);
+    if path.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+        return Err(PathError::RawByte);
     }
     if is_normal(path) {
         return Ok(Cow::Borrowed(path));
@@ -237,6 +238,9 @@ mod tests {
             ("/a%zz", PathError::BadEscape),
             ("/a%4", PathError::BadEscape),
             ("*", PathError::NotAbsolute),
+            ("/caf\u{e9}", PathError::RawByte),
+            ("/a\u{7f}b", PathError::RawByte),
+            ("/a b", PathError::RawByte),
         ] {
             assert_eq!(normalize_path(input), Err(why), "{input}");
         }

@@ -9,9 +9,24 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{RequestBodyError, ResponseBody};
-use crate::layers::MessageError;
 use crate::routing::{HostError, PathError};
 use crate::upstream::UpstreamError;
+
+/// Why a request message is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    /// `Transfer-Encoding` other than one final `chunked` (RFC 9112 6.1, 7: `chunked` once,
+    /// last; we accept no other coding), or any on an HTTP/1.0 request (RFC 9112 6.1: its
+    /// framing is faulty).
+    #[error("Transfer-Encoding other than a single chunked")]
+    TransferEncoding,
+    /// An HTTP/2 field value with leading or trailing whitespace (RFC 9113 8.2.1: malformed).
+    #[error("header value with leading or trailing whitespace")]
+    Whitespace,
+    /// More header bytes than `max_header_bytes` (RFC 6585 5: 431).
+    #[error("request header section too large")]
+    HeadersTooLarge,
+}
 
 /// A request the proxy answers itself instead of forwarding.
 #[derive(Debug, thiserror::Error)]

@@ -22,7 +22,6 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use access::{AccessLogLayer, AccessLogService, LoggedBody};
 pub use error_response::{ErrorResponse, ErrorResponseLayer};
-pub use message::MessageError;
 pub use route::{RouteLayer, RouteService};
 
 use crate::access_log::Listener;

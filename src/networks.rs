@@ -79,18 +79,10 @@ pub fn check_private(net: &IpNet) -> Result<(), NetworkRefusal> {
 }
 
 /// `::ffff:10.0.0.0/104` is the IPv4 network it spells; treat it so everywhere.
-/// Cloud metadata services: link-local everywhere (AWS, GCP, Azure at 169.254.169.254, and
-/// fe80::/10), AWS's IPv6 IMDS (`fd00:ec2::254`) and Alibaba's `100.100.100.200`. Never an
+/// Cloud metadata services outside link-local: AWS's IPv6 IMDS (`fd00:ec2::254`) and Alibaba's
+/// `100.100.100.200`. Like [`FORBIDDEN_RANGES`] (where AWS, GCP and Azure serve theirs), never an
 /// upstream, whatever the environments say: they hand out cloud credentials.
-pub const METADATA_ENDPOINTS: [IpNet; 4] = [
-    IpNet::V4(Ipv4Net::new_assert(
-        std::net::Ipv4Addr::new(169, 254, 0, 0),
-        16,
-    )),
-    IpNet::V6(Ipv6Net::new_assert(
-        std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
-        10,
-    )),
+pub const METADATA_ENDPOINTS: [IpNet; 2] = [
     IpNet::V6(Ipv6Net::new_assert(
         std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
         128,
@@ -101,12 +93,13 @@ pub const METADATA_ENDPOINTS: [IpNet; 4] = [
     )),
 ];
 
-/// True when `ip` is a metadata endpoint: built in, or one of `extra` (`[access]
+/// True when `ip` is a metadata endpoint: link-local, built in, or one of `extra` (`[access]
 /// metadata_endpoints`).
 pub fn is_metadata(ip: IpAddr, extra: &[IpNet]) -> bool {
     let ip = ip.to_canonical();
-    METADATA_ENDPOINTS
+    FORBIDDEN_RANGES
         .iter()
+        .chain(&METADATA_ENDPOINTS)
         .chain(extra)
         .any(|net| net.contains(&ip))
 }

@@ -7,21 +7,7 @@
 use http::header::TRANSFER_ENCODING;
 use http::{HeaderMap, Request, Version};
 
-/// Why a request message is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MessageError {
-    /// `Transfer-Encoding` other than one final `chunked` (RFC 9112 6.1, 7: `chunked` once,
-    /// last; we accept no other coding), or any on an HTTP/1.0 request (RFC 9112 6.1: its
-    /// framing is faulty).
-    #[error("Transfer-Encoding other than a single chunked")]
-    TransferEncoding,
-    /// An HTTP/2 field value with leading or trailing whitespace (RFC 9113 8.2.1: malformed).
-    #[error("header value with leading or trailing whitespace")]
-    Whitespace,
-    /// More header bytes than `max_header_bytes` (RFC 6585 5: 431).
-    #[error("request header section too large")]
-    HeadersTooLarge,
-}
+use crate::error::MessageError;
 
 /// Refuses what no upstream should be asked to interpret. The header section is measured as
 /// HTTP/1.1 writes it (`name: value\r\n` per field, plus the request target), on h1 and h2

@@ -137,13 +137,19 @@ async fn run_serves_and_exits_zero_on_sigterm() {
             .unwrap(),
     );
     let stderr = child.0.stderr.take().unwrap();
-    let listening = std::thread::spawn(move || {
-        BufReader::new(stderr)
+    let (said, listening) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let found = BufReader::new(stderr)
             .lines()
             .map_while(Result::ok)
-            .any(|line| line.contains("listening"))
+            .any(|line| line.contains("listening"));
+        let _ = said.send(found);
     });
-    assert!(listening.join().unwrap() || child.0.try_wait().unwrap().is_none());
+    assert_eq!(
+        listening.recv_timeout(support::WAIT),
+        Ok(true),
+        "the proxy never said it was listening"
+    );
     let kill = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()

@@ -138,15 +138,6 @@ async fn tunnel(
     tls
 }
 
-/// True when the peer has closed: EOF or an error, not a timeout.
-async fn closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
-    let mut buf = [0u8; 16];
-    matches!(
-        tokio::time::timeout(WAIT, stream.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
-}
-
 #[tokio::test]
 async fn tunnels_hold_their_permit_and_end_when_idle() {
     let setup = Setup::new().await;
@@ -177,7 +168,10 @@ async fn tunnels_hold_their_permit_and_end_when_idle() {
     );
     // Idle tunnels end after idle_timeout, and their permits go to the waiting client.
     for tunnel in &mut tunnels {
-        assert!(closed(tunnel).await, "an idle tunnel stayed open");
+        assert!(
+            support::closed_by_peer(tunnel).await,
+            "an idle tunnel stayed open"
+        );
     }
     let fourth = tokio::time::timeout(WAIT, fourth).await;
     assert!(
@@ -199,7 +193,7 @@ async fn shutdown_waits_for_tunnels_then_cuts_them() {
     assert!(!drained, "shutdown did not wait for the open tunnel");
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert!(
-        closed(&mut open).await,
+        support::closed_by_peer(&mut open).await,
         "the tunnel outlived the shutdown grace"
     );
 }

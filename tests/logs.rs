@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use portcullis::access_log::{RECORD_FIELDS, utc_date};
+use portcullis::access_log::utc_date;
 use support::{Client, Setup, WAIT, request, tls_connect, tls_connect_from};
 use tokio::io::AsyncWriteExt;
 
@@ -297,9 +297,28 @@ async fn access_lines_are_json_with_allow_listed_keys_only() {
     for line in &lines {
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
         let object = value.as_object().unwrap();
+        // Written out here, not taken from the crate: a field added to the record must be
+        // added to this list by someone who decided it carries no user information.
+        const ALLOWED: [&str; 15] = [
+            "ts",
+            "listener",
+            "protocol",
+            "tls",
+            "method",
+            "route",
+            "path",
+            "status",
+            "request_bytes",
+            "response_bytes",
+            "duration_us",
+            "upstream",
+            "request_id",
+            "error",
+            "client_hash",
+        ];
         for key in object.keys() {
             assert!(
-                RECORD_FIELDS.contains(&key.as_str()),
+                ALLOWED.contains(&key.as_str()),
                 "unexpected key {key} in {line}"
             );
         }

@@ -514,6 +514,20 @@ where
     read_to_close(stream).await
 }
 
+/// True when the peer closes `stream` (EOF or reset) within `WAIT`, reading and discarding
+/// whatever it sends first; false when it is still open at the deadline.
+pub async fn closed_by_peer<S>(stream: &mut S) -> bool
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
+    let mut sink = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut sink))
+        .await
+        .is_ok()
+}
+
+/// Everything read until the peer closes, or until `WAIT` passes (which this does not report:
+/// use [`closed_by_peer`] to assert a close).
 pub async fn read_to_close<S>(stream: &mut S) -> String
 where
     S: tokio::io::AsyncRead + Unpin,

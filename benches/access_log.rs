@@ -6,16 +6,21 @@ use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, StatusCode, Version};
-use portcullis::access_log::{AccessLog, Event, Listener, LogSettings, mask_path, render};
+use portcullis::access_log::{AccessLog, Event, Listener, RouteLabel, mask_path, render};
+use portcullis::config::LogSettings;
+use portcullis::connection::TlsVersion;
 
 fn event() -> Event {
     Event {
         time: SystemTime::now(),
         listener: Listener::Https,
         version: Version::HTTP_11,
-        tls: Some("1.3"),
+        tls: Some(TlsVersion::Tls13),
         method: Method::GET,
-        route: None,
+        route: Some(RouteLabel {
+            name: "app.example.com/api/".into(),
+            upstream: Some("app".into()),
+        }),
         target: Some(
             "/users/42/orders/123e4567-e89b-42d3-a456-426614174000?page=2"
                 .parse()

@@ -4,7 +4,9 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use portcullis::routing::{HostPattern, RouteTable, normalize_path};
+use portcullis::host::HostPattern;
+use portcullis::path::normalize_path;
+use portcullis::routing::RouteTable;
 
 fn table() -> RouteTable<usize> {
     let mut entries = Vec::new();

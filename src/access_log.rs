@@ -21,9 +21,9 @@ use http::{Method, StatusCode, Version};
 use serde::Serialize;
 
 pub use mask::mask_path;
-pub use writer::{LogSettings, sweep, utc_date};
 
-use crate::app::Route;
+use crate::config::LogSettings;
+use crate::connection::TlsVersion;
 
 /// Lines that may wait for the disk before new ones are dropped (and counted).
 const QUEUE_CAPACITY: usize = 65_536;
@@ -48,11 +48,11 @@ pub struct Event {
     /// HTTP version of the request.
     pub version: Version,
     /// Negotiated TLS version, on the TLS listener.
-    pub tls: Option<&'static str>,
+    pub tls: Option<TlsVersion>,
     /// Request method.
     pub method: Method,
     /// The route that served it, if any.
-    pub route: Option<Arc<Route>>,
+    pub route: Option<RouteLabel>,
     /// The request target; masked, query dropped, on the writer thread.
     pub target: Option<PathAndQuery>,
     /// Final status.
@@ -76,7 +76,7 @@ pub struct Record<'a> {
     listener: &'static str,
     protocol: &'static str,
     tls: Option<&'static str>,
-    method: &'static str,
+    method: &'a str,
     route: &'a str,
     path: String,
     status: u16,
@@ -129,8 +129,8 @@ impl<'a> Record<'a> {
             } else {
                 "h1"
             },
-            tls: event.tls,
-            method: event.method_name(),
+            tls: event.tls.map(TlsVersion::as_str),
+            method: logged_method(&event.method),
             route: event.route.as_ref().map_or("-", |r| &r.name),
             path: event
                 .target
@@ -140,12 +140,41 @@ impl<'a> Record<'a> {
             request_bytes: event.request_bytes,
             response_bytes: event.response_bytes,
             duration_us: u64::try_from(event.duration.as_micros()).unwrap_or(u64::MAX),
-            upstream: event.route.as_ref().and_then(|r| r.upstream_name()),
+            upstream: event.route.as_ref().and_then(|r| r.upstream.as_deref()),
             request_id: format!("{:016x}", fastrand::u64(..)),
             error: event.error,
             client_hash,
         }
     }
+}
+
+/// Extension methods are whatever a client typed, so only the standard ones are written.
+fn logged_method(method: &Method) -> &str {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    if STANDARD.contains(method) {
+        method.as_str()
+    } else {
+        "OTHER"
+    }
+}
+
+/// The route that served a request, as the log and the metrics name it.
+#[derive(Debug, Clone)]
+pub struct RouteLabel {
+    /// `host` + `path_prefix`.
+    pub name: Arc<str>,
+    /// The upstream's config name, when the route forwards.
+    pub upstream: Option<Arc<str>>,
 }
 
 enum Message {
@@ -216,18 +245,18 @@ impl AccessLog {
 /// Per-request facts that inner layers learn and the access log needs.
 #[derive(Debug, Default)]
 pub struct Exchange {
-    route: OnceLock<Arc<Route>>,
+    route: OnceLock<RouteLabel>,
     request_bytes: AtomicU64,
 }
 
 impl Exchange {
     /// Records the route chosen.
-    pub fn set_route(&self, route: &Arc<Route>) {
-        let _ = self.route.set(route.clone());
+    pub fn set_route(&self, route: RouteLabel) {
+        let _ = self.route.set(route);
     }
 
     /// The route chosen, if routing got that far.
-    pub fn route(&self) -> Option<Arc<Route>> {
+    pub fn route(&self) -> Option<RouteLabel> {
         self.route.get().cloned()
     }
 

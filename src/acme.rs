@@ -15,14 +15,12 @@ use rustls::sign::CertifiedKey;
 use rustls_acme::caches::DirCache;
 use rustls_acme::{AcmeConfig, EventOk, ResolvesServerCertAcme, is_tls_alpn_challenge};
 
+use crate::certs::{CertError, load_roots};
 use crate::config::AcmeSettings;
+use crate::host::HostPattern;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::routing::HostPattern;
-use crate::tls::{CertError, load_roots};
-
-/// The ALPN protocol of TLS-ALPN-01 validation connections (RFC 8737).
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+use crate::tls::ManagedCertificates;
 
 /// The names served over ACME and the resolver holding their certificate.
 #[derive(Debug)]
@@ -97,23 +95,22 @@ impl Acme {
             names: names.into(),
         }))
     }
+}
 
-    /// True for a validation handshake or an SNI this ACME account serves.
-    pub fn answers(&self, client_hello: &ClientHello<'_>) -> bool {
+impl ManagedCertificates for Acme {
+    fn answers(&self, client_hello: &ClientHello<'_>) -> bool {
         is_tls_alpn_challenge(client_hello)
             || client_hello
                 .server_name()
                 .is_some_and(|sni| self.domains.contains(&sni.to_ascii_lowercase()))
     }
 
-    /// The names covered by the ACME certificate, if `sni` is one of them.
-    pub fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>> {
+    fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>> {
         let sni = sni?.to_ascii_lowercase();
         self.domains.contains(&sni).then(|| self.names.clone())
     }
 
-    /// The certificate (or challenge certificate) for a handshake [`Acme::answers`].
-    pub fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.resolver.resolve(client_hello)
     }
 }

@@ -20,7 +20,7 @@ use crate::access_log::AccessLog;
 use crate::app::LiveApp;
 use crate::audit::{Audit, AuditRecord, now};
 use crate::config::Grant;
-use crate::gateway::ClientIdentity;
+use crate::connection::ClientIdentity;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;

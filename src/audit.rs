@@ -10,18 +10,15 @@
 //! and minute, with a count.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::access_log::utc_date;
-use crate::logging::Throttle;
+use crate::daily::{DailyFile, utc_date};
 
 /// One line of the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,8 +106,9 @@ pub struct Audit {
 }
 
 impl Audit {
-    /// An audit trail in `dir` (none: lines are dropped, as in tests without logs).
-    pub fn new(dir: Option<PathBuf>) -> std::io::Result<Self> {
+    /// An audit trail in `dir` (none: lines are dropped, as in tests without logs), its files
+    /// deleted after `retention_days`.
+    pub fn new(dir: Option<PathBuf>, retention_days: u32) -> std::io::Result<Self> {
         let Some(dir) = dir else {
             return Ok(Self {
                 sender: None,
@@ -120,7 +118,7 @@ impl Audit {
         let (sender, receiver) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("portcullis-audit".into())
-            .spawn(move || Writer::new(dir).run(&receiver))?;
+            .spawn(move || Writer::new(dir, retention_days).run(&receiver))?;
         Ok(Self {
             sender: Some(sender),
             writer: Mutex::new(Some(writer)),
@@ -156,22 +154,25 @@ impl Audit {
     }
 }
 
+/// The retention sweep period.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 type DenialKey = (String, String, &'static str);
 
 struct Writer {
-    dir: PathBuf,
-    file: Option<(String, BufWriter<File>)>,
-    errors: Throttle,
+    file: DailyFile,
+    retention_days: u32,
+    last_sweep: Option<Instant>,
     denials: BTreeMap<DenialKey, (String, u64)>,
     minute: u64,
 }
 
 impl Writer {
-    fn new(dir: PathBuf) -> Self {
+    fn new(dir: PathBuf, retention_days: u32) -> Self {
         Self {
-            dir,
-            file: None,
-            errors: Throttle::new(Duration::from_secs(60)),
+            file: DailyFile::new(dir, "audit"),
+            retention_days,
+            last_sweep: None,
             denials: BTreeMap::new(),
             minute: current_minute(),
         }
@@ -179,6 +180,10 @@ impl Writer {
 
     fn run(mut self, receiver: &Receiver<Message>) {
         loop {
+            if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                self.file.sweep(self.retention_days, SystemTime::now());
+                self.last_sweep = Some(Instant::now());
+            }
             let first = receiver.recv_timeout(Duration::from_secs(1));
             if current_minute() != self.minute {
                 self.flush_denials();
@@ -232,38 +237,11 @@ impl Writer {
             return;
         };
         line.push(b'\n');
-        let date = utc_date(SystemTime::now());
-        if self.file.as_ref().is_none_or(|(d, _)| *d != date) {
-            self.flush();
-            let path = self.dir.join(format!("audit-{date}.jsonl"));
-            let errors = &self.errors;
-            self.file = std::fs::create_dir_all(&self.dir)
-                .and_then(|()| OpenOptions::new().create(true).append(true).open(path))
-                .map(|file| (date, BufWriter::new(file)))
-                .map_err(|e| {
-                    errors.warn(
-                        |n| tracing::error!(error = %e, repeated = n, "cannot open audit file"),
-                    )
-                })
-                .ok();
-        }
-        if let Some((_, file)) = self.file.as_mut()
-            && let Err(e) = file.write_all(&line)
-        {
-            self.errors
-                .warn(|n| tracing::error!(error = %e, repeated = n, "cannot write audit line"));
-            self.file = None;
-        }
+        self.file.write(&utc_date(SystemTime::now()), &line);
     }
 
     fn flush(&mut self) {
-        if let Some((_, file)) = self.file.as_mut()
-            && let Err(e) = file.flush()
-        {
-            self.errors
-                .warn(|n| tracing::error!(error = %e, repeated = n, "cannot write audit line"));
-            self.file = None;
-        }
+        self.file.flush();
     }
 }
 

@@ -20,7 +20,7 @@ pub use gateway::{CrlUpdate, GatewaySettings, Grant, LockoutPolicy, RouteAccess,
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,10 +28,9 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use ipnet::IpNet;
 
-use crate::access_log::LogSettings;
+use crate::certs::{CertEntry, CertStore};
+use crate::host::HostPattern;
 use crate::networks::Environments;
-use crate::routing::HostPattern;
-use crate::tls::{CertEntry, CertStore};
 use environments::{
     validate_denied, validate_metadata, validate_networks, validate_peerings, validate_upstreams,
 };
@@ -181,6 +180,19 @@ impl RouteConfig {
     pub fn name(&self) -> String {
         format!("{}{}", self.host, self.path_prefix)
     }
+}
+
+/// `[log]`, validated: where and how long lines are kept.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Directory of the daily access-log and audit files; `None` writes no files.
+    pub dir: Option<PathBuf>,
+    /// Files dated more than this many days before today are deleted.
+    pub retention_days: u32,
+    /// Also write access-log lines to stdout.
+    pub stdout: bool,
+    /// Add a keyed hash of the client IP, the key rotating with the UTC day.
+    pub client_hash: bool,
 }
 
 /// `[limits]`, validated.

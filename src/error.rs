@@ -9,7 +9,8 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::{RequestBodyError, ResponseBody};
-use crate::routing::{HostError, PathError};
+use crate::host::HostError;
+use crate::path::PathError;
 use crate::upstream::UpstreamError;
 
 /// Why a request message is refused.

@@ -10,58 +10,28 @@ mod mfa;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
 use http::{HeaderValue, Method, Response};
-use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::pki_types::UnixTime;
 use rustls::server::danger::ClientCertVerifier;
 use tower::{Layer, Service};
 
 pub use mfa::{MFA_PATH, MfaState};
 
 use crate::access_log::mask_path;
-use crate::app::{Action, ConnectionInfo, Route};
 use crate::audit::{Audit, AuditRecord, now};
 use crate::body::ResponseBody;
 use crate::config::{GatewaySettings, RouteAccess, User};
+use crate::connection::{ClientIdentity, ConnectionInfo};
 use crate::error::ProxyError;
-use crate::proxy::Routed;
+use crate::routing::{Action, Route, Routed};
 
-/// An employee as their certificate names them.
-#[derive(Debug, Clone)]
-pub struct ClientIdentity {
-    /// The subject CN.
-    pub user: String,
-    /// SHA-256 of the certificate, binding MFA sessions to it.
-    pub fingerprint: [u8; 32],
-    /// The chain presented, checked again when a reload changes roots or CRLs.
-    pub chain: Arc<[CertificateDer<'static>]>,
-}
-
-impl ClientIdentity {
-    /// The verified client certificate's subject CN, if the handshake carried one.
-    pub fn from_session(session: &rustls::ServerConnection) -> Option<Self> {
-        let presented = session.peer_certificates()?;
-        let leaf = presented.first()?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
-        let user = cert
-            .subject()
-            .iter_common_name()
-            .next()?
-            .as_str()
-            .ok()?
-            .to_owned();
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
-        let fingerprint = <[u8; 32]>::try_from(digest.as_ref()).ok()?;
-        let chain = presented.iter().map(|c| c.clone().into_owned()).collect();
-        Some(Self {
-            user,
-            fingerprint,
-            chain,
-        })
-    }
-}
+/// Numbers the gateways built by this process, so that a connection can tell which one last
+/// checked its client certificate.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 /// The gateway's configuration and state.
 #[derive(Debug)]
@@ -72,6 +42,8 @@ pub struct Gateway {
     pub mfa: Arc<MfaState>,
     /// Where decisions go.
     pub audit: Arc<Audit>,
+    /// Unique per gateway built; see [`Gateway::still_trusts`].
+    pub generation: u64,
     verifier: Arc<dyn ClientCertVerifier>,
 }
 
@@ -84,10 +56,30 @@ impl Gateway {
     ) -> Result<Self, rustls::Error> {
         Ok(Self {
             verifier: crate::tls::client_verifier(&settings, false)?,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             settings,
             mfa,
             audit,
         })
+    }
+
+    /// True while this gateway trusts `conn`'s client certificate (always, without one). The
+    /// certificate is checked again once per reload, against the new CRLs and roots; when it
+    /// fails, the connection is marked for closing.
+    pub fn still_trusts(&self, conn: &ConnectionInfo) -> bool {
+        let Some(client) = &conn.client else {
+            return true;
+        };
+        if conn.trusted_under.load(Ordering::Relaxed) == self.generation {
+            return true;
+        }
+        if self.trusts(client) {
+            conn.trusted_under.store(self.generation, Ordering::Relaxed);
+            true
+        } else {
+            conn.revoked.cancel();
+            false
+        }
     }
 
     /// True when this configuration's roots and revocation lists accept `client`'s chain.
@@ -160,13 +152,20 @@ where
         };
         let mut inner = self.inner.clone();
         Either::Right(Box::pin(async move {
-            let gateway = routed.app.gateway.clone().ok_or(ProxyError::Forbidden)?;
+            let gateway = gateway_of(&routed).ok_or(ProxyError::Forbidden)?;
             match admit(&gateway, &conn, &access, routed)? {
                 Admission::Forward(routed) => inner.call(*routed).await,
                 Admission::Answer(response) => Ok(response),
             }
         }))
     }
+}
+
+/// The gateway of the configuration that routed the request: routing puts it in the request's
+/// extensions, so that a reload between routing and admission cannot pair one configuration's
+/// grants with another's trust roots.
+fn gateway_of(routed: &Routed) -> Option<Arc<Gateway>> {
+    routed.request.extensions().get::<Arc<Gateway>>().cloned()
 }
 
 enum Admission {
@@ -195,7 +194,7 @@ fn identify<'a>(
     let Some(client) = &conn.client else {
         return Err(deny("-", "no client certificate"));
     };
-    if !conn.client_trusted(&routed.app) {
+    if !gateway.still_trusts(conn) {
         return Err(deny(&client.user, "certificate no longer trusted"));
     }
     let Some(user) = gateway.settings.users.get(&client.user) else {
@@ -268,13 +267,12 @@ async fn reserved(
     if routed.request.uri().path() != MFA_PATH || routed.request.method() != Method::POST {
         return Err(ProxyError::NoRoute);
     }
-    let gateway = routed.app.gateway.clone().ok_or(ProxyError::NoRoute)?;
+    let gateway = gateway_of(&routed).ok_or(ProxyError::NoRoute)?;
     let form = mfa::read_form(&mut routed.request).await;
     // The form names its route; it must be an MFA route serving this host.
     let route = routed
-        .app
-        .routes_by_name
-        .get(form.route.as_str())
+        .routes
+        .by_name(form.route.as_str())
         .filter(|route| route.host.matches(&routed.host.name))
         .cloned()
         .ok_or(ProxyError::NoRoute)?;
@@ -286,9 +284,8 @@ async fn reserved(
     let totp = user.totp.as_deref().ok_or(ProxyError::Forbidden)?;
     let back = mfa::return_path(&form.back, |path| {
         routed
-            .app
             .routes
-            .resolve_guarded(&routed.host.name, path, |r| r.access.is_some())
+            .route(&routed.host.name, path)
             .ok()
             .flatten()
             .is_some_and(|r| Arc::ptr_eq(r, &route))

@@ -25,8 +25,9 @@ pub use error_response::{ErrorResponse, ErrorResponseLayer};
 pub use route::{RouteLayer, RouteService};
 
 use crate::access_log::Listener;
-use crate::app::{App, ConnectionInfo, LiveApp};
+use crate::app::{App, LiveApp};
 use crate::body::ResponseBody;
+use crate::connection::ConnectionInfo;
 use crate::gateway::GatewayLayer;
 use crate::proxy::Proxy;
 use crate::redirect::redirect;

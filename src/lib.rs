@@ -23,16 +23,22 @@ pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod body;
+pub mod certs;
 pub mod config;
+pub mod connection;
+pub mod cookies;
+pub mod daily;
 pub mod dev_certs;
 pub mod error;
 pub mod gateway;
+pub mod host;
 pub mod io;
 pub mod layers;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod networks;
+pub mod path;
 pub mod proxy;
 pub mod redirect;
 pub mod reload;
@@ -74,7 +80,7 @@ pub enum StartError {
     Log(#[source] std::io::Error),
     /// The ACME directory's trust root could not be read.
     #[error("ACME setup failed: {0}")]
-    Acme(#[from] tls::CertError),
+    Acme(#[from] certs::CertError),
     /// The system random source failed.
     #[error("no randomness for session keys")]
     Random,
@@ -175,7 +181,10 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
         ticketer: tls::ticketer()?,
         acme: None,
         mfa: Arc::new(gateway::MfaState::new().map_err(|_| StartError::Random)?),
-        audit: Arc::new(audit::Audit::new(config.log.dir.clone()).map_err(StartError::Log)?),
+        audit: Arc::new(
+            audit::Audit::new(config.log.dir.clone(), config.log.retention_days)
+                .map_err(StartError::Log)?,
+        ),
     };
     let lifecycle = Lifecycle::default();
     let acme = match &config.acme {

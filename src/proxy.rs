@@ -16,35 +16,20 @@ use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use tower::Service;
 
 pub use headers::{
-    OWN_COOKIE_PREFIX, OWNED_REQUEST_HEADERS, USER_HEADER, Vouched, cookie_pairs,
-    requested_upgrade, rewrite_request, rewrite_response,
+    OWNED_REQUEST_HEADERS, USER_HEADER, Vouched, requested_upgrade, rewrite_request,
+    rewrite_response,
 };
 
 use crate::access_log::Exchange;
-use crate::app::{Action, App, ConnectionInfo, Route};
 use crate::body::{RequestBody, ResponseBody};
+use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
-use crate::routing::{PathError, RequestHost};
+use crate::path::PathError;
+use crate::routing::{Action, Routed};
 use crate::upstream::{Upstream, UpstreamError};
-
-/// A request that passed routing: its route and validated host travel with it.
-#[derive(Debug)]
-pub struct Routed {
-    /// The request, its path already normalised.
-    pub request: Request<Incoming>,
-    /// Where it goes.
-    pub route: Arc<Route>,
-    /// The host it is for.
-    pub host: RequestHost,
-    /// The configuration it was routed by.
-    pub app: Arc<App>,
-    /// The employee the gateway admitted, sent upstream as `X-Portcullis-User`.
-    pub user: Option<http::HeaderValue>,
-}
 
 /// Forwards routed requests for one client connection.
 #[derive(Debug, Clone)]
@@ -87,7 +72,7 @@ async fn forward(
         route,
         host,
         user,
-        app,
+        ..
     } = routed;
     let declared_length = request
         .headers()
@@ -96,8 +81,10 @@ async fn forward(
     if declared_length.is_some_and(|len| len > route.max_body_bytes) {
         return Err(ProxyError::PayloadTooLarge);
     }
-    let upstream = match &route.action {
-        Action::Forward { upstream, .. } => upstream,
+    let (upstream, strip) = match &route.action {
+        Action::Forward {
+            upstream, strip, ..
+        } => (upstream, strip),
         Action::Respond { status, body } => return Ok(respond(*status, body)),
         // The gateway answers these; one reaching here is not ours to forward.
         Action::Reserved => return Err(ProxyError::NoRoute),
@@ -110,13 +97,7 @@ async fn forward(
         client: &conn.forwarded_for,
         user: user.as_ref(),
     };
-    rewrite_request(
-        &mut parts.headers,
-        parts.version,
-        &vouched,
-        &app.stripped_headers,
-        upgrade,
-    );
+    rewrite_request(&mut parts.headers, parts.version, &vouched, strip, upgrade);
     parts.uri = upstream_uri(upstream, &parts.uri)?;
     parts.version = Version::HTTP_11;
     let exchange = parts.extensions.get::<Arc<Exchange>>().cloned();

@@ -9,7 +9,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use crate::app::App;
 use crate::body::ResponseBody;
 use crate::error::status_response;
-use crate::routing::request_host;
+use crate::host::request_host;
 
 /// The response to one plain-HTTP request; the body is never read.
 pub fn redirect<B>(app: &App, request: &Request<B>) -> Response<ResponseBody> {

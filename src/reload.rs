@@ -53,11 +53,7 @@ pub struct Reloader {
 
 /// SHA-256 of a config file's bytes, hex.
 pub fn digest(bytes: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes))
 }
 
 impl Reloader {

@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::access_log::utc_date;
 use crate::audit::AuditRecord;
 use crate::config::Config;
+use crate::daily::utc_date;
 
 /// The review for one period.
 #[derive(Debug, Default, Serialize)]

@@ -1,101 +1,139 @@
-//! Which route serves a request: host patterns and a route table keyed by host, then by the
-//! longest path prefix. Pure data and lookups, no IO; request parsing lives in the submodules.
+//! Which route serves a request: the compiled routes of one configuration, keyed by host, then
+//! by the longest path prefix, and the routed request that the gateway and the proxy receive.
+//! Pure data and lookups, no IO.
 //!
 //! Selection is host first, path second, like nginx `server` then `location`: an exact host
 //! beats a `*.domain` pattern, and a host that matches has no fallback to a wildcard when none
 //! of its prefixes matches.
 
-mod host;
-mod path;
-
 use std::collections::HashMap;
-use std::fmt;
-use std::net::IpAddr;
+use std::sync::Arc;
 
-pub use host::{HostError, RequestHost, request_host};
-pub use path::{PathError, RESERVED_PREFIX, is_reserved, lenient_path, normalize_path};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, StatusCode};
+use hyper::body::Incoming;
 
-/// A host as written in a route or a certificate: `example.com` or `*.example.com`.
-///
-/// Always lowercase, without a trailing dot. A wildcard covers exactly one label, as in TLS
-/// (RFC 6125 6.4.3), so that a route and the certificate that serves it agree.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum HostPattern {
-    /// One name or IP address literal (IPv6 without brackets).
-    Exact(String),
-    /// `*.suffix`: holds the suffix, without the leading `*.`.
-    Wildcard(String),
+use crate::config::RouteAccess;
+use crate::host::{HostMap, HostPattern, RequestHost};
+use crate::path::{PathError, RESERVED_PREFIX, lenient_path};
+use crate::upstream::Upstream;
+
+/// Where a matched request goes.
+#[derive(Debug)]
+pub struct Route {
+    /// `host` + `path_prefix`, for logs: never the raw Host a client sent.
+    pub name: Arc<str>,
+    /// The hosts it serves.
+    pub host: HostPattern,
+    /// Its path prefix.
+    pub prefix: String,
+    /// What it does.
+    pub action: Action,
+    /// For internal routes: who may pass.
+    pub access: Option<RouteAccess>,
+    /// Largest request body accepted.
+    pub max_body_bytes: u64,
 }
 
-/// Why a host pattern in the config or a certificate is not usable.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a host name, an IP address or a \"*.domain\" pattern")]
-pub struct BadHostPattern(pub String);
-
-impl HostPattern {
-    /// Parses a config or SAN value.
-    ///
-    /// ```
-    /// use portcullis::routing::HostPattern;
-    ///
-    /// let wildcard = HostPattern::parse("*.Example.com").unwrap();
-    /// assert!(wildcard.matches("api.example.com"));
-    /// assert!(!wildcard.matches("a.b.example.com"), "one label, as in TLS");
-    /// assert!(HostPattern::parse("*.com").is_err());
-    /// ```
-    pub fn parse(raw: &str) -> Result<Self, BadHostPattern> {
-        let bad = || BadHostPattern(raw.to_owned());
-        let lower = raw.trim_end_matches('.').to_ascii_lowercase();
-        let unbracketed = lower.trim_start_matches('[').trim_end_matches(']');
-        if unbracketed.parse::<IpAddr>().is_ok() {
-            return Ok(Self::Exact(unbracketed.to_owned()));
-        }
-        match lower.strip_prefix("*.") {
-            Some(suffix) if is_dns_name(suffix) && suffix.contains('.') => {
-                Ok(Self::Wildcard(suffix.to_owned()))
-            }
-            Some(_) => Err(bad()),
-            None if is_dns_name(&lower) => Ok(Self::Exact(lower)),
-            None => Err(bad()),
-        }
-    }
-
-    /// True when `host` (normalised as by [`request_host`]) is covered by this pattern.
-    pub fn matches(&self, host: &str) -> bool {
-        match self {
-            Self::Exact(name) => name == host,
-            Self::Wildcard(suffix) => parent_domain(host) == Some(suffix.as_str()),
-        }
-    }
+/// What a route does with a request.
+#[derive(Debug)]
+pub enum Action {
+    /// Forwards to an upstream pool.
+    Forward {
+        /// The pool.
+        upstream: Arc<Upstream>,
+        /// Its config name, for logs.
+        name: Arc<str>,
+        /// `[headers] strip`: removed from the request beside the built-in list.
+        strip: Arc<[HeaderName]>,
+    },
+    /// Answers itself.
+    Respond {
+        /// The status.
+        status: StatusCode,
+        /// The body.
+        body: Bytes,
+    },
+    /// The proxy's own endpoints under [`RESERVED_PREFIX`], answered by the gateway and never
+    /// forwarded, whatever the routes say.
+    Reserved,
 }
 
-impl fmt::Display for HostPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Exact(name) => f.write_str(name),
-            Self::Wildcard(suffix) => write!(f, "*.{suffix}"),
+impl Route {
+    /// The upstream's config name, when the route forwards.
+    pub fn upstream_name(&self) -> Option<&Arc<str>> {
+        match &self.action {
+            Action::Forward { name, .. } => Some(name),
+            Action::Respond { .. } | Action::Reserved => None,
         }
     }
 }
 
-/// `a.example.com` -> `example.com`; what a one-label wildcard is keyed by.
-pub(crate) fn parent_domain(host: &str) -> Option<&str> {
-    host.split_once('.')
-        .map(|(_, rest)| rest)
-        .filter(|rest| !rest.is_empty())
+/// The routes of one configuration.
+#[derive(Debug)]
+pub struct Routes {
+    table: RouteTable<Arc<Route>>,
+    by_name: HashMap<Arc<str>, Arc<Route>>,
+    reserved: Arc<Route>,
 }
 
-/// LDH labels plus `_`, which real deployments use; lowercase only.
-pub(crate) fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        })
+impl Routes {
+    /// Indexes compiled routes by host and prefix, and by name.
+    pub fn new(routes: Vec<Arc<Route>>) -> Self {
+        let by_name = routes.iter().map(|r| (r.name.clone(), r.clone())).collect();
+        let table = RouteTable::new(
+            routes
+                .into_iter()
+                .map(|r| (r.host.clone(), r.prefix.clone(), r)),
+        );
+        Self {
+            table,
+            by_name,
+            reserved: Arc::new(Route {
+                name: RESERVED_PREFIX.into(),
+                host: HostPattern::Exact(String::new()),
+                prefix: RESERVED_PREFIX.to_owned(),
+                action: Action::Reserved,
+                access: None,
+                max_body_bytes: 0,
+            }),
+        }
+    }
+
+    /// The route for `host` and a normalised `path`: `/.portcullis/` on every host is the
+    /// proxy's own; internal prefixes fail closed against lenient readings of the path.
+    pub fn route(&self, host: &str, path: &str) -> Result<Option<&Arc<Route>>, PathError> {
+        if crate::path::is_reserved(path) {
+            return Ok(Some(&self.reserved));
+        }
+        self.table
+            .resolve_guarded(host, path, |route| route.access.is_some())
+    }
+
+    /// The route named `name` (`host` + prefix), for the gateway's own endpoints.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
+        self.by_name.get(name)
+    }
+
+    /// True when some route is configured for `host`, whatever the path.
+    pub fn serves_host(&self, host: &str) -> bool {
+        self.table.serves_host(host)
+    }
+}
+
+/// A request that passed routing: its route and validated host travel with it.
+#[derive(Debug)]
+pub struct Routed {
+    /// The request, its path already normalised.
+    pub request: Request<Incoming>,
+    /// Where it goes.
+    pub route: Arc<Route>,
+    /// The host it is for.
+    pub host: RequestHost,
+    /// The routes of the configuration it was routed by.
+    pub routes: Arc<Routes>,
+    /// The employee the gateway admitted, sent upstream as `X-Portcullis-User`.
+    pub user: Option<HeaderValue>,
 }
 
 /// One route of a host: its prefix as written, lowercased, and its target.
@@ -139,23 +177,16 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// A compiled route table; `T` is what a route leads to.
 #[derive(Debug)]
 pub struct RouteTable<T> {
-    exact: HashMap<String, HostRoutes<T>>,
-    wildcard: HashMap<String, HostRoutes<T>>,
+    hosts: HostMap<HostRoutes<T>>,
 }
 
 impl<T> RouteTable<T> {
     /// Compiles `(host, path_prefix, target)` entries; prefixes must start with `/`.
     pub fn new(entries: impl IntoIterator<Item = (HostPattern, String, T)>) -> Self {
-        let mut table = Self {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
-        };
+        let mut hosts = HostMap::default();
         for (host, prefix, target) in entries {
-            let (map, key) = match host {
-                HostPattern::Exact(name) => (&mut table.exact, name),
-                HostPattern::Wildcard(suffix) => (&mut table.wildcard, suffix),
-            };
-            map.entry(key)
+            hosts
+                .entry(host)
                 .or_insert_with(|| HostRoutes {
                     by_prefix: Vec::new(),
                 })
@@ -166,18 +197,16 @@ impl<T> RouteTable<T> {
                     target,
                 });
         }
-        for routes in table.exact.values_mut().chain(table.wildcard.values_mut()) {
+        for routes in hosts.values_mut() {
             routes
                 .by_prefix
                 .sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         }
-        table
+        Self { hosts }
     }
 
     fn host_routes(&self, host: &str) -> Option<&HostRoutes<T>> {
-        self.exact
-            .get(host)
-            .or_else(|| self.wildcard.get(parent_domain(host)?))
+        self.hosts.get(host)
     }
 
     /// True when some route is configured for `host`, whatever the path.
@@ -197,7 +226,8 @@ impl<T> RouteTable<T> {
     /// `/admin.` reach an IIS or Tomcat `/admin` only through the `/admin` route's gateway.
     ///
     /// ```
-    /// use portcullis::routing::{HostPattern, RouteTable};
+    /// use portcullis::host::HostPattern;
+    /// use portcullis::routing::RouteTable;
     ///
     /// let host = HostPattern::parse("app.test").unwrap();
     /// let table = RouteTable::new([
@@ -236,6 +266,7 @@ impl<T> RouteTable<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::HostPattern;
 
     fn table() -> RouteTable<&'static str> {
         let p = |s: &str| HostPattern::parse(s).unwrap();
@@ -269,33 +300,5 @@ mod tests {
         assert_eq!(t.resolve("other.com", "/"), None);
         assert!(t.serves_host("a.example.com"));
         assert!(!t.serves_host("example.org"));
-    }
-
-    #[test]
-    fn host_patterns_parse_and_refuse() {
-        assert_eq!(
-            HostPattern::parse("Example.COM."),
-            Ok(HostPattern::Exact("example.com".into()))
-        );
-        assert_eq!(
-            HostPattern::parse("*.example.com"),
-            Ok(HostPattern::Wildcard("example.com".into()))
-        );
-        assert_eq!(
-            HostPattern::parse("[::1]"),
-            Ok(HostPattern::Exact("::1".into()))
-        );
-        for bad in [
-            "",
-            "*",
-            "*.com",
-            "a..b",
-            "exa mple.com",
-            "a/b",
-            "*.*.x.com",
-            "ex*.com",
-        ] {
-            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
-        }
     }
 }

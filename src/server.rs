@@ -20,13 +20,12 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
-use tokio_util::sync::CancellationToken;
 
 pub use streams::{InFlight, StreamExecutor};
 
-use crate::app::{App, ConnectionInfo, LiveApp};
+use crate::app::{App, LiveApp};
 use crate::config::Limits;
-use crate::gateway::ClientIdentity;
+use crate::connection::ConnectionInfo;
 use crate::io::{Activity, Watched};
 use crate::layers::{http_service, https_service};
 use crate::lifecycle::Lifecycle;
@@ -169,7 +168,7 @@ impl Server {
         self.metrics.handshake(true);
         let (_, session) = tls.get_ref();
         let is_h2 = session.alpn_protocol() == Some(b"h2");
-        if session.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+        if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
             // A TLS-ALPN-01 validation: the handshake was the whole exchange (RFC 8737 3).
             return;
         }
@@ -182,13 +181,13 @@ impl Server {
             limits.idle_timeout,
             limits.send_timeout,
         );
-        let info = Arc::new(connection_info(
-            peer,
-            session,
-            certificate,
-            generation.app.generation,
-            tunnels,
-        ));
+        // The gateway verified the client certificate during this handshake.
+        let verified_under = generation.app.gateway.as_ref().map_or(0, |g| g.generation);
+        let Some(info) = ConnectionInfo::new(peer, session, certificate, verified_under, tunnels)
+        else {
+            return;
+        };
+        let info = Arc::new(info);
         let service = TowerToHyperService::new(https_service(&self.live, info.clone()));
         let io = TokioIo::new(tls);
         let idle = limits.idle_timeout;
@@ -239,7 +238,8 @@ impl Server {
                         if changed.is_err() {
                             return std::future::pending().await;
                         }
-                        if !info.client_trusted(&live.load()) {
+                        let trusted = live.load().gateway.as_ref().is_none_or(|g| g.still_trusts(&info));
+                        if !trusted {
                             return;
                         }
                     }
@@ -307,38 +307,6 @@ impl Server {
             }
         }
     }
-}
-
-/// What the request path needs to know about a finished handshake.
-fn connection_info(
-    peer: SocketAddr,
-    session: &rustls::ServerConnection,
-    certificate: Arc<[crate::routing::HostPattern]>,
-    verified_under: u64,
-    tunnels: Tunnels,
-) -> ConnectionInfo {
-    ConnectionInfo {
-        client_ip: peer.ip().to_canonical(),
-        forwarded_for: forwarded_for(peer.ip()),
-        certificate,
-        tls_version: match session.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
-            _ => "1.2",
-        },
-        sni: session
-            .server_name()
-            .map(|s| Arc::from(s.to_ascii_lowercase())),
-        client: ClientIdentity::from_session(session),
-        trusted_under: verified_under.into(),
-        revoked: CancellationToken::new(),
-        tunnels,
-    }
-}
-
-/// The client address as `X-Forwarded-For` carries it: IPv4-mapped IPv6 written as IPv4.
-fn forwarded_for(ip: std::net::IpAddr) -> http::HeaderValue {
-    http::HeaderValue::from_str(&ip.to_canonical().to_string())
-        .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
 }
 
 fn h1_builder(limits: &Limits) -> http1::Builder {
@@ -425,16 +393,4 @@ fn is_per_connection(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionAborted | ConnectionReset | ConnectionRefused
     )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn forwarded_for_writes_mapped_ipv6_as_ipv4() {
-        assert_eq!(
-            super::forwarded_for("::ffff:127.0.0.9".parse().unwrap()),
-            "127.0.0.9"
-        );
-        assert_eq!(super::forwarded_for("::1".parse().unwrap()), "::1");
-    }
 }

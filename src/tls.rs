@@ -1,239 +1,54 @@
-//! TLS termination: certificates from files, the SNI resolver, the rustls server config, and the
-//! question "does the certificate presented on this connection cover this Host?".
+//! TLS termination: the SNI resolver, the rustls server configs and which host gets which
+//! client-certificate policy.
 //!
-//! Not here: accepting connections and handshake timeouts (`server`).
+//! Not here: reading certificates (`certs`), ordering them (`acme`, which plugs in through
+//! [`ManagedCertificates`]), accepting connections and handshake timeouts (`server`).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::aws_lc_rs;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use x509_parser::extensions::GeneralName;
 
 mod client_auth;
 
 pub use client_auth::{ClientAuth, TlsConfigs, admin_config, client_verifier};
 
-use crate::acme::{ACME_TLS_ALPN, Acme};
-use crate::routing::{HostPattern, parent_domain};
+use crate::certs::CertStore;
+use crate::host::HostPattern;
+
+/// The ALPN protocol of TLS-ALPN-01 validation connections (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Certificates that something other than the files provides (ACME): it answers the
+/// handshakes it claims, validation handshakes included, before the files are consulted.
+pub trait ManagedCertificates: std::fmt::Debug + Send + Sync {
+    /// True for a validation handshake or an SNI whose certificate this source provides.
+    fn answers(&self, client_hello: &ClientHello<'_>) -> bool;
+    /// The names covered by the certificate served for `sni`, if this source serves it.
+    fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>>;
+    /// The certificate (or challenge certificate) for a handshake it [`answers`](Self::answers).
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>>;
+}
 
 /// ALPN protocols we speak, in order of preference.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
-
-/// Why a certificate/key pair cannot be served.
-#[derive(Debug, thiserror::Error)]
-pub enum CertError {
-    /// The file could not be read or holds no PEM of the right kind.
-    #[error("cannot read {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    /// The certificate file holds no certificate.
-    #[error("{} holds no certificate", .0.display())]
-    Empty(PathBuf),
-    /// The leaf certificate is not valid X.509.
-    #[error("leaf certificate cannot be parsed")]
-    Parse,
-    /// The key is of a kind rustls cannot sign with.
-    #[error("unsupported private key: {0}")]
-    UnsupportedKey(#[source] rustls::Error),
-    /// The key does not belong to the leaf certificate.
-    #[error("private key does not match the certificate")]
-    KeyMismatch,
-    /// The leaf certificate's validity period has ended.
-    #[error("certificate has expired")]
-    Expired,
-    /// The leaf certificate names no DNS name or IP address.
-    #[error("certificate has no DNS or IP subject alternative names")]
-    NoNames,
-}
 
 /// A fresh set of rotating session-ticket keys (rustls rotates them every 6 hours).
 pub fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
     aws_lc_rs::Ticketer::new()
 }
 
-/// True when a certificate with these names is valid for `host` (normalised, as from
-/// `request_host`).
-pub fn covers(names: &[HostPattern], host: &str) -> bool {
-    names.iter().any(|name| name.matches(host))
-}
-
-/// One loaded certificate chain with its key and the names it covers.
-#[derive(Debug)]
-pub struct CertEntry {
-    /// The SANs of the leaf, as host patterns.
-    pub names: Arc<[HostPattern]>,
-    /// When the leaf stops being valid.
-    pub not_after: std::time::SystemTime,
-    /// What rustls serves.
-    pub key: Arc<CertifiedKey>,
-}
-
-impl CertEntry {
-    /// True when this certificate is valid for `host` (normalised, as from `request_host`).
-    pub fn covers(&self, host: &str) -> bool {
-        covers(&self.names, host)
-    }
-}
-
-/// Loads a PEM chain and key, refusing what could not be served correctly.
-pub fn load_certificate(cert: &Path, key: &Path) -> Result<CertEntry, CertError> {
-    let read_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| CertError::Read { path, source }
-    };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .map_err(read_err(cert))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read_err(cert))?;
-    let leaf = chain.first().ok_or_else(|| CertError::Empty(cert.into()))?;
-    let (names, not_after) = leaf_names(leaf)?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(read_err(key))?;
-    let signing_key = aws_lc_rs::default_provider()
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(CertError::UnsupportedKey)?;
-    let certified = CertifiedKey::new(chain, signing_key);
-    certified.keys_match().map_err(|_| CertError::KeyMismatch)?;
-    Ok(CertEntry {
-        names: names.into(),
-        not_after,
-        key: Arc::new(certified),
-    })
-}
-
-fn leaf_names(
-    leaf: &CertificateDer<'_>,
-) -> Result<(Vec<HostPattern>, std::time::SystemTime), CertError> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|_| CertError::Parse)?;
-    if parsed.validity().time_to_expiration().is_none() {
-        return Err(CertError::Expired);
-    }
-    let san = parsed
-        .subject_alternative_name()
-        .map_err(|_| CertError::Parse)?;
-    let names: Vec<HostPattern> = san
-        .iter()
-        .flat_map(|ext| ext.value.general_names.iter())
-        .filter_map(|name| match name {
-            GeneralName::DNSName(dns) => HostPattern::parse(dns).ok(),
-            GeneralName::IPAddress(bytes) => {
-                ip_from_bytes(bytes).map(|ip| HostPattern::Exact(ip.to_canonical().to_string()))
-            }
-            _ => None,
-        })
-        .collect();
-    if names.is_empty() {
-        return Err(CertError::NoNames);
-    }
-    let seconds = u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0);
-    Ok((
-        names,
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
-    ))
-}
-
-fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
-        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
-        _ => None,
-    }
-}
-
-/// Reads a PEM bundle of trust roots.
-pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
-    let read_err = |source| CertError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(read_err)? {
-        roots
-            .add(cert.map_err(read_err)?)
-            .map_err(|_| CertError::Parse)?;
-    }
-    if roots.is_empty() {
-        return Err(CertError::Empty(path.to_owned()));
-    }
-    Ok(roots)
-}
-
-/// The certificates in service, indexed by the names they cover.
-#[derive(Debug, Default)]
-pub struct CertStore {
-    entries: Vec<Arc<CertEntry>>,
-    exact: HashMap<String, usize>,
-    wildcard: HashMap<String, usize>,
-}
-
-impl CertStore {
-    /// Indexes `entries`; on a name claimed twice, the first certificate wins.
-    pub fn new(entries: Vec<Arc<CertEntry>>) -> Self {
-        let mut store = Self {
-            entries,
-            ..Self::default()
-        };
-        for (index, entry) in store.entries.iter().enumerate() {
-            for name in entry.names.iter() {
-                let (map, key) = match name {
-                    HostPattern::Exact(n) => (&mut store.exact, n),
-                    HostPattern::Wildcard(s) => (&mut store.wildcard, s),
-                };
-                map.entry(key.clone()).or_insert(index);
-            }
-        }
-        store
-    }
-
-    /// The certificate for a ClientHello's SNI: no SNI gets the first one; an SNI that no
-    /// certificate covers gets none, so the handshake fails instead of showing our names to a
-    /// scanner.
-    pub fn for_sni(&self, sni: Option<&str>) -> Option<&Arc<CertEntry>> {
-        let index = match sni {
-            None => Some(0),
-            Some(name) => {
-                let name = name.to_ascii_lowercase();
-                self.exact.get(&name).copied().or_else(|| {
-                    parent_domain(&name).and_then(|parent| self.wildcard.get(parent).copied())
-                })
-            }
-        }?;
-        self.entries.get(index)
-    }
-
-    /// True when some certificate covers `host` (an exact name or a wildcard pattern).
-    pub fn covers(&self, host: &HostPattern) -> bool {
-        self.entries.iter().any(|entry| {
-            entry.names.iter().any(|name| name == host)
-                || match host {
-                    HostPattern::Exact(name) => entry.covers(name),
-                    HostPattern::Wildcard(_) => false,
-                }
-        })
-    }
-}
-
 /// The rustls resolver: certificate files, and the ACME account's names when configured.
 #[derive(Debug)]
 pub struct SniResolver {
     store: CertStore,
-    acme: Option<Arc<Acme>>,
+    acme: Option<Arc<dyn ManagedCertificates>>,
 }
 
 impl SniResolver {
     /// A resolver serving `store`, and `acme`'s names through it.
-    pub fn new(store: CertStore, acme: Option<Arc<Acme>>) -> Self {
+    pub fn new(store: CertStore, acme: Option<Arc<dyn ManagedCertificates>>) -> Self {
         Self { store, acme }
     }
 

@@ -96,7 +96,7 @@ fn dev_certs_are_created_once_with_private_keys() {
         cert,
         "not idempotent"
     );
-    let entry = portcullis::tls::load_certificate(&target.join("localhost.crt"), &key).unwrap();
+    let entry = portcullis::certs::load_certificate(&target.join("localhost.crt"), &key).unwrap();
     for host in ["localhost", "127.0.0.1", "::1"] {
         assert!(entry.covers(host), "{host}");
     }

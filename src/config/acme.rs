@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use super::raw::{RawAcme, RawConfig};
 use super::validate::Problems;
 use super::{ProblemKind, RouteConfig};
-use crate::routing::HostPattern;
-use crate::tls::CertStore;
+use crate::certs::CertStore;
+use crate::host::HostPattern;
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -78,7 +78,7 @@ pub(super) fn validate_acme(
         problems.push("tls.acme.cache_dir", ProblemKind::CacheDir(e));
     }
     if let Some(ca) = &acme.directory_ca
-        && let Err(e) = crate::tls::load_roots(ca)
+        && let Err(e) = crate::certs::load_roots(ca)
     {
         problems.push("tls.acme.directory_ca", e);
     }

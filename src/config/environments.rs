@@ -143,7 +143,7 @@ fn check_upstream_addr(
         let (host, port) = value
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            .filter(|(h, _)| crate::routing::is_dns_name(&h.to_ascii_lowercase()))
+            .filter(|(h, _)| crate::host::is_dns_name(&h.to_ascii_lowercase()))
             .ok_or_else(|| ProblemKind::UpstreamAddr(value.to_owned()))?;
         UpstreamAddr::Name(host.to_ascii_lowercase(), port)
     };

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
+use crate::certs::CertError;
+use crate::host::BadHostPattern;
 use crate::networks::NetworkRefusal;
-use crate::routing::BadHostPattern;
-use crate::tls::CertError;
 
 use super::MIN_HEADER_BYTES;
 

@@ -121,7 +121,7 @@ pub(super) fn validate_gateway(
     problems: &mut Problems,
 ) -> Option<GatewaySettings> {
     let gateway = raw.gateway.as_ref()?;
-    let client_roots = crate::tls::load_roots(&gateway.client_ca)
+    let client_roots = crate::certs::load_roots(&gateway.client_ca)
         .map_err(|e| problems.push("gateway.client_ca", e))
         .ok()?;
     let (crls, crl_updates) = gateway

@@ -16,9 +16,9 @@ use super::{
     AdminSettings, ConfigError, GatewaySettings, Limits, Listen, MIN_HEADER_BYTES, Problem,
     ProblemKind, RouteAction, RouteConfig, UpstreamConfig,
 };
+use crate::certs::{CertEntry, CertStore, load_certificate};
+use crate::host::HostPattern;
 use crate::networks::check_private;
-use crate::routing::HostPattern;
-use crate::tls::{CertEntry, CertStore, load_certificate};
 
 #[derive(Default)]
 pub(super) struct Problems(Vec<Problem>);
@@ -161,11 +161,11 @@ pub(super) fn validate_routes(
         }
         let prefix = &route.path_prefix;
         if !prefix.starts_with('/')
-            || crate::routing::normalize_path(prefix).ok().as_deref() != Some(prefix)
+            || crate::path::normalize_path(prefix).ok().as_deref() != Some(prefix)
             || prefix.contains('%')
         {
             problems.push(key("path_prefix"), ProblemKind::PathPrefix(prefix.clone()));
-        } else if crate::routing::is_reserved(prefix) {
+        } else if crate::path::is_reserved(prefix) {
             problems.push(
                 key("path_prefix"),
                 ProblemKind::ReservedPrefix(prefix.clone()),

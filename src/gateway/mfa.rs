@@ -23,12 +23,12 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::ClientIdentity;
-use crate::app::Route;
 use crate::body::ResponseBody;
 use crate::config::LockoutPolicy;
+use crate::cookies::{OWN_COOKIE_PREFIX, cookie_pairs};
 use crate::error::status_response;
-use crate::proxy::{OWN_COOKIE_PREFIX, cookie_pairs};
-use crate::routing::normalize_path;
+use crate::path::normalize_path;
+use crate::routing::Route;
 
 /// Where the form posts: in the reserved namespace, so no route can send it upstream.
 pub const MFA_PATH: &str = "/.portcullis/mfa";
@@ -174,7 +174,7 @@ impl MfaState {
         let cookie = format!(
             "{}={expiry}.{}; Path=/; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
             cookie_name(route),
-            hex(tag.as_ref()),
+            hex::encode(tag.as_ref()),
             session.as_secs()
         );
         HeaderValue::from_str(&cookie).ok()
@@ -197,7 +197,7 @@ impl MfaState {
                 let Some((expiry, tag)) = value.split_once('.') else {
                     return false;
                 };
-                let (Ok(expiry), Some(tag)) = (expiry.parse::<u64>(), unhex(tag)) else {
+                let (Ok(expiry), Some(tag)) = (expiry.parse::<u64>(), hex::decode(tag).ok()) else {
                     return false;
                 };
                 expiry > now
@@ -214,7 +214,10 @@ impl MfaState {
 /// One cookie per route, so sessions on two MFA routes of a host do not overwrite each other.
 fn cookie_name(route: &Route) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, route.name.as_bytes());
-    format!("{OWN_COOKIE_PREFIX}-mfa-{}", hex(&digest.as_ref()[..6]))
+    format!(
+        "{OWN_COOKIE_PREFIX}-mfa-{}",
+        hex::encode(&digest.as_ref()[..6])
+    )
 }
 
 /// A session is this certificate, this user, on this host and route, until this time. Each
@@ -342,17 +345,6 @@ fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use tower::{Layer, Service};
 
 use crate::access_log::{AccessLog, Event, Exchange, Listener};
+use crate::connection::TlsVersion;
 use crate::error::ErrorKind;
 use crate::metrics::Metrics;
 
@@ -27,7 +28,7 @@ pub struct AccessLogLayer {
     log: Arc<AccessLog>,
     metrics: Arc<Metrics>,
     listener: Listener,
-    tls: Option<&'static str>,
+    tls: Option<TlsVersion>,
     client: Option<IpAddr>,
 }
 
@@ -37,7 +38,7 @@ impl AccessLogLayer {
         log: Arc<AccessLog>,
         metrics: Arc<Metrics>,
         listener: Listener,
-        tls: Option<&'static str>,
+        tls: Option<TlsVersion>,
         client: IpAddr,
     ) -> Self {
         let client = log.wants_client().then_some(client);

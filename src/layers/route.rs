@@ -5,7 +5,7 @@
 //! Each request is routed by the configuration in service when it arrives, not the one its
 //! connection was opened under. `/.portcullis/` is the proxy's own on every host and goes to the
 //! gateway, whatever the routes say; internal prefixes fail closed against lenient path
-//! readings ([`RouteTable::resolve_guarded`](crate::routing::RouteTable::resolve_guarded)).
+//! readings ([`Routes::route`](crate::routing::Routes::route)).
 
 use std::borrow::Cow;
 use std::future::{Ready, ready};
@@ -18,11 +18,13 @@ use http::uri::PathAndQuery;
 use hyper::body::Incoming;
 use tower::{Layer, Service};
 
-use crate::access_log::Exchange;
-use crate::app::{ConnectionInfo, LiveApp};
+use crate::access_log::{Exchange, RouteLabel};
+use crate::app::LiveApp;
+use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
-use crate::proxy::Routed;
-use crate::routing::{PathError, is_reserved, normalize_path, request_host};
+use crate::host::request_host;
+use crate::path::{PathError, normalize_path};
+use crate::routing::Routed;
 
 /// Routes requests of one connection.
 #[derive(Debug, Clone)]
@@ -81,7 +83,7 @@ impl RouteLayer {
         let app = self.live.load_full();
         super::message::check(&request, app.limits.max_header_bytes)?;
         let host = request_host(request.version(), request.uri(), request.headers())?;
-        if !crate::tls::covers(&self.conn.certificate, &host.name) {
+        if !self.conn.certificate_covers(&host.name) {
             return Err(ProxyError::Misdirected);
         }
         if let Cow::Owned(path) = normalize_path(request.uri().path())? {
@@ -95,23 +97,26 @@ impl RouteLayer {
             *request.uri_mut() =
                 http::Uri::from_parts(parts).map_err(|_| PathError::NotAbsolute)?;
         }
-        let path = request.uri().path();
-        let route = if is_reserved(path) {
-            app.reserved.clone()
-        } else {
-            app.routes
-                .resolve_guarded(&host.name, path, |route| route.access.is_some())?
-                .ok_or(ProxyError::NoRoute)?
-                .clone()
-        };
+        let route = app
+            .routes
+            .route(&host.name, request.uri().path())?
+            .ok_or(ProxyError::NoRoute)?
+            .clone();
         if let Some(exchange) = request.extensions().get::<Arc<Exchange>>() {
-            exchange.set_route(&route);
+            exchange.set_route(RouteLabel {
+                name: route.name.clone(),
+                upstream: route.upstream_name().cloned(),
+            });
+        }
+        // The gateway of the same configuration judges the request.
+        if let Some(gateway) = &app.gateway {
+            request.extensions_mut().insert(gateway.clone());
         }
         Ok(Routed {
             request,
             route,
             host,
-            app,
+            routes: app.routes.clone(),
             user: None,
         })
     }

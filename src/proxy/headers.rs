@@ -5,6 +5,7 @@
 //! dropped from what the client sent, never appended to, and set last, after every removal, so
 //! that no `Connection` header can take them away: the upstream must be able to trust them.
 
+use crate::cookies::{cookie_pairs, is_own_cookie};
 use http::header::{
     CONNECTION, COOKIE, HOST, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
@@ -91,11 +92,6 @@ fn is_client_claim(name: &HeaderName, extra: &[HeaderName]) -> bool {
         || OWNED_PREFIXES.iter().any(|p| name_str.starts_with(p))
         || extra.contains(name)
 }
-
-/// Cookies whose names start with this are the proxy's own (the MFA session): upstreams never
-/// see them. `__Host-` makes browsers keep them host-only, `Secure` and `Path=/`
-/// (RFC 6265bis 4.1.3.2).
-pub const OWN_COOKIE_PREFIX: &str = "__Host-portcullis";
 
 /// The protocol a client asks to upgrade to, if it is one we tunnel: HTTP/1.1 only
 /// (RFC 9110 7.8), `Upgrade` listed in `Connection`, and never `h2c`, which would let a client
@@ -197,24 +193,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     ] {
         headers.remove(name);
     }
-}
-
-/// The `name=value` pairs of every Cookie header (RFC 6265 5.4).
-pub fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-}
-
-/// True for a cookie pair the proxy owns. Case-insensitive, because some frameworks read cookie
-/// names that way.
-fn is_own_cookie(pair: &str) -> bool {
-    pair.get(..OWN_COOKIE_PREFIX.len())
-        .is_some_and(|name| name.eq_ignore_ascii_case(OWN_COOKIE_PREFIX))
 }
 
 /// Removes the proxy's own cookies, keeping the others in one `Cookie` header.

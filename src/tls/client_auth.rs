@@ -6,7 +6,6 @@
 //! it); other hosts never ask. Configs that see client certificates issue no session tickets and
 //! keep no session cache, so no resumed session can carry an identity anywhere.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
@@ -14,7 +13,7 @@ use rustls::server::danger::ClientCertVerifier;
 
 use super::{SniResolver, server_config};
 use crate::config::{GatewaySettings, RouteConfig};
-use crate::routing::{HostPattern, parent_domain};
+use crate::host::HostMap;
 
 /// How a host treats client certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +32,7 @@ pub struct TlsConfigs {
     public: Arc<rustls::ServerConfig>,
     optional: Arc<rustls::ServerConfig>,
     required: Arc<rustls::ServerConfig>,
-    exact: HashMap<String, ClientAuth>,
-    wildcard: HashMap<String, ClientAuth>,
+    classes: HostMap<ClientAuth>,
 }
 
 impl TlsConfigs {
@@ -61,18 +59,15 @@ impl TlsConfigs {
             ),
             None => (public.clone(), public.clone()),
         };
-        let (mut exact, mut wildcard) = (HashMap::new(), HashMap::new());
+        let mut classes = HostMap::default();
         for route in routes {
-            let (map, key) = match &route.host {
-                HostPattern::Exact(name) => (&mut exact, name),
-                HostPattern::Wildcard(suffix) => (&mut wildcard, suffix),
-            };
             let this = if route.access.is_some() {
                 ClientAuth::Required
             } else {
                 ClientAuth::None
             };
-            map.entry(key.clone())
+            classes
+                .entry(route.host.clone())
                 .and_modify(|class: &mut ClientAuth| {
                     if *class != this {
                         *class = ClientAuth::Optional;
@@ -84,8 +79,7 @@ impl TlsConfigs {
             public,
             optional,
             required,
-            exact,
-            wildcard,
+            classes,
         })
     }
 
@@ -94,11 +88,7 @@ impl TlsConfigs {
         let Some(sni) = sni.map(str::to_ascii_lowercase) else {
             return ClientAuth::None;
         };
-        self.exact
-            .get(&sni)
-            .or_else(|| self.wildcard.get(parent_domain(&sni)?))
-            .copied()
-            .unwrap_or(ClientAuth::None)
+        self.classes.get(&sni).copied().unwrap_or(ClientAuth::None)
     }
 
     /// The config for a ClientHello's SNI.

@@ -42,7 +42,7 @@ pub fn is_reserved(path: &str) -> bool {
 /// Returns the normalised path, borrowed when nothing had to change.
 ///
 /// ```
-/// use portcullis::routing::{PathError, normalize_path};
+/// use portcullis::path::{PathError, normalize_path};
 ///
 /// assert_eq!(normalize_path("/a/./b/../%7Ec//d").as_deref(), Ok("/a/~c/d"));
 /// assert_eq!(normalize_path("/a/../../etc/passwd"), Err(PathError::AboveRoot));
@@ -89,7 +89,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
 /// forwarded is the normalised one.
 ///
 /// ```
-/// use portcullis::routing::lenient_path;
+/// use portcullis::path::lenient_path;
 ///
 /// assert_eq!(lenient_path("/ADMIN;jsessionid=1/x.%20").as_deref(), Ok("/admin/x"));
 /// assert_eq!(lenient_path("/public/..;/admin").as_deref(), Ok("/admin"));

@@ -105,18 +105,49 @@ impl ProxyError {
         }
     }
 
+    /// Whose fault it is: what alerts and the upstream-error metric count.
+    pub fn blame(&self) -> Blame {
+        match self {
+            Self::Upstream(UpstreamError::RequestBody(_)) => Blame::Client,
+            Self::Upstream(_) => Blame::Upstream,
+            Self::Message(_)
+            | Self::Host(_)
+            | Self::Path(_)
+            | Self::Misdirected
+            | Self::NoRoute
+            | Self::Forbidden
+            | Self::PayloadTooLarge => Blame::Client,
+        }
+    }
+
     /// The response sent to the client.
     pub fn to_response(&self) -> Response<ResponseBody> {
         let mut response = status_response(self.status());
-        response.extensions_mut().insert(ErrorKind(self.kind()));
+        response.extensions_mut().insert(ErrorKind {
+            name: self.kind(),
+            blame: self.blame(),
+        });
         response
     }
 }
 
-/// Marks a response the proxy wrote itself, with the error's [`ProxyError::kind`], for the
-/// access log.
+/// Who caused an error the proxy answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The request was refused: a 4xx.
+    Client,
+    /// An upstream failed or could not be reached: a 502 or 504.
+    Upstream,
+}
+
+/// Marks a response the proxy wrote itself, for the access log and the metrics.
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorKind(pub &'static str);
+pub struct ErrorKind {
+    /// [`ProxyError::kind`].
+    pub name: &'static str,
+    /// [`ProxyError::blame`].
+    pub blame: Blame,
+}
 
 /// A response with the status's reason phrase as its whole body.
 pub fn status_response(status: StatusCode) -> Response<ResponseBody> {
@@ -130,4 +161,36 @@ pub fn status_response(status: StatusCode) -> Response<ResponseBody> {
     );
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_is_blamed_exactly_for_gateway_errors() {
+        let errors = [
+            ProxyError::Message(MessageError::HeadersTooLarge),
+            ProxyError::Misdirected,
+            ProxyError::Forbidden,
+            ProxyError::NoRoute,
+            ProxyError::PayloadTooLarge,
+            ProxyError::Upstream(UpstreamError::AddressRefused),
+            ProxyError::Upstream(UpstreamError::ConnectTimeout),
+            ProxyError::Upstream(UpstreamError::ResponseTimeout),
+            ProxyError::Upstream(UpstreamError::UpgradeWithoutRequest),
+            ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::Timeout)),
+            ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TooLarge)),
+            ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::Malformed)),
+        ];
+        for error in errors {
+            let gateway_error = error.status().is_server_error();
+            assert_eq!(
+                error.blame() == Blame::Upstream,
+                gateway_error,
+                "{error:?} answered {}",
+                error.status()
+            );
+        }
+    }
 }

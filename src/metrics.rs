@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::error::{Blame, ErrorKind};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: Arc<str>,
@@ -121,16 +123,16 @@ impl Metrics {
         route: Option<&Arc<str>>,
         status: u16,
         duration: Duration,
-        error: Option<&'static str>,
+        error: Option<ErrorKind>,
     ) {
         let route = route.cloned().unwrap_or_else(|| Arc::from("-"));
         self.requests
             .get_or_create(&RequestLabels { route, status })
             .inc();
         self.duration.observe(duration.as_secs_f64());
-        if let Some(kind) = error.filter(|k| k.starts_with("upstream")) {
+        if let Some(error) = error.filter(|e| e.blame == Blame::Upstream) {
             self.upstream_errors
-                .get_or_create(&KindLabels { kind })
+                .get_or_create(&KindLabels { kind: error.name })
                 .inc();
         }
     }
@@ -184,5 +186,40 @@ pub struct ConnectionGuard(Arc<Metrics>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.connections.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ProxyError;
+    use crate::upstream::UpstreamError;
+
+    #[test]
+    fn only_upstream_failures_count_as_upstream_errors() {
+        let metrics = Metrics::new();
+        let kind = |e: ProxyError| ErrorKind {
+            name: e.kind(),
+            blame: e.blame(),
+        };
+        let body_timeout = ProxyError::Upstream(UpstreamError::RequestBody(
+            crate::body::RequestBodyError::Timeout,
+        ));
+        let second = Duration::from_secs(1);
+        metrics.request(
+            None,
+            504,
+            second,
+            Some(kind(ProxyError::from(UpstreamError::ResponseTimeout))),
+        );
+        metrics.request(None, 408, second, Some(kind(body_timeout)));
+        metrics.request(None, 404, second, Some(kind(ProxyError::NoRoute)));
+        let text = metrics.render(0);
+        assert!(
+            text.contains("upstream_errors_total{kind=\"upstream_timeout\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("kind=\"body_timeout\""), "{text}");
+        assert!(!text.contains("kind=\"no_route\""), "{text}");
     }
 }

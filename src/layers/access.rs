@@ -130,7 +130,7 @@ where
         let this = self.project();
         let Ok(response) = ready!(this.inner.poll(cx));
         let status = response.status();
-        let error = response.extensions().get::<ErrorKind>().map(|k| k.0);
+        let error = response.extensions().get::<ErrorKind>().copied();
         let line = this.pending.take().map(|pending| Line {
             pending,
             status,
@@ -145,7 +145,7 @@ where
 struct Line {
     pending: Pending,
     status: StatusCode,
-    error: Option<&'static str>,
+    error: Option<ErrorKind>,
     bytes: u64,
 }
 
@@ -179,7 +179,7 @@ impl Line {
             request_bytes: exchange.request_bytes(),
             response_bytes: self.bytes,
             duration,
-            error: self.error,
+            error: self.error.map(|e| e.name),
             client: layer.client,
         });
     }

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
 use crate::app::LiveApp;
-use crate::audit::{Audit, AuditRecord, now};
+use crate::audit::{Audit, AuditRecord, Timestamp, Trigger};
 use crate::config::Grant;
 use crate::connection::ClientIdentity;
 use crate::lifecycle::Lifecycle;
@@ -146,7 +146,9 @@ impl Admin {
             ),
             (&Method::POST, "/reload") => {
                 let reloader = self.reloader.clone();
-                match tokio::task::spawn_blocking(move || reloader.reload_file("admin")).await {
+                match tokio::task::spawn_blocking(move || reloader.reload_file(Trigger::Admin))
+                    .await
+                {
                     Ok(Ok(())) => (StatusCode::OK, "reloaded\n".to_owned()),
                     Ok(Err(e)) => (
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -170,7 +172,7 @@ impl Admin {
         };
         tracing::info!(%method, path, status = status.as_u16(), "admin request");
         self.audit.record(AuditRecord::Admin {
-            ts: now(),
+            ts: Timestamp::now(),
             user: match caller {
                 Caller::Local => "-".to_owned(),
                 Caller::Granted(user) | Caller::Refused(user) => user.clone(),

@@ -27,7 +27,7 @@ pub enum AuditRecord {
     /// A decision on an internal route that admitted someone or judged a second factor.
     Access {
         /// RFC 3339 UTC.
-        ts: String,
+        ts: Timestamp,
         /// The certificate's user.
         user: String,
         /// The route's name.
@@ -36,15 +36,15 @@ pub enum AuditRecord {
         method: String,
         /// Masked path, no query.
         path: String,
-        /// `allowed`, `mfa_passed`, `mfa_failed` or `mfa_locked`.
-        decision: String,
+        /// What was decided.
+        decision: Decision,
         /// Why.
         reason: String,
     },
     /// Requests refused on an internal route within one minute, for one user and reason.
     Denied {
         /// The first refusal of the minute, RFC 3339 UTC.
-        ts: String,
+        ts: Timestamp,
         /// The certificate's user, `-` without one.
         user: String,
         /// The route's name.
@@ -57,11 +57,11 @@ pub enum AuditRecord {
     /// A configuration load or reload.
     Config {
         /// RFC 3339 UTC.
-        ts: String,
-        /// `startup`, `signal` or `admin`.
-        trigger: String,
-        /// `applied` or `refused`.
-        outcome: String,
+        ts: Timestamp,
+        /// What caused the load.
+        trigger: Trigger,
+        /// Whether it went into service.
+        outcome: Outcome,
         /// SHA-256 of the file in service before.
         old_digest: String,
         /// SHA-256 of the file read.
@@ -70,7 +70,7 @@ pub enum AuditRecord {
     /// A request to the admin listener.
     Admin {
         /// RFC 3339 UTC.
-        ts: String,
+        ts: Timestamp,
         /// The employee, over mutual TLS; `-` on loopback.
         #[serde(default)]
         user: String,
@@ -83,9 +83,72 @@ pub enum AuditRecord {
     },
 }
 
-/// Now, as audit lines write it.
-pub fn now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+/// A decision on an internal route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The request was let through.
+    Allowed,
+    /// A correct TOTP code opened an MFA session.
+    MfaPassed,
+    /// A wrong, expired or replayed code.
+    MfaFailed,
+    /// Too many wrong codes: the user is locked out for a while.
+    MfaLocked,
+}
+
+/// What caused a configuration load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The process started.
+    Startup,
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload` on the admin listener.
+    Admin,
+}
+
+/// Whether a loaded configuration went into service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It serves.
+    Applied,
+    /// It was invalid; the previous one serves on.
+    Refused,
+}
+
+/// A moment as audit lines write it: RFC 3339 UTC with milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Self {
+        Self(SystemTime::now())
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_rfc3339_millis(self.0).fmt(f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        humantime::parse_rfc3339_weak(&text)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 enum Message {
@@ -163,7 +226,7 @@ struct Writer {
     file: DailyFile,
     retention_days: u32,
     last_sweep: Option<Instant>,
-    denials: BTreeMap<DenialKey, (String, u64)>,
+    denials: BTreeMap<DenialKey, (Timestamp, u64)>,
     minute: u64,
 }
 
@@ -205,7 +268,7 @@ impl Writer {
                     } => {
                         self.denials
                             .entry((route, user, reason))
-                            .or_insert_with(|| (now(), 0))
+                            .or_insert_with(|| (Timestamp::now(), 0))
                             .1 += 1;
                     }
                     Message::Close => {
@@ -249,4 +312,23 @@ fn current_minute() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_unknown_decisions_are_not_read() {
+        let line = r#"{"event":"access","ts":"2026-12-02T04:15:00.123Z","user":"alice","route":"tools/","method":"GET","path":"/","decision":"mfa_passed","reason":"r"}"#;
+        let record: AuditRecord = serde_json::from_str(line).unwrap();
+        let AuditRecord::Access { ts, decision, .. } = &record else {
+            panic!("{record:?}");
+        };
+        assert_eq!(*decision, Decision::MfaPassed);
+        assert_eq!(ts.to_string(), "2026-12-02T04:15:00.123Z");
+        assert_eq!(serde_json::to_string(&record).unwrap(), line);
+        let typo = line.replace("mfa_passed", "allowd");
+        assert!(serde_json::from_str::<AuditRecord>(&typo).is_err());
+    }
 }

@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 pub use mfa::{MFA_PATH, MfaState};
 
 use crate::access_log::mask_path;
-use crate::audit::{Audit, AuditRecord, now};
+use crate::audit::{Audit, AuditRecord, Decision, Timestamp};
 use crate::body::ResponseBody;
 use crate::config::{GatewaySettings, RouteAccess, User};
 use crate::connection::{ClientIdentity, ConnectionInfo};
@@ -215,15 +215,15 @@ fn audit_access(
     routed: &Routed,
     route: &Route,
     user: &str,
-    (decision, reason): (&str, &str),
+    (decision, reason): (Decision, &str),
 ) {
     gateway.audit.record(AuditRecord::Access {
-        ts: now(),
+        ts: Timestamp::now(),
         user: user.to_owned(),
         route: route.name.to_string(),
         method: routed.request.method().to_string(),
         path: mask_path(routed.request.uri().path()),
-        decision: decision.to_owned(),
+        decision,
         reason: reason.to_owned(),
     });
 }
@@ -253,7 +253,13 @@ fn admit(
     } else {
         "certificate"
     };
-    audit_access(gateway, &routed, &route, &client.user, ("allowed", reason));
+    audit_access(
+        gateway,
+        &routed,
+        &route,
+        &client.user,
+        (Decision::Allowed, reason),
+    );
     routed.user = HeaderValue::from_str(&client.user).ok();
     Ok(Admission::Forward(Box::new(routed)))
 }
@@ -298,7 +304,7 @@ async fn reserved(
             .attempt(&client.user, totp, &form.code, settings.lockout)
         {
             mfa::Attempt::Passed => {
-                let decision = ("mfa_passed", "current TOTP code");
+                let decision = (Decision::MfaPassed, "current TOTP code");
                 audit_access(&gateway, &routed, &route, &client.user, decision);
                 let cookie = gateway.mfa.session_cookie(
                     client,
@@ -309,14 +315,14 @@ async fn reserved(
                 mfa::passed(cookie, &back)
             }
             mfa::Attempt::Failed { lockout } => {
-                let decision = ("mfa_failed", "wrong, expired or replayed TOTP code");
+                let decision = (Decision::MfaFailed, "wrong, expired or replayed TOTP code");
                 audit_access(&gateway, &routed, &route, &client.user, decision);
                 if let Some((failures, duration)) = lockout {
                     let reason = format!(
                         "{failures} wrong TOTP codes in a row; locked for {}s",
                         duration.as_secs()
                     );
-                    let decision = ("mfa_locked", reason.as_str());
+                    let decision = (Decision::MfaLocked, reason.as_str());
                     audit_access(&gateway, &routed, &route, &client.user, decision);
                 }
                 mfa::form(

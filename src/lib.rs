@@ -138,9 +138,9 @@ impl Running {
         self.reloader.reload(config)
     }
 
-    /// Re-reads the config file given to [`start_from_file`], on behalf of `trigger`
-    /// (`signal`, `admin`); see [`reload`].
-    pub fn reload_file(&self, trigger: &str) -> Result<(), reload::ReloadError> {
+    /// Re-reads the config file given to [`start_from_file`], on behalf of `trigger`; see
+    /// [`reload`].
+    pub fn reload_file(&self, trigger: audit::Trigger) -> Result<(), reload::ReloadError> {
         self.reloader.reload_file(trigger)
     }
 

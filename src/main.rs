@@ -134,7 +134,10 @@ async fn reload_on_sighup(
 ) {
     while hangup.recv().await.is_some() {
         let reloading = running.clone();
-        let outcome = tokio::task::spawn_blocking(move || reloading.reload_file("signal")).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            reloading.reload_file(portcullis::audit::Trigger::Signal)
+        })
+        .await;
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!("reload refused, keeping the running config:\n{e}"),

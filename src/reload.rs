@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::StartError;
 use crate::app::{App, Shared};
-use crate::audit::{AuditRecord, now};
+use crate::audit::{AuditRecord, Outcome, Timestamp, Trigger};
 use crate::config::{Config, ConfigError, Listen};
 use crate::server::{Generation, Server};
 
@@ -69,9 +69,9 @@ impl Reloader {
             .and_then(|p| std::fs::read(p).ok())
             .map_or_else(|| "-".to_owned(), |bytes| digest(&bytes));
         shared.audit.record(AuditRecord::Config {
-            ts: now(),
-            trigger: "startup".into(),
-            outcome: "applied".into(),
+            ts: Timestamp::now(),
+            trigger: Trigger::Startup,
+            outcome: Outcome::Applied,
             old_digest: "-".into(),
             new_digest: digest.clone(),
         });
@@ -87,9 +87,9 @@ impl Reloader {
         }
     }
 
-    /// Re-reads the config file the proxy was started from; `trigger` (`signal`, `admin`) goes
+    /// Re-reads the config file the proxy was started from; `trigger` goes
     /// to the audit trail with the outcome and both files' digests.
-    pub fn reload_file(&self, trigger: &str) -> Result<(), ReloadError> {
+    pub fn reload_file(&self, trigger: Trigger) -> Result<(), ReloadError> {
         let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
         let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.clone(),
@@ -105,14 +105,13 @@ impl Reloader {
             return outcome;
         };
         self.shared.audit.record(AuditRecord::Config {
-            ts: now(),
-            trigger: trigger.to_owned(),
+            ts: Timestamp::now(),
+            trigger,
             outcome: if outcome.is_ok() {
-                "applied"
+                Outcome::Applied
             } else {
-                "refused"
-            }
-            .into(),
+                Outcome::Refused
+            },
             old_digest: current.clone(),
             new_digest: new_digest.clone(),
         });

@@ -9,15 +9,15 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, Decision, Timestamp};
 use crate::config::Config;
 use crate::daily::utc_date;
 
 /// The review for one period.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Report {
-    /// Start of the period, RFC 3339 UTC.
-    pub since: String,
+    /// Start of the period.
+    pub since: Timestamp,
     /// Everyone seen in the trail, by name.
     pub users: BTreeMap<String, UserActivity>,
     /// Configured users with no allowed access in the period.
@@ -34,15 +34,15 @@ pub struct UserActivity {
     /// Allowed requests.
     pub requests: u64,
     /// Time of the last allowed request.
-    pub last_access: Option<String>,
+    pub last_access: Option<Timestamp>,
     /// Denied requests and failed second factors.
     pub denials: u64,
 }
 
 /// Reads the audit files in `dir` covering the last `period`.
-pub fn read_audit(dir: &Path, period: Duration, now: SystemTime) -> (String, Vec<AuditRecord>) {
+pub fn read_audit(dir: &Path, period: Duration, now: SystemTime) -> (Timestamp, Vec<AuditRecord>) {
     let start = now - period;
-    let since = humantime::format_rfc3339_millis(start).to_string();
+    let since = Timestamp(start);
     let first_day = utc_date(start);
     let mut records = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -73,10 +73,12 @@ pub fn read_audit(dir: &Path, period: Duration, now: SystemTime) -> (String, Vec
 }
 
 /// Builds the review of `records` against the grants in `config`.
-pub fn build(config: &Config, since: String, records: &[AuditRecord]) -> Report {
+pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Report {
     let mut report = Report {
         since,
-        ..Report::default()
+        users: BTreeMap::new(),
+        idle_users: Vec::new(),
+        unused_grants: Vec::new(),
     };
     let mut used: BTreeSet<(String, String)> = BTreeSet::new();
     for record in records {
@@ -89,17 +91,17 @@ pub fn build(config: &Config, since: String, records: &[AuditRecord]) -> Report 
                 ..
             } => {
                 let activity = report.users.entry(user.clone()).or_default();
-                match decision.as_str() {
-                    "allowed" => {
+                match decision {
+                    Decision::Allowed => {
                         activity.requests += 1;
                         activity.routes.insert(route.clone());
-                        if activity.last_access.as_ref().is_none_or(|last| last < ts) {
-                            activity.last_access = Some(ts.clone());
+                        if activity.last_access.is_none_or(|last| last < *ts) {
+                            activity.last_access = Some(*ts);
                         }
                         used.insert((user.clone(), route.clone()));
                     }
-                    "mfa_failed" => activity.denials += 1,
-                    _ => {}
+                    Decision::MfaFailed => activity.denials += 1,
+                    Decision::MfaPassed | Decision::MfaLocked => {}
                 }
             }
             AuditRecord::Denied { user, count, .. } => {
@@ -150,7 +152,8 @@ impl Report {
                 "{user:<16} {:>8} {:>8}  {:<24}  {}",
                 a.requests,
                 a.denials,
-                a.last_access.as_deref().unwrap_or("never"),
+                a.last_access
+                    .map_or_else(|| "never".to_owned(), |t| t.to_string()),
                 routes.join(", ")
             );
         }

@@ -216,7 +216,9 @@ async fn session_tickets_survive_a_reload() {
         .unwrap();
     support::read_response(&mut first).await;
     drop(first);
-    proxy.reload_file("test").unwrap();
+    proxy
+        .reload_file(portcullis::audit::Trigger::Signal)
+        .unwrap();
     let second = tls_connect(proxy.https_addr, "localhost", client)
         .await
         .unwrap();

@@ -381,7 +381,9 @@ async fn reload_reaches_open_connections() {
 
     // Alice loses her grant on tools; bob's certificate is revoked.
     std::fs::write(&file, rig.toml("allow = [\"group:ops\"]", &[2], 2099)).unwrap();
-    proxy.reload_file("signal").unwrap();
+    proxy
+        .reload_file(portcullis::audit::Trigger::Signal)
+        .unwrap();
 
     assert_eq!(
         get(&mut alice, tools, "/", &[]).await.unwrap().status,

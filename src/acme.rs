@@ -7,6 +7,7 @@
 //! them fail until the first order completes, and the log says so).
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -113,4 +114,15 @@ impl ManagedCertificates for Acme {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.resolver.resolve(client_hello)
     }
+}
+
+/// Creates the cache directory private to us (it holds the account key) and proves it
+/// writable, before anything is ordered into it.
+pub fn prepare_cache_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let probe = dir.join(".portcullis-write-test");
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(probe)
 }

@@ -9,7 +9,6 @@ use http::HeaderValue;
 use crate::access_log::AccessLog;
 use crate::acme::Acme;
 use crate::audit::Audit;
-use crate::certs::CertStore;
 use crate::config::{Config, Limits, RouteAction};
 use crate::gateway::{Gateway, MfaState};
 use crate::metrics::Metrics;
@@ -72,35 +71,36 @@ impl App {
         bound_https_port: u16,
         shared: &Shared,
     ) -> Result<Self, rustls::Error> {
-        let upstreams: std::collections::BTreeMap<&str, Arc<Upstream>> = config
+        // In the order of `config.upstreams`, which is what an `UpstreamId` indexes.
+        let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|(name, u)| (name.as_str(), Arc::new(Upstream::new(u, &config.limits))))
+            .map(|u| Arc::new(Upstream::new(u, &config.limits)))
             .collect();
         let strip: Arc<[http::HeaderName]> = config.stripped_headers.clone().into();
         let routes = config
             .routes
             .iter()
-            .filter_map(|route| {
-                let action = match &route.action {
-                    RouteAction::Forward(name) => Action::Forward {
-                        upstream: upstreams.get(name.as_str())?.clone(),
-                        name: name.as_str().into(),
+            .map(|route| {
+                let action = match route.action {
+                    RouteAction::Forward(id) => Action::Forward {
+                        upstream: upstreams[id.index()].clone(),
+                        name: config.upstream(id).name.clone(),
                         strip: strip.clone(),
                     },
-                    RouteAction::Respond { status, body } => Action::Respond {
-                        status: *status,
+                    RouteAction::Respond { status, ref body } => Action::Respond {
+                        status,
                         body: body.clone(),
                     },
                 };
-                Some(Arc::new(Route {
+                Arc::new(Route {
                     name: route.name().into(),
                     host: route.host.clone(),
                     prefix: route.path_prefix.clone(),
                     action,
                     access: route.access.clone(),
                     max_body_bytes: route.max_body_bytes,
-                }))
+                })
             })
             .collect();
         let gateway = match config.gateway.clone() {
@@ -118,7 +118,7 @@ impl App {
             access_log: shared.access_log.clone(),
             metrics: shared.metrics.clone(),
             certs: Arc::new(SniResolver::new(
-                CertStore::new(config.certificates.clone()),
+                config.certificates.clone(),
                 shared.acme.clone().map(|acme| acme as _),
             )),
             hsts: config.hsts.clone(),

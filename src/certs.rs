@@ -147,7 +147,7 @@ pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
 }
 
 /// The certificates in service, indexed by the names they cover.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CertStore {
     entries: Vec<Arc<CertEntry>>,
     by_name: HostMap<usize>,
@@ -177,6 +177,11 @@ impl CertStore {
             Some(name) => self.by_name.get(&name.to_ascii_lowercase()).copied(),
         }?;
         self.entries.get(index)
+    }
+
+    /// The certificates, in file order.
+    pub fn entries(&self) -> &[Arc<CertEntry>] {
+        &self.entries
     }
 
     /// True when some certificate covers `host` (an exact name or a wildcard pattern).

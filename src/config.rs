@@ -17,7 +17,6 @@ pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use gateway::{CrlUpdate, GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,10 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::uri::Authority;
 use http::{HeaderValue, StatusCode};
 use ipnet::IpNet;
 
-use crate::certs::{CertEntry, CertStore};
+use crate::certs::CertStore;
 use crate::host::HostPattern;
 use crate::networks::Environments;
 use environments::{
@@ -36,8 +36,8 @@ use environments::{
 };
 use raw::RawConfig;
 use validate::{
-    Problems, hsts_value, validate_admin, validate_certificates, validate_limits, validate_listen,
-    validate_routes,
+    Problems, hsts_value, hsts_warnings, validate_admin, validate_certificates, validate_limits,
+    validate_listen, validate_routes,
 };
 
 /// The policy: logs are kept between 15 and 30 days.
@@ -56,13 +56,13 @@ pub struct Config {
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
     /// Loaded certificates, in file order (the first is the default for clients without SNI).
-    pub certificates: Vec<Arc<CertEntry>>,
+    pub certificates: CertStore,
     /// The pre-rendered `Strict-Transport-Security` value.
     pub hsts: HeaderValue,
     /// Environments and their private networks.
     pub environments: Environments,
-    /// Upstreams by name.
-    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Upstreams, in name order; routes refer to them by [`UpstreamId`].
+    pub upstreams: Vec<UpstreamConfig>,
     /// Routes, in file order.
     pub routes: Vec<RouteConfig>,
     /// Limits and timeouts.
@@ -82,6 +82,8 @@ pub struct Config {
     /// Clients refused at accept: `access.deny_clients` plus every network of every other
     /// environment, peered-to ones included (a peering is one-way).
     pub refused_clients: Vec<IpNet>,
+    /// Legal values worth a second look: `check` prints them, start and reload log them.
+    pub warnings: Vec<Problem>,
 }
 
 /// A one-way peering: this instance's environment may reach `to`; `to` may never reach us.
@@ -118,6 +120,8 @@ pub struct Listen {
 /// One upstream and the addresses it is reached at.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
+    /// Its name in the config, for logs and metrics.
+    pub name: Arc<str>,
     /// The environment the upstream lives in.
     pub environment: String,
     /// The networks it may be connected to (its environment's).
@@ -130,19 +134,28 @@ pub struct UpstreamConfig {
 
 /// An upstream target: an address, or a name resolved (and checked) at every connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamAddr {
-    /// `ip:port`.
-    Ip(SocketAddr),
-    /// `host:port`.
-    Name(String, u16),
+pub struct UpstreamAddr {
+    /// `ip:port` or `host:port`, lowercase, as requests to it are addressed.
+    pub authority: Authority,
+    /// The address, when the config gave one rather than a name.
+    pub ip: Option<SocketAddr>,
 }
 
 impl fmt::Display for UpstreamAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Ip(addr) => addr.fmt(f),
-            Self::Name(host, port) => write!(f, "{host}:{port}"),
-        }
+        self.authority.fmt(f)
+    }
+}
+
+/// Which upstream a route forwards to: an index into [`Config::upstreams`] that only validation
+/// makes, so a route never names an upstream that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamId(usize);
+
+impl UpstreamId {
+    /// The position in [`Config::upstreams`] (and in anything built from it in order).
+    pub fn index(self) -> usize {
+        self.0
     }
 }
 
@@ -164,8 +177,8 @@ pub struct RouteConfig {
 /// What a route does with a request.
 #[derive(Debug, Clone)]
 pub enum RouteAction {
-    /// Forward to the named upstream, which exists.
-    Forward(String),
+    /// Forward to an upstream.
+    Forward(UpstreamId),
     /// Answer with a fixed response: health pages, and load tests of the edge alone.
     Respond {
         /// The status.
@@ -217,7 +230,9 @@ impl Config {
     /// Reads, parses and validates a config file. Relative certificate paths are taken as they
     /// are, relative to the working directory, as with nginx's `-p`-less invocation.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        Self::from_raw(Self::read_raw(path)?)
+        let config = Self::from_raw(Self::read_raw(path)?)?;
+        config.resolve_upstreams()?;
+        Ok(config)
     }
 
     /// Reads and parses a file without validating it.
@@ -246,7 +261,7 @@ impl Config {
         );
         let metadata = validate_metadata(&raw, &mut problems);
         let upstreams = validate_upstreams(&raw, &environments, &metadata, &mut problems);
-        let certificates = validate_certificates(&raw, &mut problems);
+        let certificates = CertStore::new(validate_certificates(&raw, &mut problems));
         let gateway = gateway::validate_gateway(&raw, &mut problems);
         let admin = validate_admin(&raw, gateway.as_ref(), &mut problems);
         let routes = validate_routes(
@@ -257,12 +272,7 @@ impl Config {
             gateway.as_ref(),
             &mut problems,
         );
-        let acme = acme::validate_acme(
-            &raw,
-            &CertStore::new(certificates.clone()),
-            &routes,
-            &mut problems,
-        );
+        let acme = acme::validate_acme(&raw, &certificates, &routes, &mut problems);
         let stripped_headers = raw
             .headers
             .strip
@@ -289,7 +299,10 @@ impl Config {
             );
         }
         problems.finish()?;
+        let mut warnings = Problems::default();
+        hsts_warnings(&raw.hsts, &mut warnings);
         Ok(Self {
+            warnings: warnings.into_warnings(),
             environment: raw.environment,
             listen,
             workers: raw.server.workers,
@@ -312,5 +325,22 @@ impl Config {
             acme,
             gateway,
         })
+    }
+}
+
+impl Config {
+    /// Resolves the upstream names now and checks every answer against the upstream's
+    /// environment, as validation checks literal addresses. Start, reload and `check` run it;
+    /// validation itself never touches the network.
+    pub fn resolve_upstreams(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        environments::resolve_upstreams(&self.upstreams, &mut problems);
+        problems.finish()
+    }
+
+    /// The upstream a route forwards to.
+    pub fn upstream(&self, id: UpstreamId) -> &UpstreamConfig {
+        // Ids are made by validation from this very list.
+        &self.upstreams[id.0]
     }
 }

@@ -91,21 +91,23 @@ pub fn ensure(dir: &Path) -> Result<bool, DevCertError> {
     Ok(true)
 }
 
+/// The `certs-dev` directory a config takes certificates from, when files are missing there.
+pub fn missing_for_config(raw: &RawConfig) -> Option<&Path> {
+    raw.tls.certificates.iter().find_map(|files| {
+        let dir = files.cert.parent()?;
+        let is_dev =
+            dir.file_name().is_some_and(|n| n == DEV_DIR_NAME) && files.key.parent() == Some(dir);
+        (is_dev && (!files.cert.exists() || !files.key.exists())).then_some(dir)
+    })
+}
+
 /// For a config whose certificates live in a `certs-dev` directory that is missing files,
 /// generates them there. Returns the directory when it did.
 pub fn ensure_for_config(raw: &RawConfig) -> Result<Option<PathBuf>, DevCertError> {
-    for files in &raw.tls.certificates {
-        let dir = files.cert.parent();
-        let is_dev = dir.is_some_and(|d| d.file_name().is_some_and(|n| n == DEV_DIR_NAME))
-            && files.key.parent() == dir;
-        if let (true, Some(dir)) = (is_dev, dir)
-            && (!files.cert.exists() || !files.key.exists())
-            && ensure(dir)?
-        {
-            return Ok(Some(dir.to_owned()));
-        }
+    match missing_for_config(raw) {
+        Some(dir) if ensure(dir)? => Ok(Some(dir.to_owned())),
+        _ => Ok(None),
     }
-    Ok(None)
 }
 
 fn name(common_name: &str) -> DistinguishedName {

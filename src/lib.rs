@@ -81,6 +81,15 @@ pub enum StartError {
     /// The ACME directory's trust root could not be read.
     #[error("ACME setup failed: {0}")]
     Acme(#[from] certs::CertError),
+    /// The ACME cache directory could not be made private to us.
+    #[error("tls.acme.cache_dir: cannot use {}: {source}", dir.display())]
+    AcmeCache {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The system random source failed.
     #[error("no randomness for session keys")]
     Random,
@@ -161,6 +170,9 @@ pub async fn start_from_file(config: Config, path: PathBuf) -> Result<Running, S
 }
 
 async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
+    for warning in &config.warnings {
+        tracing::warn!(%warning, "configuration");
+    }
     let https = bind(config.listen.https).await?;
     let http = match config.listen.http {
         Some(addr) => Some(bind(addr).await?),
@@ -188,11 +200,19 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
     };
     let lifecycle = Lifecycle::default();
     let acme = match &config.acme {
-        Some(settings) => Some(acme::Acme::start(
-            settings,
-            shared.metrics.clone(),
-            &lifecycle,
-        )?),
+        Some(settings) => {
+            acme::prepare_cache_dir(&settings.cache_dir).map_err(|source| {
+                StartError::AcmeCache {
+                    dir: settings.cache_dir.clone(),
+                    source,
+                }
+            })?;
+            Some(acme::Acme::start(
+                settings,
+                shared.metrics.clone(),
+                &lifecycle,
+            )?)
+        }
         None => None,
     };
     let shared = app::Shared { acme, ..shared };

@@ -83,7 +83,9 @@ fn load(path: &Path) -> anyhow::Result<Config> {
         eprintln!("generated development certificates in {}", dir.display());
         print_trust_hint(&dir);
     }
-    Config::from_raw(raw).map_err(|e| invalid(path, e))
+    let config = Config::from_raw(raw).map_err(|e| invalid(path, e))?;
+    config.resolve_upstreams().map_err(|e| invalid(path, e))?;
+    Ok(config)
 }
 
 fn invalid(path: &Path, e: ConfigError) -> anyhow::Error {
@@ -160,8 +162,21 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow:
     })
 }
 
+/// Validates without side effects: no file is written, not even missing dev certificates.
 fn check(path: &Path) -> anyhow::Result<()> {
-    let config = load(path)?;
+    let raw = Config::read_raw(path).map_err(|e| invalid(path, e))?;
+    let missing_dev = portcullis::dev_certs::missing_for_config(&raw).map(Path::to_owned);
+    let config = Config::from_raw(raw).map_err(|e| match &missing_dev {
+        Some(dir) => invalid(path, e).context(format!(
+            "development certificates are missing: `portcullis dev-certs --dir {}` creates them (`run` does on first start)",
+            dir.display()
+        )),
+        None => invalid(path, e),
+    })?;
+    config.resolve_upstreams().map_err(|e| invalid(path, e))?;
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
     print!("{}", portcullis::config::describe(&config));
     Ok(())
 }

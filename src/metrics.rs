@@ -97,8 +97,8 @@ impl Metrics {
             metrics.log_dropped.clone(),
         );
         registry.register(
-            "certificate_expiry_seconds",
-            "Seconds until each served certificate expires, by first name",
+            "certificate_not_after_timestamp_seconds",
+            "When each served certificate expires, Unix time, by first name: alert on it minus time()",
             metrics.certificate_expiry.clone(),
         );
         registry.register(
@@ -154,13 +154,16 @@ impl Metrics {
         self.acme_events.get_or_create(&KindLabels { kind }).inc();
     }
 
-    /// Records how long a certificate has left.
-    pub fn certificate_expiry(&self, name: &str, remaining: Duration) {
+    /// Records when a certificate expires.
+    pub fn certificate_expiry(&self, name: &str, not_after: std::time::SystemTime) {
+        let unix = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         self.certificate_expiry
             .get_or_create(&CertificateLabels {
                 name: name.to_owned(),
             })
-            .set(remaining.as_secs_f64());
+            .set(unix.as_secs_f64());
     }
 
     /// Records how many revocation lists are past their next update.

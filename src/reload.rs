@@ -99,6 +99,7 @@ impl Reloader {
         let outcome = std::str::from_utf8(&bytes)
             .map_err(|_| ConfigError::NotUtf8)
             .and_then(|text| Config::from_raw(toml::from_str(text)?))
+            .and_then(|config| config.resolve_upstreams().map(|()| config))
             .map_err(ReloadError::from)
             .and_then(|config| self.reload(config));
         let Ok(mut current) = self.digest.lock() else {
@@ -128,6 +129,9 @@ impl Reloader {
         }
         self.server
             .install(generation(&config, self.https_port, &self.shared)?);
+        for warning in &config.warnings {
+            tracing::warn!(%warning, "configuration");
+        }
         tracing::info!("configuration reloaded");
         Ok(())
     }
@@ -146,17 +150,19 @@ pub(crate) fn generation(
         config.gateway.as_ref(),
         &config.routes,
     )?;
-    for certificate in &config.certificates {
+    for certificate in config.certificates.entries() {
         let name = certificate
             .names
             .first()
             .map(ToString::to_string)
             .unwrap_or_default();
+        shared
+            .metrics
+            .certificate_expiry(&name, certificate.not_after);
         let remaining = certificate
             .not_after
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO);
-        shared.metrics.certificate_expiry(&name, remaining);
         if remaining < EXPIRY_WARNING {
             tracing::warn!(certificate = %name, days = remaining.as_secs() / 86_400, "certificate expires soon");
         }

@@ -202,7 +202,7 @@ impl Upstream {
         let targets = config
             .addrs
             .iter()
-            .filter_map(|addr| Authority::try_from(addr.to_string()).ok())
+            .map(|addr| addr.authority.clone())
             .collect();
         Self {
             client,

@@ -220,11 +220,14 @@ async fn issues_with_tls_alpn_01_then_serves_from_cache() {
 async fn acme_section_is_validated() {
     let setup = Setup::new().await;
     let cache = setup.pki.dir.path().join("cache");
+    let file = setup.pki.dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
     let base = acme_toml(&setup, 0, "https://127.0.0.1:1/dir", &cache);
     assert!(
         config_from(&base).is_ok(),
         "the base ACME config must be valid"
     );
+    assert!(!cache.exists(), "validation created the cache directory");
     for (from, to, key) in [
         (
             "domains = [\"acme.test\"]",
@@ -253,11 +256,25 @@ async fn acme_section_is_validated() {
         ),
         (
             &format!("cache_dir = \"{}\"", cache.display()),
-            "cache_dir = \"/proc/forbidden\"",
+            &format!("cache_dir = \"{}/cache\"", file.display()),
             "tls.acme.cache_dir",
         ),
     ] {
         let toml = base.replace(from, to);
         support::assert_refused(&toml, key);
     }
+}
+
+#[tokio::test]
+async fn an_unwritable_cache_directory_stops_start_with_its_key() {
+    let setup = Setup::new().await;
+    let toml = acme_toml(
+        &setup,
+        0,
+        "https://127.0.0.1:1/dir",
+        std::path::Path::new("/proc/forbidden"),
+    );
+    let config = config_from(&toml).expect("a directory under /proc is a valid path");
+    let error = portcullis::start(config).await.unwrap_err().to_string();
+    assert!(error.contains("tls.acme.cache_dir"), "{error}");
 }

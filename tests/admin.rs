@@ -54,7 +54,7 @@ async fn health_readiness_and_metrics() {
         // counts, the admin listener's included.
         "portcullis_connections_active 2",
         "portcullis_request_duration_seconds_count 2",
-        "portcullis_certificate_expiry_seconds{name=\"localhost\"}",
+        "portcullis_certificate_not_after_timestamp_seconds{name=\"localhost\"}",
     ] {
         assert!(
             metrics.contains(expected),

@@ -76,6 +76,52 @@ fn unknown_keys_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `http_port`"));
 }
 
+#[tokio::test]
+async fn check_warns_about_legal_but_weak_hsts() {
+    let setup = Setup::new().await;
+    for (hsts, key) in [
+        ("max_age = 0", "hsts.max_age"),
+        ("preload = true\ninclude_subdomains = false", "hsts.preload"),
+        ("preload = true\nmax_age = 86400", "hsts.preload"),
+    ] {
+        let file = setup.pki.dir.path().join("hsts.toml");
+        std::fs::write(&file, setup.toml(&format!("[hsts]\n{hsts}\n"))).unwrap();
+        let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("warning: {key}: ")),
+            "{hsts}: {stderr}"
+        );
+    }
+    let file = setup.pki.dir.path().join("default-hsts.toml");
+    std::fs::write(&file, setup.toml("")).unwrap();
+    let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+}
+
+#[tokio::test]
+async fn upstream_names_are_resolved_by_check_not_by_validation() {
+    let setup = Setup::new().await;
+    let toml = setup.toml("").replace(
+        &format!("addrs = [\"{}\"]", setup.app.addr),
+        "addrs = [\"nowhere.invalid:80\"]",
+    );
+    assert!(
+        support::config_from(&toml).is_ok(),
+        "validation went to the network"
+    );
+    let file = setup.pki.dir.path().join("unresolvable.toml");
+    std::fs::write(&file, toml).unwrap();
+    let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("upstreams.app.addrs[0]: nowhere.invalid:80 does not resolve"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn dev_certs_are_created_once_with_private_keys() {
     let dir = tempfile::tempdir().unwrap();
@@ -107,19 +153,28 @@ fn shipped_default_config_is_valid() {
     let dir = tempfile::tempdir().unwrap();
     let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.toml");
     std::fs::copy(&default, dir.path().join("portcullis.toml")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .current_dir(dir.path())
-        .args(["check", "-c", "portcullis.toml"])
-        .output()
-        .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // `check` writes nothing: it names what is missing and how to make it.
+    let before = run(&["check", "-c", "portcullis.toml"]);
+    let stderr = String::from_utf8_lossy(&before.stderr);
+    assert_eq!(before.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("portcullis dev-certs --dir certs-dev"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("certs-dev").exists(), "check wrote files");
+    assert!(run(&["dev-certs", "--dir", "certs-dev"]).status.success());
+    let out = run(&["check", "-c", "portcullis.toml"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        dir.path().join("certs-dev/ca.crt").is_file(),
-        "dev certs were not generated"
     );
 }
 

@@ -330,6 +330,14 @@ async fn bad_gateway_configs_are_refused_by_key() {
             ),
             "routes[8].allow",
         ),
+        (
+            // Filed under its own key, not under `allow`.
+            good.replace(
+                "[[routes]]\nhost = \"www.corp.test\"\nupstream = \"app\"\n",
+                "[[routes]]\nhost = \"www.corp.test\"\nupstream = \"app\"\nmfa = true\n",
+            ),
+            "routes[8].mfa",
+        ),
     ];
     for (toml, key) in cases {
         support::assert_refused(&toml, key);

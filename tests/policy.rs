@@ -145,7 +145,11 @@ async fn rebinding_out_of_the_environment_is_refused_at_connect() {
     );
     let mut config = config_from(&toml).unwrap();
     // The name was private when the config was checked; now pretend DNS moved it elsewhere.
-    let upstream = config.upstreams.get_mut("app").unwrap();
+    let upstream = config
+        .upstreams
+        .iter_mut()
+        .find(|u| &*u.name == "app")
+        .unwrap();
     upstream.networks = vec!["10.9.0.0/16".parse().unwrap()];
     let proxy = start_config(config).await;
     for h2 in [false, true] {
@@ -159,7 +163,12 @@ async fn rebinding_out_of_the_environment_is_refused_at_connect() {
 async fn ip_literal_out_of_the_environment_is_refused_at_connect() {
     let setup = Setup::new().await;
     let mut config = config_from(&setup.toml("")).unwrap();
-    config.upstreams.get_mut("app").unwrap().networks = vec!["10.9.0.0/16".parse().unwrap()];
+    config
+        .upstreams
+        .iter_mut()
+        .find(|u| &*u.name == "app")
+        .unwrap()
+        .networks = vec!["10.9.0.0/16".parse().unwrap()];
     let proxy = start_config(config).await;
     let mut client = Client::connect(false, proxy.https_addr, "localhost", &setup.pki).await;
     assert_eq!(client.get("localhost", "/").await.status, 502);

@@ -74,7 +74,7 @@ pub(super) fn validate_acme(
             String::new()
         }
     };
-    if let Err(e) = prepare_cache_dir(&acme.cache_dir) {
+    if let Err(e) = check_cache_dir(&acme.cache_dir) {
         problems.push("tls.acme.cache_dir", ProblemKind::CacheDir(e));
     }
     if let Some(ca) = &acme.directory_ca
@@ -99,12 +99,18 @@ fn settings(acme: &RawAcme, directory: String) -> AcmeSettings {
     }
 }
 
-/// Creates the cache directory private to us and proves it writable.
-fn prepare_cache_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let probe = dir.join(".portcullis-write-test");
-    std::fs::write(&probe, b"")?;
-    std::fs::remove_file(probe)
+/// Without touching anything: the directory, or the nearest existing parent it would be made
+/// in, is a directory. Whether it can be written is learnt when the ACME task creates it.
+fn check_cache_dir(dir: &Path) -> std::io::Result<()> {
+    let existing = dir
+        .ancestors()
+        .find(|d| d.as_os_str().is_empty() || d.exists())
+        .filter(|d| !d.as_os_str().is_empty());
+    match existing {
+        Some(d) if !std::fs::metadata(d)?.is_dir() => Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", d.display()),
+        )),
+        _ => Ok(()),
+    }
 }

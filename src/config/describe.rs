@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Config, RouteAction, UpstreamAddr};
+use super::{Config, RouteAction};
 
 /// A human-readable summary of what `config` exposes.
 pub fn describe(config: &Config) -> String {
@@ -23,7 +23,7 @@ pub fn describe(config: &Config) -> String {
         config.listen.https
     );
     let _ = writeln!(out, "certificates:");
-    for (i, cert) in config.certificates.iter().enumerate() {
+    for (i, cert) in config.certificates.entries().iter().enumerate() {
         let names: Vec<String> = cert.names.iter().map(ToString::to_string).collect();
         let default = if i == 0 {
             "  (default without SNI)"
@@ -34,25 +34,22 @@ pub fn describe(config: &Config) -> String {
     }
     let _ = writeln!(out, "routes:");
     for route in &config.routes {
-        let name = match &route.action {
-            RouteAction::Forward(name) => name,
+        let upstream = match route.action {
+            RouteAction::Forward(id) => config.upstream(id),
             RouteAction::Respond { status, .. } => {
                 let _ = writeln!(out, "  {} -> responds {status} itself", route.name());
                 continue;
             }
         };
-        let _ = writeln!(out, "  {} -> {name}", route.name());
-        let Some(upstream) = config.upstreams.get(name) else {
-            continue;
-        };
+        let _ = writeln!(out, "  {} -> {}", route.name(), upstream.name);
         for addr in &upstream.addrs {
-            let network = match addr {
-                UpstreamAddr::Ip(ip) => upstream
+            let network = match addr.ip {
+                Some(ip) => upstream
                     .networks
                     .iter()
                     .find(|net| net.contains(&ip.ip().to_canonical()))
                     .map_or_else(String::new, ToString::to_string),
-                UpstreamAddr::Name(..) => "checked at every connect".to_owned(),
+                None => "checked at every connect".to_owned(),
             };
             let _ = writeln!(
                 out,

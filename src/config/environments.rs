@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
+use http::uri::Authority;
+
 use ipnet::IpNet;
 
 use super::raw::RawConfig;
@@ -78,8 +80,8 @@ pub(super) fn validate_upstreams(
     environments: &Environments,
     metadata: &[IpNet],
     problems: &mut Problems,
-) -> BTreeMap<String, UpstreamConfig> {
-    let mut upstreams = BTreeMap::new();
+) -> Vec<UpstreamConfig> {
+    let mut upstreams = Vec::new();
     for (name, upstream) in &raw.upstreams {
         let env = &upstream.environment;
         let Some(networks) = environments.networks(env) else {
@@ -111,77 +113,105 @@ pub(super) fn validate_upstreams(
             .enumerate()
             .filter_map(|(i, value)| {
                 let key = format!("upstreams.{name}.addrs[{i}]");
-                check_upstream_addr(value, env, networks, metadata)
+                parse_upstream_addr(value)
+                    .and_then(|addr| {
+                        if let Some(ip) = addr.ip {
+                            check_reachable(ip.ip(), value, env, networks, metadata)?;
+                        }
+                        Ok(addr)
+                    })
                     .map_err(|kind| problems.push(key, kind))
                     .ok()
             })
             .collect();
-        upstreams.insert(
-            name.clone(),
-            UpstreamConfig {
-                environment: env.clone(),
-                networks: networks.to_vec(),
-                addrs,
-                metadata_endpoints: metadata.to_vec(),
-            },
-        );
+        upstreams.push(UpstreamConfig {
+            name: name.as_str().into(),
+            environment: env.clone(),
+            networks: networks.to_vec(),
+            addrs,
+            metadata_endpoints: metadata.to_vec(),
+        });
     }
     upstreams
 }
 
-/// Parses an upstream address and checks it, or every address its name resolves to now, against
-/// the environment's networks. The connector checks again at every connect.
-fn check_upstream_addr(
-    value: &str,
+/// `ip:port` or `name:port`, as requests to it will be addressed.
+fn parse_upstream_addr(value: &str) -> Result<UpstreamAddr, ProblemKind> {
+    let bad = || ProblemKind::UpstreamAddr(value.to_owned());
+    let ip = value.parse::<SocketAddr>().ok();
+    if ip.is_none() {
+        value
+            .rsplit_once(':')
+            .filter(|(host, port)| {
+                port.parse::<u16>().is_ok() && crate::host::is_dns_name(&host.to_ascii_lowercase())
+            })
+            .ok_or_else(bad)?;
+    }
+    let authority = Authority::try_from(value.to_ascii_lowercase()).map_err(|_| bad())?;
+    Ok(UpstreamAddr { authority, ip })
+}
+
+/// Refuses an upstream address outside the environment's networks: metadata endpoints, then
+/// public addresses, then private ones of another environment. `shown` names it in the error.
+fn check_reachable(
+    ip: IpAddr,
+    shown: &str,
     env: &str,
     networks: &[IpNet],
     metadata: &[IpNet],
-) -> Result<UpstreamAddr, ProblemKind> {
-    let addr = if let Ok(addr) = value.parse::<SocketAddr>() {
-        UpstreamAddr::Ip(addr)
-    } else {
-        let (host, port) = value
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)))
-            .filter(|(h, _)| crate::host::is_dns_name(&h.to_ascii_lowercase()))
-            .ok_or_else(|| ProblemKind::UpstreamAddr(value.to_owned()))?;
-        UpstreamAddr::Name(host.to_ascii_lowercase(), port)
-    };
-    let resolved: Vec<IpAddr> = match &addr {
-        UpstreamAddr::Ip(a) => vec![a.ip()],
-        UpstreamAddr::Name(..) => value
-            .to_socket_addrs()
-            .map_err(|_| ProblemKind::Unresolvable(value.to_owned()))?
-            .map(|a| a.ip())
-            .collect(),
-    };
-    for ip in resolved {
-        let ip = ip.to_canonical();
-        let shown = if matches!(addr, UpstreamAddr::Ip(_)) {
-            value.to_owned()
-        } else {
-            format!("{value} (resolves to {ip})")
-        };
-        if is_metadata(ip, metadata) {
-            return Err(ProblemKind::MetadataUpstream(shown));
-        }
-        if networks.iter().any(|net| net.contains(&ip)) {
-            continue;
-        }
-        let host_net = IpNet::from(ip);
-        return Err(match check_private(&host_net) {
-            Ok(()) => ProblemKind::OutsideEnvironment {
-                addr: shown,
-                env: env.to_owned(),
-            },
-            Err(NetworkRefusal::LinkLocal) => ProblemKind::MetadataUpstream(shown),
-            Err(NetworkRefusal::NotPrivate) => ProblemKind::PublicUpstream {
-                addr: shown,
-                env: env.to_owned(),
-            },
-        });
+) -> Result<(), ProblemKind> {
+    let ip = ip.to_canonical();
+    if is_metadata(ip, metadata) {
+        return Err(ProblemKind::MetadataUpstream(shown.to_owned()));
     }
-    Ok(addr)
+    if networks.iter().any(|net| net.contains(&ip)) {
+        return Ok(());
+    }
+    Err(match check_private(&IpNet::from(ip)) {
+        Ok(()) => ProblemKind::OutsideEnvironment {
+            addr: shown.to_owned(),
+            env: env.to_owned(),
+        },
+        Err(NetworkRefusal::LinkLocal) => ProblemKind::MetadataUpstream(shown.to_owned()),
+        Err(NetworkRefusal::NotPrivate) => ProblemKind::PublicUpstream {
+            addr: shown.to_owned(),
+            env: env.to_owned(),
+        },
+    })
+}
+
+/// What the names among the upstream addresses resolve to now, each address checked as a
+/// literal would be. The connector checks again at every connect; this is the early warning.
+pub(super) fn resolve_upstreams(upstreams: &[UpstreamConfig], problems: &mut Problems) {
+    for upstream in upstreams {
+        for (i, addr) in upstream.addrs.iter().enumerate() {
+            if addr.ip.is_some() {
+                continue;
+            }
+            let key = format!("upstreams.{}.addrs[{i}]", upstream.name);
+            let value = addr.authority.as_str();
+            let resolved = match value.to_socket_addrs() {
+                Ok(resolved) => resolved,
+                Err(_) => {
+                    problems.push(key, ProblemKind::Unresolvable(value.to_owned()));
+                    continue;
+                }
+            };
+            for ip in resolved.map(|a| a.ip().to_canonical()) {
+                let shown = format!("{value} (resolves to {ip})");
+                if let Err(kind) = check_reachable(
+                    ip,
+                    &shown,
+                    &upstream.environment,
+                    &upstream.networks,
+                    &upstream.metadata_endpoints,
+                ) {
+                    problems.push(key, kind);
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Peerings must name declared environments and start at the instance's own: this config can

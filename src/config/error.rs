@@ -62,6 +62,14 @@ pub enum ProblemKind {
     /// Zero where zero would disable a protection.
     #[error("must be greater than zero")]
     Zero,
+    /// Legal, but turns HSTS off (RFC 6797 6.1.1: browsers forget the host).
+    #[error("0 tells browsers to forget HSTS for our hosts: HTTPS is no longer enforced by them")]
+    HstsOff,
+    /// `preload` that preload lists refuse.
+    #[error(
+        "preload lists accept only include_subdomains = true and max_age of at least one year (31536000)"
+    )]
+    PreloadIneligible,
     /// Log retention outside the policy's range.
     #[error("{0} days is outside the retention policy of 15 to 30 days")]
     Retention(u32),

@@ -235,8 +235,11 @@ pub(super) fn route_access(
 ) -> Option<RouteAccess> {
     let key = |field: &str| format!("routes[{i}].{field}");
     if !route.internal {
-        if !route.allow.is_empty() || route.mfa {
+        if !route.allow.is_empty() {
             problems.push(key("allow"), ProblemKind::AccessOnPublicRoute);
+        }
+        if route.mfa {
+            problems.push(key("mfa"), ProblemKind::AccessOnPublicRoute);
         }
         return None;
     }

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use super::raw::{self, RawConfig, RawLimits};
 use super::{
     AdminSettings, ConfigError, GatewaySettings, Limits, Listen, MIN_HEADER_BYTES, Problem,
-    ProblemKind, RouteAction, RouteConfig, UpstreamConfig,
+    ProblemKind, RouteAction, RouteConfig, UpstreamConfig, UpstreamId,
 };
 use crate::certs::{CertEntry, CertStore, load_certificate};
 use crate::host::HostPattern;
@@ -29,6 +29,11 @@ impl Problems {
             key: key.into(),
             kind: kind.into(),
         });
+    }
+
+    /// The problems as warnings: legal values worth a second look.
+    pub(super) fn into_warnings(self) -> Vec<Problem> {
+        self.0
     }
 
     pub(super) fn finish(self) -> Result<(), ConfigError> {
@@ -128,13 +133,12 @@ pub(super) fn validate_certificates(
 
 pub(super) fn validate_routes(
     raw: &RawConfig,
-    upstreams: &BTreeMap<String, UpstreamConfig>,
-    certificates: &[Arc<CertEntry>],
+    upstreams: &[UpstreamConfig],
+    certificates: &CertStore,
     limits: &Limits,
     gateway: Option<&super::GatewaySettings>,
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
-    let store = CertStore::new(certificates.to_vec());
     let acme_names: Vec<&str> = raw
         .tls
         .acme
@@ -153,8 +157,8 @@ pub(super) fn validate_routes(
                 .any(|name| HostPattern::Exact(name.to_ascii_lowercase()) == *host)
         };
         if let Some(host) = &host
-            && (!certificates.is_empty() || !acme_names.is_empty())
-            && !store.covers(host)
+            && (!certificates.entries().is_empty() || !acme_names.is_empty())
+            && !certificates.covers(host)
             && !by_acme(host)
         {
             problems.push(key("host"), ProblemKind::Uncovered(host.to_string()));
@@ -198,19 +202,19 @@ pub(super) fn validate_routes(
 
 fn route_action(
     route: &raw::RawRoute,
-    upstreams: &BTreeMap<String, UpstreamConfig>,
+    upstreams: &[UpstreamConfig],
     declared: &BTreeMap<String, raw::RawUpstream>,
     key: &dyn Fn(&str) -> String,
     problems: &mut Problems,
 ) -> Option<RouteAction> {
     match (&route.upstream, &route.respond) {
         (Some(name), None) => {
-            if upstreams.contains_key(name) || declared.contains_key(name) {
-                Some(RouteAction::Forward(name.clone()))
-            } else {
+            let id = upstreams.iter().position(|u| *u.name == **name);
+            if id.is_none() && !declared.contains_key(name) {
                 problems.push(key("upstream"), ProblemKind::UnknownUpstream(name.clone()));
-                None
             }
+            // A declared upstream missing here was refused with its own key.
+            id.map(|id| RouteAction::Forward(UpstreamId(id)))
         }
         (None, Some(respond)) => match StatusCode::from_u16(respond.status) {
             Ok(status) if (200..600).contains(&respond.status) => Some(RouteAction::Respond {
@@ -256,6 +260,16 @@ pub(super) fn validate_admin(
 }
 
 /// RFC 6797 6.1: `max-age` is required; `includeSubDomains` and `preload` are flags.
+/// Legal HSTS settings that do not do what their author likely meant.
+pub(super) fn hsts_warnings(raw: &raw::RawHsts, warnings: &mut Problems) {
+    if raw.max_age == 0 {
+        warnings.push("hsts.max_age", ProblemKind::HstsOff);
+    }
+    if raw.preload && (!raw.include_subdomains || raw.max_age < 31_536_000) {
+        warnings.push("hsts.preload", ProblemKind::PreloadIneligible);
+    }
+}
+
 pub(super) fn hsts_value(raw: &raw::RawHsts) -> HeaderValue {
     let mut value = format!("max-age={}", raw.max_age);
     if raw.include_subdomains {

@@ -61,6 +61,24 @@ async fn health_readiness_and_metrics() {
             "missing {expected:?} in:\n{metrics}"
         );
     }
+    // A timestamp, not a countdown frozen at load: an alert on `value - time()` can fire.
+    let not_after: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "portcullis_certificate_not_after_timestamp_seconds{name=\"localhost\"} ",
+            )
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        not_after > now,
+        "expiry {not_after} is not a future Unix time"
+    );
     assert_eq!(admin(addr, "GET", "/nowhere").await.0, 404);
     assert_eq!(admin(addr, "DELETE", "/metrics").await.0, 405);
     assert_eq!(admin(addr, "GET", "/reload").await.0, 405);

@@ -20,9 +20,9 @@ use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder, service_fn};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use access::{AccessLogLayer, AccessLogService, LoggedBody};
-pub use error_response::{ErrorResponse, ErrorResponseLayer};
-pub use route::{RouteLayer, RouteService};
+pub use access::{AccessLogLayer, LoggedBody};
+pub use error_response::ErrorResponseLayer;
+pub use route::RouteLayer;
 
 use crate::access_log::Listener;
 use crate::app::{App, LiveApp};

@@ -18,36 +18,36 @@
 #![forbid(unsafe_code)]
 
 pub mod access_log;
-pub mod acme;
-pub mod admin;
-pub mod app;
+mod acme;
+mod admin;
+mod app;
 pub mod audit;
-pub mod body;
+mod body;
 pub mod certs;
 pub mod config;
 pub mod connection;
-pub mod cookies;
+mod cookies;
 pub mod daily;
 pub mod dev_certs;
-pub mod error;
-pub mod gateway;
+mod error;
+mod gateway;
 pub mod host;
-pub mod io;
-pub mod layers;
-pub mod lifecycle;
+mod io;
+mod layers;
+mod lifecycle;
 pub mod logging;
-pub mod metrics;
-pub mod networks;
+mod metrics;
+mod networks;
 pub mod path;
 pub mod proxy;
-pub mod redirect;
+mod redirect;
 pub mod reload;
 pub mod report;
 pub mod routing;
-pub mod server;
-pub mod tls;
-pub mod tunnel;
-pub mod upstream;
+mod server;
+mod tls;
+mod tunnel;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,11 +151,6 @@ impl Running {
     /// [`reload`].
     pub fn reload_file(&self, trigger: audit::Trigger) -> Result<(), reload::ReloadError> {
         self.reloader.reload_file(trigger)
-    }
-
-    /// Access-log events dropped because the writer could not keep up.
-    pub fn access_log_dropped(&self) -> u64 {
-        self.shared.access_log.dropped()
     }
 }
 

@@ -12,7 +12,7 @@ use rustls::sign::CertifiedKey;
 
 mod client_auth;
 
-pub use client_auth::{ClientAuth, TlsConfigs, admin_config, client_verifier};
+pub use client_auth::{TlsConfigs, admin_config, client_verifier};
 
 use crate::certs::CertStore;
 use crate::host::HostPattern;

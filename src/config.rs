@@ -36,8 +36,8 @@ use environments::{
 };
 use raw::RawConfig;
 use validate::{
-    Problems, hsts_value, hsts_warnings, validate_admin, validate_certificates, validate_limits,
-    validate_listen, validate_routes,
+    Key, Problems, hsts_value, hsts_warnings, validate_admin, validate_certificates,
+    validate_limits, validate_listen, validate_routes,
 };
 
 /// The policy: logs are kept between 15 and 30 days.
@@ -282,7 +282,7 @@ impl Config {
                 http::HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| {
                         problems.push(
-                            format!("headers.strip[{i}]"),
+                            Key::new("headers.strip").index(i),
                             ProblemKind::HeaderName(name.clone()),
                         )
                     })

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::raw::{RawAcme, RawConfig};
-use super::validate::Problems;
+use super::validate::{Key, Problems};
 use super::{ProblemKind, RouteConfig};
 use crate::certs::CertStore;
 use crate::host::HostPattern;
@@ -41,7 +41,7 @@ pub(super) fn validate_acme(
         problems.push("tls.acme.domains", ProblemKind::NoAcmeDomains);
     }
     for (i, domain) in acme.domains.iter().enumerate() {
-        let key = format!("tls.acme.domains[{i}]");
+        let key = Key::new("tls.acme.domains").index(i);
         match HostPattern::parse(domain) {
             Ok(HostPattern::Exact(name)) => {
                 if !routes.iter().any(|r| r.host.matches(&name)) {
@@ -57,7 +57,7 @@ pub(super) fn validate_acme(
     for (i, contact) in acme.contact.iter().enumerate() {
         if !contact.starts_with("mailto:") || contact.len() <= "mailto:".len() {
             problems.push(
-                format!("tls.acme.contact[{i}]"),
+                Key::new("tls.acme.contact").index(i),
                 ProblemKind::Contact(contact.clone()),
             );
         }

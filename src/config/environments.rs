@@ -9,7 +9,7 @@ use http::uri::Authority;
 use ipnet::IpNet;
 
 use super::raw::RawConfig;
-use super::validate::Problems;
+use super::validate::{Key, Problems};
 use super::{Peering, ProblemKind, UpstreamAddr, UpstreamConfig};
 use crate::networks::{Environments, NetworkRefusal, canonical_net, check_private, is_metadata};
 
@@ -20,7 +20,7 @@ pub(super) fn validate_networks(
     let mut parsed: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
     for (env, nets) in raw {
         for (i, value) in nets.iter().enumerate() {
-            let key = format!("networks.{env}[{i}]");
+            let key = Key::new("networks").field(env).index(i);
             let Some(net) = parse_net(value) else {
                 problems.push(key, ProblemKind::Network(value.clone()));
                 continue;
@@ -68,7 +68,7 @@ fn parse_list(values: &[String], key: &str, problems: &mut Problems) -> Vec<IpNe
         .filter_map(|(i, value)| {
             parse_net(value)
                 .ok_or_else(|| {
-                    problems.push(format!("{key}[{i}]"), ProblemKind::Network(value.clone()))
+                    problems.push(Key::new(key).index(i), ProblemKind::Network(value.clone()))
                 })
                 .ok()
         })
@@ -83,10 +83,11 @@ pub(super) fn validate_upstreams(
 ) -> Vec<UpstreamConfig> {
     let mut upstreams = Vec::new();
     for (name, upstream) in &raw.upstreams {
+        let key = Key::new("upstreams").field(name);
         let env = &upstream.environment;
         let Some(networks) = environments.networks(env) else {
             problems.push(
-                format!("upstreams.{name}.environment"),
+                key.field("environment"),
                 ProblemKind::UnknownEnvironment(env.clone()),
             );
             continue;
@@ -97,7 +98,7 @@ pub(super) fn validate_upstreams(
             .any(|p| p.from == raw.environment && p.to == *env);
         if *env != raw.environment && !peered {
             problems.push(
-                format!("upstreams.{name}.environment"),
+                key.field("environment"),
                 ProblemKind::CrossEnvironment {
                     upstream: env.clone(),
                     instance: raw.environment.clone(),
@@ -105,14 +106,14 @@ pub(super) fn validate_upstreams(
             );
         }
         if upstream.addrs.is_empty() {
-            problems.push(format!("upstreams.{name}.addrs"), ProblemKind::NoAddrs);
+            problems.push(key.field("addrs"), ProblemKind::NoAddrs);
         }
         let addrs = upstream
             .addrs
             .iter()
             .enumerate()
             .filter_map(|(i, value)| {
-                let key = format!("upstreams.{name}.addrs[{i}]");
+                let key = key.field("addrs").index(i);
                 parse_upstream_addr(value)
                     .and_then(|addr| {
                         if let Some(ip) = addr.ip {
@@ -188,7 +189,10 @@ pub(super) fn resolve_upstreams(upstreams: &[UpstreamConfig], problems: &mut Pro
             if addr.ip.is_some() {
                 continue;
             }
-            let key = format!("upstreams.{}.addrs[{i}]", upstream.name);
+            let key = Key::new("upstreams")
+                .field(&upstream.name)
+                .field("addrs")
+                .index(i);
             let value = addr.authority.as_str();
             let resolved = match value.to_socket_addrs() {
                 Ok(resolved) => resolved,
@@ -223,7 +227,8 @@ pub(super) fn validate_peerings(
 ) -> Vec<Peering> {
     let mut peerings = Vec::new();
     for (i, peering) in raw.peerings.iter().enumerate() {
-        let key = |field: &str| format!("peerings[{i}].{field}");
+        let peering_key = Key::new("peerings").index(i);
+        let key = |field: &str| peering_key.field(field);
         for (field, env) in [("from", &peering.from), ("to", &peering.to)] {
             if environments.networks(env).is_none() {
                 problems.push(key(field), ProblemKind::UnknownEnvironment(env.clone()));

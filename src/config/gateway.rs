@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::ProblemKind;
 use super::raw::{RawConfig, RawGateway, RawRoute};
-use super::validate::Problems;
+use super::validate::{Key, Problems};
 
 /// The gateway for internal routes.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ pub(super) fn validate_gateway(
         .iter()
         .enumerate()
         .filter_map(|(i, path)| {
-            let key = format!("gateway.crls[{i}]");
+            let key = String::from(Key::new("gateway.crls").index(i));
             let crl = CertificateRevocationListDer::from_pem_file(path).ok();
             let next_update = crl.as_ref().and_then(|der| {
                 let (_, parsed) = x509_parser::parse_x509_crl(der).ok()?;
@@ -162,7 +162,8 @@ pub(super) fn validate_gateway(
             let totp = user.totp_secret_file.as_ref().and_then(|file| {
                 load_totp(file)
                     .map_err(|kind| {
-                        problems.push(format!("gateway.users.{name}.totp_secret_file"), kind)
+                        let key = Key::new("gateway.users").field(name);
+                        problems.push(key.field("totp_secret_file"), kind);
                     })
                     .ok()
             });
@@ -188,7 +189,12 @@ pub(super) fn validate_gateway(
 fn lockout_policy(gateway: &RawGateway, problems: &mut Problems) -> LockoutPolicy {
     let mut duration = |key: &str, raw: &str, default: u64| {
         humantime::parse_duration(raw)
-            .map_err(|_| problems.push(format!("gateway.{key}"), ProblemKind::Duration(raw.into())))
+            .map_err(|_| {
+                problems.push(
+                    Key::new("gateway").field(key),
+                    ProblemKind::Duration(raw.into()),
+                )
+            })
             .unwrap_or(Duration::from_secs(default))
     };
     let policy = LockoutPolicy {
@@ -233,7 +239,8 @@ pub(super) fn route_access(
     gateway: Option<&GatewaySettings>,
     problems: &mut Problems,
 ) -> Option<RouteAccess> {
-    let key = |field: &str| format!("routes[{i}].{field}");
+    let route_key = Key::new("routes").index(i);
+    let key = |field: &str| route_key.field(field);
     if !route.internal {
         if !route.allow.is_empty() {
             problems.push(key("allow"), ProblemKind::AccessOnPublicRoute);
@@ -247,12 +254,7 @@ pub(super) fn route_access(
         problems.push(key("internal"), ProblemKind::NoGateway);
         return None;
     };
-    let allow = grants(
-        &route.allow,
-        &format!("routes[{i}].allow"),
-        gateway,
-        problems,
-    );
+    let allow = grants(&route.allow, &key("allow"), gateway, problems);
     if route.mfa {
         for (name, user) in &gateway.users {
             if user.totp.is_none() && allow.iter().any(|g| g.admits(name, &user.groups)) {
@@ -269,7 +271,7 @@ pub(super) fn route_access(
 /// An `allow` list at `key`, each entry naming a configured user or a group one of them is in.
 pub(super) fn grants(
     entries: &[String],
-    key: &str,
+    key: &Key,
     gateway: &GatewaySettings,
     problems: &mut Problems,
 ) -> Vec<Grant> {
@@ -286,10 +288,7 @@ pub(super) fn grants(
         if known {
             allow.push(grant);
         } else {
-            problems.push(
-                format!("{key}[{j}]"),
-                ProblemKind::UnknownGrant(entry.clone()),
-            );
+            problems.push(key.index(j), ProblemKind::UnknownGrant(entry.clone()));
         }
     }
     allow

@@ -23,6 +23,31 @@ use crate::networks::check_private;
 #[derive(Default)]
 pub(super) struct Problems(Vec<Problem>);
 
+/// A key path as problems name it, built from the TOML's own structure so that no path is
+/// spelt by hand: `Key::new("routes").index(3).field("allow")` is `routes[3].allow`.
+#[derive(Debug, Clone)]
+pub(super) struct Key(String);
+
+impl Key {
+    pub(super) fn new(table: &str) -> Self {
+        Self(table.to_owned())
+    }
+
+    pub(super) fn field(&self, name: &str) -> Self {
+        Self(format!("{}.{name}", self.0))
+    }
+
+    pub(super) fn index(&self, i: usize) -> Self {
+        Self(format!("{}[{i}]", self.0))
+    }
+}
+
+impl From<Key> for String {
+    fn from(key: Key) -> Self {
+        key.0
+    }
+}
+
 impl Problems {
     pub(super) fn push(&mut self, key: impl Into<String>, kind: impl Into<ProblemKind>) {
         self.0.push(Problem {
@@ -66,7 +91,7 @@ pub(super) fn validate_listen(raw: &RawConfig, problems: &mut Problems) -> Liste
 
 pub(super) fn validate_limits(raw: &RawLimits, problems: &mut Problems) -> Limits {
     let mut duration = |value: &str, name: &str| {
-        let key = format!("limits.{name}");
+        let key = Key::new("limits").field(name);
         match humantime::parse_duration(value) {
             Ok(d) if d.is_zero() => {
                 problems.push(key, ProblemKind::Zero);
@@ -124,7 +149,7 @@ pub(super) fn validate_certificates(
         .enumerate()
         .filter_map(|(i, files)| {
             load_certificate(&files.cert, &files.key)
-                .map_err(|e| problems.push(format!("tls.certificates[{i}]"), e))
+                .map_err(|e| problems.push(Key::new("tls.certificates").index(i), e))
                 .ok()
                 .map(Arc::new)
         })
@@ -147,7 +172,8 @@ pub(super) fn validate_routes(
         .collect();
     let mut routes: Vec<RouteConfig> = Vec::new();
     for (i, route) in raw.routes.iter().enumerate() {
-        let key = |field: &str| format!("routes[{i}].{field}");
+        let route_key = Key::new("routes").index(i);
+        let key = |field: &str| route_key.field(field);
         let host = HostPattern::parse(&route.host)
             .map_err(|e| problems.push(key("host"), e))
             .ok();
@@ -204,7 +230,7 @@ fn route_action(
     route: &raw::RawRoute,
     upstreams: &[UpstreamConfig],
     declared: &BTreeMap<String, raw::RawUpstream>,
-    key: &dyn Fn(&str) -> String,
+    key: &dyn Fn(&str) -> Key,
     problems: &mut Problems,
 ) -> Option<RouteAction> {
     match (&route.upstream, &route.respond) {
@@ -249,7 +275,9 @@ pub(super) fn validate_admin(
         problems.push("admin.listen", ProblemKind::UnauthenticatedAdmin(listen));
     }
     let allow = match gateway {
-        Some(gateway) => super::gateway::grants(&admin.allow, "admin.allow", gateway, problems),
+        Some(gateway) => {
+            super::gateway::grants(&admin.allow, &Key::new("admin.allow"), gateway, problems)
+        }
         None if admin.allow.is_empty() => Vec::new(),
         None => {
             problems.push("admin.allow", ProblemKind::NoGateway);

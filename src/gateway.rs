@@ -126,13 +126,26 @@ pub struct GatewayService<S> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S> Service<Routed> for GatewayService<S>
+/// A request body the gateway can read the MFA form from: hyper's `Incoming` when serving,
+/// any body when the layers are called directly.
+pub trait FormBody:
+    http_body::Body<Data = bytes::Bytes, Error: Into<tower::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> FormBody for B where
+    B: http_body::Body<Data = bytes::Bytes, Error: Into<tower::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<S, B> Service<Routed<B>> for GatewayService<S>
 where
-    S: Service<Routed, Response = Response<ResponseBody>, Error = ProxyError>
+    S: Service<Routed<B>, Response = Response<ResponseBody>, Error = ProxyError>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: FormBody,
 {
     type Response = Response<ResponseBody>;
     type Error = ProxyError;
@@ -142,7 +155,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, routed: Routed) -> Self::Future {
+    fn call(&mut self, routed: Routed<B>) -> Self::Future {
         let conn = self.conn.clone();
         if matches!(routed.route.action, Action::Reserved) {
             return Either::Right(Box::pin(reserved(conn, routed)));
@@ -164,21 +177,21 @@ where
 /// The gateway of the configuration that routed the request: routing puts it in the request's
 /// extensions, so that a reload between routing and admission cannot pair one configuration's
 /// grants with another's trust roots.
-fn gateway_of(routed: &Routed) -> Option<Arc<Gateway>> {
+fn gateway_of<B>(routed: &Routed<B>) -> Option<Arc<Gateway>> {
     routed.request.extensions().get::<Arc<Gateway>>().cloned()
 }
 
-enum Admission {
-    Forward(Box<Routed>),
+enum Admission<B> {
+    Forward(Box<Routed<B>>),
     Answer(Response<ResponseBody>),
 }
 
 /// Who is asking for `route`, if they may: a trusted certificate, made for this very host, of a
 /// configured person granted on the route. Refusals are counted into the audit trail.
-fn identify<'a>(
+fn identify<'a, B>(
     gateway: &'a Gateway,
     conn: &'a ConnectionInfo,
-    routed: &Routed,
+    routed: &Routed<B>,
     route: &Route,
     access: &RouteAccess,
 ) -> Result<(&'a ClientIdentity, &'a User), ProxyError> {
@@ -210,9 +223,9 @@ fn identify<'a>(
     Ok((client, user))
 }
 
-fn audit_access(
+fn audit_access<B>(
     gateway: &Gateway,
-    routed: &Routed,
+    routed: &Routed<B>,
     route: &Route,
     user: &str,
     (decision, reason): (Decision, &str),
@@ -228,12 +241,12 @@ fn audit_access(
     });
 }
 
-fn admit(
+fn admit<B>(
     gateway: &Gateway,
     conn: &ConnectionInfo,
     access: &RouteAccess,
-    mut routed: Routed,
-) -> Result<Admission, ProxyError> {
+    mut routed: Routed<B>,
+) -> Result<Admission<B>, ProxyError> {
     let route = routed.route.clone();
     let (client, _) = identify(gateway, conn, &routed, &route, access)?;
     if access.mfa
@@ -266,9 +279,9 @@ fn admit(
 
 /// The proxy's own endpoints: today only the MFA form's target. Everything else under
 /// `/.portcullis/` is 404, and nothing here is ever forwarded.
-async fn reserved(
+async fn reserved<B: FormBody>(
     conn: Arc<ConnectionInfo>,
-    mut routed: Routed,
+    mut routed: Routed<B>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if routed.request.uri().path() != MFA_PATH || routed.request.method() != Method::POST {
         return Err(ProxyError::NoRoute);

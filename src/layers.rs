@@ -28,9 +28,11 @@ use crate::access_log::Listener;
 use crate::app::{App, LiveApp};
 use crate::body::ResponseBody;
 use crate::connection::ConnectionInfo;
-use crate::gateway::GatewayLayer;
+use crate::error::ProxyError;
+use crate::gateway::{FormBody, GatewayLayer};
 use crate::proxy::Proxy;
 use crate::redirect::redirect;
+use crate::routing::Routed;
 
 /// The service for one TLS connection. Routing and the gateway judge each request by the
 /// configuration in service when it arrives (`live`); the rest keeps the one the connection
@@ -46,6 +48,34 @@ pub fn https_service(
 > + Clone
 + Send
 + 'static {
+    let body_read_timeout = live.load().limits.body_read_timeout;
+    https_layers(live, &conn, Proxy::new(conn.clone(), body_read_timeout))
+}
+
+/// Every layer of the TLS listener around `inner`, which receives what routing and the
+/// gateway let through: the proxy when serving, a recorder in tests.
+fn https_layers<S, B>(
+    live: &LiveApp,
+    conn: &Arc<ConnectionInfo>,
+    inner: S,
+) -> impl Service<
+    Request<B>,
+    Response = Response<LoggedBody<ResponseBody>>,
+    Error = Infallible,
+    Future: Send + 'static,
+>
++ Clone
++ Send
++ 'static
++ use<S, B>
+where
+    S: Service<Routed<B>, Response = Response<ResponseBody>, Error = ProxyError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: FormBody,
+{
     let app = live.load();
     ServiceBuilder::new()
         // Outermost: it must see every response, HSTS and the proxy's own errors included, and
@@ -71,7 +101,7 @@ pub fn https_service(
         // grants, second factor, audit. After routing, which names the route's grants; before
         // any upstream IO.
         .layer(GatewayLayer::new(conn.clone()))
-        .service(Proxy::new(conn, app.limits.body_read_timeout))
+        .service(inner)
 }
 
 /// The service for one plain-HTTP connection.
@@ -99,3 +129,6 @@ pub fn http_service(
             std::future::ready(Ok::<_, Infallible>(redirect(&redirecting, &request)))
         }))
 }
+
+#[cfg(test)]
+mod tests;

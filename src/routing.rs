@@ -121,11 +121,13 @@ impl Routes {
     }
 }
 
-/// A request that passed routing: its route and validated host travel with it.
+/// A request that passed routing: its route and validated host travel with it. Generic over
+/// the body so that the layers can be called without a connection (`B` is hyper's `Incoming`
+/// when serving).
 #[derive(Debug)]
-pub struct Routed {
+pub struct Routed<B = Incoming> {
     /// The request, its path already normalised.
-    pub request: Request<Incoming>,
+    pub request: Request<B>,
     /// Where it goes.
     pub route: Arc<Route>,
     /// The host it is for.

@@ -20,9 +20,8 @@ use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
-use super::ClientIdentity;
+use super::{ClientIdentity, FormBody};
 use crate::body::ResponseBody;
 use crate::config::LockoutPolicy;
 use crate::cookies::{OWN_COOKIE_PREFIX, cookie_pairs};
@@ -233,7 +232,7 @@ fn signed_message(client: &ClientIdentity, host: &str, route: &Route, expiry: u6
 }
 
 /// The posted form, read within a size and time limit; missing fields are empty.
-pub(super) async fn read_form(request: &mut Request<Incoming>) -> Form {
+pub(super) async fn read_form<B: FormBody>(request: &mut Request<B>) -> Form {
     let body = tokio::time::timeout(
         FORM_READ_TIMEOUT,
         Limited::new(request.body_mut(), MAX_FORM_BYTES).collect(),

@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use futures_util::future::Either;
 use http::Request;
 use http::uri::PathAndQuery;
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
 use crate::access_log::{Exchange, RouteLabel};
@@ -58,9 +57,9 @@ pub struct RouteService<S> {
     inner: S,
 }
 
-impl<S> Service<Request<Incoming>> for RouteService<S>
+impl<S, B> Service<Request<B>> for RouteService<S>
 where
-    S: Service<Routed, Error = ProxyError>,
+    S: Service<Routed<B>, Error = ProxyError>,
 {
     type Response = S::Response;
     type Error = ProxyError;
@@ -70,7 +69,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         match self.layer.route(request) {
             Ok(routed) => Either::Right(self.inner.call(routed)),
             Err(error) => Either::Left(ready(Err(error))),
@@ -79,7 +78,7 @@ where
 }
 
 impl RouteLayer {
-    fn route(&self, mut request: Request<Incoming>) -> Result<Routed, ProxyError> {
+    fn route<B>(&self, mut request: Request<B>) -> Result<Routed<B>, ProxyError> {
         let app = self.live.load_full();
         super::message::check(&request, app.limits.max_header_bytes)?;
         let host = request_host(request.version(), request.uri(), request.headers())?;

@@ -138,15 +138,32 @@ impl<B> FormBody for B where
 {
 }
 
-impl<S, B> Service<Routed<B>> for GatewayService<S>
-where
-    S: Service<Routed<B>, Response = Response<ResponseBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: FormBody,
+/// What the gateway hands admitted requests to: the proxy when serving, a recorder in tests.
+pub trait AdmittedService<B>:
+    Service<
+        Routed<B>,
+        Response = Response<ResponseBody>,
+        Error = ProxyError,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
 {
+}
+
+impl<S, B> AdmittedService<B> for S where
+    S: Service<
+            Routed<B>,
+            Response = Response<ResponseBody>,
+            Error = ProxyError,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+impl<S: AdmittedService<B>, B: FormBody> Service<Routed<B>> for GatewayService<S> {
     type Response = Response<ResponseBody>;
     type Error = ProxyError;
     type Future = Either<S::Future, BoxFuture<Result<Response<ResponseBody>, ProxyError>>>;

@@ -28,11 +28,9 @@ use crate::access_log::Listener;
 use crate::app::{App, LiveApp};
 use crate::body::ResponseBody;
 use crate::connection::ConnectionInfo;
-use crate::error::ProxyError;
-use crate::gateway::{FormBody, GatewayLayer};
+use crate::gateway::{AdmittedService, FormBody, GatewayLayer};
 use crate::proxy::Proxy;
 use crate::redirect::redirect;
-use crate::routing::Routed;
 
 /// The service for one TLS connection. Routing and the gateway judge each request by the
 /// configuration in service when it arrives (`live`); the rest keeps the one the connection
@@ -69,11 +67,7 @@ fn https_layers<S, B>(
 + 'static
 + use<S, B>
 where
-    S: Service<Routed<B>, Response = Response<ResponseBody>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: AdmittedService<B>,
     B: FormBody,
 {
     let app = live.load();

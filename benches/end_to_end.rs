@@ -4,7 +4,6 @@
 //! `benches/load/compare.sh`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
 mod support;
 
 use criterion::{Criterion, criterion_group, criterion_main};

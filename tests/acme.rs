@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use support::{Pki, Setup, config_from, require_tool, start_toml, tls_connect};
+use support::{
+    ConfigToml, Pki, Setup, config_from, require_tool, start_toml, strings, tls_connect,
+};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -145,13 +147,18 @@ fn trusting(root: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
 }
 
 fn acme_toml(setup: &Setup, port: u16, directory: &str, cache: &Path) -> String {
+    acme_config(setup, port, directory, cache).text()
+}
+
+fn acme_config(setup: &Setup, port: u16, directory: &str, cache: &Path) -> ConfigToml {
     setup
-        .toml(&format!(
+        .config()
+        .merge(&format!(
             "[[routes]]\nhost = \"acme.test\"\nupstream = \"app\"\n[tls.acme]\ndomains = [\"acme.test\"]\ncontact = [\"mailto:ops@acme.test\"]\ndirectory = \"{directory}\"\ncache_dir = \"{}\"\ndirectory_ca = \"{}\"\n",
             cache.display(),
             setup.pki.ca_pem.display()
         ))
-        .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{port}\""))
+        .set("listen.https", format!("127.0.0.1:{port}"))
 }
 
 /// Waits until a client trusting only `client`'s roots completes a handshake for acme.test.
@@ -222,45 +229,24 @@ async fn acme_section_is_validated() {
     let cache = setup.pki.dir.path().join("cache");
     let file = setup.pki.dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
-    let base = acme_toml(&setup, 0, "https://127.0.0.1:1/dir", &cache);
+    let base = acme_config(&setup, 0, "https://127.0.0.1:1/dir", &cache);
     assert!(
-        config_from(&base).is_ok(),
+        config_from(&base.text()).is_ok(),
         "the base ACME config must be valid"
     );
     assert!(!cache.exists(), "validation created the cache directory");
-    for (from, to, key) in [
+    for (key, value) in [
+        ("tls.acme.domains[0]", "nowhere.test".into()),
+        ("tls.acme.domains[0]", "app.test".into()),
+        ("tls.acme.domains", strings(&[])),
+        ("tls.acme.contact[0]", "ops@acme.test".into()),
+        ("tls.acme.directory", "http://insecure/dir".into()),
         (
-            "domains = [\"acme.test\"]",
-            "domains = [\"nowhere.test\"]",
-            "tls.acme.domains[0]",
-        ),
-        (
-            "domains = [\"acme.test\"]",
-            "domains = [\"app.test\"]",
-            "tls.acme.domains[0]",
-        ),
-        (
-            "domains = [\"acme.test\"]",
-            "domains = []",
-            "tls.acme.domains",
-        ),
-        (
-            "mailto:ops@acme.test",
-            "ops@acme.test",
-            "tls.acme.contact[0]",
-        ),
-        (
-            "directory = \"https://127.0.0.1:1/dir\"",
-            "directory = \"http://insecure/dir\"",
-            "tls.acme.directory",
-        ),
-        (
-            &format!("cache_dir = \"{}\"", cache.display()),
-            &format!("cache_dir = \"{}/cache\"", file.display()),
             "tls.acme.cache_dir",
+            format!("{}/cache", file.display()).into(),
         ),
     ] {
-        let toml = base.replace(from, to);
+        let toml = base.clone().set(key, value).text();
         support::assert_refused(&toml, key);
     }
 }

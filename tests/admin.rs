@@ -12,7 +12,7 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use support::{Client, Setup, WAIT, raw_tcp, status_of, tls_connect};
+use support::{Client, ConfigToml, Setup, WAIT, raw_tcp, status_of, tls_connect};
 
 fn admin_toml(setup: &Setup, extra: &str) -> String {
     setup.toml(&format!("[admin]\nlisten = \"127.0.0.1:0\"\n{extra}"))
@@ -134,9 +134,10 @@ async fn reload_installs_good_configs_and_refuses_bad_ones_under_traffic() {
             "*.wild.test",
         ],
     );
-    let grown = admin_toml(&setup, "[[routes]]\nhost = \"app.test\"\npath_prefix = \"/health\"\nrespond = { status = 200, body = \"reloaded\" }\n[[routes]]\nhost = \"fresh.test\"\nupstream = \"app\"\n")
-        .replace(&setup.pki.cert.display().to_string(), &cert.display().to_string())
-        .replace(&setup.pki.key.display().to_string(), &key.display().to_string());
+    let grown = ConfigToml::parse(&admin_toml(&setup, "[[routes]]\nhost = \"app.test\"\npath_prefix = \"/health\"\nrespond = { status = 200, body = \"reloaded\" }\n[[routes]]\nhost = \"fresh.test\"\nupstream = \"app\"\n"))
+        .set("tls.certificates[0].cert", cert.display().to_string())
+        .set("tls.certificates[0].key", key.display().to_string())
+        .text();
     std::fs::write(&file, &grown).unwrap();
     assert_eq!(
         admin(addr, "POST", "/reload").await,
@@ -255,7 +256,9 @@ mod attacks {
 
     use super::admin_toml;
     use super::support::employees::{Employees, client, gateway_toml};
-    use super::support::{self, Setup, WAIT, exchange, status_of, tcp_from, tls_connect};
+    use super::support::{
+        self, ConfigToml, Setup, WAIT, exchange, status_of, strings, tcp_from, tls_connect,
+    };
 
     const GET_METRICS: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n";
 
@@ -264,15 +267,12 @@ mod attacks {
         let setup = Setup::new().await;
         // 127.66/16 is denied; 127.50/16 belongs to an environment we peer to (it never
         // reaches us).
-        let toml = admin_toml(&setup, "")
-            .replace(
-                "test = [\"127.0.0.0/8\", \"::1/128\"]",
-                "test = [\"127.0.0.1/32\", \"::1/128\"]\ndb = [\"127.50.0.0/16\"]",
-            )
-            .replace(
-                "environment = \"test\"\n[listen]",
-                "environment = \"test\"\n[[peerings]]\nfrom = \"test\"\nto = \"db\"\n[access]\ndeny_clients = [\"127.66.0.0/16\"]\n[listen]",
-            );
+        let toml = ConfigToml::parse(&admin_toml(&setup, ""))
+            .set("networks.test", strings(&["127.0.0.1/32", "::1/128"]))
+            .set("networks.db", strings(&["127.50.0.0/16"]))
+            .push("peerings", &[("from", "test".into()), ("to", "db".into())])
+            .set("access.deny_clients", strings(&["127.66.0.0/16"]))
+            .text();
         let proxy = support::start_toml(&toml).await;
         let addr = proxy.admin_addr.unwrap();
         for from in ["127.66.0.5", "127.50.0.9"] {

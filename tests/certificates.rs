@@ -28,21 +28,39 @@ async fn unservable_certificate_files_are_refused_by_key() {
         KeyPair::generate().unwrap().serialize_pem(),
     )
     .unwrap();
-    let base = setup.toml("");
-    let cert = setup.pki.cert.display().to_string();
-    let key_path = setup.pki.key.display().to_string();
+    let files = |cert: &str, key: &str| {
+        setup
+            .config()
+            .set(
+                "tls.certificates[0].cert",
+                dir.join(cert).display().to_string(),
+            )
+            .set(
+                "tls.certificates[0].key",
+                dir.join(key).display().to_string(),
+            )
+            .text()
+    };
     let cases = [
         (
-            base.replace(&cert, &dir.join("expired.crt").display().to_string())
-                .replace(&key_path, &dir.join("expired.key").display().to_string()),
+            files("expired.crt", "expired.key"),
             "certificate has expired",
         ),
         (
-            base.replace(&key_path, &dir.join("other.key").display().to_string()),
+            setup
+                .config()
+                .set(
+                    "tls.certificates[0].key",
+                    dir.join("other.key").display().to_string(),
+                )
+                .text(),
             "private key does not match",
         ),
         (
-            base.replace(&cert, "/nonexistent/cert.pem"),
+            setup
+                .config()
+                .set("tls.certificates[0].cert", "/nonexistent/cert.pem")
+                .text(),
             "cannot read /nonexistent/cert.pem",
         ),
     ];
@@ -66,10 +84,10 @@ async fn sighup_reloads_the_running_binary() {
         .local_addr()
         .unwrap()
         .port();
-    let toml = setup.toml("").replace(
-        "https = \"127.0.0.1:0\"",
-        &format!("https = \"127.0.0.1:{port}\""),
-    );
+    let toml = setup
+        .config()
+        .set("listen.https", format!("127.0.0.1:{port}"))
+        .text();
     std::fs::write(&file, &toml).unwrap();
     let mut child = support::Spawned(
         Command::new(env!("CARGO_BIN_EXE_portcullis"))

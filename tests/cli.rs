@@ -11,7 +11,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use support::{Setup, portcullis};
+use support::{Setup, portcullis, strings};
 
 #[tokio::test]
 async fn check_describes_a_valid_config() {
@@ -38,15 +38,10 @@ async fn check_lists_every_error_by_key() {
     let setup = Setup::new().await;
     let app = setup.app.addr.to_string();
     let toml = setup
-        .toml("")
-        .replace(
-            &format!("addrs = [\"{app}\"]"),
-            &format!("addrs = [\"{app}\", \"8.8.8.8:80\"]"),
-        )
-        .replace(
-            "test = [\"127.0.0.0/8\", \"::1/128\"]",
-            "test = [\"127.0.0.0/8\", \"1.1.1.0/24\"]",
-        );
+        .config()
+        .set("upstreams.app.addrs", strings(&[&app, "8.8.8.8:80"]))
+        .set("networks.test[1]", "1.1.1.0/24")
+        .text();
     let file = setup.pki.dir.path().join("bad.toml");
     std::fs::write(&file, toml).unwrap();
     let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
@@ -103,10 +98,10 @@ async fn check_warns_about_legal_but_weak_hsts() {
 #[tokio::test]
 async fn upstream_names_are_resolved_by_check_not_by_validation() {
     let setup = Setup::new().await;
-    let toml = setup.toml("").replace(
-        &format!("addrs = [\"{}\"]", setup.app.addr),
-        "addrs = [\"nowhere.invalid:80\"]",
-    );
+    let toml = setup
+        .config()
+        .set("upstreams.app.addrs[0]", "nowhere.invalid:80")
+        .text();
     assert!(
         support::config_from(&toml).is_ok(),
         "validation went to the network"

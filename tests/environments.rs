@@ -13,19 +13,20 @@ use std::net::IpAddr;
 
 use support::upstream::Upstream;
 use support::{
-    Client, Setup, read_to_close, request, start_toml, status_of, tcp_from, tls_connect_from,
+    Client, ConfigToml, Setup, read_to_close, request, start_toml, status_of, strings, tcp_from,
+    tls_connect_from,
 };
 use tokio::io::AsyncWriteExt;
 
 /// `test` owns 127.0.0.1 only; the database provider owns 127.50.0.0/16; 127.66.0.0/16 is denied.
-fn segregated(setup: &Setup, extra: &str) -> String {
+fn segregated(setup: &Setup) -> ConfigToml {
     setup
-        .toml(extra)
-        .replace(
-            "test = [\"127.0.0.0/8\", \"::1/128\"]",
-            "test = [\"127.0.0.1/32\", \"::1/128\"]\ndb = [\"127.50.0.0/16\"]\nstaging = [\"127.60.0.0/16\"]",
-        )
-        .replace("environment = \"test\"\n[listen]", "environment = \"test\"\n[[peerings]]\nfrom = \"test\"\nto = \"db\"\n[access]\ndeny_clients = [\"127.66.0.0/16\"]\n[listen]")
+        .config()
+        .set("networks.test", strings(&["127.0.0.1/32", "::1/128"]))
+        .set("networks.db", strings(&["127.50.0.0/16"]))
+        .set("networks.staging", strings(&["127.60.0.0/16"]))
+        .push("peerings", &[("from", "test".into()), ("to", "db".into())])
+        .set("access.deny_clients", strings(&["127.66.0.0/16"]))
 }
 
 #[tokio::test]
@@ -36,7 +37,7 @@ async fn peered_environment_is_reachable_one_way() {
         "[upstreams.db]\nenvironment = \"db\"\naddrs = [\"{}\"]\n[[routes]]\nhost = \"app.test\"\npath_prefix = \"/db\"\nupstream = \"db\"\n",
         db.addr
     );
-    let proxy = start_toml(&segregated(&setup, &extra)).await;
+    let proxy = start_toml(&segregated(&setup).merge(&extra).text()).await;
     let mut client = Client::connect(true, proxy.https_addr, "app.test", &setup.pki).await;
     assert_eq!(client.get("app.test", "/db").await.status, 200);
     assert_eq!(db.hits(), 1);
@@ -59,17 +60,17 @@ async fn peered_environment_is_reachable_one_way() {
 async fn unpeered_and_reverse_peerings_are_refused() {
     let setup = Setup::new().await;
     let staging = "[upstreams.st]\nenvironment = \"staging\"\naddrs = [\"127.60.0.1:80\"]\n";
-    let found = support::problem_lines(&segregated(&setup, staging));
+    let found = support::problem_lines(&segregated(&setup).merge(staging).text());
     assert!(
         found
             .iter()
             .any(|p| p.starts_with("upstreams.st.environment: ")),
         "{found:#?}"
     );
-    let reverse = segregated(&setup, "").replace(
-        "[[peerings]]\nfrom = \"test\"\nto = \"db\"",
-        "[[peerings]]\nfrom = \"db\"\nto = \"test\"",
-    );
+    let reverse = segregated(&setup)
+        .set("peerings[0].from", "db")
+        .set("peerings[0].to", "test")
+        .text();
     let found = support::problem_lines(&reverse);
     assert!(
         found
@@ -77,13 +78,15 @@ async fn unpeered_and_reverse_peerings_are_refused() {
             .any(|p| p.starts_with("peerings[0].from: ") && p.contains("would let it reach us")),
         "{found:#?}"
     );
-    let unknown = segregated(&setup, "").replace("to = \"db\"", "to = \"nowhere\"");
+    let unknown = segregated(&setup).set("peerings[0].to", "nowhere").text();
     assert!(
         support::problem_lines(&unknown)
             .iter()
             .any(|p| p.starts_with("peerings[0].to: "))
     );
-    let bad_range = segregated(&setup, "").replace("\"127.66.0.0/16\"", "\"not-a-net\"");
+    let bad_range = segregated(&setup)
+        .set("access.deny_clients[0]", "not-a-net")
+        .text();
     assert!(
         support::problem_lines(&bad_range)
             .iter()
@@ -94,7 +97,7 @@ async fn unpeered_and_reverse_peerings_are_refused() {
 #[tokio::test]
 async fn denied_clients_are_closed_at_accept_on_both_listeners() {
     let setup = Setup::new().await;
-    let proxy = start_toml(&segregated(&setup, "")).await;
+    let proxy = start_toml(&segregated(&setup).text()).await;
     let denied: IpAddr = "127.66.1.2".parse().unwrap();
     let allowed: IpAddr = "127.0.0.1".parse().unwrap();
     for addr in [proxy.https_addr, proxy.http_addr.unwrap()] {
@@ -154,12 +157,10 @@ async fn other_environments_and_mapped_notations_are_refused_at_accept() {
     let setup = Setup::new().await;
     // Written in IPv4-mapped form: must still match IPv4 peers. Staging is neither ours nor
     // peered: it never reaches us.
-    let toml = segregated(&setup, "")
-        .replace("\"127.66.0.0/16\"", "\"::ffff:127.66.0.0/112\"")
-        .replace(
-            "staging = [\"127.60.0.0/16\"]",
-            "staging = [\"::ffff:127.60.0.0/112\"]",
-        );
+    let toml = segregated(&setup)
+        .set("access.deny_clients[0]", "::ffff:127.66.0.0/112")
+        .set("networks.staging[0]", "::ffff:127.60.0.0/112")
+        .text();
     let proxy = start_toml(&toml).await;
     for from in ["127.66.0.7", "127.60.0.9", "127.50.0.9"] {
         assert!(
@@ -170,10 +171,9 @@ async fn other_environments_and_mapped_notations_are_refused_at_accept() {
     assert!(served_from(&setup, "127.0.0.1", proxy.https_addr).await);
     assert!(proxy.shutdown().await);
 
-    let overlapping = segregated(&setup, "").replace(
-        "staging = [\"127.60.0.0/16\"]",
-        "staging = [\"::ffff:127.50.0.0/112\"]",
-    );
+    let overlapping = segregated(&setup)
+        .set("networks.staging[0]", "::ffff:127.50.0.0/112")
+        .text();
     assert!(
         support::problem_lines(&overlapping)
             .iter()
@@ -188,7 +188,7 @@ fn check_prints_the_exposure() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let setup = runtime.block_on(Setup::new());
     let file = setup.pki.dir.path().join("exposure.toml");
-    std::fs::write(&file, segregated(&setup, "")).unwrap();
+    std::fs::write(&file, segregated(&setup).text()).unwrap();
     let stdout = support::portcullis_ok(&["check", "-c", file.to_str().unwrap()]);
     assert!(stdout.contains("exposure:"), "{stdout}");
     assert!(stdout.contains("socket https 127.0.0.1:0"), "{stdout}");

@@ -18,7 +18,7 @@ mod support;
 use http_body_util::Full;
 use support::employees::{Employees, client, gateway_toml};
 use support::upstream::seen;
-use support::{Setup, config_from, get, request, start_toml, tls_connect};
+use support::{Setup, config_from, get, request, start_toml, strings, tls_connect};
 
 #[tokio::test]
 async fn identities_grants_and_certificate_failures() {
@@ -295,52 +295,37 @@ async fn second_factor_form_session_and_replay() {
 async fn bad_gateway_configs_are_refused_by_key() {
     let setup = Setup::new().await;
     let employees = Employees::new();
-    let good = setup.toml(&gateway_toml(&setup, &employees, 666));
-    assert!(config_from(&good).is_ok());
+    let good = setup.config().merge(&gateway_toml(&setup, &employees, 666));
+    assert!(config_from(&good.text()).is_ok());
     let open_secret = employees.secret_file(0o644);
-    let secret_path = employees
-        .dir
-        .path()
-        .join("alice-600.totp")
-        .display()
-        .to_string();
     let cases = [
         (
-            good.replace(&secret_path, &open_secret.display().to_string()),
+            good.clone().set(
+                "gateway.users.alice.totp_secret_file",
+                open_secret.display().to_string(),
+            ),
             "gateway.users.alice.totp_secret_file",
         ),
         (
-            good.replace(
-                "allow = [\"alice\", \"group:ops\"]",
-                "allow = [\"alice\", \"group:nobody\"]",
-            ),
+            good.clone().set("routes[4].allow[1]", "group:nobody"),
             "routes[4].allow[1]",
         ),
         (
-            good.replace(
-                "allow = [\"alice\"]\nmfa = true",
-                "allow = [\"bob\"]\nmfa = true",
-            ),
+            good.clone().set("routes[7].allow", strings(&["bob"])),
             "routes[7].mfa",
         ),
         (
-            good.replace(
-                "[[routes]]\nhost = \"www.corp.test\"\nupstream = \"app\"\n",
-                "[[routes]]\nhost = \"www.corp.test\"\nupstream = \"app\"\nallow = [\"alice\"]\n",
-            ),
+            good.clone().set("routes[8].allow", strings(&["alice"])),
             "routes[8].allow",
         ),
         (
             // Filed under its own key, not under `allow`.
-            good.replace(
-                "[[routes]]\nhost = \"www.corp.test\"\nupstream = \"app\"\n",
-                "[[routes]]\nhost = \"www.corp.test\"\nupstream = \"app\"\nmfa = true\n",
-            ),
+            good.clone().set("routes[8].mfa", true),
             "routes[8].mfa",
         ),
     ];
     for (toml, key) in cases {
-        support::assert_refused(&toml, key);
+        support::assert_refused(&toml.text(), key);
     }
     let no_gateway = setup.toml("[[routes]]\nhost = \"app.test\"\npath_prefix = \"/x\"\nupstream = \"app\"\ninternal = true\n");
     support::assert_refused(&no_gateway, "routes[4].internal");

@@ -80,9 +80,7 @@ impl Proxy {
         let config = dir.join("logs.toml");
         std::fs::write(
             &config,
-            setup
-                .toml(extra)
-                .replace("[log]\n", "[log]\nstdout = true\n"),
+            setup.config().merge(extra).set("log.stdout", true).text(),
         )
         .unwrap();
         let stderr_path = dir.join("stderr.txt");
@@ -354,9 +352,7 @@ async fn old_files_are_deleted_at_start_up_within_retention() {
         for file in &files {
             std::fs::write(dir.join(file), "{}\n").unwrap();
         }
-        let toml = setup
-            .toml("")
-            .replace("[log]\n", &format!("[log]\nretention_days = {retention}\n"));
+        let toml = setup.config().set("log.retention_days", retention).text();
         let proxy = support::start_toml(&toml).await;
         let deadline = std::time::Instant::now() + WAIT;
         // The access-log and audit writers each sweep their own files.
@@ -391,9 +387,7 @@ async fn old_files_are_deleted_at_start_up_within_retention() {
 async fn retention_outside_15_to_30_days_is_refused() {
     let setup = Setup::new().await;
     for days in [0, 14, 31, 365] {
-        let toml = setup
-            .toml("")
-            .replace("[log]\n", &format!("[log]\nretention_days = {days}\n"));
+        let toml = setup.config().set("log.retention_days", days).text();
         support::assert_refused(&toml, "log.retention_days");
     }
 }
@@ -416,10 +410,10 @@ async fn an_unwritable_log_dir_does_not_stop_serving() {
     let setup = Setup::new().await;
     let blocker = setup.pki.dir.path().join("not-a-dir");
     std::fs::write(&blocker, "").unwrap();
-    let toml = setup.toml("").replace(
-        &setup.log_dir().display().to_string(),
-        &blocker.join("logs").display().to_string(),
-    );
+    let toml = setup
+        .config()
+        .set("log.dir", blocker.join("logs").display().to_string())
+        .text();
     let proxy = support::start_toml(&toml).await;
     let mut client = Client::connect(false, proxy.https_addr, "localhost", &setup.pki).await;
     for _ in 0..3 {
@@ -430,9 +424,7 @@ async fn an_unwritable_log_dir_does_not_stop_serving() {
 #[tokio::test]
 async fn opt_in_client_hash_counts_clients_without_naming_them() {
     let setup = Setup::new().await;
-    let toml = setup
-        .toml("")
-        .replace("[log]\n", "[log]\nclient_hash = true\n");
+    let toml = setup.config().set("log.client_hash", true).text();
     let proxy = support::start_toml(&toml).await;
     for client in ["127.86.75.30", "127.86.75.30", "127.86.75.31"] {
         let ip: IpAddr = client.parse().unwrap();

@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{Client, Setup, config_from, start_config};
+use support::{Client, Setup, config_from, start_config, strings};
 
 fn assert_refused(problems: &[String], key: &str, reason: &str) {
     assert!(
@@ -22,7 +22,6 @@ fn assert_refused(problems: &[String], key: &str, reason: &str) {
 #[tokio::test]
 async fn non_private_networks_are_refused() {
     let setup = Setup::new().await;
-    let base = setup.toml("");
     for (net, reason) in [
         ("8.8.8.0/24", "not inside a private range"),
         ("0.0.0.0/0", "link-local"),
@@ -31,10 +30,7 @@ async fn non_private_networks_are_refused() {
         ("2001:db8::/32", "not inside a private range"),
         ("10.0.0.0/300", "not a network in CIDR notation"),
     ] {
-        let toml = base.replace(
-            "test = [\"127.0.0.0/8\", \"::1/128\"]",
-            &format!("test = [\"127.0.0.0/8\", \"{net}\"]"),
-        );
+        let toml = setup.config().set("networks.test[1]", net).text();
         assert_refused(&support::problem_lines(&toml), "networks.test[1]", reason);
     }
 }
@@ -43,11 +39,10 @@ async fn non_private_networks_are_refused() {
 async fn upstreams_outside_their_environment_are_refused() {
     let setup = Setup::new().await;
     let app = setup.app.addr.to_string();
-    let base = setup.toml("");
-    let public = base.replace(
-        &format!("addrs = [\"{app}\"]"),
-        &format!("addrs = [\"{app}\", \"8.8.8.8:80\"]"),
-    );
+    let public = setup
+        .config()
+        .set("upstreams.app.addrs", strings(&[&app, "8.8.8.8:80"]))
+        .text();
     assert_refused(
         &support::problem_lines(&public),
         "upstreams.app.addrs[1]",
@@ -55,10 +50,14 @@ async fn upstreams_outside_their_environment_are_refused() {
     );
     // Cloud metadata endpoints, built in or listed, are never upstreams, even inside the
     // environment's own networks.
-    let with_metadata_nets = base.replace(
-        "[networks]\n",
-        "[access]\nmetadata_endpoints = [\"10.9.9.9/32\"]\n[networks]\nmeta = [\"100.64.0.0/10\", \"fd00::/8\", \"10.9.0.0/16\"]\n",
-    );
+    let with_metadata_nets = setup
+        .config()
+        .set("access.metadata_endpoints", strings(&["10.9.9.9/32"]))
+        .set(
+            "networks.meta",
+            strings(&["100.64.0.0/10", "fd00::/8", "10.9.0.0/16"]),
+        )
+        .set("upstreams.app.environment", "meta");
     for (addr, shown) in [
         ("169.254.169.254:80", "169.254.169.254:80"),
         ("[fd00:ec2::254]:80", "[fd00:ec2::254]:80"),
@@ -66,28 +65,31 @@ async fn upstreams_outside_their_environment_are_refused() {
         ("10.9.9.9:80", "10.9.9.9:80"),
         ("[::ffff:169.254.169.254]:80", "[::ffff:169.254.169.254]:80"),
     ] {
-        let metadata = with_metadata_nets.replace(&app, addr).replace(
-            "environment = \"test\"\naddrs",
-            "environment = \"meta\"\naddrs",
-        );
+        let metadata = with_metadata_nets
+            .clone()
+            .set("upstreams.app.addrs[0]", addr)
+            .text();
         assert_refused(
             &support::problem_lines(&metadata),
             "upstreams.app.addrs[0]",
             &format!("{shown} is a cloud metadata endpoint"),
         );
     }
-    let elsewhere = base.replace(&app, "10.1.2.3:80");
+    let elsewhere = setup
+        .config()
+        .set("upstreams.app.addrs[0]", "10.1.2.3:80")
+        .text();
     assert_refused(
         &support::problem_lines(&elsewhere),
         "upstreams.app.addrs[0]",
         "not in any network of environment \"test\"",
     );
-    let cross = base
-        .replace("[networks]\n", "[networks]\nstaging = [\"10.1.0.0/16\"]\n")
-        .replace(
-            "[upstreams.app]\nenvironment = \"test\"\naddrs = [\"",
-            "[upstreams.app]\nenvironment = \"staging\"\naddrs = [\"10.1.2.3:80\", \"",
-        );
+    let cross = setup
+        .config()
+        .set("networks.staging", strings(&["10.1.0.0/16"]))
+        .set("upstreams.app.environment", "staging")
+        .set("upstreams.app.addrs", strings(&["10.1.2.3:80", &app]))
+        .text();
     let found = support::problem_lines(&cross);
     assert_refused(
         &found,
@@ -99,16 +101,19 @@ async fn upstreams_outside_their_environment_are_refused() {
         "upstreams.app.addrs[1]",
         "not in any network of environment \"staging\"",
     );
-    let unknown = base.replace(
-        "environment = \"test\"\naddrs",
-        "environment = \"nowhere\"\naddrs",
-    );
+    let unknown = setup
+        .config()
+        .set("upstreams.app.environment", "nowhere")
+        .text();
     assert_refused(
         &support::problem_lines(&unknown),
         "upstreams.app.environment",
         "no entry in [networks]",
     );
-    let overlap = base.replace("[networks]\n", "[networks]\nother = [\"127.1.0.0/16\"]\n");
+    let overlap = setup
+        .config()
+        .set("networks.other", strings(&["127.1.0.0/16"]))
+        .text();
     assert_refused(
         &support::problem_lines(&overlap),
         "networks.test[0]",
@@ -120,8 +125,10 @@ async fn upstreams_outside_their_environment_are_refused() {
 async fn every_problem_is_reported_at_once() {
     let setup = Setup::new().await;
     let toml = setup
-        .toml("[limits]\nidle_timeout = \"soon\"\nmax_header_bytes = 10\n[[routes]]\nhost = \"not a host\"\nupstream = \"missing\"\n")
-        .replace("https = \"127.0.0.1:0\"", "https = \"nowhere\"");
+        .config()
+        .merge("[limits]\nidle_timeout = \"soon\"\nmax_header_bytes = 10\n[[routes]]\nhost = \"not a host\"\nupstream = \"missing\"\n")
+        .set("listen.https", "nowhere")
+        .text();
     let found = support::problem_lines(&toml);
     assert_refused(&found, "listen.https", "not an ip:port");
     assert_refused(&found, "limits.idle_timeout", "not a duration");
@@ -139,10 +146,10 @@ async fn every_problem_is_reported_at_once() {
 async fn rebinding_out_of_the_environment_is_refused_at_connect() {
     let setup = Setup::new().await;
     let port = setup.app.addr.port();
-    let toml = setup.toml("").replace(
-        &format!("addrs = [\"{}\"]", setup.app.addr),
-        &format!("addrs = [\"localhost:{port}\"]"),
-    );
+    let toml = setup
+        .config()
+        .set("upstreams.app.addrs[0]", format!("localhost:{port}"))
+        .text();
     let mut config = config_from(&toml).unwrap();
     // The name was private when the config was checked; now pretend DNS moved it elsewhere.
     let upstream = config

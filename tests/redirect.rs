@@ -51,9 +51,7 @@ async fn any_method_is_redirected_with_target_intact() {
 #[tokio::test]
 async fn public_port_443_is_omitted_and_wildcards_are_served() {
     let setup = Setup::new().await;
-    let toml = setup
-        .toml("")
-        .replace("[listen]\n", "[listen]\npublic_https_port = 443\n");
+    let toml = setup.config().set("listen.public_https_port", 443).text();
     let proxy = start_toml(&toml).await;
     let raw = raw_tcp(
         proxy.http_addr.unwrap(),

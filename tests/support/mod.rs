@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod clients;
+mod config;
 pub mod employees;
 mod pki;
 mod raw;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use portcullis::{Config, Running};
 
 pub use clients::*;
+pub use config::{ConfigToml, strings};
 pub use pki::{CERT_NAMES, Pki};
 pub use raw::*;
 pub use upstream::Upstream;
@@ -118,6 +120,11 @@ dir = "{logs}"
             key = self.pki.key.display(),
             app = self.app.addr,
         )
+    }
+
+    /// The base config as a table to change by key.
+    pub fn config(&self) -> ConfigToml {
+        ConfigToml::parse(&self.toml(""))
     }
 
     /// Where this setup's access logs go.

@@ -8,6 +8,7 @@ mod acme;
 mod describe;
 mod environments;
 mod error;
+mod files;
 mod gateway;
 pub mod raw;
 mod validate;
@@ -36,7 +37,7 @@ use environments::{
 };
 use raw::RawConfig;
 use validate::{
-    Key, Problems, hsts_value, hsts_warnings, validate_admin, validate_certificates,
+    Key, Problems, hsts_value, hsts_warnings, require_certificates, validate_admin,
     validate_limits, validate_listen, validate_routes,
 };
 
@@ -244,7 +245,9 @@ impl Config {
         Ok(toml::from_str(&text)?)
     }
 
-    /// Validates a parsed file.
+    /// Validates a parsed file: its values, then the files they name (certificates, the
+    /// employee CA, revocation lists, TOTP secrets, the ACME CA) and the checks that need those.
+    /// Nothing is written and no name is resolved: see [`Config::resolve_upstreams`].
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
         let mut problems = Problems::default();
         let listen = validate_listen(&raw, &mut problems);
@@ -261,8 +264,19 @@ impl Config {
         );
         let metadata = validate_metadata(&raw, &mut problems);
         let upstreams = validate_upstreams(&raw, &environments, &metadata, &mut problems);
-        let certificates = CertStore::new(validate_certificates(&raw, &mut problems));
-        let gateway = gateway::validate_gateway(&raw, &mut problems);
+        require_certificates(&raw, &mut problems);
+
+        // The load step: every file the config names, read once.
+        let certificates = files::certificates(&raw, &mut problems);
+        let gateway_files = raw
+            .gateway
+            .as_ref()
+            .and_then(|g| files::gateway(g, &mut problems));
+        if let Some(acme) = &raw.tls.acme {
+            files::acme(acme, &mut problems);
+        }
+
+        let gateway = gateway::validate_gateway(&raw, gateway_files, &mut problems);
         let admin = validate_admin(&raw, gateway.as_ref(), &mut problems);
         let routes = validate_routes(
             &raw,
@@ -334,7 +348,7 @@ impl Config {
     /// validation itself never touches the network.
     pub fn resolve_upstreams(&self) -> Result<(), ConfigError> {
         let mut problems = Problems::default();
-        environments::resolve_upstreams(&self.upstreams, &mut problems);
+        files::resolve_upstreams(&self.upstreams, &mut problems);
         problems.finish()
     }
 

@@ -1,7 +1,7 @@
 //! `[tls.acme]`, validated: names we route and do not also serve from files, a mailto contact,
-//! a known or `https://` directory, and a cache directory we can write (mode 0700).
+//! a known or `https://` directory. Its files are checked by the load step (`files.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::raw::{RawAcme, RawConfig};
 use super::validate::{Key, Problems};
@@ -74,14 +74,6 @@ pub(super) fn validate_acme(
             String::new()
         }
     };
-    if let Err(e) = check_cache_dir(&acme.cache_dir) {
-        problems.push("tls.acme.cache_dir", ProblemKind::CacheDir(e));
-    }
-    if let Some(ca) = &acme.directory_ca
-        && let Err(e) = crate::certs::load_roots(ca)
-    {
-        problems.push("tls.acme.directory_ca", e);
-    }
     Some(settings(acme, directory))
 }
 
@@ -96,21 +88,5 @@ fn settings(acme: &RawAcme, directory: String) -> AcmeSettings {
         directory,
         cache_dir: acme.cache_dir.clone(),
         directory_ca: acme.directory_ca.clone(),
-    }
-}
-
-/// Without touching anything: the directory, or the nearest existing parent it would be made
-/// in, is a directory. Whether it can be written is learnt when the ACME task creates it.
-fn check_cache_dir(dir: &Path) -> std::io::Result<()> {
-    let existing = dir
-        .ancestors()
-        .find(|d| d.as_os_str().is_empty() || d.exists())
-        .filter(|d| !d.as_os_str().is_empty());
-    match existing {
-        Some(d) if !std::fs::metadata(d)?.is_dir() => Err(std::io::Error::new(
-            std::io::ErrorKind::NotADirectory,
-            format!("{} is not a directory", d.display()),
-        )),
-        _ => Ok(()),
     }
 }

@@ -2,7 +2,7 @@
 //! who may reach whom, checked once here and enforced at run time by `networks`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 
 use http::uri::Authority;
 
@@ -154,7 +154,7 @@ fn parse_upstream_addr(value: &str) -> Result<UpstreamAddr, ProblemKind> {
 
 /// Refuses an upstream address outside the environment's networks: metadata endpoints, then
 /// public addresses, then private ones of another environment. `shown` names it in the error.
-fn check_reachable(
+pub(super) fn check_reachable(
     ip: IpAddr,
     shown: &str,
     env: &str,
@@ -179,43 +179,6 @@ fn check_reachable(
             env: env.to_owned(),
         },
     })
-}
-
-/// What the names among the upstream addresses resolve to now, each address checked as a
-/// literal would be. The connector checks again at every connect; this is the early warning.
-pub(super) fn resolve_upstreams(upstreams: &[UpstreamConfig], problems: &mut Problems) {
-    for upstream in upstreams {
-        for (i, addr) in upstream.addrs.iter().enumerate() {
-            if addr.ip.is_some() {
-                continue;
-            }
-            let key = Key::new("upstreams")
-                .field(&upstream.name)
-                .field("addrs")
-                .index(i);
-            let value = addr.authority.as_str();
-            let resolved = match value.to_socket_addrs() {
-                Ok(resolved) => resolved,
-                Err(_) => {
-                    problems.push(key, ProblemKind::Unresolvable(value.to_owned()));
-                    continue;
-                }
-            };
-            for ip in resolved.map(|a| a.ip().to_canonical()) {
-                let shown = format!("{value} (resolves to {ip})");
-                if let Err(kind) = check_reachable(
-                    ip,
-                    &shown,
-                    &upstream.environment,
-                    &upstream.networks,
-                    &upstream.metadata_endpoints,
-                ) {
-                    problems.push(key, kind);
-                    break;
-                }
-            }
-        }
-    }
 }
 
 /// Peerings must name declared environments and start at the instance's own: this config can

@@ -3,14 +3,13 @@
 //! people and groups that exist.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rustls::pki_types::CertificateRevocationListDer;
-use rustls::pki_types::pem::PemObject;
 
 use super::ProblemKind;
+use super::files::GatewayFiles;
 use super::raw::{RawConfig, RawGateway, RawRoute};
 use super::validate::{Key, Problems};
 
@@ -116,36 +115,15 @@ impl std::fmt::Display for Grant {
     }
 }
 
+/// `[gateway]` from its values and what the load step read for it; `None` without a
+/// gateway, or when its employee CA could not be read (that problem is already filed).
 pub(super) fn validate_gateway(
     raw: &RawConfig,
+    files: Option<GatewayFiles>,
     problems: &mut Problems,
 ) -> Option<GatewaySettings> {
     let gateway = raw.gateway.as_ref()?;
-    let client_roots = crate::certs::load_roots(&gateway.client_ca)
-        .map_err(|e| problems.push("gateway.client_ca", e))
-        .ok()?;
-    let (crls, crl_updates) = gateway
-        .crls
-        .iter()
-        .enumerate()
-        .filter_map(|(i, path)| {
-            let key = String::from(Key::new("gateway.crls").index(i));
-            let crl = CertificateRevocationListDer::from_pem_file(path).ok();
-            let next_update = crl.as_ref().and_then(|der| {
-                let (_, parsed) = x509_parser::parse_x509_crl(der).ok()?;
-                Some(parsed.next_update().map(|t| {
-                    UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
-                }))
-            });
-            match (crl, next_update) {
-                (Some(crl), Some(next_update)) => Some((crl, CrlUpdate { key, next_update })),
-                _ => {
-                    problems.push(key, ProblemKind::Crl(path.clone()));
-                    None
-                }
-            }
-        })
-        .unzip();
+    let files = files?;
     let mfa_session = humantime::parse_duration(&gateway.mfa_session)
         .map_err(|_| {
             problems.push(
@@ -159,27 +137,17 @@ pub(super) fn validate_gateway(
         .users
         .iter()
         .map(|(name, user)| {
-            let totp = user.totp_secret_file.as_ref().and_then(|file| {
-                load_totp(file)
-                    .map_err(|kind| {
-                        let key = Key::new("gateway.users").field(name);
-                        problems.push(key.field("totp_secret_file"), kind);
-                    })
-                    .ok()
-            });
-            (
-                name.clone(),
-                User {
-                    groups: user.groups.clone(),
-                    totp,
-                },
-            )
+            let user = User {
+                groups: user.groups.clone(),
+                totp: files.totp.get(name).cloned(),
+            };
+            (name.clone(), user)
         })
         .collect();
     Some(GatewaySettings {
-        client_roots: Arc::new(client_roots),
-        crls,
-        crl_updates,
+        client_roots: files.client_roots,
+        crls: files.crls,
+        crl_updates: files.crl_updates,
         mfa_session,
         lockout,
         users,
@@ -209,27 +177,6 @@ fn lockout_policy(gateway: &RawGateway, problems: &mut Problems) -> LockoutPolic
         problems.push("gateway.mfa_lockout", ProblemKind::Lockout);
     }
     policy
-}
-
-/// A base32 secret in a file only its owner can read.
-fn load_totp(file: &Path) -> Result<Arc<totp_rs::Totp>, ProblemKind> {
-    use std::os::unix::fs::PermissionsExt;
-    let unreadable = |_| ProblemKind::TotpSecret(file.to_owned());
-    let mode = std::fs::metadata(file)
-        .map_err(unreadable)?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(ProblemKind::TotpMode(file.to_owned()));
-    }
-    let text = std::fs::read_to_string(file).map_err(unreadable)?;
-    let secret = totp_rs::Secret::try_from_base32(text.trim())
-        .map_err(|_| ProblemKind::TotpSecret(file.to_owned()))?;
-    totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .map(Arc::new)
-        .map_err(|_| ProblemKind::TotpSecret(file.to_owned()))
 }
 
 /// The access rules of route `i`, checked against the gateway's people.

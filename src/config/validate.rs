@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +15,7 @@ use super::{
     AdminSettings, ConfigError, GatewaySettings, Limits, Listen, MIN_HEADER_BYTES, Problem,
     ProblemKind, RouteAction, RouteConfig, UpstreamConfig, UpstreamId,
 };
-use crate::certs::{CertEntry, CertStore, load_certificate};
+use crate::certs::CertStore;
 use crate::host::HostPattern;
 use crate::networks::check_private;
 
@@ -136,24 +135,11 @@ pub(super) fn validate_limits(raw: &RawLimits, problems: &mut Problems) -> Limit
     limits
 }
 
-pub(super) fn validate_certificates(
-    raw: &RawConfig,
-    problems: &mut Problems,
-) -> Vec<Arc<CertEntry>> {
+/// Something to serve: certificate files, or ACME.
+pub(super) fn require_certificates(raw: &RawConfig, problems: &mut Problems) {
     if raw.tls.certificates.is_empty() && raw.tls.acme.is_none() {
         problems.push("tls.certificates", ProblemKind::NoCertificate);
     }
-    raw.tls
-        .certificates
-        .iter()
-        .enumerate()
-        .filter_map(|(i, files)| {
-            load_certificate(&files.cert, &files.key)
-                .map_err(|e| problems.push(Key::new("tls.certificates").index(i), e))
-                .ok()
-                .map(Arc::new)
-        })
-        .collect()
 }
 
 pub(super) fn validate_routes(

@@ -1,0 +1,187 @@
+//! The load step: everything a config names outside itself, read after the values are parsed,
+//! each problem under its key. Certificates and keys, the employee CA, revocation lists, TOTP
+//! secrets, the ACME directory's CA and cache directory, and what upstream names resolve to.
+//! Nothing here writes: `check` leaves the disk as it found it.
+
+use std::collections::BTreeMap;
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rustls::pki_types::CertificateRevocationListDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::environments::check_reachable;
+use super::raw::{RawAcme, RawConfig, RawGateway};
+use super::validate::{Key, Problems};
+use super::{CrlUpdate, ProblemKind, UpstreamConfig};
+use crate::certs::{CertStore, load_certificate, load_roots};
+
+/// What the gateway's files hold.
+pub(super) struct GatewayFiles {
+    pub(super) client_roots: Arc<rustls::RootCertStore>,
+    pub(super) crls: Vec<CertificateRevocationListDer<'static>>,
+    pub(super) crl_updates: Vec<CrlUpdate>,
+    /// By user name, for users with a secret file that could be read.
+    pub(super) totp: BTreeMap<String, Arc<totp_rs::Totp>>,
+}
+
+/// `tls.certificates`: each certificate with its key.
+pub(super) fn certificates(raw: &RawConfig, problems: &mut Problems) -> CertStore {
+    let entries = raw
+        .tls
+        .certificates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, files)| {
+            load_certificate(&files.cert, &files.key)
+                .map_err(|e| problems.push(Key::new("tls.certificates").index(i), e))
+                .ok()
+                .map(Arc::new)
+        })
+        .collect();
+    CertStore::new(entries)
+}
+
+/// `[gateway]`'s files: the employee CA (without it there is no gateway), revocation lists and
+/// TOTP secrets.
+pub(super) fn gateway(gateway: &RawGateway, problems: &mut Problems) -> Option<GatewayFiles> {
+    let client_roots = load_roots(&gateway.client_ca)
+        .map_err(|e| problems.push("gateway.client_ca", e))
+        .ok()?;
+    let (crls, crl_updates) = gateway
+        .crls
+        .iter()
+        .enumerate()
+        .filter_map(|(i, path)| {
+            let key = String::from(Key::new("gateway.crls").index(i));
+            match load_crl(path) {
+                Some((crl, next_update)) => Some((crl, CrlUpdate { key, next_update })),
+                None => {
+                    problems.push(key, ProblemKind::Crl(path.clone()));
+                    None
+                }
+            }
+        })
+        .unzip();
+    let totp = gateway
+        .users
+        .iter()
+        .filter_map(|(name, user)| {
+            let file = user.totp_secret_file.as_ref()?;
+            let key = Key::new("gateway.users")
+                .field(name)
+                .field("totp_secret_file");
+            load_totp(file)
+                .map_err(|kind| problems.push(key, kind))
+                .ok()
+                .map(|totp| (name.clone(), totp))
+        })
+        .collect();
+    Some(GatewayFiles {
+        client_roots: Arc::new(client_roots),
+        crls,
+        crl_updates,
+        totp,
+    })
+}
+
+/// A PEM revocation list and its `nextUpdate`.
+fn load_crl(
+    path: &Path,
+) -> Option<(
+    CertificateRevocationListDer<'static>,
+    Option<std::time::SystemTime>,
+)> {
+    let crl = CertificateRevocationListDer::from_pem_file(path).ok()?;
+    let (_, parsed) = x509_parser::parse_x509_crl(&crl).ok()?;
+    let next_update = parsed
+        .next_update()
+        .map(|t| UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0)));
+    Some((crl, next_update))
+}
+
+/// A base32 secret in a file only its owner can read.
+fn load_totp(file: &Path) -> Result<Arc<totp_rs::Totp>, ProblemKind> {
+    use std::os::unix::fs::PermissionsExt;
+    let unreadable = |_| ProblemKind::TotpSecret(file.to_owned());
+    let mode = std::fs::metadata(file)
+        .map_err(unreadable)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(ProblemKind::TotpMode(file.to_owned()));
+    }
+    let text = std::fs::read_to_string(file).map_err(unreadable)?;
+    let secret = totp_rs::Secret::try_from_base32(text.trim())
+        .map_err(|_| ProblemKind::TotpSecret(file.to_owned()))?;
+    totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .map(Arc::new)
+        .map_err(|_| ProblemKind::TotpSecret(file.to_owned()))
+}
+
+/// `[tls.acme]`'s files: the directory's CA, and a cache directory that is, or can become, a
+/// directory (it is created, private, when the ACME task starts).
+pub(super) fn acme(acme: &RawAcme, problems: &mut Problems) {
+    if let Err(e) = check_cache_dir(&acme.cache_dir) {
+        problems.push("tls.acme.cache_dir", ProblemKind::CacheDir(e));
+    }
+    if let Some(ca) = &acme.directory_ca
+        && let Err(e) = load_roots(ca)
+    {
+        problems.push("tls.acme.directory_ca", e);
+    }
+}
+
+/// The directory, or the nearest existing parent it would be made in, is a directory. Whether
+/// it can be written is learnt when the ACME task creates it.
+fn check_cache_dir(dir: &Path) -> std::io::Result<()> {
+    let existing = dir
+        .ancestors()
+        .find(|d| d.as_os_str().is_empty() || d.exists())
+        .filter(|d| !d.as_os_str().is_empty());
+    match existing {
+        Some(d) if !std::fs::metadata(d)?.is_dir() => Err(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", d.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What the names among the upstream addresses resolve to now, each answer checked as a
+/// literal address is. The connector checks again at every connect; this is the early warning.
+pub(super) fn resolve_upstreams(upstreams: &[UpstreamConfig], problems: &mut Problems) {
+    for upstream in upstreams {
+        for (i, addr) in upstream.addrs.iter().enumerate() {
+            if addr.ip.is_some() {
+                continue;
+            }
+            let key = Key::new("upstreams")
+                .field(&upstream.name)
+                .field("addrs")
+                .index(i);
+            let value = addr.authority.as_str();
+            let Ok(resolved) = value.to_socket_addrs() else {
+                problems.push(key, ProblemKind::Unresolvable(value.to_owned()));
+                continue;
+            };
+            for ip in resolved.map(|a| a.ip().to_canonical()) {
+                let shown = format!("{value} (resolves to {ip})");
+                if let Err(kind) = check_reachable(
+                    ip,
+                    &shown,
+                    &upstream.environment,
+                    &upstream.networks,
+                    &upstream.metadata_endpoints,
+                ) {
+                    problems.push(key, kind);
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! The validated configuration: what the rest of the program trusts.
 //!
-//! `raw.rs` mirrors the TOML; [`Config::from_raw`] turns it into typed values (socket
-//! addresses, networks, durations, host patterns, loaded certificates) and collects *every*
-//! problem, each naming its key, instead of stopping at the first.
+//! `raw.rs` mirrors the TOML; [`Config::from_raw`] turns it into the typed values of
+//! `settings.rs` (socket addresses, networks, durations, host patterns, upstream ids) and
+//! collects *every* problem, each naming its key, instead of stopping at the first. What the
+//! config names on disk is read by one load step (`files.rs`), which writes nothing; upstream
+//! names are resolved only when asked ([`Config::resolve_upstreams`]).
 
 mod acme;
 mod describe;
@@ -11,26 +13,24 @@ mod error;
 mod files;
 mod gateway;
 pub mod raw;
+mod settings;
 mod validate;
 
 pub use acme::{AcmeSettings, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use gateway::{CrlUpdate, GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
+pub use settings::{
+    AdminSettings, Limits, Listen, LogSettings, Peering, RouteAction, RouteConfig, UpstreamAddr,
+    UpstreamConfig, UpstreamId,
+};
 
-use std::fmt;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::Path;
 
-use bytes::Bytes;
-use http::uri::Authority;
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use ipnet::IpNet;
 
 use crate::certs::CertStore;
-use crate::host::HostPattern;
 use crate::networks::Environments;
 use environments::{
     validate_denied, validate_metadata, validate_networks, validate_peerings, validate_upstreams,
@@ -85,146 +85,6 @@ pub struct Config {
     pub refused_clients: Vec<IpNet>,
     /// Legal values worth a second look: `check` prints them, start and reload log them.
     pub warnings: Vec<Problem>,
-}
-
-/// A one-way peering: this instance's environment may reach `to`; `to` may never reach us.
-#[derive(Debug, Clone)]
-pub struct Peering {
-    /// Always the instance's environment.
-    pub from: String,
-    /// The environment reached.
-    pub to: String,
-    /// Its networks.
-    pub to_networks: Vec<IpNet>,
-}
-
-/// `[admin]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminSettings {
-    /// Loopback, or private with `allow`.
-    pub listen: SocketAddr,
-    /// Who may use it over mutual TLS; empty: plain HTTP, loopback only.
-    pub allow: Vec<Grant>,
-}
-
-/// `[listen]`, validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listen {
-    /// The plain-HTTP redirect listener, if any.
-    pub http: Option<SocketAddr>,
-    /// The TLS listener.
-    pub https: SocketAddr,
-    /// The port written into redirects; `None` means the bound HTTPS port.
-    pub public_https_port: Option<u16>,
-}
-
-/// One upstream and the addresses it is reached at.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    /// Its name in the config, for logs and metrics.
-    pub name: Arc<str>,
-    /// The environment the upstream lives in.
-    pub environment: String,
-    /// The networks it may be connected to (its environment's).
-    pub networks: Vec<IpNet>,
-    /// Targets, tried in round-robin.
-    pub addrs: Vec<UpstreamAddr>,
-    /// `[access] metadata_endpoints`, refused at every connect beside the built-in ones.
-    pub metadata_endpoints: Vec<IpNet>,
-}
-
-/// An upstream target: an address, or a name resolved (and checked) at every connect.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamAddr {
-    /// `ip:port` or `host:port`, lowercase, as requests to it are addressed.
-    pub authority: Authority,
-    /// The address, when the config gave one rather than a name.
-    pub ip: Option<SocketAddr>,
-}
-
-impl fmt::Display for UpstreamAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.authority.fmt(f)
-    }
-}
-
-/// Which upstream a route forwards to: an index into [`Config::upstreams`] that only validation
-/// makes, so a route never names an upstream that does not exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamId(usize);
-
-impl UpstreamId {
-    /// The position in [`Config::upstreams`] (and in anything built from it in order).
-    pub fn index(self) -> usize {
-        self.0
-    }
-}
-
-/// One route, validated.
-#[derive(Debug, Clone)]
-pub struct RouteConfig {
-    /// The host it serves.
-    pub host: HostPattern,
-    /// Path prefix, starting with `/`.
-    pub path_prefix: String,
-    /// What the route does with a request.
-    pub action: RouteAction,
-    /// Largest request body accepted.
-    pub max_body_bytes: u64,
-    /// For internal routes: who may pass.
-    pub access: Option<RouteAccess>,
-}
-
-/// What a route does with a request.
-#[derive(Debug, Clone)]
-pub enum RouteAction {
-    /// Forward to an upstream.
-    Forward(UpstreamId),
-    /// Answer with a fixed response: health pages, and load tests of the edge alone.
-    Respond {
-        /// The status.
-        status: StatusCode,
-        /// The body.
-        body: Bytes,
-    },
-}
-
-impl RouteConfig {
-    /// A stable, non-identifying name for logs and metrics: `host` + `prefix`.
-    pub fn name(&self) -> String {
-        format!("{}{}", self.host, self.path_prefix)
-    }
-}
-
-/// `[log]`, validated: where and how long lines are kept.
-#[derive(Debug, Clone)]
-pub struct LogSettings {
-    /// Directory of the daily access-log and audit files; `None` writes no files.
-    pub dir: Option<PathBuf>,
-    /// Files dated more than this many days before today are deleted.
-    pub retention_days: u32,
-    /// Also write access-log lines to stdout.
-    pub stdout: bool,
-    /// Add a keyed hash of the client IP, the key rotating with the UTC day.
-    pub client_hash: bool,
-}
-
-/// `[limits]`, validated.
-#[derive(Debug, Clone, Copy)]
-#[allow(missing_docs)]
-pub struct Limits {
-    pub handshake_timeout: Duration,
-    pub header_read_timeout: Duration,
-    pub body_read_timeout: Duration,
-    pub send_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub max_header_bytes: usize,
-    pub max_body_bytes: u64,
-    pub max_connections: usize,
-    pub h2_max_concurrent_streams: u32,
-    pub upstream_connect_timeout: Duration,
-    pub upstream_response_timeout: Duration,
-    pub shutdown_grace: Duration,
 }
 
 impl Config {
@@ -355,6 +215,6 @@ impl Config {
     /// The upstream a route forwards to.
     pub fn upstream(&self, id: UpstreamId) -> &UpstreamConfig {
         // Ids are made by validation from this very list.
-        &self.upstreams[id.0]
+        &self.upstreams[id.index()]
     }
 }

@@ -20,7 +20,7 @@ use crate::app::{App, LiveApp, Shared};
 use crate::audit::Audit;
 use crate::body::ResponseBody;
 use crate::config::{Config, LogSettings};
-use crate::connection::{ConnectionInfo, TlsVersion, forwarded_for};
+use crate::connection::{ClientIdentity, ConnectionInfo, TlsVersion, forwarded_for};
 use crate::error::ProxyError;
 use crate::gateway::MfaState;
 use crate::host::HostPattern;
@@ -31,7 +31,6 @@ use crate::tunnel::Tunnels;
 
 struct Harness {
     live: LiveApp,
-    conn: Arc<ConnectionInfo>,
     reached: Arc<Mutex<Vec<String>>>,
     _certs: tempfile::TempDir,
 }
@@ -40,6 +39,10 @@ impl Harness {
     fn new() -> Self {
         let certs = tempfile::tempdir().unwrap();
         crate::dev_certs::ensure(certs.path()).unwrap();
+        let secret = certs.path().join("carol.totp");
+        std::fs::write(&secret, "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let dir = certs.path().display();
         let toml = format!(
             r#"
@@ -57,6 +60,28 @@ addrs = ["127.0.0.1:9"]
 [[routes]]
 host = "localhost"
 upstream = "app"
+[[routes]]
+host = "localhost"
+path_prefix = "/internal"
+upstream = "app"
+internal = true
+allow = ["alice", "group:ops"]
+[[routes]]
+host = "localhost"
+path_prefix = "/mfa"
+upstream = "app"
+internal = true
+allow = ["carol"]
+mfa = true
+[gateway]
+client_ca = "{dir}/ca.crt"
+[gateway.users.alice]
+[gateway.users.bob]
+groups = ["dev"]
+[gateway.users.dave]
+groups = ["ops"]
+[gateway.users.carol]
+totp_secret_file = "{dir}/carol.totp"
 "#
         );
         let config = Config::from_raw(toml::from_str(&toml).unwrap()).unwrap();
@@ -77,9 +102,24 @@ upstream = "app"
             audit: Arc::new(Audit::new(None, 30).unwrap()),
         };
         let app = App::new(&config, 443, &shared).unwrap();
+        Self {
+            live: Arc::new(ArcSwap::from_pointee(app)),
+            reached: Arc::default(),
+            _certs: certs,
+        }
+    }
+
+    /// A connection whose handshake showed the localhost certificate and, when `employee` is
+    /// given, a client certificate of that name the gateway in service already verified.
+    fn connection(&self, employee: Option<&str>) -> Arc<ConnectionInfo> {
         let peer: SocketAddr = "127.0.0.9:50000".parse().unwrap();
-        let lease = Arc::new(());
-        let conn = ConnectionInfo {
+        let verified_under = self
+            .live
+            .load()
+            .gateway
+            .as_ref()
+            .map_or(0, |g| g.generation);
+        Arc::new(ConnectionInfo {
             client_ip: peer.ip(),
             forwarded_for: forwarded_for(peer.ip()),
             // The certificate this connection was shown covers these two names only.
@@ -89,39 +129,59 @@ upstream = "app"
             ]),
             tls_version: TlsVersion::Tls13,
             sni: Some("localhost".into()),
-            client: None,
-            trusted_under: 0.into(),
+            client: employee.map(|user| ClientIdentity {
+                user: user.to_owned(),
+                fingerprint: [7; 32],
+                chain: Arc::from([]),
+            }),
+            trusted_under: verified_under.into(),
             revoked: CancellationToken::new(),
             tunnels: Tunnels::new(
                 Lifecycle::default(),
-                lease,
+                Arc::new(()),
                 Duration::from_secs(5),
                 Duration::from_secs(5),
             ),
-        };
-        Self {
-            live: Arc::new(ArcSwap::from_pointee(app)),
-            conn: Arc::new(conn),
-            reached: Arc::default(),
-            _certs: certs,
-        }
+        })
     }
 
-    /// Sends one request through every layer; returns its status and HSTS header.
-    async fn send(&self, request: Request<Full<Bytes>>) -> Response<()> {
+    /// Sends one request through every layer on a connection of `employee`; the inner
+    /// service records the path it received and the user the gateway vouched for.
+    async fn send_as(&self, employee: Option<&str>, request: Request<Full<Bytes>>) -> Response<()> {
         let reached = self.reached.clone();
         let inner = service_fn(move |routed: Routed<Full<Bytes>>| {
+            let user = routed
+                .user
+                .as_ref()
+                .and_then(|u| u.to_str().ok())
+                .map(|u| format!(" as {u}"))
+                .unwrap_or_default();
             reached
                 .lock()
                 .unwrap()
-                .push(routed.request.uri().path().to_owned());
+                .push(format!("{}{user}", routed.request.uri().path()));
             std::future::ready(Ok::<_, ProxyError>(Response::new(ResponseBody::full("up"))))
         });
-        let response = https_layers(&self.live, &self.conn, inner)
+        let response = https_layers(&self.live, &self.connection(employee), inner)
             .oneshot(request)
             .await
             .unwrap();
         response.map(|_| ())
+    }
+
+    /// Sends `request` and returns its status and what reached the inner service.
+    async fn outcome(
+        &self,
+        employee: Option<&str>,
+        request: Request<Full<Bytes>>,
+    ) -> (StatusCode, Vec<String>) {
+        self.reached.lock().unwrap().clear();
+        let response = self.send_as(employee, request).await;
+        assert!(
+            response.headers().contains_key(STRICT_TRANSPORT_SECURITY),
+            "no HSTS"
+        );
+        (response.status(), self.reached.lock().unwrap().clone())
     }
 }
 
@@ -166,22 +226,50 @@ async fn only_what_routes_reaches_the_inner_service_and_every_answer_has_hsts() 
         ),
     ];
     for (request, status, forwarded_as) in cases {
-        let target = request.uri().to_string();
-        harness.reached.lock().unwrap().clear();
-        let response = harness.send(request).await;
-        assert_eq!(response.status(), status, "{target}");
-        assert!(
-            response.headers().contains_key(STRICT_TRANSPORT_SECURITY),
-            "{target}: no HSTS"
-        );
-        let reached = harness.reached.lock().unwrap().clone();
-        assert_eq!(
-            reached,
+        let target = format!("{:?} {}", request.headers().get(HOST), request.uri());
+        let outcome = harness.outcome(None, request).await;
+        let expected = (
+            status,
             forwarded_as
                 .map(str::to_owned)
                 .into_iter()
                 .collect::<Vec<_>>(),
-            "{target}"
         );
+        assert_eq!(outcome, expected, "{target}");
+    }
+}
+
+#[tokio::test]
+async fn internal_routes_pass_only_granted_employees_and_vouch_for_them() {
+    let harness = Harness::new();
+    let cases = [
+        (None, "/internal/x", StatusCode::FORBIDDEN, None),
+        (Some("mallory"), "/internal/x", StatusCode::FORBIDDEN, None),
+        (Some("bob"), "/internal/x", StatusCode::FORBIDDEN, None),
+        (
+            Some("alice"),
+            "/internal/x",
+            StatusCode::OK,
+            Some("/internal/x as alice"),
+        ),
+        (
+            Some("dave"),
+            "/internal/x",
+            StatusCode::OK,
+            Some("/internal/x as dave"),
+        ),
+        // Granted, but no second factor yet: the form, and nothing forwarded.
+        (Some("carol"), "/mfa/x", StatusCode::UNAUTHORIZED, None),
+        // A public route on the same host: no identity needed, none vouched for.
+        (None, "/public", StatusCode::OK, Some("/public")),
+        (Some("alice"), "/public", StatusCode::OK, Some("/public")),
+    ];
+    for (employee, path, status, forwarded) in cases {
+        let outcome = harness.outcome(employee, get("localhost", path)).await;
+        let expected = (
+            status,
+            forwarded.map(str::to_owned).into_iter().collect::<Vec<_>>(),
+        );
+        assert_eq!(outcome, expected, "{employee:?} {path}");
     }
 }

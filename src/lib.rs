@@ -1,17 +1,23 @@
 //! Portcullis: an HTTPS edge reverse proxy that enforces a security policy by construction.
 //!
 //! ```text
-//!            ┌ plain HTTP listener ─▶ access log ─▶ redirect (301 to https, routed hosts only)
-//! client ──(refused networks closed at accept)
-//!            └ TLS listener ─▶ rustls (SNI picks certificate and client-certificate policy)
-//!                 ─▶ hyper h1/h2 ─▶ access log ─▶ HSTS ─▶ error responses ─▶ routing
-//!                 ─▶ gateway (internal routes, /.portcullis/) ─▶ proxy ─▶ upstream pool
-//!                    (private networks only)
+//!          accept: connection limit (the rest wait in the kernel backlog), deny list and
+//!          other environments closed before a byte is read
+//!            │
+//!            ├ plain HTTP ─▶ hyper h1 ─▶ access log ─▶ redirect (301 to https, routed hosts)
+//!            │
+//! client ────┴ TLS ─▶ ClientHello: unknown SNI refused; SNI picks the certificate and
+//!                     whether a client certificate is required; TLS-ALPN-01 ends here
+//!                 ─▶ hyper h1/h2 (ALPN) ─▶ access log ─▶ HSTS ─▶ error responses
+//!                 ─▶ routing (host, certificate coverage, path, route)
+//!                 ─▶ gateway (internal routes: identity, grant, MFA, audit; /.portcullis/)
+//!                 ─▶ proxy ─▶ upstream pool (every address checked against its environment)
+//! ```
 //!
 //! Routing and the gateway read the configuration in service for every request; a reload
 //! swaps it. Beside them: the admin listener (health, metrics, reload; loopback or mutual TLS),
-//! the ACME task, the access-log and audit writers.
-//! ```
+//! the ACME task, the access-log and audit writers. The layer list is
+//! `layers::https_layers`; README's "Architecture" section has the module graph.
 //!
 //! [`start`] binds the listeners and serves until [`Running::shutdown`]; `main.rs`, the tests
 //! and the benches all go through it.

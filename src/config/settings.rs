@@ -76,13 +76,13 @@ impl fmt::Display for UpstreamAddr {
     }
 }
 
-/// Which upstream a route forwards to: an index into [`Config::upstreams`] that only validation
+/// Which upstream a route forwards to: an index into [`Config::upstreams`](super::Config::upstreams) that only validation
 /// makes, so a route never names an upstream that does not exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamId(pub(super) usize);
 
 impl UpstreamId {
-    /// The position in [`Config::upstreams`] (and in anything built from it in order).
+    /// The position in [`Config::upstreams`](super::Config::upstreams) (and in anything built from it in order).
     pub fn index(self) -> usize {
         self.0
     }

@@ -23,33 +23,45 @@
 //! and the benches all go through it.
 #![forbid(unsafe_code)]
 
+// The API: what `main` needs.
+pub mod audit;
+pub mod config;
+pub mod dev_certs;
+pub mod logging;
+pub mod reload;
+pub mod report;
+
+// Internals that benches and tests reach; not a stable API.
+#[doc(hidden)]
 pub mod access_log;
+#[doc(hidden)]
+pub mod certs;
+#[doc(hidden)]
+pub mod connection;
+#[doc(hidden)]
+pub mod daily;
+#[doc(hidden)]
+pub mod host;
+#[doc(hidden)]
+pub mod path;
+#[doc(hidden)]
+pub mod proxy;
+#[doc(hidden)]
+pub mod routing;
+
 mod acme;
 mod admin;
 mod app;
-pub mod audit;
 mod body;
-pub mod certs;
-pub mod config;
-pub mod connection;
 mod cookies;
-pub mod daily;
-pub mod dev_certs;
 mod error;
 mod gateway;
-pub mod host;
 mod io;
 mod layers;
 mod lifecycle;
-pub mod logging;
 mod metrics;
 mod networks;
-pub mod path;
-pub mod proxy;
 mod redirect;
-pub mod reload;
-pub mod report;
-pub mod routing;
 mod server;
 mod tls;
 mod tunnel;

@@ -32,20 +32,38 @@ use crate::gateway::{AdmittedService, FormBody, GatewayLayer};
 use crate::proxy::Proxy;
 use crate::redirect::redirect;
 
+/// What hyper serves a connection with: every request answered, never an error.
+pub trait ConnectionService<B>:
+    Service<
+        Request<B>,
+        Response = Response<LoggedBody<ResponseBody>>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S where
+    S: Service<
+            Request<B>,
+            Response = Response<LoggedBody<ResponseBody>>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The service for one TLS connection. Routing and the gateway judge each request by the
 /// configuration in service when it arrives (`live`); the rest keeps the one the connection
 /// started under.
 pub fn https_service(
     live: &LiveApp,
     conn: Arc<ConnectionInfo>,
-) -> impl Service<
-    Request<Incoming>,
-    Response = Response<LoggedBody<ResponseBody>>,
-    Error = Infallible,
-    Future: Send + 'static,
-> + Clone
-+ Send
-+ 'static {
+) -> impl ConnectionService<Incoming> + use<> {
     let body_read_timeout = live.load().limits.body_read_timeout;
     https_layers(live, &conn, Proxy::new(conn.clone(), body_read_timeout))
 }
@@ -56,16 +74,7 @@ fn https_layers<S, B>(
     live: &LiveApp,
     conn: &Arc<ConnectionInfo>,
     inner: S,
-) -> impl Service<
-    Request<B>,
-    Response = Response<LoggedBody<ResponseBody>>,
-    Error = Infallible,
-    Future: Send + 'static,
->
-+ Clone
-+ Send
-+ 'static
-+ use<S, B>
+) -> impl ConnectionService<B> + use<S, B>
 where
     S: AdmittedService<B>,
     B: FormBody,
@@ -102,14 +111,7 @@ where
 pub fn http_service(
     app: &Arc<App>,
     client: std::net::IpAddr,
-) -> impl Service<
-    Request<Incoming>,
-    Response = Response<LoggedBody<ResponseBody>>,
-    Error = Infallible,
-    Future: Send + 'static,
-> + Clone
-+ Send
-+ 'static {
+) -> impl ConnectionService<Incoming> + use<> {
     let redirecting = app.clone();
     ServiceBuilder::new()
         .layer(AccessLogLayer::new(

@@ -23,7 +23,7 @@ use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
 use crate::host::request_host;
 use crate::path::{PathError, normalize_path};
-use crate::routing::Routed;
+use crate::routing::{Action, Routed};
 
 /// Routes requests of one connection.
 #[derive(Debug, Clone)]
@@ -107,8 +107,10 @@ impl RouteLayer {
                 upstream: route.upstream_name().cloned(),
             });
         }
-        // The gateway of the same configuration judges the request.
-        if let Some(gateway) = &app.gateway {
+        // The gateway of the same configuration judges what it guards; public routes never
+        // consult it.
+        let guarded = route.access.is_some() || matches!(route.action, Action::Reserved);
+        if let Some(gateway) = app.gateway.as_ref().filter(|_| guarded) {
             request.extensions_mut().insert(gateway.clone());
         }
         Ok(Routed {

@@ -90,25 +90,6 @@ pub struct Record<'a> {
     client_hash: Option<String>,
 }
 
-/// Every key a line may have.
-pub const RECORD_FIELDS: &[&str] = &[
-    "ts",
-    "listener",
-    "protocol",
-    "tls",
-    "method",
-    "route",
-    "path",
-    "status",
-    "request_bytes",
-    "response_bytes",
-    "duration_us",
-    "upstream",
-    "request_id",
-    "error",
-    "client_hash",
-];
-
 /// The finished line for `event`, newline included: what the writer thread does per event.
 pub fn render(event: &Event, client_hash: Option<String>) -> Vec<u8> {
     let mut line = serde_json::to_vec(&Record::from_event(event, client_hash)).unwrap_or_default();

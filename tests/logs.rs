@@ -3,7 +3,7 @@
 //!   cookie, authorization, API key, query, email and UUID in the path, Referer, User-Agent,
 //!   unknown SNI, bodies), and through every error path (400, 404, 413, 421, 431, 502, 504, TLS
 //!   failure), appear nowhere in the real binary's output: access files, stdout, stderr;
-//! - every access line is JSON with allow-listed keys only;
+//! - every access line is JSON with allow-listed keys only, the TLS version as negotiated;
 //! - files past retention are deleted at start-up; out-of-range retention is refused;
 //! - lines of finished requests are flushed on shutdown; an unwritable log dir does not stop
 //!   the proxy from serving;
@@ -453,4 +453,37 @@ async fn opt_in_client_hash_counts_clients_without_naming_them() {
         );
     }
     assert!(!setup.access_lines().join("\n").contains("127.86.75"));
+}
+
+#[tokio::test]
+async fn the_tls_version_is_logged_as_negotiated() {
+    let setup = Setup::new().await;
+    let proxy = setup.start("").await;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(setup.pki.ca.clone()).unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut sender = support::h1_with(proxy.https_addr, "localhost", client.into())
+            .await
+            .unwrap();
+        let request = request("GET", "localhost", "/")
+            .body(Full::default())
+            .unwrap();
+        assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    }
+    assert!(proxy.shutdown().await);
+    let mut logged: Vec<String> = setup
+        .access_lines()
+        .iter()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["tls"].to_string())
+        .collect();
+    logged.sort();
+    assert_eq!(logged, ["\"1.2\"", "\"1.3\""]);
 }

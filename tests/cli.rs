@@ -173,15 +173,13 @@ fn shipped_default_config_is_valid() {
     );
 }
 
-#[tokio::test]
-async fn run_serves_and_exits_zero_on_sigterm() {
+/// Runs `portcullis` in `dir` and waits, bounded, until it says it is listening.
+fn run_until_listening(dir: &std::path::Path, args: &[&str]) -> support::Spawned {
     use std::io::{BufRead, BufReader};
-    let setup = Setup::new().await;
-    let file = setup.pki.dir.path().join("run.toml");
-    std::fs::write(&file, setup.toml("[server]\nworkers = 1\n")).unwrap();
     let mut child = support::Spawned(
         Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["run", "-c", file.to_str().unwrap()])
+            .current_dir(dir)
+            .args(args)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
@@ -200,6 +198,39 @@ async fn run_serves_and_exits_zero_on_sigterm() {
         Ok(true),
         "the proxy never said it was listening"
     );
+    child
+}
+
+#[test]
+fn run_makes_the_dev_certificates_on_first_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.toml");
+    let config = support::ConfigToml::parse(&std::fs::read_to_string(default).unwrap())
+        .set("listen.http", "127.0.0.1:0")
+        .set("listen.https", "127.0.0.1:0")
+        .set("admin.listen", "127.0.0.1:0")
+        .set("log.dir", dir.path().join("logs").display().to_string());
+    std::fs::write(dir.path().join("portcullis.toml"), config.text()).unwrap();
+    let child = run_until_listening(dir.path(), &["run", "-c", "portcullis.toml"]);
+    drop(child);
+    let key = dir.path().join("certs-dev/localhost.key");
+    assert!(dir.path().join("certs-dev/ca.crt").is_file());
+    let mode = std::fs::metadata(key).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "the dev key is readable by others: {mode:o}"
+    );
+}
+
+#[tokio::test]
+async fn run_serves_and_exits_zero_on_sigterm() {
+    let setup = Setup::new().await;
+    let file = setup.pki.dir.path().join("run.toml");
+    std::fs::write(&file, setup.toml("[server]\nworkers = 1\n")).unwrap();
+    let mut child =
+        run_until_listening(setup.pki.dir.path(), &["run", "-c", file.to_str().unwrap()]);
     let kill = Command::new("kill")
         .args(["-TERM", &child.0.id().to_string()])
         .status()

@@ -56,6 +56,9 @@ pub enum ProxyError {
     /// The upstream could not be asked.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// A request the proxy's own invariants say cannot get here.
+    #[error("internal error")]
+    Internal,
 }
 
 impl ProxyError {
@@ -71,6 +74,7 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(e) => match e {
                 UpstreamError::RequestBody(RequestBodyError::TooLarge) => {
                     StatusCode::PAYLOAD_TOO_LARGE
@@ -101,6 +105,7 @@ impl ProxyError {
             Self::NoRoute => "no_route",
             Self::Forbidden => "forbidden",
             Self::PayloadTooLarge => "body_too_large",
+            Self::Internal => "internal",
             Self::Upstream(e) => e.kind(),
         }
     }
@@ -110,6 +115,7 @@ impl ProxyError {
         match self {
             Self::Upstream(UpstreamError::RequestBody(_)) => Blame::Client,
             Self::Upstream(_) => Blame::Upstream,
+            Self::Internal => Blame::Proxy,
             Self::Message(_)
             | Self::Host(_)
             | Self::Path(_)
@@ -138,6 +144,8 @@ pub enum Blame {
     Client,
     /// An upstream failed or could not be reached: a 502 or 504.
     Upstream,
+    /// The proxy itself: a 500, always a bug.
+    Proxy,
 }
 
 /// Marks a response the proxy wrote itself, for the access log and the metrics.
@@ -168,7 +176,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_upstream_is_blamed_exactly_for_gateway_errors() {
+    fn each_error_is_blamed_on_whoever_its_status_says() {
         let errors = [
             ProxyError::Message(MessageError::HeadersTooLarge),
             ProxyError::Misdirected,
@@ -182,12 +190,20 @@ mod tests {
             ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::Timeout)),
             ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::TooLarge)),
             ProxyError::Upstream(UpstreamError::RequestBody(RequestBodyError::Malformed)),
+            ProxyError::Internal,
         ];
         for error in errors {
-            let gateway_error = error.status().is_server_error();
+            let expected = match error.status() {
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => Blame::Upstream,
+                StatusCode::INTERNAL_SERVER_ERROR => Blame::Proxy,
+                status => {
+                    assert!(status.is_client_error(), "{error:?} answered {status}");
+                    Blame::Client
+                }
+            };
             assert_eq!(
-                error.blame() == Blame::Upstream,
-                gateway_error,
+                error.blame(),
+                expected,
                 "{error:?} answered {}",
                 error.status()
             );

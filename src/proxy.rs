@@ -86,8 +86,8 @@ async fn forward(
             upstream, strip, ..
         } => (upstream, strip),
         Action::Respond { status, body } => return Ok(respond(*status, body)),
-        // The gateway answers these; one reaching here is not ours to forward.
-        Action::Reserved => return Err(ProxyError::NoRoute),
+        // The gateway answers these; one reaching here is a bug of ours, never forwarded.
+        Action::Reserved => return Err(ProxyError::Internal),
     };
     let upgrade = requested_upgrade(request.version(), request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));

@@ -10,7 +10,7 @@ use http::Response;
 use tower::{Layer, Service};
 
 use crate::body::ResponseBody;
-use crate::error::ProxyError;
+use crate::error::{Blame, ProxyError};
 
 /// Wraps a fallible service into an infallible one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,11 +69,16 @@ where
         let response = match ready!(self.project().inner.poll(cx)) {
             Ok(response) => response,
             Err(error) => {
-                tracing::debug!(
-                    kind = error.kind(),
-                    status = error.status().as_u16(),
-                    "proxy answered"
-                );
+                // Clients and upstreams fail all day; our own bugs must be seen.
+                if error.blame() == Blame::Proxy {
+                    tracing::error!(kind = error.kind(), "proxy invariant broken");
+                } else {
+                    tracing::debug!(
+                        kind = error.kind(),
+                        status = error.status().as_u16(),
+                        "proxy answered"
+                    );
+                }
                 error.to_response()
             }
         };

@@ -109,6 +109,7 @@ impl Config {
     /// employee CA, revocation lists, TOTP secrets, the ACME CA) and the checks that need those.
     /// Nothing is written and no name is resolved: see [`Config::resolve_upstreams`].
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        // Values on their own and against each other: no IO.
         let mut problems = Problems::default();
         let listen = validate_listen(&raw, &mut problems);
         let limits = validate_limits(&raw.limits, &mut problems);
@@ -125,28 +126,6 @@ impl Config {
         let metadata = validate_metadata(&raw, &mut problems);
         let upstreams = validate_upstreams(&raw, &environments, &metadata, &mut problems);
         require_certificates(&raw, &mut problems);
-
-        // The load step: every file the config names, read once.
-        let certificates = files::certificates(&raw, &mut problems);
-        let gateway_files = raw
-            .gateway
-            .as_ref()
-            .and_then(|g| files::gateway(g, &mut problems));
-        if let Some(acme) = &raw.tls.acme {
-            files::acme(acme, &mut problems);
-        }
-
-        let gateway = gateway::validate_gateway(&raw, gateway_files, &mut problems);
-        let admin = validate_admin(&raw, gateway.as_ref(), &mut problems);
-        let routes = validate_routes(
-            &raw,
-            &upstreams,
-            &certificates,
-            &limits,
-            gateway.as_ref(),
-            &mut problems,
-        );
-        let acme = acme::validate_acme(&raw, &certificates, &routes, &mut problems);
         let stripped_headers = raw
             .headers
             .strip
@@ -172,6 +151,29 @@ impl Config {
                 ProblemKind::Retention(raw.log.retention_days),
             );
         }
+
+        // The load step: every file the config names, read once.
+        let certificates = files::certificates(&raw, &mut problems);
+        let gateway_files = raw
+            .gateway
+            .as_ref()
+            .and_then(|g| files::gateway(g, &mut problems));
+        if let Some(acme) = &raw.tls.acme {
+            files::acme(acme, &mut problems);
+        }
+
+        // What needs both: the gateway's people and files, routes against the certificates.
+        let gateway = gateway::validate_gateway(&raw, gateway_files, &mut problems);
+        let admin = validate_admin(&raw, gateway.as_ref(), &mut problems);
+        let routes = validate_routes(
+            &raw,
+            &upstreams,
+            &certificates,
+            &limits,
+            gateway.as_ref(),
+            &mut problems,
+        );
+        let acme = acme::validate_acme(&raw, &certificates, &routes, &mut problems);
         problems.finish()?;
         let mut warnings = Problems::default();
         hsts_warnings(&raw.hsts, &mut warnings);

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -217,15 +217,10 @@ impl Audit {
     }
 }
 
-/// The retention sweep period.
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
-
 type DenialKey = (String, String, &'static str);
 
 struct Writer {
     file: DailyFile,
-    retention_days: u32,
-    last_sweep: Option<Instant>,
     denials: BTreeMap<DenialKey, (Timestamp, u64)>,
     minute: u64,
 }
@@ -233,9 +228,7 @@ struct Writer {
 impl Writer {
     fn new(dir: PathBuf, retention_days: u32) -> Self {
         Self {
-            file: DailyFile::new(dir, "audit"),
-            retention_days,
-            last_sweep: None,
+            file: DailyFile::new(dir, "audit", retention_days),
             denials: BTreeMap::new(),
             minute: current_minute(),
         }
@@ -243,10 +236,7 @@ impl Writer {
 
     fn run(mut self, receiver: &Receiver<Message>) {
         loop {
-            if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
-                self.file.sweep(self.retention_days, SystemTime::now());
-                self.last_sweep = Some(Instant::now());
-            }
+            self.file.sweep_if_due();
             let first = receiver.recv_timeout(Duration::from_secs(1));
             if current_minute() != self.minute {
                 self.flush_denials();

@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::logging::Throttle;
 
@@ -14,22 +14,30 @@ pub fn utc_date(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()[..10].to_owned()
 }
 
+/// How often files past retention are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 /// The day's file of one kind, opened on the first line of each day.
 pub struct DailyFile {
     dir: PathBuf,
     kind: &'static str,
+    retention_days: u32,
     open: Option<(String, BufWriter<File>)>,
     errors: Throttle,
+    last_sweep: Option<Instant>,
 }
 
 impl DailyFile {
-    /// `{kind}-YYYY-MM-DD.jsonl` files in `dir`; the directory is created on first write.
-    pub fn new(dir: PathBuf, kind: &'static str) -> Self {
+    /// `{kind}-YYYY-MM-DD.jsonl` files in `dir`, kept `retention_days`; the directory is
+    /// created on first write.
+    pub fn new(dir: PathBuf, kind: &'static str, retention_days: u32) -> Self {
         Self {
             dir,
             kind,
+            retention_days,
             open: None,
             errors: Throttle::new(Duration::from_secs(60)),
+            last_sweep: None,
         }
     }
 
@@ -73,9 +81,17 @@ impl DailyFile {
         self.open = None;
     }
 
+    /// Deletes this kind's files past retention: on the first call, then at most hourly.
+    pub fn sweep_if_due(&mut self) {
+        if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+            self.sweep(SystemTime::now());
+            self.last_sweep = Some(Instant::now());
+        }
+    }
+
     /// Deletes this kind's files dated before `now - retention_days`.
-    pub fn sweep(&self, retention_days: u32, now: SystemTime) {
-        sweep(&self.dir, self.kind, retention_days, now);
+    fn sweep(&self, now: SystemTime) {
+        sweep(&self.dir, self.kind, self.retention_days, now);
     }
 }
 
@@ -123,7 +139,7 @@ mod tests {
         for name in &names {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        DailyFile::new(dir.path().to_owned(), "access").sweep(30, now);
+        DailyFile::new(dir.path().to_owned(), "access", 30).sweep(now);
         let left: Vec<bool> = names.iter().map(|n| dir.path().join(n).exists()).collect();
         assert_eq!(left, [false, true, true, true]);
     }

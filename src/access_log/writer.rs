@@ -5,7 +5,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use super::{Event, Message, render};
 use crate::config::LogSettings;
@@ -13,37 +13,31 @@ use crate::daily::{DailyFile, utc_date};
 
 /// How long the writer sleeps once the queue is empty: the most a line waits for the disk.
 const POLL_EVERY: Duration = Duration::from_millis(20);
-/// The retention sweep period.
-const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 pub(super) fn run(settings: LogSettings, queue: Receiver<Message>) {
     let mut writer = Writer {
         daily: settings
             .dir
             .clone()
-            .map(|dir| DailyFile::new(dir, "access")),
+            .map(|dir| DailyFile::new(dir, "access", settings.retention_days)),
         hash_key: (String::new(), RandomState::new()),
         stdout: std::io::stdout(),
         settings,
     };
-    let mut last_sweep: Option<Instant> = None;
     loop {
-        if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
-            if let Some(daily) = &writer.daily {
-                daily.sweep(writer.settings.retention_days, SystemTime::now());
-            }
-            last_sweep = Some(Instant::now());
+        if let Some(daily) = &mut writer.daily {
+            daily.sweep_if_due();
         }
         // Polled, never blocked on: a receiver waiting in `recv` would make every request's
         // send a futex wake-up and a context switch on the proxy's core.
         match queue.try_recv() {
             Ok(Message::Event(event)) => writer.write(&event),
             Ok(Message::Close) | Err(TryRecvError::Disconnected) => {
-                writer.daily.as_mut().map(DailyFile::flush);
+                writer.flush();
                 return;
             }
             Err(TryRecvError::Empty) => {
-                writer.daily.as_mut().map(DailyFile::flush);
+                writer.flush();
                 std::thread::sleep(POLL_EVERY);
             }
         }
@@ -58,6 +52,12 @@ struct Writer {
 }
 
 impl Writer {
+    fn flush(&mut self) {
+        if let Some(daily) = &mut self.daily {
+            daily.flush();
+        }
+    }
+
     fn write(&mut self, event: &Event) {
         let date = utc_date(event.time);
         if self.hash_key.0 != date {

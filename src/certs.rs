@@ -59,7 +59,7 @@ pub struct CertEntry {
 impl CertEntry {
     /// True when this certificate is valid for `host` (normalised, as from `request_host`).
     pub fn covers(&self, host: &str) -> bool {
-        self.names.iter().any(|name| name.matches(host))
+        crate::host::any_covers(&self.names, host)
     }
 }
 

@@ -64,7 +64,7 @@ impl ConnectionInfo {
     /// True when the certificate shown on this connection covers `host` (normalised, as from
     /// `request_host`): otherwise the request is misdirected.
     pub fn certificate_covers(&self, host: &str) -> bool {
-        self.certificate.iter().any(|name| name.matches(host))
+        crate::host::any_covers(&self.certificate, host)
     }
 }
 

@@ -76,6 +76,12 @@ impl fmt::Display for HostPattern {
     }
 }
 
+/// True when one of a certificate's `names` covers `host` (normalised, as from
+/// [`request_host`]).
+pub fn any_covers(names: &[HostPattern], host: &str) -> bool {
+    names.iter().any(|name| name.matches(host))
+}
+
 /// `a.example.com` -> `example.com`; what a one-label wildcard is keyed by.
 fn parent_domain(host: &str) -> Option<&str> {
     host.split_once('.')

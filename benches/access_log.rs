@@ -17,10 +17,10 @@ fn event() -> Event {
         version: Version::HTTP_11,
         tls: Some(TlsVersion::Tls13),
         method: Method::GET,
-        route: Some(RouteLabel {
+        route: Some(std::sync::Arc::new(RouteLabel {
             name: "app.example.com/api/".into(),
             upstream: Some("app".into()),
-        }),
+        })),
         target: Some(
             "/users/42/orders/123e4567-e89b-42d3-a456-426614174000?page=2"
                 .parse()

@@ -52,7 +52,7 @@ pub struct Event {
     /// Request method.
     pub method: Method,
     /// The route that served it, if any.
-    pub route: Option<RouteLabel>,
+    pub route: Option<Arc<RouteLabel>>,
     /// The request target; masked, query dropped, on the writer thread.
     pub target: Option<PathAndQuery>,
     /// Final status.
@@ -226,18 +226,18 @@ impl AccessLog {
 /// Per-request facts that inner layers learn and the access log needs.
 #[derive(Debug, Default)]
 pub struct Exchange {
-    route: OnceLock<RouteLabel>,
+    route: OnceLock<Arc<RouteLabel>>,
     request_bytes: AtomicU64,
 }
 
 impl Exchange {
     /// Records the route chosen.
-    pub fn set_route(&self, route: RouteLabel) {
+    pub fn set_route(&self, route: Arc<RouteLabel>) {
         let _ = self.route.set(route);
     }
 
     /// The route chosen, if routing got that far.
-    pub fn route(&self) -> Option<RouteLabel> {
+    pub fn route(&self) -> Option<Arc<RouteLabel>> {
         self.route.get().cloned()
     }
 

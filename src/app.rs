@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, RouteLabel};
 use crate::acme::Acme;
 use crate::audit::Audit;
 use crate::config::{Config, Limits, RouteAction};
@@ -82,19 +82,27 @@ impl App {
             .routes
             .iter()
             .map(|route| {
-                let action = match route.action {
-                    RouteAction::Forward(id) => Action::Forward {
-                        upstream: upstreams[id.index()].clone(),
-                        name: config.upstream(id).name.clone(),
-                        strip: strip.clone(),
-                    },
-                    RouteAction::Respond { status, ref body } => Action::Respond {
-                        status,
-                        body: body.clone(),
-                    },
+                let (action, upstream_name) = match route.action {
+                    RouteAction::Forward(id) => (
+                        Action::Forward {
+                            upstream: upstreams[id.index()].clone(),
+                            strip: strip.clone(),
+                        },
+                        Some(config.upstream(id).name.clone()),
+                    ),
+                    RouteAction::Respond { status, ref body } => (
+                        Action::Respond {
+                            status,
+                            body: body.clone(),
+                        },
+                        None,
+                    ),
                 };
                 Arc::new(Route {
-                    name: route.name().into(),
+                    label: Arc::new(RouteLabel {
+                        name: route.name().into(),
+                        upstream: upstream_name,
+                    }),
                     host: route.host.clone(),
                     prefix: route.path_prefix.clone(),
                     action,

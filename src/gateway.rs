@@ -218,7 +218,7 @@ fn identify<'a, B>(
         return Err(ProxyError::Misdirected);
     }
     let deny = |user: &str, reason: &'static str| {
-        gateway.audit.deny(&route.name, user, reason);
+        gateway.audit.deny(&route.label.name, user, reason);
         ProxyError::Forbidden
     };
     let Some(client) = &conn.client else {
@@ -250,7 +250,7 @@ fn audit_access<B>(
     gateway.audit.record(AuditRecord::Access {
         ts: Timestamp::now(),
         user: user.to_owned(),
-        route: route.name.to_string(),
+        route: route.label.name.to_string(),
         method: routed.request.method().to_string(),
         path: mask_path(routed.request.uri().path()),
         decision,
@@ -364,7 +364,7 @@ async fn reserved<B: FormBody>(
             }
             mfa::Attempt::Locked(remaining) => {
                 gateway.audit.deny(
-                    &route.name,
+                    &route.label.name,
                     &client.user,
                     "locked out after wrong TOTP codes",
                 );

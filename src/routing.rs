@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 
+use crate::access_log::RouteLabel;
 use crate::config::RouteAccess;
 use crate::host::{HostMap, HostPattern, RequestHost};
 use crate::path::{PathError, RESERVED_PREFIX, lenient_path};
@@ -21,8 +22,9 @@ use crate::upstream::Upstream;
 /// Where a matched request goes.
 #[derive(Debug)]
 pub struct Route {
-    /// `host` + `path_prefix`, for logs: never the raw Host a client sent.
-    pub name: Arc<str>,
+    /// Its name (`host` + `path_prefix`, never the raw Host a client sent) and upstream's, for
+    /// logs and metrics: made once, shared by every request's log line.
+    pub label: Arc<RouteLabel>,
     /// The hosts it serves.
     pub host: HostPattern,
     /// Its path prefix.
@@ -42,8 +44,6 @@ pub enum Action {
     Forward {
         /// The pool.
         upstream: Arc<Upstream>,
-        /// Its config name, for logs.
-        name: Arc<str>,
         /// `[headers] strip`: removed from the request beside the built-in list.
         strip: Arc<[HeaderName]>,
     },
@@ -59,16 +59,6 @@ pub enum Action {
     Reserved,
 }
 
-impl Route {
-    /// The upstream's config name, when the route forwards.
-    pub fn upstream_name(&self) -> Option<&Arc<str>> {
-        match &self.action {
-            Action::Forward { name, .. } => Some(name),
-            Action::Respond { .. } | Action::Reserved => None,
-        }
-    }
-}
-
 /// The routes of one configuration.
 #[derive(Debug)]
 pub struct Routes {
@@ -80,7 +70,10 @@ pub struct Routes {
 impl Routes {
     /// Indexes compiled routes by host and prefix, and by name.
     pub fn new(routes: Vec<Arc<Route>>) -> Self {
-        let by_name = routes.iter().map(|r| (r.name.clone(), r.clone())).collect();
+        let by_name = routes
+            .iter()
+            .map(|r| (r.label.name.clone(), r.clone()))
+            .collect();
         let table = RouteTable::new(
             routes
                 .into_iter()
@@ -90,7 +83,10 @@ impl Routes {
             table,
             by_name,
             reserved: Arc::new(Route {
-                name: RESERVED_PREFIX.into(),
+                label: Arc::new(RouteLabel {
+                    name: RESERVED_PREFIX.into(),
+                    upstream: None,
+                }),
                 host: HostPattern::Exact(String::new()),
                 prefix: RESERVED_PREFIX.to_owned(),
                 action: Action::Reserved,

@@ -212,7 +212,7 @@ impl MfaState {
 
 /// One cookie per route, so sessions on two MFA routes of a host do not overwrite each other.
 fn cookie_name(route: &Route) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, route.name.as_bytes());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, route.label.name.as_bytes());
     format!(
         "{OWN_COOKIE_PREFIX}-mfa-{}",
         hex::encode(&digest.as_ref()[..6])
@@ -224,7 +224,7 @@ fn cookie_name(route: &Route) -> String {
 fn signed_message(client: &ClientIdentity, host: &str, route: &Route, expiry: u64) -> Vec<u8> {
     let mut message = client.fingerprint.to_vec();
     message.extend_from_slice(&expiry.to_be_bytes());
-    for field in [client.user.as_str(), host, &route.name] {
+    for field in [client.user.as_str(), host, &route.label.name] {
         message.extend_from_slice(&(field.len() as u64).to_be_bytes());
         message.extend_from_slice(field.as_bytes());
     }
@@ -290,7 +290,7 @@ pub(super) fn form(
          <label>Authenticator code <input name=code inputmode=numeric autocomplete=one-time-code autofocus></label>\
          <input type=hidden name=route value=\"{}\">\
          <input type=hidden name=return value=\"{}\"><button>Continue</button></form>\n",
-        escape(&route.name),
+        escape(&route.label.name),
         escape(back)
     );
     let mut response = Response::new(ResponseBody::full(page));

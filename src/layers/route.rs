@@ -17,7 +17,7 @@ use http::Request;
 use http::uri::PathAndQuery;
 use tower::{Layer, Service};
 
-use crate::access_log::{Exchange, RouteLabel};
+use crate::access_log::Exchange;
 use crate::app::LiveApp;
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
@@ -102,10 +102,7 @@ impl RouteLayer {
             .ok_or(ProxyError::NoRoute)?
             .clone();
         if let Some(exchange) = request.extensions().get::<Arc<Exchange>>() {
-            exchange.set_route(RouteLabel {
-                name: route.name.clone(),
-                upstream: route.upstream_name().cloned(),
-            });
+            exchange.set_route(route.label.clone());
         }
         // The gateway of the same configuration judges what it guards; public routes never
         // consult it.

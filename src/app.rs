@@ -11,9 +11,10 @@ use crate::acme::Acme;
 use crate::audit::Audit;
 use crate::config::{Config, Limits, RouteAction};
 use crate::gateway::{Gateway, MfaState};
+use crate::host::HostPattern;
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
-use crate::routing::{Action, Route, Routes};
+use crate::routing::{Action, Route, Routes, TunnelTarget};
 use crate::tls::SniResolver;
 use crate::upstream::Upstream;
 
@@ -111,6 +112,28 @@ impl App {
                 })
             })
             .collect();
+        let tunnels = config
+            .tunnels
+            .iter()
+            .map(|tunnel| {
+                Arc::new(Route {
+                    label: Arc::new(RouteLabel {
+                        name: tunnel.name().into(),
+                        upstream: Some(config.upstream(tunnel.upstream).name.clone()),
+                    }),
+                    host: HostPattern::Exact(tunnel.host.clone()),
+                    prefix: String::new(),
+                    action: Action::Tunnel(TunnelTarget {
+                        target: tunnel.target.clone(),
+                        port: tunnel.port,
+                        upstream: upstreams[tunnel.upstream.index()].clone(),
+                        idle_timeout: tunnel.idle_timeout,
+                    }),
+                    access: Some(tunnel.access.clone()),
+                    max_body_bytes: 0,
+                })
+            })
+            .collect();
         let gateway = match config.gateway.clone() {
             Some(settings) => Some(Arc::new(Gateway::new(
                 settings,
@@ -120,7 +143,7 @@ impl App {
             None => None,
         };
         Ok(Self {
-            routes: Arc::new(Routes::new(routes)),
+            routes: Arc::new(Routes::new(routes, tunnels)),
             gateway,
             refused_clients: ClientFilter::new(config.refused_clients.clone()),
             access_log: shared.access_log.clone(),

@@ -1,5 +1,5 @@
-//! The audit trail: every decision on an internal route, every config change and every admin
-//! request, one JSON line each in `audit-YYYY-MM-DD.jsonl` beside the access log, under the same
+//! The audit trail: every decision on an internal route, every tunnel opened and closed, every
+//! config change and every admin request, one JSON line each in `audit-YYYY-MM-DD.jsonl` beside the access log, under the same
 //! retention. Employees' identities belong here and only here.
 //!
 //! Requests never wait for it: lines go through an unbounded channel to a writer thread. What
@@ -54,6 +54,42 @@ pub enum AuditRecord {
         /// How many.
         count: u64,
     },
+    /// A tunnel the gateway opened: who, with which certificate, to what, and why.
+    TunnelOpened {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// Joins this line to the tunnel's close line.
+        id: String,
+        /// The certificate's user.
+        user: String,
+        /// SHA-256 of the client certificate, hex.
+        fingerprint: String,
+        /// The tunnel's name (`host CONNECT target:port`).
+        tunnel: String,
+        /// Always `allowed`: refusals are counted as [`AuditRecord::Denied`] lines.
+        decision: Decision,
+        /// Why.
+        reason: String,
+    },
+    /// The end of a tunnel opened by a [`AuditRecord::TunnelOpened`] line with the same `id`.
+    TunnelClosed {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The open line's `id`.
+        id: String,
+        /// The certificate's user.
+        user: String,
+        /// The tunnel's name.
+        tunnel: String,
+        /// From the open decision to the close.
+        duration_ms: u64,
+        /// Bytes the client sent to the target.
+        bytes_from_client: u64,
+        /// Bytes the target sent to the client.
+        bytes_to_client: u64,
+        /// Who or what ended it.
+        closed_by: ClosedBy,
+    },
     /// A configuration load or reload.
     Config {
         /// RFC 3339 UTC.
@@ -95,6 +131,91 @@ pub enum Decision {
     MfaFailed,
     /// Too many wrong codes: the user is locked out for a while.
     MfaLocked,
+}
+
+/// What ended a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedBy {
+    /// The client closed its side first, or went away.
+    Client,
+    /// The target closed its side first.
+    Upstream,
+    /// The target could not be reached: the tunnel never carried a byte.
+    UpstreamFailed,
+    /// No byte either way for the tunnel's `idle_timeout`.
+    IdleTimeout,
+    /// The proxy shut down and its grace period ended.
+    Shutdown,
+    /// A reload no longer trusts the client certificate (revoked, CA removed).
+    Revoked,
+    /// A reload removed the tunnel, or the user's grant on it.
+    GrantRemoved,
+}
+
+/// One tunnel's two lines in the audit trail: [`open`](Self::open) writes the first, and the
+/// close line is written when the tunnel ends, or when this is dropped without a close (the
+/// client went away before the tunnel was set up).
+#[derive(Debug)]
+pub struct TunnelAudit {
+    audit: std::sync::Arc<Audit>,
+    id: String,
+    user: String,
+    tunnel: String,
+    opened: std::time::Instant,
+    closed: Option<(ClosedBy, u64, u64)>,
+}
+
+impl TunnelAudit {
+    /// Writes the open line of a tunnel the gateway admitted.
+    pub fn open(
+        audit: std::sync::Arc<Audit>,
+        user: &str,
+        fingerprint: &[u8],
+        tunnel: &str,
+        reason: &str,
+    ) -> Self {
+        let id = format!("{:016x}", fastrand::u64(..));
+        audit.record(AuditRecord::TunnelOpened {
+            ts: Timestamp::now(),
+            id: id.clone(),
+            user: user.to_owned(),
+            fingerprint: hex::encode(fingerprint),
+            tunnel: tunnel.to_owned(),
+            decision: Decision::Allowed,
+            reason: reason.to_owned(),
+        });
+        Self {
+            audit,
+            id,
+            user: user.to_owned(),
+            tunnel: tunnel.to_owned(),
+            opened: std::time::Instant::now(),
+            closed: None,
+        }
+    }
+
+    /// Writes the close line: who ended the tunnel and the bytes each way.
+    pub fn close(mut self, by: ClosedBy, bytes_from_client: u64, bytes_to_client: u64) {
+        self.closed = Some((by, bytes_from_client, bytes_to_client));
+    }
+}
+
+impl Drop for TunnelAudit {
+    fn drop(&mut self) {
+        let (closed_by, bytes_from_client, bytes_to_client) =
+            self.closed.unwrap_or((ClosedBy::Client, 0, 0));
+        self.audit.record(AuditRecord::TunnelClosed {
+            ts: Timestamp::now(),
+            id: std::mem::take(&mut self.id),
+            user: std::mem::take(&mut self.user),
+            tunnel: std::mem::take(&mut self.tunnel),
+            duration_ms: u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes_from_client,
+            bytes_to_client,
+            closed_by,
+        });
+    }
 }
 
 /// What caused a configuration load.

@@ -14,6 +14,7 @@ mod files;
 mod gateway;
 pub mod raw;
 mod settings;
+mod tunnels;
 mod validate;
 
 pub use acme::{AcmeSettings, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
@@ -21,8 +22,8 @@ pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use gateway::{CrlUpdate, GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
 pub use settings::{
-    AdminSettings, Limits, Listen, LogSettings, Peering, RouteAction, RouteConfig, UpstreamAddr,
-    UpstreamConfig, UpstreamId,
+    AdminSettings, Limits, Listen, LogSettings, Peering, RouteAction, RouteConfig, TunnelConfig,
+    UpstreamAddr, UpstreamConfig, UpstreamId,
 };
 
 use std::path::Path;
@@ -66,6 +67,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Routes, in file order.
     pub routes: Vec<RouteConfig>,
+    /// Tunnel targets, in file order.
+    pub tunnels: Vec<TunnelConfig>,
     /// Limits and timeouts.
     pub limits: Limits,
     /// Access and audit log files.
@@ -173,6 +176,13 @@ impl Config {
             gateway.as_ref(),
             &mut problems,
         );
+        let tunnels = tunnels::validate_tunnels(
+            &raw,
+            &upstreams,
+            &certificates,
+            gateway.as_ref(),
+            &mut problems,
+        );
         let acme = acme::validate_acme(&raw, &certificates, &routes, &mut problems);
         problems.finish()?;
         let mut warnings = Problems::default();
@@ -187,6 +197,7 @@ impl Config {
             environments,
             upstreams,
             routes,
+            tunnels,
             limits,
             log: LogSettings {
                 dir: Some(raw.log.dir),
@@ -214,7 +225,7 @@ impl Config {
         problems.finish()
     }
 
-    /// The upstream a route forwards to.
+    /// The upstream a route forwards to or a tunnel opens to.
     pub fn upstream(&self, id: UpstreamId) -> &UpstreamConfig {
         // Ids are made by validation from this very list.
         &self.upstreams[id.index()]

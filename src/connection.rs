@@ -10,7 +10,6 @@ use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 
 use crate::host::HostPattern;
-use crate::tunnel::Tunnels;
 
 /// What the proxy knows about one client connection.
 #[derive(Debug)]
@@ -30,10 +29,9 @@ pub struct ConnectionInfo {
     pub client: Option<ClientIdentity>,
     /// The gateway generation that last found `client` trustworthy.
     pub trusted_under: AtomicU64,
-    /// Cancelled when a reload no longer trusts `client`: the connection is cut.
+    /// Cancelled when a reload no longer trusts `client`: the connection and its tunnels are
+    /// cut.
     pub revoked: CancellationToken,
-    /// Where its upgraded (WebSocket) requests run, under the connection's permit.
-    pub tunnels: Tunnels,
 }
 
 impl ConnectionInfo {
@@ -44,7 +42,6 @@ impl ConnectionInfo {
         session: &rustls::ServerConnection,
         certificate: Arc<[HostPattern]>,
         verified_under: u64,
-        tunnels: Tunnels,
     ) -> Option<Self> {
         Some(Self {
             client_ip: peer.ip().to_canonical(),
@@ -57,7 +54,6 @@ impl ConnectionInfo {
             client: ClientIdentity::from_session(session),
             trusted_under: verified_under.into(),
             revoked: CancellationToken::new(),
-            tunnels,
         })
     }
 

@@ -11,6 +11,7 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::body::{RequestBodyError, ResponseBody};
 use crate::host::HostError;
 use crate::path::PathError;
+use crate::routing::TunnelError;
 use crate::upstream::UpstreamError;
 
 /// Why a request message is refused.
@@ -44,6 +45,9 @@ pub enum ProxyError {
     /// The certificate of this connection does not cover the requested host (RFC 9110 15.5.20).
     #[error("host is not covered by this connection's certificate")]
     Misdirected,
+    /// A `CONNECT` with no tunnel: none on this host, or not one of its targets.
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
     /// An internal route this client may not use (RFC 9110 15.5.4).
     #[error("not allowed on this internal route")]
     Forbidden,
@@ -71,6 +75,9 @@ impl ProxyError {
             }
             Self::Message(_) => StatusCode::BAD_REQUEST,
             Self::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Self::Tunnel(TunnelError::NotOffered) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Tunnel(TunnelError::UnknownTarget) => StatusCode::FORBIDDEN,
+            Self::Tunnel(TunnelError::NotAuthority) => StatusCode::BAD_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,6 +95,7 @@ impl ProxyError {
                 }
                 UpstreamError::AddressRefused
                 | UpstreamError::Unreachable(_)
+                | UpstreamError::TunnelUnreachable(_)
                 | UpstreamError::Failed(_)
                 | UpstreamError::UpgradeWithoutRequest => StatusCode::BAD_GATEWAY,
             },
@@ -102,6 +110,9 @@ impl ProxyError {
             Self::Host(_) => "bad_host",
             Self::Path(_) => "bad_path",
             Self::Misdirected => "misdirected",
+            Self::Tunnel(TunnelError::NotOffered) => "connect_not_offered",
+            Self::Tunnel(TunnelError::UnknownTarget) => "unknown_tunnel",
+            Self::Tunnel(TunnelError::NotAuthority) => "bad_connect",
             Self::NoRoute => "no_route",
             Self::Forbidden => "forbidden",
             Self::PayloadTooLarge => "body_too_large",
@@ -120,6 +131,7 @@ impl ProxyError {
             | Self::Host(_)
             | Self::Path(_)
             | Self::Misdirected
+            | Self::Tunnel(_)
             | Self::NoRoute
             | Self::Forbidden
             | Self::PayloadTooLarge => Blame::Client,
@@ -180,6 +192,9 @@ mod tests {
         let errors = [
             ProxyError::Message(MessageError::HeadersTooLarge),
             ProxyError::Misdirected,
+            ProxyError::Tunnel(TunnelError::NotOffered),
+            ProxyError::Tunnel(TunnelError::UnknownTarget),
+            ProxyError::Tunnel(TunnelError::NotAuthority),
             ProxyError::Forbidden,
             ProxyError::NoRoute,
             ProxyError::PayloadTooLarge,

@@ -2,10 +2,12 @@
 //! optionally a current TOTP code once per session; every decision goes to the audit trail.
 //!
 //! Sits after routing (it needs the route's grants) and before the proxy; public routes pass
-//! through untouched. It also answers the proxy's own endpoints under `/.portcullis/` (the MFA
+//! through untouched. `CONNECT` tunnels pass the same identity and grants, with the second
+//! factor in a header (`tunnel.rs`). It also answers the proxy's own endpoints under `/.portcullis/` (the MFA
 //! form's target), which routing hands it on every host and which are never forwarded.
 
 mod mfa;
+mod tunnel;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +22,7 @@ use rustls::server::danger::ClientCertVerifier;
 use tower::{Layer, Service};
 
 pub use mfa::{MFA_PATH, MfaState};
+pub use tunnel::OTP_HEADER;
 
 use crate::access_log::mask_path;
 use crate::audit::{Audit, AuditRecord, Decision, Timestamp};
@@ -80,6 +83,16 @@ impl Gateway {
             conn.revoked.cancel();
             false
         }
+    }
+
+    /// True when `access` grants `client`'s user, who must be a configured person.
+    pub fn grants(&self, access: &RouteAccess, client: &ClientIdentity) -> bool {
+        self.settings.users.get(&client.user).is_some_and(|user| {
+            access
+                .allow
+                .iter()
+                .any(|g| g.admits(&client.user, &user.groups))
+        })
     }
 
     /// True when this configuration's roots and revocation lists accept `client`'s chain.
@@ -183,7 +196,11 @@ impl<S: AdmittedService<B>, B: FormBody> Service<Routed<B>> for GatewayService<S
         let mut inner = self.inner.clone();
         Either::Right(Box::pin(async move {
             let gateway = gateway_of(&routed).ok_or(ProxyError::Forbidden)?;
-            match admit(&gateway, &conn, &access, routed)? {
+            let admitted = match routed.route.action {
+                Action::Tunnel(_) => tunnel::admit(&gateway, &conn, &access, routed)?,
+                _ => admit(&gateway, &conn, &access, routed)?,
+            };
+            match admitted {
                 Admission::Forward(routed) => inner.call(*routed).await,
                 Admission::Answer(response) => Ok(response),
             }
@@ -230,11 +247,7 @@ fn identify<'a, B>(
     let Some(user) = gateway.settings.users.get(&client.user) else {
         return Err(deny(&client.user, "not a configured user"));
     };
-    if !access
-        .allow
-        .iter()
-        .any(|g| g.admits(&client.user, &user.groups))
-    {
+    if !gateway.grants(access, client) {
         return Err(deny(&client.user, "not granted on this route"));
     }
     Ok((client, user))
@@ -329,13 +342,8 @@ async fn reserved<B: FormBody>(
     .unwrap_or_else(|| route.prefix.clone());
     let settings = &gateway.settings;
     Ok(
-        match gateway
-            .mfa
-            .attempt(&client.user, totp, &form.code, settings.lockout)
-        {
+        match judge_code(&gateway, &routed, &route, client, totp, &form.code) {
             mfa::Attempt::Passed => {
-                let decision = (Decision::MfaPassed, "current TOTP code");
-                audit_access(&gateway, &routed, &route, &client.user, decision);
                 let cookie = gateway.mfa.session_cookie(
                     client,
                     &routed.host.name,
@@ -344,32 +352,48 @@ async fn reserved<B: FormBody>(
                 );
                 mfa::passed(cookie, &back)
             }
-            mfa::Attempt::Failed { lockout } => {
-                let decision = (Decision::MfaFailed, "wrong, expired or replayed TOTP code");
-                audit_access(&gateway, &routed, &route, &client.user, decision);
-                if let Some((failures, duration)) = lockout {
-                    let reason = format!(
-                        "{failures} wrong TOTP codes in a row; locked for {}s",
-                        duration.as_secs()
-                    );
-                    let decision = (Decision::MfaLocked, reason.as_str());
-                    audit_access(&gateway, &routed, &route, &client.user, decision);
-                }
-                mfa::form(
-                    http::StatusCode::FORBIDDEN,
-                    &route,
-                    &back,
-                    "That code was not accepted.",
-                )
-            }
-            mfa::Attempt::Locked(remaining) => {
-                gateway.audit.deny(
-                    &route.label.name,
-                    &client.user,
-                    "locked out after wrong TOTP codes",
-                );
-                mfa::locked(remaining)
-            }
+            mfa::Attempt::Failed { .. } => mfa::form(
+                http::StatusCode::FORBIDDEN,
+                &route,
+                &back,
+                "That code was not accepted.",
+            ),
+            mfa::Attempt::Locked(remaining) => mfa::locked(remaining),
         },
     )
+}
+
+/// Judges a submitted TOTP code of `client` on `route` and writes the outcome to the audit
+/// trail: passed, failed (and the lockout it starts), or refused unread during a lockout.
+fn judge_code<B>(
+    gateway: &Gateway,
+    routed: &Routed<B>,
+    route: &Route,
+    client: &ClientIdentity,
+    totp: &totp_rs::Totp,
+    code: &str,
+) -> mfa::Attempt {
+    let attempt = gateway
+        .mfa
+        .attempt(&client.user, totp, code, gateway.settings.lockout);
+    let audit = |decision| audit_access(gateway, routed, route, &client.user, decision);
+    match &attempt {
+        mfa::Attempt::Passed => audit((Decision::MfaPassed, "current TOTP code")),
+        mfa::Attempt::Failed { lockout } => {
+            audit((Decision::MfaFailed, "wrong, expired or replayed TOTP code"));
+            if let Some((failures, duration)) = lockout {
+                let reason = format!(
+                    "{failures} wrong TOTP codes in a row; locked for {}s",
+                    duration.as_secs()
+                );
+                audit((Decision::MfaLocked, reason.as_str()));
+            }
+        }
+        mfa::Attempt::Locked(_) => gateway.audit.deny(
+            &route.label.name,
+            &client.user,
+            "locked out after wrong TOTP codes",
+        ),
+    }
+    attempt
 }

@@ -31,6 +31,7 @@ use crate::connection::ConnectionInfo;
 use crate::gateway::{AdmittedService, FormBody, GatewayLayer};
 use crate::proxy::Proxy;
 use crate::redirect::redirect;
+use crate::tunnel::Tunnels;
 
 /// What hyper serves a connection with: every request answered, never an error.
 pub trait ConnectionService<B>:
@@ -63,9 +64,11 @@ impl<S, B> ConnectionService<B> for S where
 pub fn https_service(
     live: &LiveApp,
     conn: Arc<ConnectionInfo>,
+    tunnels: Tunnels,
 ) -> impl ConnectionService<Incoming> + use<> {
     let body_read_timeout = live.load().limits.body_read_timeout;
-    https_layers(live, &conn, Proxy::new(conn.clone(), body_read_timeout))
+    let proxy = Proxy::new(conn.clone(), tunnels, body_read_timeout);
+    https_layers(live, &conn, proxy)
 }
 
 /// Every layer of the TLS listener around `inner`, which receives what routing and the

@@ -26,6 +26,7 @@
 // The API: what `main` needs.
 pub mod audit;
 pub mod config;
+pub mod connect;
 pub mod dev_certs;
 pub mod logging;
 pub mod reload;

@@ -45,6 +45,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open a tunnel through the gateway and relay stdin/stdout: ssh's ProxyCommand.
+    ///
+    /// ssh -o ProxyCommand='portcullis connect --gateway gw.example.internal:443 %h:%p' db1
+    Connect(portcullis::connect::ConnectOptions),
     /// Create a local CA and a localhost certificate.
     DevCerts {
         /// Where to write them.
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
         Command::DevCerts { dir } => dev_certs(&dir),
+        Command::Connect(options) => connect(options),
         Command::AccessReport {
             config,
             since,
@@ -197,6 +202,20 @@ fn access_report(path: &Path, since: std::time::Duration, json: bool) -> anyhow:
         print!("{}", report.to_text());
     }
     Ok(())
+}
+
+fn connect(options: portcullis::connect::ConnectOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let relayed = runtime.block_on(async {
+        let local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+        portcullis::connect::connect(&options, local).await
+    });
+    // A read of stdin may still be blocked in its thread: do not wait for it.
+    runtime.shutdown_background();
+    Ok(relayed?)
 }
 
 fn dev_certs(dir: &Path) -> anyhow::Result<()> {

@@ -20,6 +20,16 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TunnelLabels {
+    tunnel: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -42,6 +52,9 @@ pub struct Metrics {
     certificate_expiry: Family<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     acme_events: Family<KindLabels, Counter>,
     crl_expired: Gauge,
+    tunnels_open: Family<TunnelLabels, Gauge>,
+    tunnels_opened: Family<TunnelLabels, Counter>,
+    tunnels_refused: Family<StatusLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -64,6 +77,9 @@ impl Metrics {
             certificate_expiry: Family::default(),
             acme_events: Family::default(),
             crl_expired: Gauge::default(),
+            tunnels_open: Family::default(),
+            tunnels_opened: Family::default(),
+            tunnels_refused: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -111,6 +127,21 @@ impl Metrics {
             "Revocation lists past their next update: every certificate they cover is refused",
             metrics.crl_expired.clone(),
         );
+        registry.register(
+            "tunnels_open",
+            "Tunnels carrying bytes now, by tunnel",
+            metrics.tunnels_open.clone(),
+        );
+        registry.register(
+            "tunnels_opened",
+            "CONNECT requests answered 200, by tunnel",
+            metrics.tunnels_opened.clone(),
+        );
+        registry.register(
+            "tunnels_refused",
+            "CONNECT requests refused, by status",
+            metrics.tunnels_refused.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -135,6 +166,30 @@ impl Metrics {
                 .get_or_create(&KindLabels { kind: error.name })
                 .inc();
         }
+    }
+
+    /// Counts the answer to a `CONNECT`: a 2xx opened the tunnel, anything else refused it.
+    pub fn tunnel_answered(&self, tunnel: Option<&Arc<str>>, status: u16) {
+        match tunnel {
+            Some(tunnel) if (200..300).contains(&status) => {
+                let tunnel = tunnel.clone();
+                self.tunnels_opened
+                    .get_or_create(&TunnelLabels { tunnel })
+                    .inc();
+            }
+            _ => {
+                self.tunnels_refused
+                    .get_or_create(&StatusLabels { status })
+                    .inc();
+            }
+        }
+    }
+
+    /// A tunnel started carrying bytes; the guard counts it closed.
+    pub fn tunnel_open(self: &Arc<Self>, tunnel: Arc<str>) -> TunnelGuard {
+        let labels = TunnelLabels { tunnel };
+        self.tunnels_open.get_or_create(&labels).inc();
+        TunnelGuard(self.clone(), labels)
     }
 
     /// A connection opened; the guard closes it.
@@ -189,6 +244,16 @@ pub struct ConnectionGuard(Arc<Metrics>);
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.0.connections.dec();
+    }
+}
+
+/// Counts a tunnel closed when dropped.
+#[derive(Debug)]
+pub struct TunnelGuard(Arc<Metrics>, TunnelLabels);
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.0.tunnels_open.get_or_create(&self.1).dec();
     }
 }
 

@@ -1,4 +1,6 @@
-//! The innermost service: sends a routed request to its upstream and streams the answer back.
+//! The innermost service: sends a routed request to its upstream and streams the answer back,
+//! or, for a `CONNECT` the gateway admitted, connects to the tunnel's target and hands both
+//! sides to the connection's tunnels.
 //!
 //! Bodies stream both ways; nothing is buffered whole. Framing is never copied: hyper re-frames
 //! the request from the body it actually read, so `Content-Length`/`Transfer-Encoding` tricks
@@ -24,25 +26,29 @@ pub use headers::{
 };
 
 use crate::access_log::Exchange;
+use crate::audit::ClosedBy;
 use crate::body::{RequestBody, ResponseBody};
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
 use crate::path::PathError;
 use crate::routing::{Action, Routed};
+use crate::tunnel::{Admitted, Tunnels};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Forwards routed requests for one client connection.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     conn: Arc<ConnectionInfo>,
+    tunnels: Tunnels,
     body_read_timeout: Duration,
 }
 
 impl Proxy {
-    /// A proxy for requests arriving on `conn`.
-    pub fn new(conn: Arc<ConnectionInfo>, body_read_timeout: Duration) -> Self {
+    /// A proxy for requests arriving on `conn`, whose upgrades and tunnels run in `tunnels`.
+    pub fn new(conn: Arc<ConnectionInfo>, tunnels: Tunnels, body_read_timeout: Duration) -> Self {
         Self {
             conn,
+            tunnels,
             body_read_timeout,
         }
     }
@@ -58,22 +64,44 @@ impl Service<Routed> for Proxy {
     }
 
     fn call(&mut self, routed: Routed) -> Self::Future {
-        Box::pin(forward(self.conn.clone(), self.body_read_timeout, routed))
+        Box::pin(forward(self.clone(), routed))
     }
 }
 
-async fn forward(
-    conn: Arc<ConnectionInfo>,
-    body_read_timeout: Duration,
-    routed: Routed,
-) -> Result<Response<ResponseBody>, ProxyError> {
+async fn forward(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>, ProxyError> {
+    let Proxy {
+        conn,
+        tunnels,
+        body_read_timeout,
+    } = proxy;
     let Routed {
         mut request,
         route,
         host,
         user,
+        tunnel,
         ..
     } = routed;
+    if let Action::Tunnel(target) = &route.action {
+        // Only what the gateway admitted (and wrote to the audit trail) is ever opened.
+        let audit = tunnel.ok_or(ProxyError::Internal)?;
+        let upstream = match target.upstream.connect().await {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                audit.close(ClosedBy::UpstreamFailed, 0, 0);
+                return Err(error.into());
+            }
+        };
+        tunnels.spawn_connect(Admitted {
+            client: hyper::upgrade::on(&mut request),
+            upstream,
+            audit,
+            route: route.label.name.clone(),
+            conn,
+            idle_timeout: target.idle_timeout,
+        });
+        return Ok(Response::new(ResponseBody::empty()));
+    }
     let declared_length = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -86,8 +114,9 @@ async fn forward(
             upstream, strip, ..
         } => (upstream, strip),
         Action::Respond { status, body } => return Ok(respond(*status, body)),
-        // The gateway answers these; one reaching here is a bug of ours, never forwarded.
-        Action::Reserved => return Err(ProxyError::Internal),
+        // The gateway answers these, and tunnels are opened above; one reaching here is a bug
+        // of ours, never forwarded.
+        Action::Reserved | Action::Tunnel(_) => return Err(ProxyError::Internal),
     };
     let upgrade = requested_upgrade(request.version(), request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
@@ -108,8 +137,7 @@ async fn forward(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         let client = client_upgrade.ok_or(UpstreamError::UpgradeWithoutRequest)?;
-        conn.tunnels
-            .spawn(client, hyper::upgrade::on(&mut response));
+        tunnels.spawn(client, hyper::upgrade::on(&mut response));
     }
     let (mut parts, body) = response.into_parts();
     rewrite_response(&mut parts.headers, switching);

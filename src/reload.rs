@@ -149,6 +149,7 @@ pub(crate) fn generation(
         shared.ticketer.clone(),
         config.gateway.as_ref(),
         &config.routes,
+        &config.tunnels,
     )?;
     for certificate in config.certificates.entries() {
         let name = certificate

@@ -1,6 +1,7 @@
-//! `portcullis access-report`: the periodic review of who reached which internal tool, built
-//! from the audit trail: per user the routes used, requests, last access and denials; the
-//! configured users who used nothing (candidates for revocation); the grants nobody used.
+//! `portcullis access-report`: the periodic review of who reached which internal tool or tunnel
+//! target, built from the audit trail: per user the routes and tunnels used, requests and
+//! tunnels opened, last access and denials; the configured users who used nothing (candidates
+//! for revocation); the grants nobody used.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -29,14 +30,24 @@ pub struct Report {
 /// One person's activity.
 #[derive(Debug, Default, Serialize)]
 pub struct UserActivity {
-    /// Routes reached.
+    /// Routes and tunnels reached.
     pub routes: BTreeSet<String>,
-    /// Allowed requests.
+    /// Allowed requests and tunnels opened.
     pub requests: u64,
-    /// Time of the last allowed request.
+    /// Time of the last allowed request or tunnel.
     pub last_access: Option<Timestamp>,
     /// Denied requests and failed second factors.
     pub denials: u64,
+}
+
+impl UserActivity {
+    fn allowed(&mut self, route: &str, ts: Timestamp) {
+        self.requests += 1;
+        self.routes.insert(route.to_owned());
+        if self.last_access.is_none_or(|last| last < ts) {
+            self.last_access = Some(ts);
+        }
+    }
 }
 
 /// Reads the audit files in `dir` covering the last `period`.
@@ -64,7 +75,9 @@ pub fn read_audit(dir: &Path, period: Duration, now: SystemTime) -> (Timestamp, 
             text.lines()
                 .filter_map(|line| serde_json::from_str::<AuditRecord>(line).ok())
                 .filter(|r| match r {
-                    AuditRecord::Access { ts, .. } | AuditRecord::Denied { ts, .. } => *ts >= since,
+                    AuditRecord::Access { ts, .. }
+                    | AuditRecord::Denied { ts, .. }
+                    | AuditRecord::TunnelOpened { ts, .. } => *ts >= since,
                     _ => false,
                 }),
         );
@@ -93,21 +106,29 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
                 let activity = report.users.entry(user.clone()).or_default();
                 match decision {
                     Decision::Allowed => {
-                        activity.requests += 1;
-                        activity.routes.insert(route.clone());
-                        if activity.last_access.is_none_or(|last| last < *ts) {
-                            activity.last_access = Some(*ts);
-                        }
+                        activity.allowed(route, *ts);
                         used.insert((user.clone(), route.clone()));
                     }
                     Decision::MfaFailed => activity.denials += 1,
                     Decision::MfaPassed | Decision::MfaLocked => {}
                 }
             }
+            AuditRecord::TunnelOpened {
+                ts, user, tunnel, ..
+            } => {
+                report
+                    .users
+                    .entry(user.clone())
+                    .or_default()
+                    .allowed(tunnel, *ts);
+                used.insert((user.clone(), tunnel.clone()));
+            }
             AuditRecord::Denied { user, count, .. } => {
                 report.users.entry(user.clone()).or_default().denials += count;
             }
-            AuditRecord::Config { .. } | AuditRecord::Admin { .. } => {}
+            AuditRecord::TunnelClosed { .. }
+            | AuditRecord::Config { .. }
+            | AuditRecord::Admin { .. } => {}
         }
     }
     let Some(gateway) = &config.gateway else {
@@ -119,11 +140,12 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
         .filter(|name| report.users.get(*name).is_none_or(|a| a.requests == 0))
         .cloned()
         .collect();
-    for route in &config.routes {
-        let Some(access) = &route.access else {
-            continue;
-        };
-        let name = route.name();
+    let routes = config
+        .routes
+        .iter()
+        .filter_map(|route| Some((route.name(), route.access.as_ref()?)));
+    let tunnels = config.tunnels.iter().map(|t| (t.name(), &t.access));
+    for (name, access) in routes.chain(tunnels) {
         for grant in &access.allow {
             let exercised = gateway.users.iter().any(|(user, settings)| {
                 grant.admits(user, &settings.groups) && used.contains(&(user.clone(), name.clone()))

@@ -8,12 +8,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access_log::RouteLabel;
+use crate::audit::TunnelAudit;
 use crate::config::RouteAccess;
 use crate::host::{HostMap, HostPattern, RequestHost};
 use crate::path::{PathError, RESERVED_PREFIX, lenient_path};
@@ -57,23 +60,64 @@ pub enum Action {
     /// The proxy's own endpoints under [`RESERVED_PREFIX`], answered by the gateway and never
     /// forwarded, whatever the routes say.
     Reserved,
+    /// Opens a byte stream to an upstream: a `[[tunnels]]` target, asked for with `CONNECT`.
+    Tunnel(TunnelTarget),
+}
+
+/// What a tunnel route opens.
+#[derive(Debug)]
+pub struct TunnelTarget {
+    /// The name clients ask for, lowercase.
+    pub target: String,
+    /// The port clients ask for.
+    pub port: u16,
+    /// Where the stream goes.
+    pub upstream: Arc<Upstream>,
+    /// How long the stream may carry no byte either way.
+    pub idle_timeout: Duration,
+}
+
+/// Why a `CONNECT` has no tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    /// The connection's host offers no tunnels: `CONNECT` means nothing here.
+    #[error("CONNECT is not offered on this host")]
+    NotOffered,
+    /// Not one of the host's configured targets (another name, port, or an address).
+    #[error("not a configured tunnel target")]
+    UnknownTarget,
+    /// A target that is not in authority form (`name:port`, RFC 9110 9.3.6).
+    #[error("CONNECT target is not name:port")]
+    NotAuthority,
 }
 
 /// The routes of one configuration.
 #[derive(Debug)]
 pub struct Routes {
     table: RouteTable<Arc<Route>>,
+    /// Gateway host -> (target, port) -> tunnel route.
+    tunnels: HashMap<String, HashMap<(String, u16), Arc<Route>>>,
     by_name: HashMap<Arc<str>, Arc<Route>>,
     reserved: Arc<Route>,
 }
 
 impl Routes {
-    /// Indexes compiled routes by host and prefix, and by name.
-    pub fn new(routes: Vec<Arc<Route>>) -> Self {
+    /// Indexes compiled routes by host and prefix, tunnel routes by host, target and port, and
+    /// both by name.
+    pub fn new(routes: Vec<Arc<Route>>, tunnel_routes: Vec<Arc<Route>>) -> Self {
         let by_name = routes
             .iter()
+            .chain(&tunnel_routes)
             .map(|r| (r.label.name.clone(), r.clone()))
             .collect();
+        let mut tunnels: HashMap<String, HashMap<(String, u16), Arc<Route>>> = HashMap::new();
+        for route in tunnel_routes {
+            if let (HostPattern::Exact(host), Action::Tunnel(target)) = (&route.host, &route.action)
+            {
+                let key = (target.target.clone(), target.port);
+                tunnels.entry(host.clone()).or_default().insert(key, route);
+            }
+        }
         let table = RouteTable::new(
             routes
                 .into_iter()
@@ -81,6 +125,7 @@ impl Routes {
         );
         Self {
             table,
+            tunnels,
             by_name,
             reserved: Arc::new(Route {
                 label: Arc::new(RouteLabel {
@@ -106,7 +151,25 @@ impl Routes {
             .resolve_guarded(host, path, |route| route.access.is_some())
     }
 
-    /// The route named `name` (`host` + prefix), for the gateway's own endpoints.
+    /// The tunnel route for a `CONNECT` to `authority` on a connection made for `host` (its
+    /// SNI). Only a configured name and port match: an address, another port or a name with
+    /// different spelling never does.
+    pub fn tunnel(&self, host: &str, authority: &Authority) -> Result<&Arc<Route>, TunnelError> {
+        let targets = self.tunnels.get(host).ok_or(TunnelError::NotOffered)?;
+        let port = authority.port_u16().ok_or(TunnelError::UnknownTarget)?;
+        let target = authority.host().to_ascii_lowercase();
+        targets
+            .get(&(target, port))
+            .ok_or(TunnelError::UnknownTarget)
+    }
+
+    /// True when `host` offers tunnels.
+    pub fn offers_tunnels(&self, host: &str) -> bool {
+        self.tunnels.contains_key(host)
+    }
+
+    /// The route named `name` (`host` + prefix, or a tunnel's name), for the gateway's own
+    /// endpoints and for judging open tunnels again after a reload.
     pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {
         self.by_name.get(name)
     }
@@ -132,6 +195,8 @@ pub struct Routed<B = Incoming> {
     pub routes: Arc<Routes>,
     /// The employee the gateway admitted, sent upstream as `X-Portcullis-User`.
     pub user: Option<HeaderValue>,
+    /// For a tunnel the gateway admitted: its lines in the audit trail.
+    pub tunnel: Option<TunnelAudit>,
 }
 
 /// One route of a host: its prefix as written, lowercased, and its target.

@@ -21,18 +21,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
 
-pub use streams::{InFlight, StreamExecutor};
+pub use streams::StreamExecutor;
 
 use crate::app::{App, LiveApp};
 use crate::config::Limits;
 use crate::connection::ConnectionInfo;
-use crate::io::{Activity, Watched};
+use crate::io::{Activity, InFlight, Watched};
 use crate::layers::{http_service, https_service};
 use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
 use crate::tls::TlsConfigs;
-use crate::tunnel::Tunnels;
+use crate::tunnel::{Holding, Tunnels};
 
 /// Longest pause after repeated accept errors (file descriptors exhausted).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -175,26 +175,31 @@ impl Server {
         let Some(certificate) = generation.app.certs.names_for(session.server_name()) else {
             return;
         };
-        let tunnels = Tunnels::new(
-            self.lifecycle.clone(),
-            lease,
-            limits.idle_timeout,
-            limits.send_timeout,
-        );
         // The gateway verified the client certificate during this handshake.
         let verified_under = generation.app.gateway.as_ref().map_or(0, |g| g.generation);
-        let Some(info) = ConnectionInfo::new(peer, session, certificate, verified_under, tunnels)
-        else {
+        let Some(info) = ConnectionInfo::new(peer, session, certificate, verified_under) else {
             return;
         };
         let info = Arc::new(info);
-        let service = TowerToHyperService::new(https_service(&self.live, info.clone()));
+        // Idle means no stream in flight: a client that only pings is idle too, one with a
+        // tunnel open is not.
+        let in_flight = is_h2.then(|| Arc::new(InFlight::default()));
+        let tunnels = Tunnels::new(
+            self.lifecycle.clone(),
+            Holding {
+                lease,
+                in_flight: in_flight.clone(),
+                live: self.live.clone(),
+                reloads: self.reloads.subscribe(),
+            },
+            limits.idle_timeout,
+            limits.send_timeout,
+        );
+        let service = TowerToHyperService::new(https_service(&self.live, info.clone(), tunnels));
         let io = TokioIo::new(tls);
         let idle = limits.idle_timeout;
         let revoked = self.revocation(&info);
-        if is_h2 {
-            // Idle means no stream in flight: a client that only pings is idle too.
-            let in_flight = Arc::new(InFlight::default());
+        if let Some(in_flight) = in_flight {
             let executor = StreamExecutor::new(
                 self.lifecycle.clone(),
                 limits.send_timeout,

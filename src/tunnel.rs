@@ -1,10 +1,14 @@
-//! Upgraded connections (WebSocket): the client and the upstream joined byte for byte once both
-//! sides have switched protocols.
+//! Byte streams joined through the proxy: upgraded connections (WebSocket), where the client and
+//! the upstream switched protocols, and `CONNECT` tunnels to a `[[tunnels]]` target, which the
+//! gateway admitted and the audit trail follows from open to close.
 //!
 //! A tunnel is a connection like any other: it keeps the client connection's permit and its
-//! place in `portcullis_connections_active` (it holds the connection's lease), it ends after
-//! `idle_timeout` without a byte either way, a write stuck for `send_timeout` fails it, and at
-//! shutdown it runs until the grace period ends, then is cut.
+//! place in `portcullis_connections_active` (it holds the connection's lease), it ends after its
+//! idle timeout without a byte either way, a write stuck for `send_timeout` fails it, and at
+//! shutdown it runs until the grace period ends, then is cut. On HTTP/2 it counts as a stream
+//! in flight, so the connection carrying it is not idle. A `CONNECT` tunnel is judged again at
+//! every reload: when the reload no longer trusts its certificate or no longer grants it, it is
+//! closed.
 
 use std::any::Any;
 use std::fmt;
@@ -13,9 +17,18 @@ use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
-use crate::io::{Activity, Watched};
+use crate::app::{App, LiveApp};
+use crate::audit::{ClosedBy, TunnelAudit};
+use crate::connection::ConnectionInfo;
+use crate::io::{Activity, InFlight, Watched};
 use crate::lifecycle::Lifecycle;
+
+/// Bytes read at once from either side of a `CONNECT` tunnel.
+const RELAY_BUFFER: usize = 16 * 1024;
 
 /// What a client connection's tunnels run under.
 #[derive(Clone)]
@@ -25,6 +38,10 @@ pub struct Tunnels {
     lease: Arc<dyn Any + Send + Sync>,
     idle_timeout: Duration,
     send_timeout: Duration,
+    /// HTTP/2 only: the connection's streams in flight.
+    in_flight: Option<Arc<InFlight>>,
+    live: LiveApp,
+    reloads: watch::Receiver<()>,
 }
 
 impl fmt::Debug for Tunnels {
@@ -36,17 +53,50 @@ impl fmt::Debug for Tunnels {
     }
 }
 
+/// How a tunnel's connection is held and judged: its lease, its HTTP/2 streams, and the
+/// configuration in service with the signal of each reload.
+pub struct Holding {
+    /// The connection's permit and gauge.
+    pub lease: Arc<dyn Any + Send + Sync>,
+    /// HTTP/2 only: the connection's streams in flight.
+    pub in_flight: Option<Arc<InFlight>>,
+    /// The configuration in service.
+    pub live: LiveApp,
+    /// Changes at every reload.
+    pub reloads: watch::Receiver<()>,
+}
+
+/// A `CONNECT` tunnel the gateway admitted and the proxy connected.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The client's side, once the `200` is sent.
+    pub client: OnUpgrade,
+    /// The target's side.
+    pub upstream: TcpStream,
+    /// Its lines in the audit trail.
+    pub audit: TunnelAudit,
+    /// The tunnel route's name, to judge it again after a reload.
+    pub route: Arc<str>,
+    /// The connection it was opened on.
+    pub conn: Arc<ConnectionInfo>,
+    /// How long it may carry no byte.
+    pub idle_timeout: Duration,
+}
+
 impl Tunnels {
-    /// Tunnels of one connection holding `lease`.
+    /// Tunnels of one connection; `idle_timeout` is the upgraded connections' one.
     pub fn new(
         lifecycle: Lifecycle,
-        lease: Arc<dyn Any + Send + Sync>,
+        holding: Holding,
         idle_timeout: Duration,
         send_timeout: Duration,
     ) -> Self {
         Self {
             lifecycle,
-            lease,
+            lease: holding.lease,
+            in_flight: holding.in_flight,
+            live: holding.live,
+            reloads: holding.reloads,
             idle_timeout,
             send_timeout,
         }
@@ -57,7 +107,7 @@ impl Tunnels {
     pub fn spawn(&self, client: OnUpgrade, upstream: OnUpgrade) {
         let tunnels = self.clone();
         self.lifecycle.tracker.spawn(async move {
-            let _lease = tunnels.lease.clone();
+            let _held = tunnels.hold();
             let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
                 return;
             };
@@ -71,4 +121,125 @@ impl Tunnels {
             }
         });
     }
+
+    /// Relays an admitted `CONNECT` tunnel until one side closes, it idles, shutdown cuts it or
+    /// a reload withdraws it; then writes its close line with the bytes each way.
+    pub fn spawn_connect(&self, tunnel: Admitted) {
+        let tunnels = self.clone();
+        self.lifecycle.tracker.spawn(async move {
+            let _held = tunnels.hold();
+            let Admitted {
+                client,
+                upstream,
+                audit,
+                route,
+                conn,
+                idle_timeout,
+            } = tunnel;
+            let Ok(client) = client.await else {
+                audit.close(ClosedBy::Client, 0, 0);
+                return;
+            };
+            let _open = tunnels.live.load().metrics.tunnel_open(route.clone());
+            let activity = Activity::new();
+            let client = Watched::new(TokioIo::new(client), activity.clone(), tunnels.send_timeout);
+            let upstream = Watched::new(upstream, activity.clone(), tunnels.send_timeout);
+            let (mut from_client, mut to_client) = (0, 0);
+            let withdrawn = withdrawn(&tunnels.live, tunnels.reloads.clone(), &conn, &route);
+            let closed_by = tokio::select! {
+                by = relay(client, upstream, &mut from_client, &mut to_client) => by,
+                () = activity.idle(idle_timeout) => ClosedBy::IdleTimeout,
+                () = tunnels.lifecycle.cut.cancelled() => ClosedBy::Shutdown,
+                by = withdrawn => by,
+            };
+            audit.close(closed_by, from_client, to_client);
+        });
+    }
+
+    /// What a running tunnel holds: the connection's lease, and on HTTP/2 a stream in flight.
+    fn hold(&self) -> impl Send + use<> {
+        (
+            self.lease.clone(),
+            self.in_flight.as_ref().map(InFlight::enter),
+        )
+    }
+}
+
+/// Copies both ways, counting bytes, until both sides have closed. A side that closes is
+/// passed on as a half-close (the other direction goes on, as SSH expects); whichever closed
+/// first closed the tunnel.
+async fn relay<C, U>(client: C, upstream: U, from_client: &mut u64, to_client: &mut u64) -> ClosedBy
+where
+    C: AsyncRead + AsyncWrite,
+    U: AsyncRead + AsyncWrite,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let up = pump(&mut client_read, &mut upstream_write, from_client);
+    let down = pump(&mut upstream_read, &mut client_write, to_client);
+    let (mut up, mut down) = (std::pin::pin!(up), std::pin::pin!(down));
+    tokio::select! {
+        () = &mut up => {
+            down.await;
+            ClosedBy::Client
+        }
+        () = &mut down => {
+            up.await;
+            ClosedBy::Upstream
+        }
+    }
+}
+
+/// Copies `from` to `to` until `from` ends or either fails, then shuts `to` down.
+async fn pump(
+    from: &mut (impl AsyncRead + Unpin),
+    to: &mut (impl AsyncWrite + Unpin),
+    count: &mut u64,
+) {
+    let mut buffer = vec![0; RELAY_BUFFER];
+    while let Ok(read) = from.read(&mut buffer).await {
+        if read == 0 || to.write_all(&buffer[..read]).await.is_err() {
+            break;
+        }
+        *count += read as u64;
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Completes when a reload no longer trusts the tunnel's certificate or no longer grants its
+/// route to the certificate's user.
+async fn withdrawn(
+    live: &LiveApp,
+    mut reloads: watch::Receiver<()>,
+    conn: &ConnectionInfo,
+    route: &str,
+) -> ClosedBy {
+    loop {
+        tokio::select! {
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+                if let Some(by) = judge_again(&live.load(), conn, route) {
+                    return by;
+                }
+            }
+            () = conn.revoked.cancelled() => return ClosedBy::Revoked,
+        }
+    }
+}
+
+fn judge_again(app: &App, conn: &ConnectionInfo, route: &str) -> Option<ClosedBy> {
+    let (Some(gateway), Some(client)) = (&app.gateway, &conn.client) else {
+        return Some(ClosedBy::GrantRemoved);
+    };
+    if !gateway.still_trusts(conn) {
+        return Some(ClosedBy::Revoked);
+    }
+    let granted = app
+        .routes
+        .by_name(route)
+        .and_then(|route| route.access.as_ref())
+        .is_some_and(|access| gateway.grants(access, client));
+    (!granted).then_some(ClosedBy::GrantRemoved)
 }

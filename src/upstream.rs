@@ -49,6 +49,9 @@ pub enum UpstreamError {
     /// The connection failed mid-request or the response was malformed.
     #[error("upstream request failed")]
     Failed(#[source] hyper_util::client::legacy::Error),
+    /// A tunnel's target refused the connection, reset it, or its name did not resolve.
+    #[error("tunnel target unreachable")]
+    TunnelUnreachable(#[source] BoxError),
     /// The upstream switched protocols on a request that did not ask to.
     #[error("upstream answered 101 to a request without Upgrade")]
     UpgradeWithoutRequest,
@@ -62,7 +65,7 @@ impl UpstreamError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::AddressRefused => "upstream_address_refused",
-            Self::Unreachable(_) => "upstream_unreachable",
+            Self::Unreachable(_) | Self::TunnelUnreachable(_) => "upstream_unreachable",
             Self::ConnectTimeout => "upstream_connect_timeout",
             Self::ResponseTimeout => "upstream_timeout",
             Self::Failed(_) => "upstream_failed",
@@ -97,6 +100,23 @@ impl UpstreamError {
             Self::Failed(error)
         }
     }
+}
+
+/// Sorts a connector's error as [`UpstreamError::classify`] sorts the client's.
+fn classify_connect(error: BoxError) -> UpstreamError {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
+    while let Some(e) = cause {
+        if e.is::<AddressRefused>() {
+            return UpstreamError::AddressRefused;
+        }
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return UpstreamError::ConnectTimeout;
+        }
+        cause = e.source();
+    }
+    UpstreamError::TunnelUnreachable(error)
 }
 
 /// The policy refusal, as an error type the client's cause chain can be searched for.
@@ -180,6 +200,7 @@ impl Service<Uri> for CheckedConnector {
 #[derive(Debug)]
 pub struct Upstream {
     client: Client<CheckedConnector, RequestBody>,
+    connector: CheckedConnector,
     targets: Vec<Authority>,
     next: AtomicUsize,
     response_timeout: Duration,
@@ -198,7 +219,7 @@ impl Upstream {
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .set_host(false)
-            .build(connector);
+            .build(connector.clone());
         let targets = config
             .addrs
             .iter()
@@ -206,6 +227,7 @@ impl Upstream {
             .collect();
         Self {
             client,
+            connector,
             targets,
             next: AtomicUsize::new(0),
             response_timeout: limits.upstream_response_timeout,
@@ -216,6 +238,23 @@ impl Upstream {
     pub fn next_target(&self) -> Option<&Authority> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         self.targets.get(i % self.targets.len().max(1))
+    }
+
+    /// A new connection to the next target, for a tunnel: the same address checks, connect
+    /// timeout and nodelay as the pool's connections.
+    pub async fn connect(&self) -> Result<TcpStream, UpstreamError> {
+        let target = self.next_target().ok_or(UpstreamError::AddressRefused)?;
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(target.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| UpstreamError::TunnelUnreachable(e.into()))?;
+        let mut connector = self.connector.clone();
+        match connector.call(uri).await {
+            Ok(io) => Ok(io.into_inner()),
+            Err(e) => Err(classify_connect(e)),
+        }
     }
 
     /// Sends a request whose URI already names a target, waiting at most the response timeout

@@ -165,8 +165,8 @@ pub enum ProblemKind {
     /// `allow` or `mfa` on a route that is not internal.
     #[error("`allow` and `mfa` apply to internal routes only (set `internal = true`)")]
     AccessOnPublicRoute,
-    /// An internal route or admin grant without a gateway.
-    #[error("internal routes and admin grants need a [gateway] section")]
+    /// An internal route, tunnel or admin grant without a gateway.
+    #[error("internal routes, tunnels and admin grants need a [gateway] section")]
     NoGateway,
     /// An allow entry naming nobody.
     #[error("{0:?} is neither a user in [gateway.users] nor a group one of them belongs to")]
@@ -237,6 +237,15 @@ pub enum ProblemKind {
     /// Same host and prefix twice.
     #[error("another route already serves host {0:?} with this prefix")]
     DuplicateRoute(String),
+    /// A tunnel host that is not one exact name.
+    #[error("{0:?} must be one exact host name (the gateway's SNI), not a pattern")]
+    TunnelHost(String),
+    /// A tunnel target that is not a host name.
+    #[error("{0:?} must be a host name (clients CONNECT to names, never to addresses)")]
+    TunnelTarget(String),
+    /// The same host, target and port twice.
+    #[error("another tunnel already serves {0:?}")]
+    DuplicateTunnel(String),
     /// No certificate at all.
     #[error("at least one certificate is required")]
     NoCertificate,

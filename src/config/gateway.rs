@@ -201,18 +201,33 @@ pub(super) fn route_access(
         problems.push(key("internal"), ProblemKind::NoGateway);
         return None;
     };
-    let allow = grants(&route.allow, &key("allow"), gateway, problems);
-    if route.mfa {
+    Some(access_rules(
+        &route.allow,
+        route.mfa,
+        &route_key,
+        gateway,
+        problems,
+    ))
+}
+
+/// The `allow` and `mfa` keys of the route or tunnel at `key`: grants naming people who exist,
+/// and a second factor for everyone granted when `mfa` is set.
+pub(super) fn access_rules(
+    allow: &[String],
+    mfa: bool,
+    key: &Key,
+    gateway: &GatewaySettings,
+    problems: &mut Problems,
+) -> RouteAccess {
+    let allow = grants(allow, &key.field("allow"), gateway, problems);
+    if mfa {
         for (name, user) in &gateway.users {
             if user.totp.is_none() && allow.iter().any(|g| g.admits(name, &user.groups)) {
-                problems.push(key("mfa"), ProblemKind::NoSecondFactor(name.clone()));
+                problems.push(key.field("mfa"), ProblemKind::NoSecondFactor(name.clone()));
             }
         }
     }
-    Some(RouteAccess {
-        allow,
-        mfa: route.mfa,
-    })
+    RouteAccess { allow, mfa }
 }
 
 /// An `allow` list at `key`, each entry naming a configured user or a group one of them is in.

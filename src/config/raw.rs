@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub routes: Vec<RawRoute>,
     #[serde(default)]
+    pub tunnels: Vec<RawTunnel>,
+    #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
     pub log: RawLog,
@@ -198,6 +200,36 @@ pub struct RawRoute {
     pub allow: Vec<String>,
     #[serde(default)]
     pub mfa: bool,
+}
+
+/// `[[tunnels]]`: a target employees may open a byte stream to with `CONNECT target:port`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTunnel {
+    /// The gateway's name: SNI and certificate.
+    pub host: String,
+    /// The name clients ask for.
+    pub target: String,
+    /// The port clients ask for.
+    #[serde(default = "ssh_port")]
+    pub port: u16,
+    pub upstream: String,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub mfa: bool,
+    /// How long an open tunnel may carry no byte either way.
+    #[serde(default = "tunnel_idle_timeout")]
+    pub idle_timeout: String,
+}
+
+fn ssh_port() -> u16 {
+    22
+}
+
+/// Long enough for an SSH session left open without keep-alives over a lunch break.
+fn tunnel_idle_timeout() -> String {
+    "1h".to_owned()
 }
 
 /// `[gateway]`

@@ -124,6 +124,31 @@ impl RouteConfig {
     }
 }
 
+/// One `[[tunnels]]` entry, validated: a byte stream an employee may open with
+/// `CONNECT target:port` on the gateway's host.
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// The gateway's name, exact and lowercase: the connection's SNI.
+    pub host: String,
+    /// The name clients ask for, lowercase; never an address.
+    pub target: String,
+    /// The port clients ask for.
+    pub port: u16,
+    /// Where the stream goes.
+    pub upstream: UpstreamId,
+    /// Who may open it.
+    pub access: RouteAccess,
+    /// How long it may carry no byte either way.
+    pub idle_timeout: Duration,
+}
+
+impl TunnelConfig {
+    /// A stable name for logs, metrics and the audit trail: `host CONNECT target:port`.
+    pub fn name(&self) -> String {
+        format!("{} CONNECT {}:{}", self.host, self.target, self.port)
+    }
+}
+
 /// `[log]`, validated: where and how long lines are kept.
 #[derive(Debug, Clone)]
 pub struct LogSettings {

@@ -142,6 +142,22 @@ pub(super) fn require_certificates(raw: &RawConfig, problems: &mut Problems) {
     }
 }
 
+/// A host that clients reach by TLS must be covered by a certificate file or an ACME domain.
+pub(super) fn require_coverage(
+    raw: &RawConfig,
+    certificates: &CertStore,
+    host: &HostPattern,
+    key: Key,
+    problems: &mut Problems,
+) {
+    let acme_names = || raw.tls.acme.iter().flat_map(|a| a.domains.iter());
+    let any_source = !certificates.entries().is_empty() || acme_names().next().is_some();
+    let by_acme = acme_names().any(|name| HostPattern::Exact(name.to_ascii_lowercase()) == *host);
+    if any_source && !certificates.covers(host) && !by_acme {
+        problems.push(key, ProblemKind::Uncovered(host.to_string()));
+    }
+}
+
 pub(super) fn validate_routes(
     raw: &RawConfig,
     upstreams: &[UpstreamConfig],
@@ -150,12 +166,6 @@ pub(super) fn validate_routes(
     gateway: Option<&super::GatewaySettings>,
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
-    let acme_names: Vec<&str> = raw
-        .tls
-        .acme
-        .iter()
-        .flat_map(|a| a.domains.iter().map(String::as_str))
-        .collect();
     let mut routes: Vec<RouteConfig> = Vec::new();
     for (i, route) in raw.routes.iter().enumerate() {
         let route_key = Key::new("routes").index(i);
@@ -163,17 +173,8 @@ pub(super) fn validate_routes(
         let host = HostPattern::parse(&route.host)
             .map_err(|e| problems.push(key("host"), e))
             .ok();
-        let by_acme = |host: &HostPattern| {
-            acme_names
-                .iter()
-                .any(|name| HostPattern::Exact(name.to_ascii_lowercase()) == *host)
-        };
-        if let Some(host) = &host
-            && (!certificates.entries().is_empty() || !acme_names.is_empty())
-            && !certificates.covers(host)
-            && !by_acme(host)
-        {
-            problems.push(key("host"), ProblemKind::Uncovered(host.to_string()));
+        if let Some(host) = &host {
+            require_coverage(raw, certificates, host, key("host"), problems);
         }
         let prefix = &route.path_prefix;
         if !prefix.starts_with('/')

@@ -6,6 +6,8 @@
 //! - Wrong codes are counted per user across connections (a certificate names one user, so this
 //!   also bounds every certificate): past `max_failures` in a row the user is locked out, for a
 //!   time that doubles with each further wrong code (RFC 6238 5.2 asks for such throttling).
+//! - Tunnels have no browser: the code comes in a `CONNECT` header, and the session is kept
+//!   here, per certificate and tunnel, for the same `mfa_session`.
 //! - The cookie is `__Host-` prefixed (host-only, `Secure`, `Path=/`), one per route, and its
 //!   signature binds certificate, user, host, route and expiry: it is worth nothing anywhere
 //!   else, and the proxy strips it from every forwarded request.
@@ -40,6 +42,8 @@ const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MfaState {
     key: hmac::Key,
     users: Mutex<HashMap<String, UserState>>,
+    /// (certificate fingerprint, tunnel name) -> end of its session.
+    tunnel_sessions: Mutex<HashMap<([u8; 32], String), Instant>>,
 }
 
 /// What the gateway remembers of one user's codes.
@@ -104,6 +108,7 @@ impl MfaState {
         Ok(Self {
             key: hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())?,
             users: Mutex::new(HashMap::new()),
+            tunnel_sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -207,6 +212,33 @@ impl MfaState {
                     )
                     .is_ok()
             })
+    }
+}
+
+impl MfaState {
+    /// Lets `client` open `tunnel` again without a code until `session` has passed.
+    pub(super) fn open_tunnel_session(
+        &self,
+        client: &ClientIdentity,
+        tunnel: &str,
+        session: Duration,
+    ) {
+        let now = Instant::now();
+        if let Ok(mut sessions) = self.tunnel_sessions.lock() {
+            // Bounded by people x tunnels: ended sessions go whenever one is added.
+            sessions.retain(|_, until| *until > now);
+            sessions.insert((client.fingerprint, tunnel.to_owned()), now + session);
+        }
+    }
+
+    /// True while `client` has an unexpired second-factor session on `tunnel`.
+    pub(super) fn has_tunnel_session(&self, client: &ClientIdentity, tunnel: &str) -> bool {
+        let now = Instant::now();
+        self.tunnel_sessions.lock().is_ok_and(|sessions| {
+            sessions
+                .get(&(client.fingerprint, tunnel.to_owned()))
+                .is_some_and(|until| *until > now)
+        })
     }
 }
 

@@ -161,12 +161,15 @@ impl Line {
         } = self.pending;
         let route = exchange.route();
         let duration = start.elapsed();
-        layer.metrics.request(
-            route.as_ref().map(|r| &r.name),
-            self.status.as_u16(),
-            duration,
-            self.error,
-        );
+        let route_name = route.as_ref().map(|r| &r.name);
+        layer
+            .metrics
+            .request(route_name, self.status.as_u16(), duration, self.error);
+        if method == Method::CONNECT {
+            layer
+                .metrics
+                .tunnel_answered(route_name, self.status.as_u16());
+        }
         layer.log.log(Event {
             time: SystemTime::now(),
             listener: layer.listener,

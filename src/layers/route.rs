@@ -2,6 +2,10 @@
 //! by this connection's certificate (421, no domain fronting), a safe path (400), a route (404).
 //! The normalised path replaces the client's, so routing and forwarding see the same one.
 //!
+//! A `CONNECT` names its target, not a host: it is routed by the connection's SNI (the gateway's
+//! name) to one of that host's `[[tunnels]]` targets and to nothing else: no other name, port
+//! or address, and no `CONNECT` at all on a host without tunnels (405).
+//!
 //! Each request is routed by the configuration in service when it arrives, not the one its
 //! connection was opened under. `/.portcullis/` is the proxy's own on every host and goes to the
 //! gateway, whatever the routes say; internal prefixes fail closed against lenient path
@@ -13,17 +17,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
-use http::Request;
 use http::uri::PathAndQuery;
+use http::{Method, Request};
 use tower::{Layer, Service};
 
 use crate::access_log::Exchange;
-use crate::app::LiveApp;
+use crate::app::{App, LiveApp};
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
-use crate::host::request_host;
+use crate::host::{RequestHost, request_host};
 use crate::path::{PathError, normalize_path};
-use crate::routing::{Action, Routed};
+use crate::routing::{Action, Route, Routed, TunnelError};
 
 /// Routes requests of one connection.
 #[derive(Debug, Clone)]
@@ -81,6 +85,9 @@ impl RouteLayer {
     fn route<B>(&self, mut request: Request<B>) -> Result<Routed<B>, ProxyError> {
         let app = self.live.load_full();
         super::message::check(&request, app.limits.max_header_bytes)?;
+        if request.method() == Method::CONNECT {
+            return self.route_tunnel(request, &app);
+        }
         let host = request_host(request.version(), request.uri(), request.headers())?;
         if !self.conn.certificate_covers(&host.name) {
             return Err(ProxyError::Misdirected);
@@ -101,21 +108,57 @@ impl RouteLayer {
             .route(&host.name, request.uri().path())?
             .ok_or(ProxyError::NoRoute)?
             .clone();
-        if let Some(exchange) = request.extensions().get::<Arc<Exchange>>() {
-            exchange.set_route(route.label.clone());
+        Ok(routed(request, route, host, &app))
+    }
+
+    fn route_tunnel<B>(
+        &self,
+        request: Request<B>,
+        app: &Arc<App>,
+    ) -> Result<Routed<B>, ProxyError> {
+        // RFC 8441's extended CONNECT asks for another protocol, not a byte stream.
+        if request.extensions().get::<hyper::ext::Protocol>().is_some() {
+            return Err(TunnelError::NotOffered.into());
         }
-        // The gateway of the same configuration judges what it guards; public routes never
-        // consult it.
-        let guarded = route.access.is_some() || matches!(route.action, Action::Reserved);
-        if let Some(gateway) = app.gateway.as_ref().filter(|_| guarded) {
-            request.extensions_mut().insert(gateway.clone());
+        let sni = self.conn.sni.as_deref().ok_or(TunnelError::NotOffered)?;
+        if !app.routes.offers_tunnels(sni) {
+            return Err(TunnelError::NotOffered.into());
         }
-        Ok(Routed {
-            request,
-            route,
-            host,
-            routes: app.routes.clone(),
-            user: None,
-        })
+        let uri = request.uri();
+        if uri.scheme().is_some() || uri.path_and_query().is_some() {
+            return Err(TunnelError::NotAuthority.into());
+        }
+        let authority = uri.authority().cloned().ok_or(TunnelError::NotAuthority)?;
+        let route = app.routes.tunnel(sni, &authority)?.clone();
+        let host = RequestHost {
+            name: sni.to_owned(),
+            authority,
+        };
+        Ok(routed(request, route, host, app))
+    }
+}
+
+fn routed<B>(
+    mut request: Request<B>,
+    route: Arc<Route>,
+    host: RequestHost,
+    app: &App,
+) -> Routed<B> {
+    if let Some(exchange) = request.extensions().get::<Arc<Exchange>>() {
+        exchange.set_route(route.label.clone());
+    }
+    // The gateway of the same configuration judges what it guards; public routes never
+    // consult it.
+    let guarded = route.access.is_some() || matches!(route.action, Action::Reserved);
+    if let Some(gateway) = app.gateway.as_ref().filter(|_| guarded) {
+        request.extensions_mut().insert(gateway.clone());
+    }
+    Routed {
+        request,
+        route,
+        host,
+        routes: app.routes.clone(),
+        user: None,
+        tunnel: None,
     }
 }

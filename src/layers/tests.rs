@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -24,10 +23,8 @@ use crate::connection::{ClientIdentity, ConnectionInfo, TlsVersion, forwarded_fo
 use crate::error::ProxyError;
 use crate::gateway::MfaState;
 use crate::host::HostPattern;
-use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::routing::Routed;
-use crate::tunnel::Tunnels;
 
 struct Harness {
     live: LiveApp,
@@ -136,12 +133,6 @@ totp_secret_file = "{dir}/carol.totp"
             }),
             trusted_under: verified_under.into(),
             revoked: CancellationToken::new(),
-            tunnels: Tunnels::new(
-                Lifecycle::default(),
-                Arc::new(()),
-                Duration::from_secs(5),
-                Duration::from_secs(5),
-            ),
         })
     }
 

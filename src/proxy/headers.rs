@@ -78,8 +78,9 @@ pub const OWNED_REQUEST_HEADERS: [&str; 44] = [
     "x-client-cert-chain",
 ];
 
-/// Header-name prefixes that are ours or a mesh's to set, never a client's.
-const OWNED_PREFIXES: [&str; 2] = ["x-portcullis-", "x-envoy-"];
+/// Header-name prefixes that are ours or a mesh's to set, never a client's. `Portcullis-OTP`
+/// carries a second-factor code to the gateway and is never forwarded.
+const OWNED_PREFIXES: [&str; 3] = ["x-portcullis-", "portcullis-", "x-envoy-"];
 
 /// True for a request header a client may not send upstream: one the proxy owns, one `extra`
 /// names, or one with `_` in its name, which CGI, WSGI and Rack servers read as the `-` spelling

@@ -1,7 +1,7 @@
 //! Client certificates for internal hosts: which rustls config a handshake gets, chosen by SNI
 //! before the handshake goes on.
 //!
-//! A host whose routes are all internal requires an employee certificate; a host that mixes
+//! A host whose routes are all internal (tunnels are) requires an employee certificate; a host that mixes
 //! public and internal routes asks for one optionally (its internal routes answer 403 without
 //! it); other hosts never ask. Configs that see client certificates issue no session tickets and
 //! keep no session cache, so no resumed session can carry an identity anywhere.
@@ -12,8 +12,9 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 
 use super::{SniResolver, server_config};
-use crate::config::{GatewaySettings, RouteConfig};
+use crate::config::{GatewaySettings, RouteConfig, TunnelConfig};
 use crate::host::HostMap;
+use crate::host::HostPattern;
 
 /// How a host treats client certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,7 @@ impl TlsConfigs {
         ticketer: Arc<dyn rustls::server::ProducesTickets>,
         gateway: Option<&GatewaySettings>,
         routes: &[RouteConfig],
+        tunnels: &[TunnelConfig],
     ) -> Result<Self, rustls::Error> {
         let public = Arc::new(server_config(resolver.clone(), ticketer, None)?);
         let (optional, required) = match gateway {
@@ -60,14 +62,18 @@ impl TlsConfigs {
             None => (public.clone(), public.clone()),
         };
         let mut classes = HostMap::default();
-        for route in routes {
-            let this = if route.access.is_some() {
+        let routes = routes.iter().map(|r| (r.host.clone(), r.access.is_some()));
+        let tunnels = tunnels
+            .iter()
+            .map(|t| (HostPattern::Exact(t.host.clone()), true));
+        for (host, internal) in routes.chain(tunnels) {
+            let this = if internal {
                 ClientAuth::Required
             } else {
                 ClientAuth::None
             };
             classes
-                .entry(route.host.clone())
+                .entry(host)
                 .and_modify(|class: &mut ClientAuth| {
                     if *class != this {
                         *class = ClientAuth::Optional;

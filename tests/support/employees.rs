@@ -61,6 +61,21 @@ impl Employees {
         )
     }
 
+    /// A valid certificate for `name` written as PEM files, as `portcullis connect` reads them.
+    pub fn person_files(&self, name: &str, serial: u64) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(SerialNumber::from(serial));
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let cert_path = self.dir.path().join(format!("{name}-{serial}.crt"));
+        let key_path = self.dir.path().join(format!("{name}-{serial}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
     pub fn valid(&self, name: &str, serial: u64) -> Identity {
         self.person(name, serial, false, &self.ca)
     }

@@ -1,0 +1,236 @@
+//! `portcullis connect`: the employee's end of a tunnel, made to be ssh's `ProxyCommand`.
+//!
+//! It speaks TLS to the gateway with the employee's certificate, sends `CONNECT target:port`
+//! (HTTP/1.1, RFC 9110 9.3.6), and when the gateway answers that it wants a second factor
+//! (`Portcullis-OTP: required`), asks for the code on the terminal (never on stdin, which
+//! belongs to ssh) and tries once more with it. Once the gateway answers 200, it relays stdin
+//! and stdout to the tunnel until both sides are done.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::certs::{CertError, load_roots};
+use crate::gateway::OTP_HEADER;
+
+/// What `portcullis connect` was asked to do: its command-line flags, which `--gateway`,
+/// `--cert`, `--key` and `--ca` may also come from the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectOptions {
+    /// The gateway, host:port; the host is also the TLS server name.
+    #[arg(long, env = "PORTCULLIS_GATEWAY")]
+    pub gateway: String,
+    /// Your certificate (PEM chain).
+    #[arg(long, env = "PORTCULLIS_CERT")]
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long, env = "PORTCULLIS_KEY")]
+    pub key: PathBuf,
+    /// The CA of the gateway's certificate (PEM); the public web roots without it.
+    #[arg(long, env = "PORTCULLIS_CA")]
+    pub ca: Option<PathBuf>,
+    /// The current TOTP code, for scripts; asked for on the terminal when wanted otherwise.
+    #[arg(long)]
+    pub otp: Option<String>,
+    /// What to open: name:port, as the gateway's tunnels name it (ssh's %h:%p).
+    pub target: String,
+}
+
+/// Why a tunnel could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `--gateway` without a port or with a bad host.
+    #[error("--gateway {0:?} is not host:port")]
+    Gateway(String),
+    /// A target without a port.
+    #[error("target {0:?} is not name:port")]
+    Target(String),
+    /// The certificate, key or CA file.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    /// A key or certificate rustls would not use.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The gateway could not be reached, or the TLS handshake failed.
+    #[error("gateway {gateway}: {source}")]
+    Io {
+        /// The gateway.
+        gateway: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("gateway: {0}")]
+    Http(#[from] hyper::Error),
+    /// The gateway answered something else than 200.
+    #[error("the gateway refused the tunnel: {0}")]
+    Refused(StatusCode),
+    /// A code is wanted and there is no terminal to ask on.
+    #[error("the gateway wants a TOTP code and there is no terminal to ask for one: pass --otp")]
+    NoTerminal,
+    /// The code was wrong, expired or already used.
+    #[error("the gateway did not accept the TOTP code")]
+    OtpRejected,
+}
+
+/// Opens the tunnel and relays `local` (stdin and stdout for ssh) through it until both
+/// directions are done.
+pub async fn connect<L>(options: &ConnectOptions, mut local: L) -> Result<(), ConnectError>
+where
+    L: AsyncRead + AsyncWrite + Unpin,
+{
+    if !has_port(&options.target) {
+        return Err(ConnectError::Target(options.target.clone()));
+    }
+    let tls = Arc::new(client_config(options)?);
+    let mut otp = options.otp.clone();
+    loop {
+        let tunnel = match open(options, tls.clone(), otp.as_deref()).await? {
+            Opened::Tunnel(tunnel) => tunnel,
+            Opened::WantsCode if otp.is_none() => {
+                otp = Some(ask_code(&options.target)?);
+                continue;
+            }
+            Opened::WantsCode => return Err(ConnectError::OtpRejected),
+        };
+        let mut tunnel = TokioIo::new(tunnel);
+        // Either side ending is passed on as a half-close; the relay ends when both have.
+        let _ = tokio::io::copy_bidirectional(&mut local, &mut tunnel).await;
+        return Ok(());
+    }
+}
+
+enum Opened {
+    Tunnel(Upgraded),
+    WantsCode,
+}
+
+async fn open(
+    options: &ConnectOptions,
+    tls: Arc<rustls::ClientConfig>,
+    otp: Option<&str>,
+) -> Result<Opened, ConnectError> {
+    let gateway = &options.gateway;
+    let host = gateway_host(gateway).ok_or_else(|| ConnectError::Gateway(gateway.clone()))?;
+    let server_name = ServerName::try_from(host.to_owned())
+        .map_err(|_| ConnectError::Gateway(gateway.clone()))?;
+    let io_error = |source| ConnectError::Io {
+        gateway: gateway.clone(),
+        source,
+    };
+    let tcp = TcpStream::connect(gateway).await.map_err(io_error)?;
+    let _ = tcp.set_nodelay(true);
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(server_name, tcp)
+        .await
+        .map_err(io_error)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
+            .await?;
+    tokio::spawn(connection.with_upgrades());
+    let mut request = Request::connect(options.target.as_str())
+        .header(http::header::HOST, options.target.as_str());
+    if let Some(code) = otp {
+        request = request.header(OTP_HEADER, code.trim());
+    }
+    let request = request
+        .body(Empty::new())
+        .map_err(|_| ConnectError::Target(options.target.clone()))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let wants_code = response
+        .headers()
+        .get(OTP_HEADER)
+        .is_some_and(|v| v == "required" || v == "rejected");
+    if status.is_success() {
+        return Ok(Opened::Tunnel(hyper::upgrade::on(response).await?));
+    }
+    if wants_code && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Ok(Opened::WantsCode);
+    }
+    Err(ConnectError::Refused(status))
+}
+
+fn client_config(options: &ConnectOptions) -> Result<rustls::ClientConfig, ConnectError> {
+    let roots = match &options.ca {
+        Some(ca) => load_roots(ca)?,
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    let read_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| CertError::Read { path, source }
+    };
+    let chain = CertificateDer::pem_file_iter(&options.cert)
+        .map_err(read_err(&options.cert))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err(&options.cert))?;
+    let key = PrivateKeyDer::from_pem_file(&options.key).map_err(read_err(&options.key))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Asks for a code on the controlling terminal: stdin and stdout carry ssh's bytes.
+fn ask_code(target: &str) -> Result<String, ConnectError> {
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| ConnectError::NoTerminal)?;
+    let mut writer = &tty;
+    write!(writer, "TOTP code for {target}: ").map_err(|_| ConnectError::NoTerminal)?;
+    let mut code = String::new();
+    std::io::BufReader::new(&tty)
+        .read_line(&mut code)
+        .map_err(|_| ConnectError::NoTerminal)?;
+    Ok(code.trim().to_owned())
+}
+
+/// The host of `host:port` (IPv6 in brackets), when there is a port.
+fn gateway_host(gateway: &str) -> Option<&str> {
+    let (host, port) = gateway.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    Some(host.trim_start_matches('[').trim_end_matches(']')).filter(|h| !h.is_empty())
+}
+
+fn has_port(target: &str) -> bool {
+    target
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_and_target_need_ports() {
+        assert_eq!(
+            gateway_host("gw.example.internal:443"),
+            Some("gw.example.internal")
+        );
+        assert_eq!(gateway_host("[::1]:8443"), Some("::1"));
+        assert_eq!(gateway_host("gw.example.internal"), None);
+        assert_eq!(gateway_host(":443"), None);
+        assert!(has_port("db1:22"));
+        assert!(!has_port("db1"));
+        assert!(!has_port("db1:0"));
+        assert!(!has_port(":22"));
+    }
+}

@@ -1,0 +1,493 @@
+//! SSH and other byte streams through the gateway: `CONNECT` tunnels, tried from outside with
+//! real employee certificates. It proves that:
+//! - a granted employee's `CONNECT` on the gateway host opens a tunnel to the configured
+//!   upstream, over HTTP/1.1 (raw bytes) and HTTP/2 (the `h2` crate), and bytes go both ways;
+//! - every open and close is in the audit trail, with the certificate's fingerprint and the
+//!   byte counts of what was really sent, and counted in the metrics;
+//! - no certificate, a person not granted or not configured, another target, port or an
+//!   address, and `CONNECT` on a host without tunnels are refused, and none reaches upstream;
+//! - the second factor travels in `Portcullis-OTP`: missing, wrong and replayed codes are
+//!   refused, a passed one opens a session for this certificate;
+//! - a reload that removes the grant closes the open tunnel, and says so in the audit trail;
+//! - real OpenSSH reaches a real sshd through `portcullis connect` as its ProxyCommand.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use serde_json::Value;
+use support::employees::{Employees, Identity, client, gateway_toml};
+use support::{Setup, WAIT, raw_tcp, start_toml, tls_connect};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+
+const GATEWAY: &str = "gw.corp.test";
+const DB1: &str = "gw.corp.test CONNECT db1:22";
+
+/// A TCP server that echoes what it reads until EOF, counting the connections it accepted.
+struct Echo {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Echo {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (mut read, mut write) = stream.into_split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                    let _ = write.shutdown().await;
+                });
+            }
+        });
+        Self { addr, accepted }
+    }
+}
+
+/// A proxy with the tunnels below, its echo target, and the employees.
+struct Rig {
+    setup: Setup,
+    employees: Employees,
+    echo: Echo,
+    proxy: portcullis::Running,
+}
+
+impl Rig {
+    /// Tunnels for `group:ops` on `db1:22`, and `extra` TOML appended (a `[limits]` table).
+    async fn start(extra: &str) -> Self {
+        let setup = Setup::new().await;
+        let employees = Employees::new();
+        let echo = Echo::start().await;
+        let toml = tunnels_toml(&setup, &employees, echo.addr, "\"group:ops\"") + extra;
+        let proxy = start_toml(&toml).await;
+        Self {
+            setup,
+            employees,
+            echo,
+            proxy,
+        }
+    }
+
+    /// A raw `CONNECT` to `target` on a connection for `sni`; see [`connect`].
+    async fn connect(
+        &self,
+        sni: &str,
+        identity: Option<Identity>,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, String, Option<TlsStream<TcpStream>>) {
+        connect(
+            &self.setup,
+            self.proxy.https_addr,
+            sni,
+            identity,
+            target,
+            headers,
+        )
+        .await
+    }
+
+    /// bob, of group ops, opens `db1:22`.
+    async fn bob_opens_db1(&self) -> TlsStream<TcpStream> {
+        let bob = Some(self.employees.valid("bob", 2));
+        let (status, head, tunnel) = self.connect(GATEWAY, bob, "db1:22", &[]).await;
+        assert_eq!(status, 200, "{head}");
+        tunnel.unwrap()
+    }
+}
+
+/// The gateway tests' config plus tunnels on `gw.corp.test` to `target_addr`: `db1:22` for the
+/// ops group, `vault:2222` for alice with a second factor; and an admin listener for metrics.
+fn tunnels_toml(
+    setup: &Setup,
+    employees: &Employees,
+    target_addr: SocketAddr,
+    db1_allow: &str,
+) -> String {
+    setup.toml(&format!(
+        "{gateway}\
+         [upstreams.db1-ssh]\nenvironment = \"test\"\naddrs = [\"{target_addr}\"]\n\
+         [[tunnels]]\nhost = \"{GATEWAY}\"\ntarget = \"db1\"\nupstream = \"db1-ssh\"\nallow = [{db1_allow}]\n\
+         [[tunnels]]\nhost = \"{GATEWAY}\"\ntarget = \"vault\"\nport = 2222\nupstream = \"db1-ssh\"\nallow = [\"alice\"]\nmfa = true\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+        gateway = gateway_toml(setup, employees, 666),
+    ))
+}
+
+/// Sends a raw `CONNECT` on a new TLS connection for `sni`; returns the status (0 when the
+/// handshake or the exchange failed), the response head, and the stream for what follows.
+async fn connect(
+    setup: &Setup,
+    proxy: SocketAddr,
+    sni: &str,
+    identity: Option<Identity>,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, Option<TlsStream<TcpStream>>) {
+    let Ok(mut tls) = tls_connect(proxy, sni, client(setup, identity)).await else {
+        return (0, String::new(), None);
+    };
+    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    if tls.write_all(head.as_bytes()).await.is_err() {
+        return (0, String::new(), None);
+    }
+    let mut response = Vec::new();
+    let read_head = async {
+        let mut byte = [0u8; 1];
+        while !response.ends_with(b"\r\n\r\n") && response.len() < 8192 {
+            match tls.read(&mut byte).await {
+                Ok(1) => response.push(byte[0]),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(WAIT, read_head).await;
+    let head = String::from_utf8_lossy(&response).into_owned();
+    let status = support::status_of(&head).unwrap_or(0);
+    (status, head, Some(tls))
+}
+
+/// Writes `message` into an open tunnel and reads the echo back.
+async fn echo_through<S>(tunnel: &mut S, message: &[u8]) -> Vec<u8>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    tunnel.write_all(message).await.unwrap();
+    let mut back = vec![0u8; message.len()];
+    tokio::time::timeout(WAIT, tunnel.read_exact(&mut back))
+        .await
+        .expect("echo within WAIT")
+        .unwrap();
+    back
+}
+
+async fn metrics(admin: SocketAddr) -> String {
+    raw_tcp(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    )
+    .await
+}
+
+fn events<'a>(audit: &'a [Value], event: &str) -> Vec<&'a Value> {
+    audit.iter().filter(|r| r["event"] == event).collect()
+}
+
+#[tokio::test]
+async fn h1_tunnel_carries_bytes_and_is_audited_from_open_to_close() {
+    let rig = Rig::start("").await;
+    let admin = rig.proxy.admin_addr.unwrap();
+    let mut tunnel = rig.bob_opens_db1().await;
+    let first = b"SSH-2.0-OpenSSH_9.2 canary-7f3a\r\n".to_vec();
+    assert_eq!(echo_through(&mut tunnel, &first).await, first);
+    let second = vec![0xA5u8; 100_000];
+    assert_eq!(echo_through(&mut tunnel, &second).await, second);
+    let open = metrics(admin).await;
+    for expected in [
+        format!("portcullis_tunnels_open{{tunnel=\"{DB1}\"}} 1"),
+        format!("portcullis_tunnels_opened_total{{tunnel=\"{DB1}\"}} 1"),
+    ] {
+        assert!(open.contains(&expected), "{expected} in {open}");
+    }
+
+    // The client closes its side: the target sees EOF, closes too, and the client sees EOF.
+    tunnel.shutdown().await.unwrap();
+    assert!(support::closed_by_peer(&mut tunnel).await);
+    let sent = (first.len() + second.len()) as u64;
+    let closed = async {
+        let gauge = format!("portcullis_tunnels_open{{tunnel=\"{DB1}\"}} 0");
+        while !metrics(admin).await.contains(&gauge) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, closed)
+        .await
+        .expect("the tunnel gauge goes back to 0");
+
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    let opened = events(&audit, "tunnel_opened");
+    let [opened] = opened.as_slice() else {
+        panic!("one open line: {audit:?}");
+    };
+    assert_eq!(opened["user"], "bob");
+    assert_eq!(opened["tunnel"], DB1);
+    assert_eq!(opened["decision"], "allowed");
+    assert_eq!(opened["fingerprint"].as_str().unwrap().len(), 64);
+    let close = only_close(&audit);
+    assert_eq!(close["id"], opened["id"]);
+    assert_eq!(close["user"], "bob");
+    assert_eq!(close["bytes_from_client"], sent);
+    assert_eq!(close["bytes_to_client"], sent);
+    assert_eq!(close["closed_by"], "client");
+    // The employee's name stays in the audit trail: the access log has the tunnel, not who.
+    let access = rig.setup.access_lines().join("\n");
+    assert!(access.contains(DB1), "{access}");
+    assert!(
+        !access.contains("bob") && !access.contains("canary-7f3a"),
+        "{access}"
+    );
+}
+
+#[tokio::test]
+async fn h2_connect_opens_a_tunnel_on_one_stream() {
+    let rig = Rig::start("").await;
+    let dave = Some(rig.employees.valid("dave", 5));
+    let mut config = (*client(&rig.setup, dave)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = tls_connect(rig.proxy.https_addr, GATEWAY, Arc::new(config))
+        .await
+        .unwrap();
+    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let connect_to = |target: &str| {
+        http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(target)
+            .body(())
+            .unwrap()
+    };
+    let (response, mut send) = h2.send_request(connect_to("db1:22"), false).unwrap();
+    let response = tokio::time::timeout(WAIT, response).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let mut receive = response.into_body();
+
+    let message = Bytes::from_static(b"over one h2 stream");
+    send.send_data(message.clone(), false).unwrap();
+    let mut back = Vec::new();
+    while back.len() < message.len() {
+        let chunk = tokio::time::timeout(WAIT, receive.data())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let _ = receive.flow_control().release_capacity(chunk.len());
+        back.extend_from_slice(&chunk);
+    }
+    assert_eq!(back, message);
+    // END_STREAM is the client's half-close: the target closes, and so does the stream.
+    send.send_data(Bytes::new(), true).unwrap();
+    let rest = async {
+        let mut rest = Vec::new();
+        while let Some(Ok(chunk)) = receive.data().await {
+            rest.extend_from_slice(&chunk);
+        }
+        rest
+    };
+    let rest = tokio::time::timeout(WAIT, rest)
+        .await
+        .expect("the stream ends");
+    assert!(rest.is_empty(), "{rest:?}");
+    // Every stream is judged on its own.
+    let (refused, _send) = h2.send_request(connect_to("db1:2222"), true).unwrap();
+    assert_eq!(refused.await.unwrap().status(), 403, "another port");
+
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    let close = only_close(&audit);
+    assert_eq!(close["user"], "dave");
+    assert_eq!(close["bytes_from_client"], message.len() as u64);
+    assert_eq!(close["bytes_to_client"], message.len() as u64);
+    assert_eq!(rig.echo.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn refused_connects_never_reach_the_target() {
+    let rig = Rig::start("").await;
+    let employees = &rig.employees;
+    let bob = || Some(employees.valid("bob", 2));
+    let target = rig.echo.addr.to_string();
+    let cases: Vec<(&str, &str, Option<Identity>, &str, u16)> = vec![
+        // The gateway host requires a certificate: no handshake without one.
+        ("no certificate", GATEWAY, None, "db1:22", 0),
+        (
+            "not granted",
+            GATEWAY,
+            Some(employees.valid("carol", 3)),
+            "db1:22",
+            403,
+        ),
+        (
+            "not a configured user",
+            GATEWAY,
+            Some(employees.valid("mallory", 4)),
+            "db1:22",
+            403,
+        ),
+        ("another port", GATEWAY, bob(), "db1:2222", 403),
+        ("no port", GATEWAY, bob(), "db1", 403),
+        ("another name", GATEWAY, bob(), "db2:22", 403),
+        ("the target's address", GATEWAY, bob(), &target, 403),
+        ("a private address", GATEWAY, bob(), "10.0.1.5:22", 403),
+        ("IPv6 loopback", GATEWAY, bob(), "[::1]:22", 403),
+        ("a public host", "app.test", None, "db1:22", 405),
+        (
+            "an internal web host",
+            "tools.corp.test",
+            bob(),
+            "db1:22",
+            405,
+        ),
+    ];
+    for (what, sni, identity, target, expected) in cases {
+        let (status, head, _) = rig.connect(sni, identity, target, &[]).await;
+        assert_eq!(status, expected, "{what}: {head}");
+    }
+    // A public host's Host header naming the gateway changes nothing: SNI decides.
+    let spoofed = [("Host", GATEWAY)];
+    let (status, head, _) = rig
+        .connect("www.corp.test", bob(), "db1:22", &spoofed)
+        .await;
+    assert!(status == 405 || status == 400, "{head}");
+    // An absolute-form target is not a CONNECT target (RFC 9110 9.3.6).
+    let (status, head, _) = rig.connect(GATEWAY, bob(), "http://db1:22/", &[]).await;
+    assert_eq!(status, 400, "{head}");
+    assert_eq!(
+        rig.echo.accepted.load(Ordering::SeqCst),
+        0,
+        "nothing reached the target"
+    );
+
+    let open = metrics(rig.proxy.admin_addr.unwrap()).await;
+    let refused = "portcullis_tunnels_refused_total{status=\"403\"} 8";
+    assert!(open.contains(refused), "{open}");
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    for (user, reason) in [
+        ("carol", "not granted on this route"),
+        ("mallory", "not a configured user"),
+    ] {
+        assert!(
+            audit.iter().any(|r| r["event"] == "denied"
+                && r["user"] == user
+                && r["route"] == DB1
+                && r["reason"] == reason),
+            "{user}: {audit:?}"
+        );
+    }
+    assert!(events(&audit, "tunnel_opened").is_empty(), "{audit:?}");
+}
+
+#[tokio::test]
+async fn second_factor_in_a_header_with_replay_refused_and_a_session() {
+    // Open tunnels are drained at shutdown: one is still open when this grace ends.
+    let rig = Rig::start("[limits]\nshutdown_grace = \"1s\"\n").await;
+    let vault = "vault:2222";
+    let alice = rig.employees.valid("alice", 1);
+    let same_alice = || Some((alice.0.clone(), alice.1.clone_key()));
+    let rig = &rig;
+    let open = |identity, code: Option<String>| async move {
+        let header = code.map(|code| ("Portcullis-OTP", code));
+        let headers: Vec<(&str, &str)> = header.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        rig.connect(GATEWAY, identity, vault, &headers).await
+    };
+
+    let (status, head, _) = open(same_alice(), None).await;
+    assert_eq!(status, 401, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("portcullis-otp: required"),
+        "{head}"
+    );
+    let expired = rig.employees.code(-10);
+    let (status, head, _) = open(same_alice(), Some(expired)).await;
+    assert_eq!(status, 403, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("portcullis-otp: rejected"),
+        "{head}"
+    );
+
+    let code = rig.employees.code(0);
+    let (status, head, tunnel) = open(same_alice(), Some(code.clone())).await;
+    assert_eq!(status, 200, "{head}");
+    let mut tunnel = tunnel.unwrap();
+    assert_eq!(echo_through(&mut tunnel, b"unlocked").await, b"unlocked");
+
+    // Another certificate of alice's, with the code just used: a replay.
+    let other_alice = || Some(rig.employees.valid("alice", 11));
+    let (status, head, _) = open(other_alice(), Some(code.clone())).await;
+    assert_eq!(status, 403, "replayed code: {head}");
+    let (status, head, _) = open(other_alice(), None).await;
+    assert_eq!(status, 401, "that certificate has no session: {head}");
+    // The certificate that passed has a session: no code needed for a while.
+    let (status, head, _) = open(same_alice(), None).await;
+    assert_eq!(status, 200, "{head}");
+
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    let decisions: Vec<&str> = audit
+        .iter()
+        .filter(|r| r["event"] == "access" && r["method"] == "CONNECT")
+        .map(|r| r["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        decisions,
+        ["mfa_failed", "mfa_passed", "mfa_failed"],
+        "{audit:?}"
+    );
+    let field = |event, name| -> Vec<String> {
+        let mut values: Vec<String> = events(&audit, event)
+            .iter()
+            .map(|r| r[name].as_str().unwrap().to_owned())
+            .collect();
+        values.sort_unstable();
+        values
+    };
+    assert_eq!(
+        field("tunnel_opened", "reason"),
+        [
+            "certificate and second factor",
+            "certificate and second-factor session"
+        ]
+    );
+    assert_eq!(field("tunnel_closed", "closed_by"), ["client", "shutdown"]);
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_the_grant_closes_the_open_tunnel() {
+    let rig = Rig::start("").await;
+    let mut tunnel = rig.bob_opens_db1().await;
+    assert_eq!(echo_through(&mut tunnel, b"before").await, b"before");
+    let reload = |db1_allow| {
+        let toml = tunnels_toml(&rig.setup, &rig.employees, rig.echo.addr, db1_allow);
+        rig.proxy
+            .reload(support::config_from(&toml).unwrap())
+            .unwrap();
+    };
+
+    // A reload that keeps the grant keeps the tunnel.
+    reload("\"group:ops\"");
+    assert_eq!(echo_through(&mut tunnel, b"after").await, b"after");
+    reload("\"alice\"");
+    assert!(support::closed_by_peer(&mut tunnel).await, "tunnel closed");
+
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    let close = only_close(&audit);
+    assert_eq!(close["closed_by"], "grant_removed");
+    assert_eq!(close["bytes_from_client"], 11);
+}
+
+fn only_close(audit: &[Value]) -> &Value {
+    let closes = events(audit, "tunnel_closed");
+    let [close] = closes.as_slice() else {
+        panic!("one close line: {audit:?}");
+    };
+    close
+}

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use serde_json::Value;
 use support::employees::{Employees, Identity, client, gateway_toml};
-use support::{Setup, WAIT, raw_tcp, start_toml, tls_connect};
+use support::{Setup, WAIT, raw_tcp, start_toml, strings, tls_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -241,6 +241,42 @@ async fn h1_tunnel_carries_bytes_and_is_audited_from_open_to_close() {
         !access.contains("bob") && !access.contains("canary-7f3a"),
         "{access}"
     );
+
+    // The review sees the tunnel like an internal route: used by bob, unused grants, idle users.
+    let file = rig.setup.pki.dir.path().join("tunnels.toml");
+    let toml = tunnels_toml(&rig.setup, &rig.employees, rig.echo.addr, "\"group:ops\"");
+    std::fs::write(&file, toml).unwrap();
+    let file = file.to_str().unwrap();
+    let json = support::portcullis_ok(&["access-report", "-c", file, "--since", "1d", "--json"]);
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        report["users"]["bob"]["routes"],
+        serde_json::json!([DB1]),
+        "{report:#}"
+    );
+    assert_eq!(report["users"]["bob"]["requests"], 1, "{report:#}");
+    let unused = report["unused_grants"].as_array().unwrap();
+    assert!(
+        unused.contains(&"gw.corp.test CONNECT vault:2222: alice".into()),
+        "{report:#}"
+    );
+    assert!(
+        !unused.contains(&format!("{DB1}: group:ops").into()),
+        "{report:#}"
+    );
+    assert!(
+        report["idle_users"]
+            .as_array()
+            .unwrap()
+            .contains(&"dave".into())
+    );
+    // `check` shows where each tunnel lands and who may open it.
+    let check = support::portcullis_ok(&["check", "-c", file]);
+    let landing = format!(
+        "  tunnel {DB1} -> db1-ssh: client certificate; allowed: group:ops; idle timeout 1h\n       {}  environment \"test\", network 127.0.0.0/8",
+        rig.echo.addr
+    );
+    assert!(check.contains(&landing), "{check}");
 }
 
 #[tokio::test]
@@ -490,4 +526,223 @@ fn only_close(audit: &[Value]) -> &Value {
         panic!("one close line: {audit:?}");
     };
     close
+}
+
+/// Real OpenSSH through the gateway: `ssh` runs `portcullis connect` as its ProxyCommand (with
+/// `--otp`, as a script would), which opens `db1:22` on the gateway, which lands on a real
+/// `sshd` started here on a loopback port with throwaway keys; a remote `echo` comes back.
+#[tokio::test]
+async fn openssh_reaches_sshd_through_portcullis_connect() {
+    if !["ssh", "ssh-keygen", "sshd"]
+        .into_iter()
+        .all(support::require_tool)
+    {
+        return;
+    }
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let keys = tempfile::tempdir().unwrap();
+    let key = |name: &str| keys.path().join(name);
+    for name in ["host_key", "user_key"] {
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(key(name))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    std::fs::copy(key("user_key.pub"), key("authorized_keys")).unwrap();
+    let sshd_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        key("sshd_config"),
+        format!(
+            "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\n\
+             PidFile {pid}\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             StrictModes no\nPermitRootLogin prohibit-password\n",
+            host = key("host_key").display(),
+            auth = key("authorized_keys").display(),
+            pid = key("sshd.pid").display(),
+        ),
+    )
+    .unwrap();
+    // Privilege separation wants its empty directory when sshd starts as root.
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let sshd_path = String::from_utf8(
+        std::process::Command::new("which")
+            .arg("sshd")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let _sshd = support::Spawned(
+        std::process::Command::new(sshd_path.trim())
+            .args(["-D", "-e", "-f"])
+            .arg(key("sshd_config"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let listening = async {
+        while TcpStream::connect(("127.0.0.1", sshd_port)).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, listening)
+        .await
+        .expect("sshd listening");
+
+    // `ssh` resolves nothing but the gateway: it asks for db1:22, which only the gateway knows.
+    let toml = setup.toml(&format!(
+        "{gateway}[upstreams.db1-ssh]\nenvironment = \"test\"\naddrs = [\"127.0.0.1:{sshd_port}\"]\n\
+         [[tunnels]]\nhost = \"localhost\"\ntarget = \"db1\"\nupstream = \"db1-ssh\"\nallow = [\"alice\"]\nmfa = true\n",
+        gateway = gateway_toml(&setup, &employees, 666),
+    ));
+    let proxy = start_toml(&toml).await;
+    let (cert, cert_key) = employees.person_files("alice", 21);
+    let proxy_command = format!(
+        "{bin} connect --gateway localhost:{port} --cert {cert} --key {cert_key} --ca {ca} --otp {code} %h:%p",
+        bin = env!("CARGO_BIN_EXE_portcullis"),
+        port = proxy.https_addr.port(),
+        cert = cert.display(),
+        cert_key = cert_key.display(),
+        ca = setup.pki.ca_pem.display(),
+        code = employees.code(0),
+    );
+    let user = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let ssh = tokio::process::Command::new("ssh")
+        .args(["-F", "/dev/null", "-i"])
+        .arg(key("user_key"))
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+        ])
+        .arg(format!("ProxyCommand={proxy_command}"))
+        .arg(format!("{}@db1", user.trim()))
+        .args(["echo", "through-the-gateway"])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(3 * WAIT, ssh)
+        .await
+        .expect("ssh finished")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("through-the-gateway"),
+        "ssh: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    proxy.shutdown().await;
+    let audit = setup.audit();
+    let opened = events(&audit, "tunnel_opened");
+    let [opened] = opened.as_slice() else {
+        panic!("one open line: {audit:?}");
+    };
+    assert_eq!(opened["user"], "alice");
+    assert_eq!(opened["tunnel"], "localhost CONNECT db1:22");
+    assert_eq!(opened["reason"], "certificate and second factor");
+    let close = only_close(&audit);
+    assert!(
+        close["bytes_from_client"].as_u64().unwrap() > 1000,
+        "{close}"
+    );
+    assert!(close["bytes_to_client"].as_u64().unwrap() > 1000, "{close}");
+}
+
+#[tokio::test]
+async fn bad_tunnel_configs_are_refused_by_key() {
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let good = support::ConfigToml::parse(&tunnels_toml(
+        &setup,
+        &employees,
+        "127.0.0.1:2222".parse().unwrap(),
+        "\"group:ops\"",
+    ));
+    assert!(support::config_from(&good.text()).is_ok());
+    let cases = [
+        (
+            good.clone().set("tunnels[0].host", "*.corp.test"),
+            "tunnels[0].host",
+        ),
+        (
+            good.clone().set("tunnels[0].host", "10.0.0.1"),
+            "tunnels[0].host",
+        ),
+        (
+            good.clone().set("tunnels[0].host", "gw.elsewhere.test"),
+            "tunnels[0].host",
+        ),
+        (
+            good.clone().set("tunnels[0].target", "10.0.1.5"),
+            "tunnels[0].target",
+        ),
+        (
+            good.clone().set("tunnels[0].target", "db 1"),
+            "tunnels[0].target",
+        ),
+        (good.clone().set("tunnels[0].port", 0), "tunnels[0].port"),
+        (
+            good.clone().set("tunnels[0].upstream", "nowhere"),
+            "tunnels[0].upstream",
+        ),
+        (
+            good.clone().set("tunnels[0].idle_timeout", "0s"),
+            "tunnels[0].idle_timeout",
+        ),
+        (
+            good.clone()
+                .set("tunnels[0].allow", strings(&["group:nobody"])),
+            "tunnels[0].allow[0]",
+        ),
+        // bob has no second factor.
+        (
+            good.clone().set("tunnels[1].allow", strings(&["bob"])),
+            "tunnels[1].mfa",
+        ),
+        (
+            good.clone()
+                .set("tunnels[1].target", "db1")
+                .set("tunnels[1].port", 22),
+            "tunnels[1].target",
+        ),
+        (
+            // A metadata endpoint is never a target, tunnel or not.
+            good.clone()
+                .set("upstreams.db1-ssh.addrs", strings(&["169.254.169.254:22"])),
+            "upstreams.db1-ssh.addrs[0]",
+        ),
+    ];
+    for (toml, key) in cases {
+        support::assert_refused(&toml.text(), key);
+    }
+    let no_gateway = setup.toml(
+        "[[tunnels]]\nhost = \"localhost\"\ntarget = \"db1\"\nupstream = \"app\"\nallow = [\"alice\"]\n",
+    );
+    support::assert_refused(&no_gateway, "tunnels[0].allow");
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Config, RouteAction};
+use super::{Config, RouteAccess, RouteAction, UpstreamConfig};
 
 /// A human-readable summary of what `config` exposes.
 pub fn describe(config: &Config) -> String {
@@ -42,21 +42,7 @@ pub fn describe(config: &Config) -> String {
             }
         };
         let _ = writeln!(out, "  {} -> {}", route.name(), upstream.name);
-        for addr in &upstream.addrs {
-            let network = match addr.ip {
-                Some(ip) => upstream
-                    .networks
-                    .iter()
-                    .find(|net| net.contains(&ip.ip().to_canonical()))
-                    .map_or_else(String::new, ToString::to_string),
-                None => "checked at every connect".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "       {addr}  environment {:?}, network {network}",
-                upstream.environment
-            );
-        }
+        describe_addrs(upstream, &mut out);
     }
     describe_exposure(config, &mut out);
     if let Some(gateway) = &config.gateway {
@@ -73,6 +59,37 @@ pub fn describe(config: &Config) -> String {
         }
     }
     out
+}
+
+/// Where an upstream's addresses land: environment and network.
+fn describe_addrs(upstream: &UpstreamConfig, out: &mut String) {
+    for addr in &upstream.addrs {
+        let network = match addr.ip {
+            Some(ip) => upstream
+                .networks
+                .iter()
+                .find(|net| net.contains(&ip.ip().to_canonical()))
+                .map_or_else(String::new, ToString::to_string),
+            None => "checked at every connect".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "       {addr}  environment {:?}, network {network}",
+            upstream.environment
+        );
+    }
+}
+
+/// Who passes the gateway: `client certificate[ + TOTP]; allowed: ...`.
+fn who_passes(access: &RouteAccess) -> String {
+    let who: Vec<String> = access.allow.iter().map(ToString::to_string).collect();
+    let who = if who.is_empty() {
+        "nobody".to_owned()
+    } else {
+        who.join(", ")
+    };
+    let mfa = if access.mfa { " + TOTP" } else { "" };
+    format!("client certificate{mfa}; allowed: {who}")
 }
 
 /// The attack surface at a glance: sockets and who can reach them, peerings and refusals.
@@ -110,21 +127,21 @@ fn describe_exposure(config: &Config, out: &mut String) {
         );
     }
     for route in &config.routes {
-        let Some(access) = &route.access else {
-            continue;
-        };
-        let who: Vec<String> = access.allow.iter().map(ToString::to_string).collect();
-        let who = if who.is_empty() {
-            "nobody".to_owned()
-        } else {
-            who.join(", ")
-        };
-        let mfa = if access.mfa { " + TOTP" } else { "" };
+        if let Some(access) = &route.access {
+            let _ = writeln!(out, "  internal {}: {}", route.name(), who_passes(access));
+        }
+    }
+    for tunnel in &config.tunnels {
+        let upstream = config.upstream(tunnel.upstream);
         let _ = writeln!(
             out,
-            "  internal {}: client certificate{mfa}; allowed: {who}",
-            route.name()
+            "  tunnel {} -> {}: {}; idle timeout {}",
+            tunnel.name(),
+            upstream.name,
+            who_passes(&tunnel.access),
+            humantime::format_duration(tunnel.idle_timeout)
         );
+        describe_addrs(upstream, out);
     }
     let refused: Vec<String> = config
         .refused_clients

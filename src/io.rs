@@ -8,12 +8,11 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// When a connection last moved a byte.
@@ -44,51 +43,6 @@ impl Activity {
             tokio::time::sleep_until(self.start + Duration::from_millis(last) + timeout).await;
             if self.last_ms.load(Ordering::Relaxed) == last {
                 return;
-            }
-        }
-    }
-}
-
-/// How many streams (and tunnels) of one HTTP/2 connection are in flight: the connection is
-/// idle only when none is.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    count: AtomicUsize,
-    changed: Notify,
-}
-
-/// One stream or tunnel in flight, until dropped.
-#[derive(Debug)]
-pub struct Entered(Arc<InFlight>);
-
-impl Drop for Entered {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::SeqCst);
-        self.0.changed.notify_waiters();
-    }
-}
-
-impl InFlight {
-    /// Counts one more until the guard is dropped.
-    pub fn enter(self: &Arc<Self>) -> Entered {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
-        Entered(self.clone())
-    }
-
-    /// Completes once no stream has been in flight for `timeout`.
-    pub async fn idle(&self, timeout: Duration) {
-        loop {
-            let changed = self.changed.notified();
-            let mut changed = std::pin::pin!(changed);
-            changed.as_mut().enable();
-            if self.count.load(Ordering::SeqCst) == 0 {
-                tokio::select! {
-                    () = tokio::time::sleep(timeout) => return,
-                    () = &mut changed => {}
-                }
-            } else {
-                changed.await;
             }
         }
     }

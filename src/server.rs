@@ -21,12 +21,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
 
-pub use streams::StreamExecutor;
+pub use streams::{InFlight, StreamExecutor};
 
 use crate::app::{App, LiveApp};
 use crate::config::Limits;
 use crate::connection::ConnectionInfo;
-use crate::io::{Activity, InFlight, Watched};
+use crate::io::{Activity, Watched};
 use crate::layers::{http_service, https_service};
 use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
@@ -181,14 +181,10 @@ impl Server {
             return;
         };
         let info = Arc::new(info);
-        // Idle means no stream in flight: a client that only pings is idle too, one with a
-        // tunnel open is not.
-        let in_flight = is_h2.then(|| Arc::new(InFlight::default()));
         let tunnels = Tunnels::new(
             self.lifecycle.clone(),
             Holding {
                 lease,
-                in_flight: in_flight.clone(),
                 live: self.live.clone(),
                 reloads: self.reloads.subscribe(),
             },
@@ -199,7 +195,10 @@ impl Server {
         let io = TokioIo::new(tls);
         let idle = limits.idle_timeout;
         let revoked = self.revocation(&info);
-        if let Some(in_flight) = in_flight {
+        if is_h2 {
+            // Idle means no stream in flight: a client that only pings is idle too, one with a
+            // tunnel open is not.
+            let in_flight = Arc::new(InFlight::default());
             let executor = StreamExecutor::new(
                 self.lifecycle.clone(),
                 limits.send_timeout,

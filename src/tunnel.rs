@@ -5,8 +5,9 @@
 //! A tunnel is a connection like any other: it keeps the client connection's permit and its
 //! place in `portcullis_connections_active` (it holds the connection's lease), it ends after its
 //! idle timeout without a byte either way, a write stuck for `send_timeout` fails it, and at
-//! shutdown it runs until the grace period ends, then is cut. On HTTP/2 it counts as a stream
-//! in flight, so the connection carrying it is not idle. A `CONNECT` tunnel is judged again at
+//! shutdown it runs until the grace period ends, then is cut. On HTTP/2, hyper drives an upgraded
+//! stream with a task on the connection's stream executor, so the tunnel counts as a stream in
+//! flight and the connection carrying it is not idle. A `CONNECT` tunnel is judged again at
 //! every reload: when the reload no longer trusts its certificate or no longer grants it, it is
 //! closed.
 
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 use crate::app::{App, LiveApp};
 use crate::audit::{ClosedBy, TunnelAudit};
 use crate::connection::ConnectionInfo;
-use crate::io::{Activity, InFlight, Watched};
+use crate::io::{Activity, Watched};
 use crate::lifecycle::Lifecycle;
 
 /// Bytes read at once from either side of a `CONNECT` tunnel.
@@ -38,8 +39,6 @@ pub struct Tunnels {
     lease: Arc<dyn Any + Send + Sync>,
     idle_timeout: Duration,
     send_timeout: Duration,
-    /// HTTP/2 only: the connection's streams in flight.
-    in_flight: Option<Arc<InFlight>>,
     live: LiveApp,
     reloads: watch::Receiver<()>,
 }
@@ -53,13 +52,11 @@ impl fmt::Debug for Tunnels {
     }
 }
 
-/// How a tunnel's connection is held and judged: its lease, its HTTP/2 streams, and the
-/// configuration in service with the signal of each reload.
+/// How a tunnel's connection is held and judged: its lease, and the configuration in service
+/// with the signal of each reload.
 pub struct Holding {
     /// The connection's permit and gauge.
     pub lease: Arc<dyn Any + Send + Sync>,
-    /// HTTP/2 only: the connection's streams in flight.
-    pub in_flight: Option<Arc<InFlight>>,
     /// The configuration in service.
     pub live: LiveApp,
     /// Changes at every reload.
@@ -94,7 +91,6 @@ impl Tunnels {
         Self {
             lifecycle,
             lease: holding.lease,
-            in_flight: holding.in_flight,
             live: holding.live,
             reloads: holding.reloads,
             idle_timeout,
@@ -107,7 +103,7 @@ impl Tunnels {
     pub fn spawn(&self, client: OnUpgrade, upstream: OnUpgrade) {
         let tunnels = self.clone();
         self.lifecycle.tracker.spawn(async move {
-            let _held = tunnels.hold();
+            let _lease = tunnels.lease.clone();
             let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
                 return;
             };
@@ -127,7 +123,7 @@ impl Tunnels {
     pub fn spawn_connect(&self, tunnel: Admitted) {
         let tunnels = self.clone();
         self.lifecycle.tracker.spawn(async move {
-            let _held = tunnels.hold();
+            let _lease = tunnels.lease.clone();
             let Admitted {
                 client,
                 upstream,
@@ -154,14 +150,6 @@ impl Tunnels {
             };
             audit.close(closed_by, from_client, to_client);
         });
-    }
-
-    /// What a running tunnel holds: the connection's lease, and on HTTP/2 a stream in flight.
-    fn hold(&self) -> impl Send + use<> {
-        (
-            self.lease.clone(),
-            self.in_flight.as_ref().map(InFlight::enter),
-        )
     }
 }
 

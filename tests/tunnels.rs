@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use serde_json::Value;
 use support::employees::{Employees, Identity, client, gateway_toml};
-use support::{Setup, WAIT, raw_tcp, start_toml, strings, tls_connect};
+use support::{ConfigToml, Setup, WAIT, raw_tcp, start_toml, strings, tls_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
@@ -63,13 +63,18 @@ struct Rig {
 }
 
 impl Rig {
-    /// Tunnels for `group:ops` on `db1:22`, and `extra` TOML appended (a `[limits]` table).
+    /// Tunnels for `group:ops` on `db1:22`, and `extra` TOML merged in (a `[limits]` table).
     async fn start(extra: &str) -> Self {
+        Self::start_with(|config| config.merge(extra)).await
+    }
+
+    /// The tunnels' config as `change` leaves it.
+    async fn start_with(change: impl FnOnce(ConfigToml) -> ConfigToml) -> Self {
         let setup = Setup::new().await;
         let employees = Employees::new();
         let echo = Echo::start().await;
-        let toml = tunnels_toml(&setup, &employees, echo.addr, "\"group:ops\"") + extra;
-        let proxy = start_toml(&toml).await;
+        let toml = tunnels_toml(&setup, &employees, echo.addr, "\"group:ops\"");
+        let proxy = start_toml(&change(ConfigToml::parse(&toml)).text()).await;
         Self {
             setup,
             employees,
@@ -95,6 +100,19 @@ impl Rig {
             headers,
         )
         .await
+    }
+
+    /// An HTTP/2 connection to the gateway with `name`'s certificate.
+    async fn h2_as(&self, name: &str, serial: u64) -> h2::client::SendRequest<Bytes> {
+        let identity = Some(self.employees.valid(name, serial));
+        let mut config = (*client(&self.setup, identity)).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let tls = tls_connect(self.proxy.https_addr, GATEWAY, Arc::new(config))
+            .await
+            .unwrap();
+        let (h2, connection) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(connection);
+        h2.ready().await.unwrap()
     }
 
     /// bob, of group ops, opens `db1:22`.
@@ -161,6 +179,14 @@ async fn connect(
     (status, head, Some(tls))
 }
 
+fn connect_to(target: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(target)
+        .body(())
+        .unwrap()
+}
+
 /// Writes `message` into an open tunnel and reads the echo back.
 async fn echo_through<S>(tunnel: &mut S, message: &[u8]) -> Vec<u8>
 where
@@ -172,6 +198,27 @@ where
         .await
         .expect("echo within WAIT")
         .unwrap();
+    back
+}
+
+/// Sends `message` on an h2 tunnel stream and reads the echo back.
+async fn h2_echo(
+    send: &mut h2::SendStream<Bytes>,
+    receive: &mut h2::RecvStream,
+    message: &[u8],
+) -> Vec<u8> {
+    send.send_data(Bytes::copy_from_slice(message), false)
+        .unwrap();
+    let mut back = Vec::new();
+    while back.len() < message.len() {
+        let chunk = tokio::time::timeout(WAIT, receive.data())
+            .await
+            .expect("echo within WAIT")
+            .expect("stream open")
+            .unwrap();
+        let _ = receive.flow_control().release_capacity(chunk.len());
+        back.extend_from_slice(&chunk);
+    }
     back
 }
 
@@ -282,40 +329,14 @@ async fn h1_tunnel_carries_bytes_and_is_audited_from_open_to_close() {
 #[tokio::test]
 async fn h2_connect_opens_a_tunnel_on_one_stream() {
     let rig = Rig::start("").await;
-    let dave = Some(rig.employees.valid("dave", 5));
-    let mut config = (*client(&rig.setup, dave)).clone();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = tls_connect(rig.proxy.https_addr, GATEWAY, Arc::new(config))
-        .await
-        .unwrap();
-    let (h2, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
-    let connect_to = |target: &str| {
-        http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(target)
-            .body(())
-            .unwrap()
-    };
+    let mut h2 = rig.h2_as("dave", 5).await;
     let (response, mut send) = h2.send_request(connect_to("db1:22"), false).unwrap();
     let response = tokio::time::timeout(WAIT, response).await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
     let mut receive = response.into_body();
 
     let message = Bytes::from_static(b"over one h2 stream");
-    send.send_data(message.clone(), false).unwrap();
-    let mut back = Vec::new();
-    while back.len() < message.len() {
-        let chunk = tokio::time::timeout(WAIT, receive.data())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let _ = receive.flow_control().release_capacity(chunk.len());
-        back.extend_from_slice(&chunk);
-    }
-    assert_eq!(back, message);
+    assert_eq!(h2_echo(&mut send, &mut receive, &message).await, message);
     // END_STREAM is the client's half-close: the target closes, and so does the stream.
     send.send_data(Bytes::new(), true).unwrap();
     let rest = async {
@@ -520,6 +541,35 @@ async fn a_reload_that_removes_the_grant_closes_the_open_tunnel() {
     assert_eq!(close["bytes_from_client"], 11);
 }
 
+#[tokio::test]
+async fn a_tunnel_keeps_its_h2_connection_busy_and_ends_when_idle() {
+    let rig = Rig::start_with(|config| {
+        config
+            .set("limits.idle_timeout", "1s")
+            .set("tunnels[0].idle_timeout", "3s")
+    })
+    .await;
+    let mut h2 = rig.h2_as("dave", 5).await;
+    let (response, mut send) = h2.send_request(connect_to("db1:22"), false).unwrap();
+    let response = tokio::time::timeout(WAIT, response).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let mut receive = response.into_body();
+    assert_eq!(h2_echo(&mut send, &mut receive, b"first").await, b"first");
+    // The connection's idle timeout passes, and the second it gets to finish: a connection
+    // with a tunnel open is not idle.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(h2_echo(&mut send, &mut receive, b"second").await, b"second");
+    // Then nothing moves for the tunnel's own idle timeout: it ends.
+    let ended = async { while let Some(Ok(_)) = receive.data().await {} };
+    tokio::time::timeout(WAIT, ended)
+        .await
+        .expect("the idle tunnel ends");
+
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    assert_eq!(only_close(&audit)["closed_by"], "idle_timeout");
+}
+
 fn only_close(audit: &[Value]) -> &Value {
     let closes = events(audit, "tunnel_closed");
     let [close] = closes.as_slice() else {
@@ -678,7 +728,7 @@ async fn openssh_reaches_sshd_through_portcullis_connect() {
 async fn bad_tunnel_configs_are_refused_by_key() {
     let setup = Setup::new().await;
     let employees = Employees::new();
-    let good = support::ConfigToml::parse(&tunnels_toml(
+    let good = ConfigToml::parse(&tunnels_toml(
         &setup,
         &employees,
         "127.0.0.1:2222".parse().unwrap(),

@@ -7,10 +7,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use crate::body::{Progress, STREAM};
-use crate::io::InFlight;
 use crate::lifecycle::Lifecycle;
 
 /// The executor of one HTTP/2 connection's streams.
@@ -49,5 +51,48 @@ where
                 () = cut.cancelled() => {}
             }
         });
+    }
+}
+
+/// How many streams of one connection are in flight.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    changed: Notify,
+}
+
+/// One stream in flight, until dropped.
+#[derive(Debug)]
+pub struct Entered(Arc<InFlight>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl InFlight {
+    fn enter(self: &Arc<Self>) -> Entered {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+        Entered(self.clone())
+    }
+
+    /// Completes once no stream has been in flight for `timeout`.
+    pub async fn idle(&self, timeout: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(timeout) => return,
+                    () = &mut changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
     }
 }

@@ -517,28 +517,58 @@ async fn second_factor_in_a_header_with_replay_refused_and_a_session() {
 }
 
 #[tokio::test]
-async fn a_reload_that_removes_the_grant_closes_the_open_tunnel() {
+async fn reloads_close_tunnels_whose_certificate_or_grant_they_withdraw() {
     let rig = Rig::start("").await;
-    let mut tunnel = rig.bob_opens_db1().await;
-    assert_eq!(echo_through(&mut tunnel, b"before").await, b"before");
-    let reload = |db1_allow| {
+    let mut bob = rig.bob_opens_db1().await;
+    let dave = Some(rig.employees.valid("dave", 5));
+    let (status, head, dave) = rig.connect(GATEWAY, dave, "db1:22", &[]).await;
+    assert_eq!(status, 200, "{head}");
+    let mut dave = dave.unwrap();
+    assert_eq!(echo_through(&mut bob, b"before").await, b"before");
+    // Writing the config writes a revocation list revoking serial 666; `revoked` replaces it.
+    let reload = |db1_allow, revoked: Option<u64>| {
         let toml = tunnels_toml(&rig.setup, &rig.employees, rig.echo.addr, db1_allow);
-        rig.proxy
-            .reload(support::config_from(&toml).unwrap())
-            .unwrap();
+        if let Some(serial) = revoked {
+            rig.employees.crl_revoking(serial);
+        }
+        let config = support::config_from(&toml).unwrap();
+        rig.proxy.reload(config).unwrap();
     };
 
-    // A reload that keeps the grant keeps the tunnel.
-    reload("\"group:ops\"");
-    assert_eq!(echo_through(&mut tunnel, b"after").await, b"after");
-    reload("\"alice\"");
-    assert!(support::closed_by_peer(&mut tunnel).await, "tunnel closed");
+    // A reload that keeps the grant keeps the tunnels.
+    reload("\"group:ops\"", None);
+    assert_eq!(echo_through(&mut bob, b"after").await, b"after");
+    // A new revocation list revoking dave's certificate (serial 5) closes his tunnel only.
+    reload("\"group:ops\"", Some(5));
+    assert!(
+        support::closed_by_peer(&mut dave).await,
+        "dave's tunnel closed"
+    );
+    assert_eq!(echo_through(&mut bob, b"still").await, b"still");
+    // Removing the grant closes bob's.
+    reload("\"alice\"", None);
+    assert!(
+        support::closed_by_peer(&mut bob).await,
+        "bob's tunnel closed"
+    );
 
     rig.proxy.shutdown().await;
     let audit = rig.setup.audit();
-    let close = only_close(&audit);
-    assert_eq!(close["closed_by"], "grant_removed");
-    assert_eq!(close["bytes_from_client"], 11);
+    let mut closes: Vec<(&str, &str, u64)> = events(&audit, "tunnel_closed")
+        .iter()
+        .map(|r| {
+            (
+                r["user"].as_str().unwrap(),
+                r["closed_by"].as_str().unwrap(),
+                r["bytes_from_client"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    closes.sort_unstable();
+    assert_eq!(
+        closes,
+        [("bob", "grant_removed", 16), ("dave", "revoked", 0)]
+    );
 }
 
 #[tokio::test]

@@ -9,9 +9,11 @@
 //! client ────┴ TLS ─▶ ClientHello: unknown SNI refused; SNI picks the certificate and
 //!                     whether a client certificate is required; TLS-ALPN-01 ends here
 //!                 ─▶ hyper h1/h2 (ALPN) ─▶ access log ─▶ HSTS ─▶ error responses
-//!                 ─▶ routing (host, certificate coverage, path, route)
-//!                 ─▶ gateway (internal routes: identity, grant, MFA, audit; /.portcullis/)
+//!                 ─▶ routing (host, certificate coverage, path, route; CONNECT: SNI + target)
+//!                 ─▶ gateway (internal routes and tunnels: identity, grant, MFA, audit;
+//!                    /.portcullis/)
 //!                 ─▶ proxy ─▶ upstream pool (every address checked against its environment)
+//!                          └▶ tunnel (CONNECT: the same checks, bytes relayed and audited)
 //! ```
 //!
 //! Routing and the gateway read the configuration in service for every request; a reload

@@ -8,7 +8,13 @@
 //!   address, and `CONNECT` on a host without tunnels are refused, and none reaches upstream;
 //! - the second factor travels in `Portcullis-OTP`: missing, wrong and replayed codes are
 //!   refused, a passed one opens a session for this certificate;
-//! - a reload that removes the grant closes the open tunnel, and says so in the audit trail;
+//! - bytes sent right behind a `CONNECT` go through the tunnel when it opens and nowhere when it
+//!   is refused; a client's `Portcullis-OTP` never reaches an upstream;
+//! - an open tunnel keeps its HTTP/2 connection busy, and ends on its own idle timeout or at
+//!   the end of the shutdown grace;
+//! - a reload that revokes the certificate or removes the grant closes the open tunnel, and
+//!   says so in the audit trail; `access-report` and `check` show tunnels;
+//! - bad `[[tunnels]]` entries are refused by key;
 //! - real OpenSSH reaches a real sshd through `portcullis connect` as its ProxyCommand.
 
 mod support;
@@ -20,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use serde_json::Value;
 use support::employees::{Employees, Identity, client, gateway_toml};
+use support::upstream::seen;
 use support::{ConfigToml, Setup, WAIT, raw_tcp, start_toml, strings, tls_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -598,6 +605,78 @@ async fn a_tunnel_keeps_its_h2_connection_busy_and_ends_when_idle() {
     rig.proxy.shutdown().await;
     let audit = rig.setup.audit();
     assert_eq!(only_close(&audit)["closed_by"], "idle_timeout");
+}
+
+/// Bytes a client sends right behind its `CONNECT`, before any answer: they belong to the
+/// tunnel when it opens, and never reach the target when it does not.
+#[tokio::test]
+async fn bytes_sent_behind_a_connect_follow_its_fate() {
+    let rig = Rig::start("").await;
+    let identity = |serial| Some(rig.employees.valid("bob", serial));
+    let early = "CONNECT db1:22 HTTP/1.1\r\nHost: db1:22\r\n\r\nSSH-2.0-early\r\n";
+    let mut tls = tls_connect(
+        rig.proxy.https_addr,
+        GATEWAY,
+        client(&rig.setup, identity(2)),
+    )
+    .await
+    .unwrap();
+    tls.write_all(early.as_bytes()).await.unwrap();
+    let expected = "HTTP/1.1 200 OK";
+    let mut head = vec![0u8; expected.len()];
+    tls.read_exact(&mut head).await.unwrap();
+    assert_eq!(head, expected.as_bytes());
+    let mut rest = Vec::new();
+    let echoed = async {
+        let mut byte = [0u8; 1];
+        while !rest.ends_with(b"SSH-2.0-early\r\n") {
+            tls.read_exact(&mut byte).await.unwrap();
+            rest.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(WAIT, echoed)
+        .await
+        .expect("the early bytes went through the tunnel");
+
+    // Refused (bob has no grant on vault): what follows is read as HTTP, never forwarded.
+    let refused = "CONNECT vault:2222 HTTP/1.1\r\nHost: vault:2222\r\n\r\n\
+                   SSH-2.0-smuggled\r\n\
+                   CONNECT vault:2222 HTTP/1.1\r\nHost: vault:2222\r\n\r\n";
+    let mut tls = tls_connect(
+        rig.proxy.https_addr,
+        GATEWAY,
+        client(&rig.setup, identity(3)),
+    )
+    .await
+    .unwrap();
+    let raw = support::exchange(&mut tls, refused.as_bytes()).await;
+    assert_eq!(support::status_of(&raw), Some(403), "{raw}");
+    assert!(!raw.contains(" 200 "), "{raw}");
+    assert_eq!(
+        rig.echo.accepted.load(Ordering::SeqCst),
+        1,
+        "only the granted tunnel"
+    );
+    drop(tls);
+}
+
+/// `Portcullis-OTP` is the gateway's: a client's copy never reaches an upstream.
+#[tokio::test]
+async fn the_code_header_is_never_forwarded() {
+    let rig = Rig::start("").await;
+    let mut client = support::h1(rig.proxy.https_addr, "www.corp.test", &rig.setup.pki).await;
+    let request = support::request("GET", "www.corp.test", "/")
+        .header("portcullis-otp", "123456")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let answer = support::collect(client.send_request(request).await.unwrap()).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        seen(&answer.text(), "portcullis-otp").is_empty(),
+        "{}",
+        answer.text()
+    );
+    assert!(seen(&answer.text(), "host").contains(&"www.corp.test".to_owned()));
 }
 
 fn only_close(audit: &[Value]) -> &Value {

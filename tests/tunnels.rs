@@ -660,6 +660,138 @@ async fn bytes_sent_behind_a_connect_follow_its_fate() {
     drop(tls);
 }
 
+/// Guessing codes through `CONNECT` meets the web form's lockout: the same per-user count.
+#[tokio::test]
+async fn guessing_codes_on_connect_locks_the_user_out() {
+    let rig = Rig::start_with(|config| config.set("gateway.mfa_max_failures", 3)).await;
+    let alice = rig.employees.valid("alice", 1);
+    let mut statuses = Vec::new();
+    for step in 1..=4 {
+        let identity = Some((alice.0.clone(), alice.1.clone_key()));
+        let code = rig.employees.code(-10 * step);
+        let headers = [("Portcullis-OTP", code.as_str())];
+        let (status, head, _) = rig.connect(GATEWAY, identity, "vault:2222", &headers).await;
+        statuses.push(status);
+        if status == 429 {
+            assert!(
+                head.to_ascii_lowercase().contains("retry-after: "),
+                "{head}"
+            );
+        }
+    }
+    assert_eq!(statuses, [403, 403, 403, 429]);
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["decision"] == "mfa_locked" && r["method"] == "CONNECT"),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["event"] == "denied" && r["reason"] == "locked out after wrong TOTP codes"),
+        "{audit:?}"
+    );
+}
+
+/// `portcullis connect` asks for a code on the terminal; with none, it says what to do instead
+/// of reading the code from stdin (ssh's bytes). Its flags also come from the environment.
+#[tokio::test]
+async fn connect_without_a_terminal_asks_for_otp_flag() {
+    if !support::require_tool("setsid") {
+        return;
+    }
+    let rig = Rig::start_with(vault_on_localhost).await;
+    let (cert, key) = rig.employees.person_files("alice", 31);
+    // `setsid` leaves the client without a controlling terminal, as under a script or CI.
+    let run = tokio::process::Command::new("setsid")
+        .arg(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["connect", "vault:2222"])
+        .env(
+            "PORTCULLIS_GATEWAY",
+            format!("localhost:{}", rig.proxy.https_addr.port()),
+        )
+        .env("PORTCULLIS_CERT", &cert)
+        .env("PORTCULLIS_KEY", &key)
+        .env("PORTCULLIS_CA", &rig.setup.pki.ca_pem)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, run).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(
+            "the gateway wants a TOTP code and there is no terminal to ask for one: pass --otp"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(rig.echo.accepted.load(Ordering::SeqCst), 0);
+}
+
+/// On a terminal, `portcullis connect` asks for the code there when the gateway wants one, and
+/// opens the tunnel with it.
+#[tokio::test]
+async fn connect_asks_for_the_code_on_the_terminal() {
+    if !support::require_tool("script") {
+        return;
+    }
+    let rig = Rig::start_with(vault_on_localhost).await;
+    let (cert, key) = rig.employees.person_files("alice", 32);
+    let command = format!(
+        "{bin} connect --gateway localhost:{port} --cert {cert} --key {key} --ca {ca} vault:2222",
+        bin = env!("CARGO_BIN_EXE_portcullis"),
+        port = rig.proxy.https_addr.port(),
+        cert = cert.display(),
+        key = key.display(),
+        ca = rig.setup.pki.ca_pem.display(),
+    );
+    // `script` runs the client on a new pseudo-terminal and types what it reads from its stdin.
+    let mut run = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = run.stdin.take().unwrap();
+    let mut stdout = run.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let prompt = async {
+        let mut chunk = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("TOTP code for vault:2222: ") {
+            let n = stdout.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(WAIT, prompt)
+        .await
+        .expect("the prompt");
+    let code = rig.employees.code(0);
+    stdin
+        .write_all(format!("{code}\n").as_bytes())
+        .await
+        .unwrap();
+    let opened = async {
+        while rig.echo.accepted.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, opened)
+        .await
+        .expect("the tunnel opened with the typed code");
+    drop(run);
+
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    let opened = events(&audit, "tunnel_opened");
+    assert_eq!(opened.len(), 1, "{audit:?}");
+    assert_eq!(opened[0]["reason"], "certificate and second factor");
+}
+
 /// `Portcullis-OTP` is the gateway's: a client's copy never reaches an upstream.
 #[tokio::test]
 async fn the_code_header_is_never_forwarded() {
@@ -677,6 +809,21 @@ async fn the_code_header_is_never_forwarded() {
         answer.text()
     );
     assert!(seen(&answer.text(), "host").contains(&"www.corp.test".to_owned()));
+}
+
+/// The vault tunnel also on `localhost`, a gateway name that resolves here, for the client.
+fn vault_on_localhost(config: ConfigToml) -> ConfigToml {
+    config.push(
+        "tunnels",
+        &[
+            ("host", "localhost".into()),
+            ("target", "vault".into()),
+            ("port", 2222.into()),
+            ("upstream", "db1-ssh".into()),
+            ("allow", strings(&["alice"])),
+            ("mfa", true.into()),
+        ],
+    )
 }
 
 fn only_close(audit: &[Value]) -> &Value {

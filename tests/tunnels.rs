@@ -252,6 +252,8 @@ async fn h1_tunnel_carries_bytes_and_is_audited_from_open_to_close() {
     assert_eq!(echo_through(&mut tunnel, &second).await, second);
     let open = metrics(admin).await;
     for expected in [
+        // The tunnel keeps its connection's permit: it and this admin request.
+        "portcullis_connections_active 2".to_owned(),
         format!("portcullis_tunnels_open{{tunnel=\"{DB1}\"}} 1"),
         format!("portcullis_tunnels_opened_total{{tunnel=\"{DB1}\"}} 1"),
     ] {

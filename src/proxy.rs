@@ -69,6 +69,9 @@ impl Service<Routed> for Proxy {
 }
 
 async fn forward(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>, ProxyError> {
+    if matches!(routed.route.action, Action::Tunnel(_)) {
+        return open_tunnel(proxy, routed).await;
+    }
     let Proxy {
         conn,
         tunnels,
@@ -79,29 +82,8 @@ async fn forward(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>,
         route,
         host,
         user,
-        tunnel,
         ..
     } = routed;
-    if let Action::Tunnel(target) = &route.action {
-        // Only what the gateway admitted (and wrote to the audit trail) is ever opened.
-        let audit = tunnel.ok_or(ProxyError::Internal)?;
-        let upstream = match target.upstream.connect().await {
-            Ok(upstream) => upstream,
-            Err(error) => {
-                audit.close(ClosedBy::UpstreamFailed, 0, 0);
-                return Err(error.into());
-            }
-        };
-        tunnels.spawn_connect(Admitted {
-            client: hyper::upgrade::on(&mut request),
-            upstream,
-            audit,
-            route: route.label.name.clone(),
-            conn,
-            idle_timeout: target.idle_timeout,
-        });
-        return Ok(Response::new(ResponseBody::empty()));
-    }
     let declared_length = request
         .headers()
         .get(CONTENT_LENGTH)
@@ -142,6 +124,37 @@ async fn forward(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>,
     let (mut parts, body) = response.into_parts();
     rewrite_response(&mut parts.headers, switching);
     Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+}
+
+/// Connects an admitted tunnel's target and hands both sides to the connection's tunnels: the
+/// client gets its `200`, then the target's bytes.
+async fn open_tunnel(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>, ProxyError> {
+    let Routed {
+        mut request,
+        route,
+        tunnel,
+        ..
+    } = routed;
+    // Only what the gateway admitted (and wrote to the audit trail) is ever opened.
+    let (Action::Tunnel(target), Some(audit)) = (&route.action, tunnel) else {
+        return Err(ProxyError::Internal);
+    };
+    let upstream = match target.upstream.connect().await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            audit.close(ClosedBy::UpstreamFailed, 0, 0);
+            return Err(error.into());
+        }
+    };
+    proxy.tunnels.spawn_connect(Admitted {
+        client: hyper::upgrade::on(&mut request),
+        upstream,
+        audit,
+        route: route.label.name.clone(),
+        conn: proxy.conn,
+        idle_timeout: target.idle_timeout,
+    });
+    Ok(Response::new(ResponseBody::empty()))
 }
 
 /// A responder route's answer; the request body is left unread (hyper will not reuse an h1

@@ -662,6 +662,28 @@ async fn bytes_sent_behind_a_connect_follow_its_fate() {
     drop(tls);
 }
 
+/// A target that refuses the connection: `502`, and the audit trail says the tunnel never
+/// carried a byte.
+#[tokio::test]
+async fn an_unreachable_target_is_a_502_closed_as_upstream_failed() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let rig = Rig::start_with(|config| {
+        config.set("upstreams.db1-ssh.addrs", strings(&[&closed.to_string()]))
+    })
+    .await;
+    let bob = Some(rig.employees.valid("bob", 2));
+    let (status, head, _) = rig.connect(GATEWAY, bob, "db1:22", &[]).await;
+    assert_eq!(status, 502, "{head}");
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    let close = only_close(&audit);
+    assert_eq!(close["closed_by"], "upstream_failed");
+    assert_eq!(close["bytes_to_client"], 0);
+}
+
 /// Guessing codes through `CONNECT` meets the web form's lockout: the same per-user count.
 #[tokio::test]
 async fn guessing_codes_on_connect_locks_the_user_out() {

@@ -684,6 +684,41 @@ async fn an_unreachable_target_is_a_502_closed_as_upstream_failed() {
     assert_eq!(close["bytes_to_client"], 0);
 }
 
+/// The environment is checked again at every connect, for tunnels as for requests: a literal
+/// address or a name that has left the upstream's networks since the config was checked (DNS
+/// rebinding) is never connected to.
+#[tokio::test]
+async fn a_target_outside_its_environment_at_connect_time_is_refused() {
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let echo = Echo::start().await;
+    let port = echo.addr.port();
+    for addr in [echo.addr.to_string(), format!("localhost:{port}")] {
+        let toml = ConfigToml::parse(&tunnels_toml(&setup, &employees, echo.addr, "\"bob\""))
+            .set("upstreams.db1-ssh.addrs", strings(&[&addr]))
+            .text();
+        let mut config = support::config_from(&toml).unwrap();
+        let upstream = config
+            .upstreams
+            .iter_mut()
+            .find(|u| &*u.name == "db1-ssh")
+            .unwrap();
+        // Checked while private; now pretend the network moved.
+        upstream.networks = vec!["10.9.0.0/16".parse().unwrap()];
+        let proxy = support::start_config(config).await;
+        let bob = Some(employees.valid("bob", 2));
+        let (status, head, _) =
+            connect(&setup, proxy.https_addr, GATEWAY, bob, "db1:22", &[]).await;
+        assert_eq!(status, 502, "{addr}: {head}");
+        proxy.shutdown().await;
+    }
+    assert_eq!(
+        echo.accepted.load(Ordering::SeqCst),
+        0,
+        "a refused address was connected to"
+    );
+}
+
 /// Guessing codes through `CONNECT` meets the web form's lockout: the same per-user count.
 #[tokio::test]
 async fn guessing_codes_on_connect_locks_the_user_out() {

@@ -163,11 +163,6 @@ impl Routes {
             .ok_or(TunnelError::UnknownTarget)
     }
 
-    /// True when `host` offers tunnels.
-    pub fn offers_tunnels(&self, host: &str) -> bool {
-        self.tunnels.contains_key(host)
-    }
-
     /// The route named `name` (`host` + prefix, or a tunnel's name), for the gateway's own
     /// endpoints and for judging open tunnels again after a reload.
     pub fn by_name(&self, name: &str) -> Option<&Arc<Route>> {

@@ -32,7 +32,7 @@ use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
 use crate::tls::TlsConfigs;
-use crate::tunnel::{Holding, Tunnels};
+use crate::tunnel::Tunnels;
 
 /// Longest pause after repeated accept errors (file descriptors exhausted).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -183,11 +183,9 @@ impl Server {
         let info = Arc::new(info);
         let tunnels = Tunnels::new(
             self.lifecycle.clone(),
-            Holding {
-                lease,
-                live: self.live.clone(),
-                reloads: self.reloads.subscribe(),
-            },
+            lease,
+            self.live.clone(),
+            self.reloads.subscribe(),
             limits.idle_timeout,
             limits.send_timeout,
         );

@@ -52,17 +52,6 @@ impl fmt::Debug for Tunnels {
     }
 }
 
-/// How a tunnel's connection is held and judged: its lease, and the configuration in service
-/// with the signal of each reload.
-pub struct Holding {
-    /// The connection's permit and gauge.
-    pub lease: Arc<dyn Any + Send + Sync>,
-    /// The configuration in service.
-    pub live: LiveApp,
-    /// Changes at every reload.
-    pub reloads: watch::Receiver<()>,
-}
-
 /// A `CONNECT` tunnel the gateway admitted and the proxy connected.
 #[derive(Debug)]
 pub struct Admitted {
@@ -81,18 +70,21 @@ pub struct Admitted {
 }
 
 impl Tunnels {
-    /// Tunnels of one connection; `idle_timeout` is the upgraded connections' one.
+    /// Tunnels of one connection holding `lease`, judged again by `live` at each change of
+    /// `reloads`; `idle_timeout` is the upgraded connections' one.
     pub fn new(
         lifecycle: Lifecycle,
-        holding: Holding,
+        lease: Arc<dyn Any + Send + Sync>,
+        live: LiveApp,
+        reloads: watch::Receiver<()>,
         idle_timeout: Duration,
         send_timeout: Duration,
     ) -> Self {
         Self {
             lifecycle,
-            lease: holding.lease,
-            live: holding.live,
-            reloads: holding.reloads,
+            lease,
+            live,
+            reloads,
             idle_timeout,
             send_timeout,
         }

@@ -121,9 +121,6 @@ impl RouteLayer {
             return Err(TunnelError::NotOffered.into());
         }
         let sni = self.conn.sni.as_deref().ok_or(TunnelError::NotOffered)?;
-        if !app.routes.offers_tunnels(sni) {
-            return Err(TunnelError::NotOffered.into());
-        }
         let uri = request.uri();
         if uri.scheme().is_some() || uri.path_and_query().is_some() {
             return Err(TunnelError::NotAuthority.into());

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_acme::caches::DirCache;
 use rustls_acme::{AcmeConfig, EventOk, ResolvesServerCertAcme, is_tls_alpn_challenge};
 
 use crate::certs::{CertError, load_roots};
@@ -22,6 +21,8 @@ use crate::host::HostPattern;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::tls::ManagedCertificates;
+
+mod cache;
 
 /// The names served over ACME and the resolver holding their certificate.
 #[derive(Debug)]
@@ -54,7 +55,7 @@ impl Acme {
         let state = config
             .contact(&settings.contact)
             .directory(&settings.directory)
-            .cache(DirCache::new(settings.cache_dir.clone()))
+            .cache(cache::PrivateDirCache::new(settings.cache_dir.clone()))
             .state();
         let resolver = state.resolver();
         tracing::info!(domains = ?settings.domains, "ACME: serving these names once a certificate is cached or issued");
@@ -119,9 +120,11 @@ impl ManagedCertificates for Acme {
 /// Creates the cache directory private to us (it holds the account key) and proves it
 /// writable, before anything is ordered into it.
 pub fn prepare_cache_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let probe = dir.join(".portcullis-write-test");
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(probe)

@@ -43,6 +43,9 @@ pub enum CertError {
     /// The leaf certificate names no DNS name or IP address.
     #[error("certificate has no DNS or IP subject alternative names")]
     NoNames,
+    /// The private key file can be read by others than its owner.
+    #[error(transparent)]
+    ExposedKey(#[from] crate::secrets::Exposure),
 }
 
 /// One loaded certificate chain with its key and the names it covers.
@@ -75,6 +78,7 @@ pub fn load_certificate(cert: &Path, key: &Path) -> Result<CertEntry, CertError>
         .map_err(read_err(cert))?;
     let leaf = chain.first().ok_or_else(|| CertError::Empty(cert.into()))?;
     let (names, not_after) = leaf_names(leaf)?;
+    crate::secrets::require_private(key)?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(read_err(key))?;
     let signing_key = aws_lc_rs::default_provider()
         .key_provider

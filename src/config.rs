@@ -12,6 +12,7 @@ mod environments;
 mod error;
 mod files;
 mod gateway;
+mod process;
 pub mod raw;
 mod settings;
 mod tunnels;
@@ -21,6 +22,10 @@ pub use acme::{AcmeSettings, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use gateway::{CrlUpdate, GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
+pub use process::{
+    DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Privileges, Retention, RunAs, SIX_HOURLY_DAYS,
+    SnapshotSettings, WEEKLY_WEEKS,
+};
 pub use settings::{
     AdminSettings, Limits, Listen, LogSettings, Peering, RouteAction, RouteConfig, TunnelConfig,
     UpstreamAddr, UpstreamConfig, UpstreamId,
@@ -57,6 +62,12 @@ pub struct Config {
     pub listen: Listen,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
+    /// The account the process runs as once bound.
+    pub privileges: Privileges,
+    /// The files it needs afterwards (the config file itself aside).
+    pub files: FileAccess,
+    /// Snapshots of its own state, if configured.
+    pub snapshots: Option<SnapshotSettings>,
     /// Loaded certificates, in file order (the first is the default for clients without SNI).
     pub certificates: CertStore,
     /// The pre-rendered `Strict-Transport-Security` value.
@@ -155,7 +166,14 @@ impl Config {
             );
         }
 
-        // The load step: every file the config names, read once.
+        let mut warnings = Problems::default();
+        let snapshots = raw
+            .snapshots
+            .as_ref()
+            .map(|s| process::validate_snapshots(s, &mut problems));
+
+        // The load step: every file the config names, read once; the accounts named.
+        let privileges = process::validate_privileges(&raw, &mut problems, &mut warnings);
         let certificates = files::certificates(&raw, &mut problems);
         let gateway_files = raw
             .gateway
@@ -185,13 +203,16 @@ impl Config {
         );
         let acme = acme::validate_acme(&raw, &certificates, &routes, &mut problems);
         problems.finish()?;
-        let mut warnings = Problems::default();
+        let files = process::file_access(&raw);
         hsts_warnings(&raw.hsts, &mut warnings);
         Ok(Self {
             warnings: warnings.into_warnings(),
             environment: raw.environment,
             listen,
             workers: raw.server.workers,
+            privileges,
+            files,
+            snapshots,
             certificates,
             hsts: hsts_value(&raw.hsts),
             environments,

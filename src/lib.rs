@@ -31,8 +31,10 @@ pub mod config;
 pub mod connect;
 pub mod dev_certs;
 pub mod logging;
+pub mod privilege;
 pub mod reload;
 pub mod report;
+pub mod sandbox;
 
 // Internals that benches and tests reach; not a stable API.
 #[doc(hidden)]
@@ -65,6 +67,7 @@ mod lifecycle;
 mod metrics;
 mod networks;
 mod redirect;
+mod secrets;
 mod server;
 mod tls;
 mod tunnel;
@@ -175,29 +178,56 @@ impl Running {
     }
 }
 
+/// The bound sockets of a config, made before anything else so that privileges can be
+/// dropped before a single request is read.
+#[derive(Debug)]
+pub struct Listeners {
+    https: std::net::TcpListener,
+    http: Option<std::net::TcpListener>,
+    admin: Option<std::net::TcpListener>,
+}
+
+/// As tokio's own listeners: a connection burst waits in the kernel rather than being refused.
+const BACKLOG: i32 = 1024;
+
+impl Listeners {
+    /// Binds every listener the config names.
+    pub fn bind(config: &Config) -> Result<Self, StartError> {
+        Ok(Self {
+            https: bind(config.listen.https)?,
+            http: config.listen.http.map(bind).transpose()?,
+            admin: config.admin.as_ref().map(|a| bind(a.listen)).transpose()?,
+        })
+    }
+}
+
 /// Binds the listeners of a validated config and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    start_inner(config, None).await
+    let listeners = Listeners::bind(&config)?;
+    start_inner(config, listeners, None).await
 }
 
-/// Like [`start`], remembering `path` so that SIGHUP and `POST /reload` can re-read it.
-pub async fn start_from_file(config: Config, path: PathBuf) -> Result<Running, StartError> {
-    start_inner(config, Some(path)).await
+/// Serves on listeners bound earlier, remembering `path` so that SIGHUP and `POST /reload`
+/// can re-read it.
+pub async fn start_from_file(
+    config: Config,
+    listeners: Listeners,
+    path: PathBuf,
+) -> Result<Running, StartError> {
+    start_inner(config, listeners, Some(path)).await
 }
 
-async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, StartError> {
+async fn start_inner(
+    config: Config,
+    listeners: Listeners,
+    path: Option<PathBuf>,
+) -> Result<Running, StartError> {
     for warning in &config.warnings {
         tracing::warn!(%warning, "configuration");
     }
-    let https = bind(config.listen.https).await?;
-    let http = match config.listen.http {
-        Some(addr) => Some(bind(addr).await?),
-        None => None,
-    };
-    let admin = match &config.admin {
-        Some(admin) => Some(bind(admin.listen).await?),
-        None => None,
-    };
+    let https = registered(listeners.https, config.listen.https)?;
+    let http = listeners.http.map(registered_any).transpose()?;
+    let admin = listeners.admin.map(registered_any).transpose()?;
     let https_addr = local_addr(&https, config.listen.https)?;
     let http_addr = bound(&http)?;
     let admin_addr = bound(&admin)?;
@@ -265,10 +295,29 @@ async fn start_inner(config: Config, path: Option<PathBuf>) -> Result<Running, S
     })
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    use socket2::{Domain, Socket, Type};
+    let bind_err = |source| StartError::Bind { addr, source };
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(bind_err)?;
+    socket.set_reuse_address(true).map_err(bind_err)?;
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    socket.bind(&addr.into()).map_err(bind_err)?;
+    socket.listen(BACKLOG).map_err(bind_err)?;
+    Ok(socket.into())
+}
+
+fn registered_any(listener: std::net::TcpListener) -> Result<TcpListener, StartError> {
+    let addr = listener
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    registered(listener, addr)
+}
+
+fn registered(
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+) -> Result<TcpListener, StartError> {
+    TcpListener::from_std(listener).map_err(|source| StartError::Bind { addr, source })
 }
 
 fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {

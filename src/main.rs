@@ -98,8 +98,31 @@ fn invalid(path: &Path, e: ConfigError) -> anyhow::Error {
 }
 
 fn run(path: &Path) -> anyhow::Result<()> {
+    use portcullis::sandbox::{Sandbox, confine};
     portcullis::logging::init();
     let config = load(path)?;
+    // Bound as started (root, or with CAP_NET_BIND_SERVICE), then never again privileged;
+    // all before the runtime starts a thread.
+    let listeners = portcullis::Listeners::bind(&config)?;
+    portcullis::privilege::drop_privileges(&config.privileges)?;
+    match confine(&config.files, path)? {
+        Sandbox::Full => {
+            tracing::info!("Landlock: file access restricted to what the config names")
+        }
+        Sandbox::Partial => {
+            tracing::info!("Landlock: file access partly restricted (older kernel ABI)")
+        }
+        Sandbox::Unavailable => tracing::warn!(
+            "Landlock is not available on this kernel: file access is not restricted"
+        ),
+    }
+    // Read again as the process now is, so that a file reload could not read fails now.
+    let config = Config::load(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{} cannot be read with the privileges left after start-up, so reload would fail too:\n{e}",
+            path.display()
+        )
+    })?;
     // One worker needs no work stealing: a current-thread runtime spares its cross-thread
     // queues and wake-ups, which is what a per-core figure should measure.
     let mut runtime = match config.workers {
@@ -116,7 +139,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
-        let running = portcullis::start_from_file(config, path.to_owned()).await?;
+        let running = portcullis::start_from_file(config, listeners, path.to_owned()).await?;
         // Handlers first: a supervisor that signals as soon as it reads "listening" must not
         // meet the default action.
         let stop = shutdown_signal()?;
@@ -181,6 +204,11 @@ fn check(path: &Path) -> anyhow::Result<()> {
     config.resolve_upstreams().map_err(|e| invalid(path, e))?;
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
+    }
+    if !portcullis::sandbox::available() {
+        eprintln!(
+            "warning: Landlock is not available on this kernel: `run` cannot restrict file access"
+        );
     }
     print!("{}", portcullis::config::describe(&config));
     Ok(())

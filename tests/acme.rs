@@ -221,6 +221,14 @@ async fn issues_with_tls_alpn_01_then_serves_from_cache() {
         cached, leaf,
         "the second run did not serve the cached certificate"
     );
+    // rustls-acme writes with the umask; what it wrote must pass our own check at restart.
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077,
+            0
+        );
+    }
 }
 
 #[tokio::test]
@@ -249,6 +257,34 @@ async fn acme_section_is_validated() {
         let toml = base.clone().set(key, value).text();
         support::assert_refused(&toml, key);
     }
+}
+
+#[tokio::test]
+async fn a_cache_directory_others_can_read_is_refused_with_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new().await;
+    let cache = setup.pki.dir.path().join("shared-cache");
+    std::fs::create_dir(&cache).unwrap();
+    let toml = acme_toml(&setup, 0, "https://127.0.0.1:1/dir", &cache);
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let problems = support::problem_lines(&toml);
+    let expected = format!("tls.acme.cache_dir: {} has mode 755", cache.display());
+    assert!(
+        problems.iter().any(|p| p.starts_with(&expected)),
+        "{problems:#?}"
+    );
+
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(config_from(&toml).is_ok());
+    let account = cache.join("cached_account_x");
+    std::fs::write(&account, "key").unwrap();
+    std::fs::set_permissions(&account, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let problems = support::problem_lines(&toml);
+    let expected = format!("tls.acme.cache_dir: {} has mode 644", account.display());
+    assert!(
+        problems.iter().any(|p| p.starts_with(&expected)),
+        "{problems:#?}"
+    );
 }
 
 #[tokio::test]

@@ -33,8 +33,7 @@ async fn health_readiness_and_metrics() {
     let setup = Setup::new().await;
     let file = setup.pki.dir.path().join("admin.toml");
     std::fs::write(&file, admin_toml(&setup, "")).unwrap();
-    let config = portcullis::Config::load(&file).unwrap();
-    let proxy = portcullis::start_from_file(config, file).await.unwrap();
+    let proxy = support::start_file(&file).await;
     let addr = proxy.admin_addr.unwrap();
     let mut client = Client::connect(true, proxy.https_addr, "localhost", &setup.pki).await;
     assert_eq!(client.get("localhost", "/").await.status, 200);
@@ -98,9 +97,7 @@ async fn reload_installs_good_configs_and_refuses_bad_ones_under_traffic() {
     let setup = Setup::new().await;
     let file = setup.pki.dir.path().join("reload.toml");
     std::fs::write(&file, admin_toml(&setup, "")).unwrap();
-    let proxy = portcullis::start_from_file(portcullis::Config::load(&file).unwrap(), file.clone())
-        .await
-        .unwrap();
+    let proxy = support::start_file(&file).await;
     let addr = proxy.admin_addr.unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -221,9 +218,7 @@ async fn session_tickets_survive_a_reload() {
     let setup = Setup::new().await;
     let file = setup.pki.dir.path().join("tickets.toml");
     std::fs::write(&file, setup.toml("")).unwrap();
-    let proxy = portcullis::start_from_file(portcullis::Config::load(&file).unwrap(), file)
-        .await
-        .unwrap();
+    let proxy = support::start_file(&file).await;
     let client = setup.pki.client(&[b"http/1.1"]);
     let first = tls_connect(proxy.https_addr, "localhost", client.clone())
         .await

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,12 +23,16 @@ async fn unservable_certificate_files_are_refused_by_key() {
     params.not_after = date_time_ymd(2021, 1, 1);
     let expired = params.self_signed(&key).unwrap();
     std::fs::write(dir.join("expired.crt"), expired.pem()).unwrap();
-    std::fs::write(dir.join("expired.key"), key.serialize_pem()).unwrap();
-    std::fs::write(
-        dir.join("other.key"),
+    support::write_private(&dir.join("expired.key"), key.serialize_pem());
+    support::write_private(
+        &dir.join("other.key"),
         KeyPair::generate().unwrap().serialize_pem(),
-    )
-    .unwrap();
+    );
+    // The served pair, but its key readable by the key's group: refused with path and mode.
+    let exposed = dir.join("exposed.key");
+    std::fs::copy(&setup.pki.key, &exposed).unwrap();
+    std::fs::set_permissions(&exposed, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let exposed_reason = format!("{} has mode 640", exposed.display());
     let files = |cert: &str, key: &str| {
         setup
             .config()
@@ -63,6 +68,13 @@ async fn unservable_certificate_files_are_refused_by_key() {
                 .text(),
             "cannot read /nonexistent/cert.pem",
         ),
+        (
+            setup
+                .config()
+                .set("tls.certificates[0].key", exposed.display().to_string())
+                .text(),
+            exposed_reason.as_str(),
+        ),
     ];
     for (toml, reason) in cases {
         let problems = support::problem_lines(&toml);
@@ -87,6 +99,8 @@ async fn sighup_reloads_the_running_binary() {
     let toml = setup
         .config()
         .set("listen.https", format!("127.0.0.1:{port}"))
+        // Tests run as root in CI; the binary refuses that unless told.
+        .set("server.allow_root", true)
         .text();
     std::fs::write(&file, &toml).unwrap();
     let mut child = support::Spawned(

@@ -228,7 +228,11 @@ fn run_makes_the_dev_certificates_on_first_start() {
 async fn run_serves_and_exits_zero_on_sigterm() {
     let setup = Setup::new().await;
     let file = setup.pki.dir.path().join("run.toml");
-    std::fs::write(&file, setup.toml("[server]\nworkers = 1\n")).unwrap();
+    std::fs::write(
+        &file,
+        setup.toml("[server]\nworkers = 1\nallow_root = true\n"),
+    )
+    .unwrap();
     let mut child =
         run_until_listening(setup.pki.dir.path(), &["run", "-c", file.to_str().unwrap()]);
     let kill = Command::new("kill")

@@ -348,10 +348,7 @@ async fn reload_reaches_open_connections() {
     let rig = Rig::new().await;
     let file: PathBuf = rig.setup.pki.dir.path().join("gateway.toml");
     std::fs::write(&file, rig.default_toml()).unwrap();
-    let config = portcullis::Config::load(&file).unwrap();
-    let proxy = portcullis::start_from_file(config, file.clone())
-        .await
-        .unwrap();
+    let proxy = support::start_file(&file).await;
     let tools = "tools.corp.test";
 
     let mut alice = rig

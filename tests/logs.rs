@@ -80,7 +80,13 @@ impl Proxy {
         let config = dir.join("logs.toml");
         std::fs::write(
             &config,
-            setup.config().merge(extra).set("log.stdout", true).text(),
+            setup
+                .config()
+                .merge(extra)
+                .set("log.stdout", true)
+                // Tests run as root in CI; the binary refuses that unless told.
+                .set("server.allow_root", true)
+                .text(),
         )
         .unwrap();
         let stderr_path = dir.join("stderr.txt");

@@ -70,6 +70,35 @@ pub enum ProblemKind {
         "preload lists accept only include_subdomains = true and max_age of at least one year (31536000)"
     )]
     PreloadIneligible,
+    /// `allow_root`: legal, and worth a second look.
+    #[error(
+        "the proxy keeps root after start-up, so a flaw in it is a flaw with root's powers: set server.user instead"
+    )]
+    AllowRoot,
+    /// `group` without `user`.
+    #[error("needs server.user: the group is only switched to together with the user")]
+    GroupWithoutUser,
+    /// An account that is root.
+    #[error("{0:?} is root: name the unprivileged account to run as")]
+    RootAccount(String),
+    /// An account this system does not have.
+    #[error("{0:?} is not an account on this system")]
+    UnknownAccount(String),
+    /// A snapshot tier kept outside the policy's range.
+    #[error("{value} {unit} is outside the backup policy of {min} to {max} {unit}")]
+    SnapshotRetention {
+        /// Configured.
+        value: u32,
+        /// Days, weeks or months.
+        unit: &'static str,
+        /// The policy's least.
+        min: u32,
+        /// The policy's most.
+        max: u32,
+    },
+    /// A built-in schedule that would leave the 6-hourly tier empty.
+    #[error("must be between 1m and 6h: the finest tier keeps one snapshot per 6 hours")]
+    SnapshotEvery,
     /// Log retention outside the policy's range.
     #[error("{0} days is outside the retention policy of 15 to 30 days")]
     Retention(u32),
@@ -156,9 +185,9 @@ pub enum ProblemKind {
     /// A revocation list that cannot be read.
     #[error("{} is not a readable PEM certificate revocation list", .0.display())]
     Crl(PathBuf),
-    /// A TOTP secret file that others can read.
-    #[error("{} must be readable by its owner only (chmod 600)", .0.display())]
-    TotpMode(PathBuf),
+    /// A secret file or directory that others can read.
+    #[error(transparent)]
+    Exposed(#[from] crate::secrets::Exposure),
     /// A TOTP secret that cannot be used.
     #[error("{} does not hold a base32 TOTP secret of at least 128 bits", .0.display())]
     TotpSecret(PathBuf),

@@ -104,15 +104,8 @@ fn load_crl(
 
 /// A base32 secret in a file only its owner can read.
 fn load_totp(file: &Path) -> Result<Arc<totp_rs::Totp>, ProblemKind> {
-    use std::os::unix::fs::PermissionsExt;
     let unreadable = |_| ProblemKind::TotpSecret(file.to_owned());
-    let mode = std::fs::metadata(file)
-        .map_err(unreadable)?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(ProblemKind::TotpMode(file.to_owned()));
-    }
+    crate::secrets::require_private(file)?;
     let text = std::fs::read_to_string(file).map_err(unreadable)?;
     let secret = totp_rs::Secret::try_from_base32(text.trim())
         .map_err(|_| ProblemKind::TotpSecret(file.to_owned()))?;
@@ -126,8 +119,8 @@ fn load_totp(file: &Path) -> Result<Arc<totp_rs::Totp>, ProblemKind> {
 /// `[tls.acme]`'s files: the directory's CA, and a cache directory that is, or can become, a
 /// directory (it is created, private, when the ACME task starts).
 pub(super) fn acme(acme: &RawAcme, problems: &mut Problems) {
-    if let Err(e) = check_cache_dir(&acme.cache_dir) {
-        problems.push("tls.acme.cache_dir", ProblemKind::CacheDir(e));
+    if let Err(kind) = check_cache_dir(&acme.cache_dir) {
+        problems.push("tls.acme.cache_dir", kind);
     }
     if let Some(ca) = &acme.directory_ca
         && let Err(e) = load_roots(ca)
@@ -136,18 +129,22 @@ pub(super) fn acme(acme: &RawAcme, problems: &mut Problems) {
     }
 }
 
-/// The directory, or the nearest existing parent it would be made in, is a directory. Whether
-/// it can be written is learnt when the ACME task creates it.
-fn check_cache_dir(dir: &Path) -> std::io::Result<()> {
+/// The directory, or the nearest existing parent it would be made in, is a directory; one
+/// that exists already holds the account key, so it and all in it must be private. Whether it
+/// can be written is learnt when the ACME task creates it.
+fn check_cache_dir(dir: &Path) -> Result<(), ProblemKind> {
+    if dir.is_dir() {
+        return Ok(crate::secrets::require_private_dir(dir)?);
+    }
     let existing = dir
         .ancestors()
         .find(|d| d.as_os_str().is_empty() || d.exists())
         .filter(|d| !d.as_os_str().is_empty());
     match existing {
-        Some(d) if !std::fs::metadata(d)?.is_dir() => Err(std::io::Error::new(
+        Some(d) if !d.is_dir() => Err(ProblemKind::CacheDir(std::io::Error::new(
             std::io::ErrorKind::NotADirectory,
             format!("{} is not a directory", d.display()),
-        )),
+        ))),
         _ => Ok(()),
     }
 }

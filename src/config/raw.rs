@@ -41,6 +41,7 @@ pub struct RawConfig {
     pub gateway: Option<RawGateway>,
     #[serde(default)]
     pub headers: RawHeaders,
+    pub snapshots: Option<RawSnapshots>,
 }
 
 /// `[headers]`
@@ -116,6 +117,43 @@ pub struct RawListen {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub workers: Option<usize>,
+    /// Dropped to after binding when started as root.
+    pub user: Option<String>,
+    /// Defaults to the user's primary group.
+    pub group: Option<String>,
+    #[serde(default)]
+    pub allow_root: bool,
+}
+
+/// `[snapshots]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSnapshots {
+    pub dir: PathBuf,
+    /// The built-in schedule; without it only `portcullis snapshot` takes them.
+    pub every: Option<String>,
+    #[serde(default = "six_hourly_days")]
+    pub keep_six_hourly_days: u32,
+    #[serde(default = "daily_days")]
+    pub keep_daily_days: u32,
+    #[serde(default = "weekly_weeks")]
+    pub keep_weekly_weeks: u32,
+    #[serde(default = "monthly_months")]
+    pub keep_monthly_months: u32,
+}
+
+// The policy's minimums: the least of the audit trail's personal data kept that still meets it.
+fn six_hourly_days() -> u32 {
+    2
+}
+fn daily_days() -> u32 {
+    7
+}
+fn weekly_weeks() -> u32 {
+    4
+}
+fn monthly_months() -> u32 {
+    13
 }
 
 /// `[tls]`

@@ -35,6 +35,21 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
+/// Writes a secret (a private key, a TOTP secret) readable by its owner only, as the proxy
+/// requires.
+pub fn write_private(path: &std::path::Path, contents: impl AsRef<[u8]>) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    file.write_all(contents.as_ref()).unwrap();
+}
+
 /// Runs the `portcullis` binary to completion.
 pub fn portcullis(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -62,6 +77,37 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Spawns a configured `portcullis` command and waits, bounded, until it says it is
+/// listening; what it said when it never listened.
+pub fn spawn_until_listening(mut command: std::process::Command) -> Result<Spawned, String> {
+    use std::io::{BufRead, BufReader};
+    let mut child = Spawned(
+        command
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (said, listening) = std::sync::mpsc::channel();
+    let kept = lines.clone();
+    // Reads to the end, so that the proxy never meets a closed pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening") {
+                let _ = said.send(true);
+            }
+            kept.lock().unwrap().push(line);
+        }
+        let _ = said.send(false);
+    });
+    match listening.recv_timeout(WAIT) {
+        Ok(true) => Ok(child),
+        // Stderr closed (it exited) or the wait ran out: what it said is all there is.
+        _ => Err(lines.lock().unwrap().join("\n")),
     }
 }
 
@@ -212,6 +258,15 @@ pub fn assert_refused(toml_text: &str, key: &str) {
         problems.iter().any(|p| p.key == key),
         "no problem at {key}: {problems:#?}"
     );
+}
+
+/// Starts the proxy on the config in `file`, which SIGHUP and `POST /reload` re-read.
+pub async fn start_file(file: &std::path::Path) -> Running {
+    let config = Config::load(file).unwrap();
+    let listeners = portcullis::Listeners::bind(&config).unwrap();
+    portcullis::start_from_file(config, listeners, file.to_owned())
+        .await
+        .unwrap()
 }
 
 pub async fn start_config(config: Config) -> Running {

@@ -51,7 +51,7 @@ impl Pki {
         let cert = self.dir.path().join(format!("{stem}.crt"));
         let key = self.dir.path().join(format!("{stem}.key"));
         std::fs::write(&cert, leaf.pem()).unwrap();
-        std::fs::write(&key, key_pair.serialize_pem()).unwrap();
+        super::write_private(&key, key_pair.serialize_pem());
         (cert, key)
     }
 

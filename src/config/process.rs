@@ -1,0 +1,217 @@
+//! How the process itself runs: the account it drops to after binding, the files it may
+//! touch afterwards, and the snapshots of its own state.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::ProblemKind;
+use super::raw::{RawConfig, RawSnapshots};
+use super::validate::{Key, Problems};
+
+/// The policy's retention ranges for each snapshot tier.
+pub const SIX_HOURLY_DAYS: std::ops::RangeInclusive<u32> = 2..=5;
+#[allow(missing_docs)]
+pub const DAILY_DAYS: std::ops::RangeInclusive<u32> = 7..=365;
+#[allow(missing_docs)]
+pub const WEEKLY_WEEKS: std::ops::RangeInclusive<u32> = 4..=52;
+#[allow(missing_docs)]
+pub const MONTHLY_MONTHS: std::ops::RangeInclusive<u32> = 13..=36;
+/// The built-in schedule must fill the finest tier.
+const EVERY: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(6 * 3600);
+
+/// `[server]`'s account settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Privileges {
+    /// The account to switch to once the listeners are bound.
+    pub run_as: Option<RunAs>,
+    /// Keep running as root when started as root and no account is named.
+    pub allow_root: bool,
+}
+
+/// An unprivileged account, resolved when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    /// `server.user`.
+    pub user: String,
+    /// Its uid.
+    pub uid: u32,
+    /// `server.group`'s gid, or the user's primary group.
+    pub gid: u32,
+}
+
+/// What the process needs of the file system once it serves: Landlock's allow-list. Files are
+/// re-read at every reload; directories are written by the log, audit, ACME and snapshot tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileAccess {
+    /// Files read (certificates, keys, CAs, revocation lists, TOTP secrets).
+    pub read: Vec<PathBuf>,
+    /// Directories written.
+    pub write: Vec<PathBuf>,
+}
+
+/// `[snapshots]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSettings {
+    /// Where archives are written (and pruned).
+    pub dir: PathBuf,
+    /// The built-in schedule, if any.
+    pub every: Option<Duration>,
+    /// How long each tier is kept.
+    pub retention: Retention,
+}
+
+/// How long each tier of snapshots is kept, each within the policy's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// One snapshot per 6 hours, for this many days.
+    pub six_hourly_days: u32,
+    /// One per day.
+    pub daily_days: u32,
+    /// One per ISO week.
+    pub weekly_weeks: u32,
+    /// One per calendar month.
+    pub monthly_months: u32,
+}
+
+/// `server.user`, `server.group`, `server.allow_root`: accounts are looked up now, so that
+/// `check` names one that does not exist rather than start failing after binding.
+pub(super) fn validate_privileges(
+    raw: &RawConfig,
+    problems: &mut Problems,
+    warnings: &mut Problems,
+) -> Privileges {
+    let server = &raw.server;
+    if server.allow_root {
+        warnings.push("server.allow_root", ProblemKind::AllowRoot);
+    }
+    let Some(user) = &server.user else {
+        if server.group.is_some() {
+            problems.push("server.group", ProblemKind::GroupWithoutUser);
+        }
+        return Privileges {
+            run_as: None,
+            allow_root: server.allow_root,
+        };
+    };
+    let account = match nix::unistd::User::from_name(user) {
+        Ok(Some(account)) if account.uid.is_root() => {
+            problems.push("server.user", ProblemKind::RootAccount(user.clone()));
+            None
+        }
+        Ok(Some(account)) => Some(account),
+        _ => {
+            problems.push("server.user", ProblemKind::UnknownAccount(user.clone()));
+            None
+        }
+    };
+    let gid = match &server.group {
+        Some(group) => match nix::unistd::Group::from_name(group) {
+            Ok(Some(found)) if found.gid.as_raw() == 0 => {
+                problems.push("server.group", ProblemKind::RootAccount(group.clone()));
+                None
+            }
+            Ok(Some(found)) => Some(found.gid),
+            _ => {
+                problems.push("server.group", ProblemKind::UnknownAccount(group.clone()));
+                None
+            }
+        },
+        None => account.as_ref().map(|a| a.gid),
+    };
+    Privileges {
+        run_as: account.zip(gid).map(|(account, gid)| RunAs {
+            user: user.clone(),
+            uid: account.uid.as_raw(),
+            gid: gid.as_raw(),
+        }),
+        allow_root: server.allow_root,
+    }
+}
+
+/// Every file the config names and every directory it writes.
+pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
+    let mut read: Vec<PathBuf> = raw
+        .tls
+        .certificates
+        .iter()
+        .flat_map(|c| [c.cert.clone(), c.key.clone()])
+        .collect();
+    let mut write = vec![raw.log.dir.clone()];
+    if let Some(acme) = &raw.tls.acme {
+        read.extend(acme.directory_ca.clone());
+        write.push(acme.cache_dir.clone());
+    }
+    if let Some(gateway) = &raw.gateway {
+        read.push(gateway.client_ca.clone());
+        read.extend(gateway.crls.iter().cloned());
+        read.extend(
+            gateway
+                .users
+                .values()
+                .filter_map(|u| u.totp_secret_file.clone()),
+        );
+    }
+    if let Some(snapshots) = &raw.snapshots {
+        write.push(snapshots.dir.clone());
+    }
+    FileAccess { read, write }
+}
+
+/// `[snapshots]`: each tier's retention within the policy's range.
+pub(super) fn validate_snapshots(raw: &RawSnapshots, problems: &mut Problems) -> SnapshotSettings {
+    let mut within = |name: &str, value: u32, range: std::ops::RangeInclusive<u32>, unit| {
+        if !range.contains(&value) {
+            problems.push(
+                Key::new("snapshots").field(name),
+                ProblemKind::SnapshotRetention {
+                    value,
+                    unit,
+                    min: *range.start(),
+                    max: *range.end(),
+                },
+            );
+        }
+        value
+    };
+    let retention = Retention {
+        six_hourly_days: within(
+            "keep_six_hourly_days",
+            raw.keep_six_hourly_days,
+            SIX_HOURLY_DAYS,
+            "days",
+        ),
+        daily_days: within("keep_daily_days", raw.keep_daily_days, DAILY_DAYS, "days"),
+        weekly_weeks: within(
+            "keep_weekly_weeks",
+            raw.keep_weekly_weeks,
+            WEEKLY_WEEKS,
+            "weeks",
+        ),
+        monthly_months: within(
+            "keep_monthly_months",
+            raw.keep_monthly_months,
+            MONTHLY_MONTHS,
+            "months",
+        ),
+    };
+    let every = raw
+        .every
+        .as_deref()
+        .and_then(|value| match humantime::parse_duration(value) {
+            Ok(every) if EVERY.contains(&every) => Some(every),
+            Ok(_) => {
+                problems.push("snapshots.every", ProblemKind::SnapshotEvery);
+                None
+            }
+            Err(_) => {
+                problems.push("snapshots.every", ProblemKind::Duration(value.to_owned()));
+                None
+            }
+        });
+    SnapshotSettings {
+        dir: raw.dir.clone(),
+        every,
+        retention,
+    }
+}

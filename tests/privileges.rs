@@ -1,0 +1,325 @@
+//! Least privilege for the proxy itself, checked from outside its process: started as root it
+//! binds ports below 1024 and then serves as `server.user` with nothing left of root
+//! (`/proc/PID/status`); started with `CAP_NET_BIND_SERVICE` only it gives that up once bound;
+//! root without an account is refused; under Landlock a reload cannot make it read a file
+//! outside the set it started with.
+//!
+//! These need root (CI runs as root); elsewhere they say why they skip.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use support::{Setup, Spawned};
+
+/// The account the proxy drops to.
+const ACCOUNT: &str = "nobody";
+
+struct Account {
+    uid: u32,
+    gid: u32,
+}
+
+fn account() -> Account {
+    let user = nix::unistd::User::from_name(ACCOUNT).unwrap().unwrap();
+    Account {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    }
+}
+
+fn as_root() -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the tests as root"
+        );
+        eprintln!("SKIPPED: binding ports below 1024 and switching accounts needs root");
+    }
+    root
+}
+
+/// A loopback address of its own, so that tests in parallel can all use port 443.
+fn privileged(port: u16) -> SocketAddr {
+    let [a, b, c] = [
+        fastrand::u8(1..255),
+        fastrand::u8(1..255),
+        fastrand::u8(1..255),
+    ];
+    SocketAddr::from(([127, a, b, c], port))
+}
+
+/// Hands `dir` and all in it to the account, as a deployment would.
+fn hand_over(dir: &Path, to: &Account) {
+    std::os::unix::fs::chown(dir, Some(to.uid), Some(to.gid)).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            hand_over(&path, to);
+        } else {
+            std::os::unix::fs::chown(&path, Some(to.uid), Some(to.gid)).unwrap();
+        }
+    }
+}
+
+/// `Name:` lines of `/proc/PID/status`, whitespace-normalised.
+fn status(pid: u32, name: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct Served {
+    setup: Setup,
+    https: SocketAddr,
+    http: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Served {
+    async fn new() -> Self {
+        Self {
+            setup: Setup::new().await,
+            https: privileged(443),
+            http: privileged(80),
+            admin: privileged(900),
+        }
+    }
+
+    /// The config file, on privileged ports, with `extra` set.
+    fn write_config(&self, extra: &[(&str, toml::Value)]) -> std::path::PathBuf {
+        let mut config = self
+            .setup
+            .config()
+            .set("listen.https", self.https.to_string())
+            .set("listen.http", self.http.to_string())
+            .set("admin.listen", self.admin.to_string());
+        for (key, value) in extra {
+            config = config.set(key, value.clone());
+        }
+        let file = self.setup.pki.dir.path().join("portcullis.toml");
+        std::fs::write(&file, config.text()).unwrap();
+        file
+    }
+
+    async fn serves(&self) {
+        let client = self.setup.pki.client(&[b"http/1.1"]);
+        let status = support::status_with(self.https, "localhost", "/served", client).await;
+        assert_eq!(status, Some(200), "HTTPS on {}", self.https);
+        let redirect = support::raw_tcp(
+            self.http,
+            b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(support::status_of(&redirect), Some(301), "{redirect}");
+    }
+}
+
+fn run(file: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.args(["run", "-c", file.to_str().unwrap()]);
+    command
+}
+
+fn listening(command: Command) -> Spawned {
+    match support::spawn_until_listening(command) {
+        Ok(child) => child,
+        Err(said) => panic!("the proxy never listened:\n{said}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_as_root_it_binds_then_serves_as_the_configured_account() {
+    if !as_root() {
+        return;
+    }
+    let served = Served::new().await;
+    let to = account();
+    let file = served.write_config(&[("server.user", ACCOUNT.into())]);
+    hand_over(served.setup.pki.dir.path(), &to);
+    let child = listening(run(&file));
+    let pid = child.0.id();
+
+    let (uid, gid) = (to.uid.to_string(), to.gid.to_string());
+    assert_eq!(
+        status(pid, "Uid"),
+        [&*uid; 4].join(" "),
+        "real, effective, saved, fs uid"
+    );
+    assert_eq!(
+        status(pid, "Gid"),
+        [&*gid; 4].join(" "),
+        "real, effective, saved, fs gid"
+    );
+    assert_eq!(
+        status(pid, "Groups"),
+        "",
+        "supplementary groups are cleared"
+    );
+    for set in ["CapEff", "CapPrm", "CapAmb", "CapInh"] {
+        assert_eq!(status(pid, set), "0000000000000000", "{set}");
+    }
+    assert_eq!(status(pid, "NoNewPrivs"), "1");
+    served.serves().await;
+
+    // What it writes once serving is its account's, and private.
+    let logs = served.setup.log_dir();
+    let written: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!written.is_empty(), "no log file in {}", logs.display());
+    for path in written {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.uid(), to.uid, "{}", path.display());
+        assert_eq!(meta.permissions().mode() & 0o077, 0, "{}", path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn started_with_only_the_bind_capability_it_gives_it_up_once_bound() {
+    if !as_root() || !support::require_tool("setpriv") {
+        return;
+    }
+    let served = Served::new().await;
+    let to = account();
+    let file = served.write_config(&[]);
+    hand_over(served.setup.pki.dir.path(), &to);
+    // What systemd's User= with AmbientCapabilities=CAP_NET_BIND_SERVICE does.
+    let mut command = Command::new("setpriv");
+    command.args([
+        &format!("--reuid={}", to.uid),
+        &format!("--regid={}", to.gid),
+        "--clear-groups",
+        "--inh-caps=+net_bind_service",
+        "--ambient-caps=+net_bind_service",
+        "--",
+        env!("CARGO_BIN_EXE_portcullis"),
+        "run",
+        "-c",
+        file.to_str().unwrap(),
+    ]);
+    let child = listening(command);
+    let pid = child.0.id();
+    assert_eq!(status(pid, "Uid"), [&*to.uid.to_string(); 4].join(" "));
+    for set in ["CapEff", "CapPrm", "CapAmb", "CapInh"] {
+        assert_eq!(status(pid, set), "0000000000000000", "{set}");
+    }
+    served.serves().await;
+}
+
+#[tokio::test]
+async fn root_without_an_account_is_refused() {
+    if !as_root() {
+        return;
+    }
+    let served = Served::new().await;
+    let file = served.write_config(&[]);
+    let out = run(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refusing to serve as root"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_landlock_a_reload_cannot_read_outside_the_files_it_started_with() {
+    if !as_root() {
+        return;
+    }
+    if !portcullis::sandbox::available() {
+        eprintln!("SKIPPED: this kernel has no Landlock");
+        return;
+    }
+    let served = Served::new().await;
+    let to = account();
+    let file = served.write_config(&[("server.user", ACCOUNT.into())]);
+    // A certificate beside the config (inside the set) and one in a directory the config never
+    // named, both the account's own and readable by it.
+    let (inside_cert, inside_key) = served.setup.pki.leaf("inside", &["inside.test"]);
+    let outside = tempfile::tempdir().unwrap();
+    let (cert, key) = served.setup.pki.leaf("outside", &["outside.test"]);
+    let (outside_cert, outside_key) = (outside.path().join("o.crt"), outside.path().join("o.key"));
+    std::fs::rename(cert, &outside_cert).unwrap();
+    std::fs::rename(key, &outside_key).unwrap();
+    hand_over(served.setup.pki.dir.path(), &to);
+    hand_over(outside.path(), &to);
+    let plain = Command::new("setpriv")
+        .args([
+            &format!("--reuid={}", to.uid),
+            &format!("--regid={}", to.gid),
+            "--clear-groups",
+        ])
+        .args(["cat", outside_key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        plain.status.success(),
+        "the account itself can read the outside key"
+    );
+
+    let _child = listening(run(&file));
+    let add = |cert: &Path, key: &Path| {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let grown = format!(
+            "{text}\n[[tls.certificates]]\ncert = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&file, grown).unwrap();
+    };
+    add(&inside_cert, &inside_key);
+    let (status, body) = reload(served.admin).await;
+    assert_eq!(status, 200, "a file inside the set reloads: {body}");
+
+    add(&outside_cert, &outside_key);
+    let (status, body) = reload(served.admin).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains(&outside_cert.display().to_string()), "{body}");
+    assert!(body.contains("Permission denied"), "{body}");
+    served.serves().await;
+}
+
+/// `POST /reload` on the admin listener: its status and body.
+async fn reload(admin: SocketAddr) -> (u16, String) {
+    let answer = support::raw_tcp(
+        admin,
+        b"POST /reload HTTP/1.1\r\nhost: admin\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    (support::status_of(&answer).unwrap_or(0), answer)
+}
+
+#[tokio::test]
+async fn accounts_are_checked_with_the_config() {
+    let setup = Setup::new().await;
+    let with = |key: &str, value: &str| setup.config().set(key, value).text();
+    support::assert_refused(&with("server.user", "no-such-account-here"), "server.user");
+    support::assert_refused(&with("server.user", "root"), "server.user");
+    support::assert_refused(&with("server.group", "nogroup"), "server.group");
+    let both = setup
+        .config()
+        .set("server.user", ACCOUNT)
+        .set("server.group", "root")
+        .text();
+    support::assert_refused(&both, "server.group");
+    assert!(support::config_from(&with("server.user", ACCOUNT)).is_ok());
+
+    let file = setup.pki.dir.path().join("root.toml");
+    std::fs::write(&file, setup.config().set("server.allow_root", true).text()).unwrap();
+    let out = support::portcullis(&["check", "-c", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: server.allow_root: the proxy keeps root"),
+        "{stderr}"
+    );
+}

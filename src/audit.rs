@@ -1,5 +1,5 @@
 //! The audit trail: every decision on an internal route, every tunnel opened and closed, every
-//! config change and every admin request, one JSON line each in `audit-YYYY-MM-DD.jsonl` beside the access log, under the same
+//! config change, every admin request and every snapshot, one JSON line each in `audit-YYYY-MM-DD.jsonl` beside the access log, under the same
 //! retention. Employees' identities belong here and only here.
 //!
 //! Requests never wait for it: lines go through an unbounded channel to a writer thread. What
@@ -102,6 +102,31 @@ pub enum AuditRecord {
         old_digest: String,
         /// SHA-256 of the file read.
         new_digest: String,
+    },
+    /// A snapshot of the proxy's own state was written.
+    Snapshot {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The archive's path.
+        archive: String,
+        /// How many files it holds.
+        files: u64,
+        /// Its size.
+        bytes: u64,
+    },
+    /// An archive the backup policy no longer keeps was deleted.
+    SnapshotPruned {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The archive's path.
+        archive: String,
+    },
+    /// A snapshot could not be written or pruned.
+    SnapshotFailed {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// Why.
+        reason: String,
     },
     /// A request to the admin listener.
     Admin {

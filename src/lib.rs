@@ -35,6 +35,7 @@ pub mod privilege;
 pub mod reload;
 pub mod report;
 pub mod sandbox;
+pub mod snapshot;
 
 // Internals that benches and tests reach; not a stable API.
 #[doc(hidden)]
@@ -262,6 +263,17 @@ async fn start_inner(
         None => None,
     };
     let shared = app::Shared { acme, ..shared };
+    if let (Some(path), Some(settings)) = (&path, &config.snapshots)
+        && let Some(every) = settings.every
+    {
+        snapshot::schedule(
+            snapshot::Sources::of(&config, path),
+            settings.clone(),
+            every,
+            shared.audit.clone(),
+            &lifecycle,
+        );
+    }
     let generation = reload::generation(&config, https_addr.port(), &shared)?;
     let server = server::Server::new(generation, shared.metrics.clone(), lifecycle.clone());
     server.spawn(https, http);

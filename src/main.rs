@@ -45,6 +45,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a snapshot of the proxy's state into [snapshots] dir and prune old ones.
+    ///
+    /// Restore one with `tar -xzpf ARCHIVE -C /` (as the owner of the files, or root).
+    Snapshot {
+        /// Config file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Open a tunnel through the gateway and relay stdin/stdout: ssh's ProxyCommand.
     ///
     /// ssh -o ProxyCommand='portcullis connect --gateway gw.example.internal:443 %h:%p' db1
@@ -66,6 +74,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::DevCerts { dir } => dev_certs(&dir),
         Command::Connect(options) => connect(options),
+        Command::Snapshot { config } => snapshot(&config),
         Command::AccessReport {
             config,
             since,
@@ -228,6 +237,37 @@ fn access_report(path: &Path, since: std::time::Duration, json: bool) -> anyhow:
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.to_text());
+    }
+    Ok(())
+}
+
+fn snapshot(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path).map_err(|e| invalid(path, e))?;
+    let settings = config
+        .snapshots
+        .as_ref()
+        .context("no [snapshots] section in the config")?;
+    // As the service's account: files it writes (an audit file, the archive) stay its own.
+    portcullis::privilege::drop_privileges(&config.privileges)?;
+    let audit = portcullis::audit::Audit::new(config.log.dir.clone(), config.log.retention_days)
+        .context("starting the audit writer")?;
+    let sources = portcullis::snapshot::Sources::of(&config, path);
+    let outcome = portcullis::snapshot::snapshot_and_prune(
+        &sources,
+        settings,
+        &audit,
+        std::time::SystemTime::now(),
+    );
+    audit.close();
+    let taken = outcome?;
+    println!(
+        "{} ({} files, {} bytes)",
+        taken.archive.display(),
+        taken.members.len(),
+        taken.bytes
+    );
+    for member in &taken.members {
+        println!("  /{member}");
     }
     Ok(())
 }

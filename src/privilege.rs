@@ -52,9 +52,11 @@ pub enum PrivilegeError {
     },
 }
 
-/// Gives up everything serving does not need; see the module documentation.
+/// Gives up everything serving does not need; see the module documentation. Whatever the
+/// process creates from here on (logs, audit files, snapshots) is its own and private.
 pub fn drop_privileges(privileges: &Privileges) -> Result<(), PrivilegeError> {
     let call = |step| move |source| PrivilegeError::Call { step, source };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     match &privileges.run_as {
         Some(run_as) if Uid::effective().is_root() => switch_to(run_as)?,
         Some(run_as) if Uid::current().as_raw() != run_as.uid => {

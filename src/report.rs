@@ -128,7 +128,10 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
             }
             AuditRecord::TunnelClosed { .. }
             | AuditRecord::Config { .. }
-            | AuditRecord::Admin { .. } => {}
+            | AuditRecord::Admin { .. }
+            | AuditRecord::Snapshot { .. }
+            | AuditRecord::SnapshotPruned { .. }
+            | AuditRecord::SnapshotFailed { .. } => {}
         }
     }
     let Some(gateway) = &config.gateway else {

@@ -64,11 +64,10 @@ pub enum SandboxError {
     },
 }
 
-/// Makes everything the process creates private to it, creates the directories it writes
-/// (a rule needs them to exist), then [`restrict`]s.
+/// Creates the directories the process writes (a rule needs them to exist), then
+/// [`restrict`]s.
 pub fn confine(access: &FileAccess, config_path: &Path) -> Result<Sandbox, SandboxError> {
     use std::os::unix::fs::DirBuilderExt;
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     for dir in &access.write {
         std::fs::DirBuilder::new()
             .recursive(true)

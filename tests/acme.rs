@@ -231,6 +231,96 @@ async fn issues_with_tls_alpn_01_then_serves_from_cache() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_restores_a_working_instance_with_its_account_and_audit_trail() {
+    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") || !require_tool("tar") {
+        return;
+    }
+    let setup = Setup::new().await;
+    let port = free_port();
+    let dir = setup.pki.dir.path().to_owned();
+    let (cache, logs) = (dir.join("acme-cache"), setup.log_dir());
+    let pebble = tokio::task::block_in_place(|| Pebble::start(&setup.pki, port));
+    let root = pebble.root(&setup.pki).await;
+    let file = dir.join("portcullis.toml");
+    let toml = acme_config(&setup, port, &pebble.directory, &cache)
+        .set("snapshots.dir", dir.join("snapshots").display().to_string())
+        // Tests run as root in CI; the binary refuses that unless told.
+        .set("server.allow_root", true)
+        .text();
+    std::fs::write(&file, toml).unwrap();
+    let proxy = support::start_file(&file).await;
+    let client = trusting(root);
+    let leaf =
+        wait_for_certificate(proxy.https_addr, client.clone(), Duration::from_secs(60)).await;
+    assert!(proxy.shutdown().await);
+    let directory_of = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let account_and_certs = directory_of(&cache);
+    assert!(
+        account_and_certs
+            .iter()
+            .any(|(name, _)| name.starts_with("cached_account_"))
+    );
+    let audit: Vec<_> = directory_of(&logs)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("audit-"))
+        .collect();
+    assert!(!audit.is_empty(), "the first run left no audit trail");
+
+    let out = support::portcullis(&["snapshot", "-c", file.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archive = stdout.split_whitespace().next().unwrap().to_owned();
+    // The instance is lost; the archive is all there is.
+    for gone in [&cache, &logs] {
+        std::fs::remove_dir_all(gone).unwrap();
+    }
+    std::fs::remove_file(&file).unwrap();
+    let restore = Command::new("tar")
+        .args(["-xzpf", &archive, "-C", "/"])
+        .status()
+        .unwrap();
+    assert!(restore.success());
+    assert_eq!(
+        directory_of(&cache),
+        account_and_certs,
+        "the same ACME account and certificate"
+    );
+    let restored_audit: Vec<_> = directory_of(&logs)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("audit-"))
+        .collect();
+    assert_eq!(restored_audit, audit, "the same audit trail");
+
+    // No ACME server answers now: what it serves can only come from the restored cache.
+    let directory = pebble.directory.clone();
+    drop(pebble);
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&directory));
+    let again = support::start_file(&file).await;
+    let served = wait_for_certificate(again.https_addr, client, Duration::from_secs(10)).await;
+    assert_eq!(
+        served, leaf,
+        "the restored instance serves the certificate it had"
+    );
+}
+
 #[tokio::test]
 async fn acme_section_is_validated() {
     let setup = Setup::new().await;

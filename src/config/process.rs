@@ -209,6 +209,12 @@ pub(super) fn validate_snapshots(raw: &RawSnapshots, problems: &mut Problems) ->
                 None
             }
         });
+    // It holds the ACME account key: private like the cache it copies.
+    if raw.dir.is_dir()
+        && let Err(e) = crate::secrets::require_private(&raw.dir)
+    {
+        problems.push("snapshots.dir", e);
+    }
     SnapshotSettings {
         dir: raw.dir.clone(),
         every,

@@ -1,0 +1,332 @@
+//! Snapshots of the proxy's own state, on the policy's backup schedule: what a rebuilt instance
+//! needs and nothing else. An archive holds the config file, the ACME cache directory (the
+//! account key and the certificates: losing the account means re-ordering into rate limits)
+//! and the audit trail files. Never the TLS private keys of file certificates, TOTP secrets or
+//! the access log: those are not asked for, and keys are re-issued rather than restored.
+//!
+//! Members are named by their absolute path without the leading `/`, with their owner and
+//! mode, so `tar -xzpf ARCHIVE -C /` puts everything back where it was. An archive is written
+//! under a temporary name, synced, then renamed: a crash never leaves half an archive under a
+//! snapshot's name. Audit files are taken up to their last complete line, so a line being
+//! appended meanwhile is never cut in two.
+
+mod retention;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::audit::{Audit, AuditRecord, Timestamp};
+use crate::config::{Config, Retention, SnapshotSettings};
+use crate::lifecycle::Lifecycle;
+
+pub use retention::kept;
+
+const PREFIX: &str = "portcullis-";
+const SUFFIX: &str = ".tar.gz";
+const STAMP: &[time::format_description::BorrowedFormatItem<'static>] =
+    format_description!("[year][month][day]T[hour][minute][second]Z");
+
+/// Why a snapshot could not be taken or pruned.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A file to archive, or the archive, could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The clock is outside what an archive name can carry.
+    #[error("the clock cannot be written as a date")]
+    Clock,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What goes into a snapshot.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    config: PathBuf,
+    acme_cache: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+}
+
+impl Sources {
+    /// The state of the instance running `config`, read from `config_path`.
+    pub fn of(config: &Config, config_path: &Path) -> Self {
+        Self {
+            config: config_path.to_owned(),
+            acme_cache: config.acme.as_ref().map(|a| a.cache_dir.clone()),
+            log_dir: config.log.dir.clone(),
+        }
+    }
+}
+
+/// A written archive.
+#[derive(Debug)]
+pub struct Taken {
+    /// Its path.
+    pub archive: PathBuf,
+    /// The files in it, as named in the archive.
+    pub members: Vec<String>,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// Writes one archive of `sources` into `dir`, named by `now`.
+pub fn take(sources: &Sources, dir: &Path, now: SystemTime) -> Result<Taken, SnapshotError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))?;
+    let name = archive_name(now)?;
+    let archive = dir.join(&name);
+    let partial = dir.join(format!(".{name}.partial"));
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(io(&partial))?;
+    let written = write_archive(sources, file).and_then(|(file, members)| {
+        file.sync_all().map_err(io(&partial))?;
+        Ok(members)
+    });
+    let members = match written {
+        Ok(members) => members,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, &archive).map_err(io(&archive))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    let bytes = std::fs::metadata(&archive).map_err(io(&archive))?.len();
+    Ok(Taken {
+        archive,
+        members,
+        bytes,
+    })
+}
+
+fn write_archive(sources: &Sources, file: File) -> Result<(File, Vec<String>), SnapshotError> {
+    let gzip = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gzip);
+    let mut members = Vec::new();
+    add_file(&mut tar, &sources.config, false, &mut members)?;
+    if let Some(cache) = &sources.acme_cache {
+        add_dir(&mut tar, cache, &mut members, |_| true, false)?;
+    }
+    if let Some(logs) = &sources.log_dir {
+        add_dir(&mut tar, logs, &mut members, is_audit_file, true)?;
+    }
+    let gzip = tar.into_inner().map_err(io(&sources.config))?;
+    let file = gzip.finish().map_err(io(&sources.config))?;
+    Ok((file, members))
+}
+
+fn is_audit_file(name: &str) -> bool {
+    name.starts_with("audit-") && name.ends_with(".jsonl")
+}
+
+/// The archive's name for an absolute path: without its leading `/`, as tar does.
+fn member_name(path: &Path) -> Result<(PathBuf, String), SnapshotError> {
+    let absolute = std::fs::canonicalize(path).map_err(io(path))?;
+    let name = absolute
+        .strip_prefix("/")
+        .unwrap_or(&absolute)
+        .display()
+        .to_string();
+    Ok((absolute, name))
+}
+
+fn add_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    members: &mut Vec<String>,
+    wanted: impl Fn(&str) -> bool,
+    whole_lines: bool,
+) -> Result<(), SnapshotError> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let (absolute, name) = member_name(dir)?;
+    tar.append_dir(&name, &absolute).map_err(io(dir))?;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&absolute)
+        .map_err(io(dir))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| wanted(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for entry in entries {
+        add_file(tar, &entry, whole_lines, members)?;
+    }
+    Ok(())
+}
+
+fn add_file<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &Path,
+    whole_lines: bool,
+    members: &mut Vec<String>,
+) -> Result<(), SnapshotError> {
+    let (absolute, name) = member_name(path)?;
+    let meta = std::fs::metadata(&absolute).map_err(io(path))?;
+    let mut bytes = std::fs::read(&absolute).map_err(io(path))?;
+    if whole_lines {
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        bytes.truncate(complete);
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata(&meta);
+    header.set_size(bytes.len() as u64);
+    tar.append_data(&mut header, &name, bytes.as_slice())
+        .map_err(io(path))?;
+    members.push(name);
+    Ok(())
+}
+
+fn archive_name(at: SystemTime) -> Result<String, SnapshotError> {
+    let stamp = OffsetDateTime::from(at)
+        .format(STAMP)
+        .map_err(|_| SnapshotError::Clock)?;
+    Ok(format!("{PREFIX}{stamp}{SUFFIX}"))
+}
+
+/// When an archive named by [`take`] was taken; `None` for any other file, which pruning
+/// never touches.
+fn taken_at(name: &str) -> Option<OffsetDateTime> {
+    let stamp = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    time::PrimitiveDateTime::parse(stamp, STAMP)
+        .ok()
+        .map(time::PrimitiveDateTime::assume_utc)
+}
+
+/// Deletes the archives in `dir` that `retention` no longer keeps at `now`; returns their
+/// paths.
+pub fn prune(
+    dir: &Path,
+    retention: &Retention,
+    now: SystemTime,
+) -> Result<Vec<PathBuf>, SnapshotError> {
+    let archives: Vec<(OffsetDateTime, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((taken_at(&e.file_name().to_string_lossy())?, e.path())))
+        .collect();
+    let times: Vec<OffsetDateTime> = archives.iter().map(|(at, _)| *at).collect();
+    let keep = kept(&times, retention, OffsetDateTime::from(now));
+    let mut removed = Vec::new();
+    for (at, path) in archives {
+        if !keep.contains(&at) {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            removed.push(path);
+        }
+    }
+    removed.sort();
+    Ok(removed)
+}
+
+/// Takes one snapshot and prunes, each outcome in the audit trail.
+pub fn snapshot_and_prune(
+    sources: &Sources,
+    settings: &SnapshotSettings,
+    audit: &Audit,
+    now: SystemTime,
+) -> Result<Taken, SnapshotError> {
+    let failed = |e: SnapshotError| {
+        audit.record(AuditRecord::SnapshotFailed {
+            ts: Timestamp::now(),
+            reason: e.to_string(),
+        });
+        e
+    };
+    let taken = take(sources, &settings.dir, now).map_err(failed)?;
+    audit.record(AuditRecord::Snapshot {
+        ts: Timestamp::now(),
+        archive: taken.archive.display().to_string(),
+        files: taken.members.len() as u64,
+        bytes: taken.bytes,
+    });
+    for archive in prune(&settings.dir, &settings.retention, now).map_err(failed)? {
+        audit.record(AuditRecord::SnapshotPruned {
+            ts: Timestamp::now(),
+            archive: archive.display().to_string(),
+        });
+    }
+    Ok(taken)
+}
+
+/// The built-in schedule: a snapshot every `every`, until the proxy drains.
+pub(crate) fn schedule(
+    sources: Sources,
+    settings: SnapshotSettings,
+    every: Duration,
+    audit: Arc<Audit>,
+    lifecycle: &Lifecycle,
+) {
+    let stopping = lifecycle.draining.clone();
+    lifecycle.tracker.spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = stopping.cancelled() => return,
+            }
+            let (sources, settings, audit) = (sources.clone(), settings.clone(), audit.clone());
+            let outcome = tokio::task::spawn_blocking(move || {
+                snapshot_and_prune(&sources, &settings, &audit, SystemTime::now())
+            })
+            .await;
+            match outcome {
+                Ok(Ok(taken)) => {
+                    tracing::info!(archive = %taken.archive.display(), "snapshot written");
+                }
+                Ok(Err(e)) => tracing::error!("snapshot failed: {e}"),
+                Err(_) => tracing::error!("snapshot failed"),
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_time_and_other_files_are_never_taken_for_archives() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let name = archive_name(at).unwrap();
+        assert_eq!(name, "portcullis-20261130T005320Z.tar.gz");
+        assert_eq!(taken_at(&name), Some(OffsetDateTime::from(at)));
+        for other in [
+            "notes.txt",
+            "portcullis-2026.tar.gz",
+            ".portcullis-20261128T011320Z.tar.gz.partial",
+            "portcullis-20261128T011320Z.tar",
+        ] {
+            assert_eq!(taken_at(other), None, "{other}");
+        }
+    }
+}

@@ -131,7 +131,11 @@ fn write_archive(sources: &Sources, file: File) -> Result<(File, Vec<String>), S
     let gzip = flate2::write::GzEncoder::new(file, flate2::Compression::default());
     let mut tar = tar::Builder::new(gzip);
     let mut members = Vec::new();
-    add_file(&mut tar, &sources.config, false, &mut members)?;
+    // Named by the operator, and often a link (a config map, /etc/alternatives): followed.
+    let (config, name) = member_name(&sources.config)?;
+    let file = File::open(&config).map_err(io(&config))?;
+    add_file(&mut tar, file, &config, name.clone(), false)?;
+    members.push(name);
     if let Some(cache) = &sources.acme_cache {
         add_dir(&mut tar, cache, &mut members, |_| true, false)?;
     }
@@ -158,6 +162,9 @@ fn member_name(path: &Path) -> Result<(PathBuf, String), SnapshotError> {
     Ok((absolute, name))
 }
 
+/// Adds `dir` and the regular files in it that `wanted` names. Entries are opened without
+/// following links: a link planted in a log directory must not carry another file (say
+/// `/etc/shadow`, when the snapshot runs as root) into an archive.
 fn add_dir<W: Write>(
     tar: &mut tar::Builder<W>,
     dir: &Path,
@@ -168,31 +175,41 @@ fn add_dir<W: Write>(
     if !dir.is_dir() {
         return Ok(());
     }
-    let (absolute, name) = member_name(dir)?;
-    tar.append_dir(&name, &absolute).map_err(io(dir))?;
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&absolute)
+    let (absolute, dir_name) = member_name(dir)?;
+    tar.append_dir(&dir_name, &absolute).map_err(io(dir))?;
+    let mut names: Vec<String> = std::fs::read_dir(&absolute)
         .map_err(io(dir))?
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| wanted(&e.file_name().to_string_lossy()))
-        .map(|e| e.path())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| wanted(name))
         .collect();
-    entries.sort();
-    for entry in entries {
-        add_file(tar, &entry, whole_lines, members)?;
+    names.sort();
+    for name in names {
+        let path = absolute.join(&name);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&path)
+            .map_err(io(&path))?;
+        let member = format!("{dir_name}/{name}");
+        add_file(tar, file, &path, member.clone(), whole_lines)?;
+        members.push(member);
     }
     Ok(())
 }
 
 fn add_file<W: Write>(
     tar: &mut tar::Builder<W>,
+    mut file: File,
     path: &Path,
+    name: String,
     whole_lines: bool,
-    members: &mut Vec<String>,
 ) -> Result<(), SnapshotError> {
-    let (absolute, name) = member_name(path)?;
-    let meta = std::fs::metadata(&absolute).map_err(io(path))?;
-    let mut bytes = std::fs::read(&absolute).map_err(io(path))?;
+    use std::io::Read;
+    let meta = file.metadata().map_err(io(path))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io(path))?;
     if whole_lines {
         let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         bytes.truncate(complete);
@@ -201,9 +218,7 @@ fn add_file<W: Write>(
     header.set_metadata(&meta);
     header.set_size(bytes.len() as u64);
     tar.append_data(&mut header, &name, bytes.as_slice())
-        .map_err(io(path))?;
-    members.push(name);
-    Ok(())
+        .map_err(io(path))
 }
 
 fn archive_name(at: SystemTime) -> Result<String, SnapshotError> {
@@ -328,5 +343,63 @@ mod tests {
         ] {
             assert_eq!(taken_at(other), None, "{other}");
         }
+    }
+
+    /// The built-in schedule on a paused clock: nothing before `every`, one archive after it,
+    /// its line in the audit trail, and the task gone once the proxy drains.
+    #[tokio::test(start_paused = true)]
+    async fn the_built_in_schedule_snapshots_every_period_until_draining() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("portcullis.toml");
+        std::fs::write(&config, "environment = \"test\"\n").unwrap();
+        let logs = dir.path().join("logs");
+        let snapshots = dir.path().join("snapshots");
+        let audit = Arc::new(Audit::new(Some(logs.clone()), 30).unwrap());
+        let settings = SnapshotSettings {
+            dir: snapshots.clone(),
+            every: Some(Duration::from_secs(6 * 3600)),
+            retention: Retention {
+                six_hourly_days: 2,
+                daily_days: 7,
+                weekly_weeks: 4,
+                monthly_months: 13,
+            },
+        };
+        let sources = Sources {
+            config,
+            acme_cache: None,
+            log_dir: Some(logs.clone()),
+        };
+        let lifecycle = Lifecycle::default();
+        let every = Duration::from_secs(6 * 3600);
+        schedule(sources, settings, every, audit.clone(), &lifecycle);
+        let archives = || {
+            std::fs::read_dir(&snapshots)
+                .map(|entries| entries.filter_map(Result::ok).count())
+                .unwrap_or(0)
+        };
+        tokio::time::sleep(every - Duration::from_secs(1)).await;
+        assert_eq!(archives(), 0, "nothing before the first period ends");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The archive is written on a blocking thread, in real time.
+        for _ in 0..500 {
+            if archives() == 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(archives(), 1);
+        lifecycle.draining.cancel();
+        lifecycle.tracker.close();
+        tokio::time::timeout(Duration::from_secs(5), lifecycle.tracker.wait())
+            .await
+            .expect("the schedule ends when the proxy drains");
+        audit.close();
+        let trail: String = std::fs::read_dir(&logs)
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        assert!(trail.contains("\"event\":\"snapshot\""), "{trail}");
     }
 }

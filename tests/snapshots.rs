@@ -232,10 +232,16 @@ fn absolute(path: &Path) -> String {
 #[tokio::test]
 async fn a_snapshot_holds_the_state_restores_with_tar_and_nothing_unasked() {
     let state = State::new().await;
+    let logs = state.setup.log_dir();
     let old = state.snapshots.join("portcullis-20200101T000000Z.tar.gz");
     std::fs::create_dir(&state.snapshots).unwrap();
     std::fs::set_permissions(&state.snapshots, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(&old, b"").unwrap();
+    // Planted by whoever can write the log directory, for a snapshot run as root to carry.
+    let secret = state.setup.pki.dir.path().join("not-for-snapshots");
+    support::write_private(&secret, "private");
+    let planted = logs.join("audit-2026-11-29.jsonl");
+    std::os::unix::fs::symlink(&secret, &planted).unwrap();
 
     let out = state.snapshot();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -260,7 +266,6 @@ async fn a_snapshot_holds_the_state_restores_with_tar_and_nothing_unasked() {
         .lines()
         .map(|l| l.trim_end_matches('/').to_owned())
         .collect();
-    let logs = state.setup.log_dir();
     for wanted in [
         absolute(&state.file),
         absolute(&state.cache.join("cached_account_k")),
@@ -274,6 +279,8 @@ async fn a_snapshot_holds_the_state_restores_with_tar_and_nothing_unasked() {
     }
     for never in [
         absolute(&state.setup.pki.key),
+        absolute(&secret),
+        absolute(&state.setup.pki.dir.path().join("logs")) + "/audit-2026-11-29.jsonl",
         absolute(&logs.join("access-2026-11-30.jsonl")),
     ] {
         assert!(!members.contains(&never), "{never} is in {members:#?}");

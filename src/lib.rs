@@ -183,9 +183,16 @@ impl Running {
 /// dropped before a single request is read.
 #[derive(Debug)]
 pub struct Listeners {
-    https: std::net::TcpListener,
-    http: Option<std::net::TcpListener>,
-    admin: Option<std::net::TcpListener>,
+    https: Bound,
+    http: Option<Bound>,
+    admin: Option<Bound>,
+}
+
+/// A socket listening on `addr` as configured (its port may be 0).
+#[derive(Debug)]
+struct Bound {
+    addr: SocketAddr,
+    socket: std::net::TcpListener,
 }
 
 /// As tokio's own listeners: a connection burst waits in the kernel rather than being refused.
@@ -226,12 +233,9 @@ async fn start_inner(
     for warning in &config.warnings {
         tracing::warn!(%warning, "configuration");
     }
-    let https = registered(listeners.https, config.listen.https)?;
-    let http = listeners.http.map(registered_any).transpose()?;
-    let admin = listeners.admin.map(registered_any).transpose()?;
-    let https_addr = local_addr(&https, config.listen.https)?;
-    let http_addr = bound(&http)?;
-    let admin_addr = bound(&admin)?;
+    let (https, https_addr) = registered(listeners.https)?;
+    let (http, http_addr) = listeners.http.map(registered).transpose()?.unzip();
+    let (admin, admin_addr) = listeners.admin.map(registered).transpose()?.unzip();
     let shared = app::Shared {
         access_log: Arc::new(
             access_log::AccessLog::start(config.log.clone()).map_err(StartError::Log)?,
@@ -307,7 +311,7 @@ async fn start_inner(
     })
 }
 
-fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+fn bind(addr: SocketAddr) -> Result<Bound, StartError> {
     use socket2::{Domain, Socket, Type};
     let bind_err = |source| StartError::Bind { addr, source };
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(bind_err)?;
@@ -315,37 +319,17 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
     socket.set_nonblocking(true).map_err(bind_err)?;
     socket.bind(&addr.into()).map_err(bind_err)?;
     socket.listen(BACKLOG).map_err(bind_err)?;
-    Ok(socket.into())
+    Ok(Bound {
+        addr,
+        socket: socket.into(),
+    })
 }
 
-fn registered_any(listener: std::net::TcpListener) -> Result<TcpListener, StartError> {
-    let addr = listener
-        .local_addr()
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    registered(listener, addr)
-}
-
-fn registered(
-    listener: std::net::TcpListener,
-    addr: SocketAddr,
-) -> Result<TcpListener, StartError> {
-    TcpListener::from_std(listener).map_err(|source| StartError::Bind { addr, source })
-}
-
-fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
-    listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })
-}
-
-fn bound(listener: &Option<TcpListener>) -> Result<Option<SocketAddr>, StartError> {
-    listener
-        .as_ref()
-        .map(|l| {
-            l.local_addr().map_err(|source| StartError::Bind {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                source,
-            })
-        })
-        .transpose()
+/// Hands a bound socket to the runtime, with the address it really has (the real port when
+/// the config said 0).
+fn registered(bound: Bound) -> Result<(TcpListener, SocketAddr), StartError> {
+    let Bound { addr, socket } = bound;
+    let bind_err = |source| StartError::Bind { addr, source };
+    let local = socket.local_addr().map_err(bind_err)?;
+    Ok((TcpListener::from_std(socket).map_err(bind_err)?, local))
 }

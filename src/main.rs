@@ -107,24 +107,13 @@ fn invalid(path: &Path, e: ConfigError) -> anyhow::Error {
 }
 
 fn run(path: &Path) -> anyhow::Result<()> {
-    use portcullis::sandbox::{Sandbox, confine};
     portcullis::logging::init();
     let config = load(path)?;
     // Bound as started (root, or with CAP_NET_BIND_SERVICE), then never again privileged;
     // all before the runtime starts a thread.
     let listeners = portcullis::Listeners::bind(&config)?;
     portcullis::privilege::drop_privileges(&config.privileges)?;
-    match confine(&config.files, path)? {
-        Sandbox::Full => {
-            tracing::info!("Landlock: file access restricted to what the config names")
-        }
-        Sandbox::Partial => {
-            tracing::info!("Landlock: file access partly restricted (older kernel ABI)")
-        }
-        Sandbox::Unavailable => tracing::warn!(
-            "Landlock is not available on this kernel: file access is not restricted"
-        ),
-    }
+    portcullis::sandbox::confine(&config.files, path)?;
     // Read again as the process now is, so that a file reload could not read fails now.
     let config = Config::load(path).map_err(|e| {
         anyhow::anyhow!(

@@ -65,7 +65,7 @@ pub enum SandboxError {
 }
 
 /// Creates the directories the process writes (a rule needs them to exist), then
-/// [`restrict`]s.
+/// [`restrict`]s, and says how far that went.
 pub fn confine(access: &FileAccess, config_path: &Path) -> Result<Sandbox, SandboxError> {
     use std::os::unix::fs::DirBuilderExt;
     for dir in &access.write {
@@ -78,11 +78,25 @@ pub fn confine(access: &FileAccess, config_path: &Path) -> Result<Sandbox, Sandb
                 source,
             })?;
     }
-    restrict(access, config_path)
+    let sandbox = restrict(access, config_path)?;
+    match sandbox {
+        Sandbox::Full => {
+            tracing::info!("Landlock: file access restricted to what the config names")
+        }
+        Sandbox::Partial => {
+            tracing::info!("Landlock: file access partly restricted (older kernel ABI)")
+        }
+        Sandbox::Unavailable => {
+            tracing::warn!(
+                "Landlock is not available on this kernel: file access is not restricted"
+            )
+        }
+    }
+    Ok(sandbox)
 }
 
 /// Restricts this thread and all it starts to `access` plus the config file's directory.
-pub fn restrict(access: &FileAccess, config_path: &Path) -> Result<Sandbox, SandboxError> {
+fn restrict(access: &FileAccess, config_path: &Path) -> Result<Sandbox, SandboxError> {
     let read_dirs: Vec<PathBuf> = std::iter::once(config_path)
         .chain(access.read.iter().map(PathBuf::as_path))
         .flat_map(directories_of)

@@ -18,9 +18,11 @@ use landlock::{
 
 use crate::config::FileAccess;
 
-/// What name resolution and dynamic loading read: glibc's resolver files and the NSS modules
-/// it loads on first use.
+/// What name resolution and dynamic loading read: glibc's resolver files, the account
+/// database (every reload checks `server.user` again) and the NSS modules it loads on first use.
 const SYSTEM_READS: &[&str] = &[
+    "/etc/passwd",
+    "/etc/group",
     "/etc/hosts",
     "/etc/resolv.conf",
     "/etc/nsswitch.conf",

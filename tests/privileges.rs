@@ -15,8 +15,9 @@ use std::process::Command;
 
 use support::{Setup, Spawned};
 
-/// The account the proxy drops to.
-const ACCOUNT: &str = "nobody";
+/// The account the proxy drops to: one only `/etc/passwd` knows (systemd's NSS module makes up
+/// `nobody` without reading a file).
+const ACCOUNT: &str = "daemon";
 
 struct Account {
     uid: u32,

@@ -324,3 +324,41 @@ async fn accounts_are_checked_with_the_config() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_snapshot_run_as_root_writes_as_the_configured_account() {
+    if !as_root() {
+        return;
+    }
+    let served = Served::new().await;
+    let to = account();
+    let snapshots = served.setup.pki.dir.path().join("snapshots");
+    let file = served.write_config(&[
+        ("server.user", ACCOUNT.into()),
+        ("snapshots.dir", snapshots.display().to_string().into()),
+    ]);
+    hand_over(served.setup.pki.dir.path(), &to);
+    let out = support::portcullis(&["snapshot", "-c", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The archive, the directory made for it, and the audit file its line opened: the
+    // service's own, private, so that the service can prune and append to them later.
+    let mut written = vec![snapshots.clone()];
+    for dir in [&snapshots, &served.setup.log_dir()] {
+        written.extend(std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()));
+    }
+    assert!(written.len() >= 3, "{written:?}");
+    for path in written {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (to.uid, to.gid),
+            "{}",
+            path.display()
+        );
+        assert_eq!(meta.permissions().mode() & 0o077, 0, "{}", path.display());
+    }
+}

@@ -2,7 +2,8 @@
 //! binds ports below 1024 and then serves as `server.user` with nothing left of root
 //! (`/proc/PID/status`); started with `CAP_NET_BIND_SERVICE` only it gives that up once bound;
 //! root without an account is refused; under Landlock a reload cannot make it read a file
-//! outside the set it started with.
+//! outside the set it started with, and on a kernel without Landlock (emulated with a seccomp
+//! filter) it says so once at start and in `check`.
 //!
 //! These need root (CI runs as root); elsewhere they say why they skip.
 
@@ -361,4 +362,70 @@ async fn a_snapshot_run_as_root_writes_as_the_configured_account() {
         );
         assert_eq!(meta.permissions().mode() & 0o077, 0, "{}", path.display());
     }
+}
+
+/// Runs a command as a kernel without Landlock would: its three system calls answer ENOSYS
+/// (a seccomp filter installed by Python's ctypes just before `exec`).
+const WITHOUT_LANDLOCK: &str = r#"
+import ctypes, os, sys
+class Filter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+class Program(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+ENOSYS, ALLOW, ERRNO = 38, 0x7FFF0000, 0x00050000
+code = [
+    Filter(0x20, 0, 0, 0),           # load the call's number
+    Filter(0x35, 0, 2, 444),         # below landlock_create_ruleset: allow
+    Filter(0x25, 1, 0, 446),         # above landlock_restrict_self: allow
+    Filter(0x06, 0, 0, ERRNO | ENOSYS),
+    Filter(0x06, 0, 0, ALLOW),
+]
+program = Program(len(code), (Filter * len(code))(*code))
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.prctl(38, 1, 0, 0, 0) == 0                                # no_new_privs
+assert libc.prctl(22, 2, ctypes.byref(program), 0, 0) == 0, ctypes.get_errno()  # seccomp
+os.execv(sys.argv[1], sys.argv[1:])
+"#;
+
+fn without_landlock(args: &[&str]) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .args(["-c", WITHOUT_LANDLOCK, env!("CARGO_BIN_EXE_portcullis")])
+        .args(args);
+    command
+}
+
+#[tokio::test]
+async fn without_landlock_it_says_so_at_start_and_in_check() {
+    if !support::require_tool("python3") {
+        return;
+    }
+    const SAID: &str = "Landlock is not available on this kernel";
+    let served = Served::new().await;
+    let file = served.write_config(&[("server.allow_root", true.into())]);
+    let file = file.to_str().unwrap();
+    if portcullis::sandbox::available() {
+        let check = support::portcullis(&["check", "-c", file]);
+        assert!(!String::from_utf8_lossy(&check.stderr).contains(SAID));
+    }
+    let check = without_landlock(&["check", "-c", file]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{stderr}");
+    assert_eq!(stderr.matches(SAID).count(), 1, "{stderr}");
+
+    if !as_root() {
+        return;
+    }
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let child = match support::spawn_until_listening_keeping(
+        without_landlock(&["run", "-c", file]),
+        said.clone(),
+    ) {
+        Ok(child) => child,
+        Err(lines) => panic!("the proxy never listened:\n{lines}"),
+    };
+    served.serves().await;
+    drop(child);
+    let lines = said.lock().unwrap().join("\n");
+    assert_eq!(lines.matches(SAID).count(), 1, "{lines}");
 }

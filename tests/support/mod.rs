@@ -82,7 +82,15 @@ impl Drop for Spawned {
 
 /// Spawns a configured `portcullis` command and waits, bounded, until it says it is
 /// listening; what it said when it never listened.
-pub fn spawn_until_listening(mut command: std::process::Command) -> Result<Spawned, String> {
+pub fn spawn_until_listening(command: std::process::Command) -> Result<Spawned, String> {
+    spawn_until_listening_keeping(command, Default::default())
+}
+
+/// [`spawn_until_listening`], keeping every stderr line in `lines`, those to come included.
+pub fn spawn_until_listening_keeping(
+    mut command: std::process::Command,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) -> Result<Spawned, String> {
     use std::io::{BufRead, BufReader};
     let mut child = Spawned(
         command
@@ -91,7 +99,6 @@ pub fn spawn_until_listening(mut command: std::process::Command) -> Result<Spawn
             .unwrap(),
     );
     let stderr = child.0.stderr.take().unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let (said, listening) = std::sync::mpsc::channel();
     let kept = lines.clone();
     // Reads to the end, so that the proxy never meets a closed pipe.

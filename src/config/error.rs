@@ -78,12 +78,15 @@ pub enum ProblemKind {
     /// `group` without `user`.
     #[error("needs server.user: the group is only switched to together with the user")]
     GroupWithoutUser,
-    /// An account that is root.
-    #[error("{0:?} is root: name the unprivileged account to run as")]
+    /// A user or group that is root.
+    #[error("{0:?} is root: name an unprivileged one to run as")]
     RootAccount(String),
     /// An account this system does not have.
-    #[error("{0:?} is not an account on this system")]
+    #[error("{0:?} is not a user or group on this system")]
     UnknownAccount(String),
+    /// A user whose primary group is root, with no `group` to use instead.
+    #[error("{0:?}'s primary group is root: set server.group to an unprivileged group")]
+    RootGroup(String),
     /// A snapshot tier kept outside the policy's range.
     #[error("{value} {unit} is outside the backup policy of {min} to {max} {unit}")]
     SnapshotRetention {

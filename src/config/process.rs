@@ -117,7 +117,13 @@ pub(super) fn validate_privileges(
                 None
             }
         },
-        None => account.as_ref().map(|a| a.gid),
+        None => match &account {
+            Some(account) if account.gid.as_raw() == 0 => {
+                problems.push("server.user", ProblemKind::RootGroup(user.clone()));
+                None
+            }
+            account => account.as_ref().map(|a| a.gid),
+        },
     };
     Privileges {
         run_as: account.zip(gid).map(|(account, gid)| RunAs {

@@ -175,30 +175,9 @@ fn shipped_default_config_is_valid() {
 
 /// Runs `portcullis` in `dir` and waits, bounded, until it says it is listening.
 fn run_until_listening(dir: &std::path::Path, args: &[&str]) -> support::Spawned {
-    use std::io::{BufRead, BufReader};
-    let mut child = support::Spawned(
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .current_dir(dir)
-            .args(args)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = child.0.stderr.take().unwrap();
-    let (said, listening) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let found = BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line.contains("listening"));
-        let _ = said.send(found);
-    });
-    assert_eq!(
-        listening.recv_timeout(support::WAIT),
-        Ok(true),
-        "the proxy never said it was listening"
-    );
-    child
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.current_dir(dir).args(args);
+    support::spawn_until_listening(command)
 }
 
 #[test]

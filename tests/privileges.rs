@@ -14,7 +14,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use support::{Setup, Spawned};
+use support::Setup;
 
 /// The account the proxy drops to: one only `/etc/passwd` knows (systemd's NSS module makes up
 /// `nobody` without reading a file).
@@ -131,13 +131,6 @@ fn run(file: &Path) -> Command {
     command
 }
 
-fn listening(command: Command) -> Spawned {
-    match support::spawn_until_listening(command) {
-        Ok(child) => child,
-        Err(said) => panic!("the proxy never listened:\n{said}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn started_as_root_it_binds_then_serves_as_the_configured_account() {
     if !as_root() {
@@ -147,7 +140,7 @@ async fn started_as_root_it_binds_then_serves_as_the_configured_account() {
     let to = account();
     let file = served.write_config(&[("server.user", ACCOUNT.into())]);
     hand_over(served.setup.pki.dir.path(), &to);
-    let child = listening(run(&file));
+    let child = support::spawn_until_listening(run(&file));
     let pid = child.0.id();
 
     let (uid, gid) = (to.uid.to_string(), to.gid.to_string());
@@ -209,7 +202,7 @@ async fn started_with_only_the_bind_capability_it_gives_it_up_once_bound() {
         "-c",
         file.to_str().unwrap(),
     ]);
-    let child = listening(command);
+    let child = support::spawn_until_listening(command);
     let pid = child.0.id();
     assert_eq!(status(pid, "Uid"), [&*to.uid.to_string(); 4].join(" "));
     for set in ["CapEff", "CapPrm", "CapAmb", "CapInh"] {
@@ -268,7 +261,7 @@ async fn under_landlock_a_reload_cannot_read_outside_the_files_it_started_with()
         "the account itself can read the outside key"
     );
 
-    let _child = listening(run(&file));
+    let _child = support::spawn_until_listening(run(&file));
     let add = |cert: &Path, key: &Path| {
         let text = std::fs::read_to_string(&file).unwrap();
         let grown = format!(
@@ -417,13 +410,10 @@ async fn without_landlock_it_says_so_at_start_and_in_check() {
         return;
     }
     let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let child = match support::spawn_until_listening_keeping(
+    let child = support::spawn_until_listening_keeping(
         without_landlock(&["run", "-c", file]),
         said.clone(),
-    ) {
-        Ok(child) => child,
-        Err(lines) => panic!("the proxy never listened:\n{lines}"),
-    };
+    );
     served.serves().await;
     drop(child);
     let lines = said.lock().unwrap().join("\n");

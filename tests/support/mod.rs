@@ -81,8 +81,8 @@ impl Drop for Spawned {
 }
 
 /// Spawns a configured `portcullis` command and waits, bounded, until it says it is
-/// listening; what it said when it never listened.
-pub fn spawn_until_listening(command: std::process::Command) -> Result<Spawned, String> {
+/// listening; panics with what it said when it never does.
+pub fn spawn_until_listening(command: std::process::Command) -> Spawned {
     spawn_until_listening_keeping(command, Default::default())
 }
 
@@ -90,7 +90,7 @@ pub fn spawn_until_listening(command: std::process::Command) -> Result<Spawned, 
 pub fn spawn_until_listening_keeping(
     mut command: std::process::Command,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) -> Result<Spawned, String> {
+) -> Spawned {
     use std::io::{BufRead, BufReader};
     let mut child = Spawned(
         command
@@ -112,9 +112,12 @@ pub fn spawn_until_listening_keeping(
         let _ = said.send(false);
     });
     match listening.recv_timeout(WAIT) {
-        Ok(true) => Ok(child),
+        Ok(true) => child,
         // Stderr closed (it exited) or the wait ran out: what it said is all there is.
-        _ => Err(lines.lock().unwrap().join("\n")),
+        _ => panic!(
+            "the proxy never said it was listening:\n{}",
+            lines.lock().unwrap().join("\n")
+        ),
     }
 }
 

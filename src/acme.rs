@@ -120,11 +120,7 @@ impl ManagedCertificates for Acme {
 /// Creates the cache directory private to us (it holds the account key) and proves it
 /// writable, before anything is ordered into it.
 pub fn prepare_cache_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    crate::secrets::create_private_dir(dir)?;
     let probe = dir.join(".portcullis-write-test");
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(probe)

@@ -167,12 +167,12 @@ impl Config {
         }
 
         let mut warnings = Problems::default();
+
+        // The load step: every file the config names, read once; the accounts named.
         let snapshots = raw
             .snapshots
             .as_ref()
             .map(|s| process::validate_snapshots(s, &mut problems));
-
-        // The load step: every file the config names, read once; the accounts named.
         let privileges = process::validate_privileges(&raw, &mut problems, &mut warnings);
         let certificates = files::certificates(&raw, &mut problems);
         let gateway_files = raw

@@ -69,16 +69,11 @@ pub enum SandboxError {
 /// Creates the directories the process writes (a rule needs them to exist), then
 /// [`restrict`]s, and says how far that went.
 pub fn confine(access: &FileAccess, config_path: &Path) -> Result<Sandbox, SandboxError> {
-    use std::os::unix::fs::DirBuilderExt;
     for dir in &access.write {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| SandboxError::Dir {
-                path: dir.clone(),
-                source,
-            })?;
+        crate::secrets::create_private_dir(dir).map_err(|source| SandboxError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
     }
     let sandbox = restrict(access, config_path)?;
     match sandbox {

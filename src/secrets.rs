@@ -67,6 +67,16 @@ pub fn require_private_dir(dir: &Path) -> Result<(), Exposure> {
     Ok(())
 }
 
+/// Creates `dir` (and missing parents) readable by its owner only; an existing one is left as
+/// it is, for the config checks to judge.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,12 +89,7 @@ pub struct Taken {
 
 /// Writes one archive of `sources` into `dir`, named by `now`.
 pub fn take(sources: &Sources, dir: &Path, now: SystemTime) -> Result<Taken, SnapshotError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io(dir))?;
+    crate::secrets::create_private_dir(dir).map_err(io(dir))?;
     let name = archive_name(now)?;
     let archive = dir.join(&name);
     let partial = dir.join(format!(".{name}.partial"));

@@ -32,6 +32,7 @@ fn event() -> Event {
         duration: Duration::from_micros(350),
         error: None,
         client: None,
+        request_id: portcullis::request_id::RequestId::new(),
     }
 }
 

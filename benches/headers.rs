@@ -37,6 +37,7 @@ fn browser_request() -> HeaderMap {
 fn headers(c: &mut Criterion) {
     let authority: Authority = "app.example.com".parse().unwrap();
     let client = HeaderValue::from_static("192.0.2.10");
+    let request_id = portcullis::request_id::RequestId::new().header_value();
     c.bench_function("rewrite request headers", |b| {
         b.iter_batched(
             browser_request,
@@ -48,6 +49,7 @@ fn headers(c: &mut Criterion) {
                         host: &authority,
                         client: &client,
                         user: None,
+                        request_id: Some(&request_id),
                     },
                     &[],
                     None,

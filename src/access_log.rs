@@ -24,6 +24,7 @@ pub use mask::mask_path;
 
 use crate::config::LogSettings;
 use crate::connection::TlsVersion;
+use crate::request_id::RequestId;
 
 /// Lines that may wait for the disk before new ones are dropped (and counted).
 const QUEUE_CAPACITY: usize = 65_536;
@@ -67,6 +68,8 @@ pub struct Event {
     pub error: Option<&'static str>,
     /// The client address, present only when client hashing is on; never written.
     pub client: Option<IpAddr>,
+    /// The id the upstream and the client saw.
+    pub request_id: RequestId,
 }
 
 /// One access-log line. Its fields are the whole allow-list.
@@ -122,7 +125,7 @@ impl<'a> Record<'a> {
             response_bytes: event.response_bytes,
             duration_us: u64::try_from(event.duration.as_micros()).unwrap_or(u64::MAX),
             upstream: event.route.as_ref().and_then(|r| r.upstream.as_deref()),
-            request_id: format!("{:016x}", fastrand::u64(..)),
+            request_id: event.request_id.to_string(),
             error: event.error,
             client_hash,
         }
@@ -223,14 +226,37 @@ impl AccessLog {
     }
 }
 
+/// The id of the request whose extensions these are, as logs write it: `-` when it reached the
+/// layers without passing the access log (tests calling them directly).
+pub fn logged_request_id(extensions: &http::Extensions) -> String {
+    extensions
+        .get::<Arc<Exchange>>()
+        .map_or_else(|| "-".to_owned(), |e| e.request_id().to_string())
+}
+
 /// Per-request facts that inner layers learn and the access log needs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Exchange {
+    request_id: RequestId,
     route: OnceLock<Arc<RouteLabel>>,
     request_bytes: AtomicU64,
 }
 
 impl Exchange {
+    /// The facts of the request `request_id` names.
+    pub fn new(request_id: RequestId) -> Self {
+        Self {
+            request_id,
+            route: OnceLock::new(),
+            request_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// The request's id.
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
     /// Records the route chosen.
     pub fn set_route(&self, route: Arc<RouteLabel>) {
         let _ = self.route.set(route);

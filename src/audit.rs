@@ -40,6 +40,9 @@ pub enum AuditRecord {
         decision: Decision,
         /// Why.
         reason: String,
+        /// The request's `X-Request-Id`, as in its access-log line; `-` when it has none.
+        #[serde(default)]
+        request_id: String,
     },
     /// Requests refused on an internal route within one minute, for one user and reason.
     Denied {
@@ -58,7 +61,8 @@ pub enum AuditRecord {
     TunnelOpened {
         /// RFC 3339 UTC.
         ts: Timestamp,
-        /// Joins this line to the tunnel's close line.
+        /// The `CONNECT` request's id: joins this line to the tunnel's close line and to the
+        /// request's access-log line.
         id: String,
         /// The certificate's user.
         user: String,
@@ -192,15 +196,15 @@ pub struct TunnelAudit {
 }
 
 impl TunnelAudit {
-    /// Writes the open line of a tunnel the gateway admitted.
+    /// Writes the open line of a tunnel the gateway admitted, named by its request's id.
     pub fn open(
         audit: std::sync::Arc<Audit>,
+        id: String,
         user: &str,
         fingerprint: &[u8],
         tunnel: &str,
         reason: &str,
     ) -> Self {
-        let id = format!("{:016x}", fastrand::u64(..));
         audit.record(AuditRecord::TunnelOpened {
             ts: Timestamp::now(),
             id: id.clone(),

@@ -25,7 +25,7 @@ use tower::{Layer, Service};
 pub use mfa::{MFA_PATH, MfaState};
 pub use tunnel::OTP_HEADER;
 
-use crate::access_log::mask_path;
+use crate::access_log::{logged_request_id, mask_path};
 use crate::audit::{Audit, AuditRecord, Decision, Timestamp};
 use crate::body::ResponseBody;
 use crate::config::{GatewaySettings, RouteAccess, User};
@@ -269,6 +269,7 @@ fn audit_access<B>(
         path: mask_path(routed.request.uri().path()),
         decision,
         reason: reason.to_owned(),
+        request_id: logged_request_id(routed.request.extensions()),
     });
 }
 

@@ -34,6 +34,7 @@ pub mod logging;
 pub mod privilege;
 pub mod reload;
 pub mod report;
+pub mod request_id;
 pub mod sandbox;
 pub mod snapshot;
 

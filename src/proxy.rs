@@ -103,15 +103,17 @@ async fn forward(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>,
     let upgrade = requested_upgrade(request.version(), request.headers());
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
+    let exchange = parts.extensions.get::<Arc<Exchange>>().cloned();
+    let request_id = exchange.as_ref().map(|e| e.request_id().header_value());
     let vouched = Vouched {
         host: &host.authority,
         client: &conn.forwarded_for,
         user: user.as_ref(),
+        request_id: request_id.as_ref(),
     };
     rewrite_request(&mut parts.headers, parts.version, &vouched, strip, upgrade);
     parts.uri = upstream_uri(upstream, &parts.uri)?;
     parts.version = Version::HTTP_11;
-    let exchange = parts.extensions.get::<Arc<Exchange>>().cloned();
     let body = RequestBody::new(body, route.max_body_bytes, body_read_timeout, exchange);
 
     let mut response = upstream.send(Request::from_parts(parts, body)).await?;

@@ -116,13 +116,9 @@ async fn identities_grants_and_certificate_failures() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        get(&mut alice_mixed, mixed, "/admin", &[])
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    let admitted = get(&mut alice_mixed, mixed, "/admin", &[]).await.unwrap();
+    assert_eq!(admitted.status, 200);
+    let admitted_id = admitted.header("x-request-id").unwrap().to_owned();
 
     let mut public = support::h1_with(addr, "www.corp.test", client(&setup, None))
         .await
@@ -161,7 +157,16 @@ async fn identities_grants_and_certificate_failures() {
     ] {
         assert!(audit.contains(expected), "audit lacks {expected}:\n{audit}");
     }
+    // The audit line and the access line of one request share its id, as the client saw it.
+    let audited = setup.audit();
+    assert!(
+        audited.iter().any(|r| r["event"] == "access"
+            && r["user"] == "alice"
+            && r["request_id"] == admitted_id.as_str()),
+        "no audit line with {admitted_id}: {audited:?}"
+    );
     let access = setup.access_lines().join("\n");
+    assert!(access.contains(&admitted_id), "{access}");
     for name in ["alice", "bob", "carol", "mallory"] {
         assert!(!access.contains(name), "{name} leaked into the access log");
     }

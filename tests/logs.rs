@@ -341,6 +341,77 @@ async fn access_lines_are_json_with_allow_listed_keys_only() {
     assert_eq!(h2["protocol"], "h2");
 }
 
+/// One id per request joins the client's view, the upstream's and the access log; a client's
+/// own `X-Request-Id` is replaced, never forwarded, never logged.
+#[tokio::test]
+async fn one_request_id_reaches_the_client_the_upstream_and_the_log() {
+    let setup = Setup::new().await;
+    let canary = Canaries::new();
+    let proxy = setup.start("").await;
+    let mut ids = Vec::new();
+    for h2 in [false, true] {
+        let mut client = Client::connect(h2, proxy.https_addr, "localhost", &setup.pki).await;
+        for _ in 0..2 {
+            let answer = client
+                .send(
+                    request("GET", "localhost", "/echo")
+                        .header("x-request-id", canary.value("rid"))
+                        .header("connection", "x-request-id")
+                        .body(Full::default())
+                        .unwrap(),
+                )
+                .await;
+            let id = answer
+                .header("x-request-id")
+                .expect("x-request-id")
+                .to_owned();
+            let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 7, "{id}");
+            assert_eq!(
+                support::upstream::seen(&answer.text(), "x-request-id"),
+                std::slice::from_ref(&id),
+                "the upstream must see our id, once"
+            );
+            ids.push(id);
+        }
+    }
+    let http = proxy.http_addr.unwrap();
+    let redirect = support::raw_tcp(
+        http,
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let redirect_id = redirect
+        .lines()
+        .find_map(|l| {
+            l.split_once(": ")
+                .filter(|(name, _)| name.eq_ignore_ascii_case("x-request-id"))
+        })
+        .map(|(_, id)| id.trim())
+        .expect("a 301 carries an id too")
+        .to_owned();
+    ids.push(redirect_id);
+    assert!(proxy.shutdown().await);
+    let lines = setup.access_lines();
+    let logged: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "ids repeat: {ids:?}");
+    let mut sorted_logged = logged.clone();
+    sorted_logged.sort();
+    assert_eq!(sorted_logged, unique, "each request's line has its id");
+    canary.assert_absent("the access log", &lines.join("\n"));
+}
+
 #[tokio::test]
 async fn old_files_are_deleted_at_start_up_within_retention() {
     for (retention, keep_16_days_old) in [(15, false), (30, true)] {

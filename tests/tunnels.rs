@@ -293,6 +293,12 @@ async fn h1_tunnel_carries_bytes_and_is_audited_from_open_to_close() {
     // The employee's name stays in the audit trail: the access log has the tunnel, not who.
     let access = rig.setup.access_lines().join("\n");
     assert!(access.contains(DB1), "{access}");
+    // The tunnel's id is its CONNECT request's: the access line joins the two audit lines.
+    let id = opened["id"].as_str().unwrap();
+    assert!(
+        access.contains(&format!("\"request_id\":\"{id}\"")),
+        "{id} not in {access}"
+    );
     assert!(
         !access.contains("bob") && !access.contains("canary-7f3a"),
         "{access}"

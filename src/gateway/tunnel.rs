@@ -9,6 +9,7 @@
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{Admission, Gateway, identify, judge_code, mfa};
+use crate::access_log::logged_request_id;
 use crate::audit::TunnelAudit;
 use crate::config::RouteAccess;
 use crate::connection::ConnectionInfo;
@@ -62,6 +63,7 @@ pub(super) fn admit<B>(
     };
     routed.tunnel = Some(TunnelAudit::open(
         gateway.audit.clone(),
+        logged_request_id(routed.request.extensions()),
         &client.user,
         &client.fingerprint,
         name,

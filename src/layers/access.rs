@@ -21,6 +21,7 @@ use crate::access_log::{AccessLog, Event, Exchange, Listener};
 use crate::connection::TlsVersion;
 use crate::error::ErrorKind;
 use crate::metrics::Metrics;
+use crate::request_id::{RequestId, X_REQUEST_ID};
 
 /// Logs requests of one connection.
 #[derive(Debug, Clone)]
@@ -83,7 +84,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        let exchange = Arc::new(Exchange::default());
+        let exchange = Arc::new(Exchange::new(RequestId::new()));
         request.extensions_mut().insert(exchange.clone());
         let pending = Pending {
             layer: self.layer.clone(),
@@ -128,7 +129,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(response) = ready!(this.inner.poll(cx));
+        let Ok(mut response) = ready!(this.inner.poll(cx));
+        if let Some(pending) = this.pending.as_ref() {
+            // Ours replaces any the upstream set: the client joins its report to our logs.
+            response.headers_mut().insert(
+                X_REQUEST_ID.clone(),
+                pending.exchange.request_id().header_value(),
+            );
+        }
         let status = response.status();
         let error = response.extensions().get::<ErrorKind>().copied();
         let line = this.pending.take().map(|pending| Line {
@@ -184,6 +192,7 @@ impl Line {
             duration,
             error: self.error.map(|e| e.name),
             client: layer.client,
+            request_id: exchange.request_id(),
         });
     }
 }

@@ -13,6 +13,8 @@ use http::header::{
 use http::uri::Authority;
 use http::{HeaderMap, HeaderValue, Version};
 
+use crate::request_id::X_REQUEST_ID;
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -25,9 +27,11 @@ pub static USER_HEADER: HeaderName = HeaderName::from_static("x-portcullis-user"
 /// the URL it asked for, as proxies, CDNs and load balancers write them. Only the proxy may say
 /// such things: whatever a client sent under these names is removed from every request, on
 /// every route, and the proxy then sets the ones it vouches for (`X-Forwarded-For`, `-Host`,
-/// `-Proto`, `X-Portcullis-User`). `[headers] strip` adds names; names with `_` go too (see
+/// `-Proto`, `X-Portcullis-User`, `X-Request-Id`). `[headers] strip` adds names; names with `_` go too (see
 /// [`rewrite_request`]).
-pub const OWNED_REQUEST_HEADERS: [&str; 44] = [
+pub const OWNED_REQUEST_HEADERS: [&str; 45] = [
+    // Ours: see `crate::request_id`.
+    "x-request-id",
     // Forwarding: RFC 7239 and the de-facto X- set.
     "forwarded",
     "forwarded-for",
@@ -117,6 +121,8 @@ pub struct Vouched<'a> {
     pub client: &'a HeaderValue,
     /// The employee the gateway admitted: `X-Portcullis-User`.
     pub user: Option<&'a HeaderValue>,
+    /// The request's id: `X-Request-Id`.
+    pub request_id: Option<&'a HeaderValue>,
 }
 
 /// Prepares a client's headers for the upstream: hop-by-hop headers, every client claim (see
@@ -145,6 +151,9 @@ pub fn rewrite_request(
     // Everything below is set after every removal: a client's `Connection` cannot unset it.
     if let Some(user) = vouched.user {
         headers.insert(USER_HEADER.clone(), user.clone());
+    }
+    if let Some(id) = vouched.request_id {
+        headers.insert(X_REQUEST_ID.clone(), id.clone());
     }
     if let Ok(authority) = HeaderValue::from_str(vouched.host.as_str()) {
         headers.insert(HOST, authority.clone());
@@ -274,6 +283,7 @@ mod tests {
             host: &authority,
             client: &client,
             user: None,
+            request_id: None,
         };
         rewrite_request(&mut h, Version::HTTP_11, &vouched, &[], None);
         assert_eq!(h["host"], "app.example:8443");
@@ -318,6 +328,7 @@ mod tests {
             host: &authority,
             client: &client,
             user: Some(&HeaderValue::from_static("alice")),
+            request_id: None,
         };
         let extra = [HeaderName::from_static("x-tenant")];
         rewrite_request(&mut h, Version::HTTP_11, &vouched, &extra, None);
@@ -363,6 +374,7 @@ mod tests {
             host: &authority,
             client: &client,
             user: None,
+            request_id: None,
         };
         rewrite_request(&mut h, Version::HTTP_2, &vouched, &[], None);
         assert_eq!(h.get_all("cookie").iter().count(), 1);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, StatusCode, Version};
 use portcullis::access_log::{AccessLog, Event, Listener, RouteLabel, mask_path, render};
-use portcullis::config::LogSettings;
+use portcullis::config::{LogSettings, PathLogging};
 use portcullis::connection::TlsVersion;
 
 fn event() -> Event {
@@ -19,6 +19,7 @@ fn event() -> Event {
         method: Method::GET,
         route: Some(std::sync::Arc::new(RouteLabel {
             name: "app.example.com/api/".into(),
+            prefix: "/api/".into(),
             upstream: Some("app".into()),
         })),
         target: Some(
@@ -40,9 +41,7 @@ fn access_log(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let log = AccessLog::start(LogSettings {
         dir: Some(dir.path().to_owned()),
-        retention_days: 30,
-        stdout: false,
-        client_hash: false,
+        ..LogSettings::default()
     })
     .unwrap();
     c.bench_function("request path: enqueue one event", |b| {
@@ -69,7 +68,7 @@ fn access_log(c: &mut Criterion) {
     log.close();
     let e = event();
     c.bench_function("writer thread: mask and render one line", |b| {
-        b.iter(|| render(black_box(&e), None))
+        b.iter(|| render(black_box(&e), PathLogging::Masked, None))
     });
     c.bench_function("writer thread: mask a path", |b| {
         b.iter(|| {

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 pub use mask::mask_path;
 
-use crate::config::LogSettings;
+use crate::config::{LogSettings, PathLogging};
 use crate::connection::TlsVersion;
 use crate::request_id::RequestId;
 
@@ -94,14 +94,28 @@ pub struct Record<'a> {
 }
 
 /// The finished line for `event`, newline included: what the writer thread does per event.
-pub fn render(event: &Event, client_hash: Option<String>) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&Record::from_event(event, client_hash)).unwrap_or_default();
+pub fn render(event: &Event, path: PathLogging, client_hash: Option<String>) -> Vec<u8> {
+    let mut line =
+        serde_json::to_vec(&Record::from_event(event, path, client_hash)).unwrap_or_default();
     line.push(b'\n');
     line
 }
 
+/// What the logs write of a request's path: masked, or only the prefix of the route that
+/// matched; `-` when there is nothing to write.
+pub fn logged_path(mode: PathLogging, target: Option<&str>, route: Option<&RouteLabel>) -> String {
+    match mode {
+        PathLogging::Masked => target.map_or_else(|| "-".to_owned(), mask_path),
+        PathLogging::Route => route
+            .map(|r| &*r.prefix)
+            .filter(|prefix| !prefix.is_empty())
+            .unwrap_or("-")
+            .to_owned(),
+    }
+}
+
 impl<'a> Record<'a> {
-    fn from_event(event: &'a Event, client_hash: Option<String>) -> Self {
+    fn from_event(event: &'a Event, path: PathLogging, client_hash: Option<String>) -> Self {
         Self {
             ts: humantime::format_rfc3339_millis(event.time).to_string(),
             listener: match event.listener {
@@ -116,10 +130,11 @@ impl<'a> Record<'a> {
             tls: event.tls.map(TlsVersion::as_str),
             method: logged_method(&event.method),
             route: event.route.as_ref().map_or("-", |r| &r.name),
-            path: event
-                .target
-                .as_ref()
-                .map_or_else(|| "-".to_owned(), |t| mask_path(t.as_str())),
+            path: logged_path(
+                path,
+                event.target.as_ref().map(PathAndQuery::as_str),
+                event.route.as_deref(),
+            ),
             status: event.status.as_u16(),
             request_bytes: event.request_bytes,
             response_bytes: event.response_bytes,
@@ -157,6 +172,8 @@ fn logged_method(method: &Method) -> &str {
 pub struct RouteLabel {
     /// `host` + `path_prefix`.
     pub name: Arc<str>,
+    /// `path_prefix`, empty for a tunnel.
+    pub prefix: Arc<str>,
     /// The upstream's config name, when the route forwards.
     pub upstream: Option<Arc<str>>,
 }

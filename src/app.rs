@@ -102,6 +102,7 @@ impl App {
                 Arc::new(Route {
                     label: Arc::new(RouteLabel {
                         name: route.name().into(),
+                        prefix: route.path_prefix.as_str().into(),
                         upstream: upstream_name,
                     }),
                     host: route.host.clone(),
@@ -119,6 +120,7 @@ impl App {
                 Arc::new(Route {
                     label: Arc::new(RouteLabel {
                         name: tunnel.name().into(),
+                        prefix: "".into(),
                         upstream: Some(config.upstream(tunnel.upstream).name.clone()),
                     }),
                     host: HostPattern::Exact(tunnel.host.clone()),

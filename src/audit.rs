@@ -18,6 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::access_log::{RouteLabel, logged_path};
+use crate::config::{LogSettings, PathLogging};
 use crate::daily::{DailyFile, utc_date};
 
 /// One line of the audit trail.
@@ -316,26 +318,35 @@ enum Message {
 pub struct Audit {
     sender: Option<Sender<Message>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    path: PathLogging,
 }
 
 impl Audit {
-    /// An audit trail in `dir` (none: lines are dropped, as in tests without logs), its files
-    /// deleted after `retention_days`.
-    pub fn new(dir: Option<PathBuf>, retention_days: u32) -> std::io::Result<Self> {
-        let Some(dir) = dir else {
+    /// The audit trail beside the access log in `[log] dir` (none: lines are dropped, as in
+    /// tests without logs), under the same retention.
+    pub fn new(settings: &LogSettings) -> std::io::Result<Self> {
+        let Some(dir) = settings.dir.clone() else {
             return Ok(Self {
                 sender: None,
                 writer: Mutex::new(None),
+                path: settings.path,
             });
         };
         let (sender, receiver) = mpsc::channel();
+        let retention_days = settings.retention_days;
         let writer = std::thread::Builder::new()
             .name("portcullis-audit".into())
             .spawn(move || Writer::new(dir, retention_days).run(&receiver))?;
         Ok(Self {
             sender: Some(sender),
             writer: Mutex::new(Some(writer)),
+            path: settings.path,
         })
+    }
+
+    /// What an audit line writes of the path of a request on `route`, as the access log does.
+    pub fn logged_path(&self, path: &str, route: &RouteLabel) -> String {
+        logged_path(self.path, Some(path), Some(route))
     }
 
     fn send(&self, message: Message) {
@@ -460,7 +471,7 @@ mod tests {
 
     #[test]
     fn lines_round_trip_and_unknown_decisions_are_not_read() {
-        let line = r#"{"event":"access","ts":"2026-12-02T04:15:00.123Z","user":"alice","route":"tools/","method":"GET","path":"/","decision":"mfa_passed","reason":"r"}"#;
+        let line = r#"{"event":"access","ts":"2026-12-02T04:15:00.123Z","user":"alice","route":"tools/","method":"GET","path":"/","decision":"mfa_passed","reason":"r","request_id":"01a236e9-1b51-7fa1-adcc-62c8e671eab8"}"#;
         let record: AuditRecord = serde_json::from_str(line).unwrap();
         let AuditRecord::Access { ts, decision, .. } = &record else {
             panic!("{record:?}");

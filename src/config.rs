@@ -27,8 +27,9 @@ pub use process::{
     SnapshotSettings, WEEKLY_WEEKS,
 };
 pub use settings::{
-    AdminSettings, Limits, Listen, LogSettings, Peering, RouteAction, RouteConfig, TunnelConfig,
-    UpstreamAddr, UpstreamConfig, UpstreamId,
+    AdminSettings, DEFAULT_BUFFER_LINES, Limits, Listen, LogSettings, MAX_BUFFER_LINES,
+    PathLogging, Peering, RouteAction, RouteConfig, TunnelConfig, UpstreamAddr, UpstreamConfig,
+    UpstreamId,
 };
 
 use std::path::Path;
@@ -166,6 +167,13 @@ impl Config {
             );
         }
 
+        if !(1..=MAX_BUFFER_LINES).contains(&raw.log.buffer_lines) {
+            problems.push(
+                "log.buffer_lines",
+                ProblemKind::BufferLines(raw.log.buffer_lines),
+            );
+        }
+
         let mut warnings = Problems::default();
 
         // The load step: every file the config names, read once; the accounts named.
@@ -225,6 +233,8 @@ impl Config {
                 retention_days: raw.log.retention_days,
                 stdout: raw.log.stdout,
                 client_hash: raw.log.client_hash,
+                path: raw.log.path,
+                buffer_lines: raw.log.buffer_lines,
             },
             peerings,
             refused_clients,

@@ -25,7 +25,7 @@ use tower::{Layer, Service};
 pub use mfa::{MFA_PATH, MfaState};
 pub use tunnel::OTP_HEADER;
 
-use crate::access_log::{logged_request_id, mask_path};
+use crate::access_log::logged_request_id;
 use crate::audit::{Audit, AuditRecord, Decision, Timestamp};
 use crate::body::ResponseBody;
 use crate::config::{GatewaySettings, RouteAccess, User};
@@ -266,7 +266,9 @@ fn audit_access<B>(
         user: user.to_owned(),
         route: route.label.name.to_string(),
         method: routed.request.method().to_string(),
-        path: mask_path(routed.request.uri().path()),
+        path: gateway
+            .audit
+            .logged_path(routed.request.uri().path(), &route.label),
         decision,
         reason: reason.to_owned(),
         request_id: logged_request_id(routed.request.extensions()),

@@ -245,10 +245,7 @@ async fn start_inner(
         ticketer: tls::ticketer()?,
         acme: None,
         mfa: Arc::new(gateway::MfaState::new().map_err(|_| StartError::Random)?),
-        audit: Arc::new(
-            audit::Audit::new(config.log.dir.clone(), config.log.retention_days)
-                .map_err(StartError::Log)?,
-        ),
+        audit: Arc::new(audit::Audit::new(&config.log).map_err(StartError::Log)?),
     };
     let lifecycle = Lifecycle::default();
     let acme = match &config.acme {

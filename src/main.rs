@@ -238,8 +238,7 @@ fn snapshot(path: &Path) -> anyhow::Result<()> {
         .context("no [snapshots] section in the config")?;
     // As the service's account: files it writes (an audit file, the archive) stay its own.
     portcullis::privilege::drop_privileges(&config.privileges)?;
-    let audit = portcullis::audit::Audit::new(config.log.dir.clone(), config.log.retention_days)
-        .context("starting the audit writer")?;
+    let audit = portcullis::audit::Audit::new(&config.log).context("starting the audit writer")?;
     let sources = portcullis::snapshot::Sources::of(&config, path);
     let outcome = portcullis::snapshot::snapshot_and_prune(
         &sources,

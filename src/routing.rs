@@ -130,6 +130,7 @@ impl Routes {
             reserved: Arc::new(Route {
                 label: Arc::new(RouteLabel {
                     name: RESERVED_PREFIX.into(),
+                    prefix: RESERVED_PREFIX.into(),
                     upstream: None,
                 }),
                 host: HostPattern::Exact(String::new()),

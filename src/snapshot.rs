@@ -349,7 +349,13 @@ mod tests {
         std::fs::write(&config, "environment = \"test\"\n").unwrap();
         let logs = dir.path().join("logs");
         let snapshots = dir.path().join("snapshots");
-        let audit = Arc::new(Audit::new(Some(logs.clone()), 30).unwrap());
+        let audit = Arc::new(
+            Audit::new(&crate::config::LogSettings {
+                dir: Some(logs.clone()),
+                ..crate::config::LogSettings::default()
+            })
+            .unwrap(),
+        );
         let settings = SnapshotSettings {
             dir: snapshots.clone(),
             every: Some(Duration::from_secs(6 * 3600)),

@@ -57,6 +57,20 @@ impl Canaries {
     }
 }
 
+/// Every other letter upper case: a mixed-case token of letters only.
+fn capitalised(text: &str) -> String {
+    text.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// The real binary, with its stdout and stderr captured.
 struct Proxy {
     child: std::process::Child,
@@ -167,6 +181,17 @@ async fn canaries_never_reach_any_output() {
             canary.value("q2")
         ),
         "/a/../../x".to_owned(),
+        // Forms a first masking let through: letters only under 32 characters, addresses
+        // spelled without `@`, secrets after the word that announces them, names in UTF-8.
+        format!("/reset/{}", canary.value("reset")),
+        format!("/x/{}", capitalised(&canary.value("caps"))),
+        format!("/x/{}(at)example.com", canary.value("at")),
+        format!("/x/{}%2540example.com", canary.value("twice")),
+        format!("/x/{}-at-example-dot-com", canary.value("dot")),
+        format!("/invite/{}/accept", canary.value("invite")),
+        format!("/users/{}/settings", canary.value("name")),
+        format!("/x/{}%C3%BC", canary.value("utf")),
+        format!("/x/{}123", canary.value("digits")),
         "/down".to_owned(),
         "/slow/2000".to_owned(),
     ];
@@ -457,6 +482,62 @@ async fn old_files_are_deleted_at_start_up_within_retention() {
         );
         assert!(dir.join(&files[4]).exists(), "other files are left alone");
         proxy.shutdown().await;
+    }
+}
+
+/// `[log] path = "route"`: the access log has the matched route's prefix and nothing a
+/// client typed after it.
+#[tokio::test]
+async fn route_mode_logs_no_segment_beyond_the_prefix() {
+    let setup = Setup::new().await;
+    let canary = Canaries::new();
+    let extra = "[[routes]]\nhost = \"localhost\"\npath_prefix = \"/api/\"\nupstream = \"app\"\n";
+    let toml = setup.config().merge(extra).set("log.path", "route").text();
+    let proxy = support::start_toml(&toml).await;
+    for h2 in [false, true] {
+        let mut client = Client::connect(h2, proxy.https_addr, "localhost", &setup.pki).await;
+        for path in [
+            format!("/api/orders/{}", canary.value("api")),
+            format!("/static/{}.css", canary.value("root")),
+            format!("/api/{}", canary.value("short")),
+        ] {
+            assert_eq!(client.get("localhost", &path).await.status, 200);
+        }
+        assert_eq!(
+            client
+                .get("unrouted.test", &format!("/{}", canary.value("unrouted")))
+                .await
+                .status,
+            404
+        );
+    }
+    assert!(proxy.shutdown().await);
+    let lines = setup.access_lines();
+    assert_eq!(lines.len(), 8, "{lines:#?}");
+    let paths: Vec<String> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        ["\"/api/\"", "\"/\"", "\"/api/\"", "\"-\""].repeat(2),
+        "{lines:#?}"
+    );
+    canary.assert_absent("the access log", &lines.join("\n"));
+}
+
+#[tokio::test]
+async fn log_path_mode_and_buffer_are_checked() {
+    let setup = Setup::new().await;
+    for lines in [0, 10_000_001] {
+        let toml = setup.config().set("log.buffer_lines", lines).text();
+        support::assert_refused(&toml, "log.buffer_lines");
+    }
+    let toml = setup.config().set("log.path", "full").text();
+    let error = support::config_from(&toml).unwrap_err().to_string();
+    assert!(error.contains("path") && error.contains("route"), "{error}");
+    for mode in ["masked", "route"] {
+        support::config_from(&setup.config().set("log.path", mode).text()).unwrap();
     }
 }
 

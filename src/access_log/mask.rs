@@ -1,22 +1,97 @@
-//! Path masking for the access log: identifying segments become placeholders, the query is
-//! dropped, and nothing but printable ASCII survives, so a path can neither carry a user's data
-//! into the log nor forge a second line.
+//! Path masking for the logs: identifying segments become placeholders, the query is dropped,
+//! and nothing but printable ASCII survives, so a path can neither carry a user's data into the
+//! log nor forge a second line.
+//!
+//! It fails closed: a segment is written as sent only when it looks like a word a developer
+//! chose (short words of letters, a short number affix, common punctuation between them) and
+//! does not follow a word that announces a secret or a person (`/reset/...`, `/users/...`).
+//! Everything else is a placeholder: `<email>`, `<id>`, `<token>` or `<masked>`.
 
 /// Longest masked path kept; the rest is cut, a suffix marking the cut.
 const MAX_LOGGED_PATH: usize = 256;
-/// A segment this long or longer is taken as a token whatever it looks like.
-const TOKEN_LENGTH: usize = 32;
+/// Longer segments are taken as tokens whatever they look like.
+const MAX_SEGMENT: usize = 64;
+/// Longer words too: the longest words of URLs ("authentication") stay below it.
+const MAX_WORD: usize = 16;
+/// A word may carry this many digits at one end (`v1`, `h2`, `2fa`, `x86`), no more.
+const MAX_DIGIT_AFFIX: usize = 2;
+/// More consonants in a row than English spells, from this word length on, mean a random
+/// string (`xkcdqrtplm`); short words are exempt (`html`, `css`).
+const MAX_CONSONANT_RUN: usize = 4;
+const PRONOUNCEABLE_FROM: usize = 6;
 
-/// Masks a request target (`/path?query`): `<email>`, `<id>` (numbers, UUIDs, long digit runs),
-/// `<token>` (long random-looking strings).
+/// Segments after one of these words name a person or carry a secret, whatever they look like.
+const SENSITIVE_WORDS: [&str; 40] = [
+    "reset",
+    "token",
+    "tokens",
+    "invite",
+    "invites",
+    "invitation",
+    "confirm",
+    "confirmation",
+    "verify",
+    "verification",
+    "activate",
+    "activation",
+    "unsubscribe",
+    "password",
+    "passwd",
+    "magic",
+    "login",
+    "signin",
+    "auth",
+    "session",
+    "sessions",
+    "key",
+    "keys",
+    "apikey",
+    "secret",
+    "secrets",
+    "share",
+    "u",
+    "user",
+    "users",
+    "profile",
+    "profiles",
+    "account",
+    "accounts",
+    "member",
+    "members",
+    "people",
+    "person",
+    "email",
+    "mail",
+];
+
+/// Punctuation a kept segment may have between its words.
+const WORD_SEPARATORS: &[u8] = b"-._~+,;=:!$&'()*";
+
+/// Masks a request target (`/path?query`).
+///
+/// ```
+/// use portcullis::access_log::mask_path;
+///
+/// assert_eq!(mask_path("/users/42/orders?email=a@b.c"), "/users/<id>/orders");
+/// assert_eq!(mask_path("/reset/Abcdefghij"), "/reset/<masked>");
+/// assert_eq!(mask_path("/u/alice(at)example.com"), "/u/<email>");
+/// ```
 pub fn mask_path(target: &str) -> String {
     let path = target.split_once('?').map_or(target, |(path, _)| path);
     let mut out = String::with_capacity(path.len().min(MAX_LOGGED_PATH));
+    let mut after_sensitive = false;
     for (i, segment) in path.split('/').enumerate() {
         if i > 0 {
             out.push('/');
         }
-        out.push_str(&mask_segment(segment));
+        let masked = match placeholder(segment) {
+            Some(placeholder) => placeholder,
+            None if after_sensitive && !segment.is_empty() => "<masked>",
+            None => segment,
+        };
+        after_sensitive =
+            words(segment).any(|w| SENSITIVE_WORDS.iter().any(|s| s.eq_ignore_ascii_case(w)));
+        out.push_str(masked);
         if out.len() > MAX_LOGGED_PATH {
             out.truncate(MAX_LOGGED_PATH);
             out.push_str("...");
@@ -26,32 +101,117 @@ pub fn mask_path(target: &str) -> String {
     out
 }
 
-fn mask_segment(segment: &str) -> std::borrow::Cow<'_, str> {
-    let lower = segment.to_ascii_lowercase();
-    if segment.contains('@') || lower.contains("%40") {
-        "<email>".into()
-    } else if is_uuid(segment) || has_digit_run(segment, 4) {
-        "<id>".into()
-    } else if looks_random(segment) {
-        "<token>".into()
-    } else if segment
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~%+,;=:!$&'()*".contains(&b))
-    {
-        segment.into()
-    } else {
-        segment
-            .chars()
-            .map(|c| {
-                if c.is_ascii_graphic() && c != '"' && c != '\\' {
-                    c
-                } else {
-                    '?'
-                }
-            })
-            .collect::<String>()
-            .into()
+/// The placeholder of a segment that does not look chosen by a developer.
+fn placeholder(segment: &str) -> Option<&'static str> {
+    if segment.is_empty() {
+        return None;
     }
+    if is_address(segment) {
+        return Some("<email>");
+    }
+    if !segment
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || WORD_SEPARATORS.contains(&b))
+    {
+        // Percent escapes (non-ASCII names, encoded data), quotes, controls: nothing to read
+        // that is safe to keep.
+        return Some("<masked>");
+    }
+    if is_uuid(segment) || has_digit_run(segment, 4) {
+        return Some("<id>");
+    }
+    if segment.len() > MAX_SEGMENT || !words(segment).all(is_plain_word) {
+        return Some("<token>");
+    }
+    None
+}
+
+fn words(segment: &str) -> impl Iterator<Item = &str> {
+    segment
+        .split(|c: char| c.is_ascii() && WORD_SEPARATORS.contains(&(c as u8)))
+        .filter(|w| !w.is_empty())
+}
+
+/// An email address however spelled: `@`, `%40` (once or twice encoded), a full-width `@`,
+/// `(at)` and its bracket variants, or the words `at` and `dot` in that order.
+fn is_address(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase();
+    let decoded = percent_decode(&percent_decode(&lower));
+    if ["@", "\u{ff20}", "(at)", "[at]", "{at}", "<at>", "_at_"]
+        .iter()
+        .any(|at| decoded.contains(at))
+    {
+        return true;
+    }
+    let mut words = words(&decoded);
+    words.any(|w| w == "at") && words.any(|w| w == "dot")
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A word of a kept segment: short; letters in one case or capitalised (at most two humps:
+/// `getUser`); digits only as a short affix; pronounceable when long enough to be a word.
+fn is_plain_word(word: &str) -> bool {
+    if word.len() > MAX_WORD {
+        return false;
+    }
+    let letters = word.trim_matches(|c: char| c.is_ascii_digit());
+    let digits = word.len() - letters.len();
+    if letters.is_empty() {
+        return true;
+    }
+    if digits > MAX_DIGIT_AFFIX || letters.bytes().any(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    let all_upper = letters.bytes().all(|b| b.is_ascii_uppercase());
+    let humps = letters
+        .bytes()
+        .skip(1)
+        .filter(u8::is_ascii_uppercase)
+        .count();
+    if !all_upper && humps > 2 {
+        return false;
+    }
+    letters.len() < PRONOUNCEABLE_FROM || is_pronounceable(letters)
+}
+
+fn is_pronounceable(letters: &str) -> bool {
+    let mut run = 0;
+    let mut vowels = 0;
+    for b in letters.bytes().map(|b| b.to_ascii_lowercase()) {
+        if b"aeiouy".contains(&b) {
+            vowels += 1;
+            run = 0;
+        } else {
+            run += 1;
+            if run > MAX_CONSONANT_RUN {
+                return false;
+            }
+        }
+    }
+    vowels > 0
 }
 
 fn has_digit_run(segment: &str, length: usize) -> bool {
@@ -59,7 +219,7 @@ fn has_digit_run(segment: &str, length: usize) -> bool {
         .as_bytes()
         .split(|b| !b.is_ascii_digit())
         .any(|run| run.len() >= length)
-        || (!segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()))
+        || segment.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn is_uuid(segment: &str) -> bool {
@@ -71,13 +231,6 @@ fn is_uuid(segment: &str) -> bool {
             .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Long, and mixes letters with digits (or is long hex): keys, session ids, hashes.
-fn looks_random(segment: &str) -> bool {
-    let has_digit = segment.bytes().any(|b| b.is_ascii_digit());
-    let has_alpha = segment.bytes().any(|b| b.is_ascii_alphabetic());
-    segment.len() >= TOKEN_LENGTH || (segment.len() >= 16 && has_digit && has_alpha)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,15 +239,53 @@ mod tests {
     fn identifying_segments_are_masked() {
         for (path, want) in [
             ("/users/42/orders?email=a@b.c", "/users/<id>/orders"),
-            ("/u/alice@example.com/x", "/u/<email>/x"),
-            ("/u/alice%40example.com", "/u/<email>"),
+            ("/x/alice@example.com/y", "/x/<email>/y"),
+            ("/x/alice%40example.com", "/x/<email>"),
+            ("/x/alice%2540example.com", "/x/<email>"),
+            ("/x/alice(at)example.com", "/x/<email>"),
+            ("/x/alice%28at%29example.com", "/x/<email>"),
+            ("/x/alice[at]example.com", "/x/<email>"),
+            ("/x/alice-at-example-dot-com", "/x/<email>"),
+            ("/x/alice%EF%BC%A0example.com", "/x/<email>"),
             ("/o/123e4567-e89b-12d3-a456-426614174000", "/o/<id>"),
-            ("/reset/3f9a1c7b2e8d4f6a9b0c", "/reset/<token>"),
+            ("/x/3f9a1c7b2e8d4f6a9b0c", "/x/<token>"),
             ("/inv/INV-2024-000981", "/inv/<id>"),
-            ("/static/app.css", "/static/app.css"),
-            ("/", "/"),
+            ("/x/Abcdefghijklmnopqrstuvwxyz", "/x/<token>"),
+            ("/x/aBcDeFgH", "/x/<token>"),
+            ("/x/kqzjxwmfpbtr", "/x/<token>"),
+            ("/x/a1b2c3", "/x/<token>"),
+            ("/x/J%C3%BCrgen", "/x/<masked>"),
+            ("/reset/Abcdefghij", "/reset/<masked>"),
+            (
+                "/password-reset/hello/next",
+                "/password-reset/<masked>/next",
+            ),
+            ("/invite/welcome", "/invite/<masked>"),
+            ("/confirm/42", "/confirm/<id>"),
+            ("/u/alice", "/u/<masked>"),
+            ("/Users/alice/settings", "/Users/<masked>/settings"),
+            ("/token", "/token"),
         ] {
             assert_eq!(mask_path(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn words_a_developer_chose_are_kept() {
+        for path in [
+            "/",
+            "/static/app.min.css",
+            "/api/v1/orders/",
+            "/api/v12/getUser",
+            "/.well-known/security.txt",
+            "/assets/jquery-3.6.0.min.js",
+            "/docs/authentication",
+            "/api/user_settings",
+            "/2fa/setup",
+            "/HTML/README",
+            "/a/b/",
+        ] {
+            assert_eq!(mask_path(path), path);
         }
     }
 

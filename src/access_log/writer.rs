@@ -69,7 +69,7 @@ impl Writer {
             .then_some(event.client)
             .flatten()
             .map(|ip| format!("{:016x}", self.hash_key.1.hash_one(ip)));
-        let line = render(event, client_hash);
+        let line = render(event, self.settings.path, client_hash);
         if line.len() <= 1 {
             return;
         }

@@ -9,7 +9,7 @@ use crate::certs::CertError;
 use crate::host::BadHostPattern;
 use crate::networks::NetworkRefusal;
 
-use super::MIN_HEADER_BYTES;
+use super::{MAX_BUFFER_LINES, MIN_HEADER_BYTES};
 
 /// A config that could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +105,9 @@ pub enum ProblemKind {
     /// Log retention outside the policy's range.
     #[error("{0} days is outside the retention policy of 15 to 30 days")]
     Retention(u32),
+    /// A log buffer too small to ride out a disk fault, or too big for memory.
+    #[error("{0} lines is outside 1 to {MAX_BUFFER_LINES}")]
+    BufferLines(usize),
     /// Below hyper's minimum buffer.
     #[error("must be at least {MIN_HEADER_BYTES}")]
     TooSmall,

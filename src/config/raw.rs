@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::settings::{DEFAULT_BUFFER_LINES, PathLogging};
+
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +92,8 @@ pub struct RawLog {
     pub retention_days: u32,
     pub stdout: bool,
     pub client_hash: bool,
+    pub path: PathLogging,
+    pub buffer_lines: usize,
 }
 
 impl Default for RawLog {
@@ -99,6 +103,8 @@ impl Default for RawLog {
             retention_days: 30,
             stdout: false,
             client_hash: false,
+            path: PathLogging::default(),
+            buffer_lines: DEFAULT_BUFFER_LINES,
         }
     }
 }

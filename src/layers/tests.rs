@@ -83,20 +83,12 @@ totp_secret_file = "{dir}/carol.totp"
         );
         let config = Config::from_raw(toml::from_str(&toml).unwrap()).unwrap();
         let shared = Shared {
-            access_log: Arc::new(
-                AccessLog::start(LogSettings {
-                    dir: None,
-                    retention_days: 30,
-                    stdout: false,
-                    client_hash: false,
-                })
-                .unwrap(),
-            ),
+            access_log: Arc::new(AccessLog::start(LogSettings::default()).unwrap()),
             metrics: Arc::new(Metrics::new()),
             ticketer: crate::tls::ticketer().unwrap(),
             acme: None,
             mfa: Arc::new(MfaState::new().unwrap()),
-            audit: Arc::new(Audit::new(None, 30).unwrap()),
+            audit: Arc::new(Audit::new(&LogSettings::default()).unwrap()),
         };
         let app = App::new(&config, 443, &shared).unwrap();
         Self {

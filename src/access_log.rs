@@ -24,6 +24,7 @@ pub use mask::mask_path;
 
 use crate::config::{LogSettings, PathLogging};
 use crate::connection::TlsVersion;
+use crate::daily::LogHealth;
 use crate::request_id::RequestId;
 
 /// Lines that may wait for the disk before new ones are dropped (and counted).
@@ -187,7 +188,7 @@ enum Message {
 #[derive(Debug)]
 pub struct AccessLog {
     queue: SyncSender<Message>,
-    dropped: AtomicU64,
+    health: Arc<LogHealth>,
     hash_clients: bool,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -203,12 +204,14 @@ impl AccessLog {
     pub fn start(settings: LogSettings) -> std::io::Result<Self> {
         let (queue, rx) = sync_channel(QUEUE_CAPACITY);
         let hash_clients = settings.client_hash;
+        let health = Arc::new(LogHealth::default());
+        let writer_health = health.clone();
         let writer = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer::run(settings, rx))?;
+            .spawn(move || writer::run(settings, rx, writer_health))?;
         Ok(Self {
             queue,
-            dropped: AtomicU64::new(0),
+            health,
             hash_clients,
             writer: Mutex::new(Some(writer)),
         })
@@ -224,13 +227,13 @@ impl AccessLog {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
             self.queue.try_send(Message::Event(Box::new(event)))
         {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.health.dropped(1);
         }
     }
 
-    /// Events dropped because the writer could not keep up.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// Lines held for the disk and lines lost, the writer's and the queue's.
+    pub fn health(&self) -> &LogHealth {
+        &self.health
     }
 
     /// Writes out everything queued and stops the writer. Later events are dropped.

@@ -139,10 +139,21 @@ impl Admin {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting down\n".to_owned(),
             ),
+            (&Method::GET, "/readyz") if self.audit.health().failing() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "degraded: the audit trail cannot be written ({} lines held, {} lost)\n",
+                    self.audit.health().held(),
+                    self.audit.health().dropped_total()
+                ),
+            ),
             (&Method::GET, "/readyz") => (StatusCode::OK, "ready\n".to_owned()),
             (&Method::GET, "/metrics") => (
                 StatusCode::OK,
-                self.metrics.render(self.access_log.dropped()),
+                self.metrics.render(&[
+                    ("access", self.access_log.health()),
+                    ("audit", self.audit.health()),
+                ]),
             ),
             (&Method::POST, "/reload") => {
                 let reloader = self.reloader.clone();

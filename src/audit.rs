@@ -10,9 +10,8 @@
 //! and minute, with a count.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access_log::{RouteLabel, logged_path};
 use crate::config::{LogSettings, PathLogging};
-use crate::daily::{DailyFile, utc_date};
+use crate::daily::{DailyFile, LogHealth, utc_date};
 
 /// One line of the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,6 +318,7 @@ pub struct Audit {
     sender: Option<Sender<Message>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     path: PathLogging,
+    health: Arc<LogHealth>,
 }
 
 impl Audit {
@@ -330,18 +330,34 @@ impl Audit {
                 sender: None,
                 writer: Mutex::new(None),
                 path: settings.path,
+                health: Arc::default(),
             });
         };
         let (sender, receiver) = mpsc::channel();
-        let retention_days = settings.retention_days;
+        let health = Arc::new(LogHealth::default());
+        let file = DailyFile::new(
+            dir,
+            "audit",
+            settings.retention_days,
+            settings.buffer_lines,
+            health.clone(),
+        );
         let writer = std::thread::Builder::new()
             .name("portcullis-audit".into())
-            .spawn(move || Writer::new(dir, retention_days).run(&receiver))?;
+            .spawn(move || Writer::new(file).run(&receiver))?;
         Ok(Self {
             sender: Some(sender),
             writer: Mutex::new(Some(writer)),
             path: settings.path,
+            health,
         })
+    }
+
+    /// Lines held for the disk and lines lost. Lost audit lines are never silent: they are
+    /// counted in `/metrics`, summarised in the operational log, and `/readyz` answers 503
+    /// while lines cannot be written.
+    pub fn health(&self) -> &LogHealth {
+        &self.health
     }
 
     /// What an audit line writes of the path of a request on `route`, as the access log does.
@@ -387,9 +403,9 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(dir: PathBuf, retention_days: u32) -> Self {
+    fn new(file: DailyFile) -> Self {
         Self {
-            file: DailyFile::new(dir, "audit", retention_days),
+            file,
             denials: BTreeMap::new(),
             minute: current_minute(),
         }
@@ -424,13 +440,14 @@ impl Writer {
                     }
                     Message::Close => {
                         self.flush_denials();
-                        self.flush();
+                        self.file.close();
                         return;
                     }
                 }
                 next = receiver.try_recv().ok();
             }
-            self.flush();
+            self.file.flush();
+            self.file.report_drops_if_due();
         }
     }
 
@@ -451,11 +468,7 @@ impl Writer {
             return;
         };
         line.push(b'\n');
-        self.file.write(&utc_date(SystemTime::now()), &line);
-    }
-
-    fn flush(&mut self) {
-        self.file.flush();
+        self.file.write(&utc_date(SystemTime::now()), line);
     }
 }
 

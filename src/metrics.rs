@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::daily::LogHealth;
 use crate::error::{Blame, ErrorKind};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +36,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LogLabels {
+    log: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CertificateLabels {
     name: String,
 }
@@ -48,7 +54,9 @@ pub struct Metrics {
     connections: Gauge,
     handshakes: Family<KindLabels, Counter>,
     upstream_errors: Family<KindLabels, Counter>,
-    log_dropped: Gauge,
+    log_lines_dropped: Family<LogLabels, Counter>,
+    log_lines_held: Family<LogLabels, Gauge>,
+    render_lock: std::sync::Mutex<()>,
     certificate_expiry: Family<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     acme_events: Family<KindLabels, Counter>,
     crl_expired: Gauge,
@@ -73,7 +81,9 @@ impl Metrics {
             connections: Gauge::default(),
             handshakes: Family::default(),
             upstream_errors: Family::default(),
-            log_dropped: Gauge::default(),
+            log_lines_dropped: Family::default(),
+            log_lines_held: Family::default(),
+            render_lock: std::sync::Mutex::new(()),
             certificate_expiry: Family::default(),
             acme_events: Family::default(),
             crl_expired: Gauge::default(),
@@ -108,9 +118,14 @@ impl Metrics {
             metrics.upstream_errors.clone(),
         );
         registry.register(
-            "access_log_dropped",
-            "Access-log lines dropped because the disk fell behind",
-            metrics.log_dropped.clone(),
+            "log_lines_dropped",
+            "Log lines lost, by log (access, audit): the buffer of lines waiting for the disk was full",
+            metrics.log_lines_dropped.clone(),
+        );
+        registry.register(
+            "log_lines_held",
+            "Log lines waiting in memory for a file that cannot be written now, by log",
+            metrics.log_lines_held.clone(),
         );
         registry.register(
             "certificate_not_after_timestamp_seconds",
@@ -227,10 +242,19 @@ impl Metrics {
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// The text exposition, with `dropped` access-log lines.
-    pub fn render(&self, dropped: u64) -> String {
-        self.log_dropped
-            .set(i64::try_from(dropped).unwrap_or(i64::MAX));
+    /// The text exposition, with the state of each named log.
+    pub fn render(&self, logs: &[(&'static str, &LogHealth)]) -> String {
+        // Two scrapes at once would both add the same lost lines.
+        let _one_at_a_time = self.render_lock.lock();
+        for &(log, health) in logs {
+            let labels = LogLabels { log };
+            let dropped = self.log_lines_dropped.get_or_create(&labels);
+            // The writers count; the counter catches up with them at each scrape.
+            dropped.inc_by(health.dropped_total().saturating_sub(dropped.get()));
+            self.log_lines_held
+                .get_or_create(&labels)
+                .set(i64::try_from(health.held()).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
@@ -282,7 +306,7 @@ mod tests {
         );
         metrics.request(None, 408, second, Some(kind(body_timeout)));
         metrics.request(None, 404, second, Some(kind(ProxyError::NoRoute)));
-        let text = metrics.render(0);
+        let text = metrics.render(&[]);
         assert!(
             text.contains("upstream_errors_total{kind=\"upstream_timeout\"} 1"),
             "{text}"

@@ -34,15 +34,7 @@ fn account() -> Account {
 }
 
 fn as_root() -> bool {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI runs the tests as root"
-        );
-        eprintln!("SKIPPED: binding ports below 1024 and switching accounts needs root");
-    }
-    root
+    support::as_root("binding ports below 1024 and switching accounts needs root")
 }
 
 /// A loopback address of its own, so that tests in parallel can all use port 443.

@@ -4,22 +4,28 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Write;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
 
 use super::{Event, Message, render};
 use crate::config::LogSettings;
-use crate::daily::{DailyFile, utc_date};
+use crate::daily::{DailyFile, LogHealth, utc_date};
 
 /// How long the writer sleeps once the queue is empty: the most a line waits for the disk.
 const POLL_EVERY: Duration = Duration::from_millis(20);
 
-pub(super) fn run(settings: LogSettings, queue: Receiver<Message>) {
+pub(super) fn run(settings: LogSettings, queue: Receiver<Message>, health: Arc<LogHealth>) {
     let mut writer = Writer {
-        daily: settings
-            .dir
-            .clone()
-            .map(|dir| DailyFile::new(dir, "access", settings.retention_days)),
+        daily: settings.dir.clone().map(|dir| {
+            DailyFile::new(
+                dir,
+                "access",
+                settings.retention_days,
+                settings.buffer_lines,
+                health,
+            )
+        }),
         hash_key: (String::new(), RandomState::new()),
         stdout: std::io::stdout(),
         settings,
@@ -33,11 +39,16 @@ pub(super) fn run(settings: LogSettings, queue: Receiver<Message>) {
         match queue.try_recv() {
             Ok(Message::Event(event)) => writer.write(&event),
             Ok(Message::Close) | Err(TryRecvError::Disconnected) => {
-                writer.flush();
+                if let Some(daily) = &mut writer.daily {
+                    daily.close();
+                }
                 return;
             }
             Err(TryRecvError::Empty) => {
-                writer.flush();
+                if let Some(daily) = &mut writer.daily {
+                    daily.flush();
+                    daily.report_drops_if_due();
+                }
                 std::thread::sleep(POLL_EVERY);
             }
         }
@@ -52,12 +63,6 @@ struct Writer {
 }
 
 impl Writer {
-    fn flush(&mut self) {
-        if let Some(daily) = &mut self.daily {
-            daily.flush();
-        }
-    }
-
     fn write(&mut self, event: &Event) {
         let date = utc_date(event.time);
         if self.hash_key.0 != date {
@@ -77,7 +82,7 @@ impl Writer {
             let _ = self.stdout.write_all(&line);
         }
         if let Some(daily) = &mut self.daily {
-            daily.write(&date, &line);
+            daily.write(&date, line);
         }
     }
 }

@@ -35,6 +35,20 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
+/// True when the tests run as root. Outside CI a test that needs root skips, saying `why`;
+/// in CI, which runs as root, it fails instead.
+pub fn as_root(why: &str) -> bool {
+    let root = nix::unistd::Uid::effective().is_root();
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs the tests as root"
+        );
+        eprintln!("SKIPPED: {why}");
+    }
+    root
+}
+
 /// Writes a secret (a private key, a TOTP secret) readable by its owner only, as the proxy
 /// requires.
 pub fn write_private(path: &std::path::Path, contents: impl AsRef<[u8]>) {

@@ -7,6 +7,8 @@
 //! does not follow a word that announces a secret or a person (`/reset/...`, `/users/...`).
 //! Everything else is a placeholder: `<email>`, `<id>`, `<token>` or `<masked>`.
 
+use std::borrow::Cow;
+
 /// Longest masked path kept; the rest is cut, a suffix marking the cut.
 const MAX_LOGGED_PATH: usize = 256;
 /// Longer segments are taken as tokens whatever they look like.
@@ -135,15 +137,24 @@ fn words(segment: &str) -> impl Iterator<Item = &str> {
 /// An email address however spelled: `@`, `%40` (once or twice encoded), a full-width `@`,
 /// `(at)` and its bracket variants, or the words `at` and `dot` in that order.
 fn is_address(segment: &str) -> bool {
-    let lower = segment.to_ascii_lowercase();
-    let decoded = percent_decode(&percent_decode(&lower));
+    // Most segments have neither escapes nor capitals: they are read as they are.
+    let decoded = if segment.contains('%') {
+        Cow::Owned(percent_decode(&percent_decode(segment)))
+    } else {
+        Cow::Borrowed(segment)
+    };
+    let lower = if decoded.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(decoded.to_ascii_lowercase())
+    } else {
+        decoded
+    };
     if ["@", "\u{ff20}", "(at)", "[at]", "{at}", "<at>", "_at_"]
         .iter()
-        .any(|at| decoded.contains(at))
+        .any(|at| lower.contains(at))
     {
         return true;
     }
-    let mut words = words(&decoded);
+    let mut words = words(&lower);
     words.any(|w| w == "at") && words.any(|w| w == "dot")
 }
 

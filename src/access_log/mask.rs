@@ -7,8 +7,6 @@
 //! does not follow a word that announces a secret or a person (`/reset/...`, `/users/...`).
 //! Everything else is a placeholder: `<email>`, `<id>`, `<token>` or `<masked>`.
 
-use std::borrow::Cow;
-
 /// Longest masked path kept; the rest is cut, a suffix marking the cut.
 const MAX_LOGGED_PATH: usize = 256;
 /// Longer segments are taken as tokens whatever they look like.
@@ -66,9 +64,6 @@ const SENSITIVE_WORDS: [&str; 40] = [
     "mail",
 ];
 
-/// Punctuation a kept segment may have between its words.
-const WORD_SEPARATORS: &[u8] = b"-._~+,;=:!$&'()*";
-
 /// Masks a request target (`/path?query`).
 ///
 /// ```
@@ -108,16 +103,17 @@ fn placeholder(segment: &str) -> Option<&'static str> {
     if segment.is_empty() {
         return None;
     }
-    if is_address(segment) {
-        return Some("<email>");
-    }
     if !segment
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || WORD_SEPARATORS.contains(&b))
+        .all(|b| b.is_ascii_alphanumeric() || is_separator(b))
     {
-        // Percent escapes (non-ASCII names, encoded data), quotes, controls: nothing to read
-        // that is safe to keep.
-        return Some("<masked>");
+        // `@`, percent escapes (non-ASCII names, encoded data), quotes, controls: nothing to
+        // read that is safe to keep.
+        return Some(if is_address(segment) {
+            "<email>"
+        } else {
+            "<masked>"
+        });
     }
     if is_uuid(segment) || has_digit_run(segment, 4) {
         return Some("<id>");
@@ -125,37 +121,54 @@ fn placeholder(segment: &str) -> Option<&'static str> {
     if segment.len() > MAX_SEGMENT || !words(segment).all(is_plain_word) {
         return Some("<token>");
     }
+    if spells_an_address(words(segment)) {
+        return Some("<email>");
+    }
     None
+}
+
+/// Punctuation a kept segment may have between its words.
+fn is_separator(b: u8) -> bool {
+    matches!(
+        b,
+        b'-' | b'.'
+            | b'_'
+            | b'~'
+            | b'+'
+            | b','
+            | b';'
+            | b'='
+            | b':'
+            | b'!'
+            | b'$'
+            | b'&'
+            | b'\''
+            | b'('
+            | b')'
+            | b'*'
+    )
 }
 
 fn words(segment: &str) -> impl Iterator<Item = &str> {
     segment
-        .split(|c: char| c.is_ascii() && WORD_SEPARATORS.contains(&(c as u8)))
+        .split(|c: char| c.is_ascii() && is_separator(c as u8))
         .filter(|w| !w.is_empty())
 }
 
-/// An email address however spelled: `@`, `%40` (once or twice encoded), a full-width `@`,
-/// `(at)` and its bracket variants, or the words `at` and `dot` in that order.
+/// `alice(at)example.com`, `alice_at_example_dot_com`: the word `at` with a name before it and
+/// a domain after it.
+fn spells_an_address<'a>(mut words: impl Iterator<Item = &'a str>) -> bool {
+    words.next().is_some() && words.any(|w| w.eq_ignore_ascii_case("at")) && words.next().is_some()
+}
+
+/// An address hidden in escapes or symbols: `@`, `%40` (once or twice encoded), a full-width
+/// `@`, `[at]` and its bracket variants.
 fn is_address(segment: &str) -> bool {
-    // Most segments have neither escapes nor capitals: they are read as they are.
-    let decoded = if segment.contains('%') {
-        Cow::Owned(percent_decode(&percent_decode(segment)))
-    } else {
-        Cow::Borrowed(segment)
-    };
-    let lower = if decoded.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(decoded.to_ascii_lowercase())
-    } else {
-        decoded
-    };
-    if ["@", "\u{ff20}", "(at)", "[at]", "{at}", "<at>", "_at_"]
+    let decoded = percent_decode(&percent_decode(segment)).to_ascii_lowercase();
+    ["@", "\u{ff20}", "[at]", "{at}", "<at>", "(at)"]
         .iter()
-        .any(|at| lower.contains(at))
-    {
-        return true;
-    }
-    let mut words = words(&lower);
-    words.any(|w| w == "at") && words.any(|w| w == "dot")
+        .any(|at| decoded.contains(at))
+        || spells_an_address(words(&decoded))
 }
 
 fn percent_decode(text: &str) -> String {
@@ -234,12 +247,11 @@ fn has_digit_run(segment: &str, length: usize) -> bool {
 }
 
 fn is_uuid(segment: &str) -> bool {
-    let groups: Vec<&str> = segment.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+    segment.len() == 36
+        && segment.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
 }
 
 #[cfg(test)]

@@ -80,6 +80,10 @@ async fn hop_by_hop_headers_are_removed_both_ways() {
         let mut client = Client::connect(h2, proxy.https_addr, "localhost", &setup.pki).await;
         let answer = client.get("localhost", "/hop").await;
         assert_eq!(answer.header("x-public"), Some("ok"));
+        // The upstream's own id is replaced by the one our logs carry.
+        let id = answer.header("x-request-id").unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "h2={h2}: {id}");
+        assert_eq!(answer.headers.get_all("x-request-id").iter().count(), 1);
         for gone in ["x-private", "keep-alive", "connection"] {
             assert!(
                 answer.header(gone).is_none(),

@@ -1,8 +1,8 @@
 //! A real HTTP/1.1 upstream on loopback that reports what it received.
 //!
 //! `GET` answers with the request line and every header it saw, one per line; `POST` streams the
-//! request body back. Special paths: `/slow/<ms>`, `/bytes/<n>`, `/hop` (hop-by-hop and HSTS
-//! headers of its own), `/collect` (reads the whole body, then echoes it), `/ws` (accepts a websocket upgrade and echoes), `/no-upgrade` (ignores
+//! request body back. Special paths: `/slow/<ms>`, `/bytes/<n>`, `/hop` (hop-by-hop, HSTS and
+//! `X-Request-Id` headers of its own), `/collect` (reads the whole body, then echoes it), `/ws` (accepts a websocket upgrade and echoes), `/no-upgrade` (ignores
 //! an Upgrade request).
 
 use std::convert::Infallible;
@@ -109,6 +109,7 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             .header("x-private", "secret")
             .header("keep-alive", "timeout=5")
             .header("x-public", "ok")
+            .header("x-request-id", "upstream-chosen")
             .body(full("hop"))
             .unwrap()
     } else if path == "/ws" && req.headers().contains_key("upgrade") {

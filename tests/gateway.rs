@@ -20,6 +20,46 @@ use support::employees::{Employees, client, gateway_toml};
 use support::upstream::seen;
 use support::{Setup, config_from, get, request, start_toml, strings, tls_connect};
 
+/// `[log] path = "route"` holds for the audit trail too: an employee's line names the route's
+/// prefix, never the path typed after it.
+#[tokio::test]
+async fn route_mode_keeps_typed_paths_out_of_the_audit_trail() {
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    // `setup.toml` appends inside its `[log]` table first.
+    let toml = setup.toml(&format!(
+        "path = \"route\"\n{}",
+        gateway_toml(&setup, &employees, 666)
+    ));
+    let proxy = start_toml(&toml).await;
+    let mixed = "mixed.corp.test";
+    let mut alice = support::h1_with(
+        proxy.https_addr,
+        mixed,
+        client(&setup, Some(employees.valid("alice", 1))),
+    )
+    .await
+    .unwrap();
+    let typed = "/admin/reports/quarterly-secret-plan";
+    assert_eq!(
+        get(&mut alice, mixed, typed, &[]).await.unwrap().status,
+        200
+    );
+    assert!(proxy.shutdown().await);
+    let audit = setup.audit();
+    let access = audit
+        .iter()
+        .find(|r| r["event"] == "access" && r["user"] == "alice")
+        .unwrap_or_else(|| panic!("no access line: {audit:?}"));
+    assert_eq!(access["path"], "/admin");
+    let everything = format!(
+        "{}\n{}",
+        setup.audit_text(),
+        setup.access_lines().join("\n")
+    );
+    assert!(!everything.contains("quarterly"), "{everything}");
+}
+
 #[tokio::test]
 async fn identities_grants_and_certificate_failures() {
     let setup = Setup::new().await;

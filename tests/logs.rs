@@ -3,6 +3,11 @@
 //!   cookie, authorization, API key, query, email and UUID in the path, Referer, User-Agent,
 //!   unknown SNI, bodies), and through every error path (400, 404, 413, 421, 431, 502, 504, TLS
 //!   failure), appear nowhere in the real binary's output: access files, stdout, stderr;
+//!   Canaries also sit in the forms a first masking let through: letters only, mixed case,
+//!   `(at)`, `%2540`, `at`/`dot` words, after `reset`/`invite`/`users`, UTF-8, digit suffixes;
+//! - `[log] path = "route"` writes the route's prefix and nothing typed after it;
+//! - one UUIDv7 request id per request reaches the client, the upstream and the access line,
+//!   over h1, h2 and the redirect listener; a client's own `X-Request-Id` is replaced everywhere;
 //! - every access line is JSON with allow-listed keys only, the TLS version as negotiated;
 //! - files past retention are deleted at start-up; out-of-range retention is refused;
 //! - lines of finished requests are flushed on shutdown; an unwritable log dir does not stop

@@ -118,10 +118,12 @@ pub fn spawn_until_listening_keeping(
     // Reads to the end, so that the proxy never meets a closed pipe.
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening") {
+            let listening = line.contains("listening");
+            // Kept before it is announced: a caller may look for the line at once.
+            kept.lock().unwrap().push(line);
+            if listening {
                 let _ = said.send(true);
             }
-            kept.lock().unwrap().push(line);
         }
         let _ = said.send(false);
     });

@@ -200,6 +200,8 @@ async fn canaries_never_reach_any_output() {
         "/down".to_owned(),
         "/slow/2000".to_owned(),
     ];
+    // Ids of requests the proxy answered itself: its operational log names them.
+    let mut answered_ids = Vec::new();
     for h2 in [false, true] {
         let mut client =
             Client::connect_from(Some(client_ip), h2, proxy.https, "app.test", &setup.pki).await;
@@ -242,13 +244,11 @@ async fn canaries_never_reach_any_output() {
             .get(&format!("{}.example", canary.value("host")), "/")
             .await;
         assert_eq!(misdirected.status, 421);
-        assert_eq!(
-            client
-                .get("unrouted.test", &format!("/x?{}", canary.value("404")))
-                .await
-                .status,
-            404
-        );
+        let unrouted = client
+            .get("unrouted.test", &format!("/x?{}", canary.value("404")))
+            .await;
+        assert_eq!(unrouted.status, 404);
+        answered_ids.push(unrouted.header("x-request-id").unwrap().to_owned());
     }
     let big = support::raw_tls(
         proxy.https,
@@ -303,6 +303,14 @@ async fn canaries_never_reach_any_output() {
     );
     canary.assert_absent("stdout", &stdout);
     canary.assert_absent("stderr", &stderr);
+    for id in &answered_ids {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("proxy answered") && l.contains(id.as_str())),
+            "the operational log does not name {id}:\n{stderr}"
+        );
+    }
     canary.assert_absent("the access log", &lines.join("\n"));
     let statuses: Vec<u64> = lines
         .iter()

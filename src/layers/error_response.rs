@@ -6,11 +6,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::Response;
+use std::sync::Arc;
+
+use http::{Request, Response};
 use tower::{Layer, Service};
 
+use crate::access_log::Exchange;
 use crate::body::ResponseBody;
 use crate::error::{Blame, ProxyError};
+use crate::request_id::RequestId;
 
 /// Wraps a fallible service into an infallible one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -30,9 +34,9 @@ pub struct ErrorResponse<S> {
     inner: S,
 }
 
-impl<S, R> Service<R> for ErrorResponse<S>
+impl<S, B> Service<Request<B>> for ErrorResponse<S>
 where
-    S: Service<R, Response = Response<ResponseBody>, Error = ProxyError>,
+    S: Service<Request<B>, Response = Response<ResponseBody>, Error = ProxyError>,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
@@ -44,9 +48,15 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: R) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // An operator who reads an error here joins it to the access line by this id.
+        let request_id = request
+            .extensions()
+            .get::<Arc<Exchange>>()
+            .map(|e| e.request_id());
         ErrorResponseFuture {
             inner: self.inner.call(request),
+            request_id,
         }
     }
 }
@@ -56,6 +66,7 @@ pin_project_lite::pin_project! {
     pub struct ErrorResponseFuture<F> {
         #[pin]
         inner: F,
+        request_id: Option<RequestId>,
     }
 }
 
@@ -66,16 +77,26 @@ where
     type Output = Result<Response<ResponseBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let response = match ready!(self.project().inner.poll(cx)) {
+        let this = self.project();
+        let response = match ready!(this.inner.poll(cx)) {
             Ok(response) => response,
             Err(error) => {
+                let request_id = || {
+                    this.request_id
+                        .map_or_else(|| "-".to_owned(), |id| id.to_string())
+                };
                 // Clients and upstreams fail all day; our own bugs must be seen.
                 if error.blame() == Blame::Proxy {
-                    tracing::error!(kind = error.kind(), "proxy invariant broken");
+                    tracing::error!(
+                        kind = error.kind(),
+                        request_id = request_id(),
+                        "proxy invariant broken"
+                    );
                 } else {
                     tracing::debug!(
                         kind = error.kind(),
                         status = error.status().as_u16(),
+                        request_id = request_id(),
                         "proxy answered"
                     );
                 }

@@ -290,6 +290,23 @@ mod tests {
     }
 
     #[test]
+    fn a_write_cut_short_resumes_mid_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let health = Arc::new(LogHealth::default());
+        let mut file = DailyFile::new(dir.path().to_owned(), "access", 30, 10, health.clone());
+        for line in ["first\n", "second\n", "third\n"] {
+            file.write("2026-12-02", line.as_bytes().to_vec());
+        }
+        // As if a write had put "first\nsec" in the file before failing.
+        file.forget_written("first\nsec".len());
+        assert_eq!((health.held(), file.front_written), (2, 3));
+        file.flush();
+        let text = std::fs::read_to_string(dir.path().join("access-2026-12-02.jsonl")).unwrap();
+        assert_eq!(text, "ond\nthird\n");
+        assert_eq!(health.held(), 0);
+    }
+
+    #[test]
     fn sweep_deletes_only_its_kind_past_retention() {
         let dir = tempfile::tempdir().unwrap();
         let now = SystemTime::now();

@@ -246,12 +246,15 @@ impl AccessLog {
     }
 }
 
-/// The id of the request whose extensions these are, as logs write it: `-` when it reached the
-/// layers without passing the access log (tests calling them directly).
+/// The id of the request whose extensions these are; none when it reached the layers without
+/// passing the access log (tests calling them directly).
+pub fn request_id_of(extensions: &http::Extensions) -> Option<RequestId> {
+    extensions.get::<Arc<Exchange>>().map(|e| e.request_id())
+}
+
+/// [`request_id_of`] as logs write it, `-` for none.
 pub fn logged_request_id(extensions: &http::Extensions) -> String {
-    extensions
-        .get::<Arc<Exchange>>()
-        .map_or_else(|| "-".to_owned(), |e| e.request_id().to_string())
+    request_id_of(extensions).map_or_else(|| "-".to_owned(), |id| id.to_string())
 }
 
 /// Per-request facts that inner layers learn and the access log needs.

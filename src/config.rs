@@ -27,9 +27,8 @@ pub use process::{
     SnapshotSettings, WEEKLY_WEEKS,
 };
 pub use settings::{
-    AdminSettings, DEFAULT_BUFFER_LINES, Limits, Listen, LogSettings, MAX_BUFFER_LINES,
-    PathLogging, Peering, RouteAction, RouteConfig, TunnelConfig, UpstreamAddr, UpstreamConfig,
-    UpstreamId,
+    AdminSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging, Peering,
+    RouteAction, RouteConfig, TunnelConfig, UpstreamAddr, UpstreamConfig, UpstreamId,
 };
 
 use std::path::Path;

@@ -6,12 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use std::sync::Arc;
-
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::access_log::Exchange;
+use crate::access_log::request_id_of;
 use crate::body::ResponseBody;
 use crate::error::{Blame, ProxyError};
 use crate::request_id::RequestId;
@@ -50,13 +48,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // An operator who reads an error here joins it to the access line by this id.
-        let request_id = request
-            .extensions()
-            .get::<Arc<Exchange>>()
-            .map(|e| e.request_id());
         ErrorResponseFuture {
+            request_id: request_id_of(request.extensions()),
             inner: self.inner.call(request),
-            request_id,
         }
     }
 }
@@ -81,22 +75,18 @@ where
         let response = match ready!(this.inner.poll(cx)) {
             Ok(response) => response,
             Err(error) => {
-                let request_id = || {
-                    this.request_id
-                        .map_or_else(|| "-".to_owned(), |id| id.to_string())
-                };
                 // Clients and upstreams fail all day; our own bugs must be seen.
                 if error.blame() == Blame::Proxy {
                     tracing::error!(
                         kind = error.kind(),
-                        request_id = request_id(),
+                        request_id = this.request_id.map(tracing::field::display),
                         "proxy invariant broken"
                     );
                 } else {
                     tracing::debug!(
                         kind = error.kind(),
                         status = error.status().as_u16(),
-                        request_id = request_id(),
+                        request_id = this.request_id.map(tracing::field::display),
                         "proxy answered"
                     );
                 }

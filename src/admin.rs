@@ -40,7 +40,8 @@ pub struct Admin {
     pub access_log: Arc<AccessLog>,
     /// For `POST /reload`.
     pub reloader: Arc<Reloader>,
-    /// Shutdown: readiness goes false when draining starts, connections end.
+    /// Shutdown: readiness goes false as soon as the process is leaving; connections end when
+    /// draining starts.
     pub lifecycle: Lifecycle,
     /// Admin requests are audited.
     pub audit: Arc<Audit>,
@@ -135,7 +136,7 @@ impl Admin {
                 (StatusCode::FORBIDDEN, "forbidden\n".to_owned())
             }
             (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_owned()),
-            (&Method::GET, "/readyz") if self.lifecycle.draining.is_cancelled() => (
+            (&Method::GET, "/readyz") if self.lifecycle.leaving.is_cancelled() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting down\n".to_owned(),
             ),

@@ -2,12 +2,13 @@
 //! lives in its own module.
 //!
 //! ```text
-//! TLS:   hyper ─▶ access log ─▶ HSTS ─▶ error responses ─▶ routing ─▶ gateway ─▶ proxy
-//! plain: hyper ─▶ access log ─▶ redirect
+//! TLS:   hyper ─▶ access log ─▶ HSTS ─▶ leaving ─▶ error responses ─▶ routing ─▶ gateway ─▶ proxy
+//! plain: hyper ─▶ access log ─▶ leaving ─▶ redirect
 //! ```
 
 mod access;
 mod error_response;
+mod leaving;
 mod message;
 mod route;
 
@@ -17,11 +18,13 @@ use std::sync::Arc;
 use http::header::STRICT_TRANSPORT_SECURITY;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
 use tower::{Service, ServiceBuilder, service_fn};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use access::{AccessLogLayer, LoggedBody};
 pub use error_response::ErrorResponseLayer;
+pub use leaving::CloseWhenLeavingLayer;
 pub use route::RouteLayer;
 
 use crate::access_log::Listener;
@@ -60,15 +63,16 @@ impl<S, B> ConnectionService<B> for S where
 
 /// The service for one TLS connection. Routing and the gateway judge each request by the
 /// configuration in service when it arrives (`live`); the rest keeps the one the connection
-/// started under.
+/// started under. `leaving` is the process's first stopping stage.
 pub fn https_service(
     live: &LiveApp,
     conn: Arc<ConnectionInfo>,
     tunnels: Tunnels,
+    leaving: &CancellationToken,
 ) -> impl ConnectionService<Incoming> + use<> {
     let body_read_timeout = live.load().limits.body_read_timeout;
     let proxy = Proxy::new(conn.clone(), tunnels, body_read_timeout);
-    https_layers(live, &conn, proxy)
+    https_layers(live, &conn, leaving, proxy)
 }
 
 /// Every layer of the TLS listener around `inner`, which receives what routing and the
@@ -76,6 +80,7 @@ pub fn https_service(
 fn https_layers<S, B>(
     live: &LiveApp,
     conn: &Arc<ConnectionInfo>,
+    leaving: &CancellationToken,
     inner: S,
 ) -> impl ConnectionService<B> + use<S, B>
 where
@@ -99,6 +104,8 @@ where
             STRICT_TRANSPORT_SECURITY,
             app.hsts.clone(),
         ))
+        // Once the process is leaving, keep-alive clients are sent elsewhere after this response.
+        .layer(CloseWhenLeavingLayer::new(leaving.clone()))
         // Every failure below becomes a response here, so what reaches hyper never fails.
         .layer(ErrorResponseLayer)
         // Host, certificate coverage, path normalisation, route: all before any upstream IO.
@@ -114,6 +121,7 @@ where
 pub fn http_service(
     app: &Arc<App>,
     client: std::net::IpAddr,
+    leaving: &CancellationToken,
 ) -> impl ConnectionService<Incoming> + use<> {
     let redirecting = app.clone();
     ServiceBuilder::new()
@@ -124,6 +132,7 @@ pub fn http_service(
             None,
             client,
         ))
+        .layer(CloseWhenLeavingLayer::new(leaving.clone()))
         .service(service_fn(move |request: Request<Incoming>| {
             std::future::ready(Ok::<_, Infallible>(redirect(&redirecting, &request)))
         }))

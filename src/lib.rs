@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!          accept: connection limit (the rest wait in the kernel backlog), deny list and
-//!          other environments closed before a byte is read
+//!          other environments closed before a byte is read; from a balancer, its PROXY
+//!          header names the client, checked the same way
 //!            │
 //!            ├ plain HTTP ─▶ hyper h1 ─▶ access log ─▶ redirect (301 to https, routed hosts)
 //!            │
@@ -68,6 +69,7 @@ mod layers;
 mod lifecycle;
 mod metrics;
 mod networks;
+mod proxy_protocol;
 mod redirect;
 mod secrets;
 mod server;
@@ -135,19 +137,30 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     lifecycle: lifecycle::Lifecycle,
     grace: Duration,
+    drain_delay: Duration,
     shared: app::Shared,
     reloader: Arc<reload::Reloader>,
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests and tunnels finish for up to `shutdown_grace`,
-    /// then cuts whatever still runs; returns true when everything finished in the grace.
+    /// Fails `/readyz` and sends clients elsewhere while still serving for `drain_delay`, then
+    /// stops accepting, lets in-flight requests and tunnels finish for up to `shutdown_grace`,
+    /// and cuts whatever still runs; returns true when everything finished in the grace.
     pub async fn shutdown(&self) -> bool {
         let Lifecycle {
             tracker,
+            leaving,
             draining,
             cut,
         } = &self.lifecycle;
+        leaving.cancel();
+        if !self.drain_delay.is_zero() {
+            tracing::info!(
+                delay = %humantime::format_duration(self.drain_delay),
+                "leaving: /readyz fails, still serving"
+            );
+            tokio::time::sleep(self.drain_delay).await;
+        }
         draining.cancel();
         tracker.close();
         let drained = tokio::time::timeout(self.grace, tracker.wait())
@@ -277,7 +290,12 @@ async fn start_inner(
         );
     }
     let generation = reload::generation(&config, https_addr.port(), &shared)?;
-    let server = server::Server::new(generation, shared.metrics.clone(), lifecycle.clone());
+    let server = server::Server::new(
+        generation,
+        shared.metrics.clone(),
+        lifecycle.clone(),
+        proxy_protocol::Balancers::new(config.listen.proxy_protocol_from.clone()),
+    );
     server.spawn(https, http);
     let reloader = Arc::new(reload::Reloader::new(
         server.clone(),
@@ -304,6 +322,7 @@ async fn start_inner(
         admin_addr,
         lifecycle,
         grace: config.limits.shutdown_grace,
+        drain_delay: config.limits.drain_delay,
         shared,
         reloader,
     })

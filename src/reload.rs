@@ -79,7 +79,7 @@ impl Reloader {
             digest: Mutex::new(digest),
             server,
             shared,
-            listen: config.listen,
+            listen: config.listen.clone(),
             admin: config.admin.clone(),
             acme: config.acme.clone(),
             https_port,

@@ -20,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
+use tokio_util::sync::CancellationToken;
 
 pub use streams::{InFlight, StreamExecutor};
 
@@ -31,6 +32,7 @@ use crate::layers::{http_service, https_service};
 use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
+use crate::proxy_protocol::{Balancers, ClientStream};
 use crate::tls::TlsConfigs;
 use crate::tunnel::Tunnels;
 
@@ -39,6 +41,9 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 /// Failed handshakes are reported at most once a minute.
 static HANDSHAKE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
+/// So are connections from a balancer range without a valid PROXY header (a balancer with the
+/// protocol off closes every connection: the operator must hear of it, once a minute).
+static HEADER_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 
 /// Request headers per message, h1; beyond this hyper answers 431.
 const MAX_HEADERS: usize = 128;
@@ -78,12 +83,20 @@ pub struct Server {
     connections: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     lifecycle: Lifecycle,
+    balancers: Balancers,
 }
 
 impl Server {
-    /// A server starting with `generation`; `max_connections` is fixed for its lifetime.
-    pub fn new(generation: Generation, metrics: Arc<Metrics>, lifecycle: Lifecycle) -> Arc<Self> {
+    /// A server starting with `generation`; `max_connections` and the `balancers` whose PROXY
+    /// headers name the client are fixed for its lifetime.
+    pub fn new(
+        generation: Generation,
+        metrics: Arc<Metrics>,
+        lifecycle: Lifecycle,
+        balancers: Balancers,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            balancers,
             connections: Arc::new(Semaphore::new(generation.app.limits.max_connections)),
             live: Arc::new(ArcSwap::new(generation.app.clone())),
             reloads: watch::Sender::new(()),
@@ -140,8 +153,49 @@ impl Server {
             .spawn(accept_loop(listener, self.clone(), limit, serve));
     }
 
+    /// The connection's client: the one a trusted balancer's PROXY header names (checked
+    /// against the deny list now that it is known), else the peer. `None` closes the connection.
+    async fn client_of(
+        &self,
+        socket: TcpStream,
+        peer: SocketAddr,
+        generation: &Generation,
+        plain: bool,
+    ) -> Option<(ClientStream, SocketAddr)> {
+        let limits = &generation.app.limits;
+        if !self.balancers.trust(peer.ip()) {
+            // A TLS handshake fails on a header by itself; the redirect listener must look.
+            if plain && !self.balancers.is_empty() {
+                let first = crate::proxy_protocol::starts_with_header(&socket);
+                match tokio::time::timeout(limits.header_read_timeout, first).await {
+                    Ok(false) => {}
+                    Ok(true) | Err(_) => return None,
+                }
+            }
+            return Some((ClientStream::direct(socket), peer));
+        }
+        let header = crate::proxy_protocol::read_header(socket, peer);
+        let (stream, client) = match tokio::time::timeout(limits.handshake_timeout, header).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(error)) => {
+                HEADER_FAILURES.warn(|count| {
+                    tracing::warn!(count, %error, "balancer connections closed: no valid PROXY header");
+                });
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if generation.app.refused_clients.refuses(client.ip()) {
+            return None;
+        }
+        Some((stream, client))
+    }
+
     async fn serve_tls(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, lease: Lease) {
         let generation = self.current.load_full();
+        let Some((stream, peer)) = self.client_of(stream, peer, &generation, false).await else {
+            return;
+        };
         let limits = generation.app.limits;
         let activity = Activity::new();
         let watched = Watched::new(stream, activity.clone(), limits.send_timeout);
@@ -189,7 +243,12 @@ impl Server {
             limits.idle_timeout,
             limits.send_timeout,
         );
-        let service = TowerToHyperService::new(https_service(&self.live, info.clone(), tunnels));
+        let service = TowerToHyperService::new(https_service(
+            &self.live,
+            info.clone(),
+            tunnels,
+            &self.lifecycle.leaving,
+        ));
         let io = TokioIo::new(tls);
         let idle = limits.idle_timeout;
         let revoked = self.revocation(&info);
@@ -203,22 +262,28 @@ impl Server {
                 in_flight.clone(),
             );
             let conn = h2_builder(&limits, executor).serve_connection(io, service);
+            // GOAWAY as soon as the process is leaving: the client opens its next stream on a
+            // new connection, through the balancer, while this one finishes its streams.
             self.drive(
                 conn,
                 |c| c.graceful_shutdown(),
                 in_flight.idle(idle),
                 idle,
                 revoked,
+                &self.lifecycle.leaving,
             )
             .await;
         } else {
             let conn = generation.h1.serve_connection(io, service).with_upgrades();
+            // Closing an idle HTTP/1 connection early would race the client's next request;
+            // while leaving, its responses say `Connection: close` instead (layers).
             self.drive(
                 conn,
                 |c| c.graceful_shutdown(),
                 activity.idle(idle),
                 idle,
                 revoked,
+                &self.lifecycle.draining,
             )
             .await;
         }
@@ -253,11 +318,17 @@ impl Server {
 
     async fn serve_plain(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let generation = self.current.load_full();
+        let Some((stream, peer)) = self.client_of(stream, peer, &generation, true).await else {
+            return;
+        };
         let limits = generation.app.limits;
         let activity = Activity::new();
         let io = TokioIo::new(Watched::new(stream, activity.clone(), limits.send_timeout));
-        let service =
-            TowerToHyperService::new(http_service(&generation.app, peer.ip().to_canonical()));
+        let service = TowerToHyperService::new(http_service(
+            &generation.app,
+            peer.ip().to_canonical(),
+            &self.lifecycle.leaving,
+        ));
         // No `with_upgrades`: the redirect listener never switches protocols, h2c included.
         let conn = generation.h1.serve_connection(io, service);
         self.drive(
@@ -266,15 +337,16 @@ impl Server {
             activity.idle(limits.idle_timeout),
             limits.idle_timeout,
             std::future::pending(),
+            &self.lifecycle.draining,
         )
         .await;
     }
 
-    /// Runs a connection to completion. When `idle` completes or shutdown starts, asks it to
-    /// finish gracefully (h1: after the current response; h2: GOAWAY, in-flight streams
-    /// complete). An idle connection gets `linger` more to finish (a client that never answers
-    /// GOAWAY's PING would hold it forever); a draining one gets the shutdown grace. When `cut`
-    /// completes, the connection is dropped at once, mid-request or not.
+    /// Runs a connection to completion. When `idle` completes or the `stopping` stage starts,
+    /// asks it to finish gracefully (h1: after the current response; h2: GOAWAY, in-flight
+    /// streams complete). An idle connection gets `linger` more to finish (a client that never
+    /// answers GOAWAY's PING would hold it forever); a stopping one gets the shutdown grace.
+    /// When `cut` completes, the connection is dropped at once, mid-request or not.
     async fn drive<C, E>(
         &self,
         conn: C,
@@ -282,6 +354,7 @@ impl Server {
         idle: impl Future<Output = ()>,
         linger: Duration,
         cut: impl Future<Output = ()>,
+        stopping: &CancellationToken,
     ) where
         C: Future<Output = Result<(), E>>,
     {
@@ -302,7 +375,7 @@ impl Server {
                     draining = true;
                     lingering.as_mut().reset(tokio::time::Instant::now() + linger);
                 }
-                () = self.lifecycle.draining.cancelled(), if !draining => {
+                () = stopping.cancelled(), if !draining => {
                     drain(conn.as_mut());
                     draining = true;
                 }

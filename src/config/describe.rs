@@ -22,6 +22,19 @@ pub fn describe(config: &Config) -> String {
         "  https  {}  (TLS 1.2/1.3, h2 + http/1.1)",
         config.listen.https
     );
+    if !config.listen.proxy_protocol_from.is_empty() {
+        let ranges: Vec<String> = config
+            .listen
+            .proxy_protocol_from
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let _ = writeln!(
+            out,
+            "  PROXY protocol required from {} (and refused from anywhere else)",
+            ranges.join(", ")
+        );
+    }
     let _ = writeln!(out, "certificates:");
     for (i, cert) in config.certificates.entries().iter().enumerate() {
         let names: Vec<String> = cert.names.iter().map(ToString::to_string).collect();

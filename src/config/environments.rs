@@ -218,6 +218,27 @@ pub(super) fn validate_peerings(
     peerings
 }
 
+/// `listen.proxy_protocol_from`: private ranges only, since whoever sends from them chooses the
+/// client address every other rule sees.
+pub(super) fn validate_balancers(raw: &RawConfig, problems: &mut Problems) -> Vec<IpNet> {
+    let key = "listen.proxy_protocol_from";
+    let mut balancers = Vec::new();
+    for (i, value) in raw.listen.proxy_protocol_from.iter().enumerate() {
+        let Some(net) = parse_net(value) else {
+            problems.push(Key::new(key).index(i), ProblemKind::Network(value.clone()));
+            continue;
+        };
+        match check_private(&net) {
+            Ok(()) => balancers.push(net),
+            Err(reason) => problems.push(
+                Key::new(key).index(i),
+                ProblemKind::NotPrivate { net, reason },
+            ),
+        }
+    }
+    balancers
+}
+
 /// `access.deny_clients`: any CIDR, public ones included.
 pub(super) fn validate_denied(raw: &RawConfig, problems: &mut Problems) -> Vec<IpNet> {
     parse_list(&raw.access.deny_clients, "access.deny_clients", problems)

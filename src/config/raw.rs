@@ -116,6 +116,8 @@ pub struct RawListen {
     pub http: Option<String>,
     pub https: String,
     pub public_https_port: Option<u16>,
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<String>,
 }
 
 /// `[server]`
@@ -352,6 +354,7 @@ pub struct RawLimits {
     pub upstream_connect_timeout: String,
     pub upstream_response_timeout: String,
     pub shutdown_grace: String,
+    pub drain_delay: String,
 }
 
 impl Default for RawLimits {
@@ -369,6 +372,7 @@ impl Default for RawLimits {
             upstream_connect_timeout: "5s".into(),
             upstream_response_timeout: "60s".into(),
             shutdown_grace: "30s".into(),
+            drain_delay: "0s".into(),
         }
     }
 }

@@ -37,7 +37,7 @@ pub struct AdminSettings {
 }
 
 /// `[listen]`, validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {
     /// The plain-HTTP redirect listener, if any.
     pub http: Option<SocketAddr>,
@@ -45,6 +45,8 @@ pub struct Listen {
     pub https: SocketAddr,
     /// The port written into redirects; `None` means the bound HTTPS port.
     pub public_https_port: Option<u16>,
+    /// The load balancers whose PROXY protocol header names the client, and that must send one.
+    pub proxy_protocol_from: Vec<IpNet>,
 }
 
 /// One upstream and the addresses it is reached at.
@@ -214,4 +216,7 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     pub upstream_response_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// How long the listeners keep serving after SIGTERM with `/readyz` failing: the
+    /// balancer's deregistration delay. Zero for local use.
+    pub drain_delay: Duration,
 }

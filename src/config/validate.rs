@@ -85,6 +85,7 @@ pub(super) fn validate_listen(raw: &RawConfig, problems: &mut Problems) -> Liste
             .map(|v| socket_addr(v, "listen.http", problems)),
         https: socket_addr(&raw.listen.https, "listen.https", problems),
         public_https_port: raw.listen.public_https_port,
+        proxy_protocol_from: super::environments::validate_balancers(raw, problems),
     }
 }
 
@@ -118,6 +119,13 @@ pub(super) fn validate_limits(raw: &RawLimits, problems: &mut Problems) -> Limit
             "upstream_response_timeout",
         ),
         shutdown_grace: duration(&raw.shutdown_grace, "shutdown_grace"),
+        drain_delay: humantime::parse_duration(&raw.drain_delay).unwrap_or_else(|_| {
+            problems.push(
+                "limits.drain_delay",
+                ProblemKind::Duration(raw.drain_delay.clone()),
+            );
+            Duration::ZERO
+        }),
         max_header_bytes: raw.max_header_bytes,
         max_body_bytes: raw.max_body_bytes,
         max_connections: raw.max_connections,

@@ -145,10 +145,15 @@ totp_secret_file = "{dir}/carol.totp"
                 .push(format!("{}{user}", routed.request.uri().path()));
             std::future::ready(Ok::<_, ProxyError>(Response::new(ResponseBody::full("up"))))
         });
-        let response = https_layers(&self.live, &self.connection(employee), inner)
-            .oneshot(request)
-            .await
-            .unwrap();
+        let response = https_layers(
+            &self.live,
+            &self.connection(employee),
+            &tokio_util::sync::CancellationToken::new(),
+            inner,
+        )
+        .oneshot(request)
+        .await
+        .unwrap();
         response.map(|_| ())
     }
 

@@ -15,6 +15,7 @@ mod gateway;
 mod process;
 pub mod raw;
 mod settings;
+mod shared;
 mod tunnels;
 mod validate;
 
@@ -30,6 +31,7 @@ pub use settings::{
     AdminSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging, Peering,
     RouteAction, RouteConfig, TunnelConfig, UpstreamAddr, UpstreamConfig, UpstreamId,
 };
+pub use shared::{MIN_SESSION_KEY_BYTES, RedisSettings, Secret, SharedSettings};
 
 use std::path::Path;
 
@@ -92,6 +94,8 @@ pub struct Config {
     pub acme: Option<AcmeSettings>,
     /// The gateway for internal routes.
     pub gateway: Option<GatewaySettings>,
+    /// What the instances behind one balancer share.
+    pub shared: SharedSettings,
     /// Request headers stripped from every client request beside the built-in list.
     pub stripped_headers: Vec<http::HeaderName>,
     /// Clients refused at accept: `access.deny_clients` plus every network of every other
@@ -209,6 +213,7 @@ impl Config {
             &mut problems,
         );
         let acme = acme::validate_acme(&raw, &certificates, &routes, &mut problems);
+        let shared = shared::validate_shared(&raw, &upstreams, &mut problems);
         problems.finish()?;
         let files = process::file_access(&raw);
         hsts_warnings(&raw.hsts, &mut warnings);
@@ -241,6 +246,7 @@ impl Config {
             admin,
             acme,
             gateway,
+            shared,
         })
     }
 }

@@ -8,6 +8,7 @@
 //! never forwarded.
 
 mod mfa;
+mod mfa_store;
 mod tunnel;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use rustls::server::danger::ClientCertVerifier;
 use tower::{Layer, Service};
 
 pub use mfa::{MFA_PATH, MfaState};
+pub use mfa_store::MfaStore;
 pub use tunnel::OTP_HEADER;
 
 use crate::access_log::logged_request_id;
@@ -198,7 +200,7 @@ impl<S: AdmittedService<B>, B: FormBody> Service<Routed<B>> for GatewayService<S
         Either::Right(Box::pin(async move {
             let gateway = gateway_of(&routed).ok_or(ProxyError::Forbidden)?;
             let admitted = match routed.route.action {
-                Action::Tunnel(_) => tunnel::admit(&gateway, &conn, &access, routed)?,
+                Action::Tunnel(_) => tunnel::admit(&gateway, &conn, &access, routed).await?,
                 _ => admit(&gateway, &conn, &access, routed)?,
             };
             match admitted {
@@ -345,43 +347,43 @@ async fn reserved<B: FormBody>(
     })
     .unwrap_or_else(|| route.prefix.clone());
     let settings = &gateway.settings;
-    Ok(
-        match judge_code(&gateway, &routed, &route, client, totp, &form.code) {
-            mfa::Attempt::Passed => {
-                let cookie = gateway.mfa.session_cookie(
-                    client,
-                    &routed.host.name,
-                    &route,
-                    settings.mfa_session,
-                );
-                mfa::passed(cookie, &back)
-            }
-            mfa::Attempt::Failed { .. } => mfa::form(
-                http::StatusCode::FORBIDDEN,
-                &route,
-                &back,
-                "That code was not accepted.",
-            ),
-            mfa::Attempt::Locked(remaining) => mfa::locked(remaining),
-        },
-    )
+    let attempt = gateway
+        .mfa
+        .attempt(&client.user, totp, &form.code, settings.lockout)
+        .await;
+    audit_attempt(&gateway, &routed, &route, client, &attempt);
+    Ok(match attempt {
+        mfa::Attempt::Passed => {
+            let cookie =
+                gateway
+                    .mfa
+                    .session_cookie(client, &routed.host.name, &route, settings.mfa_session);
+            mfa::passed(cookie, &back)
+        }
+        mfa::Attempt::Failed { .. } => mfa::form(
+            http::StatusCode::FORBIDDEN,
+            &route,
+            &back,
+            "That code was not accepted.",
+        ),
+        mfa::Attempt::Locked(remaining) => mfa::locked(remaining),
+        mfa::Attempt::Unavailable => {
+            crate::error::status_response(http::StatusCode::SERVICE_UNAVAILABLE)
+        }
+    })
 }
 
-/// Judges a submitted TOTP code of `client` on `route` and writes the outcome to the audit
-/// trail: passed, failed (and the lockout it starts), or refused unread during a lockout.
-fn judge_code<B>(
+/// Writes the outcome of a TOTP attempt of `client` on `route` to the audit trail: passed,
+/// failed (and the lockout it starts), refused unread during a lockout, or not judged.
+fn audit_attempt<B>(
     gateway: &Gateway,
     routed: &Routed<B>,
     route: &Route,
     client: &ClientIdentity,
-    totp: &totp_rs::Totp,
-    code: &str,
-) -> mfa::Attempt {
-    let attempt = gateway
-        .mfa
-        .attempt(&client.user, totp, code, gateway.settings.lockout);
+    attempt: &mfa::Attempt,
+) {
     let audit = |decision| audit_access(gateway, routed, route, &client.user, decision);
-    match &attempt {
+    match attempt {
         mfa::Attempt::Passed => audit((Decision::MfaPassed, "current TOTP code")),
         mfa::Attempt::Failed { lockout } => {
             audit((Decision::MfaFailed, "wrong, expired or replayed TOTP code"));
@@ -398,6 +400,10 @@ fn judge_code<B>(
             &client.user,
             "locked out after wrong TOTP codes",
         ),
+        mfa::Attempt::Unavailable => gateway.audit.deny(
+            &route.label.name,
+            &client.user,
+            "TOTP code not judged: the shared MFA store is unavailable",
+        ),
     }
-    attempt
 }

@@ -257,7 +257,17 @@ async fn start_inner(
         metrics: Arc::new(metrics::Metrics::new()),
         ticketer: tls::ticketer()?,
         acme: None,
-        mfa: Arc::new(gateway::MfaState::new().map_err(|_| StartError::Random)?),
+        mfa: Arc::new(
+            gateway::MfaState::new(
+                config.shared.session_key.as_ref().map(|k| k.expose()),
+                config.shared.redis.as_ref().map(|redis| {
+                    let upstream =
+                        upstream::Upstream::new(config.upstream(redis.upstream), &config.limits);
+                    gateway::MfaStore::new(upstream, redis.password.as_ref().map(|p| p.expose()))
+                }),
+            )
+            .map_err(|_| StartError::Random)?,
+        ),
         audit: Arc::new(audit::Audit::new(&config.log).map_err(StartError::Log)?),
     };
     let lifecycle = Lifecycle::default();

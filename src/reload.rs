@@ -30,7 +30,7 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Listening addresses cannot change without a restart.
-    #[error("[listen], [admin] and [tls.acme] changes need a restart")]
+    #[error("[listen], [admin], [tls.acme] and [shared] changes need a restart")]
     ListenChanged,
     /// The new TLS settings were refused.
     #[error(transparent)]
@@ -45,6 +45,7 @@ pub struct Reloader {
     listen: Listen,
     admin: Option<crate::config::AdminSettings>,
     acme: Option<crate::config::AcmeSettings>,
+    shared_settings: crate::config::SharedSettings,
     https_port: u16,
     path: Option<PathBuf>,
     /// SHA-256 of the file in service, for the audit trail.
@@ -82,6 +83,7 @@ impl Reloader {
             listen: config.listen.clone(),
             admin: config.admin.clone(),
             acme: config.acme.clone(),
+            shared_settings: config.shared.clone(),
             https_port,
             path,
         }
@@ -124,7 +126,11 @@ impl Reloader {
 
     /// Installs a validated config.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
-        if config.listen != self.listen || config.admin != self.admin || config.acme != self.acme {
+        if config.listen != self.listen
+            || config.admin != self.admin
+            || config.acme != self.acme
+            || config.shared != self.shared_settings
+        {
             return Err(ReloadError::ListenChanged);
         }
         self.server

@@ -156,6 +156,30 @@ fn describe_exposure(config: &Config, out: &mut String) {
         );
         describe_addrs(upstream, out);
     }
+    if config.gateway.is_some() {
+        let key = match config.shared.session_key {
+            Some(_) => "session cookies signed with shared.session_key_file",
+            None => "session cookies signed with a key made at start (this instance only)",
+        };
+        let _ = writeln!(out, "  second factor: {key}");
+        match &config.shared.redis {
+            Some(redis) => {
+                let upstream = config.upstream(redis.upstream);
+                let _ = writeln!(
+                    out,
+                    "  second factor: codes, lockouts and tunnel sessions shared in Redis {}",
+                    upstream.name
+                );
+                describe_addrs(upstream, out);
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  second factor: codes and lockouts counted by this instance alone"
+                );
+            }
+        }
+    }
     let refused: Vec<String> = config
         .refused_clients
         .iter()

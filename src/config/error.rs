@@ -197,6 +197,26 @@ pub enum ProblemKind {
     /// A TOTP secret that cannot be used.
     #[error("{} does not hold a base32 TOTP secret of at least 128 bits", .0.display())]
     TotpSecret(PathBuf),
+    /// A secret file that cannot be read.
+    #[error("cannot read {}: {source}", file.display())]
+    SecretFile {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A secret file with too little in it.
+    #[error("{} holds fewer than {min} bytes", file.display())]
+    ShortSecret {
+        /// The file.
+        file: PathBuf,
+        /// The least it must hold.
+        min: usize,
+    },
+    /// A Redis password without Redis.
+    #[error("set shared.redis too, or remove this")]
+    PasswordWithoutRedis,
     /// `allow` or `mfa` on a route that is not internal.
     #[error("`allow` and `mfa` apply to internal routes only (set `internal = true`)")]
     AccessOnPublicRoute,

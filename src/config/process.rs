@@ -161,6 +161,8 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
     if let Some(snapshots) = &raw.snapshots {
         write.push(snapshots.dir.clone());
     }
+    read.extend(raw.shared.session_key_file.clone());
+    read.extend(raw.shared.redis_password_file.clone());
     FileAccess { read, write }
 }
 

@@ -44,6 +44,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub headers: RawHeaders,
     pub snapshots: Option<RawSnapshots>,
+    #[serde(default)]
+    pub shared: RawShared,
 }
 
 /// `[headers]`
@@ -131,6 +133,16 @@ pub struct RawServer {
     pub group: Option<String>,
     #[serde(default)]
     pub allow_root: bool,
+}
+
+/// `[shared]`: what the instances behind one balancer share.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShared {
+    pub session_key_file: Option<PathBuf>,
+    /// An `[upstreams]` name.
+    pub redis: Option<String>,
+    pub redis_password_file: Option<PathBuf>,
 }
 
 /// `[snapshots]`

@@ -6,6 +6,8 @@
 //! - Wrong codes are counted per user across connections (a certificate names one user, so this
 //!   also bounds every certificate): past `max_failures` in a row the user is locked out, for a
 //!   time that doubles with each further wrong code (RFC 6238 5.2 asks for such throttling).
+//! - All this is kept in this process, or for every instance in Redis (`mfa_store.rs`); the
+//!   cookie key is made at start, or read from `[shared] session_key_file`.
 //! - Tunnels have no browser: the code comes in a `CONNECT` header, and the session is kept
 //!   here, per certificate and tunnel, for the same `mfa_session`.
 //! - The cookie is `__Host-` prefixed (host-only, `Secure`, `Path=/`), one per route, and its
@@ -23,11 +25,13 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
+use super::mfa_store::{MfaStore, StoreError};
 use super::{ClientIdentity, FormBody};
 use crate::body::ResponseBody;
 use crate::config::LockoutPolicy;
 use crate::cookies::{OWN_COOKIE_PREFIX, cookie_pairs};
 use crate::error::status_response;
+use crate::logging::Throttle;
 use crate::path::normalize_path;
 use crate::routing::Route;
 
@@ -37,14 +41,19 @@ pub const MFA_PATH: &str = "/.portcullis/mfa";
 const MAX_FORM_BYTES: usize = 4096;
 const FORM_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Session signing key, replay memory and lockouts, kept across reloads.
+/// Session signing key, replay memory and lockouts, kept across reloads: in this process, or
+/// in the shared store when `[shared] redis` names one.
 #[derive(Debug)]
 pub struct MfaState {
     key: hmac::Key,
+    store: Option<MfaStore>,
     users: Mutex<HashMap<String, UserState>>,
     /// (certificate fingerprint, tunnel name) -> end of its session.
     tunnel_sessions: Mutex<HashMap<([u8; 32], String), Instant>>,
 }
+
+/// Store failures are reported at most once a minute (each refused code is audited anyway).
+static STORE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 
 /// What the gateway remembers of one user's codes.
 #[derive(Debug, Default)]
@@ -92,6 +101,8 @@ pub(super) enum Attempt {
     Failed { lockout: Option<(u32, Duration)> },
     /// Not even looked at: the user is locked out for this long.
     Locked(Duration),
+    /// Not judged: the shared store cannot be reached.
+    Unavailable,
 }
 
 /// The fields the form posts.
@@ -103,29 +114,48 @@ pub(super) struct Form {
 }
 
 impl MfaState {
-    /// A fresh signing key; sessions do not outlive the process.
-    pub fn new() -> Result<Self, aws_lc_rs::error::Unspecified> {
+    /// Sessions signed with `session_key` (`[shared] session_key_file`), else with a fresh key
+    /// that does not outlive the process; codes judged in `store` if there is one.
+    pub fn new(
+        session_key: Option<&[u8]>,
+        store: Option<MfaStore>,
+    ) -> Result<Self, aws_lc_rs::error::Unspecified> {
+        let key = match session_key {
+            Some(bytes) => hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            None => hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())?,
+        };
         Ok(Self {
-            key: hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())?,
+            key,
+            store,
             users: Mutex::new(HashMap::new()),
             tunnel_sessions: Mutex::new(HashMap::new()),
         })
     }
 
     /// Judges a submitted code for `user`.
-    pub(super) fn attempt(
+    pub(super) async fn attempt(
         &self,
         user: &str,
         totp: &totp_rs::Totp,
         code: &str,
         policy: LockoutPolicy,
     ) -> Attempt {
-        self.attempt_at(
-            user,
-            |unix| totp.check(code.trim(), unix),
-            policy,
-            Instant::now(),
-        )
+        let Some(store) = &self.store else {
+            return self.attempt_at(
+                user,
+                |unix| totp.check(code.trim(), unix),
+                policy,
+                Instant::now(),
+            );
+        };
+        let step = totp.check(code.trim(), unix_now());
+        store
+            .attempt(user, step, policy)
+            .await
+            .unwrap_or_else(|error| {
+                report(&error);
+                Attempt::Unavailable
+            })
     }
 
     /// [`attempt`](Self::attempt) with the code check and the clock passed in, for tests.
@@ -217,12 +247,22 @@ impl MfaState {
 
 impl MfaState {
     /// Lets `client` open `tunnel` again without a code until `session` has passed.
-    pub(super) fn open_tunnel_session(
+    pub(super) async fn open_tunnel_session(
         &self,
         client: &ClientIdentity,
         tunnel: &str,
         session: Duration,
     ) {
+        if let Some(store) = &self.store {
+            // Not kept: the next tunnel asks for a code again, no worse than that.
+            if let Err(error) = store
+                .open_tunnel_session(&client.fingerprint, tunnel, session)
+                .await
+            {
+                report(&error);
+            }
+            return;
+        }
         let now = Instant::now();
         if let Ok(mut sessions) = self.tunnel_sessions.lock() {
             // Bounded by people x tunnels: ended sessions go whenever one is added.
@@ -232,7 +272,16 @@ impl MfaState {
     }
 
     /// True while `client` has an unexpired second-factor session on `tunnel`.
-    pub(super) fn has_tunnel_session(&self, client: &ClientIdentity, tunnel: &str) -> bool {
+    pub(super) async fn has_tunnel_session(&self, client: &ClientIdentity, tunnel: &str) -> bool {
+        if let Some(store) = &self.store {
+            return store
+                .has_tunnel_session(&client.fingerprint, tunnel)
+                .await
+                .unwrap_or_else(|error| {
+                    report(&error);
+                    false
+                });
+        }
         let now = Instant::now();
         self.tunnel_sessions.lock().is_ok_and(|sessions| {
             sessions
@@ -240,6 +289,12 @@ impl MfaState {
                 .is_some_and(|until| *until > now)
         })
     }
+}
+
+fn report(error: &StoreError) {
+    STORE_FAILURES.warn(|count| {
+        tracing::warn!(count, %error, "MFA store unavailable: second-factor codes refused");
+    });
 }
 
 /// One cookie per route, so sessions on two MFA routes of a host do not overwrite each other.
@@ -390,7 +445,7 @@ mod tests {
 
     #[test]
     fn wrong_codes_lock_out_for_doubling_times() {
-        let state = MfaState::new().unwrap();
+        let state = MfaState::new(None, None).unwrap();
         let start = Instant::now();
         let wrong = |at: Duration| state.attempt_at("alice", |_| None, POLICY, start + at);
         assert_eq!(wrong(Duration::ZERO), Attempt::Failed { lockout: None });

@@ -8,7 +8,7 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::{Admission, Gateway, identify, judge_code, mfa};
+use super::{Admission, Gateway, audit_attempt, identify, mfa};
 use crate::access_log::logged_request_id;
 use crate::audit::TunnelAudit;
 use crate::config::RouteAccess;
@@ -20,7 +20,7 @@ use crate::routing::Routed;
 /// was sent) or `rejected` (the code was wrong, expired or used before).
 pub const OTP_HEADER: HeaderName = HeaderName::from_static("portcullis-otp");
 
-pub(super) fn admit<B>(
+pub(super) async fn admit<B>(
     gateway: &Gateway,
     conn: &ConnectionInfo,
     access: &RouteAccess,
@@ -31,7 +31,7 @@ pub(super) fn admit<B>(
     let name = &route.label.name;
     let reason = if !access.mfa {
         "certificate"
-    } else if gateway.mfa.has_tunnel_session(client, name) {
+    } else if gateway.mfa.has_tunnel_session(client, name).await {
         "certificate and second-factor session"
     } else {
         // The first attempt of `portcullis connect` carries no code: it learns here whether
@@ -44,10 +44,15 @@ pub(super) fn admit<B>(
         };
         let code = code.to_str().unwrap_or_default().to_owned();
         let totp = user.totp.as_deref().ok_or(ProxyError::Forbidden)?;
-        match judge_code(gateway, &routed, &route, client, totp, &code) {
+        let attempt = gateway
+            .mfa
+            .attempt(&client.user, totp, &code, gateway.settings.lockout)
+            .await;
+        audit_attempt(gateway, &routed, &route, client, &attempt);
+        match attempt {
             mfa::Attempt::Passed => {
                 let session = gateway.settings.mfa_session;
-                gateway.mfa.open_tunnel_session(client, name, session);
+                gateway.mfa.open_tunnel_session(client, name, session).await;
                 "certificate and second factor"
             }
             mfa::Attempt::Failed { .. } => {
@@ -58,6 +63,11 @@ pub(super) fn admit<B>(
             }
             mfa::Attempt::Locked(remaining) => {
                 return Ok(Admission::Answer(mfa::locked(remaining)));
+            }
+            mfa::Attempt::Unavailable => {
+                return Ok(Admission::Answer(status_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )));
             }
         }
     };

@@ -87,7 +87,7 @@ totp_secret_file = "{dir}/carol.totp"
             metrics: Arc::new(Metrics::new()),
             ticketer: crate::tls::ticketer().unwrap(),
             acme: None,
-            mfa: Arc::new(MfaState::new().unwrap()),
+            mfa: Arc::new(MfaState::new(None, None).unwrap()),
             audit: Arc::new(Audit::new(&LogSettings::default()).unwrap()),
         };
         let app = App::new(&config, 443, &shared).unwrap();

@@ -1,0 +1,226 @@
+//! Second-factor state shared by every instance, in Redis: each user's last accepted time step,
+//! wrong codes in a row and lockout, and the tunnel sessions a passed code opens. One script
+//! judges an attempt atomically on the server, by the server's clock, so two instances cannot
+//! both accept one code, and wrong codes sent to several instances add up.
+//!
+//! Users and certificates are keyed by a digest: the store holds no names. The connection is
+//! made through the Redis upstream's own connector (the environment checks of every upstream)
+//! and made again after a failure; while the store cannot answer, codes are refused (`503`):
+//! accepting them would forget the replay rule.
+
+use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+use redis::{RedisConnectionInfo, Script};
+use tokio::sync::Mutex;
+
+use super::mfa::Attempt;
+use crate::config::LockoutPolicy;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Longest wait for the store on a request.
+const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a quiet user's state is kept: long past any code's validity.
+const STATE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Judges one attempt. KEYS[1]: the user's state. ARGV: the code's time step (0: wrong code),
+/// wrong codes before a lockout, first and longest lockout (ms), state lifetime (s). Returns
+/// {outcome, ms, wrong codes in a row}: 0 passed, 1 failed, 2 failed and locked for ms,
+/// 3 refused unread, locked for ms more.
+const ATTEMPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local s = redis.call('HMGET', KEYS[1], 'last_step', 'in_a_row', 'lockouts', 'until')
+local last_step = tonumber(s[1]) or 0
+local in_a_row = tonumber(s[2]) or 0
+local lockouts = tonumber(s[3]) or 0
+local locked_until = tonumber(s[4]) or 0
+if locked_until > now then
+  return {3, locked_until - now, in_a_row}
+end
+local step = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[5])
+if step > last_step then
+  redis.call('HSET', KEYS[1], 'last_step', step, 'in_a_row', 0, 'lockouts', 0, 'until', 0)
+  redis.call('EXPIRE', KEYS[1], ttl)
+  return {0, 0, 0}
+end
+in_a_row = in_a_row + 1
+local result = {1, 0, in_a_row}
+if in_a_row >= tonumber(ARGV[2]) then
+  local lockout = math.min(tonumber(ARGV[3]) * 2 ^ math.min(lockouts, 31), tonumber(ARGV[4]))
+  lockouts = lockouts + 1
+  locked_until = now + lockout
+  result = {2, lockout, in_a_row}
+end
+redis.call('HSET', KEYS[1], 'in_a_row', in_a_row, 'lockouts', lockouts, 'until', locked_until)
+redis.call('EXPIRE', KEYS[1], ttl)
+return result
+";
+
+/// Why the store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The Redis upstream could not be reached (or its address was refused).
+    #[error("cannot reach the MFA store: {0}")]
+    Connect(#[from] UpstreamError),
+    /// Redis answered with an error, or the connection failed.
+    #[error("MFA store failed: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No answer within the store timeout.
+    #[error("MFA store timed out")]
+    Timeout,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct MfaStore {
+    upstream: Upstream,
+    info: RedisConnectionInfo,
+    connection: Mutex<Option<MultiplexedConnection>>,
+    attempt: Script,
+}
+
+impl MfaStore {
+    /// A store on `upstream`, authenticating with `password` if one is given. Nothing is
+    /// connected until the first use.
+    pub fn new(upstream: Upstream, password: Option<&[u8]>) -> Self {
+        let mut info = RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(password) = password {
+            info = info.set_password(String::from_utf8_lossy(password));
+        }
+        Self {
+            upstream,
+            info,
+            connection: Mutex::new(None),
+            attempt: Script::new(ATTEMPT),
+        }
+    }
+
+    /// Judges a code that checked out at time step `step` (`None`: a wrong code) for `user`.
+    pub(super) async fn attempt(
+        &self,
+        user: &str,
+        step: Option<u64>,
+        policy: LockoutPolicy,
+    ) -> Result<Attempt, StoreError> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let ttl = STATE_TTL
+            .max(policy.max + Duration::from_secs(60))
+            .as_secs();
+        let mut invocation = self.attempt.key(key("user", user.as_bytes()));
+        invocation
+            .arg(step.unwrap_or(0))
+            .arg(policy.max_failures)
+            .arg(millis(policy.first))
+            .arg(millis(policy.max))
+            .arg(ttl);
+        let (outcome, ms, in_a_row): (u8, u64, u32) = self
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await?;
+        let duration = Duration::from_millis(ms);
+        Ok(match outcome {
+            0 => Attempt::Passed,
+            2 => Attempt::Failed {
+                lockout: Some((in_a_row, duration)),
+            },
+            3 => Attempt::Locked(duration),
+            _ => Attempt::Failed { lockout: None },
+        })
+    }
+
+    /// Opens a tunnel session of the certificate `fingerprint` on `tunnel` for `session`.
+    pub(super) async fn open_tunnel_session(
+        &self,
+        fingerprint: &[u8; 32],
+        tunnel: &str,
+        session: Duration,
+    ) -> Result<(), StoreError> {
+        let key = tunnel_key(fingerprint, tunnel);
+        let ms = u64::try_from(session.as_millis()).unwrap_or(u64::MAX);
+        self.run(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("PX")
+                .arg(ms)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// True while the certificate `fingerprint` has a session on `tunnel`.
+    pub(super) async fn has_tunnel_session(
+        &self,
+        fingerprint: &[u8; 32],
+        tunnel: &str,
+    ) -> Result<bool, StoreError> {
+        let key = tunnel_key(fingerprint, tunnel);
+        self.run(|mut c| async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<bool>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Runs `command` on the connection (made now if there is none), within the store timeout;
+    /// a failed connection is dropped so that the next use makes a new one.
+    async fn run<T, F, Fut>(&self, command: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let connection = self.connection().await?;
+            command(connection).await.map_err(StoreError::from)
+        };
+        let result = tokio::time::timeout(STORE_TIMEOUT, work)
+            .await
+            .unwrap_or(Err(StoreError::Timeout));
+        if result.as_ref().is_err_and(|e| !is_answer(e)) {
+            *self.connection.lock().await = None;
+        }
+        result
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let stream = self.upstream.connect().await?;
+        let (connection, driver) = MultiplexedConnection::new_with_config(
+            &self.info,
+            stream,
+            AsyncConnectionConfig::new(),
+        )
+        .await?;
+        // Ends when the connection does; not a task shutdown waits for.
+        tokio::spawn(driver);
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+}
+
+/// A Redis error reply: the connection itself is fine.
+fn is_answer(error: &StoreError) -> bool {
+    matches!(error, StoreError::Redis(e) if e.kind() != redis::ErrorKind::Io && !e.is_connection_dropped())
+}
+
+fn key(kind: &str, id: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id);
+    format!(
+        "portcullis:mfa:{kind}:{}",
+        hex::encode(&digest.as_ref()[..16])
+    )
+}
+
+fn tunnel_key(fingerprint: &[u8; 32], tunnel: &str) -> String {
+    let mut id = fingerprint.to_vec();
+    id.extend_from_slice(tunnel.as_bytes());
+    key("tunnel", &id)
+}

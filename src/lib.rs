@@ -257,17 +257,7 @@ async fn start_inner(
         metrics: Arc::new(metrics::Metrics::new()),
         ticketer: tls::ticketer()?,
         acme: None,
-        mfa: Arc::new(
-            gateway::MfaState::new(
-                config.shared.session_key.as_ref().map(|k| k.expose()),
-                config.shared.redis.as_ref().map(|redis| {
-                    let upstream =
-                        upstream::Upstream::new(config.upstream(redis.upstream), &config.limits);
-                    gateway::MfaStore::new(upstream, redis.password.as_ref().map(|p| p.expose()))
-                }),
-            )
-            .map_err(|_| StartError::Random)?,
-        ),
+        mfa: Arc::new(mfa_state(&config)?),
         audit: Arc::new(audit::Audit::new(&config.log).map_err(StartError::Log)?),
     };
     let lifecycle = Lifecycle::default();
@@ -336,6 +326,17 @@ async fn start_inner(
         shared,
         reloader,
     })
+}
+
+/// The second factor's key and memory: shared with the other instances as `[shared]` says.
+fn mfa_state(config: &Config) -> Result<gateway::MfaState, StartError> {
+    let shared = &config.shared;
+    let store = shared.redis.as_ref().map(|redis| {
+        let upstream = upstream::Upstream::new(config.upstream(redis.upstream), &config.limits);
+        gateway::MfaStore::new(upstream, redis.password.as_ref().map(|p| p.expose()))
+    });
+    let key = shared.session_key.as_ref().map(|k| k.expose());
+    gateway::MfaState::new(key, store).map_err(|_| StartError::Random)
 }
 
 fn bind(addr: SocketAddr) -> Result<Bound, StartError> {

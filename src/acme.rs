@@ -22,37 +22,117 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::tls::ManagedCertificates;
 
+mod bucket;
 mod cache;
+mod order;
+mod shared;
 
-/// The names served over ACME and the resolver holding their certificate.
+/// Why ACME could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The directory's trust root could not be read.
+    #[error("ACME setup failed: {0}")]
+    Ca(#[from] CertError),
+    /// The cache directory could not be made private to us.
+    #[error("tls.acme.cache_dir: cannot use {}: {source}", dir.display())]
+    CacheDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The shared store's client could not be built.
+    #[error("tls.acme.store: {0}")]
+    Store(#[from] bucket::StoreError),
+}
+
+/// Starts ACME as configured: through the shared store when there is one, else this instance
+/// alone with its cache directory.
+pub fn start(
+    settings: &AcmeSettings,
+    metrics: Arc<Metrics>,
+    lifecycle: &Lifecycle,
+) -> Result<Arc<dyn ManagedCertificates>, SetupError> {
+    let client = client_config(settings)?;
+    if let Some(store) = &settings.store {
+        return Ok(shared::SharedAcme::start(
+            settings, store, client, metrics, lifecycle,
+        )?);
+    }
+    prepare_cache_dir(&settings.cache_dir).map_err(|source| SetupError::CacheDir {
+        dir: settings.cache_dir.clone(),
+        source,
+    })?;
+    Ok(Acme::start(settings, client, metrics, lifecycle))
+}
+
+/// The client for the ACME directory: public roots, or the configured test CA's.
+fn client_config(settings: &AcmeSettings) -> Result<Arc<rustls::ClientConfig>, CertError> {
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(CertError::UnsupportedKey)?;
+    let roots = match &settings.directory_ca {
+        Some(ca) => load_roots(ca)?,
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    Ok(Arc::new(
+        builder.with_root_certificates(roots).with_no_client_auth(),
+    ))
+}
+
+/// The names a certificate is ordered for, and the handshakes that therefore belong to ACME.
+#[derive(Debug)]
+struct Domains {
+    set: HashSet<String>,
+    names: Arc<[HostPattern]>,
+}
+
+impl Domains {
+    fn new(domains: &[String]) -> Self {
+        Self {
+            set: domains.iter().cloned().collect(),
+            names: domains
+                .iter()
+                .map(|d| HostPattern::Exact(d.clone()))
+                .collect(),
+        }
+    }
+
+    /// A validation handshake, or one for our names.
+    fn answers(&self, client_hello: &ClientHello<'_>) -> bool {
+        is_tls_alpn_challenge(client_hello)
+            || client_hello
+                .server_name()
+                .is_some_and(|sni| self.set.contains(&sni.to_ascii_lowercase()))
+    }
+
+    fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>> {
+        let sni = sni?.to_ascii_lowercase();
+        self.set.contains(&sni).then(|| self.names.clone())
+    }
+}
+
+/// This instance's own ACME: rustls-acme's state machine and resolver, its cache directory.
 #[derive(Debug)]
 pub struct Acme {
     resolver: Arc<ResolvesServerCertAcme>,
-    domains: HashSet<String>,
-    names: Arc<[HostPattern]>,
+    domains: Domains,
 }
 
 impl Acme {
     /// Starts ordering (or loading from the cache) in a background task.
-    pub fn start(
+    fn start(
         settings: &AcmeSettings,
+        client: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
         lifecycle: &Lifecycle,
-    ) -> Result<Arc<Self>, CertError> {
-        let config = match &settings.directory_ca {
-            Some(ca) => {
-                let client = rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::aws_lc_rs::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()
-                .map_err(CertError::UnsupportedKey)?
-                .with_root_certificates(load_roots(ca)?)
-                .with_no_client_auth();
-                AcmeConfig::new_with_client_config(&settings.domains, Arc::new(client))
-            }
-            None => AcmeConfig::new(&settings.domains),
-        };
-        let state = config
+    ) -> Arc<Self> {
+        let state = AcmeConfig::new_with_client_config(&settings.domains, client)
             .contact(&settings.contact)
             .directory(&settings.directory)
             .cache(cache::PrivateDirCache::new(settings.cache_dir.clone()))
@@ -86,30 +166,20 @@ impl Acme {
                 }
             }
         });
-        let names: Vec<HostPattern> = settings
-            .domains
-            .iter()
-            .map(|d| HostPattern::Exact(d.clone()))
-            .collect();
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             resolver,
-            domains: settings.domains.iter().cloned().collect(),
-            names: names.into(),
-        }))
+            domains: Domains::new(&settings.domains),
+        })
     }
 }
 
 impl ManagedCertificates for Acme {
     fn answers(&self, client_hello: &ClientHello<'_>) -> bool {
-        is_tls_alpn_challenge(client_hello)
-            || client_hello
-                .server_name()
-                .is_some_and(|sni| self.domains.contains(&sni.to_ascii_lowercase()))
+        self.domains.answers(client_hello)
     }
 
     fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>> {
-        let sni = sni?.to_ascii_lowercase();
-        self.domains.contains(&sni).then(|| self.names.clone())
+        self.domains.names_for(sni)
     }
 
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
@@ -119,7 +189,7 @@ impl ManagedCertificates for Acme {
 
 /// Creates the cache directory private to us (it holds the account key) and proves it
 /// writable, before anything is ordered into it.
-pub fn prepare_cache_dir(dir: &Path) -> std::io::Result<()> {
+fn prepare_cache_dir(dir: &Path) -> std::io::Result<()> {
     crate::secrets::create_private_dir(dir)?;
     let probe = dir.join(".portcullis-write-test");
     std::fs::write(&probe, b"")?;

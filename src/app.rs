@@ -7,7 +7,6 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::access_log::{AccessLog, RouteLabel};
-use crate::acme::Acme;
 use crate::audit::Audit;
 use crate::config::{Config, Limits, RouteAction};
 use crate::gateway::{Gateway, MfaState};
@@ -15,7 +14,7 @@ use crate::host::HostPattern;
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
 use crate::routing::{Action, Route, Routes, TunnelTarget};
-use crate::tls::SniResolver;
+use crate::tls::{ManagedCertificates, SniResolver};
 use crate::upstream::Upstream;
 
 /// The app of the configuration in service. A reload swaps it; every request loads it when it
@@ -57,7 +56,7 @@ pub struct Shared {
     /// Rotating session-ticket keys.
     pub ticketer: Arc<dyn rustls::server::ProducesTickets>,
     /// The ACME account, when certificates are ordered.
-    pub acme: Option<Arc<Acme>>,
+    pub acme: Option<Arc<dyn ManagedCertificates>>,
     /// MFA session key and used codes.
     pub mfa: Arc<MfaState>,
     /// The audit trail.
@@ -152,7 +151,7 @@ impl App {
             metrics: shared.metrics.clone(),
             certs: Arc::new(SniResolver::new(
                 config.certificates.clone(),
-                shared.acme.clone().map(|acme| acme as _),
+                shared.acme.clone(),
             )),
             hsts: config.hsts.clone(),
             limits: config.limits,

@@ -106,18 +106,9 @@ pub enum StartError {
     /// The access-log or audit writer could not be started.
     #[error("cannot start the log writers: {0}")]
     Log(#[source] std::io::Error),
-    /// The ACME directory's trust root could not be read.
-    #[error("ACME setup failed: {0}")]
-    Acme(#[from] certs::CertError),
-    /// The ACME cache directory could not be made private to us.
-    #[error("tls.acme.cache_dir: cannot use {}: {source}", dir.display())]
-    AcmeCache {
-        /// The directory.
-        dir: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// ACME could not be set up.
+    #[error(transparent)]
+    Acme(#[from] acme::SetupError),
     /// The system random source failed.
     #[error("no randomness for session keys")]
     Random,
@@ -262,19 +253,7 @@ async fn start_inner(
     };
     let lifecycle = Lifecycle::default();
     let acme = match &config.acme {
-        Some(settings) => {
-            acme::prepare_cache_dir(&settings.cache_dir).map_err(|source| {
-                StartError::AcmeCache {
-                    dir: settings.cache_dir.clone(),
-                    source,
-                }
-            })?;
-            Some(acme::Acme::start(
-                settings,
-                shared.metrics.clone(),
-                &lifecycle,
-            )?)
-        }
+        Some(settings) => Some(acme::start(settings, shared.metrics.clone(), &lifecycle)?),
         None => None,
     };
     let shared = app::Shared { acme, ..shared };

@@ -50,6 +50,11 @@ impl Drop for Pebble {
 
 impl Pebble {
     fn start(pki: &Pki, tls_alpn_port: u16) -> Self {
+        Self::issuing_for(pki, tls_alpn_port, 157_766_400)
+    }
+
+    /// Pebble whose certificates are valid for `validity_secs` (its default is five years).
+    fn issuing_for(pki: &Pki, tls_alpn_port: u16, validity_secs: u64) -> Self {
         let dns = free_port();
         let (listen, management) = (free_port(), free_port());
         let (cert, key) = pki.leaf("pebble", &["localhost", "127.0.0.1"]);
@@ -59,7 +64,8 @@ impl Pebble {
             format!(
                 r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}",
                 "certificate": "{}", "privateKey": "{}", "httpPort": {}, "tlsPort": {tls_alpn_port},
-                "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+                "ocspResponderURL": "", "externalAccountBindingRequired": false,
+                "certificateValidityPeriod": {validity_secs}}}}}"#,
                 cert.display(),
                 key.display(),
                 free_port()
@@ -347,6 +353,35 @@ async fn acme_section_is_validated() {
         let toml = base.clone().set(key, value).text();
         support::assert_refused(&toml, key);
     }
+    let with_store = base.merge("[tls.acme.store]\nbucket = \"certs\"\nprefix = \"prod/\"\n");
+    let described = portcullis::config::describe(&config_from(&with_store.text()).unwrap());
+    assert!(
+        described.contains("ACME acme.test: shared by every instance in s3://certs/prod/"),
+        "{described}"
+    );
+    for (key, value) in [
+        ("tls.acme.store.bucket", ""),
+        // The account key travels to the store: plain HTTP only to this machine.
+        ("tls.acme.store.endpoint", "http://s3.internal.example:9000"),
+        ("tls.acme.store.endpoint", "ftp://127.0.0.1"),
+        ("tls.acme.store.lease", "soon"),
+        ("tls.acme.store.renew_before", "0s"),
+        ("tls.acme.store.poll", "2m"),
+    ] {
+        let toml = with_store.clone().set(key, value).text();
+        support::assert_refused(&toml, key);
+    }
+    for endpoint in [
+        "https://s3.eu-west-1.amazonaws.com",
+        "http://127.0.0.1:9000",
+        "http://localhost:9000",
+    ] {
+        let toml = with_store
+            .clone()
+            .set("tls.acme.store.endpoint", endpoint)
+            .text();
+        assert!(config_from(&toml).is_ok(), "{endpoint}");
+    }
 }
 
 #[tokio::test]
@@ -389,4 +424,195 @@ async fn an_unwritable_cache_directory_stops_start_with_its_key() {
     let config = config_from(&toml).expect("a directory under /proc is a valid path");
     let error = portcullis::start(config).await.unwrap_err().to_string();
     assert!(error.contains("tls.acme.cache_dir"), "{error}");
+}
+
+/// An S3-compatible server (moto), with one bucket, killed on drop.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    const BUCKET: &str = "portcullis-certs";
+
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = Self {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let created = loop {
+            if let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let put = format!(
+                    "PUT /{} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    Self::BUCKET
+                );
+                let mut answer = String::new();
+                if tcp.write_all(put.as_bytes()).is_ok() && tcp.read_to_string(&mut answer).is_ok()
+                {
+                    break answer;
+                }
+            }
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(created.starts_with("HTTP/1.1 200"), "{created}");
+        moto
+    }
+}
+
+/// One instance, run as the real binary with AWS credentials in its environment (moto takes
+/// any), its stderr kept.
+struct Instance {
+    _process: support::Spawned,
+    stderr: Arc<std::sync::Mutex<Vec<String>>>,
+    https: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Instance {
+    fn start(setup: &Setup, name: &str, https: u16, directory: &str, moto: &Moto) -> Self {
+        let dir = setup.pki.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let admin = free_port();
+        let toml = acme_config(setup, https, directory, &dir.join("unused-cache"))
+            .merge(&format!(
+                "[tls.acme.store]\nbucket = \"{}\"\nprefix = \"prod/\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nlease = \"2s\"\npoll = \"250ms\"\nrenew_before = \"25s\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+                Moto::BUCKET,
+                moto.endpoint
+            ))
+            .set("log.dir", dir.join("logs").display().to_string())
+            .set("server.allow_root", true)
+            .text();
+        let file = dir.join("portcullis.toml");
+        std::fs::write(&file, toml).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(["run", "-c"])
+            .arg(&file)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("RUST_LOG", "info");
+        let stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let process = support::spawn_until_listening_keeping(command, stderr.clone());
+        Self {
+            _process: process,
+            stderr,
+            https: SocketAddr::from(([127, 0, 0, 1], https)),
+            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
+        }
+    }
+
+    fn said(&self, what: &str) -> bool {
+        self.stderr.lock().unwrap().iter().any(|l| l.contains(what))
+    }
+
+    /// Certificates this instance ordered itself.
+    async fn orders(&self) -> u64 {
+        let metrics = support::raw_tcp(
+            self.admin,
+            b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    "portcullis_acme_events_total{kind=\"issued and deployed a new certificate\"}",
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(self) {
+        drop(self);
+    }
+}
+
+/// Waits until `instance` serves a certificate for acme.test other than `not`.
+async fn wait_for_new_certificate(
+    instance: &Instance,
+    client: &Arc<rustls::ClientConfig>,
+    not: Option<&CertificateDer<'static>>,
+    within: Duration,
+) -> CertificateDer<'static> {
+    let deadline = Instant::now() + within;
+    loop {
+        let leaf = wait_for_certificate(instance.https, client.clone(), within).await;
+        if Some(&leaf) != not {
+            return leaf;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new certificate in time:\n{}",
+            instance.stderr.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
+    if !require_tool("pebble")
+        || !require_tool("pebble-challtestsrv")
+        || !require_tool("moto_server")
+    {
+        return;
+    }
+    let setup = Setup::new().await;
+    let (a_port, b_port) = (free_port(), free_port());
+    // Validation goes to B's port only: B never holds the lease while A lives, so it can pass
+    // only if B serves the challenge A published. Certificates last 40 s, renewed 25 s before.
+    let pebble = tokio::task::block_in_place(|| Pebble::issuing_for(&setup.pki, b_port, 40));
+    let root = pebble.root(&setup.pki).await;
+    let client = trusting(root);
+    let moto = tokio::task::block_in_place(Moto::start);
+
+    let a = Instance::start(&setup, "a", a_port, &pebble.directory, &moto);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.said("holding the lease") {
+        assert!(Instant::now() < deadline, "A never took the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = Instance::start(&setup, "b", b_port, &pebble.directory, &moto);
+    let first = wait_for_new_certificate(&b, &client, None, Duration::from_secs(60)).await;
+    assert_eq!(
+        wait_for_certificate(a.https, client.clone(), Duration::from_secs(10)).await,
+        first,
+        "both instances serve the one certificate"
+    );
+    assert_eq!(
+        (a.orders().await, b.orders().await),
+        (1, 0),
+        "one order, by the lease holder"
+    );
+    assert!(!b.said("holding the lease"));
+
+    // The holder renews; the other instance serves the renewed certificate.
+    let second = wait_for_new_certificate(&b, &client, Some(&first), Duration::from_secs(40)).await;
+    assert_eq!(b.orders().await, 0, "B ordered while A held the lease");
+    assert!(a.orders().await >= 2);
+
+    // The holder is gone: once its lease expires, B takes over and renews.
+    a.stop();
+    let third = wait_for_new_certificate(&b, &client, Some(&second), Duration::from_secs(40)).await;
+    assert_ne!(third, first);
+    assert!(b.said("holding the lease"));
+    assert!(b.orders().await >= 1);
 }

@@ -2,8 +2,9 @@
 //! a known or `https://` directory. Its files are checked by the load step (`files.rs`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use super::raw::{RawAcme, RawConfig};
+use super::raw::{RawAcme, RawAcmeStore, RawConfig};
 use super::validate::{Key, Problems};
 use super::{ProblemKind, RouteConfig};
 use crate::certs::CertStore;
@@ -28,6 +29,28 @@ pub struct AcmeSettings {
     /// Trust root for the directory's own HTTPS (a test CA such as Pebble's); public roots
     /// otherwise.
     pub directory_ca: Option<PathBuf>,
+    /// The object store several instances share the account and certificates in; `None`
+    /// keeps them in `cache_dir`, for this instance alone.
+    pub store: Option<AcmeStore>,
+}
+
+/// `[tls.acme.store]`, validated: an S3 bucket (or an S3-compatible service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeStore {
+    /// The bucket.
+    pub bucket: String,
+    /// Prepended to every object name, e.g. `prod/`.
+    pub prefix: String,
+    /// The bucket's region; the environment's (`AWS_REGION`) otherwise.
+    pub region: Option<String>,
+    /// Another S3-compatible endpoint; `http://` only on loopback.
+    pub endpoint: Option<String>,
+    /// How long the lease holder may go without renewing before another instance takes over.
+    pub lease: Duration,
+    /// How often every instance looks for new certificates and challenges in the store.
+    pub poll: Duration,
+    /// How long before the certificate expires the lease holder orders a new one.
+    pub renew_before: Duration,
 }
 
 pub(super) fn validate_acme(
@@ -74,7 +97,71 @@ pub(super) fn validate_acme(
             String::new()
         }
     };
-    Some(settings(acme, directory))
+    let store = acme
+        .store
+        .as_ref()
+        .map(|store| validate_store(store, problems));
+    Some(AcmeSettings {
+        store,
+        ..settings(acme, directory)
+    })
+}
+
+fn validate_store(raw: &RawAcmeStore, problems: &mut Problems) -> AcmeStore {
+    let key = |field: &str| Key::new("tls.acme.store").field(field);
+    if raw.bucket.is_empty() {
+        problems.push(key("bucket"), ProblemKind::Empty);
+    }
+    if let Some(endpoint) = &raw.endpoint
+        && !endpoint_allowed(endpoint)
+    {
+        problems.push(
+            key("endpoint"),
+            ProblemKind::StoreEndpoint(endpoint.clone()),
+        );
+    }
+    let mut duration = |field: &str, value: &str| match humantime::parse_duration(value) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            problems.push(key(field), ProblemKind::Duration(value.to_owned()));
+            Duration::from_secs(1)
+        }
+    };
+    let store = AcmeStore {
+        bucket: raw.bucket.clone(),
+        prefix: raw.prefix.clone(),
+        region: raw.region.clone(),
+        endpoint: raw.endpoint.clone(),
+        lease: duration("lease", &raw.lease),
+        poll: duration("poll", &raw.poll),
+        renew_before: duration("renew_before", &raw.renew_before),
+    };
+    // The holder renews at a third of the lease; followers must see a published challenge well
+    // within the wait the holder gives them (two polls).
+    if store.poll >= store.lease {
+        problems.push(key("poll"), ProblemKind::PollNotBelowLease);
+    }
+    store
+}
+
+/// `https://` anywhere; `http://` only to this machine (a local S3-compatible server), since
+/// the account key travels in it.
+fn endpoint_allowed(endpoint: &str) -> bool {
+    let Ok(uri) = endpoint.parse::<http::Uri>() else {
+        return false;
+    };
+    match (uri.scheme_str(), uri.host()) {
+        (Some("https"), Some(_)) => true,
+        (Some("http"), Some(host)) => {
+            host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
 }
 
 fn settings(acme: &RawAcme, directory: String) -> AcmeSettings {
@@ -88,5 +175,6 @@ fn settings(acme: &RawAcme, directory: String) -> AcmeSettings {
         directory,
         cache_dir: acme.cache_dir.clone(),
         directory_ca: acme.directory_ca.clone(),
+        store: None,
     }
 }

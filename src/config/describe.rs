@@ -45,6 +45,16 @@ pub fn describe(config: &Config) -> String {
         };
         let _ = writeln!(out, "  {}{default}", names.join(", "));
     }
+    if let Some(acme) = &config.acme {
+        let kept = match &acme.store {
+            Some(store) => format!(
+                "shared by every instance in s3://{}/{} (one lease holder orders)",
+                store.bucket, store.prefix
+            ),
+            None => format!("kept in {} (this instance alone)", acme.cache_dir.display()),
+        };
+        let _ = writeln!(out, "  ACME {}: {kept}", acme.domains.join(", "));
+    }
     let _ = writeln!(out, "routes:");
     for route in &config.routes {
         let upstream = match route.action {

@@ -214,6 +214,15 @@ pub enum ProblemKind {
         /// The least it must hold.
         min: usize,
     },
+    /// A value that must not be empty.
+    #[error("must not be empty")]
+    Empty,
+    /// An object store endpoint that is neither https nor local.
+    #[error("{0:?} is not an https:// URL (http:// is allowed to localhost only)")]
+    StoreEndpoint(String),
+    /// Followers would not see a challenge before it is validated.
+    #[error("must be shorter than tls.acme.store.lease")]
+    PollNotBelowLease,
     /// A Redis password without Redis.
     #[error("set shared.redis too, or remove this")]
     PasswordWithoutRedis,

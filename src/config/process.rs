@@ -135,6 +135,10 @@ pub(super) fn validate_privileges(
     }
 }
 
+/// Where Debian and its kin keep the bundle of trusted roots (its directory is granted, not
+/// `/etc/ssl`, whose `private/` holds other services' keys).
+const SYSTEM_ROOTS: [&str; 1] = ["/etc/ssl/certs/ca-certificates.crt"];
+
 /// Every file the config names and every directory it writes.
 pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
     let mut read: Vec<PathBuf> = raw
@@ -147,6 +151,10 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
     if let Some(acme) = &raw.tls.acme {
         read.extend(acme.directory_ca.clone());
         write.push(acme.cache_dir.clone());
+        if acme.store.is_some() {
+            // The object store's HTTPS client trusts the system's roots (public certificates).
+            read.extend(SYSTEM_ROOTS.iter().map(PathBuf::from));
+        }
     }
     if let Some(gateway) = &raw.gateway {
         read.push(gateway.client_ca.clone());

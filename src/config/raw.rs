@@ -197,6 +197,36 @@ pub struct RawAcme {
     #[serde(default = "acme_dir")]
     pub cache_dir: PathBuf,
     pub directory_ca: Option<PathBuf>,
+    pub store: Option<RawAcmeStore>,
+}
+
+/// `[tls.acme.store]`: durations stay strings so that a bad one is reported with its key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcmeStore {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    #[serde(default = "store_lease")]
+    pub lease: String,
+    #[serde(default = "store_poll")]
+    pub poll: String,
+    #[serde(default = "store_renew_before")]
+    pub renew_before: String,
+}
+
+fn store_lease() -> String {
+    "60s".to_owned()
+}
+
+fn store_poll() -> String {
+    "10s".to_owned()
+}
+
+fn store_renew_before() -> String {
+    "30d".to_owned()
 }
 
 fn staging() -> String {

@@ -1,0 +1,292 @@
+//! Certificates shared by every instance through one object store (`[tls.acme.store]`), so that
+//! exactly one instance orders and all of them serve.
+//!
+//! - **Follow** (every instance, every `poll`): load the certificate for our names and the
+//!   published TLS-ALPN-01 challenge certificates from the store.
+//! - **Lead** (every instance, every third of `lease`): take or keep the lease with a
+//!   conditional write. The holder orders when the stored certificate is missing, names other
+//!   names, or expires within `renew_before`; an order is abandoned the moment the lease is
+//!   lost. A holder that stops renewing is replaced once its lease expires.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ClientHello;
+use rustls::sign::CertifiedKey;
+use rustls_acme::is_tls_alpn_challenge;
+
+use super::Domains;
+use super::bucket::{Bucket, Read};
+use super::order::{CHALLENGES, order};
+use crate::config::{AcmeSettings, AcmeStore};
+use crate::host::HostPattern;
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::tls::ManagedCertificates;
+
+/// The longest pause after failed orders.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// The certificate and challenge certificates in service, as last read from the store.
+#[derive(Debug)]
+pub struct SharedAcme {
+    domains: Domains,
+    certificate: ArcSwapOption<CertifiedKey>,
+    challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl SharedAcme {
+    /// Starts following the store, and competing for the lease, in background tasks.
+    pub fn start(
+        settings: &AcmeSettings,
+        store: &AcmeStore,
+        client: Arc<rustls::ClientConfig>,
+        metrics: Arc<Metrics>,
+        lifecycle: &Lifecycle,
+    ) -> Result<Arc<Self>, super::bucket::StoreError> {
+        let bucket = Bucket::open(store)?;
+        let shared = Arc::new(Self {
+            domains: Domains::new(&settings.domains),
+            certificate: ArcSwapOption::empty(),
+            challenges: ArcSwap::default(),
+        });
+        let object = certificate_object(settings);
+        tracing::info!(domains = ?settings.domains, bucket = %store.bucket, %object, "ACME: certificates shared through the store");
+        let stopping = lifecycle.draining.clone();
+        let follower = Follower {
+            shared: shared.clone(),
+            bucket: bucket.clone(),
+            object: object.clone(),
+            metrics: metrics.clone(),
+            etag: None,
+        };
+        let poll = store.poll;
+        lifecycle.tracker.spawn({
+            let stopping = stopping.clone();
+            async move {
+                let mut follower = follower;
+                loop {
+                    follower.look().await;
+                    tokio::select! {
+                        () = tokio::time::sleep(poll) => {}
+                        () = stopping.cancelled() => return,
+                    }
+                }
+            }
+        });
+        let leader = Leader {
+            settings: settings.clone(),
+            store: store.clone(),
+            bucket,
+            object,
+            client,
+            metrics,
+            id: format!("{:016x}", fastrand::u64(..)),
+        };
+        lifecycle.tracker.spawn(async move {
+            tokio::select! {
+                () = leader.run() => {}
+                () = stopping.cancelled() => {}
+            }
+        });
+        Ok(shared)
+    }
+}
+
+impl ManagedCertificates for SharedAcme {
+    fn answers(&self, client_hello: &ClientHello<'_>) -> bool {
+        self.domains.answers(client_hello)
+    }
+
+    fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>> {
+        self.domains.names_for(sni)
+    }
+
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if is_tls_alpn_challenge(&client_hello) {
+            let sni = client_hello.server_name()?.to_ascii_lowercase();
+            return self.challenges.load().get(&sni).cloned();
+        }
+        self.certificate.load_full()
+    }
+}
+
+/// Where the certificate for these names from this directory lives: a change of either is a
+/// new object, never a certificate for other names.
+fn certificate_object(settings: &AcmeSettings) -> String {
+    let mut domains = settings.domains.clone();
+    domains.sort();
+    let identity = format!("{}\n{}", settings.directory, domains.join(","));
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, identity.as_bytes());
+    format!("certificates/{}.pem", hex::encode(&digest.as_ref()[..16]))
+}
+
+/// Loads what the store holds into [`SharedAcme`].
+struct Follower {
+    shared: Arc<SharedAcme>,
+    bucket: Bucket,
+    object: String,
+    metrics: Arc<Metrics>,
+    /// The version of the certificate in service.
+    etag: Option<String>,
+}
+
+impl Follower {
+    async fn look(&mut self) {
+        if let Err(e) = self.certificate().await {
+            tracing::warn!("ACME store: cannot read the certificate: {e}");
+        }
+        if let Err(e) = self.challenges().await {
+            tracing::warn!("ACME store: cannot read challenges: {e}");
+        }
+    }
+
+    async fn certificate(&mut self) -> Result<(), super::bucket::StoreError> {
+        // One known version at a time: the etag of what is in service.
+        let known = self.etag.as_deref();
+        let Read::Changed(object) = self.bucket.get_if_changed(&self.object, known).await? else {
+            return Ok(());
+        };
+        match parse(&object.bytes) {
+            Some((key, _)) => {
+                self.shared.certificate.store(Some(Arc::new(key)));
+                self.metrics.acme("deployed stored certificate");
+                tracing::info!("ACME: deployed the certificate from the store");
+            }
+            None => tracing::warn!(object = %self.object, "ACME store: unusable certificate"),
+        }
+        self.etag = object.version.e_tag;
+        Ok(())
+    }
+
+    async fn challenges(&self) -> Result<(), super::bucket::StoreError> {
+        let mut challenges = HashMap::new();
+        for name in self.bucket.list(CHALLENGES).await? {
+            let Some(domain) = name
+                .strip_prefix(CHALLENGES)
+                .and_then(|n| n.strip_suffix(".pem"))
+            else {
+                continue;
+            };
+            if let Some(object) = self.bucket.get(&name).await?
+                && let Some((key, _)) = parse(&object.bytes)
+            {
+                challenges.insert(domain.to_ascii_lowercase(), Arc::new(key));
+            }
+        }
+        self.shared.challenges.store(Arc::new(challenges));
+        Ok(())
+    }
+}
+
+/// Competes for the lease and, while holding it, keeps the certificate fresh.
+struct Leader {
+    settings: AcmeSettings,
+    store: AcmeStore,
+    bucket: Bucket,
+    object: String,
+    client: Arc<rustls::ClientConfig>,
+    metrics: Arc<Metrics>,
+    id: String,
+}
+
+impl Leader {
+    async fn run(self) {
+        let tick = self.store.lease / 3;
+        let mut holding = false;
+        let mut failures = 0u32;
+        let mut next_try = tokio::time::Instant::now();
+        loop {
+            let held = match self.bucket.hold_lease(&self.id, self.store.lease).await {
+                Ok(until) => until.is_some(),
+                Err(e) => {
+                    tracing::warn!("ACME store: cannot reach the lease: {e}");
+                    false
+                }
+            };
+            if held != holding {
+                tracing::info!(instance = %self.id, "ACME store: {}", if held { "holding the lease: this instance orders" } else { "lease held elsewhere" });
+                holding = held;
+            }
+            if holding && tokio::time::Instant::now() >= next_try && self.due().await {
+                match self.order_holding_lease(tick).await {
+                    Ok(true) => failures = 0,
+                    Ok(false) => holding = false,
+                    Err(e) => {
+                        failures += 1;
+                        let pause = (tick * 2u32.saturating_pow(failures.min(16))).min(MAX_BACKOFF);
+                        next_try = tokio::time::Instant::now() + pause;
+                        self.metrics.acme("failed");
+                        tracing::warn!(
+                            "ACME: order failed: {e}; next try in {}",
+                            humantime::format_duration(pause)
+                        );
+                    }
+                }
+            }
+            tokio::time::sleep(tick).await;
+        }
+    }
+
+    /// True when the stored certificate is missing, unreadable or expires within
+    /// `renew_before`.
+    async fn due(&self) -> bool {
+        match self.bucket.get(&self.object).await {
+            Ok(Some(object)) => parse(&object.bytes).is_none_or(|(_, not_after)| {
+                not_after
+                    .duration_since(SystemTime::now())
+                    .is_ok_and(|left| left < self.store.renew_before)
+                    || not_after <= SystemTime::now()
+            }),
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!("ACME store: cannot read the certificate: {e}");
+                false
+            }
+        }
+    }
+
+    /// Orders while renewing the lease every `tick`; `Ok(false)` when the lease was lost and
+    /// the order abandoned.
+    async fn order_holding_lease(&self, tick: Duration) -> Result<bool, super::order::OrderError> {
+        tracing::info!(domains = ?self.settings.domains, "ACME: ordering");
+        // Two polls: every follower has looked for the challenge at least once.
+        let publish_wait = self.store.poll * 2 + Duration::from_millis(250);
+        let ordering = order(&self.client, &self.settings, &self.bucket, publish_wait);
+        let mut ordering = std::pin::pin!(ordering);
+        loop {
+            tokio::select! {
+                pem = &mut ordering => {
+                    let pem = pem?;
+                    self.bucket.put(&self.object, pem.into_bytes()).await?;
+                    self.metrics.acme("issued and deployed a new certificate");
+                    tracing::info!("ACME: issued a new certificate and stored it for every instance");
+                    return Ok(true);
+                }
+                () = tokio::time::sleep(tick) => {
+                    if !matches!(self.bucket.hold_lease(&self.id, self.store.lease).await, Ok(Some(_))) {
+                        tracing::warn!("ACME store: lease lost during an order; abandoned");
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stored key and chain (key first, as rustls-acme writes them), and the leaf's expiry.
+fn parse(pem: &[u8]) -> Option<(CertifiedKey, SystemTime)> {
+    let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
+    let not_after = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(u64::try_from(leaf.validity().not_after.timestamp()).ok()?);
+    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).ok()?;
+    Some((CertifiedKey::new(chain, signer), not_after))
+}

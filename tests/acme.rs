@@ -6,7 +6,12 @@
 //! - a second run with the same cache dir serves the cached certificate without ordering again
 //!   (Pebble is stopped before it starts, so an order could not succeed);
 //! - `[tls.acme]` is validated: unrouted domains, names also in a certificate file, bad contacts
-//!   and directories are refused with their keys.
+//!   and directories are refused with their keys; so are `[tls.acme.store]`'s values;
+//! - two instances (the real binary) sharing one store on a real S3-compatible server (moto):
+//!   one order, by the lease holder, validated at the instance that does not hold the lease;
+//!   both serve the certificate; the holder's renewal reaches the other; the bucket holds the
+//!   lease, the account key and the certificate, and no challenge once validated; when the
+//!   holder stops, the other takes the lease over and renews.
 //!
 //! Skipped with a message where Pebble is not installed outside CI; `.ci/run` installs it.
 
@@ -442,6 +447,28 @@ impl Drop for Moto {
 impl Moto {
     const BUCKET: &str = "portcullis-certs";
 
+    /// The names of the objects in the bucket.
+    async fn objects(&self) -> Vec<String> {
+        use futures_util::StreamExt;
+        use object_store::ObjectStore;
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(Self::BUCKET)
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .build()
+            .unwrap();
+        let mut names: Vec<String> = store
+            .list(None)
+            .map(|meta| meta.unwrap().location.to_string())
+            .collect()
+            .await;
+        names.sort();
+        names
+    }
+
     fn start() -> Self {
         let port = free_port();
         let child = Command::new("moto_server")
@@ -603,6 +630,12 @@ async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
         "one order, by the lease holder"
     );
     assert!(!b.said("holding the lease"));
+    // The bucket as README lays it out; the challenge is gone once validated.
+    let objects = moto.objects().await;
+    assert_eq!(objects.len(), 3, "{objects:?}");
+    assert_eq!(objects[0], "prod/account.key");
+    assert!(objects[1].starts_with("prod/certificates/") && objects[1].ends_with(".pem"));
+    assert_eq!(objects[2], "prod/lease.json");
 
     // The holder renews; the other instance serves the renewed certificate.
     let second = wait_for_new_certificate(&b, &client, Some(&first), Duration::from_secs(40)).await;

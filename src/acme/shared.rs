@@ -21,15 +21,21 @@ use rustls_acme::is_tls_alpn_challenge;
 
 use super::Domains;
 use super::bucket::{Bucket, Read};
-use super::order::{CHALLENGES, order};
+use super::order::{CHALLENGES, OrderError, order};
 use crate::config::{AcmeSettings, AcmeStore};
 use crate::host::HostPattern;
 use crate::lifecycle::Lifecycle;
+use crate::logging::Throttle;
 use crate::metrics::Metrics;
 use crate::tls::ManagedCertificates;
 
 /// The longest pause after failed orders.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// An order that has not finished in this long (an ACME server that stopped answering) is
+/// abandoned and tried again later.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
+/// While the store cannot be reached, every instance would say so at every poll.
+static STORE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 
 /// The certificate and challenge certificates in service, as last read from the store.
 #[derive(Debug)]
@@ -138,10 +144,10 @@ struct Follower {
 impl Follower {
     async fn look(&mut self) {
         if let Err(e) = self.certificate().await {
-            tracing::warn!("ACME store: cannot read the certificate: {e}");
+            unreachable_store(&e);
         }
         if let Err(e) = self.challenges().await {
-            tracing::warn!("ACME store: cannot read challenges: {e}");
+            unreachable_store(&e);
         }
     }
 
@@ -204,7 +210,7 @@ impl Leader {
             let held = match self.bucket.hold_lease(&self.id, self.store.lease).await {
                 Ok(until) => until.is_some(),
                 Err(e) => {
-                    tracing::warn!("ACME store: cannot reach the lease: {e}");
+                    unreachable_store(&e);
                     false
                 }
             };
@@ -244,7 +250,7 @@ impl Leader {
             }),
             Ok(None) => true,
             Err(e) => {
-                tracing::warn!("ACME store: cannot read the certificate: {e}");
+                unreachable_store(&e);
                 false
             }
         }
@@ -252,16 +258,24 @@ impl Leader {
 
     /// Orders while renewing the lease every `tick`; `Ok(false)` when the lease was lost and
     /// the order abandoned.
-    async fn order_holding_lease(&self, tick: Duration) -> Result<bool, super::order::OrderError> {
+    async fn order_holding_lease(&self, tick: Duration) -> Result<bool, OrderError> {
         tracing::info!(domains = ?self.settings.domains, "ACME: ordering");
         // Two polls: every follower has looked for the challenge at least once.
         let publish_wait = self.store.poll * 2 + Duration::from_millis(250);
-        let ordering = order(&self.client, &self.settings, &self.bucket, publish_wait);
+        let ordering = tokio::time::timeout(
+            ORDER_TIMEOUT,
+            order(&self.client, &self.settings, &self.bucket, publish_wait),
+        );
         let mut ordering = std::pin::pin!(ordering);
         loop {
             tokio::select! {
                 pem = &mut ordering => {
-                    let pem = pem?;
+                    let pem = pem.map_err(|_| {
+                        OrderError::Failed(format!(
+                            "not finished in {}",
+                            humantime::format_duration(ORDER_TIMEOUT)
+                        ))
+                    })??;
                     self.bucket.put(&self.object, pem.into_bytes()).await?;
                     self.metrics.acme("issued and deployed a new certificate");
                     tracing::info!("ACME: issued a new certificate and stored it for every instance");
@@ -276,6 +290,15 @@ impl Leader {
             }
         }
     }
+}
+
+fn unreachable_store(error: &super::bucket::StoreError) {
+    STORE_FAILURES.warn(|count| {
+        tracing::warn!(
+            count,
+            "ACME store unreachable, serving what was last loaded: {error}"
+        );
+    });
 }
 
 /// A stored key and chain (key first, as rustls-acme writes them), and the leaf's expiry.

@@ -70,7 +70,12 @@ impl Sources {
     pub fn of(config: &Config, config_path: &Path) -> Self {
         Self {
             config: config_path.to_owned(),
-            acme_cache: config.acme.as_ref().map(|a| a.cache_dir.clone()),
+            // With a shared store the account and certificates live there, not on this disk.
+            acme_cache: config
+                .acme
+                .as_ref()
+                .filter(|a| a.store.is_none())
+                .map(|a| a.cache_dir.clone()),
             log_dir: config.log.dir.clone(),
         }
     }

@@ -376,6 +376,12 @@ async fn acme_section_is_validated() {
         let toml = with_store.clone().set(key, value).text();
         support::assert_refused(&toml, key);
     }
+    // The account lives in the store: a cache directory that could not be made is not used.
+    let unused_cache = with_store
+        .clone()
+        .set("tls.acme.cache_dir", format!("{}/cache", file.display()))
+        .text();
+    assert!(config_from(&unused_cache).is_ok());
     for endpoint in [
         "https://s3.eu-west-1.amazonaws.com",
         "http://127.0.0.1:9000",

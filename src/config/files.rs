@@ -119,7 +119,9 @@ fn load_totp(file: &Path) -> Result<Arc<totp_rs::Totp>, ProblemKind> {
 /// `[tls.acme]`'s files: the directory's CA, and a cache directory that is, or can become, a
 /// directory (it is created, private, when the ACME task starts).
 pub(super) fn acme(acme: &RawAcme, problems: &mut Problems) {
-    if let Err(kind) = check_cache_dir(&acme.cache_dir) {
+    if acme.store.is_none()
+        && let Err(kind) = check_cache_dir(&acme.cache_dir)
+    {
         problems.push("tls.acme.cache_dir", kind);
     }
     if let Some(ca) = &acme.directory_ca

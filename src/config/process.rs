@@ -150,10 +150,11 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
     let mut write = vec![raw.log.dir.clone()];
     if let Some(acme) = &raw.tls.acme {
         read.extend(acme.directory_ca.clone());
-        write.push(acme.cache_dir.clone());
         if acme.store.is_some() {
             // The object store's HTTPS client trusts the system's roots (public certificates).
             read.extend(SYSTEM_ROOTS.iter().map(PathBuf::from));
+        } else {
+            write.push(acme.cache_dir.clone());
         }
     }
     if let Some(gateway) = &raw.gateway {

@@ -390,7 +390,11 @@ fn balancer_ranges_must_be_private_networks() {
         support::assert_refused(&toml, key);
     }
     let (_pki, toml) = setup_toml(&["10.0.0.0/8", "fd00::/8"]);
-    assert!(support::config_from(&toml).is_ok());
+    let described = portcullis::config::describe(&support::config_from(&toml).unwrap());
+    assert!(
+        described.contains("PROXY protocol required from 10.0.0.0/8, fd00::/8"),
+        "{described}"
+    );
 }
 
 /// A tiny balancer: polls `/readyz` every 50 ms and stops routing to the instance at the first

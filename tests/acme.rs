@@ -11,7 +11,8 @@
 //!   one order, by the lease holder, validated at the instance that does not hold the lease;
 //!   both serve the certificate; the holder's renewal reaches the other; the bucket holds the
 //!   lease, the account key and the certificate, and no challenge once validated; when the
-//!   holder stops, the other takes the lease over and renews.
+//!   holder is killed, the other takes the lease over once it expires and renews; a holder
+//!   stopped by SIGTERM hands the lease over at once.
 //!
 //! Skipped with a message where Pebble is not installed outside CI; `.ci/run` installs it.
 
@@ -453,11 +454,8 @@ impl Drop for Moto {
 impl Moto {
     const BUCKET: &str = "portcullis-certs";
 
-    /// The names of the objects in the bucket.
-    async fn objects(&self) -> Vec<String> {
-        use futures_util::StreamExt;
-        use object_store::ObjectStore;
-        let store = object_store::aws::AmazonS3Builder::new()
+    fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(Self::BUCKET)
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
@@ -465,8 +463,23 @@ impl Moto {
             .with_access_key_id("test")
             .with_secret_access_key("test")
             .build()
-            .unwrap();
-        let mut names: Vec<String> = store
+            .unwrap()
+    }
+
+    /// An object's content.
+    async fn read(&self, name: &str) -> Vec<u8> {
+        use object_store::ObjectStoreExt;
+        let path = object_store::path::Path::from(name);
+        let object = self.client().get(&path).await.unwrap();
+        object.bytes().await.unwrap().to_vec()
+    }
+
+    /// The names of the objects in the bucket.
+    async fn objects(&self) -> Vec<String> {
+        use futures_util::StreamExt;
+        use object_store::ObjectStore;
+        let mut names: Vec<String> = self
+            .client()
             .list(None)
             .map(|meta| meta.unwrap().location.to_string())
             .collect()
@@ -512,7 +525,7 @@ impl Moto {
 /// One instance, run as the real binary with AWS credentials in its environment (moto takes
 /// any), its stderr kept.
 struct Instance {
-    _process: support::Spawned,
+    process: support::Spawned,
     stderr: Arc<std::sync::Mutex<Vec<String>>>,
     https: SocketAddr,
     admin: SocketAddr,
@@ -544,7 +557,7 @@ impl Instance {
         let stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
         let process = support::spawn_until_listening_keeping(command, stderr.clone());
         Self {
-            _process: process,
+            process,
             stderr,
             https: SocketAddr::from(([127, 0, 0, 1], https)),
             admin: SocketAddr::from(([127, 0, 0, 1], admin)),
@@ -573,8 +586,26 @@ impl Instance {
             .unwrap_or(0)
     }
 
+    /// Killed, as a crash would stop it.
     fn stop(self) {
         drop(self);
+    }
+
+    /// SIGTERM, as a rolling deploy stops it; waits until it has exited.
+    fn terminate(&mut self) {
+        let pid = self.process.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.process.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the instance did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -654,4 +685,11 @@ async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
     assert_ne!(third, first);
     assert!(b.said("holding the lease"));
     assert!(b.orders().await >= 1);
+
+    // Stopped gracefully, the holder hands the lease over instead of letting it run out.
+    let mut b = b;
+    tokio::task::block_in_place(|| b.terminate());
+    let lease: serde_json::Value =
+        serde_json::from_slice(&moto.read("prod/lease.json").await).unwrap();
+    assert_eq!(lease["until_ms"], 0, "{lease}");
 }

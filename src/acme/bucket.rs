@@ -159,14 +159,7 @@ impl Bucket {
     ) -> Result<Option<SystemTime>, StoreError> {
         let now = SystemTime::now();
         let until = now + duration;
-        let mine = serde_json::to_vec(&Lease {
-            holder: holder.to_owned(),
-            until_ms: unix_ms(until),
-        })
-        .map_err(|e| StoreError::Generic {
-            store: "lease",
-            source: e.into(),
-        })?;
+        let mine = Lease::bytes(holder, unix_ms(until))?;
         let mode = match self.get(LEASE).await? {
             None => PutMode::Create,
             Some(current) => {
@@ -183,6 +176,23 @@ impl Bucket {
             }
         };
         Ok(self.put_mode(LEASE, mine, mode).await?.then_some(until))
+    }
+
+    /// Ends `holder`'s lease now, if it still holds it, so that another instance takes it at
+    /// its next look instead of waiting for it to expire.
+    pub async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
+        let Some(current) = self.get(LEASE).await? else {
+            return Ok(());
+        };
+        let ours =
+            serde_json::from_slice::<Lease>(&current.bytes).is_ok_and(|l| l.holder == holder);
+        if ours {
+            let expired = Lease::bytes(holder, 0)?;
+            // Conditional: a lease someone else took meanwhile is theirs.
+            self.put_mode(LEASE, expired, PutMode::Update(current.version))
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -202,6 +212,19 @@ pub enum Read {
 struct Lease {
     holder: String,
     until_ms: u64,
+}
+
+impl Lease {
+    fn bytes(holder: &str, until_ms: u64) -> Result<Vec<u8>, StoreError> {
+        let lease = Self {
+            holder: holder.to_owned(),
+            until_ms,
+        };
+        serde_json::to_vec(&lease).map_err(|e| StoreError::Generic {
+            store: "lease",
+            source: e.into(),
+        })
+    }
 }
 
 fn unix_ms(time: SystemTime) -> u64 {

@@ -6,7 +6,8 @@
 //! - **Lead** (every instance, every third of `lease`): take or keep the lease with a
 //!   conditional write. The holder orders when the stored certificate is missing, names other
 //!   names, or expires within `renew_before`; an order is abandoned the moment the lease is
-//!   lost. A holder that stops renewing is replaced once its lease expires.
+//!   lost. A holder that stops renewing is replaced once its lease expires; one that shuts down
+//!   hands it over at once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// An order that has not finished in this long (an ACME server that stopped answering) is
 /// abandoned and tried again later.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a stopping holder tries to hand the lease over.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// While the store cannot be reached, every instance would say so at every poll.
 static STORE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 
@@ -96,7 +99,13 @@ impl SharedAcme {
         lifecycle.tracker.spawn(async move {
             tokio::select! {
                 () = leader.run() => {}
-                () = stopping.cancelled() => {}
+                () = stopping.cancelled() => {
+                    // Handed over now rather than after `lease`: a rolling deploy stops holders.
+                    let release = leader.bucket.release_lease(&leader.id);
+                    if let Ok(Err(e)) = tokio::time::timeout(RELEASE_WAIT, release).await {
+                        unreachable_store(&e);
+                    }
+                }
             }
         });
         Ok(shared)
@@ -201,7 +210,7 @@ struct Leader {
 }
 
 impl Leader {
-    async fn run(self) {
+    async fn run(&self) {
         let tick = self.store.lease / 3;
         let mut holding = false;
         let mut failures = 0u32;

@@ -70,12 +70,7 @@ pub async fn order(
             }
             OrderStatus::Ready => {
                 let (csr, key) = request(&settings.domains)?;
-                order = account.finalize(client, &order.finalize, &csr).await?;
-                if let OrderStatus::Valid { certificate } = &order.status {
-                    let chain = account.certificate(client, certificate).await?;
-                    return Ok(format!("{key}{chain}"));
-                }
-                // Processing: the key waits with the order.
+                account.finalize(client, &order.finalize, &csr).await?;
                 return finish(client, &account, &url, key).await;
             }
             OrderStatus::Processing => tokio::time::sleep(STATUS_PAUSE).await,
@@ -91,7 +86,7 @@ pub async fn order(
     Err(OrderError::Failed("order never became ready".to_owned()))
 }
 
-/// Waits for an order being processed after finalization, then fetches its chain.
+/// Waits for a finalized order to become valid, then fetches its chain.
 async fn finish(
     client: &Arc<rustls::ClientConfig>,
     account: &Account,
@@ -171,28 +166,18 @@ async fn settle(
 async fn account_key(bucket: &Bucket) -> Result<Vec<u8>, OrderError> {
     use rustls::pki_types::PrivatePkcs8KeyDer;
     use rustls::pki_types::pem::PemObject;
-    if let Some(stored) = bucket.get(ACCOUNT_KEY).await? {
-        return PrivatePkcs8KeyDer::from_pem_slice(&stored.bytes)
-            .map(|key| key.secret_pkcs8_der().to_vec())
-            .map_err(|_| OrderError::AccountKey);
-    }
-    let pem = KeyPair::generate()?.serialize_pem();
-    let created = bucket
-        .put_mode(
-            ACCOUNT_KEY,
-            pem.clone().into_bytes(),
-            object_store::PutMode::Create,
-        )
-        .await?;
-    let pem = if created {
-        pem.into_bytes()
-    } else {
-        bucket
-            .get(ACCOUNT_KEY)
-            .await?
-            .ok_or(OrderError::AccountKey)?
-            .bytes
-            .to_vec()
+    let pem = match bucket.get(ACCOUNT_KEY).await? {
+        Some(stored) => stored.bytes.to_vec(),
+        None => {
+            let pem = KeyPair::generate()?.serialize_pem().into_bytes();
+            let create = object_store::PutMode::Create;
+            if bucket.put_mode(ACCOUNT_KEY, pem.clone(), create).await? {
+                pem
+            } else {
+                let stored = bucket.get(ACCOUNT_KEY).await?;
+                stored.ok_or(OrderError::AccountKey)?.bytes.to_vec()
+            }
+        }
     };
     PrivatePkcs8KeyDer::from_pem_slice(&pem)
         .map(|key| key.secret_pkcs8_der().to_vec())

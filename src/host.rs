@@ -136,6 +136,15 @@ impl<T> HostMap<T> {
             .or_else(|| self.wildcard.get(parent_domain(host)?))
     }
 
+    /// The value stored for `pattern` itself: an exact name's, or a wildcard's (not the
+    /// wildcard covering an exact name).
+    pub fn get_pattern(&self, pattern: &HostPattern) -> Option<&T> {
+        match pattern {
+            HostPattern::Exact(name) => self.exact.get(name),
+            HostPattern::Wildcard(suffix) => self.wildcard.get(suffix),
+        }
+    }
+
     /// Every value, exact names first.
     pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.exact.values_mut().chain(self.wildcard.values_mut())

@@ -2,6 +2,9 @@
 //! SIGHUP reloads the real binary's config. It proves that:
 //! - an expired certificate, a key that does not match, and a missing file are refused, each
 //!   naming `tls.certificates[N]`;
+//! - a route host no certificate covers is refused by key (a wildcard covers one label, and a
+//!   wildcard route needs the same wildcard), and so is a second route for the same host and
+//!   prefix, however the host is spelled;
 //! - `kill -HUP` makes the running binary serve a newly added route and certificate.
 
 mod support;
@@ -12,6 +15,55 @@ use std::time::{Duration, Instant};
 
 use rcgen::{CertificateParams, KeyPair, date_time_ymd};
 use support::{Client, Setup, WAIT};
+
+#[tokio::test]
+async fn routes_need_a_covering_certificate_and_a_place_of_their_own() {
+    let setup = Setup::new().await;
+    // The base config has four routes; the one pushed here is routes[4].
+    let with_route = |host: &str, prefix: &str| {
+        setup
+            .config()
+            .push(
+                "routes",
+                &[
+                    ("host", host.into()),
+                    ("path_prefix", prefix.into()),
+                    ("upstream", "app".into()),
+                ],
+            )
+            .text()
+    };
+    let problems_at = |toml: &str, key: &str| -> Vec<String> {
+        support::problem_lines(toml)
+            .into_iter()
+            .filter(|p| p.starts_with(&format!("{key}: ")))
+            .collect()
+    };
+    for covered in ["a.wild.test", "A.Wild.Test.", "*.wild.test"] {
+        let toml = with_route(covered, "/more");
+        if let Err(e) = support::config_from(&toml) {
+            panic!("{covered} is covered, yet: {e}");
+        }
+    }
+    for uncovered in ["a.b.wild.test", "wild.test", "*.app.test", "other.test"] {
+        let problems = problems_at(&with_route(uncovered, "/"), "routes[4].host");
+        assert!(
+            problems.iter().any(|p| p.contains("no certificate")),
+            "{uncovered} is not covered: {problems:#?}"
+        );
+    }
+    for (host, prefix) in [("APP.test", "/"), ("*.WILD.test", "/"), ("127.0.0.1", "/")] {
+        let problems = problems_at(&with_route(host, prefix), "routes[4].path_prefix");
+        assert!(
+            problems.iter().any(|p| p.contains("another route already serves")),
+            "{host} {prefix} is a duplicate: {problems:#?}"
+        );
+    }
+    let distinct = with_route("app.test", "/api");
+    if let Err(e) = support::config_from(&distinct) {
+        panic!("another prefix of a host is not a duplicate, yet: {e}");
+    }
+}
 
 #[tokio::test]
 async fn unservable_certificate_files_are_refused_by_key() {

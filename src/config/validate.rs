@@ -2,7 +2,7 @@
 //! problem it finds with its key and returns its best typed value, so that all problems of a
 //! file are reported together.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -175,6 +175,7 @@ pub(super) fn validate_routes(
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
     let mut routes: Vec<RouteConfig> = Vec::new();
+    let mut seen = HashSet::new();
     for (i, route) in raw.routes.iter().enumerate() {
         let route_key = Key::new("routes").index(i);
         let key = |field: &str| route_key.field(field);
@@ -201,10 +202,7 @@ pub(super) fn validate_routes(
         let (Some(host), Some(action)) = (host, action) else {
             continue;
         };
-        if routes
-            .iter()
-            .any(|r| r.host == host && r.path_prefix == *prefix)
-        {
+        if !seen.insert((host.clone(), prefix.as_str())) {
             problems.push(
                 key("path_prefix"),
                 ProblemKind::DuplicateRoute(host.to_string()),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::FutureExt as _;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -207,6 +208,9 @@ impl Server {
             let config = generation.tls.for_sni(start.client_hello().server_name());
             start.into_stream(config).await
         };
+        // Boxed, like the connection below: a task's future is as large as the largest state
+        // it can be in, and every idle connection would otherwise keep room for a handshake.
+        let handshake = Box::pin(handshake);
         let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(_)) | Err(_) => {
@@ -261,7 +265,7 @@ impl Server {
                 limits.send_timeout,
                 in_flight.clone(),
             );
-            let conn = h2_builder(&limits, executor).serve_connection(io, service);
+            let conn = Box::pin(h2_builder(&limits, executor).serve_connection(io, service));
             // GOAWAY as soon as the process is leaving: the client opens its next stream on a
             // new connection, through the balancer, while this one finishes its streams.
             self.drive(
@@ -274,7 +278,7 @@ impl Server {
             )
             .await;
         } else {
-            let conn = generation.h1.serve_connection(io, service).with_upgrades();
+            let conn = Box::pin(generation.h1.serve_connection(io, service).with_upgrades());
             // Closing an idle HTTP/1 connection early would race the client's next request;
             // while leaving, its responses say `Connection: close` instead (layers).
             self.drive(
@@ -330,7 +334,7 @@ impl Server {
             &self.lifecycle.leaving,
         ));
         // No `with_upgrades`: the redirect listener never switches protocols, h2c included.
-        let conn = generation.h1.serve_connection(io, service);
+        let conn = Box::pin(generation.h1.serve_connection(io, service));
         self.drive(
             conn,
             |c| c.graceful_shutdown(),
@@ -349,7 +353,7 @@ impl Server {
     /// When `cut` completes, the connection is dropped at once, mid-request or not.
     async fn drive<C, E>(
         &self,
-        conn: C,
+        mut conn: Pin<Box<C>>,
         drain: impl Fn(Pin<&mut C>),
         idle: impl Future<Output = ()>,
         linger: Duration,
@@ -358,7 +362,6 @@ impl Server {
     ) where
         C: Future<Output = Result<(), E>>,
     {
-        let mut conn = std::pin::pin!(conn);
         let mut cut = std::pin::pin!(cut);
         let mut idle = std::pin::pin!(idle);
         let lingering = tokio::time::sleep(Duration::MAX);
@@ -453,11 +456,9 @@ async fn accept_loop<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let lease: Lease = Arc::new((server.metrics.connection(), permit));
-        let connection = serve(stream, peer, lease.clone());
-        server.lifecycle.tracker.spawn(async move {
-            connection.await;
-            drop(lease);
-        });
+        // `map`, not an async block: awaiting a captured future would keep room for it twice.
+        let connection = serve(stream, peer, lease.clone()).map(move |()| drop(lease));
+        server.lifecycle.tracker.spawn(connection);
     }
 }
 

@@ -185,7 +185,7 @@ impl Line {
             tls: layer.tls,
             method,
             route,
-            target,
+            target: target.map(detached),
             status: self.status,
             request_bytes: exchange.request_bytes(),
             response_bytes: self.bytes,
@@ -195,6 +195,15 @@ impl Line {
             request_id: exchange.request_id(),
         });
     }
+}
+
+/// A copy of `target` that shares nothing with the connection's read buffer. hyper's parsed
+/// target is a slice of that buffer, and the writer thread holds events for up to a poll
+/// interval: a shared slice would keep hyper from reusing its buffer, so that every request
+/// would allocate a new one (8 KiB) and free the old one on the writer thread.
+fn detached(target: PathAndQuery) -> PathAndQuery {
+    PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(target.as_str().as_bytes()))
+        .unwrap_or(target)
 }
 
 pin_project_lite::pin_project! {

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Load comparison: Portcullis against nginx doing the same job, on a machine with 2 cores.
+# Load comparison: Portcullis against nginx and HAProxy doing the same job, on a machine with 2
+# cores.
 #
 # Usage: benches/load/compare.sh [--rounds N] [--duration S] [--quick] [--binary PATH]
 #                                [--work DIR] [--idle-conns N] [--only LIST] [--quiet-wait S]
 #
-#   --rounds N      rounds per scenario; Portcullis and nginx alternate in each (default 3)
+#   --rounds N      rounds per scenario; each round runs Portcullis, nginx, then HAProxy (default 3)
 #   --duration S    seconds per load run (default 10)
 #   --quick         1 round of 5 s per scenario: a few minutes in all
 #   --binary PATH   Portcullis binary (default target/release/portcullis); it is copied into the
@@ -14,15 +15,15 @@
 #   --only LIST     comma-separated subset of: h1,h2,16k,handshake,redirect,idle
 #   --quiet-wait S  before each run, wait up to S seconds for both cores to be idle (default 300)
 #
-# Needs: nginx, wrk, h2load (nghttp2-client), openssl, curl, python3, taskset, and a C compiler
-# (cc) for the full-handshake scenario, which is skipped without one. Everything listens on
-# 127.0.0.1 only; the system nginx configuration is never read or touched (own prefix, own
-# config, own pid and log files under the work directory).
+# Needs: nginx, haproxy, wrk, h2load (nghttp2-client), openssl, curl, python3, taskset, and a C
+# compiler (cc) for the full-handshake scenario, which is skipped without one. Everything listens
+# on 127.0.0.1 only; the system nginx and HAProxy configurations are never read or touched (own
+# prefix or config file, own pid, socket and log files under the work directory).
 #
-# Layout: the proxy under test (one worker) runs on core 0; the load generator and the upstream
-# (a third nginx) share core 1. A figure only measures the proxy if the proxy's core was busy
-# during the run, so every run records the proxy's CPU use (from /proc/PID/stat) and core 1's
-# (from /proc/stat), and the table flags runs where the proxy had idle time left.
+# Layout: the proxy under test (one worker or thread) runs on core 0; the load generator and the
+# upstream (another nginx) share core 1. A figure only measures the proxy if the proxy's core was
+# busy during the run, so every run records the proxy's CPU use (from /proc/PID/stat) and core
+# 1's (from /proc/stat), and the table flags runs where the proxy had idle time left.
 #
 # Other work on the machine (a compile, say) would be measured as slowness of whichever side it
 # shares a core with: each run first waits until both cores are idle, measures how much CPU went
@@ -30,7 +31,12 @@
 # attempts) when that exceeds 10% of a core.
 #
 # Every run is checked: wrk's and h2load's own error counters must be zero, and the proxy's
-# access log must show only the expected status (200, or 301 on the plain listener).
+# access log must show only the expected status (200, or 301 on the plain listener), apart from
+# requests in flight when the load generator stops; in the handshake runs, nginx's and HAProxy's
+# logs must show no resumed TLS session.
+#
+# The table gives each proxy's median, Portcullis's ratio to the best of its peers (nginx and
+# HAProxy: the higher figure for throughput, the lower for latency and memory) and to nginx.
 
 set -euo pipefail
 
@@ -48,13 +54,17 @@ SCENARIOS=("${ALL_SCENARIOS[@]}")
 
 PROXY_CORE=0
 LOAD_CORE=1
-PROXIES=(portcullis nginx)
+PROXIES=(portcullis nginx haproxy)
+PEERS=(nginx haproxy)
+declare -A NAME=([portcullis]=Portcullis [nginx]=nginx [haproxy]=HAProxy)
 
 UPSTREAM_PORT=18081
 PORTCULLIS_HTTP_PORT=18080
 PORTCULLIS_HTTPS_PORT=18443
 NGINX_HTTP_PORT=18090
 NGINX_HTTPS_PORT=18453
+HAPROXY_HTTP_PORT=18100
+HAPROXY_HTTPS_PORT=18463
 
 # A run counts as proxy-bound when the proxy used at least this share of its core.
 SATURATED_PCT=90
@@ -102,8 +112,8 @@ parse_args() {
 
 check_tools() {
     local tool
-    for tool in nginx wrk h2load openssl curl python3 taskset getconf; do
-        command -v "$tool" >/dev/null || die "$tool not found (Debian: nginx wrk nghttp2-client openssl curl python3 util-linux)"
+    for tool in nginx haproxy wrk h2load openssl curl python3 taskset getconf; do
+        command -v "$tool" >/dev/null || die "$tool not found (Debian: nginx haproxy wrk nghttp2-client openssl curl python3 util-linux)"
     done
     (($(nproc) >= 2)) || die "needs at least 2 cores (proxy on core $PROXY_CORE, load on core $LOAD_CORE)"
     [[ -x $BINARY ]] || die "no Portcullis binary at $BINARY (build it with cargo build --release, or pass --binary)"
@@ -138,25 +148,33 @@ render() { # template output
         -e "s|@PORTCULLIS_HTTPS_PORT@|$PORTCULLIS_HTTPS_PORT|g" \
         -e "s|@NGINX_HTTP_PORT@|$NGINX_HTTP_PORT|g" \
         -e "s|@NGINX_HTTPS_PORT@|$NGINX_HTTPS_PORT|g" \
+        -e "s|@HAPROXY_HTTP_PORT@|$HAPROXY_HTTP_PORT|g" \
+        -e "s|@HAPROXY_HTTPS_PORT@|$HAPROXY_HTTPS_PORT|g" \
+        -e "s|@FD_LIMIT@|$(ulimit -n)|g" \
         "$1" >"$2"
 }
 
 setup_work() {
     case "$WORK" in /|/tmp|/tmp/|"$HOME"|"$REPO") die "refusing to use $WORK as the work directory" ;; esac
     rm -rf "$WORK"
-    mkdir -p "$WORK"/{tls,upstream/www,nginx-proxy/logs,portcullis/logs,runs}
+    mkdir -p "$WORK"/{tls,upstream/www,nginx-proxy/logs,portcullis/logs,haproxy/logs,runs}
 
-    # One ECDSA P-256 certificate for both proxies, covering the names the clients use.
+    # One ECDSA P-256 certificate for all three proxies, covering the names the clients use.
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
         -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
         -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>"$WORK/tls/openssl.log" \
         || die "openssl failed: $(cat "$WORK/tls/openssl.log")"
+    # HAProxy reads the certificate and its key from one file.
+    cat "$WORK/tls/cert.pem" "$WORK/tls/key.pem" >"$WORK/haproxy/cert-and-key.pem"
 
     head -c 16384 /dev/urandom >"$WORK/upstream/www/16k"
 
     render "$HERE/nginx-upstream.conf" "$WORK/upstream/nginx.conf"
     render "$HERE/nginx-proxy.conf" "$WORK/nginx-proxy/nginx.conf"
     render "$HERE/portcullis.toml" "$WORK/portcullis/portcullis.toml"
+    render "$HERE/haproxy.cfg" "$WORK/haproxy/haproxy.cfg"
+    haproxy -c -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/check.log" 2>&1 \
+        || die "haproxy -c failed: $(cat "$WORK/haproxy/check.log")"
 
     # A private copy: the build may replace target/release/portcullis while this runs.
     cp "$BINARY" "$WORK/portcullis/portcullis"
@@ -227,7 +245,7 @@ start_nginx() { # name dir core port...
 
 start_upstream() { start_nginx upstream "$WORK/upstream" "$LOAD_CORE" "$UPSTREAM_PORT"; }
 
-start_proxy() { # portcullis|nginx
+start_proxy() { # portcullis|nginx|haproxy
     case "$1" in
         portcullis)
             taskset -c "$PROXY_CORE" "$WORK/portcullis/portcullis" run -c "$WORK/portcullis/portcullis.toml" \
@@ -239,21 +257,43 @@ start_proxy() { # portcullis|nginx
         nginx)
             start_nginx nginx "$WORK/nginx-proxy" "$PROXY_CORE" "$NGINX_HTTPS_PORT" "$NGINX_HTTP_PORT"
             ;;
+        haproxy)
+            # -db: foreground, no master process, so $! (taskset execs haproxy) is the one
+            # process that does everything. stdout is the access log (log stdout in
+            # haproxy.cfg); reset_log tells how a run's lines are found in it.
+            taskset -c "$PROXY_CORE" haproxy -db -f "$WORK/haproxy/haproxy.cfg" \
+                >>"$WORK/haproxy/logs/access.log" 2>>"$WORK/haproxy/stderr.log" &
+            PID[haproxy]=$!
+            wait_port haproxy "$HAPROXY_HTTPS_PORT"
+            wait_port haproxy "$HAPROXY_HTTP_PORT"
+            ;;
     esac
 }
 
 restart_proxy() { stop "$1"; start_proxy "$1"; }
 
-https_port() { if [[ $1 == portcullis ]]; then echo "$PORTCULLIS_HTTPS_PORT"; else echo "$NGINX_HTTPS_PORT"; fi; }
-http_port() { if [[ $1 == portcullis ]]; then echo "$PORTCULLIS_HTTP_PORT"; else echo "$NGINX_HTTP_PORT"; fi; }
+https_port() {
+    case "$1" in
+        portcullis) echo "$PORTCULLIS_HTTPS_PORT" ;;
+        nginx) echo "$NGINX_HTTPS_PORT" ;;
+        haproxy) echo "$HAPROXY_HTTPS_PORT" ;;
+    esac
+}
+http_port() {
+    case "$1" in
+        portcullis) echo "$PORTCULLIS_HTTP_PORT" ;;
+        nginx) echo "$NGINX_HTTP_PORT" ;;
+        haproxy) echo "$HAPROXY_HTTP_PORT" ;;
+    esac
+}
 
 # The processes whose CPU and memory count as the proxy's: Portcullis is one process (all its
-# threads, the access-log writer included); nginx (proxy or upstream) is the master and its
-# worker.
+# threads, the access-log writer included), and so is HAProxy (one thread, no master); nginx
+# (proxy or upstream) is the master and its worker.
 proxy_pids() {
     local pid=${PID[$1]}
     echo "$pid"
-    if [[ $1 != portcullis ]]; then pgrep -P "$pid" || true; fi
+    if [[ $1 == nginx || $1 == upstream ]]; then pgrep -P "$pid" || true; fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -364,19 +404,44 @@ measured() { # proxy outfile cmd...
 # Access logs: the server-side check that every request got the expected status
 
 log_files() {
-    if [[ $1 == portcullis ]]; then
-        compgen -G "$WORK/portcullis/logs/*.jsonl" || true
-    else
-        echo "$WORK/nginx-proxy/logs/access.log"
-    fi
+    case "$1" in
+        portcullis) compgen -G "$WORK/portcullis/logs/*.jsonl" || true ;;
+        nginx) echo "$WORK/nginx-proxy/logs/access.log" ;;
+        haproxy) echo "$WORK/haproxy/logs/access.log" ;;
+    esac
 }
 
-# Truncated rather than deleted: both proxies keep the file open (O_APPEND) and go on writing.
+# Where the current run's lines start in HAProxy's log (see reset_log).
+declare -A LOG_FROM=()
+
+# Truncated rather than deleted: the proxies keep the file open and go on writing. Portcullis
+# and nginx open it with O_APPEND, so they go on at the new end. HAProxy's log is its stdout,
+# opened for appending by start_proxy, but HAProxy makes it non-blocking with F_SETFL, which
+# clears O_APPEND: it goes on writing at its own offset, past a hole where the old lines were.
+# That offset (from /proc/PID/fdinfo/1, read after the truncation) is where the run's lines
+# start; the hole takes no disk space.
 reset_log() {
     local f
     while read -r f; do
         if [[ -f $f ]]; then : >"$f"; fi
     done < <(log_files "$1")
+    if [[ $1 == haproxy ]]; then
+        LOG_FROM[haproxy]=$(awk '$1 == "pos:" {print $2}' "/proc/${PID[haproxy]}/fdinfo/1")
+    fi
+}
+
+# The lines logged since reset_log.
+log_text() {
+    local f files=()
+    while read -r f; do
+        if [[ -f $f ]]; then files+=("$f"); fi
+    done < <(log_files "$1")
+    ((${#files[@]})) || return 0
+    if [[ $1 == haproxy ]]; then
+        tail -c +$((${LOG_FROM[haproxy]:-0} + 1)) "${files[@]}"
+    else
+        cat "${files[@]}"
+    fi
 }
 
 log_bytes() {
@@ -387,8 +452,8 @@ log_bytes() {
     echo "$total"
 }
 
-# Both proxies buffer their log and flush within about a second of going idle; wait until the
-# size stops changing (at most 15 s) before counting.
+# Portcullis and nginx buffer their log and flush within about a second of going idle (HAProxy
+# writes each line at once); wait until the size stops changing (at most 15 s) before counting.
 wait_log_quiet() {
     local last=-1 size stable=0 i
     for i in {1..30}; do
@@ -405,38 +470,64 @@ wait_log_quiet() {
 }
 
 # "count status" lines for the requests logged since reset_log.
+#
+# HAProxy has no 499: a request the client gave up on is logged with the status it had (-1 when
+# no response had started, 400 "<BADREQ>" when the connection closed during the request, or the
+# response's status when it was already under way) and a termination state starting with C
+# (client side), in the "term" field of haproxy.cfg's log-format. Such lines with a status
+# below 100 or from 400 up count as "aborted:<status>". HAProxy also logs connections that
+# failed before any request (error-log-format: an "error" field and no status), such as a
+# handshake cut short: "conn_error". In HAProxy's log, a line with neither counts as "unparsed"
+# (and fails the run); Portcullis's and nginx's logs hold request lines only.
 log_statuses() {
-    local f files=()
-    while read -r f; do
-        if [[ -f $f ]]; then files+=("$f"); fi
-    done < <(log_files "$1")
-    ((${#files[@]})) || return 0
-    cat "${files[@]}" | grep -o '"status":[0-9]*' | cut -d: -f2 | sort | uniq -c | awk '{print $1, $2}'
+    log_text "$1" | awk -v haproxy="$([[ $1 == haproxy ]] && echo 1 || echo 0)" '
+        match($0, /"status":-?[0-9]+/) {
+            status = substr($0, RSTART + 9, RLENGTH - 9) + 0
+            if (haproxy && $0 ~ /"term":"C/ && (status < 100 || status >= 400)) print "aborted:" status
+            else print status
+            next
+        }
+        !haproxy { next }
+        /"error":/ { print "conn_error"; next }
+        NF { print "unparsed" }' | sort | uniq -c | awk '{print $1, $2}'
+}
+
+# Whether a status from log_statuses is a request in flight that the client dropped when it
+# stopped: nginx's 499 (client closed request; tolerated in Portcullis's log too), or HAProxy's
+# client-side aborts and connection errors (see log_statuses).
+is_aborted() { # proxy status
+    case "$1:$2" in
+        haproxy:aborted:*|haproxy:conn_error) return 0 ;;
+        haproxy:*) return 1 ;;
+        *:499) return 0 ;;
+        *) return 1 ;;
+    esac
 }
 
 # Checks the log against the expected status. When a load generator stops, it drops the
-# requests still in flight (at most one per connection or stream): nginx logs those as 499
-# (client closed request), so 499s up to that number are tolerated, and reported. Any other
+# requests still in flight (at most one per connection or stream): those are logged as aborted
+# (see is_aborted), so aborted lines up to that number are tolerated, and reported. Any other
 # status fails the run. Sets LOG_NOTE; returns 1 on failure.
 check_log() { # proxy expected-status client-responses in-flight-limit
     local proxy=$1 expect=$2 client=$3 limit=$4
-    local good=0 aborted=0 others="" count status
+    local good=0 aborted=0 aborted_note="" others="" count status
     wait_log_quiet "$proxy"
     while read -r count status; do
         [[ -z $count ]] && continue
         if [[ $status == "$expect" ]]; then
             good=$count
-        elif [[ $status == 499 ]]; then
-            aborted=$count
+        elif is_aborted "$proxy" "$status"; then
+            aborted=$((aborted + count))
+            aborted_note+=" $count x $status,"
         else
             others+=" ${status} x $count;"
         fi
     done < <(log_statuses "$proxy")
     LOG_NOTE="log: $good x $expect (client counted $client)"
-    ((aborted)) && LOG_NOTE+=", $aborted x 499 (aborted when the client stopped)"
+    ((aborted)) && LOG_NOTE+=",${aborted_note%,} (aborted when the client stopped)"
     [[ -n $others ]] && LOG_NOTE+="; UNEXPECTED:${others%;}"
     ((good > 0)) || { LOG_NOTE+="; no $expect in the access log"; return 1; }
-    ((aborted <= limit)) || { LOG_NOTE+="; more 499s than requests in flight"; return 1; }
+    ((aborted <= limit)) || { LOG_NOTE+="; more aborted lines than requests in flight ($limit)"; return 1; }
     [[ -z $others ]]
 }
 
@@ -604,11 +695,17 @@ scenario_handshake() {
     run_wrk "$1" "$out" 64 "https://127.0.0.1:$(https_port "$1")/64" -H "Connection: close" || ok=0
     WRK_ENV=()
     check_log "$1" 200 "${WRK_REQUESTS:-0}" 64 || ok=0
-    # nginx logs whether the session was resumed; the client side is the same for both proxies,
-    # so a clean nginx log shows that the shim works.
-    if [[ $1 == nginx ]]; then
+    # nginx ($ssl_session_reused) and HAProxy (ssl_fc_is_resumed) log whether the session was
+    # resumed; the client side is the same for all three proxies, so clean nginx and HAProxy logs
+    # show that the shim works.
+    local resumed=""
+    case "$1" in
+        nginx) resumed='"reused":"r"' ;;
+        haproxy) resumed='"reused":1' ;;
+    esac
+    if [[ -n $resumed ]]; then
         local reused
-        reused=$(cat "$(log_files nginx)" | grep -c '"reused":"r"' || true)
+        reused=$(log_text "$1" | grep -c "$resumed" || true)
         LOG_NOTE+="; resumed sessions: $reused"
         if ((reused > 0)); then ok=0; fi
     fi
@@ -731,73 +828,151 @@ med() { # key
     if [[ -z ${vals// /} ]]; then echo "n/a"; else median $vals; fi
 }
 
+# a / b to two decimals, or n/a when either is n/a or b is not positive.
+ratio() { # a b
+    if [[ $1 != n/a && $2 != n/a ]] && awk -v b="$2" 'BEGIN {exit !(b > 0)}'; then
+        awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'
+    else
+        echo "n/a"
+    fi
+}
+
+# The best of the peers' figures: "figure proxy", the highest (the lowest when lower is better),
+# or "n/a" when no peer has one. The figures are given as proxy=value arguments.
+best_of() { # lower proxy=value...
+    local lower=$1 kv best="" who=""
+    shift
+    for kv in "$@"; do
+        [[ ${kv#*=} == n/a ]] && continue
+        if [[ -z $best ]] || awk -v v="${kv#*=}" -v b="$best" -v l="$lower" 'BEGIN {exit !(l ? v < b : v > b)}'; then
+            best=${kv#*=}
+            who=${kv%%=*}
+        fi
+    done
+    if [[ -z $best ]]; then echo "n/a"; else echo "$best $who"; fi
+}
+
 report() {
-    local spec id label lower p n ratio pc pl nc nl flag
+    local spec id label lower proxy flag best bestv bestwho ratio_best ratio_nginx cpu row
+    local -A v=() c=() l=() o=()
+    local names=() listed
+    for proxy in "${PROXIES[@]}"; do names+=("${NAME[$proxy]}"); done
+    listed=$(IFS=,; echo "${names[*]}")
     echo
-    echo "## Results: medians of $ROUNDS round(s) x ${DURATION} s; Portcullis and nginx alternate"
+    echo "## Results: medians of $ROUNDS round(s) x ${DURATION} s; each round runs ${listed//,/, }"
     echo
-    echo "| scenario | Portcullis | nginx | Portcullis / nginx | CPU Portcullis (proxy core / load core) | CPU nginx (proxy core / load core) | bottleneck |"
-    echo "|---|---:|---:|---:|---|---|---|"
+    echo "Portcullis / best peer compares with the better of nginx and HAProxy in each row (the higher"
+    echo "figure for throughput, the lower for latency and memory); the peer is named in brackets."
+    echo
+    row="| scenario |"
+    for proxy in "${PROXIES[@]}"; do row+=" ${NAME[$proxy]} |"; done
+    row+=" Portcullis / best peer | Portcullis / nginx |"
+    for proxy in "${PROXIES[@]}"; do row+=" CPU ${NAME[$proxy]} (proxy core / load core) |"; done
+    echo "$row bottleneck |"
+    row="|---|"
+    for proxy in "${PROXIES[@]}"; do row+="---:|"; done
+    row+="---:|---:|"
+    for proxy in "${PROXIES[@]}"; do row+="---|"; done
+    echo "$row---|"
     for spec in "${METRICS[@]}"; do
         IFS='|' read -r id label lower <<<"${spec//@N@/$IDLE_CONNS}"
-        p=$(med "${VALUES[$id|portcullis]:-}")
-        n=$(med "${VALUES[$id|nginx]:-}")
-        ratio="n/a"
-        if [[ $p != n/a && $n != n/a ]] && awk -v n="$n" 'BEGIN {exit !(n > 0)}'; then
-            ratio=$(awk -v p="$p" -v n="$n" 'BEGIN {printf "%.2f", p / n}')
-            if ((lower)); then ratio+=" (lower is better)"; fi
-        fi
+        local peers=()
+        for proxy in "${PROXIES[@]}"; do
+            v[$proxy]=$(med "${VALUES[$id|$proxy]:-}")
+            c[$proxy]=$(med "${PCPU[$id|$proxy]:-}")
+            l[$proxy]=$(med "${LCPU[$id|$proxy]:-}")
+            o[$proxy]=$(med "${OCPU[$id|$proxy]:-}")
+        done
+        for proxy in "${PEERS[@]}"; do peers+=("$proxy=${v[$proxy]}"); done
+        best=$(best_of "$lower" "${peers[@]}")
+        read -r bestv bestwho <<<"$best"
+        local better=""
+        if ((lower)); then better="; lower is better"; fi
+        ratio_best=$(ratio "${v[portcullis]}" "$bestv")
+        if [[ $ratio_best != n/a ]]; then ratio_best+=" (${NAME[$bestwho]}$better)"; fi
+        ratio_nginx=$(ratio "${v[portcullis]}" "${v[nginx]}")
+        if [[ $ratio_nginx != n/a && -n $better ]]; then ratio_nginx+=" (${better#; })"; fi
+        row="| $label |"
+        for proxy in "${PROXIES[@]}"; do row+=" ${v[$proxy]} |"; done
+        row+=" $ratio_best | $ratio_nginx |"
         flag=""
+        local measured=0
+        for proxy in "${PROXIES[@]}"; do
+            if [[ $id == idle_kib ]]; then
+                row+=" - |"
+                continue
+            fi
+            if [[ ${c[$proxy]} == n/a ]]; then
+                row+=" n/a |"
+                continue
+            fi
+            measured=1
+            row+=" ${c[$proxy]}% / ${l[$proxy]}% |"
+            if awk -v c="${c[$proxy]}" -v s="$SATURATED_PCT" 'BEGIN {exit !(c < s)}'; then
+                flag+="WARN: ${NAME[$proxy]} not saturated (${c[$proxy]}%, load core ${l[$proxy]}%): figure bounded by the load side. "
+            fi
+            if awk -v c="${o[$proxy]}" -v s="$OTHER_PCT" 'BEGIN {exit !(c > s)}'; then
+                flag+="WARN: ${o[$proxy]}% of a core went to other work during ${NAME[$proxy]} runs. "
+            fi
+        done
         if [[ $id == idle_kib ]]; then
-            pc="-"; nc="-"; flag="-"
-        else
-            pc=$(med "${PCPU[$id|portcullis]:-}"); pl=$(med "${LCPU[$id|portcullis]:-}")
-            nc=$(med "${PCPU[$id|nginx]:-}"); nl=$(med "${LCPU[$id|nginx]:-}")
-            local who
-            local po no
-            po=$(med "${OCPU[$id|portcullis]:-}"); no=$(med "${OCPU[$id|nginx]:-}")
-            for who in "Portcullis $pc $pl $po" "nginx $nc $nl $no"; do
-                # shellcheck disable=SC2086
-                set -- $who
-                [[ $2 == n/a ]] && continue
-                if awk -v c="$2" -v s="$SATURATED_PCT" 'BEGIN {exit !(c < s)}'; then
-                    flag+="WARN: $1 not saturated (${2}%, load core ${3}%): figure bounded by the load side. "
-                fi
-                if awk -v c="$4" -v s="$OTHER_PCT" 'BEGIN {exit !(c > s)}'; then
-                    flag+="WARN: ${4}% of a core went to other work during $1 runs. "
-                fi
-            done
-            [[ -z $flag ]] && flag="proxy core saturated"
-            pc="${pc}% / ${pl}%"; nc="${nc}% / ${nl}%"
+            flag="-"
+        elif ((!measured)); then
+            flag="no run counted"
+        elif [[ -z $flag ]]; then
+            flag="proxy core saturated"
         fi
-        echo "| $label | $p | $n | $ratio | $pc | $nc | ${flag% } |"
+        echo "$row ${flag% } |"
     done
     echo
-    echo "Per-round values (Portcullis | nginx):"
+    echo "Per-round values (${listed//,/ | }):"
     echo
     for spec in "${METRICS[@]}"; do
         IFS='|' read -r id label lower <<<"${spec//@N@/$IDLE_CONNS}"
-        echo "- $id: ${VALUES[$id|portcullis]:-none}| ${VALUES[$id|nginx]:-none}"
+        row="- $id:"
+        local sep=""
+        for proxy in "${PROXIES[@]}"; do
+            cpu=${VALUES[$id|$proxy]:-none}
+            row+="$sep ${cpu% }"
+            sep=" |"
+        done
+        echo "$row"
     done
     echo
     # Throughput per second of proxy CPU: what each proxy did with the CPU it used. Useful when
     # a proxy was not saturated; it assumes cost scales linearly, so it is an estimate.
     echo "Throughput per proxy CPU-second (median value / median proxy CPU share; an estimate):"
     echo
-    echo "| scenario | Portcullis | nginx | Portcullis / nginx |"
-    echo "|---|---:|---:|---:|"
+    row="| scenario |"
+    for proxy in "${PROXIES[@]}"; do row+=" ${NAME[$proxy]} |"; done
+    echo "$row Portcullis / best peer | Portcullis / nginx |"
+    row="|---|"
+    for proxy in "${PROXIES[@]}"; do row+="---:|"; done
+    echo "$row---:|---:|"
+    local -A per=()
     for spec in "${METRICS[@]}"; do
         IFS='|' read -r id label lower <<<"${spec//@N@/$IDLE_CONNS}"
         ((lower)) && continue
-        p=$(med "${VALUES[$id|portcullis]:-}"); pc=$(med "${PCPU[$id|portcullis]:-}")
-        n=$(med "${VALUES[$id|nginx]:-}"); nc=$(med "${PCPU[$id|nginx]:-}")
-        if [[ $p == n/a || $n == n/a || $pc == n/a || $nc == n/a ]] || [[ $pc == 0 || $nc == 0 ]]; then
-            echo "| $label | n/a | n/a | n/a |"
-            continue
-        fi
-        awk -v l="$label" -v p="$p" -v pc="$pc" -v n="$n" -v nc="$nc" 'BEGIN {
-            a = p * 100 / pc; b = n * 100 / nc
-            printf "| %s | %.0f | %.0f | %.2f |\n", l, a, b, a / b }'
+        local peers=()
+        row="| $label |"
+        for proxy in "${PROXIES[@]}"; do
+            local value share
+            value=$(med "${VALUES[$id|$proxy]:-}")
+            share=$(med "${PCPU[$id|$proxy]:-}")
+            if [[ $value == n/a || $share == n/a || $share == 0 ]]; then
+                per[$proxy]="n/a"
+                row+=" n/a |"
+            else
+                per[$proxy]=$(awk -v v="$value" -v c="$share" 'BEGIN {printf "%.4f", v * 100 / c}')
+                row+=" $(awk -v v="${per[$proxy]}" 'BEGIN {printf "%.0f", v}') |"
+            fi
+        done
+        for proxy in "${PEERS[@]}"; do peers+=("$proxy=${per[$proxy]}"); done
+        best=$(best_of 0 "${peers[@]}")
+        read -r bestv bestwho <<<"$best"
+        ratio_best=$(ratio "${per[portcullis]}" "$bestv")
+        if [[ $ratio_best != n/a ]]; then ratio_best+=" (${NAME[$bestwho]})"; fi
+        echo "$row $ratio_best | $(ratio "${per[portcullis]}" "${per[nginx]}") |"
     done
 }
 
@@ -809,6 +984,7 @@ environment_info() {
     echo "- kernel: $(uname -r)"
     echo "- portcullis: $("$WORK/portcullis/portcullis" --version 2>&1 | head -n 1) (sha256 $(sha256sum "$WORK/portcullis/portcullis" | cut -c1-16))"
     echo "- $(nginx -v 2>&1)"
+    echo "- $(haproxy -v 2>&1 | head -n 1)"
     echo "- wrk: $(wrk -v 2>&1 | head -n 1 | awk '{print $2}')"
     echo "- h2load: $(h2load --version 2>&1 | head -n 1)"
     echo "- $(openssl version)"
@@ -865,10 +1041,18 @@ main() {
         echo
         echo "Proxy diagnostics (warnings and errors logged during the whole run):"
         echo
-        echo "- Portcullis stderr: $(grep -cE 'WARN|ERROR' "$WORK/portcullis/stderr.log" || true) WARN/ERROR line(s)"
-        grep -E 'WARN|ERROR' "$WORK/portcullis/stderr.log" | head -n 5 | sed 's/^/    /' || true
+        # Portcullis warns at every start that it keeps root (allow_root in portcullis.toml);
+        # expected, and counted apart.
+        local root_warn='warning=server.allow_root'
+        echo "- Portcullis stderr: $(grep -E 'WARN|ERROR' "$WORK/portcullis/stderr.log" | grep -cv "$root_warn" || true) WARN/ERROR line(s), besides $(grep -c "$root_warn" "$WORK/portcullis/stderr.log" || true) expected allow_root warning(s) (one per start)"
+        grep -E 'WARN|ERROR' "$WORK/portcullis/stderr.log" | grep -v "$root_warn" | head -n 5 | sed 's/^/    /' || true
         echo "- nginx error.log: $(grep -cE '\[(warn|error|crit|alert|emerg)\]' "$WORK/nginx-proxy/error.log" 2>/dev/null || true) line(s) at warn or above"
         grep -E '\[(warn|error|crit|alert|emerg)\]' "$WORK/nginx-proxy/error.log" 2>/dev/null | head -n 5 | sed 's/^/    /' || true
+        # HAProxy warns at every start that the descriptor limit is below 2 x maxconn (see
+        # haproxy.cfg); that one is expected and counted apart.
+        local fd_alert='FD limit ([0-9]*) too low for maxconn'
+        echo "- HAProxy stderr: $(grep -E 'WARNING|ALERT' "$WORK/haproxy/stderr.log" 2>/dev/null | grep -cv "$fd_alert" || true) WARNING/ALERT line(s), besides $(grep -c "$fd_alert" "$WORK/haproxy/stderr.log" 2>/dev/null || true) expected FD-limit alert(s) (one per start)"
+        grep -E 'WARNING|ALERT' "$WORK/haproxy/stderr.log" 2>/dev/null | grep -v "$fd_alert" | head -n 5 | sed 's/^/    /' || true
     } | tee "$WORK/results.md"
     say "results: $WORK/results.md; raw outputs: $WORK/runs/"
 

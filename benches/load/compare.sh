@@ -4,6 +4,7 @@
 #
 # Usage: benches/load/compare.sh [--rounds N] [--duration S] [--quick] [--binary PATH]
 #                                [--work DIR] [--idle-conns N] [--only LIST] [--quiet-wait S]
+#                                [--routes N] [--certs N]
 #
 #   --rounds N      rounds per scenario; each round runs Portcullis, nginx, then HAProxy (default 3)
 #   --duration S    seconds per load run (default 10)
@@ -14,6 +15,9 @@
 #   --idle-conns N  connections for the idle-memory scenario (default 10000)
 #   --only LIST     comma-separated subset of: h1,h2,16k,handshake,redirect,idle
 #   --quiet-wait S  before each run, wait up to S seconds for both cores to be idle (default 300)
+#   --routes N      give Portcullis's config N routes in all (scale_config.py: extra hosts that
+#                   no client asks for), to see whether a request costs more in a larger table
+#   --certs N       likewise, N certificates in all (needs python3's cryptography package)
 #
 # Needs: nginx, haproxy, wrk, h2load (nghttp2-client), openssl, curl, python3, taskset, and a C
 # compiler (cc) for the full-handshake scenario, which is skipped without one. Everything listens
@@ -48,6 +52,8 @@ DURATION=10
 BINARY="$REPO/target/release/portcullis"
 WORK=/tmp/portcullis-compare
 IDLE_CONNS=10000
+ROUTES=0
+CERTS=0
 QUIET_WAIT=300
 ALL_SCENARIOS=(h1 h2 16k handshake redirect idle)
 SCENARIOS=("${ALL_SCENARIOS[@]}")
@@ -94,6 +100,8 @@ parse_args() {
             --binary) BINARY=${2:?}; shift 2 ;;
             --work) WORK=${2:?}; shift 2 ;;
             --idle-conns) IDLE_CONNS=${2:?}; shift 2 ;;
+            --routes) ROUTES=${2:?}; shift 2 ;;
+            --certs) CERTS=${2:?}; shift 2 ;;
             --quiet-wait) QUIET_WAIT=${2:?}; shift 2 ;;
             --only) IFS=, read -r -a SCENARIOS <<<"${2:?}"; shift 2 ;;
             -h|--help) usage; exit 0 ;;
@@ -103,6 +111,7 @@ parse_args() {
     [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive integer"
     [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "--duration must be a positive integer (seconds)"
     [[ $IDLE_CONNS =~ ^[1-9][0-9]*$ ]] || die "--idle-conns must be a positive integer"
+    [[ $ROUTES =~ ^[0-9]+$ && $CERTS =~ ^[0-9]+$ ]] || die "--routes and --certs must be numbers"
     [[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "--quiet-wait must be a number of seconds"
     local s
     for s in "${SCENARIOS[@]}"; do
@@ -172,6 +181,11 @@ setup_work() {
     render "$HERE/nginx-upstream.conf" "$WORK/upstream/nginx.conf"
     render "$HERE/nginx-proxy.conf" "$WORK/nginx-proxy/nginx.conf"
     render "$HERE/portcullis.toml" "$WORK/portcullis/portcullis.toml"
+    if ((ROUTES || CERTS)); then
+        python3 "$HERE/scale_config.py" --config "$WORK/portcullis/portcullis.toml" \
+            --routes "$ROUTES" --certs "$CERTS" --certs-dir "$WORK/portcullis/certs" \
+            || die "scale_config.py failed"
+    fi
     render "$HERE/haproxy.cfg" "$WORK/haproxy/haproxy.cfg"
     haproxy -c -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/check.log" 2>&1 \
         || die "haproxy -c failed: $(cat "$WORK/haproxy/check.log")"

@@ -1,18 +1,16 @@
 #!/usr/bin/env python3
-"""Writes a Portcullis config with many routes and many certificates, for scale.sh.
+"""Grows a Portcullis config to many routes and many certificates, for compare.sh --routes/--certs.
 
-    scale_config.py --routes N --certs M --dir DIR --upstream-port P --https-port P --http-port P
+    scale_config.py --config FILE --routes N --certs M --certs-dir DIR
 
-The config is benches/load/portcullis.toml's job (the same two routes that the load clients use,
-`localhost` and `127.0.0.1`, with the certificate in DIR/tls) plus N - 2 further routes and
-M - 1 further certificates:
+Appends to FILE (compare.sh's rendered portcullis.toml, whose own routes and certificate the load
+clients use, so the job stays the same) until it has N routes and M certificates:
 
 - routes: hosts `h<i>.scale.test`, four path prefixes each (`/`, `/api`, `/api/v2/`, `/static`),
-  so a host has as many routes as a typical application and the table grows in both directions;
-- certificates: one per name `c<i>.scale.test`, each its own self-signed ECDSA P-256
-  certificate (one shared key: generating 10,000 keys would only slow the set-up), plus one
-  `*.scale.test` certificate covering every route host. Certificates already in DIR/certs are
-  reused.
+  so that the table grows in hosts and a host has as many routes as a typical application;
+- certificates: one `*.scale.test` certificate covering every route host, then one per name
+  `c<i>.scale.test`, each its own self-signed ECDSA P-256 certificate (one shared key:
+  generating thousands of keys would only slow the set-up). Files already in DIR are reused.
 
 Needs the `cryptography` package (Debian: python3-cryptography).
 """
@@ -21,6 +19,7 @@ import argparse
 import datetime
 import os
 import pathlib
+import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -46,8 +45,8 @@ def self_signed(key, name):
     )
 
 
-def write_certificates(certs_dir: pathlib.Path, count: int):
-    """`count` certificate files (the wildcard first) and the shared key, reused when present."""
+def certificate_files(certs_dir: pathlib.Path, count: int):
+    """The shared key and `count` certificate files (the wildcard first), made when missing."""
     certs_dir.mkdir(parents=True, exist_ok=True)
     key_path = certs_dir / "key.pem"
     if key_path.exists():
@@ -74,55 +73,29 @@ def write_certificates(certs_dir: pathlib.Path, count: int):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--routes", type=int, required=True)
-    parser.add_argument("--certs", type=int, required=True)
-    parser.add_argument("--dir", type=pathlib.Path, required=True)
-    parser.add_argument("--upstream-port", type=int, required=True)
-    parser.add_argument("--https-port", type=int, required=True)
-    parser.add_argument("--http-port", type=int, required=True)
-    parser.add_argument("--out", type=pathlib.Path, required=True, help="config file to write")
+    parser.add_argument("--config", type=pathlib.Path, required=True)
+    parser.add_argument("--routes", type=int, required=True, help="routes in all")
+    parser.add_argument("--certs", type=int, required=True, help="certificates in all")
+    parser.add_argument("--certs-dir", type=pathlib.Path, required=True)
     args = parser.parse_args()
-    if args.routes < 2 or args.certs < 1:
-        parser.error("--routes must be at least 2 and --certs at least 1")
 
-    work = args.dir
-    lines = [
-        'environment = "bench"',
-        "[server]",
-        "workers = 1",
-        "allow_root = true  # as in portcullis.toml: the bench may run as root",
-        "[listen]",
-        f'http = "127.0.0.1:{args.http_port}"',
-        f'https = "127.0.0.1:{args.https_port}"',
-        "[hsts]",
-        "max_age = 63072000",
-        "include_subdomains = false",
-        "[networks]",
-        'bench = ["127.0.0.0/8"]',
-        "[upstreams.app]",
-        'environment = "bench"',
-        f'addrs = ["127.0.0.1:{args.upstream_port}"]',
-        "[log]",
-        f'dir = "{work}/logs"',
-        "retention_days = 30",
-        "[limits]",
-        "max_connections = 20000",
-        'idle_timeout = "120s"',
-        "",
-        "[[tls.certificates]]",
-        f'cert = "{work}/tls/cert.pem"',
-        f'key = "{work}/tls/key.pem"',
-    ]
-    if args.certs > 1 or args.routes > 2:
-        key_path, cert_paths = write_certificates(work / "certs", max(args.certs - 1, 1))
+    text = args.config.read_text()
+    have_routes = len(re.findall(r"^\[\[routes\]\]", text, re.M))
+    have_certs = len(re.findall(r"^\[\[tls\.certificates\]\]", text, re.M))
+    extra_routes = max(args.routes - have_routes, 0)
+    extra_certs = max(args.certs - have_certs, 0)
+    if extra_routes and not extra_certs:
+        extra_certs = 1  # the wildcard that covers the route hosts
+    lines = []
+    if extra_certs:
+        key_path, cert_paths = certificate_files(args.certs_dir, extra_certs)
         for path in cert_paths:
             lines += ["[[tls.certificates]]", f'cert = "{path}"', f'key = "{key_path}"']
-    for host in ["localhost", "127.0.0.1"]:
-        lines += ["[[routes]]", f'host = "{host}"', 'upstream = "app"']
-    for i in range(args.routes - 2):
+    for i in range(extra_routes):
         host, prefix = f"h{i // len(PREFIXES)}.scale.test", PREFIXES[i % len(PREFIXES)]
         lines += ["[[routes]]", f'host = "{host}"', f'path_prefix = "{prefix}"', 'upstream = "app"']
-    args.out.write_text("\n".join(lines) + "\n")
+    with args.config.open("a") as config:
+        config.write("\n# Added by scale_config.py\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

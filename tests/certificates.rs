@@ -55,7 +55,9 @@ async fn routes_need_a_covering_certificate_and_a_place_of_their_own() {
     for (host, prefix) in [("APP.test", "/"), ("*.WILD.test", "/"), ("127.0.0.1", "/")] {
         let problems = problems_at(&with_route(host, prefix), "routes[4].path_prefix");
         assert!(
-            problems.iter().any(|p| p.contains("another route already serves")),
+            problems
+                .iter()
+                .any(|p| p.contains("another route already serves")),
             "{host} {prefix} is a duplicate: {problems:#?}"
         );
     }

@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::access_log::Exchange;
+use crate::upstream::UpstreamBody;
 
 /// Why a client's request body could not be forwarded. The client is to blame for all three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -177,7 +178,7 @@ pub enum ResponseBody {
     /// Written by the proxy itself; `None` once sent.
     Full(Option<Bytes>),
     /// Streamed from an upstream; on HTTP/2, with the stream's progress record.
-    Upstream(Incoming, Option<Progress>),
+    Upstream(UpstreamBody, Option<Progress>),
 }
 
 impl ResponseBody {
@@ -192,7 +193,7 @@ impl ResponseBody {
     }
 
     /// An upstream's body, watched when the current task serves an HTTP/2 stream.
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: UpstreamBody) -> Self {
         Self::Upstream(body, Progress::current())
     }
 }

@@ -95,7 +95,6 @@ impl ProxyError {
                 }
                 UpstreamError::AddressRefused
                 | UpstreamError::Unreachable(_)
-                | UpstreamError::TunnelUnreachable(_)
                 | UpstreamError::Failed(_)
                 | UpstreamError::UpgradeWithoutRequest => StatusCode::BAD_GATEWAY,
             },

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use tower::Service;
 
@@ -30,10 +30,9 @@ use crate::audit::ClosedBy;
 use crate::body::{RequestBody, ResponseBody};
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
-use crate::path::PathError;
 use crate::routing::{Action, Routed};
 use crate::tunnel::{Admitted, Tunnels};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::UpstreamError;
 
 /// Forwards routed requests for one client connection.
 #[derive(Debug, Clone)]
@@ -112,7 +111,7 @@ async fn forward(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>,
         request_id: request_id.as_ref(),
     };
     rewrite_request(&mut parts.headers, parts.version, &vouched, strip, upgrade);
-    parts.uri = upstream_uri(upstream, &parts.uri)?;
+    parts.uri = origin_form(&parts.uri);
     parts.version = Version::HTTP_11;
     let body = RequestBody::new(body, route.max_body_bytes, body_read_timeout, exchange);
 
@@ -171,15 +170,11 @@ fn respond(status: StatusCode, body: &Bytes) -> Response<ResponseBody> {
     response
 }
 
-fn upstream_uri(upstream: &Upstream, client_uri: &Uri) -> Result<Uri, ProxyError> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = upstream.next_target().cloned();
-    parts.path_and_query = Some(
-        client_uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).map_err(|_| ProxyError::Path(PathError::NotAbsolute))
+/// The target as an origin server wants it (RFC 9112 3.2.1): the authority travels in `Host`.
+fn origin_form(client_uri: &Uri) -> Uri {
+    client_uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+        .into()
 }

@@ -1,6 +1,9 @@
-//! Upstreams: a pooled HTTP/1.1 client per upstream, whose connector refuses every address
-//! outside the upstream's environment, including each address a name resolves to at connect
-//! time (so DNS rebinding cannot point us at a metadata service or another environment).
+//! Upstreams: keep-alive HTTP/1.1 connections per target ([`pool`]), made by a connector that
+//! refuses every address outside the upstream's environment, including each address a name
+//! resolves to at connect time (so DNS rebinding cannot point us at a metadata service or
+//! another environment).
+
+mod pool;
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -11,13 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::uri::Authority;
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
@@ -25,11 +27,11 @@ use crate::body::{RequestBody, RequestBodyError};
 use crate::config::{Limits, UpstreamConfig};
 use crate::networks::Reach;
 
+pub use pool::UpstreamBody;
+use pool::{Lent, Pool};
+
 type BoxError = Box<dyn StdError + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// How long an unused pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Why a request could not be completed upstream.
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +39,10 @@ pub enum UpstreamError {
     /// The address (or a resolved one) lies outside the upstream's environment.
     #[error("upstream address refused by network policy")]
     AddressRefused,
-    /// Connection refused, reset, or the name did not resolve.
+    /// Connection refused, reset, or the name did not resolve (an upstream's or a tunnel
+    /// target's).
     #[error("upstream unreachable")]
-    Unreachable(#[source] hyper_util::client::legacy::Error),
+    Unreachable(#[source] BoxError),
     /// No connection within `upstream_connect_timeout`.
     #[error("upstream connect timed out")]
     ConnectTimeout,
@@ -48,10 +51,7 @@ pub enum UpstreamError {
     ResponseTimeout,
     /// The connection failed mid-request or the response was malformed.
     #[error("upstream request failed")]
-    Failed(#[source] hyper_util::client::legacy::Error),
-    /// A tunnel's target refused the connection, reset it, or its name did not resolve.
-    #[error("tunnel target unreachable")]
-    TunnelUnreachable(#[source] BoxError),
+    Failed(#[source] hyper::Error),
     /// The upstream switched protocols on a request that did not ask to.
     #[error("upstream answered 101 to a request without Upgrade")]
     UpgradeWithoutRequest,
@@ -65,7 +65,7 @@ impl UpstreamError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::AddressRefused => "upstream_address_refused",
-            Self::Unreachable(_) | Self::TunnelUnreachable(_) => "upstream_unreachable",
+            Self::Unreachable(_) => "upstream_unreachable",
             Self::ConnectTimeout => "upstream_connect_timeout",
             Self::ResponseTimeout => "upstream_timeout",
             Self::Failed(_) => "upstream_failed",
@@ -76,47 +76,35 @@ impl UpstreamError {
         }
     }
 
-    /// Sorts a client error by what its cause chain shows.
-    fn classify(error: hyper_util::client::legacy::Error) -> Self {
+    /// An exchange that failed once connected: the client's body is to blame when hyper's
+    /// cause chain holds its error.
+    fn exchange(error: hyper::Error) -> Self {
         let mut cause: Option<&(dyn StdError + 'static)> = error.source();
+        while let Some(e) = cause {
+            if let Some(body) = e.downcast_ref::<RequestBodyError>() {
+                return Self::RequestBody(*body);
+            }
+            cause = e.source();
+        }
+        Self::Failed(error)
+    }
+
+    /// A connect that failed, sorted by what the connector's cause chain shows.
+    fn connect(error: BoxError) -> Self {
+        let mut cause: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
         while let Some(e) = cause {
             if e.is::<AddressRefused>() {
                 return Self::AddressRefused;
             }
-            if let Some(body) = e.downcast_ref::<RequestBodyError>() {
-                return Self::RequestBody(*body);
-            }
             if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-                && error.is_connect()
             {
                 return Self::ConnectTimeout;
             }
             cause = e.source();
         }
-        if error.is_connect() {
-            Self::Unreachable(error)
-        } else {
-            Self::Failed(error)
-        }
+        Self::Unreachable(error)
     }
-}
-
-/// Sorts a connector's error as [`UpstreamError::classify`] sorts the client's.
-fn classify_connect(error: BoxError) -> UpstreamError {
-    let mut cause: Option<&(dyn StdError + 'static)> = Some(error.as_ref());
-    while let Some(e) = cause {
-        if e.is::<AddressRefused>() {
-            return UpstreamError::AddressRefused;
-        }
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return UpstreamError::ConnectTimeout;
-        }
-        cause = e.source();
-    }
-    UpstreamError::TunnelUnreachable(error)
 }
 
 /// The policy refusal, as an error type the client's cause chain can be searched for.
@@ -196,37 +184,47 @@ impl Service<Uri> for CheckedConnector {
     }
 }
 
-/// One upstream: its targets and the pool of connections to them.
+/// One upstream: its targets, each with its pool of keep-alive connections.
 #[derive(Debug)]
 pub struct Upstream {
-    client: Client<CheckedConnector, RequestBody>,
     connector: CheckedConnector,
-    targets: Vec<Authority>,
+    targets: Vec<Target>,
     next: AtomicUsize,
     response_timeout: Duration,
 }
 
+#[derive(Debug)]
+struct Target {
+    /// What the connector is asked for: `http://address/`.
+    uri: Uri,
+    pool: Arc<Pool>,
+}
+
 impl Upstream {
-    /// Builds the pool for a validated upstream.
+    /// The connector and an empty pool per target of a validated upstream.
     pub fn new(config: &UpstreamConfig, limits: &Limits) -> Self {
         let reach = Arc::new(Reach::new(
             config.networks.clone(),
             config.metadata_endpoints.clone(),
         ));
         let connector = CheckedConnector::new(reach, limits.upstream_connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .set_host(false)
-            .build(connector.clone());
         let targets = config
             .addrs
             .iter()
-            .map(|addr| addr.authority.clone())
+            .filter_map(|addr| {
+                let uri = Uri::builder()
+                    .scheme("http")
+                    .authority(addr.authority.clone())
+                    .path_and_query("/")
+                    .build()
+                    .ok()?;
+                Some(Target {
+                    uri,
+                    pool: Pool::new(limits.upstream_idle_timeout),
+                })
+            })
             .collect();
         Self {
-            client,
             connector,
             targets,
             next: AtomicUsize::new(0),
@@ -235,38 +233,81 @@ impl Upstream {
     }
 
     /// The next target, round-robin.
-    pub fn next_target(&self) -> Option<&Authority> {
+    fn next_target(&self) -> Result<&Target, UpstreamError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.targets.get(i % self.targets.len().max(1))
+        self.targets
+            .get(i % self.targets.len().max(1))
+            .ok_or(UpstreamError::AddressRefused)
+    }
+
+    /// A new connection to `uri`, after the address checks, with the connect timeout.
+    async fn connect_to(&self, uri: Uri) -> Result<TokioIo<TcpStream>, UpstreamError> {
+        let mut connector = self.connector.clone();
+        connector.call(uri).await.map_err(UpstreamError::connect)
     }
 
     /// A new connection to the next target, for a tunnel: the same address checks, connect
     /// timeout and nodelay as the pool's connections.
     pub async fn connect(&self) -> Result<TcpStream, UpstreamError> {
-        let target = self.next_target().ok_or(UpstreamError::AddressRefused)?;
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(target.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| UpstreamError::TunnelUnreachable(e.into()))?;
-        let mut connector = self.connector.clone();
-        match connector.call(uri).await {
-            Ok(io) => Ok(io.into_inner()),
-            Err(e) => Err(classify_connect(e)),
-        }
+        let target = self.next_target()?;
+        Ok(self.connect_to(target.uri.clone()).await?.into_inner())
     }
 
-    /// Sends a request whose URI already names a target, waiting at most the response timeout
-    /// for the response head.
+    /// Sends a request in origin form (`/path?query`, with its `Host`) to the next target,
+    /// waiting at most the response timeout for the response head.
     pub async fn send(
         &self,
         request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(UpstreamError::classify(e)),
-            Err(_) => Err(UpstreamError::ResponseTimeout),
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let target = self.next_target()?;
+        tokio::time::timeout(self.response_timeout, self.exchange(target, request))
+            .await
+            .unwrap_or(Err(UpstreamError::ResponseTimeout))
+    }
+
+    async fn exchange(
+        &self,
+        target: &Target,
+        mut request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        if let Some(mut sender) = target.pool.take() {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(target.lend(sender, response)),
+                // The upstream closed it before the request went out (its keep-alive timeout
+                // raced ours): nothing was sent, so the request goes again on a new one.
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(UpstreamError::exchange(error.into_error())),
+                },
+            }
         }
+        let io = self.connect_to(target.uri.clone()).await?;
+        let (mut sender, connection) = http1::handshake(io).await.map_err(UpstreamError::Failed)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(UpstreamError::exchange)?;
+        Ok(target.lend(sender, response))
+    }
+}
+
+impl Target {
+    /// The response, with its connection lent to the body until the body ends; a connection
+    /// that switched protocols belongs to the tunnel.
+    fn lend(
+        &self,
+        sender: SendRequest<RequestBody>,
+        response: Response<Incoming>,
+    ) -> Response<UpstreamBody> {
+        let lent = (response.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Lent {
+            sender,
+            pool: self.pool.clone(),
+        });
+        response.map(|body| UpstreamBody::new(body, lent))
     }
 }

@@ -395,6 +395,7 @@ pub struct RawLimits {
     pub h2_max_concurrent_streams: u32,
     pub upstream_connect_timeout: String,
     pub upstream_response_timeout: String,
+    pub upstream_idle_timeout: String,
     pub shutdown_grace: String,
     pub drain_delay: String,
 }
@@ -413,6 +414,7 @@ impl Default for RawLimits {
             h2_max_concurrent_streams: 100,
             upstream_connect_timeout: "5s".into(),
             upstream_response_timeout: "60s".into(),
+            upstream_idle_timeout: "90s".into(),
             shutdown_grace: "30s".into(),
             drain_delay: "0s".into(),
         }

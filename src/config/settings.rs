@@ -215,6 +215,8 @@ pub struct Limits {
     pub h2_max_concurrent_streams: u32,
     pub upstream_connect_timeout: Duration,
     pub upstream_response_timeout: Duration,
+    /// How long a keep-alive connection to an upstream may sit unused before it is closed.
+    pub upstream_idle_timeout: Duration,
     pub shutdown_grace: Duration,
     /// How long the listeners keep serving after SIGTERM with `/readyz` failing: the
     /// balancer's deregistration delay. Zero for local use.

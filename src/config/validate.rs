@@ -118,6 +118,7 @@ pub(super) fn validate_limits(raw: &RawLimits, problems: &mut Problems) -> Limit
             &raw.upstream_response_timeout,
             "upstream_response_timeout",
         ),
+        upstream_idle_timeout: duration(&raw.upstream_idle_timeout, "upstream_idle_timeout"),
         shutdown_grace: duration(&raw.shutdown_grace, "shutdown_grace"),
         drain_delay: humantime::parse_duration(&raw.drain_delay).unwrap_or_else(|_| {
             problems.push(

@@ -28,6 +28,7 @@ pub struct Upstream {
     hits: Arc<AtomicUsize>,
     targets: Arc<Mutex<Vec<String>>>,
     open: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -41,11 +42,14 @@ impl Upstream {
         let hits = Arc::new(AtomicUsize::new(0));
         let targets = Arc::new(Mutex::new(Vec::new()));
         let open = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
         let (counter, log, opened) = (hits.clone(), targets.clone(), open.clone());
+        let accepts = accepted.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (counter, log, opened) = (counter.clone(), log.clone(), opened.clone());
                 opened.fetch_add(1, Ordering::SeqCst);
+                accepts.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         counter.fetch_add(1, Ordering::SeqCst);
@@ -65,6 +69,7 @@ impl Upstream {
             hits,
             targets,
             open,
+            accepted,
         }
     }
 
@@ -76,6 +81,11 @@ impl Upstream {
     /// Connections open now (an upgraded one counts until it switches protocols).
     pub fn open_connections(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Requests received so far.

@@ -1,0 +1,193 @@
+//! Keep-alive connections to one upstream target, on hyper's own HTTP/1.1 client connections.
+//!
+//! Why not hyper-util's pooled client: on the request path it hashes a `(scheme, authority)` key
+//! with SipHash several times per request, moves the request through a stack of futures, and
+//! spawns a task per request that waits for the connection to come free (callgrind figures in
+//! `docs/performance.md`). Here each target owns its list, and a connection goes back to it the
+//! moment its response body has ended, from the task that read that body.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+
+use crate::body::RequestBody;
+
+/// The idle connections to one target, most recently used last.
+#[derive(Debug)]
+pub(super) struct Pool {
+    state: Mutex<State>,
+    idle_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    idle: Vec<Idle>,
+    /// Whether a reaper task is running; one runs while `idle` is not empty.
+    reaping: bool,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+impl Pool {
+    pub(super) fn new(idle_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::default(),
+            idle_timeout,
+        })
+    }
+
+    /// The most recently used connection that is still open and ready. The most recent one is
+    /// the least likely to have been closed by the upstream's own keep-alive timeout.
+    pub(super) fn take(&self) -> Option<SendRequest<RequestBody>> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        while let Some(entry) = state.idle.pop() {
+            if entry.sender.is_ready() && now.duration_since(entry.since) < self.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
+        let mut state = self.lock();
+        state.idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+        if !state.reaping {
+            state.reaping = self.reap_when_idle_too_long();
+        }
+    }
+
+    /// Closes connections unused for `idle_timeout`, so a burst does not hold upstream
+    /// connections open forever once traffic stops. One reaper runs while the list is not
+    /// empty; it holds the pool weakly, so a pool dropped by a reload takes its connections
+    /// with it. False when there is no runtime to run it on.
+    fn reap_when_idle_too_long(self: &Arc<Self>) -> bool {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let pool = Arc::downgrade(self);
+        let period = self.idle_timeout;
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(pool) = Weak::upgrade(&pool) else {
+                    return;
+                };
+                let mut state = pool.lock();
+                let now = Instant::now();
+                state.idle.retain(|entry| {
+                    !entry.sender.is_closed() && now.duration_since(entry.since) < period
+                });
+                if state.idle.is_empty() {
+                    state.reaping = false;
+                    return;
+                }
+            }
+        });
+        true
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // The state holds no invariant a panicking holder could break.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A connection in use, to be handed back once its response has been read to the end.
+#[derive(Debug)]
+pub(super) struct Lent {
+    pub(super) sender: SendRequest<RequestBody>,
+    pub(super) pool: Arc<Pool>,
+}
+
+impl Lent {
+    fn give_back(self) {
+        let Self { mut sender, pool } = self;
+        if sender.is_ready() {
+            pool.put(sender);
+            return;
+        }
+        // Still writing the request body (the upstream answered early) or not yet past the
+        // response's end: it goes back when done, or is dropped if the connection closes.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(sender);
+            }
+        });
+    }
+}
+
+/// An upstream's response body. Its connection goes back to the pool when the body has been
+/// read to the end; a body dropped before its end leaves the connection to close, as an
+/// HTTP/1.1 connection cannot be reused mid-response.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    lent: Option<Lent>,
+}
+
+impl UpstreamBody {
+    pub(super) fn new(inner: Incoming, lent: Option<Lent>) -> Self {
+        Self { inner, lent }
+    }
+
+    fn ended(&mut self) {
+        if let Some(lent) = self.lent.take() {
+            lent.give_back();
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        match &frame {
+            // A sized body's end is known after its last byte; the server may never ask again.
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.ended(),
+            Poll::Ready(None) => this.ended(),
+            Poll::Ready(Some(Err(_))) => this.lent = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // A body that was empty from the start is never polled.
+        if self.inner.is_end_stream() {
+            self.ended();
+        }
+    }
+}

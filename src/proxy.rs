@@ -34,11 +34,13 @@ use crate::routing::{Action, Routed};
 use crate::tunnel::{Admitted, Tunnels};
 use crate::upstream::UpstreamError;
 
-/// Forwards routed requests for one client connection.
+/// Forwards routed requests for one client connection. Cloned for every request (hyper's service
+/// glue does, then `call`), so what it holds is shared: `Tunnels` carries cancellation tokens,
+/// whose clone and drop each take a lock.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     conn: Arc<ConnectionInfo>,
-    tunnels: Tunnels,
+    tunnels: Arc<Tunnels>,
     body_read_timeout: Duration,
 }
 
@@ -47,7 +49,7 @@ impl Proxy {
     pub fn new(conn: Arc<ConnectionInfo>, tunnels: Tunnels, body_read_timeout: Duration) -> Self {
         Self {
             conn,
-            tunnels,
+            tunnels: Arc::new(tunnels),
             body_read_timeout,
         }
     }

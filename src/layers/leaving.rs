@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::header::CONNECTION;
@@ -13,16 +14,20 @@ use http::{HeaderValue, Method, Request, Response, Version};
 use tokio_util::sync::CancellationToken;
 use tower::{Layer, Service};
 
-/// Adds `Connection: close` to HTTP/1 responses once `leaving` is cancelled.
+/// Adds `Connection: close` to HTTP/1 responses once `leaving` is cancelled. The token is shared
+/// behind an `Arc`: every request clones the service and its future holds the token, and a
+/// token's own clone and drop each take a lock.
 #[derive(Debug, Clone)]
 pub struct CloseWhenLeavingLayer {
-    leaving: CancellationToken,
+    leaving: Arc<CancellationToken>,
 }
 
 impl CloseWhenLeavingLayer {
     /// Closes connections once `leaving` is cancelled.
     pub fn new(leaving: CancellationToken) -> Self {
-        Self { leaving }
+        Self {
+            leaving: Arc::new(leaving),
+        }
     }
 }
 
@@ -41,7 +46,7 @@ impl<S> Layer<S> for CloseWhenLeavingLayer {
 #[derive(Debug, Clone)]
 pub struct CloseWhenLeaving<S> {
     inner: S,
-    leaving: CancellationToken,
+    leaving: Arc<CancellationToken>,
 }
 
 impl<S, B, R> Service<Request<B>> for CloseWhenLeaving<S>
@@ -71,7 +76,7 @@ pin_project_lite::pin_project! {
     pub struct CloseWhenLeavingFuture<F> {
         #[pin]
         inner: F,
-        leaving: Option<CancellationToken>,
+        leaving: Option<Arc<CancellationToken>>,
     }
 }
 

@@ -15,8 +15,6 @@ use http::{HeaderMap, HeaderValue, Version};
 
 use crate::request_id::X_REQUEST_ID;
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -92,7 +90,7 @@ const OWNED_PREFIXES: [&str; 3] = ["x-portcullis-", "portcullis-", "x-envoy-"];
 /// `underscores_in_headers off`, such headers are dropped, not refused.
 fn is_client_claim(name: &HeaderName, extra: &[HeaderName]) -> bool {
     let name_str = name.as_str();
-    name_str.contains('_')
+    name_str.as_bytes().contains(&b'_')
         || OWNED_REQUEST_HEADERS.contains(&name_str)
         || OWNED_PREFIXES.iter().any(|p| name_str.starts_with(p))
         || extra.contains(name)
@@ -180,30 +178,40 @@ pub fn rewrite_response(headers: &mut HeaderMap, switching_protocols: bool) {
 }
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+    // One pass over the names, then a removal per name present: most messages carry none of
+    // these, and each removal hashes its name.
+    let mut hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name))
+        .cloned()
         .collect();
-    for name in named {
-        headers.remove(name);
+    if hop.contains(&CONNECTION) {
+        hop.extend(
+            headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok()),
+        );
     }
-    for name in [
-        &CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &PROXY_AUTHENTICATE,
-        &PROXY_AUTHORIZATION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ] {
+    for name in hop {
         headers.remove(name);
     }
 }
+
+/// RFC 9110 7.6.1's hop-by-hop fields, and the ones older proxies used.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
 
 /// Removes the proxy's own cookies, keeping the others in one `Cookie` header.
 fn strip_own_cookies(headers: &mut HeaderMap) {

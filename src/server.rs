@@ -260,17 +260,14 @@ impl Server {
             // Idle means no stream in flight: a client that only pings is idle too, one with a
             // tunnel open is not.
             let in_flight = Arc::new(InFlight::default());
-            let executor = StreamExecutor::new(
-                self.lifecycle.clone(),
-                limits.send_timeout,
-                in_flight.clone(),
-            );
-            let conn = Box::pin(h2_builder(&limits, executor).serve_connection(io, service));
+            let executor = StreamExecutor::new(limits.send_timeout, in_flight.clone());
+            let conn = h2_builder(&limits, executor.clone()).serve_connection(io, service);
+            let conn = Box::pin(executor.run(conn));
             // GOAWAY as soon as the process is leaving: the client opens its next stream on a
             // new connection, through the balancer, while this one finishes its streams.
             self.drive(
                 conn,
-                |c| c.graceful_shutdown(),
+                |c| c.conn().graceful_shutdown(),
                 in_flight.idle(idle),
                 idle,
                 revoked,

@@ -1,35 +1,68 @@
-//! HTTP/2 streams as tasks. hyper spawns one task per stream through this executor, which makes
-//! each of them owned, bounded and counted:
-//! - owned: spawned on the process's task tracker, so shutdown waits for it, then cuts it;
+//! HTTP/2 streams, run by their connection's own task. hyper hands each new stream to this
+//! executor; [`WithStreams`] polls them beside the connection, as HAProxy runs all streams of a
+//! connection in one task: no task, scheduling and cross-task wake-up per stream. Each stream is:
+//! - owned: it lives inside its connection's task, which is tracked by the process's lifecycle
+//!   and dropped when the grace period is cut, streams and all;
 //! - bounded: a stream whose client stopped taking its response (see [`Progress`]) for
 //!   `send_timeout` is dropped, which resets it (RST_STREAM) and releases its upstream leg;
 //! - counted: the connection knows when nothing is in flight, which is when it is idle.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::Notify;
 
 use crate::body::{Progress, STREAM};
-use crate::lifecycle::Lifecycle;
 
-/// The executor of one HTTP/2 connection's streams.
+type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The executor of one HTTP/2 connection's streams: it queues them for [`WithStreams`].
 #[derive(Debug, Clone)]
 pub struct StreamExecutor {
-    lifecycle: Lifecycle,
     send_timeout: Duration,
     in_flight: Arc<InFlight>,
+    accepted: Arc<Accepted>,
+}
+
+/// Streams hyper accepted during the connection's last poll, not yet started.
+#[derive(Default)]
+struct Accepted(Mutex<Vec<StreamFuture>>);
+
+impl std::fmt::Debug for Accepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accepted").finish_non_exhaustive()
+    }
+}
+
+impl Accepted {
+    fn take(&self) -> Vec<StreamFuture> {
+        // A queue of futures holds no invariant a panicking holder could break.
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 impl StreamExecutor {
     /// Streams of one connection, counted into `in_flight`.
-    pub fn new(lifecycle: Lifecycle, send_timeout: Duration, in_flight: Arc<InFlight>) -> Self {
+    pub fn new(send_timeout: Duration, in_flight: Arc<InFlight>) -> Self {
         Self {
-            lifecycle,
             send_timeout,
             in_flight,
+            accepted: Arc::default(),
+        }
+    }
+
+    /// `conn`, the connection hyper serves with this executor, with its streams.
+    pub fn run<C>(&self, conn: C) -> WithStreams<C> {
+        WithStreams {
+            conn,
+            streams: FuturesUnordered::new(),
+            accepted: self.accepted.clone(),
         }
     }
 }
@@ -41,16 +74,52 @@ where
     fn execute(&self, stream: F) {
         let progress = Progress::default();
         let entered = self.in_flight.enter();
-        let (send_timeout, cut) = (self.send_timeout, self.lifecycle.cut.clone());
-        self.lifecycle.tracker.spawn(async move {
+        let send_timeout = self.send_timeout;
+        let stream = async move {
             let _entered = entered;
             let stalled = progress.stalled(send_timeout);
             tokio::select! {
                 () = STREAM.scope(progress.clone(), stream) => {}
                 () = stalled => {}
-                () = cut.cancelled() => {}
             }
-        });
+        };
+        self.accepted
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::pin(stream));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/2 connection and its streams, polled together; it completes with the
+    /// connection, and streams still running then are dropped (reset) with it.
+    pub struct WithStreams<C> {
+        #[pin]
+        conn: C,
+        streams: FuturesUnordered<StreamFuture>,
+        accepted: Arc<Accepted>,
+    }
+}
+
+impl<C> WithStreams<C> {
+    /// The connection, to ask it to shut down gracefully.
+    pub fn conn(self: Pin<&mut Self>) -> Pin<&mut C> {
+        self.project().conn
+    }
+}
+
+impl<C: Future> Future for WithStreams<C> {
+    type Output = C::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
+        let this = self.project();
+        let done = this.conn.poll(cx);
+        // Streams the connection accepted just now start at once; the frames they queue wake
+        // this same task, which flushes them on its next poll.
+        this.streams.extend(this.accepted.take());
+        while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {}
+        done
     }
 }
 

@@ -71,6 +71,7 @@ mod metrics;
 mod networks;
 mod proxy_protocol;
 mod redirect;
+mod request_body;
 mod secrets;
 mod server;
 mod tls;

@@ -23,9 +23,9 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
-use crate::body::{RequestBody, RequestBodyError};
 use crate::config::{Limits, UpstreamConfig};
 use crate::networks::Reach;
+use crate::request_body::{RequestBody, RequestBodyError};
 
 pub use pool::UpstreamBody;
 use pool::{Lent, Pool};

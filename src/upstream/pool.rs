@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
-use crate::body::RequestBody;
+use crate::request_body::RequestBody;
 
 /// The idle connections to one target, most recently used last.
 #[derive(Debug)]

@@ -1,0 +1,106 @@
+//! A client's request body on its way upstream: the route's size limit and the time allowed
+//! between reads are enforced as it streams. Its own module, apart from `body`, because the
+//! upstream client sends it while `body`'s `ResponseBody` carries the upstream's answer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::access_log::Exchange;
+
+/// Why a client's request body could not be forwarded. The client is to blame for all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RequestBodyError {
+    /// More bytes than the route accepts (RFC 9110 15.5.14: 413).
+    #[error("request body exceeds the route's limit")]
+    TooLarge,
+    /// The client stopped sending for longer than `body_read_timeout` (408).
+    #[error("client stopped sending the request body")]
+    Timeout,
+    /// Malformed framing (bad chunk, short body) or a reset stream. hyper's error is dropped:
+    /// it says nothing the status does not, and keeping this type `Copy` lets it be found in
+    /// and lifted out of the upstream client's error chain.
+    #[error("request body was malformed or cut short")]
+    Malformed,
+}
+
+/// A client's body on its way upstream, bounded in size and in time between reads.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    remaining: u64,
+    read_timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+    exchange: Option<Arc<Exchange>>,
+}
+
+impl RequestBody {
+    /// Wraps `inner`; more than `limit` bytes, or a pause longer than `read_timeout`, fail it.
+    /// Bytes read are counted into `exchange` for the access log.
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        read_timeout: Duration,
+        exchange: Option<Arc<Exchange>>,
+    ) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+            read_timeout,
+            deadline: None,
+            exchange,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                this.remaining = this
+                    .remaining
+                    .checked_sub(len)
+                    .ok_or(RequestBodyError::TooLarge)?;
+                if let Some(exchange) = &this.exchange {
+                    exchange.add_request_bytes(len);
+                }
+                if let Some(deadline) = &mut this.deadline {
+                    deadline.as_mut().reset(Instant::now() + this.read_timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(RequestBodyError::Malformed))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let timeout = this.read_timeout;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(deadline.as_mut().poll(cx));
+                Poll::Ready(Some(Err(RequestBodyError::Timeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime};
 
 use http::uri::PathAndQuery;
 use http::{Method, StatusCode, Version};
-use serde::Serialize;
 
 pub use mask::mask_path;
 
@@ -74,9 +73,8 @@ pub struct Event {
 }
 
 /// One access-log line. Its fields are the whole allow-list.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Record<'a> {
-    #[serde(serialize_with = "as_display")]
     ts: humantime::Rfc3339Timestamp,
     listener: &'static str,
     protocol: &'static str,
@@ -89,10 +87,8 @@ pub struct Record<'a> {
     response_bytes: u64,
     duration_us: u64,
     upstream: Option<&'a str>,
-    #[serde(serialize_with = "as_display")]
     request_id: RequestId,
     error: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     client_hash: Option<String>,
 }
 
@@ -101,23 +97,13 @@ pub fn render(event: &Event, path: PathLogging, client_hash: Option<String>) -> 
     // Room for a typical line at once: growing from empty took a handful of reallocations per
     // line, on the core that also serves requests.
     let mut line = Vec::with_capacity(LINE_CAPACITY);
-    if serde_json::to_writer(&mut line, &Record::from_event(event, path, client_hash)).is_err() {
-        line.clear();
-    }
+    Record::from_event(event, path, client_hash).write_json(&mut line);
     line.push(b'\n');
     line
 }
 
 /// Bytes reserved for one rendered line; longer ones grow.
 const LINE_CAPACITY: usize = 384;
-
-/// Writes a field through its `Display`, escaped in place, without an intermediate `String`.
-fn as_display<T: std::fmt::Display, S: serde::Serializer>(
-    value: &T,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
-}
 
 /// What the logs write of a request's path: masked, or only the prefix of the route that
 /// matched; `-` when there is nothing to write.
@@ -163,6 +149,62 @@ impl<'a> Record<'a> {
             client_hash,
         }
     }
+
+    /// The line as one JSON object, fields in declaration order, `null` for an absent value
+    /// (`client_hash` is left out instead). Written field by field rather than through serde:
+    /// serde_json escapes every key and routes `Display` values through its escaping writer,
+    /// which was a fifth of the writer thread's cost per request.
+    fn write_json(&self, line: &mut Vec<u8>) {
+        use std::io::Write as _;
+        // Digits, `-`, `:`, `T`, `.` and `Z`, and a hyphenated hex UUID: nothing to escape.
+        let _ = write!(line, "{{\"ts\":\"{}\"", self.ts);
+        json_field(line, "listener", Some(self.listener));
+        json_field(line, "protocol", Some(self.protocol));
+        json_field(line, "tls", self.tls);
+        json_field(line, "method", Some(self.method));
+        json_field(line, "route", Some(self.route));
+        json_field(line, "path", Some(&self.path));
+        json_number(line, "status", self.status.into());
+        json_number(line, "request_bytes", self.request_bytes);
+        json_number(line, "response_bytes", self.response_bytes);
+        json_number(line, "duration_us", self.duration_us);
+        json_field(line, "upstream", self.upstream);
+        let _ = write!(line, ",\"request_id\":\"{}\"", self.request_id);
+        json_field(line, "error", self.error);
+        if let Some(hash) = &self.client_hash {
+            json_field(line, "client_hash", Some(hash));
+        }
+        line.push(b'}');
+    }
+}
+
+/// `,"key":"value"` or `,"key":null`; keys are ours and need no escaping.
+fn json_field(line: &mut Vec<u8>, key: &str, value: Option<&str>) {
+    line.extend_from_slice(b",\"");
+    line.extend_from_slice(key.as_bytes());
+    line.extend_from_slice(b"\":");
+    match value {
+        None => line.extend_from_slice(b"null"),
+        // Route names, upstream names and masked paths come from a config or a client.
+        Some(value) if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
+            if serde_json::to_writer(&mut *line, value).is_err() {
+                line.extend_from_slice(b"null");
+            }
+        }
+        Some(value) => {
+            line.push(b'"');
+            line.extend_from_slice(value.as_bytes());
+            line.push(b'"');
+        }
+    }
+}
+
+/// `,"key":123`.
+fn json_number(line: &mut Vec<u8>, key: &str, value: u64) {
+    line.extend_from_slice(b",\"");
+    line.extend_from_slice(key.as_bytes());
+    line.extend_from_slice(b"\":");
+    line.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// Extension methods are whatever a client typed, so only the standard ones are written.
@@ -315,5 +357,97 @@ impl Exchange {
     /// Request body bytes read so far.
     pub fn request_bytes(&self) -> u64 {
         self.request_bytes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(route: &str, upstream: Option<&str>, error: Option<&'static str>) -> Event {
+        Event {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            listener: Listener::Https,
+            version: Version::HTTP_2,
+            tls: Some(TlsVersion::Tls13),
+            method: Method::from_bytes(b"PURGE").unwrap(),
+            route: Some(Arc::new(RouteLabel {
+                name: route.into(),
+                prefix: "/a\"b\\c".into(),
+                upstream: upstream.map(Into::into),
+            })),
+            target: Some(PathAndQuery::from_static("/x/y?token=1")),
+            status: StatusCode::BAD_GATEWAY,
+            request_bytes: 7,
+            response_bytes: u64::MAX,
+            duration: Duration::from_micros(1234),
+            error,
+            client: None,
+            request_id: RequestId::new(),
+        }
+    }
+
+    fn parsed(line: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+        let line = line
+            .strip_suffix(b"\n")
+            .expect("a line ends with a newline");
+        assert!(!line.contains(&b'\n'));
+        serde_json::from_slice(line).expect("a line is one JSON object")
+    }
+
+    #[test]
+    fn a_line_is_json_with_every_field_in_order() {
+        let event = event("example.com/", Some("app"), None);
+        let raw = render(&event, PathLogging::Masked, None);
+        let line = parsed(&raw);
+        let raw = String::from_utf8(raw).unwrap();
+        let order = [
+            "ts",
+            "listener",
+            "protocol",
+            "tls",
+            "method",
+            "route",
+            "path",
+            "status",
+            "request_bytes",
+            "response_bytes",
+            "duration_us",
+            "upstream",
+            "request_id",
+            "error",
+        ];
+        assert_eq!(line.len(), order.len());
+        let positions: Vec<usize> = order
+            .iter()
+            .map(|key| raw.find(&format!("\"{key}\":")).unwrap())
+            .collect();
+        assert!(positions.is_sorted(), "{raw}");
+        assert_eq!(line["ts"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(line["listener"], "https");
+        assert_eq!(line["protocol"], "h2");
+        assert_eq!(line["tls"], "1.3");
+        assert_eq!(line["method"], "OTHER");
+        assert_eq!(line["route"], "example.com/");
+        assert_eq!(line["path"], "/x/y");
+        assert_eq!(line["status"], 502);
+        assert_eq!(line["request_bytes"], 7);
+        assert_eq!(line["response_bytes"], u64::MAX);
+        assert_eq!(line["duration_us"], 1234);
+        assert_eq!(line["upstream"], "app");
+        assert_eq!(line["request_id"], event.request_id.to_string());
+        assert_eq!(line["error"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn values_from_a_config_are_escaped() {
+        let route = "q\"uote\\back\nline\u{1}ctl\u{e9}";
+        let event = event(route, None, Some("upstream_unreachable"));
+        let line = parsed(&render(&event, PathLogging::Route, Some("h\"ash".into())));
+        assert_eq!(line["route"], route);
+        assert_eq!(line["path"], "/a\"b\\c");
+        assert_eq!(line["upstream"], serde_json::Value::Null);
+        assert_eq!(line["error"], "upstream_unreachable");
+        assert_eq!(line["client_hash"], "h\"ash");
     }
 }

@@ -171,7 +171,10 @@ pub struct ErrorKind {
 /// A response with the status's reason phrase as its whole body.
 pub fn status_response(status: StatusCode) -> Response<ResponseBody> {
     let reason = status.canonical_reason().unwrap_or("Error");
-    let mut response = Response::new(ResponseBody::full(format!("{reason}\n")));
+    let mut body = Vec::with_capacity(reason.len() + 1);
+    body.extend_from_slice(reason.as_bytes());
+    body.push(b'\n');
+    let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

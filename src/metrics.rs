@@ -49,6 +49,9 @@ struct CertificateLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The route label of requests no route served (every redirect), shared rather than
+    /// allocated per request.
+    no_route: Arc<str>,
     requests: Family<RequestLabels, Counter>,
     duration: Histogram,
     connections: Gauge,
@@ -76,6 +79,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("portcullis");
         let metrics = Self {
+            no_route: Arc::from("-"),
             requests: Family::default(),
             duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             connections: Gauge::default(),
@@ -171,7 +175,7 @@ impl Metrics {
         duration: Duration,
         error: Option<ErrorKind>,
     ) {
-        let route = route.cloned().unwrap_or_else(|| Arc::from("-"));
+        let route = route.cloned().unwrap_or_else(|| self.no_route.clone());
         self.requests
             .get_or_create(&RequestLabels { route, status })
             .inc();

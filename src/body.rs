@@ -62,14 +62,18 @@ impl Progress {
         self.0.handed_at.store(IDLE, Ordering::Relaxed);
     }
 
-    /// Completes once a frame has waited on the client for `timeout`.
+    /// Completes once a frame has waited on the client for `timeout`. No timer is armed until a
+    /// frame is handed over, so a stream that never waits on its client (most: one small
+    /// response) never arms one. It registers no waker while no frame waits: it must be polled
+    /// right after the stream's own future, in the same task, whose polls are the only place a
+    /// frame is handed over (the stream executor's `biased` select).
     pub async fn stalled(&self, timeout: Duration) {
         loop {
-            let handed = self.0.handed_at.load(Ordering::Relaxed);
-            if handed == IDLE {
-                tokio::time::sleep(timeout).await;
-                continue;
-            }
+            let handed = std::future::poll_fn(|_| match self.0.handed_at.load(Ordering::Relaxed) {
+                IDLE => Poll::Pending,
+                handed => Poll::Ready(handed),
+            })
+            .await;
             let deadline = self.0.start + Duration::from_millis(handed) + timeout;
             tokio::time::sleep_until(deadline).await;
             if self.0.handed_at.load(Ordering::Relaxed) == handed {

@@ -78,7 +78,10 @@ where
         let stream = async move {
             let _entered = entered;
             let stalled = progress.stalled(send_timeout);
+            // The stream first: its polls are where frames are handed over, and `stalled`
+            // looks right after (see `Progress::stalled`).
             tokio::select! {
+                biased;
                 () = STREAM.scope(progress.clone(), stream) => {}
                 () = stalled => {}
             }

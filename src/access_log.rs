@@ -9,12 +9,13 @@
 mod mask;
 mod writer;
 
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::uri::PathAndQuery;
 use http::{Method, StatusCode, Version};
@@ -75,7 +76,7 @@ pub struct Event {
 /// One access-log line. Its fields are the whole allow-list.
 #[derive(Debug)]
 pub struct Record<'a> {
-    ts: humantime::Rfc3339Timestamp,
+    ts: SystemTime,
     listener: &'static str,
     protocol: &'static str,
     tls: Option<&'static str>,
@@ -121,7 +122,7 @@ pub fn logged_path(mode: PathLogging, target: Option<&str>, route: Option<&Route
 impl<'a> Record<'a> {
     fn from_event(event: &'a Event, path: PathLogging, client_hash: Option<String>) -> Self {
         Self {
-            ts: humantime::format_rfc3339_millis(event.time),
+            ts: event.time,
             listener: match event.listener {
                 Listener::Http => "http",
                 Listener::Https => "https",
@@ -157,7 +158,9 @@ impl<'a> Record<'a> {
     fn write_json(&self, line: &mut Vec<u8>) {
         use std::io::Write as _;
         // Digits, `-`, `:`, `T`, `.` and `Z`, and a hyphenated hex UUID: nothing to escape.
-        let _ = write!(line, "{{\"ts\":\"{}\"", self.ts);
+        line.extend_from_slice(b"{\"ts\":\"");
+        write_timestamp(line, self.ts);
+        line.push(b'"');
         json_field(line, "listener", Some(self.listener));
         json_field(line, "protocol", Some(self.protocol));
         json_field(line, "tls", self.tls);
@@ -176,6 +179,42 @@ impl<'a> Record<'a> {
         }
         line.push(b'}');
     }
+}
+
+/// `time` as RFC 3339 with milliseconds, `2023-11-14T22:13:20.123Z`. Lines come many to a
+/// second and in time order, so the part up to the seconds is formatted once a second (per
+/// thread: the writer's) and reused.
+fn write_timestamp(line: &mut Vec<u8>, time: SystemTime) {
+    const SECONDS: usize = "2023-11-14T22:13:20".len();
+    thread_local! {
+        static LAST_SECOND: Cell<Option<(u64, [u8; SECONDS])>> = const { Cell::new(None) };
+    }
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let second = since_epoch.as_secs();
+    let up_to_seconds = LAST_SECOND.with(|last| match last.get() {
+        Some((cached, text)) if cached == second => text,
+        _ => {
+            let formatted =
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(second))
+                    .to_string();
+            let mut text = [b'0'; SECONDS];
+            if let Some(prefix) = formatted.as_bytes().get(..SECONDS) {
+                text.copy_from_slice(prefix);
+            }
+            last.set(Some((second, text)));
+            text
+        }
+    });
+    line.extend_from_slice(&up_to_seconds);
+    let millis = since_epoch.subsec_millis();
+    let digit = |n: u32| b'0' + u8::try_from(n % 10).unwrap_or(0);
+    line.extend_from_slice(&[
+        b'.',
+        digit(millis / 100),
+        digit(millis / 10),
+        digit(millis),
+        b'Z',
+    ]);
 }
 
 /// `,"key":"value"` or `,"key":null`; keys are ours and need no escaping.
@@ -449,5 +488,41 @@ mod tests {
         assert_eq!(line["upstream"], serde_json::Value::Null);
         assert_eq!(line["error"], "upstream_unreachable");
         assert_eq!(line["client_hash"], "h\"ash");
+    }
+
+    #[test]
+    fn timestamps_reuse_only_their_own_second() {
+        let at = |millis: u64| {
+            let mut event = event("r", None, None);
+            event.time = SystemTime::UNIX_EPOCH + Duration::from_millis(millis);
+            parsed(&render(&event, PathLogging::Masked, None))["ts"].clone()
+        };
+        assert_eq!(at(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(at(1_700_000_000_999), "2023-11-14T22:13:20.999Z");
+        assert_eq!(at(1_700_000_001_004), "2023-11-14T22:13:21.004Z");
+        assert_eq!(at(1_700_000_000_050), "2023-11-14T22:13:20.050Z");
+    }
+
+    #[test]
+    fn lines_go_to_the_file_of_their_own_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AccessLog::start(LogSettings {
+            dir: Some(dir.path().to_owned()),
+            ..LogSettings::default()
+        })
+        .unwrap();
+        let today = SystemTime::now();
+        let yesterday = today - Duration::from_secs(86_400);
+        for time in [yesterday, yesterday, today] {
+            let mut event = event("r", None, None);
+            event.time = time;
+            log.log(event);
+        }
+        log.close();
+        let lines = |time| {
+            let name = format!("access-{}.jsonl", crate::daily::utc_date(time));
+            std::fs::read_to_string(dir.path().join(name)).map_or(0, |text| text.lines().count())
+        };
+        assert_eq!((lines(yesterday), lines(today)), (2, 1));
     }
 }

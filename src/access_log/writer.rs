@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::{Event, Message, render};
 use crate::config::LogSettings;
@@ -26,6 +26,7 @@ pub(super) fn run(settings: LogSettings, queue: Receiver<Message>, health: Arc<L
                 health,
             )
         }),
+        day: None,
         hash_key: (String::new(), RandomState::new()),
         stdout: std::io::stdout(),
         settings,
@@ -58,15 +59,23 @@ pub(super) fn run(settings: LogSettings, queue: Receiver<Message>, health: Arc<L
 struct Writer {
     settings: LogSettings,
     daily: Option<DailyFile>,
+    /// The UTC day (days since the epoch) of the last line: the date and the hashing key are
+    /// made again only when it changes, not for every line.
+    day: Option<u64>,
+    /// The UTC date and the key client addresses are hashed with that day.
     hash_key: (String, RandomState),
     stdout: std::io::Stdout,
 }
 
 impl Writer {
     fn write(&mut self, event: &Event) {
-        let date = utc_date(event.time);
-        if self.hash_key.0 != date {
-            self.hash_key = (date.clone(), RandomState::new());
+        let day = event
+            .time
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs() / 86_400);
+        if self.day != Some(day) {
+            self.day = Some(day);
+            self.hash_key = (utc_date(event.time), RandomState::new());
         }
         let client_hash = self
             .settings
@@ -82,7 +91,7 @@ impl Writer {
             let _ = self.stdout.write_all(&line);
         }
         if let Some(daily) = &mut self.daily {
-            daily.write(&date, line);
+            daily.write(&self.hash_key.0, line);
         }
     }
 }

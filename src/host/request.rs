@@ -75,12 +75,14 @@ pub fn request_host(
         (_, None, Some(header)) => parse_authority(header)?,
         (_, None, None) => return Err(HostError::Missing),
     };
-    let port = &authority.as_str()[authority.host().len()..];
+    // `host()` parses the authority each time it is called.
+    let host = authority.host();
+    let port = &authority.as_str()[host.len()..];
     let port_ok = port.is_empty() || port[1..].parse::<u16>().is_ok();
-    if authority.as_str().contains('@') || !port_ok {
+    if authority.as_str().as_bytes().contains(&b'@') || !port_ok {
         return Err(HostError::Malformed);
     }
-    let name = host_name(authority.host())?;
+    let name = host_name(host)?;
     Ok(RequestHost { name, authority })
 }
 

@@ -139,15 +139,19 @@ pub struct Entered(Arc<InFlight>);
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::SeqCst);
-        self.0.changed.notify_waiters();
+        // Only the last stream leaving matters to `idle` (each notify takes Notify's lock).
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.changed.notify_waiters();
+        }
     }
 }
 
 impl InFlight {
     fn enter(self: &Arc<Self>) -> Entered {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_waiters();
+        // Only the first stream entering matters to `idle`.
+        if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.changed.notify_waiters();
+        }
         Entered(self.clone())
     }
 

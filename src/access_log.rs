@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::uri::PathAndQuery;
 use http::{Method, StatusCode, Version};
 
 pub use mask::mask_path;
@@ -55,8 +54,8 @@ pub struct Event {
     pub method: Method,
     /// The route that served it, if any.
     pub route: Option<Arc<RouteLabel>>,
-    /// The request target; masked, query dropped, on the writer thread.
-    pub target: Option<PathAndQuery>,
+    /// The request target (path and query); masked, query dropped, on the writer thread.
+    pub target: Option<Box<str>>,
     /// Final status.
     pub status: StatusCode,
     /// Request body bytes read.
@@ -135,11 +134,7 @@ impl<'a> Record<'a> {
             tls: event.tls.map(TlsVersion::as_str),
             method: logged_method(&event.method),
             route: event.route.as_ref().map_or("-", |r| &r.name),
-            path: logged_path(
-                path,
-                event.target.as_ref().map(PathAndQuery::as_str),
-                event.route.as_deref(),
-            ),
+            path: logged_path(path, event.target.as_deref(), event.route.as_deref()),
             status: event.status.as_u16(),
             request_bytes: event.request_bytes,
             response_bytes: event.response_bytes,
@@ -415,7 +410,7 @@ mod tests {
                 prefix: "/a\"b\\c".into(),
                 upstream: upstream.map(Into::into),
             })),
-            target: Some(PathAndQuery::from_static("/x/y?token=1")),
+            target: Some("/x/y?token=1".into()),
             status: StatusCode::BAD_GATEWAY,
             request_bytes: 7,
             response_bytes: u64::MAX,

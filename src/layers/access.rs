@@ -12,7 +12,6 @@ use std::task::{Context, Poll, ready};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tower::{Layer, Service};
@@ -91,7 +90,14 @@ where
             exchange,
             method: request.method().clone(),
             version: request.version(),
-            target: request.uri().path_and_query().cloned(),
+            // A copy, not a share of hyper's parsed target: that is a slice of the connection's
+            // read buffer, and the writer thread holds events for up to a poll interval; a
+            // shared slice would keep hyper from reusing its buffer, so that every request
+            // would allocate a new one (8 KiB) and free the old one on the writer thread.
+            target: request
+                .uri()
+                .path_and_query()
+                .map(|target| target.as_str().into()),
             start: Instant::now(),
         };
         AccessLogFuture {
@@ -108,7 +114,7 @@ struct Pending {
     exchange: Arc<Exchange>,
     method: Method,
     version: Version,
-    target: Option<PathAndQuery>,
+    target: Option<Box<str>>,
     start: Instant,
 }
 
@@ -186,7 +192,7 @@ impl Line {
             tls: layer.tls,
             method,
             route,
-            target: target.map(detached),
+            target,
             status: self.status,
             request_bytes: exchange.request_bytes(),
             response_bytes: self.bytes,
@@ -196,15 +202,6 @@ impl Line {
             request_id: exchange.request_id(),
         });
     }
-}
-
-/// A copy of `target` that shares nothing with the connection's read buffer. hyper's parsed
-/// target is a slice of that buffer, and the writer thread holds events for up to a poll
-/// interval: a shared slice would keep hyper from reusing its buffer, so that every request
-/// would allocate a new one (8 KiB) and free the old one on the writer thread.
-fn detached(target: PathAndQuery) -> PathAndQuery {
-    PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(target.as_str().as_bytes()))
-        .unwrap_or(target)
 }
 
 pin_project_lite::pin_project! {

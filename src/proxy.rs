@@ -71,7 +71,8 @@ impl Service<Routed> for Proxy {
 
 async fn forward(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>, ProxyError> {
     if matches!(routed.route.action, Action::Tunnel(_)) {
-        return open_tunnel(proxy, routed).await;
+        // Boxed, as the rare path: this future is moved on every request.
+        return Box::pin(open_tunnel(proxy, routed)).await;
     }
     let Proxy {
         conn,

@@ -281,6 +281,17 @@ impl Upstream {
                 },
             }
         }
+        // Boxed: a future is as large as its largest state, and connecting is the largest;
+        // the request path moves this future around, and most requests find a pooled
+        // connection and never connect.
+        Box::pin(self.exchange_on_new_connection(target, request)).await
+    }
+
+    async fn exchange_on_new_connection(
+        &self,
+        target: &Target,
+        request: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         let io = self.connect_to(target.uri.clone()).await?;
         let (mut sender, connection) = http1::handshake(io).await.map_err(UpstreamError::Failed)?;
         tokio::spawn(async move {

@@ -30,7 +30,7 @@ use crate::audit::ClosedBy;
 use crate::body::{RequestBody, ResponseBody};
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
-use crate::routing::{Action, Routed};
+use crate::routing::{Action, Route, Routed};
 use crate::tunnel::{Admitted, Tunnels};
 use crate::upstream::UpstreamError;
 
@@ -65,69 +65,106 @@ impl Service<Routed> for Proxy {
     }
 
     fn call(&mut self, routed: Routed) -> Self::Future {
-        Box::pin(forward(self.clone(), routed))
+        if matches!(routed.route.action, Action::Tunnel(_)) {
+            return Box::pin(open_tunnel(self.clone(), routed));
+        }
+        // Everything up to the upstream exchange is synchronous and done here: a future keeps
+        // room for its arguments for its whole life, and this one is moved on every request.
+        match self.prepare(routed) {
+            Ok(Prepared::Forward(forwarding)) => {
+                Box::pin(forwarding.exchange(self.tunnels.clone()))
+            }
+            Ok(Prepared::Answered(response)) => Box::pin(std::future::ready(Ok(response))),
+            Err(error) => Box::pin(std::future::ready(Err(error))),
+        }
     }
 }
 
-async fn forward(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>, ProxyError> {
-    if matches!(routed.route.action, Action::Tunnel(_)) {
-        // Boxed, as the rare path: this future is moved on every request.
-        return Box::pin(open_tunnel(proxy, routed)).await;
-    }
-    let Proxy {
-        conn,
-        tunnels,
-        body_read_timeout,
-    } = proxy;
-    let Routed {
-        mut request,
-        route,
-        host,
-        user,
-        ..
-    } = routed;
-    let declared_length = request
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared_length.is_some_and(|len| len > route.max_body_bytes) {
-        return Err(ProxyError::PayloadTooLarge);
-    }
-    let (upstream, strip) = match &route.action {
-        Action::Forward {
-            upstream, strip, ..
-        } => (upstream, strip),
-        Action::Respond { status, body } => return Ok(respond(*status, body)),
-        // The gateway answers these, and tunnels are opened above; one reaching here is a bug
-        // of ours, never forwarded.
-        Action::Reserved | Action::Tunnel(_) => return Err(ProxyError::Internal),
-    };
-    let upgrade = requested_upgrade(request.version(), request.headers());
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
-    let (mut parts, body) = request.into_parts();
-    let exchange = parts.extensions.get::<Arc<Exchange>>().cloned();
-    let request_id = exchange.as_ref().map(|e| e.request_id().header_value());
-    let vouched = Vouched {
-        host: &host.authority,
-        client: &conn.forwarded_for,
-        user: user.as_ref(),
-        request_id: request_id.as_ref(),
-    };
-    rewrite_request(&mut parts.headers, parts.version, &vouched, strip, upgrade);
-    parts.uri = origin_form(&parts.uri);
-    parts.version = Version::HTTP_11;
-    let body = RequestBody::new(body, route.max_body_bytes, body_read_timeout, exchange);
+/// What a routed request becomes before any upstream IO.
+enum Prepared {
+    /// The request rewritten for its upstream.
+    Forward(Forwarding),
+    /// A responder route's answer.
+    Answered(Response<ResponseBody>),
+}
 
-    let mut response = upstream.send(Request::from_parts(parts, body)).await?;
+/// A request on its way to its route's upstream.
+struct Forwarding {
+    /// Holds the upstream the request goes to.
+    route: Arc<Route>,
+    request: Request<RequestBody>,
+    /// The client side of a requested protocol upgrade.
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
 
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching {
-        let client = client_upgrade.ok_or(UpstreamError::UpgradeWithoutRequest)?;
-        tunnels.spawn(client, hyper::upgrade::on(&mut response));
+impl Proxy {
+    fn prepare(&self, routed: Routed) -> Result<Prepared, ProxyError> {
+        let Routed {
+            mut request,
+            route,
+            host,
+            user,
+            ..
+        } = routed;
+        let declared_length = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared_length.is_some_and(|len| len > route.max_body_bytes) {
+            return Err(ProxyError::PayloadTooLarge);
+        }
+        let strip = match &route.action {
+            Action::Forward { strip, .. } => strip,
+            Action::Respond { status, body } => {
+                return Ok(Prepared::Answered(respond(*status, body)));
+            }
+            // The gateway answers these, and tunnels are opened before; one reaching here is a
+            // bug of ours, never forwarded.
+            Action::Reserved | Action::Tunnel(_) => return Err(ProxyError::Internal),
+        };
+        let upgrade = requested_upgrade(request.version(), request.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        let exchange = parts.extensions.get::<Arc<Exchange>>().cloned();
+        let request_id = exchange.as_ref().map(|e| e.request_id().header_value());
+        let vouched = Vouched {
+            host: &host.authority,
+            client: &self.conn.forwarded_for,
+            user: user.as_ref(),
+            request_id: request_id.as_ref(),
+        };
+        rewrite_request(&mut parts.headers, parts.version, &vouched, strip, upgrade);
+        parts.uri = origin_form(&parts.uri);
+        parts.version = Version::HTTP_11;
+        let body = RequestBody::new(body, route.max_body_bytes, self.body_read_timeout, exchange);
+        Ok(Prepared::Forward(Forwarding {
+            route,
+            request: Request::from_parts(parts, body),
+            client_upgrade,
+        }))
     }
-    let (mut parts, body) = response.into_parts();
-    rewrite_response(&mut parts.headers, switching);
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+}
+
+impl Forwarding {
+    async fn exchange(self, tunnels: Arc<Tunnels>) -> Result<Response<ResponseBody>, ProxyError> {
+        let Self {
+            route,
+            request,
+            client_upgrade,
+        } = self;
+        let Action::Forward { upstream, .. } = &route.action else {
+            return Err(ProxyError::Internal);
+        };
+        let mut response = upstream.send(request).await?;
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            let client = client_upgrade.ok_or(UpstreamError::UpgradeWithoutRequest)?;
+            tunnels.spawn(client, hyper::upgrade::on(&mut response));
+        }
+        let (mut parts, body) = response.into_parts();
+        rewrite_response(&mut parts.headers, switching);
+        Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+    }
 }
 
 /// Connects an admitted tunnel's target and hands both sides to the connection's tunnels: the

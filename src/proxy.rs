@@ -35,8 +35,8 @@ use crate::tunnel::{Admitted, Tunnels};
 use crate::upstream::UpstreamError;
 
 /// Forwards routed requests for one client connection. Cloned for every request (hyper's service
-/// glue does, then `call`), so what it holds is shared: `Tunnels` carries cancellation tokens,
-/// whose clone and drop each take a lock.
+/// glue does), so what it holds is shared: `Tunnels` carries cancellation tokens, whose clone
+/// and drop each take a lock.
 #[derive(Debug, Clone)]
 pub struct Proxy {
     conn: Arc<ConnectionInfo>,

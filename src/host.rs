@@ -89,17 +89,29 @@ fn parent_domain(host: &str) -> Option<&str> {
         .filter(|rest| !rest.is_empty())
 }
 
-/// LDH labels plus `_`, which real deployments use; lowercase only.
+/// LDH labels plus `_`, which real deployments use; lowercase only. One pass over the bytes:
+/// it runs on every request's host.
 pub fn is_dns_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        })
+    if name.is_empty() || name.len() > 253 {
+        return false;
+    }
+    let mut label = 0;
+    for b in name.bytes() {
+        if b == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    label > 0
 }
 
 /// Values keyed by host pattern. An exact name beats a `*.domain` pattern, and a lookup never
@@ -180,6 +192,44 @@ mod tests {
             "ex*.com",
         ] {
             assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dns_names_are_lowercase_ldh_labels_of_bounded_length() {
+        let label63 = "a".repeat(63);
+        let name253 = [
+            "a".repeat(61),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(63),
+        ]
+        .join(".");
+        assert_eq!(name253.len(), 253);
+        for good in [
+            "a",
+            "x-1.example.com",
+            "_dmarc.example.com",
+            "127.0.0.1",
+            &label63,
+            &name253,
+        ] {
+            assert!(is_dns_name(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            ".",
+            ".a",
+            "a.",
+            "a..b",
+            "A.example.com",
+            "a b",
+            "a:1",
+            "é.com",
+            &format!("{label63}a"),
+            &format!("a{name253}"),
+        ] {
+            assert!(!is_dns_name(bad), "{bad:?}");
         }
     }
 

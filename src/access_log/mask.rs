@@ -21,48 +21,61 @@ const MAX_CONSONANT_RUN: usize = 4;
 const PRONOUNCEABLE_FROM: usize = 6;
 
 /// Segments after one of these words name a person or carry a secret, whatever they look like.
-const SENSITIVE_WORDS: [&str; 40] = [
-    "reset",
-    "token",
-    "tokens",
-    "invite",
-    "invites",
-    "invitation",
-    "confirm",
-    "confirmation",
-    "verify",
-    "verification",
-    "activate",
-    "activation",
-    "unsubscribe",
-    "password",
-    "passwd",
-    "magic",
-    "login",
-    "signin",
-    "auth",
-    "session",
-    "sessions",
-    "key",
-    "keys",
-    "apikey",
-    "secret",
-    "secrets",
-    "share",
-    "u",
-    "user",
-    "users",
-    "profile",
-    "profiles",
-    "account",
-    "accounts",
-    "member",
-    "members",
-    "people",
-    "person",
-    "email",
-    "mail",
+const SENSITIVE_WORDS: [&[u8]; 40] = [
+    b"reset",
+    b"token",
+    b"tokens",
+    b"invite",
+    b"invites",
+    b"invitation",
+    b"confirm",
+    b"confirmation",
+    b"verify",
+    b"verification",
+    b"activate",
+    b"activation",
+    b"unsubscribe",
+    b"password",
+    b"passwd",
+    b"magic",
+    b"login",
+    b"signin",
+    b"auth",
+    b"session",
+    b"sessions",
+    b"key",
+    b"keys",
+    b"apikey",
+    b"secret",
+    b"secrets",
+    b"share",
+    b"u",
+    b"user",
+    b"users",
+    b"profile",
+    b"profiles",
+    b"account",
+    b"accounts",
+    b"member",
+    b"members",
+    b"people",
+    b"person",
+    b"email",
+    b"mail",
 ];
+
+/// The longest of [`SENSITIVE_WORDS`]: a longer word is none of them.
+const LONGEST_SENSITIVE: usize = {
+    let mut longest = 0;
+    let mut i = 0;
+    while i < SENSITIVE_WORDS.len() {
+        if SENSITIVE_WORDS[i].len() > longest {
+            longest = SENSITIVE_WORDS[i].len();
+        }
+        i += 1;
+    }
+    longest
+};
 
 /// Masks a request target (`/path?query`).
 ///
@@ -74,10 +87,12 @@ const SENSITIVE_WORDS: [&str; 40] = [
 /// assert_eq!(mask_path("/u/alice(at)example.com"), "/u/<email>");
 /// ```
 pub fn mask_path(target: &str) -> String {
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    let mut out = String::with_capacity(path.len().min(MAX_LOGGED_PATH));
+    let path = split_ascii(target, b'?').next().unwrap_or(target);
+    // Room for placeholders longer than their segment (`/1` -> `/<id>`): the line is written
+    // for every request, and a regrown string is a second allocation.
+    let mut out = String::with_capacity(MAX_LOGGED_PATH.min(path.len() + 16));
     let mut after_sensitive = false;
-    for (i, segment) in path.split('/').enumerate() {
+    for (i, segment) in split_ascii(path, b'/').enumerate() {
         if i > 0 {
             out.push('/');
         }
@@ -86,8 +101,7 @@ pub fn mask_path(target: &str) -> String {
             None if after_sensitive && !segment.is_empty() => "<masked>",
             None => segment,
         };
-        after_sensitive =
-            words(segment).any(|w| SENSITIVE_WORDS.iter().any(|s| s.eq_ignore_ascii_case(w)));
+        after_sensitive = words(segment).any(is_sensitive);
         out.push_str(masked);
         if out.len() > MAX_LOGGED_PATH {
             out.truncate(MAX_LOGGED_PATH);
@@ -96,6 +110,26 @@ pub fn mask_path(target: &str) -> String {
         }
     }
     out
+}
+
+/// `str::split` at an ASCII byte, without the general searcher `str::split` sets up for a
+/// `char` (costly on strings as short as a path's segments). An ASCII byte never falls inside a
+/// character, so every slice is on a character boundary.
+fn split_ascii(text: &str, delimiter: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.bytes().position(|b| b == delimiter) {
+            Some(at) => {
+                rest = Some(&current[at + 1..]);
+                Some(&current[..at])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 /// The placeholder of a segment that does not look chosen by a developer.
@@ -149,16 +183,29 @@ fn is_separator(b: u8) -> bool {
     )
 }
 
-fn words(segment: &str) -> impl Iterator<Item = &str> {
+/// The words of a segment, as bytes: separators are ASCII, so splitting bytes at them never
+/// cuts a character, and byte slices spare a UTF-8 decode per character.
+fn words(segment: &str) -> impl Iterator<Item = &[u8]> {
     segment
-        .split(|c: char| c.is_ascii() && is_separator(c as u8))
+        .as_bytes()
+        .split(|&b| is_separator(b))
         .filter(|w| !w.is_empty())
+}
+
+fn is_sensitive(word: &[u8]) -> bool {
+    let mut lower = [0; LONGEST_SENSITIVE];
+    let Some(lower) = lower.get_mut(..word.len()) else {
+        return false;
+    };
+    lower.copy_from_slice(word);
+    lower.make_ascii_lowercase();
+    SENSITIVE_WORDS.contains(&&*lower)
 }
 
 /// `alice(at)example.com`, `alice_at_example_dot_com`: the word `at` with a name before it and
 /// a domain after it.
-fn spells_an_address<'a>(mut words: impl Iterator<Item = &'a str>) -> bool {
-    words.next().is_some() && words.any(|w| w.eq_ignore_ascii_case("at")) && words.next().is_some()
+fn spells_an_address<'a>(mut words: impl Iterator<Item = &'a [u8]>) -> bool {
+    words.next().is_some() && words.any(|w| w.eq_ignore_ascii_case(b"at")) && words.next().is_some()
 }
 
 /// An address hidden in escapes or symbols: `@`, `%40` (once or twice encoded), a full-width
@@ -197,23 +244,31 @@ fn percent_decode(text: &str) -> String {
 
 /// A word of a kept segment: short; letters in one case or capitalised (at most two humps:
 /// `getUser`); digits only as a short affix; pronounceable when long enough to be a word.
-fn is_plain_word(word: &str) -> bool {
+fn is_plain_word(word: &[u8]) -> bool {
     if word.len() > MAX_WORD {
         return false;
     }
-    let letters = word.trim_matches(|c: char| c.is_ascii_digit());
+    let start = word
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(word.len());
+    let end = word
+        .iter()
+        .rposition(|b| !b.is_ascii_digit())
+        .map_or(start, |last| last + 1);
+    let letters = &word[start..end];
     let digits = word.len() - letters.len();
     if letters.is_empty() {
         return true;
     }
-    if digits > MAX_DIGIT_AFFIX || letters.bytes().any(|b| b.is_ascii_digit()) {
+    if digits > MAX_DIGIT_AFFIX || letters.iter().any(u8::is_ascii_digit) {
         return false;
     }
-    let all_upper = letters.bytes().all(|b| b.is_ascii_uppercase());
+    let all_upper = letters.iter().all(u8::is_ascii_uppercase);
     let humps = letters
-        .bytes()
+        .iter()
         .skip(1)
-        .filter(u8::is_ascii_uppercase)
+        .filter(|b| b.is_ascii_uppercase())
         .count();
     if !all_upper && humps > 2 {
         return false;
@@ -221,10 +276,10 @@ fn is_plain_word(word: &str) -> bool {
     letters.len() < PRONOUNCEABLE_FROM || is_pronounceable(letters)
 }
 
-fn is_pronounceable(letters: &str) -> bool {
+fn is_pronounceable(letters: &[u8]) -> bool {
     let mut run = 0;
     let mut vowels = 0;
-    for b in letters.bytes().map(|b| b.to_ascii_lowercase()) {
+    for b in letters.iter().map(u8::to_ascii_lowercase) {
         if b"aeiouy".contains(&b) {
             vowels += 1;
             run = 0;
@@ -309,6 +364,15 @@ mod tests {
             "/a/b/",
         ] {
             assert_eq!(mask_path(path), path);
+        }
+    }
+
+    #[test]
+    fn ascii_split_splits_as_str_split_does() {
+        for text in ["", "/", "//", "/a", "a/", "/a//b/", "é/ü€/", "/x%2F/😀"] {
+            let ours: Vec<&str> = split_ascii(text, b'/').collect();
+            let std: Vec<&str> = text.split('/').collect();
+            assert_eq!(ours, std, "{text:?}");
         }
     }
 

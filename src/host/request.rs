@@ -75,15 +75,31 @@ pub fn request_host(
         (_, None, Some(header)) => parse_authority(header)?,
         (_, None, None) => return Err(HostError::Missing),
     };
-    // `host()` parses the authority each time it is called.
-    let host = authority.host();
-    let port = &authority.as_str()[host.len()..];
-    let port_ok = port.is_empty() || port[1..].parse::<u16>().is_ok();
-    if authority.as_str().as_bytes().contains(&b'@') || !port_ok {
+    let (host, port) = split_port(authority.as_str()).ok_or(HostError::Malformed)?;
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.parse::<u16>().is_ok());
+    if !port_ok {
         return Err(HostError::Malformed);
     }
     let name = host_name(host)?;
     Ok(RequestHost { name, authority })
+}
+
+/// `name[:port]` or `[v6][:port]` split before the port, as `Authority::host` does (without
+/// parsing the authority again); `None` for userinfo, which a request's host never carries.
+fn split_port(authority: &str) -> Option<(&str, &str)> {
+    let bytes = authority.as_bytes();
+    if bytes.contains(&b'@') {
+        return None;
+    }
+    let host_end = if bytes.first() == Some(&b'[') {
+        bytes.iter().position(|&b| b == b']')? + 1
+    } else {
+        bytes.iter().position(|&b| b == b':').unwrap_or(bytes.len())
+    };
+    Some(authority.split_at(host_end))
 }
 
 fn parse_authority(value: &HeaderValue) -> Result<Authority, HostError> {
@@ -137,6 +153,29 @@ mod tests {
             assert_eq!(h1(&[bad], "/"), Err(HostError::Malformed), "{bad:?}");
         }
         assert_eq!(h1(&["[::1]:8443"], "/").unwrap().name, "::1");
+    }
+
+    #[test]
+    fn port_is_split_off_where_http_finds_the_host() {
+        for text in [
+            "a.com",
+            "a.com:1",
+            "A.COM.:65535",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8443",
+            "[fe80::1%25eth0]:1",
+            "a.com:1:2",
+        ] {
+            let Ok(authority) = Authority::try_from(text) else {
+                continue;
+            };
+            let (host, port) = split_port(text).unwrap();
+            assert_eq!(host, authority.host(), "{text:?}");
+            assert_eq!(format!("{host}{port}"), text);
+        }
+        assert_eq!(split_port("u@a.com"), None);
+        assert_eq!(split_port("[::1"), None);
     }
 
     #[test]

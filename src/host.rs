@@ -11,6 +11,8 @@ use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::IpAddr;
 
+use rustc_hash::FxBuildHasher;
+
 pub use request::{HostError, RequestHost, request_host};
 
 /// A host as written in a route or a certificate: `example.com` or `*.example.com`.
@@ -116,17 +118,21 @@ pub fn is_dns_name(name: &str) -> bool {
 
 /// Values keyed by host pattern. An exact name beats a `*.domain` pattern, and a lookup never
 /// falls back further than one label, as in TLS.
+///
+/// Looked up with every request's host and every handshake's SNI, so hashed with Fx rather than
+/// std's SipHash: only the config inserts keys, so a client cannot build the collisions a keyed
+/// hash defends against; it can only look a name up, one probe sequence whatever the hash.
 #[derive(Debug, Clone)]
 pub struct HostMap<T> {
-    exact: HashMap<String, T>,
-    wildcard: HashMap<String, T>,
+    exact: HashMap<String, T, FxBuildHasher>,
+    wildcard: HashMap<String, T, FxBuildHasher>,
 }
 
 impl<T> Default for HostMap<T> {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: HashMap::default(),
+            wildcard: HashMap::default(),
         }
     }
 }

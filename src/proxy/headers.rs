@@ -279,6 +279,19 @@ mod tests {
             .collect()
     }
 
+    /// `rewrite_request` for a client at 127.0.0.9 asking HTTP/1.1 for `host`, no user.
+    fn rewrite_h1(headers: &mut HeaderMap, host: &str) {
+        let authority: Authority = host.parse().unwrap();
+        let client = HeaderValue::from_static("127.0.0.9");
+        let vouched = Vouched {
+            host: &authority,
+            client: &client,
+            user: None,
+            request_id: None,
+        };
+        rewrite_request(headers, Version::HTTP_11, &vouched, &[], None);
+    }
+
     #[test]
     fn request_loses_hop_by_hop_and_spoofed_forwarding() {
         let mut h = map(&[
@@ -292,15 +305,7 @@ mod tests {
             ("host", "evil.example"),
             ("accept", "*/*"),
         ]);
-        let authority: Authority = "app.example:8443".parse().unwrap();
-        let client = HeaderValue::from_static("127.0.0.9");
-        let vouched = Vouched {
-            host: &authority,
-            client: &client,
-            user: None,
-            request_id: None,
-        };
-        rewrite_request(&mut h, Version::HTTP_11, &vouched, &[], None);
+        rewrite_h1(&mut h, "app.example:8443");
         assert_eq!(h["host"], "app.example:8443");
         assert_eq!(h["x-forwarded-host"], "app.example:8443");
         assert_eq!(h["x-forwarded-for"], "127.0.0.9");
@@ -333,15 +338,7 @@ mod tests {
             ("accept", "kept"),
         ]);
         let mut h = map(&sent);
-        let authority: Authority = "app.example".parse().unwrap();
-        let client = HeaderValue::from_static("127.0.0.9");
-        let vouched = Vouched {
-            host: &authority,
-            client: &client,
-            user: None,
-            request_id: None,
-        };
-        rewrite_request(&mut h, Version::HTTP_11, &vouched, &[], None);
+        rewrite_h1(&mut h, "app.example");
         let vouched_for = ["x-forwarded-for", "x-forwarded-host", "x-forwarded-proto"];
         for (name, _) in &sent {
             match h.get(*name) {

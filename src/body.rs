@@ -66,8 +66,8 @@ impl Progress {
     /// frame is handed over, so a stream that never waits on its client (most: one small
     /// response) never arms one. It registers no waker while no frame waits: it must be polled
     /// right after the stream's own future, in the same task, whose polls are the only place a
-    /// frame is handed over (the stream executor's `biased` select).
-    pub async fn stalled(&self, timeout: Duration) {
+    /// frame is handed over (as the stream executor's `StreamTask` does).
+    pub async fn stalled(self, timeout: Duration) {
         loop {
             let handed = std::future::poll_fn(|_| match self.0.handed_at.load(Ordering::Relaxed) {
                 IDLE => Poll::Pending,

@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::Notify;
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::body::{Progress, STREAM};
 
@@ -73,24 +74,47 @@ where
 {
     fn execute(&self, stream: F) {
         let progress = Progress::default();
-        let entered = self.in_flight.enter();
-        let send_timeout = self.send_timeout;
-        let stream = async move {
-            let _entered = entered;
-            let stalled = progress.stalled(send_timeout);
-            // The stream first: its polls are where frames are handed over, and `stalled`
-            // looks right after (see `Progress::stalled`).
-            tokio::select! {
-                biased;
-                () = STREAM.scope(progress.clone(), stream) => {}
-                () = stalled => {}
-            }
+        let task = StreamTask {
+            stalled: progress.clone().stalled(self.send_timeout),
+            stream: STREAM.scope(progress, stream),
+            _entered: self.in_flight.enter(),
         };
         self.accepted
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(Box::pin(stream));
+            .push(Box::pin(task));
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream with its stall watch. A named future rather than an `async` block: the block
+    /// kept the stream both as its captured argument and as the future it awaited, more than
+    /// twice the stream's size in every stream's allocation, and moved it on its first poll.
+    struct StreamTask<F, S> {
+        #[pin]
+        stream: TaskLocalFuture<Progress, F>,
+        #[pin]
+        stalled: S,
+        _entered: Entered,
+    }
+}
+
+impl<F, S> Future for StreamTask<F, S>
+where
+    F: Future<Output = ()>,
+    S: Future<Output = ()>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        // The stream first: its polls are where frames are handed over, and `stalled` looks
+        // right after (see `Progress::stalled`).
+        if this.stream.poll(cx).is_ready() {
+            return Poll::Ready(());
+        }
+        this.stalled.poll(cx)
     }
 }
 

@@ -5,8 +5,13 @@
 //! (502/504). Bodies are short fixed texts that name no host, address or path: an attacker
 //! learns nothing about what sits behind the proxy.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
+use rustc_hash::FxBuildHasher;
 
 use crate::body::{RequestBodyError, ResponseBody};
 use crate::host::HostError;
@@ -170,11 +175,7 @@ pub struct ErrorKind {
 
 /// A response with the status's reason phrase as its whole body.
 pub fn status_response(status: StatusCode) -> Response<ResponseBody> {
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let mut body = Vec::with_capacity(reason.len() + 1);
-    body.extend_from_slice(reason.as_bytes());
-    body.push(b'\n');
-    let mut response = Response::new(ResponseBody::full(body));
+    let mut response = Response::new(ResponseBody::full(status_body(status)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -185,9 +186,41 @@ pub fn status_response(status: StatusCode) -> Response<ResponseBody> {
     response
 }
 
+/// The reason phrase and a newline. Made once per status: the plain listener answers every
+/// request with one of these, and a body made per response was an allocation per request.
+fn status_body(status: StatusCode) -> Bytes {
+    static BODIES: LazyLock<HashMap<u16, Bytes, FxBuildHasher>> = LazyLock::new(|| {
+        (100..1000)
+            .filter_map(|code| {
+                let reason = StatusCode::from_u16(code).ok()?.canonical_reason()?;
+                // Made once for the process's life: a static table.
+                let body: &'static str = Box::leak(format!("{reason}\n").into_boxed_str());
+                Some((code, Bytes::from_static(body.as_bytes())))
+            })
+            .collect()
+    });
+    BODIES
+        .get(&status.as_u16())
+        .cloned()
+        .unwrap_or_else(|| Bytes::from_static(b"Error\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_bodies_are_the_reason_phrase_on_a_line() {
+        for (code, body) in [
+            (301, "Moved Permanently\n"),
+            (404, "Not Found\n"),
+            (421, "Misdirected Request\n"),
+            (599, "Error\n"),
+        ] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(status_body(status), body.as_bytes(), "{code}");
+        }
+    }
 
     #[test]
     fn each_error_is_blamed_on_whoever_its_status_says() {

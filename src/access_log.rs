@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{Method, StatusCode, Version};
 
 pub use mask::mask_path;
+use mask::write_masked_path;
 
 use crate::config::{LogSettings, PathLogging};
 use crate::connection::TlsVersion;
@@ -81,7 +82,7 @@ pub struct Record<'a> {
     tls: Option<&'static str>,
     method: &'a str,
     route: &'a str,
-    path: String,
+    path: LoggedPath<'a>,
     status: u16,
     request_bytes: u64,
     response_bytes: u64,
@@ -108,13 +109,33 @@ const LINE_CAPACITY: usize = 384;
 /// What the logs write of a request's path: masked, or only the prefix of the route that
 /// matched; `-` when there is nothing to write.
 pub fn logged_path(mode: PathLogging, target: Option<&str>, route: Option<&RouteLabel>) -> String {
-    match mode {
-        PathLogging::Masked => target.map_or_else(|| "-".to_owned(), mask_path),
-        PathLogging::Route => route
-            .map(|r| &*r.prefix)
-            .filter(|prefix| !prefix.is_empty())
-            .unwrap_or("-")
-            .to_owned(),
+    match LoggedPath::new(mode, target, route) {
+        LoggedPath::Masked(target) => mask_path(target),
+        LoggedPath::AsIs(text) => text.to_owned(),
+    }
+}
+
+/// [`logged_path`] before it is written.
+#[derive(Debug)]
+enum LoggedPath<'a> {
+    /// A target to mask: masked straight into the line, with no string of its own.
+    Masked(&'a str),
+    /// A route prefix from the config, or `-`.
+    AsIs(&'a str),
+}
+
+impl<'a> LoggedPath<'a> {
+    fn new(mode: PathLogging, target: Option<&'a str>, route: Option<&'a RouteLabel>) -> Self {
+        match (mode, target) {
+            (PathLogging::Masked, Some(target)) => Self::Masked(target),
+            (PathLogging::Masked, None) => Self::AsIs("-"),
+            (PathLogging::Route, _) => Self::AsIs(
+                route
+                    .map(|r| &*r.prefix)
+                    .filter(|prefix| !prefix.is_empty())
+                    .unwrap_or("-"),
+            ),
+        }
     }
 }
 
@@ -141,7 +162,7 @@ impl<'a> Record<'a> {
             tls: event.tls.map(TlsVersion::as_str),
             method: logged_method(&event.method),
             route: event.route.as_ref().map_or("-", |r| &r.name),
-            path: logged_path(path, event.target.as_deref(), event.route.as_deref()),
+            path: LoggedPath::new(path, event.target.as_deref(), event.route.as_deref()),
             status: event.status.as_u16(),
             request_bytes: event.request_bytes,
             response_bytes: event.response_bytes,
@@ -167,7 +188,15 @@ impl<'a> Record<'a> {
         json_field(line, key!("tls"), self.tls);
         json_field(line, key!("method"), Some(self.method));
         json_field(line, key!("route"), Some(self.route));
-        json_field(line, key!("path"), Some(&self.path));
+        match self.path {
+            LoggedPath::Masked(target) => {
+                line.extend_from_slice(key!("path"));
+                line.push(b'"');
+                write_masked_path(target, line);
+                line.push(b'"');
+            }
+            LoggedPath::AsIs(text) => json_field(line, key!("path"), Some(text)),
+        }
         json_number(line, key!("status"), self.status.into());
         json_number(line, key!("request_bytes"), self.request_bytes);
         json_number(line, key!("response_bytes"), self.response_bytes);
@@ -226,7 +255,7 @@ fn json_field(line: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
     line.extend_from_slice(key);
     match value {
         None => line.extend_from_slice(b"null"),
-        // Route names, upstream names and masked paths come from a config or a client.
+        // Route names, upstream names and route prefixes come from a config.
         Some(value) if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
             if serde_json::to_writer(&mut *line, value).is_err() {
                 line.extend_from_slice(b"null");

@@ -87,14 +87,23 @@ const LONGEST_SENSITIVE: usize = {
 /// assert_eq!(mask_path("/u/alice(at)example.com"), "/u/<email>");
 /// ```
 pub fn mask_path(target: &str) -> String {
+    let mut out = Vec::new();
+    write_masked_path(target, &mut out);
+    // Only placeholders and segments of ASCII letters, digits and separators are written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`mask_path`], appended to `out`: the access log writes it straight into its line. What it
+/// writes is printable ASCII without `"` or `\`, so it needs no JSON escaping.
+pub(crate) fn write_masked_path(target: &str, out: &mut Vec<u8>) {
     let path = split_ascii(target, b'?').next().unwrap_or(target);
-    // Room for placeholders longer than their segment (`/1` -> `/<id>`): the line is written
-    // for every request, and a regrown string is a second allocation.
-    let mut out = String::with_capacity(MAX_LOGGED_PATH.min(path.len() + 16));
+    // Room for placeholders longer than their segment (`/1` -> `/<id>`).
+    out.reserve(MAX_LOGGED_PATH.min(path.len() + 16));
+    let start = out.len();
     let mut after_sensitive = false;
     for (i, segment) in split_ascii(path, b'/').enumerate() {
         if i > 0 {
-            out.push('/');
+            out.push(b'/');
         }
         let masked = match placeholder(segment) {
             Some(placeholder) => placeholder,
@@ -102,14 +111,13 @@ pub fn mask_path(target: &str) -> String {
             None => segment,
         };
         after_sensitive = words(segment).any(is_sensitive);
-        out.push_str(masked);
-        if out.len() > MAX_LOGGED_PATH {
-            out.truncate(MAX_LOGGED_PATH);
-            out.push_str("...");
+        out.extend_from_slice(masked.as_bytes());
+        if out.len() - start > MAX_LOGGED_PATH {
+            out.truncate(start + MAX_LOGGED_PATH);
+            out.extend_from_slice(b"...");
             break;
         }
     }
-    out
 }
 
 /// `str::split` at an ASCII byte, without the general searcher `str::split` sets up for a
@@ -378,8 +386,20 @@ mod tests {
 
     #[test]
     fn nothing_can_forge_a_line_or_a_quote() {
-        let masked = mask_path("/a\n{\"x\":1}\r\u{7f}");
-        assert!(!masked.contains(['\n', '\r', '"', '\u{7f}']), "{masked:?}");
+        let masked = mask_path("/a\n{\"x\":1}\r\u{7f}/b\\c");
+        assert!(
+            !masked.contains(['\n', '\r', '"', '\\', '\u{7f}']),
+            "{masked:?}"
+        );
         assert!(mask_path(&"/a".repeat(400)).len() <= MAX_LOGGED_PATH + 3);
+    }
+
+    #[test]
+    fn a_masked_path_is_appended_and_cut_after_what_was_there() {
+        let mut line = b"{\"path\":\"".to_vec();
+        write_masked_path(&"/a".repeat(400), &mut line);
+        assert_eq!(line.len(), 9 + MAX_LOGGED_PATH + 3);
+        assert!(line.starts_with(b"{\"path\":\"/a/a/"));
+        assert!(line.ends_with(b"..."));
     }
 }

@@ -125,13 +125,17 @@ pub fn http_service(
 ) -> impl ConnectionService<Incoming> + use<> {
     let redirecting = app.clone();
     ServiceBuilder::new()
-        .layer(AccessLogLayer::new(
-            app.access_log.clone(),
-            app.metrics.clone(),
-            Listener::Http,
-            None,
-            client,
-        ))
+        .layer(
+            AccessLogLayer::new(
+                app.access_log.clone(),
+                app.metrics.clone(),
+                Listener::Http,
+                None,
+                client,
+            )
+            // The redirect reads nothing of it.
+            .keep_exchange(),
+        )
         .layer(CloseWhenLeavingLayer::new(leaving.clone()))
         .service(service_fn(move |request: Request<Incoming>| {
             std::future::ready(Ok::<_, Infallible>(redirect(&redirecting, &request)))

@@ -30,6 +30,8 @@ pub struct AccessLogLayer {
     listener: Listener,
     tls: Option<TlsVersion>,
     client: Option<IpAddr>,
+    /// Whether the layers below get the request's [`Exchange`] in its extensions.
+    share_exchange: bool,
 }
 
 impl AccessLogLayer {
@@ -48,7 +50,15 @@ impl AccessLogLayer {
             listener,
             tls,
             client,
+            share_exchange: true,
         }
+    }
+
+    /// For layers that read nothing of the exchange (the plain listener's redirect): it is
+    /// then not put in the request's extensions, whose first entry costs three allocations.
+    pub fn keep_exchange(mut self) -> Self {
+        self.share_exchange = false;
+        self
     }
 }
 
@@ -84,7 +94,9 @@ where
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
         let exchange = Arc::new(Exchange::new(RequestId::new()));
-        request.extensions_mut().insert(exchange.clone());
+        if self.layer.share_exchange {
+            request.extensions_mut().insert(exchange.clone());
+        }
         let pending = Pending {
             layer: self.layer.clone(),
             exchange,

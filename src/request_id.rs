@@ -37,9 +37,7 @@ impl RequestId {
         // Hex digits and hyphens are always a valid header value.
         HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
-}
 
-impl RequestId {
     /// Appends the id as the access log writes it (the same text as the header), without going
     /// through a formatter: it runs once per request.
     pub fn write_to(&self, out: &mut Vec<u8>) {

@@ -121,10 +121,14 @@ impl Pebble {
             directory: format!("https://127.0.0.1:{listen}/dir"),
             management: SocketAddr::from(([127, 0, 0, 1], management)),
         };
+        // Pebble opens its ACME and management listeners independently; a test that asks the
+        // management side for the root as soon as the ACME side answers races it.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
-            assert!(Instant::now() < deadline, "pebble did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        for port in [listen, management] {
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "pebble did not open port {port}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         pebble
     }

@@ -63,6 +63,7 @@ mod app;
 mod body;
 mod cookies;
 mod error;
+mod gated;
 mod gateway;
 mod io;
 mod layers;

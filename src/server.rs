@@ -28,6 +28,7 @@ pub use streams::{InFlight, StreamExecutor};
 use crate::app::{App, LiveApp};
 use crate::config::Limits;
 use crate::connection::ConnectionInfo;
+use crate::gated::Gated;
 use crate::io::{Activity, Watched};
 use crate::layers::{http_service, https_service};
 use crate::lifecycle::Lifecycle;
@@ -359,25 +360,37 @@ impl Server {
     ) where
         C: Future<Output = Result<(), E>>,
     {
-        let mut cut = std::pin::pin!(cut);
-        let mut idle = std::pin::pin!(idle);
+        // Both rarely fire: gated, the wakes of the connection's own IO do not poll them.
+        let ended = Gated::new(async {
+            tokio::select! {
+                () = cut => {}
+                () = self.lifecycle.cut.cancelled() => {}
+            }
+        });
+        // Whether the connection was idle (it then gets `linger` to finish) or the process is
+        // stopping (it gets the shutdown grace).
+        let finish = Gated::new(async {
+            tokio::select! {
+                () = idle => true,
+                () = stopping.cancelled() => false,
+            }
+        });
+        let (mut ended, mut finish) = (std::pin::pin!(ended), std::pin::pin!(finish));
         let lingering = tokio::time::sleep(Duration::MAX);
         let mut lingering = std::pin::pin!(lingering);
         let mut draining = false;
         loop {
             tokio::select! {
+                biased;
                 _ = conn.as_mut() => return,
-                () = &mut cut => return,
-                () = self.lifecycle.cut.cancelled() => return,
+                () = &mut ended => return,
                 () = &mut lingering, if draining => return,
-                () = &mut idle, if !draining => {
+                was_idle = &mut finish, if !draining => {
                     drain(conn.as_mut());
                     draining = true;
-                    lingering.as_mut().reset(tokio::time::Instant::now() + linger);
-                }
-                () = stopping.cancelled(), if !draining => {
-                    drain(conn.as_mut());
-                    draining = true;
+                    if was_idle {
+                        lingering.as_mut().reset(tokio::time::Instant::now() + linger);
+                    }
                 }
             }
         }

@@ -281,6 +281,10 @@ mod tests {
 
     /// `rewrite_request` for a client at 127.0.0.9 asking HTTP/1.1 for `host`, no user.
     fn rewrite_h1(headers: &mut HeaderMap, host: &str) {
+        rewrite_as(headers, Version::HTTP_11, host);
+    }
+
+    fn rewrite_as(headers: &mut HeaderMap, version: Version, host: &str) {
         let authority: Authority = host.parse().unwrap();
         let client = HeaderValue::from_static("127.0.0.9");
         let vouched = Vouched {
@@ -289,7 +293,7 @@ mod tests {
             user: None,
             request_id: None,
         };
-        rewrite_request(headers, Version::HTTP_11, &vouched, &[], None);
+        rewrite_request(headers, version, &vouched, &[], None);
     }
 
     #[test]
@@ -414,15 +418,7 @@ mod tests {
     #[test]
     fn h2_cookies_are_joined() {
         let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
-        let authority: Authority = "x".parse().unwrap();
-        let client = HeaderValue::from_static("127.0.0.1");
-        let vouched = Vouched {
-            host: &authority,
-            client: &client,
-            user: None,
-            request_id: None,
-        };
-        rewrite_request(&mut h, Version::HTTP_2, &vouched, &[], None);
+        rewrite_as(&mut h, Version::HTTP_2, "x");
         assert_eq!(h.get_all("cookie").iter().count(), 1);
         assert_eq!(h["cookie"], "a=1; b=2");
     }

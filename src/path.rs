@@ -132,27 +132,34 @@ pub fn lenient_path(path: &str) -> Result<String, PathError> {
 }
 
 fn percent_decode(raw: &str) -> Result<Vec<u8>, PathError> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            out.push(escaped_byte(bytes, i)?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    escaped_bytes(raw)?;
+    Ok(percent_encoding::percent_decode_str(raw).collect())
+}
+
+/// The bytes `raw`'s percent escapes stand for, in order. Every `%` must start `%` and two hex
+/// digits: `u8::from_str_radix` would also take `%+f` (a sign), and the crate's decoder keeps a
+/// bad escape as it is; both are too lenient to judge a path by.
+pub fn escaped_bytes(raw: &str) -> Result<Vec<u8>, PathError> {
+    let mut out = Vec::new();
+    let mut rest = raw.as_bytes();
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        let escape = rest
+            .get(at..at + 3)
+            .filter(|e| e[1..].iter().all(u8::is_ascii_hexdigit))
+            .ok_or(PathError::BadEscape)?;
+        out.extend(percent_encoding::percent_decode(escape));
+        rest = &rest[at + 3..];
     }
     Ok(out)
 }
 
 /// The byte of the `%XX` escape at `bytes[i]`.
 fn escaped_byte(bytes: &[u8], i: usize) -> Result<u8, PathError> {
-    bytes
-        .get(i + 1..i + 3)
-        .and_then(|hex| std::str::from_utf8(hex).ok())
-        .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+    let escape = bytes.get(i..i + 3).ok_or(PathError::BadEscape)?;
+    let escape = std::str::from_utf8(escape).map_err(|_| PathError::BadEscape)?;
+    escaped_bytes(escape)?
+        .first()
+        .copied()
         .ok_or(PathError::BadEscape)
 }
 
@@ -237,6 +244,8 @@ mod tests {
             ("/a%00", PathError::EncodedSeparator),
             ("/a%zz", PathError::BadEscape),
             ("/a%4", PathError::BadEscape),
+            ("/a%+f", PathError::BadEscape),
+            ("/a%-1/b", PathError::BadEscape),
             ("*", PathError::NotAbsolute),
             ("/caf\u{e9}", PathError::RawByte),
             ("/a\u{7f}b", PathError::RawByte),

@@ -7,6 +7,7 @@
 //! cannot reach an upstream as sent.
 
 mod headers;
+mod owned;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,10 +21,8 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use tower::Service;
 
-pub use headers::{
-    OWNED_REQUEST_HEADERS, USER_HEADER, Vouched, requested_upgrade, rewrite_request,
-    rewrite_response,
-};
+pub use headers::{USER_HEADER, Vouched, requested_upgrade, rewrite_request, rewrite_response};
+pub use owned::{OWNED_REQUEST_HEADERS, OWNED_REQUEST_PREFIXES};
 
 use crate::access_log::Exchange;
 use crate::audit::ClosedBy;

@@ -52,6 +52,79 @@ async fn upstream_sees_trusted_forwarding_headers_only() {
     }
 }
 
+/// What an app behind an auth proxy reads as the signed-in user (Grafana, oauth2-proxy,
+/// Django, Authelia, Kubernetes, Pomerium, IAP ...): a client may set none of it, not even by
+/// naming it in `Connection` or spelling it with underscores.
+#[tokio::test]
+async fn identity_headers_from_clients_never_reach_the_upstream() {
+    let setup = Setup::new().await;
+    let proxy = setup.start("").await;
+    let claims = [
+        "X-Forwarded-User",
+        "X-Forwarded-Email",
+        "X-Forwarded-Groups",
+        "X-Forwarded-Preferred-Username",
+        "Remote-User",
+        "Remote-Groups",
+        "X-Remote-User",
+        "X-Remote-Extra-Scopes",
+        "X-Auth-Request-User",
+        "X-Auth-Request-Email",
+        "X-WEBAUTH-USER",
+        "X-Authenticated-User",
+        "X-User",
+        "X-Email",
+        "X-Pomerium-Claim-Email",
+        "X-Goog-Authenticated-User-Email",
+        "Cf-Access-Authenticated-User-Email",
+        "X-Amzn-Oidc-Identity",
+        "X-Ms-Client-Principal-Name",
+        "X-Consumer-Username",
+        "Remote_User",
+    ];
+    for h2 in [false, true] {
+        let mut client = Client::connect(h2, proxy.https_addr, "localhost", &setup.pki).await;
+        let mut req = request("GET", "localhost", "/echo");
+        if !h2 {
+            req = req.header("connection", "x-forwarded-user, remote-user, x-user");
+        }
+        for name in claims {
+            req = req.header(name, "alice-from-bob");
+        }
+        let echo = client.send(req.body(Full::default()).unwrap()).await.text();
+        assert!(echo.starts_with("GET /echo"), "h2={h2}\n{echo}");
+        assert!(!echo.contains("alice-from-bob"), "h2={h2}\n{echo}");
+        assert_eq!(seen(&echo, "x-forwarded-proto"), ["https"], "h2={h2}");
+    }
+}
+
+/// An app may set a cookie with UTF-8 in its value; the proxy's own cookies in the same
+/// header must still be stripped, on h1 and on h2, where h2 joins every cookie into one field.
+#[tokio::test]
+async fn own_cookies_are_stripped_beside_a_non_ascii_cookie() {
+    let setup = Setup::new().await;
+    let proxy = setup.start("").await;
+    for h2 in [false, true] {
+        let mut client = Client::connect(h2, proxy.https_addr, "localhost", &setup.pki).await;
+        // On h1 the non-ASCII header itself carries an own cookie; on h2 every field is joined.
+        let mixed = "name=J\u{fc}rgen; __Host-portcullis-mfa-0=session-canary";
+        let mixed = http::HeaderValue::from_bytes(mixed.as_bytes()).unwrap();
+        let req = request("GET", "localhost", "/echo")
+            .header("cookie", mixed)
+            .header("cookie", "__HOST-PORTCULLIS-mfa-1=canary-two")
+            .header("cookie", "theme=dark")
+            .body(Full::default())
+            .unwrap();
+        let echo = client.send(req).await.text();
+        assert!(echo.starts_with("GET /echo"), "h2={h2}\n{echo}");
+        assert!(!echo.contains("canary"), "h2={h2}\n{echo}");
+        assert!(
+            echo.contains("theme=dark") && echo.contains("rgen"),
+            "h2={h2}\n{echo}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn hop_by_hop_headers_are_removed_both_ways() {
     let setup = Setup::new().await;

@@ -539,6 +539,57 @@ async fn route_mode_logs_no_segment_beyond_the_prefix() {
     canary.assert_absent("the access log", &lines.join("\n"));
 }
 
+/// A name that the masking's word rules keep (short, pronounceable, letters only): only the
+/// words before it and the way the path was normalised can mask it.
+fn plain_name() -> String {
+    (0..3)
+        .flat_map(|_| {
+            let consonant = b"bdfgklmnprstvz"[fastrand::usize(..14)];
+            let vowel = b"aeiou"[fastrand::usize(..5)];
+            [char::from(consonant), char::from(vowel)]
+        })
+        .collect()
+}
+
+/// The path logged is the one the request was routed by: escapes, dot segments and doubled
+/// slashes that the proxy normalises away cannot smuggle a name past the person words, and the
+/// person vocabulary covers home directories, staff and customers and `first.last`.
+#[tokio::test]
+async fn person_paths_are_masked_as_they_were_routed() {
+    let setup = Setup::new().await;
+    let proxy = setup.start("").await;
+    let names: Vec<String> = (0..13).map(|_| plain_name()).collect();
+    let paths = [
+        format!("/%75sers/{}", names[0]),
+        format!("/user%73/{}", names[1]),
+        format!("/users/./{}", names[2]),
+        format!("/users//{}", names[3]),
+        format!("/users/x/../{}", names[4]),
+        format!("/~{}/", names[5]),
+        format!("/employee/{}", names[6]),
+        format!("/customer/{}", names[7]),
+        format!("/author/{}", names[8]),
+        format!("/owner/{}", names[9]),
+        format!("/uid/{}", names[10]),
+        format!("/usr/{}", names[11]),
+        format!("/team/{}.{}", names[12], names[0]),
+    ];
+    for h2 in [false, true] {
+        let mut client = Client::connect(h2, proxy.https_addr, "localhost", &setup.pki).await;
+        for path in &paths {
+            let answer = client.get("localhost", path).await;
+            assert_eq!(answer.status, 200, "{path}");
+        }
+    }
+    assert!(proxy.shutdown().await);
+    let lines = setup.access_lines().join("\n");
+    assert_eq!(setup.access_lines().len(), 2 * paths.len(), "{lines}");
+    for name in &names {
+        assert!(!lines.contains(name.as_str()), "{name} leaked:\n{lines}");
+    }
+    assert!(lines.contains("/users/<masked>"), "{lines}");
+}
+
 #[tokio::test]
 async fn log_path_mode_and_buffer_are_checked() {
     let setup = Setup::new().await;

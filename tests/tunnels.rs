@@ -429,6 +429,9 @@ async fn refused_connects_never_reach_the_target() {
     // An absolute-form target is not a CONNECT target (RFC 9110 9.3.6).
     let (status, head, _) = rig.connect(GATEWAY, bob(), "http://db1:22/", &[]).await;
     assert_eq!(status, 400, "{head}");
+    // Nor is one with userinfo: `x@db1:22` is not `db1:22`.
+    let (status, head, _) = rig.connect(GATEWAY, bob(), "x@db1:22", &[]).await;
+    assert_eq!(status, 400, "{head}");
     assert_eq!(
         rig.echo.accepted.load(Ordering::SeqCst),
         0,

@@ -6,6 +6,14 @@
 //! chose (short words of letters, a short number affix, common punctuation between them) and
 //! does not follow a word that announces a secret or a person (`/reset/...`, `/users/...`).
 //! Everything else is a placeholder: `<email>`, `<id>`, `<token>` or `<masked>`.
+//!
+//! The path masked is the one the request was routed by and forwarded with
+//! ([`normalize_path`]): masking the raw target would read `/%75sers/NAME` or `/users/./NAME`
+//! as harmless while the upstream got `/users/NAME`. A path that cannot be normalised was
+//! refused (`400`) before reaching anything; it is masked as sent, strictly: every segment after
+//! the first one that is not kept as written is masked too.
+
+use crate::path::normalize_path;
 
 /// Longest masked path kept; the rest is cut, a suffix marking the cut.
 const MAX_LOGGED_PATH: usize = 256;
@@ -21,7 +29,7 @@ const MAX_CONSONANT_RUN: usize = 4;
 const PRONOUNCEABLE_FROM: usize = 6;
 
 /// Segments after one of these words name a person or carry a secret, whatever they look like.
-const SENSITIVE_WORDS: [&[u8]; 40] = [
+const SENSITIVE_WORDS: [&[u8]; 60] = [
     b"reset",
     b"token",
     b"tokens",
@@ -49,9 +57,14 @@ const SENSITIVE_WORDS: [&[u8]; 40] = [
     b"secret",
     b"secrets",
     b"share",
+    // People, under the words apps file them by.
     b"u",
     b"user",
     b"users",
+    b"usr",
+    b"uid",
+    b"userid",
+    b"username",
     b"profile",
     b"profiles",
     b"account",
@@ -60,8 +73,33 @@ const SENSITIVE_WORDS: [&[u8]; 40] = [
     b"members",
     b"people",
     b"person",
+    b"employee",
+    b"employees",
+    b"staff",
+    b"customer",
+    b"customers",
+    b"client",
+    b"clients",
+    b"patient",
+    b"patients",
+    b"student",
+    b"students",
+    b"author",
+    b"authors",
+    b"owner",
+    b"owners",
+    b"contact",
     b"email",
     b"mail",
+];
+
+/// File extensions: a segment `word.word` ending in one is a file, otherwise a name
+/// (`first.last`).
+const EXTENSIONS: [&[u8]; 44] = [
+    b"html", b"htm", b"xhtml", b"css", b"js", b"mjs", b"map", b"json", b"xml", b"txt", b"md",
+    b"csv", b"pdf", b"png", b"jpg", b"jpeg", b"gif", b"svg", b"ico", b"webp", b"avif", b"woff",
+    b"ttf", b"eot", b"otf", b"ics", b"webm", b"zip", b"gz", b"tar", b"tgz", b"php", b"asp",
+    b"aspx", b"jsp", b"cgi", b"yaml", b"yml", b"toml", b"wasm", b"rss", b"atom", b"sig", b"asc",
 ];
 
 /// The longest of [`SENSITIVE_WORDS`]: a longer word is none of them.
@@ -97,6 +135,15 @@ pub fn mask_path(target: &str) -> String {
 /// writes is printable ASCII without `"` or `\`, so it needs no JSON escaping.
 pub(crate) fn write_masked_path(target: &str, out: &mut Vec<u8>) {
     let path = split_ascii(target, b'?').next().unwrap_or(target);
+    match normalize_path(path) {
+        Ok(routed) => write_segments(&routed, out, false),
+        Err(_) => write_segments(path, out, true),
+    }
+}
+
+/// Masks `path` segment by segment into `out`; `strict` masks every segment after the first
+/// one not kept as written.
+fn write_segments(path: &str, out: &mut Vec<u8>, strict: bool) {
     // Room for placeholders longer than their segment (`/1` -> `/<id>`).
     out.reserve(MAX_LOGGED_PATH.min(path.len() + 16));
     let start = out.len();
@@ -110,7 +157,12 @@ pub(crate) fn write_masked_path(target: &str, out: &mut Vec<u8>) {
             None if after_sensitive && !segment.is_empty() => "<masked>",
             None => segment,
         };
-        after_sensitive = words(segment).any(is_sensitive);
+        let sensitive = words(segment).any(is_sensitive);
+        after_sensitive = if strict {
+            after_sensitive || sensitive || masked != segment
+        } else {
+            sensitive
+        };
         out.extend_from_slice(masked.as_bytes());
         if out.len() - start > MAX_LOGGED_PATH {
             out.truncate(start + MAX_LOGGED_PATH);
@@ -166,7 +218,25 @@ fn placeholder(segment: &str) -> Option<&'static str> {
     if spells_an_address(words(segment)) {
         return Some("<email>");
     }
+    // `/~alice/`: a home directory; `first.last`: a name.
+    if segment.starts_with('~') || is_dotted_name(segment) {
+        return Some("<masked>");
+    }
     None
+}
+
+/// `first.last` or `first.middle.last`: two or three words of letters joined by dots, the last
+/// not a file extension.
+fn is_dotted_name(segment: &str) -> bool {
+    let parts: Vec<&[u8]> = segment.as_bytes().split(|&b| b == b'.').collect();
+    let Some(last) = parts.last() else {
+        return false;
+    };
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_alphabetic))
+        && !EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(last))
 }
 
 /// Punctuation a kept segment may have between its words.
@@ -227,27 +297,9 @@ fn is_address(segment: &str) -> bool {
 }
 
 fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// A word of a kept segment: short; letters in one case or capitalised (at most two humps:
@@ -351,6 +403,25 @@ mod tests {
             ("/u/alice", "/u/<masked>"),
             ("/Users/alice/settings", "/Users/<masked>/settings"),
             ("/token", "/token"),
+            // Masked as routed: each of these reaches the upstream as `/users/zoltan`.
+            ("/%75sers/zoltan", "/users/<masked>"),
+            ("/user%73/zoltan", "/users/<masked>"),
+            ("/users/./zoltan", "/users/<masked>"),
+            ("/users//zoltan", "/users/<masked>"),
+            ("/users/x/../zoltan", "/users/<masked>"),
+            ("/%7Ezoltan/", "/<masked>/"),
+            ("/~zoltan/index.html", "/<masked>/index.html"),
+            ("/employee/zoltan", "/employee/<masked>"),
+            ("/customers/zoltan/orders", "/customers/<masked>/orders"),
+            ("/author/zoltan", "/author/<masked>"),
+            ("/owner/zoltan", "/owner/<masked>"),
+            ("/uid/zoltan", "/uid/<masked>"),
+            ("/usr/zoltan", "/usr/<masked>"),
+            ("/x/zoltan.kovacs", "/x/<masked>"),
+            ("/x/Zoltan.K.Kovacs/y", "/x/<masked>/y"),
+            // Refused before routing, so masked strictly as sent.
+            ("/users/%2F/zoltan", "/users/<masked>/<masked>"),
+            ("/a/%zz/./zoltan", "/a/<masked>/<masked>/<masked>"),
         ] {
             assert_eq!(mask_path(path), want, "{path}");
         }
@@ -370,6 +441,9 @@ mod tests {
             "/2fa/setup",
             "/HTML/README",
             "/a/b/",
+            "/security.txt",
+            "/docs/README.md",
+            "/img/logo.svg",
         ] {
             assert_eq!(mask_path(path), path);
         }

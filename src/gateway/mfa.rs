@@ -32,7 +32,7 @@ use crate::config::LockoutPolicy;
 use crate::cookies::{OWN_COOKIE_PREFIX, cookie_pairs};
 use crate::error::status_response;
 use crate::logging::Throttle;
-use crate::path::normalize_path;
+use crate::path::{escaped_bytes, normalize_path};
 use crate::routing::Route;
 
 /// Where the form posts: in the reserved namespace, so no route can send it upstream.
@@ -226,7 +226,8 @@ impl MfaState {
         let name = cookie_name(route);
         let now = unix_now();
         cookie_pairs(headers)
-            .filter_map(|pair| pair.strip_prefix(name.as_str())?.strip_prefix('='))
+            .filter_map(|pair| pair.strip_prefix(name.as_bytes())?.strip_prefix(b"="))
+            .filter_map(|value| std::str::from_utf8(value).ok())
             .any(|value| {
                 let Some((expiry, tag)) = value.split_once('.') else {
                     return false;
@@ -354,10 +355,10 @@ pub(super) fn return_path(raw: &str, same_route: impl Fn(&str) -> bool) -> Optio
     {
         return None;
     }
-    let escapes_safe = raw.split('%').skip(1).all(|rest| {
-        rest.get(..2)
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            .is_some_and(|b| b >= 0x20 && b != 0x7f && b != b'/' && b != b'\\')
+    let escapes_safe = escaped_bytes(raw).is_ok_and(|bytes| {
+        bytes
+            .iter()
+            .all(|&b| b >= 0x20 && b != 0x7f && b != b'/' && b != b'\\')
     });
     let target = PathAndQuery::try_from(raw).ok()?;
     let path = normalize_path(target.path()).ok()?;

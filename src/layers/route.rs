@@ -126,6 +126,11 @@ impl RouteLayer {
             return Err(TunnelError::NotAuthority.into());
         }
         let authority = uri.authority().cloned().ok_or(TunnelError::NotAuthority)?;
+        // RFC 9110 9.3.6 allows no userinfo; `x@db1:22` would name one target to us and
+        // maybe another to whatever reads the audit line.
+        if authority.as_str().contains('@') {
+            return Err(TunnelError::NotAuthority.into());
+        }
         let route = app.routes.tunnel(sni, &authority)?.clone();
         let host = RequestHost {
             name: sni.to_owned(),

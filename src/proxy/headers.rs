@@ -5,17 +5,14 @@
 //! dropped from what the client sent, never appended to, and set last, after every removal, so
 //! that no `Connection` header can take them away: the upstream must be able to trust them.
 
-use std::collections::HashSet;
-use std::sync::LazyLock;
-
 use http::header::{
     CONNECTION, COOKIE, HOST, HeaderName, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
 use http::uri::Authority;
 use http::{HeaderMap, HeaderValue, Version};
-use rustc_hash::FxBuildHasher;
 
+use super::owned::is_client_claim;
 use crate::cookies::{cookie_pairs, is_own_cookie};
 use crate::request_id::X_REQUEST_ID;
 
@@ -24,84 +21,6 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// The employee the gateway admitted, set only by the gateway.
 pub static USER_HEADER: HeaderName = HeaderName::from_static("x-portcullis-user");
-
-/// Every request header that claims to describe the client, its connection, its certificate or
-/// the URL it asked for, as proxies, CDNs and load balancers write them. Only the proxy may say
-/// such things: whatever a client sent under these names is removed from every request, on
-/// every route, and the proxy then sets the ones it vouches for (`X-Forwarded-For`, `-Host`,
-/// `-Proto`, `X-Portcullis-User`, `X-Request-Id`). `[headers] strip` adds names; names with `_` go too (see
-/// [`rewrite_request`]).
-pub const OWNED_REQUEST_HEADERS: [&str; 45] = [
-    // Ours: see `crate::request_id`.
-    "x-request-id",
-    // Forwarding: RFC 7239 and the de-facto X- set.
-    "forwarded",
-    "forwarded-for",
-    "x-forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-forwarded-scheme",
-    "x-forwarded-uri",
-    "x-forwarded-path",
-    "x-original-forwarded-for",
-    "x-url-scheme",
-    "front-end-https",
-    // The client's address, as CDNs and balancers pass it.
-    "x-real-ip",
-    "true-client-ip",
-    "x-client-ip",
-    "client-ip",
-    "cf-connecting-ip",
-    "fastly-client-ip",
-    "x-cluster-client-ip",
-    "x-proxyuser-ip",
-    "x-appengine-user-ip",
-    // The URL before a rewrite: IIS, Symfony and Zend route by these.
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-uri",
-    "x-original-host",
-    "x-host",
-    // Client certificates, as other TLS terminators pass them.
-    "x-forwarded-client-cert",
-    "x-client-cert",
-    "x-ssl-client-cert",
-    "x-ssl-cert",
-    "ssl-client-cert",
-    "x-arr-clientcert",
-    "x-ssl-client-verify",
-    "ssl-client-verify",
-    "x-client-verify",
-    "x-client-dn",
-    "x-ssl-client-dn",
-    "x-ssl-client-s-dn",
-    "x-ssl-client-i-dn",
-    "x-client-cert-chain",
-];
-
-/// Header-name prefixes that are ours or a mesh's to set, never a client's. `Portcullis-OTP`
-/// carries a second-factor code to the gateway and is never forwarded.
-const OWNED_PREFIXES: [&str; 3] = ["x-portcullis-", "portcullis-", "x-envoy-"];
-
-/// True for a request header a client may not send upstream: one the proxy owns, one `extra`
-/// names, or one with `_` in its name, which CGI, WSGI and Rack servers read as the `-` spelling
-/// (`X_Forwarded_For` is `X-Forwarded-For` to them; CVE-2024-45614). Like nginx's default
-/// `underscores_in_headers off`, such headers are dropped, not refused.
-fn is_client_claim(name: &HeaderName, extra: &[HeaderName]) -> bool {
-    // Asked of every header of every request: one hash instead of 45 comparisons.
-    static OWNED: LazyLock<HashSet<&str, FxBuildHasher>> =
-        LazyLock::new(|| OWNED_REQUEST_HEADERS.into_iter().collect());
-    let name_str = name.as_str();
-    name_str.as_bytes().contains(&b'_')
-        || OWNED.contains(name_str)
-        || OWNED_PREFIXES.iter().any(|p| name_str.starts_with(p))
-        || extra.contains(name)
-}
 
 /// The protocol a client asks to upgrade to, if it is one we tunnel: HTTP/1.1 only
 /// (RFC 9110 7.8), `Upgrade` listed in `Connection`, and never `h2c`, which would let a client
@@ -131,7 +50,7 @@ pub struct Vouched<'a> {
 }
 
 /// Prepares a client's headers for the upstream: hop-by-hop headers, every client claim (see
-/// [`OWNED_REQUEST_HEADERS`]), the `extra` names and the proxy's own cookies go; then what the
+/// [`OWNED_REQUEST_HEADERS`](super::OWNED_REQUEST_HEADERS)), the `extra` names and the proxy's own cookies go; then what the
 /// proxy vouches for is set.
 pub fn rewrite_request(
     headers: &mut HeaderMap,
@@ -197,9 +116,8 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers
                 .get_all(CONNECTION)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok()),
+                .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+                .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok()),
         );
     }
     for name in hop {
@@ -225,10 +143,10 @@ fn strip_own_cookies(headers: &mut HeaderMap) {
     if !cookie_pairs(headers).any(is_own_cookie) {
         return;
     }
-    let kept: Vec<&str> = cookie_pairs(headers)
+    let kept: Vec<&[u8]> = cookie_pairs(headers)
         .filter(|pair| !is_own_cookie(pair))
         .collect();
-    let value = HeaderValue::from_str(&kept.join("; "));
+    let value = HeaderValue::from_bytes(&kept.join(&b"; "[..]));
     headers.remove(COOKIE);
     if let Ok(value) = value
         && !value.is_empty()
@@ -330,7 +248,10 @@ mod tests {
 
     #[test]
     fn every_owned_header_a_client_sends_is_dropped() {
-        let mut sent: Vec<(&str, &str)> = OWNED_REQUEST_HEADERS.iter().map(|n| (*n, "6")).collect();
+        let mut sent: Vec<(&str, &str)> = crate::proxy::OWNED_REQUEST_HEADERS
+            .iter()
+            .map(|n| (*n, "6"))
+            .collect();
         sent.extend([
             ("x-portcullis-role", "admin"),
             ("x-envoy-peer", "6"),
@@ -421,5 +342,24 @@ mod tests {
         rewrite_as(&mut h, Version::HTTP_2, "x");
         assert_eq!(h.get_all("cookie").iter().count(), 1);
         assert_eq!(h["cookie"], "a=1; b=2");
+    }
+
+    #[test]
+    fn own_cookies_go_whatever_bytes_the_header_holds() {
+        for version in [Version::HTTP_11, Version::HTTP_2] {
+            let mut h = HeaderMap::new();
+            h.append(
+                COOKIE,
+                HeaderValue::from_bytes("name=J\u{fc}rgen; __Host-portcullis-mfa-0=s".as_bytes())
+                    .unwrap(),
+            );
+            h.append(
+                COOKIE,
+                HeaderValue::from_static("__Host-portcullis-mfa-1=t"),
+            );
+            rewrite_as(&mut h, version, "x");
+            let left: Vec<&[u8]> = h.get_all(COOKIE).iter().map(|v| v.as_bytes()).collect();
+            assert_eq!(left, ["name=J\u{fc}rgen".as_bytes()], "{version:?}");
+        }
     }
 }

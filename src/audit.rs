@@ -126,6 +126,27 @@ pub enum AuditRecord {
         /// The archive's path.
         archive: String,
     },
+    /// Retention deleted nothing because the clock disagrees with what is on disk (see
+    /// `crate::daily::ClockDoubt`): said once per doubt, by the audit trail's own sweep and by
+    /// each snapshot prune.
+    RetentionHeld {
+        /// RFC 3339 UTC, by the doubted clock.
+        ts: Timestamp,
+        /// What was not pruned: `audit` files or `snapshots`.
+        kind: String,
+        /// Why.
+        reason: String,
+        /// The newest item, which the clock disagrees with.
+        newest: String,
+    },
+    /// Something in the snapshot directory named like an archive is not a regular file:
+    /// pruning leaves it alone.
+    SnapshotSkipped {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// Its path.
+        path: String,
+    },
     /// A snapshot could not be written or pruned.
     SnapshotFailed {
         /// RFC 3339 UTC.
@@ -413,7 +434,14 @@ impl Writer {
 
     fn run(mut self, receiver: &Receiver<Message>) {
         loop {
-            self.file.sweep_if_due();
+            if let Some(held) = self.file.sweep_if_due() {
+                self.write(&AuditRecord::RetentionHeld {
+                    ts: Timestamp::now(),
+                    kind: "audit".to_owned(),
+                    reason: held.doubt.reason().to_owned(),
+                    newest: held.newest,
+                });
+            }
             let first = receiver.recv_timeout(Duration::from_secs(1));
             if current_minute() != self.minute {
                 self.flush_denials();

@@ -8,16 +8,19 @@
 //! [`LogHealth`] (metrics, `/readyz`) and summarised in the operational log.
 
 mod health;
+mod retention;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use health::DropReport;
 pub use health::LogHealth;
+use retention::sweep;
+pub use retention::{ClockDoubt, RetentionHeld};
 
 use crate::logging::Throttle;
 
@@ -56,6 +59,8 @@ pub struct DailyFile {
     drops: DropReport,
     errors: Throttle,
     last_sweep: Option<Instant>,
+    /// The doubt the last sweep had about the clock, said once until it changes.
+    doubt: Option<ClockDoubt>,
 }
 
 impl DailyFile {
@@ -82,6 +87,7 @@ impl DailyFile {
             drops: DropReport::new(kind),
             errors: Throttle::new(Duration::from_secs(60)),
             last_sweep: None,
+            doubt: None,
         }
     }
 
@@ -221,42 +227,26 @@ impl DailyFile {
     }
 
     /// Deletes this kind's files past retention: on the first call, then at most hourly.
-    pub fn sweep_if_due(&mut self) {
-        if self.last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
-            self.sweep(SystemTime::now());
-            self.last_sweep = Some(Instant::now());
+    /// Returns a doubt about the clock the first time a sweep holds back because of it, for
+    /// the caller to record; the operational log has it already.
+    pub fn sweep_if_due(&mut self) -> Option<RetentionHeld> {
+        if self.last_sweep.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+            return None;
         }
-    }
-
-    /// Deletes this kind's files dated before `now - retention_days`.
-    fn sweep(&self, now: SystemTime) {
-        sweep(&self.dir, self.kind, self.retention_days, now);
-    }
-}
-
-fn sweep(dir: &Path, kind: &str, retention_days: u32, now: SystemTime) {
-    let cutoff = utc_date(now - Duration::from_secs(86_400 * u64::from(retention_days)));
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let date = name
-            .strip_prefix(kind)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|rest| rest.strip_suffix(".jsonl"))
-            .filter(|d| d.len() == 10 && d.as_bytes()[4] == b'-' && d.as_bytes()[7] == b'-');
-        if let Some(date) = date
-            && *date < *cutoff
-        {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => tracing::info!(file = name, "deleted log file past retention"),
-                Err(e) => {
-                    tracing::error!(file = name, error = %e, "cannot delete log file past retention")
-                }
-            }
+        self.last_sweep = Some(Instant::now());
+        let held = sweep(&self.dir, self.kind, self.retention_days, SystemTime::now());
+        let doubt = held.as_ref().map(|h| h.doubt);
+        let new = held.filter(|_| self.doubt != doubt);
+        self.doubt = doubt;
+        if let Some(held) = &new {
+            tracing::warn!(
+                kind = self.kind,
+                newest = held.newest,
+                reason = held.doubt.reason(),
+                "log retention held"
+            );
         }
+        new
     }
 }
 
@@ -304,31 +294,5 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("access-2026-12-02.jsonl")).unwrap();
         assert_eq!(text, "ond\nthird\n");
         assert_eq!(health.held(), 0);
-    }
-
-    #[test]
-    fn sweep_deletes_only_its_kind_past_retention() {
-        let dir = tempfile::tempdir().unwrap();
-        let now = SystemTime::now();
-        let day = |d: u64| utc_date(now - Duration::from_secs(86_400 * d));
-        let names = [
-            format!("access-{}.jsonl", day(31)),
-            format!("access-{}.jsonl", day(29)),
-            format!("audit-{}.jsonl", day(31)),
-            "access-notadate.jsonl".to_owned(),
-        ];
-        for name in &names {
-            std::fs::write(dir.path().join(name), b"x").unwrap();
-        }
-        DailyFile::new(
-            dir.path().to_owned(),
-            "access",
-            30,
-            10,
-            Arc::new(LogHealth::default()),
-        )
-        .sweep(now);
-        let left: Vec<bool> = names.iter().map(|n| dir.path().join(n).exists()).collect();
-        assert_eq!(left, [false, true, true, true]);
     }
 }

@@ -131,7 +131,9 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
             | AuditRecord::Admin { .. }
             | AuditRecord::Snapshot { .. }
             | AuditRecord::SnapshotPruned { .. }
-            | AuditRecord::SnapshotFailed { .. } => {}
+            | AuditRecord::SnapshotFailed { .. }
+            | AuditRecord::SnapshotSkipped { .. }
+            | AuditRecord::RetentionHeld { .. } => {}
         }
     }
     let Some(gateway) = &config.gateway else {

@@ -10,6 +10,7 @@
 //! snapshot's name. Audit files are taken up to their last complete line, so a line being
 //! appended meanwhile is never cut in two.
 
+mod name;
 mod retention;
 
 use std::fs::{File, OpenOptions};
@@ -19,19 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use time::OffsetDateTime;
-use time::macros::format_description;
-
 use crate::audit::{Audit, AuditRecord, Timestamp};
-use crate::config::{Config, Retention, SnapshotSettings};
+use crate::config::{Config, SnapshotSettings};
 use crate::lifecycle::Lifecycle;
 
-pub use retention::kept;
-
-const PREFIX: &str = "portcullis-";
-const SUFFIX: &str = ".tar.gz";
-const STAMP: &[time::format_description::BorrowedFormatItem<'static>] =
-    format_description!("[year][month][day]T[hour][minute][second]Z");
+use name::archive_name;
+pub use retention::{Pruned, kept, prune};
 
 /// Why a snapshot could not be taken or pruned.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +44,7 @@ pub enum SnapshotError {
     Clock,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io {
         path: path.to_owned(),
         source,
@@ -221,47 +215,6 @@ fn add_file<W: Write>(
         .map_err(io(path))
 }
 
-fn archive_name(at: SystemTime) -> Result<String, SnapshotError> {
-    let stamp = OffsetDateTime::from(at)
-        .format(STAMP)
-        .map_err(|_| SnapshotError::Clock)?;
-    Ok(format!("{PREFIX}{stamp}{SUFFIX}"))
-}
-
-/// When an archive named by [`take`] was taken; `None` for any other file, which pruning
-/// never touches.
-fn taken_at(name: &str) -> Option<OffsetDateTime> {
-    let stamp = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-    time::PrimitiveDateTime::parse(stamp, STAMP)
-        .ok()
-        .map(time::PrimitiveDateTime::assume_utc)
-}
-
-/// Deletes the archives in `dir` that `retention` no longer keeps at `now`; returns their
-/// paths.
-pub fn prune(
-    dir: &Path,
-    retention: &Retention,
-    now: SystemTime,
-) -> Result<Vec<PathBuf>, SnapshotError> {
-    let archives: Vec<(OffsetDateTime, PathBuf)> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(Result::ok)
-        .filter_map(|e| Some((taken_at(&e.file_name().to_string_lossy())?, e.path())))
-        .collect();
-    let times: Vec<OffsetDateTime> = archives.iter().map(|(at, _)| *at).collect();
-    let keep = kept(&times, retention, OffsetDateTime::from(now));
-    let mut removed = Vec::new();
-    for (at, path) in archives {
-        if !keep.contains(&at) {
-            std::fs::remove_file(&path).map_err(io(&path))?;
-            removed.push(path);
-        }
-    }
-    removed.sort();
-    Ok(removed)
-}
-
 /// Takes one snapshot and prunes, each outcome in the audit trail.
 pub fn snapshot_and_prune(
     sources: &Sources,
@@ -283,10 +236,31 @@ pub fn snapshot_and_prune(
         files: taken.members.len() as u64,
         bytes: taken.bytes,
     });
-    for archive in prune(&settings.dir, &settings.retention, now).map_err(failed)? {
+    let pruned = prune(&settings.dir, &settings.retention, now).map_err(failed)?;
+    for archive in pruned.removed {
         audit.record(AuditRecord::SnapshotPruned {
             ts: Timestamp::now(),
             archive: archive.display().to_string(),
+        });
+    }
+    for path in pruned.skipped {
+        tracing::warn!(path = %path.display(), "not a regular file: left out of pruning");
+        audit.record(AuditRecord::SnapshotSkipped {
+            ts: Timestamp::now(),
+            path: path.display().to_string(),
+        });
+    }
+    if let Some(held) = pruned.held {
+        tracing::warn!(
+            newest = held.newest,
+            reason = held.doubt.reason(),
+            "snapshot pruning held"
+        );
+        audit.record(AuditRecord::RetentionHeld {
+            ts: Timestamp::now(),
+            kind: "snapshots".to_owned(),
+            reason: held.doubt.reason().to_owned(),
+            newest: held.newest,
         });
     }
     Ok(taken)
@@ -328,9 +302,12 @@ pub(crate) fn schedule(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Retention;
 
     #[test]
     fn names_carry_the_time_and_other_files_are_never_taken_for_archives() {
+        use name::taken_at;
+        use time::OffsetDateTime;
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
         let name = archive_name(at).unwrap();
         assert_eq!(name, "portcullis-20261130T005320Z.tar.gz");

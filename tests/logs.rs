@@ -9,7 +9,8 @@
 //! - one UUIDv7 request id per request reaches the client, the upstream and the access line,
 //!   over h1, h2 and the redirect listener; a client's own `X-Request-Id` is replaced everywhere;
 //! - every access line is JSON with allow-listed keys only, the TLS version as negotiated;
-//! - files past retention are deleted at start-up; out-of-range retention is refused;
+//! - files past retention are deleted at start-up; out-of-range retention is refused; a clock
+//!   60 days ahead (the real binary under `faketime`) deletes none and is in the audit trail;
 //! - lines of finished requests are flushed on shutdown; an unwritable log dir does not stop
 //!   the proxy from serving;
 //! - the opt-in client hash tells clients apart without naming them.
@@ -496,6 +497,63 @@ async fn old_files_are_deleted_at_start_up_within_retention() {
         assert!(dir.join(&files[4]).exists(), "other files are left alone");
         proxy.shutdown().await;
     }
+}
+
+/// A wrong NTP answer must not erase the trail: the real binary started with its clock 60 days
+/// ahead (`faketime`) deletes no access or audit file, today's included, and says why in the
+/// audit trail.
+#[tokio::test]
+async fn a_clock_60_days_ahead_deletes_no_log_file() {
+    let setup = Setup::new().await;
+    let dir = setup.log_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let days_ago = |d: u64| utc_date(SystemTime::now() - Duration::from_secs(86_400 * d));
+    let files: Vec<String> = (0..20)
+        .flat_map(|d| {
+            [
+                format!("access-{}.jsonl", days_ago(d)),
+                format!("audit-{}.jsonl", days_ago(d)),
+            ]
+        })
+        .collect();
+    for file in &files {
+        std::fs::write(dir.join(file), "{}\n").unwrap();
+    }
+    let config = setup.pki.dir.path().join("ahead.toml");
+    let toml = setup
+        .config()
+        .set("log.retention_days", 15)
+        .set("server.allow_root", true)
+        .text();
+    std::fs::write(&config, toml).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.args(["run", "-c"]).arg(&config);
+    if !support::fake_clock(&mut command, "+60d") {
+        return;
+    }
+    let proxy = support::spawn_until_listening(command);
+    let held = || {
+        setup
+            .audit()
+            .into_iter()
+            .find(|r| r["event"] == "retention_held")
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while held().is_none() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &proxy.0.id().to_string()])
+        .status();
+    drop(proxy);
+    let record = held().expect("a retention_held line in the audit trail");
+    assert_eq!(record["kind"], "audit", "{record}");
+    assert_eq!(record["newest"], format!("audit-{}.jsonl", days_ago(0)));
+    let gone: Vec<&String> = files.iter().filter(|f| !dir.join(f).exists()).collect();
+    assert!(
+        gone.is_empty(),
+        "deleted by a clock 60 days ahead: {gone:?}"
+    );
 }
 
 /// `[log] path = "route"`: the access log has the matched route's prefix and nothing a

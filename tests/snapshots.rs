@@ -1,6 +1,8 @@
 //! Snapshots of the proxy's own state: what goes in (and what never does), the archive's
 //! privacy, restoring with plain `tar`, the audit trail of every outcome, and pruning on the
-//! backup policy over three years of history computed on a fake clock.
+//! backup policy over three years of history computed on a fake clock; a wrong clock (the real
+//! binary under `faketime`) prunes nothing and says so; a directory named like an archive is
+//! skipped, not a reason to fail every run.
 
 mod support;
 
@@ -233,10 +235,24 @@ fn absolute(path: &Path) -> String {
 async fn a_snapshot_holds_the_state_restores_with_tar_and_nothing_unasked() {
     let state = State::new().await;
     let logs = state.setup.log_dir();
-    let old = state.snapshots.join("portcullis-20200101T000000Z.tar.gz");
+    // Two archives in the 6-hour slot of 12 hours ago: the older is in no tier.
+    let slot = (SystemTime::now() - Duration::from_secs(12 * 3600))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / (6 * 3600)
+        * (6 * 3600);
+    let in_slot = |minutes: u64| {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(slot + 60 * minutes);
+        state
+            .snapshots
+            .join(name_at(&humantime::format_rfc3339_seconds(at).to_string()))
+    };
+    let (old, newer) = (in_slot(1), in_slot(2));
     std::fs::create_dir(&state.snapshots).unwrap();
     std::fs::set_permissions(&state.snapshots, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::write(&old, b"").unwrap();
+    std::fs::write(&newer, b"").unwrap();
     // Planted by whoever can write the log directory, for a snapshot run as root to carry.
     let secret = state.setup.pki.dir.path().join("not-for-snapshots");
     support::write_private(&secret, "private");
@@ -253,7 +269,11 @@ async fn a_snapshot_holds_the_state_restores_with_tar_and_nothing_unasked() {
     let archive = PathBuf::from(stdout.split_whitespace().next().unwrap());
     let mode = std::fs::metadata(&archive).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{}", archive.display());
-    assert!(!old.exists(), "a 2020 archive is outside every tier");
+    assert!(
+        !old.exists(),
+        "an older archive in the slot of a newer one is in no tier"
+    );
+    assert!(newer.exists());
 
     // Read back with the system's tar, as a restore would.
     let listing = Command::new("tar")
@@ -338,6 +358,118 @@ async fn a_failed_snapshot_is_in_the_audit_trail() {
             && e["reason"]
                 .as_str()
                 .is_some_and(|r| r.contains(&state.snapshots.display().to_string()))),
+        "{events:#?}"
+    );
+}
+
+/// Twenty archives as the policy keeps them at `now`: one a month for 12 months and the last
+/// eight 6-hour slots. Returns their names.
+fn plant_history(dir: &Path, now: SystemTime) -> Vec<String> {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let hours = |h: u64| now - Duration::from_secs(3600 * h);
+    let times = (1..=12)
+        .map(|m| hours(m * 30 * 24))
+        .chain((1..=8).map(|s| hours(s * 6)));
+    let mut names: Vec<String> = times
+        .map(|at| name_at(&humantime::format_rfc3339_seconds(at).to_string()))
+        .collect();
+    for name in &names {
+        std::fs::write(dir.join(name), b"").unwrap();
+    }
+    names.sort();
+    names
+}
+
+fn archives_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tar.gz"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// One `portcullis snapshot` with the clock at 2029 once deleted every archive, the monthlies
+/// of 13 months included. Now it deletes none and says why; with the clock right again, the
+/// archive dated 2029 holds pruning back and is named as the reason, until it is removed.
+#[tokio::test]
+async fn a_wrong_clock_prunes_no_snapshot() {
+    let state = State::new().await;
+    let history = plant_history(&state.snapshots, SystemTime::now());
+    assert_eq!(history.len(), 20);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.args(["snapshot", "-c", state.file.to_str().unwrap()]);
+    if !support::fake_clock(&mut command, "@2029-03-01 00:00:00") {
+        return;
+    }
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = archives_in(&state.snapshots);
+    let future = name_at("2029-03-01T00:00:00Z");
+    assert_eq!(after, [history.clone(), vec![future.clone()]].concat());
+    let held: Vec<serde_json::Value> = state
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "retention_held" && e["kind"] == "snapshots")
+        .collect();
+    assert_eq!(held.len(), 1, "{held:#?}");
+    assert_eq!(held[0]["newest"], *history.last().unwrap());
+    assert!(
+        !state
+            .audit_events()
+            .iter()
+            .any(|e| e["event"] == "snapshot_pruned")
+    );
+
+    // The clock is right again: the archive named 2029 is ahead of it.
+    let out = state.snapshot();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(archives_in(&state.snapshots).len(), 22);
+    let reasons: Vec<serde_json::Value> = state
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "retention_held" && e["kind"] == "snapshots")
+        .map(|e| e["newest"].clone())
+        .collect();
+    // Audit files are read in directory order, not by date: the 2029 run wrote its own.
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.contains(&future.into()), "{reasons:?}");
+}
+
+/// A directory named like an archive once made every run fail to prune (and say
+/// `snapshot_failed` although the archive was written); it is now left alone and reported.
+#[tokio::test]
+async fn a_directory_named_like_an_archive_is_skipped() {
+    let state = State::new().await;
+    std::fs::create_dir_all(&state.snapshots).unwrap();
+    std::fs::set_permissions(&state.snapshots, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let planted = state.snapshots.join(name_at("2020-01-01T00:00:00Z"));
+    std::fs::create_dir(&planted).unwrap();
+    let out = state.snapshot();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(planted.is_dir());
+    let events = state.audit_events();
+    assert!(
+        !events.iter().any(|e| e["event"] == "snapshot_failed"),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e["event"] == "snapshot_skipped"
+            && e["path"] == planted.display().to_string()),
         "{events:#?}"
     );
 }

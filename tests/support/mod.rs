@@ -35,6 +35,33 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
+/// Sets `command`'s wall clock with libfaketime (Debian's `faketime`), as `FAKETIME` reads
+/// `spec` (`+60d`, `@2029-03-01 00:00:00`); the monotonic clock stays real, so timers work.
+/// The library is preloaded directly rather than through the `faketime` wrapper, which forks:
+/// the proxy is then the test's own child, and killing it kills the proxy. False (the test
+/// skips, or fails in CI) when the library is not installed.
+pub fn fake_clock(command: &mut std::process::Command, spec: &str) -> bool {
+    let library = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|path| path.exists());
+    let Some(library) = library else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "libfaketime is missing in CI"
+        );
+        eprintln!("SKIPPED: libfaketime is not installed");
+        return false;
+    };
+    command
+        .env("LD_PRELOAD", library)
+        .env("FAKETIME", spec)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    true
+}
+
 /// True when the tests run as root. Outside CI a test that needs root skips, saying `why`;
 /// in CI, which runs as root, it fails instead.
 pub fn as_root(why: &str) -> bool {

@@ -200,6 +200,8 @@ pub enum ClosedBy {
     Shutdown,
     /// A reload no longer trusts the client certificate (revoked, CA removed).
     Revoked,
+    /// The client certificate, or a revocation list it depends on, is past its time.
+    Expired,
     /// A reload removed the tunnel, or the user's grant on it.
     GrantRemoved,
 }

@@ -2,8 +2,9 @@
 //! which certificate it was shown, and the employee its client certificate names.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use rustls::pki_types::CertificateDer;
@@ -29,9 +30,44 @@ pub struct ConnectionInfo {
     pub client: Option<ClientIdentity>,
     /// The gateway generation that last found `client` trustworthy.
     pub trusted_under: AtomicU64,
-    /// Cancelled when a reload no longer trusts `client`: the connection and its tunnels are
+    /// Lost when the gateway no longer trusts `client`: the connection and its tunnels are
     /// cut.
-    pub revoked: CancellationToken,
+    pub trust: Trust,
+}
+
+/// Whether the gateway still trusts a connection's client certificate, and if not, why.
+#[derive(Debug, Default)]
+pub struct Trust {
+    lost: CancellationToken,
+    why: OnceLock<Distrust>,
+}
+
+impl Trust {
+    /// Withdraws trust for `why`, which cuts the connection and its tunnels. The first reason
+    /// stays.
+    pub fn withdraw(&self, why: Distrust) {
+        let _ = self.why.set(why);
+        self.lost.cancel();
+    }
+
+    /// Why trust was withdrawn, once it was.
+    pub fn withdrawn(&self) -> Option<Distrust> {
+        self.why.get().copied()
+    }
+
+    /// Completes once trust is withdrawn.
+    pub fn lost(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.lost.cancelled()
+    }
+}
+
+/// Why a connection's client certificate is no longer trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distrust {
+    /// Revoked by a revocation list, or its CA is no longer trusted.
+    Revoked,
+    /// The certificate, or a revocation list that must vouch for it, is past its time.
+    Expired,
 }
 
 impl ConnectionInfo {
@@ -53,7 +89,7 @@ impl ConnectionInfo {
                 .map(|s| Arc::from(s.to_ascii_lowercase())),
             client: ClientIdentity::from_session(session),
             trusted_under: verified_under.into(),
-            revoked: CancellationToken::new(),
+            trust: Trust::default(),
         })
     }
 
@@ -108,6 +144,8 @@ pub struct ClientIdentity {
     pub fingerprint: [u8; 32],
     /// The chain presented, checked again when a reload changes roots or CRLs.
     pub chain: Arc<[CertificateDer<'static>]>,
+    /// The earliest `notAfter` in the chain presented: the chain is checked again then.
+    pub expires: SystemTime,
 }
 
 impl ClientIdentity {
@@ -126,10 +164,18 @@ impl ClientIdentity {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf);
         let fingerprint = <[u8; 32]>::try_from(digest.as_ref()).ok()?;
         let chain = presented.iter().map(|c| c.clone().into_owned()).collect();
+        let expires = presented
+            .iter()
+            .filter_map(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, cert)| cert.validity().not_after.timestamp())
+            .min()?;
+        // Before 1970 or unreadable: expired, which the handshake would have refused anyway.
+        let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(expires).ok()?);
         Some(Self {
             user,
             fingerprint,
             chain,
+            expires,
         })
     }
 }

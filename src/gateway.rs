@@ -16,11 +16,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use futures_util::future::Either;
 use http::{HeaderValue, Method, Response};
 use rustls::pki_types::UnixTime;
 use rustls::server::danger::ClientCertVerifier;
+use rustls::{CertificateError, Error as TlsError};
 use tower::{Layer, Service};
 
 pub use mfa::{MFA_PATH, MfaState};
@@ -31,7 +33,7 @@ use crate::access_log::logged_request_id;
 use crate::audit::{Audit, AuditRecord, Decision, Timestamp};
 use crate::body::ResponseBody;
 use crate::config::{GatewaySettings, RouteAccess, User};
-use crate::connection::{ClientIdentity, ConnectionInfo};
+use crate::connection::{ClientIdentity, ConnectionInfo, Distrust};
 use crate::error::ProxyError;
 use crate::routing::{Action, Route, Routed};
 
@@ -70,25 +72,46 @@ impl Gateway {
     }
 
     /// True while this gateway trusts `conn`'s client certificate (always, without one). The
-    /// certificate is checked again once per reload, against the new CRLs and roots; when it
-    /// fails, the connection is marked for closing.
+    /// certificate is checked again once per reload, against the new CRLs and roots, and once
+    /// its own time or a revocation list's is up ([`Self::recheck_at`]); when it fails, trust
+    /// is withdrawn from the connection, which cuts it and its tunnels.
     pub fn still_trusts(&self, conn: &ConnectionInfo) -> bool {
         let Some(client) = &conn.client else {
             return true;
         };
-        if conn.trusted_under.load(Ordering::Relaxed) == self.generation {
+        let now = SystemTime::now();
+        if conn.trusted_under.load(Ordering::Relaxed) == self.generation
+            && self.recheck_at(client).is_none_or(|at| now < at)
+        {
             return true;
         }
-        if self.trusts(client) {
-            conn.trusted_under.store(self.generation, Ordering::Relaxed);
-            true
-        } else {
-            conn.revoked.cancel();
-            false
+        match self.verdict(client, now) {
+            Ok(()) => {
+                conn.trusted_under.store(self.generation, Ordering::Relaxed);
+                true
+            }
+            Err(why) => {
+                conn.trust.withdraw(why);
+                false
+            }
         }
     }
 
-    /// True when `access` grants `client`'s user, who must be a configured person.
+    /// When `client`'s chain must be checked again without a reload: a second after the
+    /// earliest of its certificates' `notAfter` (valid up to and including that second) and the
+    /// revocation lists' `nextUpdate`.
+    pub fn recheck_at(&self, client: &ClientIdentity) -> Option<SystemTime> {
+        let crls = self
+            .settings
+            .crl_updates
+            .iter()
+            .filter_map(|crl| crl.next_update);
+        crls.chain([client.expires])
+            .min()
+            .map(|at| at + std::time::Duration::from_secs(1))
+    }
+
+    /// True when `access` grants `client`'s user, who must be a configured person.    /// True when `access` grants `client`'s user, who must be a configured person.
     pub fn grants(&self, access: &RouteAccess, client: &ClientIdentity) -> bool {
         self.settings.users.get(&client.user).is_some_and(|user| {
             access
@@ -100,12 +123,29 @@ impl Gateway {
 
     /// True when this configuration's roots and revocation lists accept `client`'s chain.
     pub fn trusts(&self, client: &ClientIdentity) -> bool {
+        self.verdict(client, SystemTime::now()).is_ok()
+    }
+
+    /// Whether this configuration's roots and revocation lists accept `client`'s chain at
+    /// `now`, and if not, why.
+    fn verdict(&self, client: &ClientIdentity, now: SystemTime) -> Result<(), Distrust> {
         let Some((leaf, intermediates)) = client.chain.split_first() else {
-            return false;
+            return Err(Distrust::Revoked);
         };
-        self.verifier
-            .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .is_ok()
+        let now = UnixTime::since_unix_epoch(
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+        );
+        match self.verifier.verify_client_cert(leaf, intermediates, now) {
+            Ok(_) => Ok(()),
+            Err(TlsError::InvalidCertificate(
+                CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::ExpiredRevocationList
+                | CertificateError::ExpiredRevocationListContext { .. },
+            )) => Err(Distrust::Expired),
+            Err(_) => Err(Distrust::Revoked),
+        }
     }
 }
 
@@ -245,7 +285,11 @@ fn identify<'a, B>(
         return Err(deny("-", "no client certificate"));
     };
     if !gateway.still_trusts(conn) {
-        return Err(deny(&client.user, "certificate no longer trusted"));
+        let reason = match conn.trust.withdrawn() {
+            Some(Distrust::Expired) => "certificate expired",
+            _ => "certificate no longer trusted",
+        };
+        return Err(deny(&client.user, reason));
     }
     let Some(user) = gateway.settings.users.get(&client.user) else {
         return Err(deny(&client.user, "not a configured user"));

@@ -291,8 +291,9 @@ impl Server {
         }
     }
 
-    /// Completes when a reload no longer trusts the connection's client certificate (a new CRL
-    /// revokes it, its CA is no longer trusted); never for a connection without one.
+    /// Completes when the connection's client certificate is no longer trusted: a reload's new
+    /// CRL revokes it or its CA is gone, or it (or a revocation list it depends on) is past its
+    /// time; never for a connection without one.
     fn revocation(&self, info: &Arc<ConnectionInfo>) -> impl Future<Output = ()> + use<> {
         let (info, live) = (info.clone(), self.live.clone());
         // Only connections with a client certificate listen for reloads.
@@ -301,6 +302,8 @@ impl Server {
             let Some(reloads) = reloads.as_mut() else {
                 return std::future::pending().await;
             };
+            let lapses = crate::app::trust_lapses(&live, &info);
+            tokio::pin!(lapses);
             loop {
                 tokio::select! {
                     changed = reloads.changed() => {
@@ -312,7 +315,8 @@ impl Server {
                             return;
                         }
                     }
-                    () = info.revoked.cancelled() => return,
+                    () = &mut lapses => return,
+                    () = info.trust.lost() => return,
                 }
             }
         }

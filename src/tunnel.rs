@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::app::{App, LiveApp};
 use crate::audit::{ClosedBy, TunnelAudit};
-use crate::connection::ConnectionInfo;
+use crate::connection::{ConnectionInfo, Distrust};
 use crate::io::{Activity, Watched};
 use crate::lifecycle::Lifecycle;
 
@@ -194,6 +194,10 @@ async fn withdrawn(
     conn: &ConnectionInfo,
     route: &str,
 ) -> ClosedBy {
+    // The connection's own watch ends with an upgraded HTTP/1.1 connection: the tunnel keeps
+    // one of its own on the certificate's time.
+    let lapses = crate::app::trust_lapses(live, conn);
+    tokio::pin!(lapses);
     loop {
         tokio::select! {
             changed = reloads.changed() => {
@@ -204,8 +208,17 @@ async fn withdrawn(
                     return by;
                 }
             }
-            () = conn.revoked.cancelled() => return ClosedBy::Revoked,
+            () = &mut lapses => return distrusted(conn),
+            () = conn.trust.lost() => return distrusted(conn),
         }
+    }
+}
+
+/// How a tunnel whose connection lost the gateway's trust is closed.
+fn distrusted(conn: &ConnectionInfo) -> ClosedBy {
+    match conn.trust.withdrawn() {
+        Some(Distrust::Expired) => ClosedBy::Expired,
+        _ => ClosedBy::Revoked,
     }
 }
 
@@ -214,7 +227,7 @@ fn judge_again(app: &App, conn: &ConnectionInfo, route: &str) -> Option<ClosedBy
         return Some(ClosedBy::GrantRemoved);
     };
     if !gateway.still_trusts(conn) {
-        return Some(ClosedBy::Revoked);
+        return Some(distrusted(conn));
     }
     let granted = app
         .routes

@@ -14,6 +14,8 @@
 //!   the end of the shutdown grace;
 //! - a reload that revokes the certificate or removes the grant closes the open tunnel, and
 //!   says so in the audit trail; `access-report` and `check` show tunnels;
+//! - a certificate that expires while in use cuts its tunnel (`closed_by = "expired"`) and its
+//!   keep-alive connection to an internal route, with no reload;
 //! - bad `[[tunnels]]` entries are refused by key;
 //! - real OpenSSH reaches a real sshd through `portcullis connect` as its ProxyCommand.
 
@@ -339,6 +341,52 @@ async fn h1_tunnel_carries_bytes_and_is_audited_from_open_to_close() {
         rig.echo.addr
     );
     assert!(check.contains(&landing), "{check}");
+}
+
+/// A certificate minted to expire in seconds: once past its `notAfter`, its open tunnel is cut
+/// and audited as expired, and its keep-alive connection to an internal route admits nothing
+/// more; new handshakes fail as before. No reload is involved.
+#[tokio::test]
+async fn a_certificate_that_expires_cuts_its_tunnel_and_its_requests() {
+    let rig = Rig::start("").await;
+    const VALID_FOR: i64 = 3;
+    let minted = std::time::Instant::now();
+    let (chain, key) = rig.employees.expiring_in("bob", 2, VALID_FOR);
+    let bob = || Some((chain.clone(), key.clone_key()));
+    let (status, head, tunnel) = rig.connect(GATEWAY, bob(), "db1:22", &[]).await;
+    assert_eq!(status, 200, "{head}");
+    let mut tunnel = tunnel.unwrap();
+    assert_eq!(echo_through(&mut tunnel, b"before").await, b"before");
+    let addr = rig.proxy.https_addr;
+    let mut tools = support::h1_with(addr, "tools.corp.test", client(&rig.setup, bob()))
+        .await
+        .unwrap();
+    let answer = support::get(&mut tools, "tools.corp.test", "/echo", &[])
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(seen(&answer.text(), "x-portcullis-user"), ["bob"]);
+
+    // The certificate is valid up to and including its last second; the cut follows it.
+    let expiry = std::time::Duration::from_secs(VALID_FOR as u64 + 1);
+    tokio::time::sleep(expiry.saturating_sub(minted.elapsed())).await;
+    let cut = tokio::time::timeout(WAIT, support::closed_by_peer(&mut tunnel)).await;
+    assert!(
+        cut.is_ok_and(|closed| closed),
+        "the tunnel outlived its certificate"
+    );
+    let after = support::get(&mut tools, "tools.corp.test", "/echo", &[]).await;
+    assert!(
+        after.as_ref().is_none_or(|a| a.status == 403),
+        "admitted after expiry: {:?}",
+        after.map(|a| a.text())
+    );
+    let fresh = support::status_with(addr, "tools.corp.test", "/echo", client(&rig.setup, bob()));
+    assert_eq!(fresh.await, None, "a new handshake with it fails");
+
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    assert_eq!(only_close(&audit)["closed_by"], "expired", "{audit:?}");
 }
 
 #[tokio::test]

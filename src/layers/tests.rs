@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::header::{HOST, STRICT_TRANSPORT_SECURITY};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use tokio_util::sync::CancellationToken;
+
 use tower::{ServiceExt, service_fn};
 
 use super::https_layers;
@@ -19,7 +19,7 @@ use crate::app::{App, LiveApp, Shared};
 use crate::audit::Audit;
 use crate::body::ResponseBody;
 use crate::config::{Config, LogSettings};
-use crate::connection::{ClientIdentity, ConnectionInfo, TlsVersion, forwarded_for};
+use crate::connection::{ClientIdentity, ConnectionInfo, TlsVersion, Trust, forwarded_for};
 use crate::error::ProxyError;
 use crate::gateway::MfaState;
 use crate::host::HostPattern;
@@ -122,9 +122,10 @@ totp_secret_file = "{dir}/carol.totp"
                 user: user.to_owned(),
                 fingerprint: [7; 32],
                 chain: Arc::from([]),
+                expires: std::time::SystemTime::now() + std::time::Duration::from_secs(3600),
             }),
             trusted_under: verified_under.into(),
-            revoked: CancellationToken::new(),
+            trust: Trust::default(),
         })
     }
 

@@ -80,6 +80,24 @@ impl Employees {
         self.person(name, serial, false, &self.ca)
     }
 
+    /// A certificate for `name` that expires `seconds` from now: the handshake must be done
+    /// before then.
+    pub fn expiring_in(&self, name: &str, serial: u64, seconds: i64) -> Identity {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(SerialNumber::from(serial));
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::seconds(seconds);
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        (
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+    }
+
     pub fn crl_revoking(&self, serial: u64) -> PathBuf {
         self.crl(&[serial], 2099)
     }

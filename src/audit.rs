@@ -202,6 +202,8 @@ pub enum ClosedBy {
     Revoked,
     /// The client certificate, or a revocation list it depends on, is past its time.
     Expired,
+    /// Not opened: its user had `max_tunnels_per_user` open, or no connection permit was left.
+    OverLimit,
     /// A reload removed the tunnel, or the user's grant on it.
     GrantRemoved,
 }

@@ -35,6 +35,17 @@ pub enum MessageError {
     HeadersTooLarge,
 }
 
+/// Why a `CONNECT` tunnel was not opened (`crate::tunnel::TunnelLease`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OverLimit {
+    /// Its user already has `[gateway] max_tunnels_per_user` open.
+    #[error("too many tunnels open for this user")]
+    PerUser,
+    /// `max_connections` connections and tunnels are open.
+    #[error("no connection left for another tunnel")]
+    Connections,
+}
+
 /// A request the proxy answers itself instead of forwarding.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -59,6 +70,9 @@ pub enum ProxyError {
     /// No route for this host and path.
     #[error("no route for this host and path")]
     NoRoute,
+    /// A tunnel over its user's or the proxy's limit.
+    #[error(transparent)]
+    OverLimit(#[from] OverLimit),
     /// The declared `Content-Length` is over the route's limit.
     #[error("declared request body exceeds the route's limit")]
     PayloadTooLarge,
@@ -84,6 +98,8 @@ impl ProxyError {
             Self::Tunnel(TunnelError::UnknownTarget) => StatusCode::FORBIDDEN,
             Self::Tunnel(TunnelError::NotAuthority) => StatusCode::BAD_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::OverLimit(OverLimit::PerUser) => StatusCode::TOO_MANY_REQUESTS,
+            Self::OverLimit(OverLimit::Connections) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -118,6 +134,8 @@ impl ProxyError {
             Self::Tunnel(TunnelError::UnknownTarget) => "unknown_tunnel",
             Self::Tunnel(TunnelError::NotAuthority) => "bad_connect",
             Self::NoRoute => "no_route",
+            Self::OverLimit(OverLimit::PerUser) => "tunnels_per_user",
+            Self::OverLimit(OverLimit::Connections) => "tunnel_capacity",
             Self::Forbidden => "forbidden",
             Self::PayloadTooLarge => "body_too_large",
             Self::Internal => "internal",
@@ -137,6 +155,7 @@ impl ProxyError {
             | Self::Misdirected
             | Self::Tunnel(_)
             | Self::NoRoute
+            | Self::OverLimit(_)
             | Self::Forbidden
             | Self::PayloadTooLarge => Blame::Client,
         }

@@ -179,6 +179,13 @@ async fn open_tunnel(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBo
     let (Action::Tunnel(target), Some(audit)) = (&route.action, tunnel) else {
         return Err(ProxyError::Internal);
     };
+    let lease = match proxy.tunnels.reserve(&proxy.conn) {
+        Ok(lease) => lease,
+        Err(over) => {
+            audit.close(ClosedBy::OverLimit, 0, 0);
+            return Err(ProxyError::OverLimit(over));
+        }
+    };
     let upstream = match target.upstream.connect().await {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -193,6 +200,7 @@ async fn open_tunnel(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBo
         route: route.label.name.clone(),
         conn: proxy.conn,
         idle_timeout: target.idle_timeout,
+        lease,
     });
     Ok(Response::new(ResponseBody::empty()))
 }

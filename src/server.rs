@@ -36,7 +36,7 @@ use crate::logging::Throttle;
 use crate::metrics::Metrics;
 use crate::proxy_protocol::{Balancers, ClientStream};
 use crate::tls::TlsConfigs;
-use crate::tunnel::Tunnels;
+use crate::tunnel::{Capacity, Lease, OpenTunnels, Tunnels};
 
 /// Longest pause after repeated accept errors (file descriptors exhausted).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -72,10 +72,6 @@ impl Generation {
     }
 }
 
-/// A connection's permit and its place in the connections gauge, released when the connection
-/// and every tunnel it opened have ended.
-type Lease = Arc<dyn std::any::Any + Send + Sync>;
-
 /// Everything the accept loops and connection tasks share.
 #[derive(Debug)]
 pub struct Server {
@@ -86,6 +82,8 @@ pub struct Server {
     metrics: Arc<Metrics>,
     lifecycle: Lifecycle,
     balancers: Balancers,
+    /// `CONNECT` tunnels open per user, across connections and reloads.
+    open_tunnels: Arc<OpenTunnels>,
 }
 
 impl Server {
@@ -105,6 +103,7 @@ impl Server {
             current: ArcSwap::from_pointee(generation),
             metrics,
             lifecycle,
+            open_tunnels: Arc::default(),
         })
     }
 
@@ -240,13 +239,15 @@ impl Server {
             return;
         };
         let info = Arc::new(info);
+        // An HTTP/2 connection carries many tunnels: each takes a permit of its own.
+        let capacity = is_h2.then(|| Capacity::new(self.connections.clone(), self.metrics.clone()));
         let tunnels = Tunnels::new(
             self.lifecycle.clone(),
-            lease,
+            (lease, capacity),
+            self.open_tunnels.clone(),
             self.live.clone(),
             self.reloads.subscribe(),
-            limits.idle_timeout,
-            limits.send_timeout,
+            (limits.idle_timeout, limits.send_timeout),
         );
         let service = TowerToHyperService::new(https_service(
             &self.live,

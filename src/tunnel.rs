@@ -3,7 +3,9 @@
 //! gateway admitted and the audit trail follows from open to close.
 //!
 //! A tunnel is a connection like any other: it keeps the client connection's permit and its
-//! place in `portcullis_connections_active` (it holds the connection's lease), it ends after its
+//! place in `portcullis_connections_active` (it holds the connection's lease; on HTTP/2 each
+//! `CONNECT` tunnel also takes one of its own, and every one counts against its user's cap:
+//! `limits.rs`), it ends after its
 //! idle timeout without a byte either way, a write stuck for `send_timeout` fails it, and at
 //! shutdown it runs until the grace period ends, then is cut. On HTTP/2, hyper drives an upgraded
 //! stream with a task on the connection's stream executor, so the tunnel counts as a stream in
@@ -11,7 +13,8 @@
 //! every reload: when the reload no longer trusts its certificate or no longer grants it, it is
 //! closed.
 
-use std::any::Any;
+mod limits;
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +28,11 @@ use tokio::sync::watch;
 use crate::app::{App, LiveApp};
 use crate::audit::{ClosedBy, TunnelAudit};
 use crate::connection::{ConnectionInfo, Distrust};
+use crate::error::OverLimit;
 use crate::io::{Activity, Watched};
 use crate::lifecycle::Lifecycle;
+
+pub use limits::{Capacity, Lease, OpenTunnels, TunnelLease};
 
 /// Bytes read at once from either side of a `CONNECT` tunnel.
 const RELAY_BUFFER: usize = 16 * 1024;
@@ -36,7 +42,11 @@ const RELAY_BUFFER: usize = 16 * 1024;
 pub struct Tunnels {
     lifecycle: Lifecycle,
     /// The connection's permit and gauge: released when the connection and its tunnels end.
-    lease: Arc<dyn Any + Send + Sync>,
+    lease: Lease,
+    /// On HTTP/2, where each tunnel takes a permit of its own.
+    capacity: Option<Capacity>,
+    /// Tunnels open per user, across connections.
+    open: Arc<OpenTunnels>,
     idle_timeout: Duration,
     send_timeout: Duration,
     live: LiveApp,
@@ -67,27 +77,46 @@ pub struct Admitted {
     pub conn: Arc<ConnectionInfo>,
     /// How long it may carry no byte.
     pub idle_timeout: Duration,
+    /// Its place among its user's tunnels and, on HTTP/2, its connection permit.
+    pub lease: TunnelLease,
 }
 
 impl Tunnels {
     /// Tunnels of one connection holding `lease`, judged again by `live` at each change of
-    /// `reloads`; `idle_timeout` is the upgraded connections' one.
+    /// `reloads`; `idle_timeout` is the upgraded connections' one. With `capacity` (an HTTP/2
+    /// connection) each `CONNECT` tunnel takes a connection permit of its own.
     pub fn new(
         lifecycle: Lifecycle,
-        lease: Arc<dyn Any + Send + Sync>,
+        (lease, capacity): (Lease, Option<Capacity>),
+        open: Arc<OpenTunnels>,
         live: LiveApp,
         reloads: watch::Receiver<()>,
-        idle_timeout: Duration,
-        send_timeout: Duration,
+        (idle_timeout, send_timeout): (Duration, Duration),
     ) -> Self {
         Self {
             lifecycle,
             lease,
+            capacity,
+            open,
             live,
             reloads,
             idle_timeout,
             send_timeout,
         }
+    }
+
+    /// What a `CONNECT` tunnel for `conn`'s employee must hold before its target is connected:
+    /// refused when the employee has `[gateway] max_tunnels_per_user` open, or on HTTP/2 when
+    /// `max_connections` connections and tunnels are open.
+    pub fn reserve(&self, conn: &ConnectionInfo) -> Result<TunnelLease, OverLimit> {
+        let user = conn.client.as_ref().map_or("-", |c| c.user.as_str());
+        let cap = self
+            .live
+            .load()
+            .gateway
+            .as_ref()
+            .map_or(0, |g| g.settings.max_tunnels_per_user);
+        TunnelLease::take(&self.open, user, cap, self.capacity.as_ref())
     }
 
     /// Joins the two sides once both have switched; either side closing, idleness or the end
@@ -123,6 +152,7 @@ impl Tunnels {
                 route,
                 conn,
                 idle_timeout,
+                lease: _lease,
             } = tunnel;
             let Ok(client) = client.await else {
                 audit.close(ClosedBy::Client, 0, 0);

@@ -458,6 +458,14 @@ async fn old_files_are_deleted_at_start_up_within_retention() {
         let dir = setup.log_dir();
         std::fs::create_dir_all(&dir).unwrap();
         let days_ago = |d: u64| utc_date(SystemTime::now() - Duration::from_secs(86_400 * d));
+        // A file a day for 40 days: the newest `retention_days` files always stay (a clock
+        // running ahead must not erase the trail), so only a history longer than that shows
+        // what goes by date.
+        for d in 1..=40 {
+            for kind in ["access", "audit"] {
+                std::fs::write(dir.join(format!("{kind}-{}.jsonl", days_ago(d))), "{}\n").unwrap();
+            }
+        }
         let files = [
             format!("access-{}.jsonl", days_ago(31)),
             format!("audit-{}.jsonl", days_ago(31)),
@@ -465,9 +473,7 @@ async fn old_files_are_deleted_at_start_up_within_retention() {
             format!("access-{}.jsonl", days_ago(14)),
             "notes.txt".to_owned(),
         ];
-        for file in &files {
-            std::fs::write(dir.join(file), "{}\n").unwrap();
-        }
+        std::fs::write(dir.join(&files[4]), "{}\n").unwrap();
         let toml = setup.config().set("log.retention_days", retention).text();
         let proxy = support::start_toml(&toml).await;
         let deadline = std::time::Instant::now() + WAIT;

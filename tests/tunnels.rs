@@ -14,6 +14,8 @@
 //!   the end of the shutdown grace;
 //! - a reload that revokes the certificate or removes the grant closes the open tunnel, and
 //!   says so in the audit trail; `access-report` and `check` show tunnels;
+//! - tunnels count against `max_connections` (on HTTP/2 each stream's tunnel holds a permit and
+//!   a place in the gauge of its own) and against `[gateway] max_tunnels_per_user`;
 //! - a certificate that expires while in use cuts its tunnel (`closed_by = "expired"`) and its
 //!   keep-alive connection to an internal route, with no reload;
 //! - bad `[[tunnels]]` entries are refused by key;
@@ -387,6 +389,75 @@ async fn a_certificate_that_expires_cuts_its_tunnel_and_its_requests() {
     rig.proxy.shutdown().await;
     let audit = rig.setup.audit();
     assert_eq!(only_close(&audit)["closed_by"], "expired", "{audit:?}");
+}
+
+/// One HTTP/2 connection carries as many `CONNECT` streams as `h2_max_concurrent_streams`: each
+/// tunnel now takes a connection permit and a place in the gauge of its own, and one employee
+/// holds at most `max_tunnels_per_user`, whatever connections they use.
+#[tokio::test]
+async fn tunnels_count_against_max_connections_and_a_per_user_cap() {
+    let rig = Rig::start_with(|config| {
+        config
+            .set("limits.max_connections", 6)
+            // The tunnels still open at the end are cut at once.
+            .set("limits.shutdown_grace", "100ms")
+            .set("gateway.max_tunnels_per_user", 3)
+    })
+    .await;
+    // Opens a tunnel on `h2`; returns its status and, when open, its stream's two halves.
+    async fn open(
+        h2: &mut h2::client::SendRequest<Bytes>,
+    ) -> (u16, Option<(h2::SendStream<Bytes>, h2::RecvStream)>) {
+        let mut h2 = h2.clone().ready().await.unwrap();
+        let (response, send) = h2.send_request(connect_to("db1:22"), false).unwrap();
+        let response = tokio::time::timeout(WAIT, response).await.unwrap().unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            (status == 200).then(|| (send, response.into_body())),
+        )
+    }
+    // bob's connection and three tunnels hold 4 of the 6 permits; his fourth is over his cap.
+    let mut bob = rig.h2_as("bob", 2).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (status, tunnel) = open(&mut bob).await;
+        assert_eq!(status, 200);
+        held.push(tunnel.unwrap());
+    }
+    assert_eq!(open(&mut bob).await.0, 429, "bob's fourth tunnel");
+    // dave's connection and first tunnel take the last two permits; his second finds none.
+    let mut dave = rig.h2_as("dave", 5).await;
+    let (status, tunnel) = open(&mut dave).await;
+    assert_eq!(status, 200);
+    let (mut send, mut receive) = tunnel.unwrap();
+    assert_eq!(h2_echo(&mut send, &mut receive, b"still").await, b"still");
+    assert_eq!(open(&mut dave).await.0, 503, "no permit left");
+    let gauge = metrics(rig.proxy.admin_addr.unwrap()).await;
+    // Two connections, four tunnels, and this admin request.
+    assert!(gauge.contains("portcullis_connections_active 7"), "{gauge}");
+    // A tunnel that ends gives both back: bob may open one again.
+    let (mut first_send, _) = held.remove(0);
+    first_send.send_reset(h2::Reason::CANCEL);
+    let reopened = async {
+        loop {
+            match open(&mut bob).await.0 {
+                200 => return,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, reopened)
+        .await
+        .expect("bob opens a tunnel again once one ended");
+
+    rig.proxy.shutdown().await;
+    let audit = rig.setup.audit();
+    let over: Vec<&Value> = events(&audit, "tunnel_closed")
+        .into_iter()
+        .filter(|c| c["closed_by"] == "over_limit")
+        .collect();
+    assert!(over.len() >= 2, "{audit:?}");
 }
 
 #[tokio::test]

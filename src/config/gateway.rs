@@ -28,6 +28,8 @@ pub struct GatewaySettings {
     pub lockout: LockoutPolicy,
     /// People, by certificate subject CN.
     pub users: BTreeMap<String, User>,
+    /// `CONNECT` tunnels one employee may have open at once.
+    pub max_tunnels_per_user: u32,
 }
 
 /// When a revocation list should be replaced.
@@ -133,6 +135,9 @@ pub(super) fn validate_gateway(
         })
         .unwrap_or(Duration::from_secs(8 * 3600));
     let lockout = lockout_policy(gateway, problems);
+    if gateway.max_tunnels_per_user == 0 {
+        problems.push("gateway.max_tunnels_per_user", ProblemKind::Zero);
+    }
     let users = gateway
         .users
         .iter()
@@ -151,6 +156,7 @@ pub(super) fn validate_gateway(
         mfa_session,
         lockout,
         users,
+        max_tunnels_per_user: gateway.max_tunnels_per_user,
     })
 }
 

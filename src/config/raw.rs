@@ -338,8 +338,17 @@ pub struct RawGateway {
     /// The longest lockout.
     #[serde(default = "mfa_lockout_max")]
     pub mfa_lockout_max: String,
+    /// `CONNECT` tunnels one employee may have open at once, across connections.
+    #[serde(default = "max_tunnels_per_user")]
+    pub max_tunnels_per_user: u32,
     #[serde(default)]
     pub users: BTreeMap<String, RawUser>,
+}
+
+/// A few SSH sessions and database clients at once; a leaked certificate cannot hold thousands
+/// of upstream sockets.
+fn max_tunnels_per_user() -> u32 {
+    8
 }
 
 fn mfa_session() -> String {

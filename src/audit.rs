@@ -204,6 +204,9 @@ pub enum ClosedBy {
     Expired,
     /// Not opened: its user had `max_tunnels_per_user` open, or no connection permit was left.
     OverLimit,
+    /// A reload changed the tunnel's upstream, or now asks for a second factor it was opened
+    /// without.
+    Reconfigured,
     /// A reload removed the tunnel, or the user's grant on it.
     GrantRemoved,
 }
@@ -219,17 +222,20 @@ pub struct TunnelAudit {
     tunnel: String,
     opened: std::time::Instant,
     closed: Option<(ClosedBy, u64, u64)>,
+    /// Whether a second factor was passed to open it.
+    pub second_factor: bool,
 }
 
 impl TunnelAudit {
-    /// Writes the open line of a tunnel the gateway admitted, named by its request's id.
+    /// Writes the open line of a tunnel the gateway admitted, named by its request's id;
+    /// `second_factor` when a code or a second-factor session admitted it.
     pub fn open(
         audit: std::sync::Arc<Audit>,
         id: String,
-        user: &str,
-        fingerprint: &[u8],
+        (user, fingerprint): (&str, &[u8]),
         tunnel: &str,
         reason: &str,
+        second_factor: bool,
     ) -> Self {
         audit.record(AuditRecord::TunnelOpened {
             ts: Timestamp::now(),
@@ -247,6 +253,7 @@ impl TunnelAudit {
             tunnel: tunnel.to_owned(),
             opened: std::time::Instant::now(),
             closed: None,
+            second_factor,
         }
     }
 

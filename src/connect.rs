@@ -39,7 +39,10 @@ pub struct ConnectOptions {
     #[arg(long, env = "PORTCULLIS_CA")]
     pub ca: Option<PathBuf>,
     /// The current TOTP code, for scripts; asked for on the terminal when wanted otherwise.
-    #[arg(long)]
+    /// Better from `PORTCULLIS_OTP`: a flag is in the process list while the tunnel lasts
+    /// (given as a flag, the code is moved into the environment at once, see
+    /// [`hide_otp_flag`]).
+    #[arg(long, env = "PORTCULLIS_OTP", hide_env_values = true)]
     pub otp: Option<String>,
     /// What to open: name:port, as the gateway's tunnels name it (ssh's %h:%p).
     pub target: String,
@@ -76,8 +79,13 @@ pub enum ConnectError {
     #[error("the gateway refused the tunnel: {0}")]
     Refused(StatusCode),
     /// A code is wanted and there is no terminal to ask on.
-    #[error("the gateway wants a TOTP code and there is no terminal to ask for one: pass --otp")]
+    #[error(
+        "the gateway wants a TOTP code and there is no terminal to ask for one: set PORTCULLIS_OTP"
+    )]
     NoTerminal,
+    /// The private key file can be read by others than its owner.
+    #[error(transparent)]
+    ExposedKey(#[from] crate::secrets::Exposure),
     /// The code was wrong, expired or already used.
     #[error("the gateway did not accept the TOTP code")]
     OtpRejected,
@@ -176,6 +184,9 @@ fn client_config(options: &ConnectOptions) -> Result<rustls::ClientConfig, Conne
         .map_err(read_err(&options.cert))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(read_err(&options.cert))?;
+    // The key is the employee's identity: one another local account can read is refused, as
+    // ssh refuses an exposed identity file.
+    crate::secrets::require_private(&options.key)?;
     let key = PrivateKeyDer::from_pem_file(&options.key).map_err(read_err(&options.key))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -184,6 +195,38 @@ fn client_config(options: &ConnectOptions) -> Result<rustls::ClientConfig, Conne
         .with_client_auth_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// When the code came as `--otp CODE` (or `--otp=CODE`), runs this program again, as the same
+/// process, with the flag dropped and the code in `PORTCULLIS_OTP`: `/proc/PID/cmdline` is
+/// readable by every local account for as long as the tunnel lasts, the environment only by
+/// the process's own. Returns only when there was no such flag or the exec failed (then the
+/// code stays where it was, and a warning says so).
+pub fn hide_otp_flag() {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let program = args.next();
+    let mut kept = Vec::new();
+    let mut code = None;
+    while let Some(arg) = args.next() {
+        if arg == "--otp" {
+            code = args.next();
+        } else if let Some(value) = arg.to_str().and_then(|a| a.strip_prefix("--otp=")) {
+            code = Some(value.into());
+        } else {
+            kept.push(arg);
+        }
+    }
+    let (Some(code), Some(_)) = (code, program) else {
+        return;
+    };
+    let error = std::process::Command::new("/proc/self/exe")
+        .args(kept)
+        .env("PORTCULLIS_OTP", code)
+        .exec();
+    eprintln!(
+        "portcullis connect: --otp stays visible in the process list ({error}); use PORTCULLIS_OTP"
+    );
 }
 
 /// Asks for a code on the controlling terminal: stdin and stdout carry ssh's bytes.

@@ -266,6 +266,9 @@ fn snapshot(path: &Path) -> anyhow::Result<()> {
 }
 
 fn connect(options: portcullis::connect::ConnectOptions) -> anyhow::Result<()> {
+    if options.otp.is_some() {
+        portcullis::connect::hide_otp_flag();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -30,7 +30,7 @@ use crate::body::{RequestBody, ResponseBody};
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
 use crate::routing::{Action, Route, Routed};
-use crate::tunnel::{Admitted, Tunnels};
+use crate::tunnel::{Admitted, TunnelTerms, Tunnels};
 use crate::upstream::UpstreamError;
 
 /// Forwards routed requests for one client connection. Cloned for every request (hyper's service
@@ -179,6 +179,7 @@ async fn open_tunnel(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBo
     let (Action::Tunnel(target), Some(audit)) = (&route.action, tunnel) else {
         return Err(ProxyError::Internal);
     };
+    let second_factor = audit.second_factor;
     let lease = match proxy.tunnels.reserve(&proxy.conn) {
         Ok(lease) => lease,
         Err(over) => {
@@ -201,6 +202,10 @@ async fn open_tunnel(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBo
         conn: proxy.conn,
         idle_timeout: target.idle_timeout,
         lease,
+        terms: TunnelTerms {
+            upstream: target.upstream.clone(),
+            second_factor,
+        },
     });
     Ok(Response::new(ResponseBody::empty()))
 }

@@ -31,6 +31,8 @@ use crate::connection::{ConnectionInfo, Distrust};
 use crate::error::OverLimit;
 use crate::io::{Activity, Watched};
 use crate::lifecycle::Lifecycle;
+use crate::routing::Action;
+use crate::upstream::Upstream;
 
 pub use limits::{Capacity, Lease, OpenTunnels, TunnelLease};
 
@@ -79,6 +81,17 @@ pub struct Admitted {
     pub idle_timeout: Duration,
     /// Its place among its user's tunnels and, on HTTP/2, its connection permit.
     pub lease: TunnelLease,
+    /// What it was opened under, for a reload to judge again.
+    pub terms: TunnelTerms,
+}
+
+/// What a `CONNECT` tunnel was opened under: a reload that changes either closes it.
+#[derive(Debug)]
+pub struct TunnelTerms {
+    /// The upstream it was connected to.
+    pub upstream: Arc<Upstream>,
+    /// Whether a second factor was passed to open it.
+    pub second_factor: bool,
 }
 
 impl Tunnels {
@@ -153,6 +166,7 @@ impl Tunnels {
                 conn,
                 idle_timeout,
                 lease: _lease,
+                terms,
             } = tunnel;
             let Ok(client) = client.await else {
                 audit.close(ClosedBy::Client, 0, 0);
@@ -163,7 +177,12 @@ impl Tunnels {
             let client = Watched::new(TokioIo::new(client), activity.clone(), tunnels.send_timeout);
             let upstream = Watched::new(upstream, activity.clone(), tunnels.send_timeout);
             let (mut from_client, mut to_client) = (0, 0);
-            let withdrawn = withdrawn(&tunnels.live, tunnels.reloads.clone(), &conn, &route);
+            let opened = Opened {
+                conn: &conn,
+                route: &route,
+                terms: &terms,
+            };
+            let withdrawn = withdrawn(&tunnels.live, tunnels.reloads.clone(), opened);
             let closed_by = tokio::select! {
                 by = relay(client, upstream, &mut from_client, &mut to_client) => by,
                 () = activity.idle(idle_timeout) => ClosedBy::IdleTimeout,
@@ -216,14 +235,23 @@ async fn pump(
     let _ = to.shutdown().await;
 }
 
-/// Completes when a reload no longer trusts the tunnel's certificate or no longer grants its
-/// route to the certificate's user.
+/// A running tunnel, as a reload judges it.
+#[derive(Clone, Copy)]
+struct Opened<'a> {
+    conn: &'a ConnectionInfo,
+    route: &'a str,
+    terms: &'a TunnelTerms,
+}
+
+/// Completes when a reload no longer trusts the tunnel's certificate, no longer grants its
+/// route to the certificate's user, sends the route elsewhere or asks it for a second factor it
+/// was opened without; or when the certificate expires.
 async fn withdrawn(
     live: &LiveApp,
     mut reloads: watch::Receiver<()>,
-    conn: &ConnectionInfo,
-    route: &str,
+    opened: Opened<'_>,
 ) -> ClosedBy {
+    let conn = opened.conn;
     // The connection's own watch ends with an upgraded HTTP/1.1 connection: the tunnel keeps
     // one of its own on the certificate's time.
     let lapses = crate::app::trust_lapses(live, conn);
@@ -234,7 +262,7 @@ async fn withdrawn(
                 if changed.is_err() {
                     return std::future::pending().await;
                 }
-                if let Some(by) = judge_again(&live.load(), conn, route) {
+                if let Some(by) = judge_again(&live.load(), opened) {
                     return by;
                 }
             }
@@ -252,17 +280,29 @@ fn distrusted(conn: &ConnectionInfo) -> ClosedBy {
     }
 }
 
-fn judge_again(app: &App, conn: &ConnectionInfo, route: &str) -> Option<ClosedBy> {
+fn judge_again(app: &App, opened: Opened<'_>) -> Option<ClosedBy> {
+    let Opened { conn, route, terms } = opened;
     let (Some(gateway), Some(client)) = (&app.gateway, &conn.client) else {
         return Some(ClosedBy::GrantRemoved);
     };
     if !gateway.still_trusts(conn) {
         return Some(distrusted(conn));
     }
-    let granted = app
-        .routes
-        .by_name(route)
-        .and_then(|route| route.access.as_ref())
+    let Some(route) = app.routes.by_name(route) else {
+        return Some(ClosedBy::GrantRemoved);
+    };
+    let granted = route
+        .access
+        .as_ref()
         .is_some_and(|access| gateway.grants(access, client));
-    (!granted).then_some(ClosedBy::GrantRemoved)
+    if !granted {
+        return Some(ClosedBy::GrantRemoved);
+    }
+    let second_factor_missing =
+        route.access.as_ref().is_some_and(|a| a.mfa) && !terms.second_factor;
+    let moved = match &route.action {
+        Action::Tunnel(target) => !target.upstream.same_targets(&terms.upstream),
+        _ => true,
+    };
+    (second_factor_missing || moved).then_some(ClosedBy::Reconfigured)
 }

@@ -201,6 +201,15 @@ struct Target {
 }
 
 impl Upstream {
+    /// True when `other` sends to the same addresses, in the same order: a reload builds every
+    /// upstream anew, so identity says nothing.
+    pub fn same_targets(&self, other: &Upstream) -> bool {
+        self.targets
+            .iter()
+            .map(|t| &t.uri)
+            .eq(other.targets.iter().map(|t| &t.uri))
+    }
+
     /// The connector and an empty pool per target of a validated upstream.
     pub fn new(config: &UpstreamConfig, limits: &Limits) -> Self {
         let reach = Arc::new(Reach::new(

@@ -24,6 +24,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -708,6 +709,54 @@ async fn reloads_close_tunnels_whose_certificate_or_grant_they_withdraw() {
     );
 }
 
+/// A reload judges open tunnels by what they were opened under, not only by trust and grants:
+/// pointing the tunnel's upstream elsewhere closes tunnels still relaying to the old one, and
+/// asking for a second factor closes a tunnel that never passed one.
+#[tokio::test]
+async fn reloads_close_tunnels_sent_elsewhere_or_asked_for_a_second_factor() {
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let (first, elsewhere) = (Echo::start().await, Echo::start().await);
+    // db1 for alice alone: she has a TOTP secret, so a reload may ask her for a second factor.
+    let toml = |target: SocketAddr, mfa: bool| {
+        let toml = tunnels_toml(&setup, &employees, target, "\"alice\"");
+        let db1 = "target = \"db1\"\n";
+        let mfa = if mfa { "mfa = true\n" } else { "" };
+        toml.replacen(db1, &format!("{db1}{mfa}"), 1)
+    };
+    let proxy = start_toml(&toml(first.addr, false)).await;
+    let reload = |target, mfa| proxy.reload(support::config_from(&toml(target, mfa)).unwrap());
+    let open = || async {
+        let alice = Some(employees.valid("alice", 1));
+        let (status, head, tunnel) =
+            connect(&setup, proxy.https_addr, GATEWAY, alice, "db1:22", &[]).await;
+        assert_eq!(status, 200, "{head}");
+        tunnel.unwrap()
+    };
+    let mut alice = open().await;
+    assert_eq!(echo_through(&mut alice, b"before").await, b"before");
+    // The same config again changes nothing.
+    reload(first.addr, false).unwrap();
+    assert_eq!(echo_through(&mut alice, b"same").await, b"same");
+    // db1 now lands on another server: the tunnel to the old one is closed.
+    reload(elsewhere.addr, false).unwrap();
+    assert!(support::closed_by_peer(&mut alice).await, "sent elsewhere");
+    let mut alice = open().await;
+    assert_eq!(echo_through(&mut alice, b"new").await, b"new");
+    assert_eq!(elsewhere.accepted.load(Ordering::SeqCst), 1);
+    // db1 now asks for a second factor this tunnel never passed.
+    reload(elsewhere.addr, true).unwrap();
+    assert!(support::closed_by_peer(&mut alice).await, "second factor");
+
+    proxy.shutdown().await;
+    let audit = setup.audit();
+    let closes: Vec<&str> = events(&audit, "tunnel_closed")
+        .iter()
+        .map(|r| r["closed_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(closes, ["reconfigured", "reconfigured"], "{audit:?}");
+}
+
 #[tokio::test]
 async fn a_tunnel_keeps_its_h2_connection_busy_and_ends_when_idle() {
     let rig = Rig::start_with(|config| {
@@ -911,11 +960,78 @@ async fn connect_without_a_terminal_asks_for_otp_flag() {
     assert!(!out.status.success());
     assert!(
         stderr.contains(
-            "the gateway wants a TOTP code and there is no terminal to ask for one: pass --otp"
+            "the gateway wants a TOTP code and there is no terminal to ask for one: set PORTCULLIS_OTP"
         ),
         "{stderr}"
     );
     assert_eq!(rig.echo.accepted.load(Ordering::SeqCst), 0);
+}
+
+/// `--otp CODE` is in `/proc/PID/cmdline`, which every local account can read, for as long as
+/// the tunnel lasts: `portcullis connect` moves the code into its environment (its own to read)
+/// at once, and the tunnel still opens with it. A key file others can read is refused.
+#[tokio::test]
+async fn connect_keeps_the_code_out_of_the_process_list_and_refuses_an_exposed_key() {
+    let rig = Rig::start_with(vault_on_localhost).await;
+    let (cert, key) = rig.employees.person_files("alice", 33);
+    let code = rig.employees.code(0);
+    let connect = |key: &std::path::Path| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(["connect", "--gateway"])
+            .arg(format!("localhost:{}", rig.proxy.https_addr.port()))
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(key)
+            .arg("--ca")
+            .arg(&rig.setup.pki.ca_pem)
+            .args(["--otp", &code, "vault:2222"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command
+    };
+    let mut run = connect(&key).spawn().unwrap();
+    let (mut stdin, mut stdout) = (run.stdin.take().unwrap(), run.stdout.take().unwrap());
+    stdin.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tokio::time::timeout(WAIT, stdout.read_exact(&mut echoed))
+        .await
+        .expect("the tunnel opened with the code")
+        .unwrap();
+    assert_eq!(&echoed, b"ping");
+    let pid = run.id().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        !cmdline.contains(&code) && !cmdline.contains("--otp"),
+        "{cmdline}"
+    );
+    assert!(
+        cmdline.contains("vault:2222"),
+        "the same process: {cmdline}"
+    );
+    drop(stdin);
+    let _ = tokio::time::timeout(WAIT, run.wait()).await;
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = tokio::time::timeout(WAIT, connect(&key).output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("{} has mode 644", key.display())),
+        "{stderr}"
+    );
+    assert_eq!(
+        rig.echo.accepted.load(Ordering::SeqCst),
+        1,
+        "only the first"
+    );
 }
 
 /// On a terminal, `portcullis connect` asks for the code there when the gateway wants one, and

@@ -74,10 +74,10 @@ pub(super) async fn admit<B>(
     routed.tunnel = Some(TunnelAudit::open(
         gateway.audit.clone(),
         logged_request_id(routed.request.extensions()),
-        &client.user,
-        &client.fingerprint,
+        (&client.user, &client.fingerprint),
         name,
         reason,
+        access.mfa,
     ));
     Ok(Admission::Forward(Box::new(routed)))
 }

@@ -72,7 +72,8 @@ impl Employees {
         let cert_path = self.dir.path().join(format!("{name}-{serial}.crt"));
         let key_path = self.dir.path().join(format!("{name}-{serial}.key"));
         std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        // `portcullis connect` refuses a key others can read, as ssh does.
+        super::write_private(&key_path, key.serialize_pem());
         (cert_path, key_path)
     }
 

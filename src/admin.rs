@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use crate::access_log::AccessLog;
 use crate::app::LiveApp;
-use crate::audit::{Audit, AuditRecord, Timestamp, Trigger};
+use crate::audit::{Audit, Trigger};
 use crate::config::Grant;
 use crate::connection::ClientIdentity;
 use crate::lifecycle::Lifecycle;
@@ -183,16 +183,12 @@ impl Admin {
             _ => "other",
         };
         tracing::info!(%method, path, status = status.as_u16(), "admin request");
-        self.audit.record(AuditRecord::Admin {
-            ts: Timestamp::now(),
-            user: match caller {
-                Caller::Local => "-".to_owned(),
-                Caller::Granted(user) | Caller::Refused(user) => user.clone(),
-            },
-            method: method.to_string(),
-            path: path.to_owned(),
-            status: status.as_u16(),
-        });
+        let user = match caller {
+            Caller::Local => "-",
+            Caller::Granted(user) | Caller::Refused(user) => user.as_str(),
+        };
+        self.audit
+            .admin(user, method.as_str(), path, status.as_u16());
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
         response

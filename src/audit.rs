@@ -2,15 +2,18 @@
 //! config change, every admin request and every snapshot, one JSON line each in `audit-YYYY-MM-DD.jsonl` beside the access log, under the same
 //! retention. Employees' identities belong here and only here.
 //!
-//! Requests never wait for it: lines go through an unbounded channel to a writer thread. What
-//! matters (allowed requests, second-factor outcomes, lockouts, config and admin changes) is
-//! written line by line and never dropped; each such line stands for work an attacker cannot
-//! repeat cheaply (a granted certificate, a guess the lockout counts). Denials are noise anyone
-//! can make, so they are aggregated: one [`AuditRecord::Denied`] line per route, user, reason
-//! and minute, with a count.
+//! Requests never wait for it: lines go through a bounded channel to a writer thread; when it
+//! is full (a flood the writer cannot keep up with), a line is dropped and counted in
+//! [`LogHealth`] as for the access log, never waited for. What matters (allowed requests,
+//! second-factor outcomes, lockouts, config changes) is written line by line; each such line
+//! stands for work an attacker cannot repeat cheaply (a granted certificate, a guess the
+//! lockout counts). Denials and admin requests are noise any client or local process can make,
+//! so they are aggregated: one [`AuditRecord::Denied`] line per route, user, reason and
+//! minute, and one [`AuditRecord::Admin`] line per caller, endpoint, status and minute, each
+//! with a count.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -167,8 +170,19 @@ pub enum AuditRecord {
         path: String,
         /// Status answered.
         status: u16,
+        /// Requests alike in this minute (from the first one's `ts`); 1 in lines written
+        /// before admin requests were aggregated.
+        #[serde(default = "one")]
+        count: u64,
     },
 }
+
+fn one() -> u64 {
+    1
+}
+
+/// Lines that may wait for the writer before new ones are dropped (and counted).
+const QUEUE_CAPACITY: usize = 65_536;
 
 /// A decision on an internal route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -341,13 +355,17 @@ enum Message {
         user: String,
         reason: &'static str,
     },
+    Admin(AdminKey),
     Close,
 }
+
+/// An admin request as aggregated: caller, method, endpoint, status.
+type AdminKey = (String, String, String, u16);
 
 /// The audit trail's front: cheap, non-blocking sends to the writer thread.
 #[derive(Debug)]
 pub struct Audit {
-    sender: Option<Sender<Message>>,
+    sender: Option<SyncSender<Message>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     path: PathLogging,
     health: Arc<LogHealth>,
@@ -365,7 +383,7 @@ impl Audit {
                 health: Arc::default(),
             });
         };
-        let (sender, receiver) = mpsc::channel();
+        let (sender, receiver) = mpsc::sync_channel(QUEUE_CAPACITY);
         let health = Arc::new(LogHealth::default());
         let file = DailyFile::new(
             dir,
@@ -397,9 +415,12 @@ impl Audit {
         logged_path(self.path, Some(path), Some(route))
     }
 
+    /// Queues without waiting; a full queue drops the line and counts it.
     fn send(&self, message: Message) {
-        if let Some(sender) = &self.sender {
-            let _ = sender.send(message);
+        if let Some(sender) = &self.sender
+            && let Err(TrySendError::Full(_)) = sender.try_send(message)
+        {
+            self.health.dropped(1);
         }
     }
 
@@ -417,9 +438,19 @@ impl Audit {
         });
     }
 
-    /// Writes everything queued, the open minute's denials included, and stops the writer.
+    /// Counts one admin request into the minute's [`AuditRecord::Admin`] line of its caller
+    /// (`-` on loopback), endpoint and status.
+    pub fn admin(&self, user: &str, method: &str, path: &str, status: u16) {
+        let key = (user.to_owned(), method.to_owned(), path.to_owned(), status);
+        self.send(Message::Admin(key));
+    }
+
+    /// Writes everything queued, the open minute's aggregates included, and stops the writer.
     pub fn close(&self) {
-        self.send(Message::Close);
+        // Waits for room: the last line must get through.
+        if let Some(sender) = &self.sender {
+            let _ = sender.send(Message::Close);
+        }
         if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             let _ = writer.join();
         }
@@ -431,6 +462,7 @@ type DenialKey = (String, String, &'static str);
 struct Writer {
     file: DailyFile,
     denials: BTreeMap<DenialKey, (Timestamp, u64)>,
+    admin: BTreeMap<AdminKey, (Timestamp, u64)>,
     minute: u64,
 }
 
@@ -439,6 +471,7 @@ impl Writer {
         Self {
             file,
             denials: BTreeMap::new(),
+            admin: BTreeMap::new(),
             minute: current_minute(),
         }
     }
@@ -477,6 +510,12 @@ impl Writer {
                             .or_insert_with(|| (Timestamp::now(), 0))
                             .1 += 1;
                     }
+                    Message::Admin(key) => {
+                        self.admin
+                            .entry(key)
+                            .or_insert_with(|| (Timestamp::now(), 0))
+                            .1 += 1;
+                    }
                     Message::Close => {
                         self.flush_denials();
                         self.file.close();
@@ -491,6 +530,16 @@ impl Writer {
     }
 
     fn flush_denials(&mut self) {
+        for ((user, method, path, status), (ts, count)) in std::mem::take(&mut self.admin) {
+            self.write(&AuditRecord::Admin {
+                ts,
+                user,
+                method,
+                path,
+                status,
+                count,
+            });
+        }
         for ((route, user, reason), (ts, count)) in std::mem::take(&mut self.denials) {
             self.write(&AuditRecord::Denied {
                 ts,

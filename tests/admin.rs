@@ -83,6 +83,37 @@ async fn health_readiness_and_metrics() {
     assert_eq!(admin(addr, "GET", "/reload").await.0, 405);
 }
 
+/// Any local process can call the admin listener as fast as it likes: its requests become one
+/// counted audit line per endpoint, status and minute, not a line each (2,000 lines in 0.3 s
+/// once buried the trail).
+#[tokio::test]
+async fn a_flood_of_admin_requests_is_counted_not_written_line_by_line() {
+    let setup = Setup::new().await;
+    let proxy = support::start_toml(&admin_toml(&setup, "")).await;
+    let addr = proxy.admin_addr.unwrap();
+    const FLOOD: u64 = 300;
+    for _ in 0..FLOOD {
+        assert_eq!(admin(addr, "GET", "/healthz").await.0, 200);
+    }
+    assert_eq!(admin(addr, "GET", "/nothing-here").await.0, 404);
+    assert!(proxy.shutdown().await);
+    let audit = setup.audit();
+    let lines: Vec<&serde_json::Value> = audit
+        .iter()
+        .filter(|r| r["event"] == "admin" && r["path"] == "/healthz")
+        .collect();
+    // A minute may turn during the flood: then it is two lines.
+    assert!((1..=2).contains(&lines.len()), "{lines:#?}");
+    let counted: u64 = lines.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, FLOOD);
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["event"] == "admin" && r["status"] == 404 && r["count"] == 1),
+        "{audit:#?}"
+    );
+}
+
 #[tokio::test]
 async fn public_admin_addresses_are_refused() {
     let setup = Setup::new().await;

@@ -104,7 +104,12 @@ fn load_crl(
 
 /// A base32 secret in a file only its owner can read.
 fn load_totp(file: &Path) -> Result<Arc<totp_rs::Totp>, ProblemKind> {
-    let unreadable = |_| ProblemKind::TotpSecret(file.to_owned());
+    // The real cause: a reload that Landlock does not let read the file must say so, not
+    // blame the secret.
+    let unreadable = |source| ProblemKind::SecretFile {
+        file: file.to_owned(),
+        source,
+    };
     crate::secrets::require_private(file)?;
     let text = std::fs::read_to_string(file).map_err(unreadable)?;
     let secret = totp_rs::Secret::try_from_base32(text.trim())
@@ -182,5 +187,32 @@ pub(super) fn resolve_upstreams(upstreams: &[UpstreamConfig], problems: &mut Pro
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_totp_file_names_the_read_error_not_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory cannot be read as a file, as a file Landlock hides cannot.
+        let file = dir.path().join("alice.totp");
+        crate::secrets::create_private_dir(&file).unwrap();
+        let problem = load_totp(&file).map(drop).unwrap_err();
+        assert!(
+            matches!(problem, ProblemKind::SecretFile { .. }),
+            "{problem}"
+        );
+        let message = problem.to_string();
+        assert!(message.starts_with("cannot read "), "{message}");
+        std::fs::remove_dir(&file).unwrap();
+        crate::secrets::create_private_dir(dir.path()).unwrap();
+        std::fs::write(&file, "not base32!").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let problem = load_totp(&file).map(drop).unwrap_err();
+        assert!(matches!(problem, ProblemKind::TotpSecret(_)), "{problem}");
     }
 }

@@ -7,6 +7,7 @@
 //! whose key lives in memory and changes with the UTC day.
 
 mod mask;
+mod vocabulary;
 mod writer;
 
 use std::cell::Cell;

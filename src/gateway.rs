@@ -9,6 +9,7 @@
 
 mod mfa;
 mod mfa_store;
+mod trust;
 mod tunnel;
 
 use std::future::Future;
@@ -16,13 +17,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use futures_util::future::Either;
 use http::{HeaderValue, Method, Response};
-use rustls::pki_types::UnixTime;
 use rustls::server::danger::ClientCertVerifier;
-use rustls::{CertificateError, Error as TlsError};
 use tower::{Layer, Service};
 
 pub use mfa::{MFA_PATH, MfaState};
@@ -71,47 +69,7 @@ impl Gateway {
         })
     }
 
-    /// True while this gateway trusts `conn`'s client certificate (always, without one). The
-    /// certificate is checked again once per reload, against the new CRLs and roots, and once
-    /// its own time or a revocation list's is up ([`Self::recheck_at`]); when it fails, trust
-    /// is withdrawn from the connection, which cuts it and its tunnels.
-    pub fn still_trusts(&self, conn: &ConnectionInfo) -> bool {
-        let Some(client) = &conn.client else {
-            return true;
-        };
-        let now = SystemTime::now();
-        if conn.trusted_under.load(Ordering::Relaxed) == self.generation
-            && self.recheck_at(client).is_none_or(|at| now < at)
-        {
-            return true;
-        }
-        match self.verdict(client, now) {
-            Ok(()) => {
-                conn.trusted_under.store(self.generation, Ordering::Relaxed);
-                true
-            }
-            Err(why) => {
-                conn.trust.withdraw(why);
-                false
-            }
-        }
-    }
-
-    /// When `client`'s chain must be checked again without a reload: a second after the
-    /// earliest of its certificates' `notAfter` (valid up to and including that second) and the
-    /// revocation lists' `nextUpdate`.
-    pub fn recheck_at(&self, client: &ClientIdentity) -> Option<SystemTime> {
-        let crls = self
-            .settings
-            .crl_updates
-            .iter()
-            .filter_map(|crl| crl.next_update);
-        crls.chain([client.expires])
-            .min()
-            .map(|at| at + std::time::Duration::from_secs(1))
-    }
-
-    /// True when `access` grants `client`'s user, who must be a configured person.    /// True when `access` grants `client`'s user, who must be a configured person.
+    /// True when `access` grants `client`'s user, who must be a configured person.
     pub fn grants(&self, access: &RouteAccess, client: &ClientIdentity) -> bool {
         self.settings.users.get(&client.user).is_some_and(|user| {
             access
@@ -119,33 +77,6 @@ impl Gateway {
                 .iter()
                 .any(|g| g.admits(&client.user, &user.groups))
         })
-    }
-
-    /// True when this configuration's roots and revocation lists accept `client`'s chain.
-    pub fn trusts(&self, client: &ClientIdentity) -> bool {
-        self.verdict(client, SystemTime::now()).is_ok()
-    }
-
-    /// Whether this configuration's roots and revocation lists accept `client`'s chain at
-    /// `now`, and if not, why.
-    fn verdict(&self, client: &ClientIdentity, now: SystemTime) -> Result<(), Distrust> {
-        let Some((leaf, intermediates)) = client.chain.split_first() else {
-            return Err(Distrust::Revoked);
-        };
-        let now = UnixTime::since_unix_epoch(
-            now.duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default(),
-        );
-        match self.verifier.verify_client_cert(leaf, intermediates, now) {
-            Ok(_) => Ok(()),
-            Err(TlsError::InvalidCertificate(
-                CertificateError::Expired
-                | CertificateError::ExpiredContext { .. }
-                | CertificateError::ExpiredRevocationList
-                | CertificateError::ExpiredRevocationListContext { .. },
-            )) => Err(Distrust::Expired),
-            Err(_) => Err(Distrust::Revoked),
-        }
     }
 }
 

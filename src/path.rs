@@ -132,34 +132,34 @@ pub fn lenient_path(path: &str) -> Result<String, PathError> {
 }
 
 fn percent_decode(raw: &str) -> Result<Vec<u8>, PathError> {
-    escaped_bytes(raw)?;
+    let mut rest = raw.as_bytes();
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        escaped_byte(rest, at)?;
+        rest = &rest[at + 3..];
+    }
     Ok(percent_encoding::percent_decode_str(raw).collect())
 }
 
-/// The bytes `raw`'s percent escapes stand for, in order. Every `%` must start `%` and two hex
-/// digits: `u8::from_str_radix` would also take `%+f` (a sign), and the crate's decoder keeps a
-/// bad escape as it is; both are too lenient to judge a path by.
+/// The bytes `raw`'s percent escapes stand for, in order; a `%` that does not start an escape
+/// is refused.
 pub fn escaped_bytes(raw: &str) -> Result<Vec<u8>, PathError> {
     let mut out = Vec::new();
     let mut rest = raw.as_bytes();
     while let Some(at) = rest.iter().position(|&b| b == b'%') {
-        let escape = rest
-            .get(at..at + 3)
-            .filter(|e| e[1..].iter().all(u8::is_ascii_hexdigit))
-            .ok_or(PathError::BadEscape)?;
-        out.extend(percent_encoding::percent_decode(escape));
+        out.push(escaped_byte(rest, at)?);
         rest = &rest[at + 3..];
     }
     Ok(out)
 }
 
-/// The byte of the `%XX` escape at `bytes[i]`.
+/// The byte of the `%XX` escape at `bytes[i]`: `%` and exactly two hex digits.
+/// `u8::from_str_radix` would also take `%+f` (a sign), and the crate's decoder keeps a bad
+/// escape as it is; both are too lenient to judge a path by.
 fn escaped_byte(bytes: &[u8], i: usize) -> Result<u8, PathError> {
-    let escape = bytes.get(i..i + 3).ok_or(PathError::BadEscape)?;
-    let escape = std::str::from_utf8(escape).map_err(|_| PathError::BadEscape)?;
-    escaped_bytes(escape)?
-        .first()
-        .copied()
+    bytes
+        .get(i..i + 3)
+        .filter(|e| e[0] == b'%' && e[1..].iter().all(u8::is_ascii_hexdigit))
+        .and_then(|escape| percent_encoding::percent_decode(escape).next())
         .ok_or(PathError::BadEscape)
 }
 

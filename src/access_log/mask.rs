@@ -13,6 +13,7 @@
 //! refused (`400`) before reaching anything; it is masked as sent, strictly: every segment after
 //! the first one that is not kept as written is masked too.
 
+use super::vocabulary::{EXTENSIONS, LONGEST_SENSITIVE, SENSITIVE_WORDS};
 use crate::path::normalize_path;
 
 /// Longest masked path kept; the rest is cut, a suffix marking the cut.
@@ -27,93 +28,6 @@ const MAX_DIGIT_AFFIX: usize = 2;
 /// string (`xkcdqrtplm`); short words are exempt (`html`, `css`).
 const MAX_CONSONANT_RUN: usize = 4;
 const PRONOUNCEABLE_FROM: usize = 6;
-
-/// Segments after one of these words name a person or carry a secret, whatever they look like.
-const SENSITIVE_WORDS: [&[u8]; 60] = [
-    b"reset",
-    b"token",
-    b"tokens",
-    b"invite",
-    b"invites",
-    b"invitation",
-    b"confirm",
-    b"confirmation",
-    b"verify",
-    b"verification",
-    b"activate",
-    b"activation",
-    b"unsubscribe",
-    b"password",
-    b"passwd",
-    b"magic",
-    b"login",
-    b"signin",
-    b"auth",
-    b"session",
-    b"sessions",
-    b"key",
-    b"keys",
-    b"apikey",
-    b"secret",
-    b"secrets",
-    b"share",
-    // People, under the words apps file them by.
-    b"u",
-    b"user",
-    b"users",
-    b"usr",
-    b"uid",
-    b"userid",
-    b"username",
-    b"profile",
-    b"profiles",
-    b"account",
-    b"accounts",
-    b"member",
-    b"members",
-    b"people",
-    b"person",
-    b"employee",
-    b"employees",
-    b"staff",
-    b"customer",
-    b"customers",
-    b"client",
-    b"clients",
-    b"patient",
-    b"patients",
-    b"student",
-    b"students",
-    b"author",
-    b"authors",
-    b"owner",
-    b"owners",
-    b"contact",
-    b"email",
-    b"mail",
-];
-
-/// File extensions: a segment `word.word` ending in one is a file, otherwise a name
-/// (`first.last`).
-const EXTENSIONS: [&[u8]; 44] = [
-    b"html", b"htm", b"xhtml", b"css", b"js", b"mjs", b"map", b"json", b"xml", b"txt", b"md",
-    b"csv", b"pdf", b"png", b"jpg", b"jpeg", b"gif", b"svg", b"ico", b"webp", b"avif", b"woff",
-    b"ttf", b"eot", b"otf", b"ics", b"webm", b"zip", b"gz", b"tar", b"tgz", b"php", b"asp",
-    b"aspx", b"jsp", b"cgi", b"yaml", b"yml", b"toml", b"wasm", b"rss", b"atom", b"sig", b"asc",
-];
-
-/// The longest of [`SENSITIVE_WORDS`]: a longer word is none of them.
-const LONGEST_SENSITIVE: usize = {
-    let mut longest = 0;
-    let mut i = 0;
-    while i < SENSITIVE_WORDS.len() {
-        if SENSITIVE_WORDS[i].len() > longest {
-            longest = SENSITIVE_WORDS[i].len();
-        }
-        i += 1;
-    }
-    longest
-};
 
 /// Masks a request target (`/path?query`).
 ///
@@ -228,15 +142,16 @@ fn placeholder(segment: &str) -> Option<&'static str> {
 /// `first.last` or `first.middle.last`: two or three words of letters joined by dots, the last
 /// not a file extension.
 fn is_dotted_name(segment: &str) -> bool {
-    let parts: Vec<&[u8]> = segment.as_bytes().split(|&b| b == b'.').collect();
-    let Some(last) = parts.last() else {
-        return false;
-    };
-    (2..=3).contains(&parts.len())
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_alphabetic))
-        && !EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(last))
+    let mut parts = 0;
+    let mut last: &[u8] = &[];
+    for part in segment.as_bytes().split(|&b| b == b'.') {
+        if part.is_empty() || !part.iter().all(u8::is_ascii_alphabetic) {
+            return false;
+        }
+        parts += 1;
+        last = part;
+    }
+    (2..=3).contains(&parts) && !EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(last))
 }
 
 /// Punctuation a kept segment may have between its words.

@@ -1,0 +1,276 @@
+//! The lines of the audit trail, as they are written and read back (`access-report`).
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// One line of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditRecord {
+    /// A decision on an internal route that admitted someone or judged a second factor.
+    Access {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The certificate's user.
+        user: String,
+        /// The route's name.
+        route: String,
+        /// Request method.
+        method: String,
+        /// Masked path, no query.
+        path: String,
+        /// What was decided.
+        decision: Decision,
+        /// Why.
+        reason: String,
+        /// The request's `X-Request-Id`, as in its access-log line; `-` when it has none.
+        #[serde(default)]
+        request_id: String,
+    },
+    /// Requests refused on an internal route within one minute, for one user and reason.
+    Denied {
+        /// The first refusal of the minute, RFC 3339 UTC.
+        ts: Timestamp,
+        /// The certificate's user, `-` without one.
+        user: String,
+        /// The route's name.
+        route: String,
+        /// Why.
+        reason: String,
+        /// How many.
+        count: u64,
+    },
+    /// A tunnel the gateway opened: who, with which certificate, to what, and why.
+    TunnelOpened {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The `CONNECT` request's id: joins this line to the tunnel's close line and to the
+        /// request's access-log line.
+        id: String,
+        /// The certificate's user.
+        user: String,
+        /// SHA-256 of the client certificate, hex.
+        fingerprint: String,
+        /// The tunnel's name (`host CONNECT target:port`).
+        tunnel: String,
+        /// Always `allowed`: refusals are counted as [`AuditRecord::Denied`] lines.
+        decision: Decision,
+        /// Why.
+        reason: String,
+    },
+    /// The end of a tunnel opened by a [`AuditRecord::TunnelOpened`] line with the same `id`.
+    TunnelClosed {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The open line's `id`.
+        id: String,
+        /// The certificate's user.
+        user: String,
+        /// The tunnel's name.
+        tunnel: String,
+        /// From the open decision to the close.
+        duration_ms: u64,
+        /// Bytes the client sent to the target.
+        bytes_from_client: u64,
+        /// Bytes the target sent to the client.
+        bytes_to_client: u64,
+        /// Who or what ended it.
+        closed_by: ClosedBy,
+    },
+    /// A configuration load or reload.
+    Config {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// What caused the load.
+        trigger: Trigger,
+        /// Whether it went into service.
+        outcome: Outcome,
+        /// SHA-256 of the file in service before.
+        old_digest: String,
+        /// SHA-256 of the file read.
+        new_digest: String,
+    },
+    /// A snapshot of the proxy's own state was written.
+    Snapshot {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The archive's path.
+        archive: String,
+        /// How many files it holds.
+        files: u64,
+        /// Its size.
+        bytes: u64,
+    },
+    /// An archive the backup policy no longer keeps was deleted.
+    SnapshotPruned {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The archive's path.
+        archive: String,
+    },
+    /// Retention deleted nothing because the clock disagrees with what is on disk (see
+    /// `crate::daily::ClockDoubt`): said once per doubt, by the audit trail's own sweep and by
+    /// each snapshot prune.
+    RetentionHeld {
+        /// RFC 3339 UTC, by the doubted clock.
+        ts: Timestamp,
+        /// What was not pruned: `audit` files or `snapshots`.
+        kind: String,
+        /// Why.
+        reason: String,
+        /// The newest item, which the clock disagrees with.
+        newest: String,
+    },
+    /// Something in the snapshot directory named like an archive is not a regular file:
+    /// pruning leaves it alone.
+    SnapshotSkipped {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// Its path.
+        path: String,
+    },
+    /// A snapshot could not be written or pruned.
+    SnapshotFailed {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// Why.
+        reason: String,
+    },
+    /// A request to the admin listener.
+    Admin {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The employee, over mutual TLS; `-` on loopback.
+        #[serde(default)]
+        user: String,
+        /// Request method.
+        method: String,
+        /// Endpoint.
+        path: String,
+        /// Status answered.
+        status: u16,
+        /// Requests alike in this minute (from the first one's `ts`); 1 in lines written
+        /// before admin requests were aggregated.
+        #[serde(default = "one")]
+        count: u64,
+    },
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// A decision on an internal route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The request was let through.
+    Allowed,
+    /// A correct TOTP code opened an MFA session.
+    MfaPassed,
+    /// A wrong, expired or replayed code.
+    MfaFailed,
+    /// Too many wrong codes: the user is locked out for a while.
+    MfaLocked,
+}
+
+/// What ended a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClosedBy {
+    /// The client closed its side first, or went away.
+    Client,
+    /// The target closed its side first.
+    Upstream,
+    /// The target could not be reached: the tunnel never carried a byte.
+    UpstreamFailed,
+    /// No byte either way for the tunnel's `idle_timeout`.
+    IdleTimeout,
+    /// The proxy shut down and its grace period ended.
+    Shutdown,
+    /// A reload no longer trusts the client certificate (revoked, CA removed).
+    Revoked,
+    /// The client certificate, or a revocation list it depends on, is past its time.
+    Expired,
+    /// Not opened: its user had `max_tunnels_per_user` open, or no connection permit was left.
+    OverLimit,
+    /// A reload changed the tunnel's upstream, or now asks for a second factor it was opened
+    /// without.
+    Reconfigured,
+    /// A reload removed the tunnel, or the user's grant on it.
+    GrantRemoved,
+}
+
+/// What caused a configuration load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// The process started.
+    Startup,
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload` on the admin listener.
+    Admin,
+}
+
+/// Whether a loaded configuration went into service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It serves.
+    Applied,
+    /// It was invalid; the previous one serves on.
+    Refused,
+}
+
+/// A moment as audit lines write it: RFC 3339 UTC with milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timestamp(pub SystemTime);
+
+impl Timestamp {
+    /// Now.
+    pub fn now() -> Self {
+        Self(SystemTime::now())
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_rfc3339_millis(self.0).fmt(f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        humantime::parse_rfc3339_weak(&text)
+            .map(Self)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_unknown_decisions_are_not_read() {
+        let line = r#"{"event":"access","ts":"2026-12-02T04:15:00.123Z","user":"alice","route":"tools/","method":"GET","path":"/","decision":"mfa_passed","reason":"r","request_id":"01a236e9-1b51-7fa1-adcc-62c8e671eab8"}"#;
+        let record: AuditRecord = serde_json::from_str(line).unwrap();
+        let AuditRecord::Access { ts, decision, .. } = &record else {
+            panic!("{record:?}");
+        };
+        assert_eq!(*decision, Decision::MfaPassed);
+        assert_eq!(ts.to_string(), "2026-12-02T04:15:00.123Z");
+        assert_eq!(serde_json::to_string(&record).unwrap(), line);
+        let typo = line.replace("mfa_passed", "allowd");
+        assert!(serde_json::from_str::<AuditRecord>(&typo).is_err());
+    }
+}

@@ -134,20 +134,29 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
 
 /// Reads a PEM bundle of trust roots.
 pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(load_ca_certs(path)?);
+    Ok(roots)
+}
+
+/// The certificates of a PEM bundle of trust roots, each one a usable root, at least one.
+pub fn load_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let read_err = |source| CertError::Read {
         path: path.to_owned(),
         source,
     };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(path).map_err(read_err)? {
-        roots
-            .add(cert.map_err(read_err)?)
-            .map_err(|_| CertError::Parse)?;
-    }
-    if roots.is_empty() {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(read_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err)?;
+    if certs.is_empty() {
         return Err(CertError::Empty(path.to_owned()));
     }
-    Ok(roots)
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|_| CertError::Parse)?;
+    }
+    Ok(certs)
 }
 
 /// The certificates in service, indexed by the names they cover.

@@ -31,7 +31,7 @@ pub use settings::{
     AdminSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging, Peering,
     RouteAction, RouteConfig, TunnelConfig, UpstreamAddr, UpstreamConfig, UpstreamId,
 };
-pub use shared::{MIN_SESSION_KEY_BYTES, RedisSettings, Secret, SharedSettings};
+pub use shared::{MIN_SESSION_KEY_BYTES, RedisSettings, RedisTls, Secret, SharedSettings};
 
 use std::path::Path;
 

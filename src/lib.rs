@@ -312,10 +312,16 @@ async fn start_inner(
 /// The second factor's key and memory: shared with the other instances as `[shared]` says.
 fn mfa_state(config: &Config) -> Result<gateway::MfaState, StartError> {
     let shared = &config.shared;
-    let store = shared.redis.as_ref().map(|redis| {
-        let upstream = upstream::Upstream::new(config.upstream(redis.upstream), &config.limits);
-        gateway::MfaStore::new(upstream, redis.password.as_ref().map(|p| p.expose()))
-    });
+    let store = shared
+        .redis
+        .as_ref()
+        .map(|redis| {
+            let upstream = upstream::Upstream::new(config.upstream(redis.upstream), &config.limits);
+            let password = redis.password.as_ref().map(|p| p.expose());
+            gateway::MfaStore::new(upstream, redis.tls.as_ref(), password)
+        })
+        .transpose()
+        .map_err(StartError::Tls)?;
     let key = shared.session_key.as_ref().map(|k| k.expose());
     gateway::MfaState::new(key, store).map_err(|_| StartError::Random)
 }

@@ -27,16 +27,8 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use support::{
-    ConfigToml, Pki, Setup, config_from, require_tool, start_toml, strings, tls_connect,
+    ConfigToml, Pki, Setup, config_from, free_port, require_tool, start_toml, strings, tls_connect,
 };
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Pebble and its DNS, killed on drop.
 struct Pebble {

@@ -12,123 +12,19 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use portcullis::Running;
-use support::employees::{Employees, client, gateway_toml};
-use support::{Answer, Setup, WAIT, get, request};
-
-const HOST: &str = "mfa.corp.test";
-
-/// A real Redis on a free loopback port, stopped on drop.
-struct Redis {
-    port: u16,
-    password: String,
-    child: Child,
-}
-
-impl Redis {
-    /// `None` (test skipped) when `redis-server` is not installed outside CI.
-    fn start() -> Option<Self> {
-        if !support::require_tool("redis-server") {
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let password = format!("pw-{}", std::process::id());
-        Some(Self::on(port, password))
-    }
-
-    fn on(port: u16, password: String) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--requirepass",
-                &password,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            port,
-            password,
-            child,
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A file only its owner can read.
-fn private_file(employees: &Employees, name: &str, contents: &str) -> PathBuf {
-    let path = employees.dir.path().join(name);
-    std::fs::write(&path, contents).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
-/// The gateway config of the gateway tests, with `[shared]` (and the Redis upstream) as given.
-fn toml(setup: &Setup, employees: &Employees, shared: &str) -> String {
-    setup.toml(&format!("{}{shared}", gateway_toml(setup, employees, 666)))
-}
-
-fn redis_shared(employees: &Employees, redis: &Redis, password: &str) -> String {
-    let file = private_file(employees, &format!("redis-{password}.pw"), password);
-    format!(
-        "[upstreams.mfa-store]\nenvironment = \"test\"\naddrs = [\"127.0.0.1:{}\"]\n\
-         [shared]\nredis = \"mfa-store\"\nredis_password_file = \"{}\"\n",
-        redis.port,
-        file.display()
-    )
-}
+use support::employees::{Employees, client};
+use support::redis::{
+    HOST, Redis, open_vault, post_code, private_file, redis_shared, toml, vault_tunnel,
+};
+use support::{Setup, get};
 
 /// Alice's client, one certificate for the whole test (a session is bound to it).
 fn alice(setup: &Setup, employees: &Employees) -> Arc<rustls::ClientConfig> {
     client(setup, Some(employees.valid("alice", 1)))
-}
-
-/// Posts `code` to `proxy`'s MFA form as alice.
-async fn post_code(proxy: &Running, alice: &Arc<rustls::ClientConfig>, code: &str) -> Answer {
-    let mut alice = support::h1_with(proxy.https_addr, HOST, alice.clone())
-        .await
-        .unwrap();
-    let form = request("POST", HOST, "/.portcullis/mfa")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(format!(
-            "code={code}&route=mfa.corp.test%2F&return=%2Ftool"
-        ))))
-        .unwrap();
-    alice.ready().await.unwrap();
-    support::collect(alice.send_request(form).await.unwrap()).await
 }
 
 /// The status of alice's `GET /tool` on `proxy` with `cookie`.
@@ -183,7 +79,7 @@ async fn a_code_used_on_one_instance_is_refused_on_another() {
     let shared = toml(
         &setup,
         &employees,
-        &redis_shared(&employees, &redis, &redis.password),
+        &redis_shared(&employees, redis.port, "mfa-store", &redis.password),
     );
     let a = support::start_toml(&shared).await;
     let b = support::start_toml(&shared).await;
@@ -231,7 +127,7 @@ async fn wrong_codes_on_different_instances_add_up_to_one_lockout() {
     let shared = toml(
         &setup,
         &employees,
-        &redis_shared(&employees, &redis, &redis.password),
+        &redis_shared(&employees, redis.port, "mfa-store", &redis.password),
     )
     .replace("[gateway]\n", "[gateway]\nmfa_max_failures = 3\n");
     let a = support::start_toml(&shared).await;
@@ -258,13 +154,13 @@ async fn codes_are_refused_while_the_store_is_down() {
     let a = support::start_toml(&toml(
         &setup,
         &employees,
-        &redis_shared(&employees, &redis, &redis.password),
+        &redis_shared(&employees, redis.port, "mfa-store", &redis.password),
     ))
     .await;
     let wrong_password = support::start_toml(&toml(
         &setup,
         &employees,
-        &redis_shared(&employees, &redis, "not-the-password"),
+        &redis_shared(&employees, redis.port, "mfa-store", "not-the-password"),
     ))
     .await;
     let refused = post_code(&wrong_password, &alice, &employees.code(0)).await;
@@ -320,13 +216,7 @@ async fn bad_shared_settings_are_refused_by_key_and_not_reloaded() {
         ),
     ] {
         let text = toml(&setup, &employees, &format!("[shared]\n{shared}\n"));
-        let lines = support::problem_lines(&text);
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with(key) && l.contains(reason)),
-            "{shared}: {lines:?}"
-        );
+        support::assert_refused_with(&text, key, reason);
     }
     // A store in an environment we do not reach is refused as any such upstream is.
     let outside = toml(
@@ -358,29 +248,6 @@ async fn bad_shared_settings_are_refused_by_key_and_not_reloaded() {
     );
 }
 
-/// The status of alice's `CONNECT vault:2222` on `proxy`, with a code header if given.
-async fn open_vault(proxy: &Running, alice: &Arc<rustls::ClientConfig>, code: Option<&str>) -> u16 {
-    let mut tls = support::tls_connect(proxy.https_addr, "gw.corp.test", alice.clone())
-        .await
-        .unwrap();
-    let code = code
-        .map(|c| format!("Portcullis-OTP: {c}\r\n"))
-        .unwrap_or_default();
-    let head = format!("CONNECT vault:2222 HTTP/1.1\r\nHost: vault:2222\r\n{code}\r\n");
-    tokio::io::AsyncWriteExt::write_all(&mut tls, head.as_bytes())
-        .await
-        .unwrap();
-    let mut status = [0u8; 12];
-    tokio::time::timeout(
-        WAIT,
-        tokio::io::AsyncReadExt::read_exact(&mut tls, &mut status),
-    )
-    .await
-    .expect("an answer in time")
-    .unwrap();
-    support::status_of(&String::from_utf8_lossy(&status)).unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_tunnel_session_opened_on_one_instance_holds_on_another() {
     let Some(redis) = Redis::start() else { return };
@@ -388,17 +255,15 @@ async fn a_tunnel_session_opened_on_one_instance_holds_on_another() {
     let employees = Employees::new();
     let alice = alice(&setup, &employees);
     let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tunnel = format!(
-        "[upstreams.vault]\nenvironment = \"test\"\naddrs = [\"{}\"]\n\
-         [[tunnels]]\nhost = \"gw.corp.test\"\ntarget = \"vault\"\nport = 2222\nupstream = \"vault\"\nallow = [\"alice\"]\nmfa = true\n",
-        target.local_addr().unwrap()
-    );
-    let shared = format!(
-        "{tunnel}{}",
-        redis_shared(&employees, &redis, &redis.password)
-    );
+    let tunnel = vault_tunnel(target.local_addr().unwrap());
+    let store = redis_shared(&employees, redis.port, "mfa-store", &redis.password);
+    let key = private_file(&employees, "session.key", &"k3y-material-".repeat(4));
+    let key = format!("session_key_file = \"{}\"\n", key.display());
+    let shared = format!("{tunnel}{store}{key}");
     let a = support::start_toml(&toml(&setup, &employees, &shared)).await;
     let b = support::start_toml(&toml(&setup, &employees, &shared)).await;
+    // The store is shared, the signing key is not: its sessions are worth nothing here.
+    let own_key = support::start_toml(&toml(&setup, &employees, &format!("{tunnel}{store}"))).await;
     let alone = support::start_toml(&toml(&setup, &employees, &tunnel)).await;
     assert_eq!(open_vault(&a, &alice, Some(&employees.code(0))).await, 200);
     assert_eq!(
@@ -406,5 +271,6 @@ async fn a_tunnel_session_opened_on_one_instance_holds_on_another() {
         200,
         "B did not see the session opened on A"
     );
+    assert_eq!(open_vault(&own_key, &alice, None).await, 401);
     assert_eq!(open_vault(&alone, &alice, None).await, 401);
 }

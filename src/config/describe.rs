@@ -168,16 +168,20 @@ fn describe_exposure(config: &Config, out: &mut String) {
     }
     if config.gateway.is_some() {
         let key = match config.shared.session_key {
-            Some(_) => "session cookies signed with shared.session_key_file",
-            None => "session cookies signed with a key made at start (this instance only)",
+            Some(_) => "sessions signed with shared.session_key_file",
+            None => "sessions signed with a key made at start (this instance only)",
         };
         let _ = writeln!(out, "  second factor: {key}");
         match &config.shared.redis {
             Some(redis) => {
                 let upstream = config.upstream(redis.upstream);
+                let transport = match &redis.tls {
+                    Some(tls) => format!("TLS, certificate for {}", tls.server_name.to_str()),
+                    None => "plain TCP".to_owned(),
+                };
                 let _ = writeln!(
                     out,
-                    "  second factor: codes, lockouts and tunnel sessions shared in Redis {}",
+                    "  second factor: codes, lockouts and tunnel sessions shared in Redis {} ({transport})",
                     upstream.name
                 );
                 describe_addrs(upstream, out);

@@ -226,6 +226,18 @@ pub enum ProblemKind {
     /// A Redis password without Redis.
     #[error("set shared.redis too, or remove this")]
     PasswordWithoutRedis,
+    /// A Redis address that is neither an upstream name nor one in a redis URL.
+    #[error("{0:?} is not an [upstreams] name, redis://NAME or rediss://NAME")]
+    RedisUrl(String),
+    /// TLS to Redis without the CA to check its certificate by.
+    #[error("rediss:// needs the CA file that signed the Redis certificate")]
+    RedisCaMissing,
+    /// A TLS setting for a Redis reached without TLS.
+    #[error("applies to rediss:// only (shared.redis is plain TCP)")]
+    RedisNotTls,
+    /// A name no certificate could be checked against.
+    #[error("{0:?} is not a DNS name or an IP address")]
+    ServerName(String),
     /// `allow` or `mfa` on a route that is not internal.
     #[error("`allow` and `mfa` apply to internal routes only (set `internal = true`)")]
     AccessOnPublicRoute,

@@ -172,6 +172,7 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
     }
     read.extend(raw.shared.session_key_file.clone());
     read.extend(raw.shared.redis_password_file.clone());
+    read.extend(raw.shared.redis_ca_file.clone());
     FileAccess { read, write }
 }
 

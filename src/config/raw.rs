@@ -140,9 +140,13 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawShared {
     pub session_key_file: Option<PathBuf>,
-    /// An `[upstreams]` name.
+    /// An `[upstreams]` name, as `NAME`, `redis://NAME` or `rediss://NAME` (TLS).
     pub redis: Option<String>,
     pub redis_password_file: Option<PathBuf>,
+    /// With `rediss://`: the CA that signed the Redis certificate.
+    pub redis_ca_file: Option<PathBuf>,
+    /// With `rediss://`: the name the Redis certificate must hold; default the upstream's name.
+    pub redis_server_name: Option<String>,
 }
 
 /// `[snapshots]`

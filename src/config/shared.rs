@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::{CertificateDer, ServerName};
+
 use super::raw::{RawConfig, RawShared};
 use super::validate::{Key, Problems};
 use super::{ProblemKind, UpstreamConfig, UpstreamId};
@@ -30,6 +32,18 @@ pub struct RedisSettings {
     pub upstream: UpstreamId,
     /// The `AUTH` password, if the server wants one.
     pub password: Option<Secret>,
+    /// `rediss://`: the connection is TLS, and the server's certificate is checked.
+    pub tls: Option<RedisTls>,
+}
+
+/// How a `rediss://` server proves itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// The roots of `shared.redis_ca_file` (compared by content: a reload that changes them is
+    /// refused like any other `[shared]` change).
+    pub roots: Vec<CertificateDer<'static>>,
+    /// The name its certificate must hold.
+    pub server_name: ServerName<'static>,
 }
 
 /// Bytes read from an owner-only file; never printed.
@@ -58,6 +72,8 @@ pub(super) fn validate_shared(
         session_key_file,
         redis,
         redis_password_file,
+        redis_ca_file,
+        redis_server_name,
     } = &raw.shared;
     let key = |field: &str| Key::new("shared").field(field);
     let session_key = session_key_file.as_deref().and_then(|file| {
@@ -76,18 +92,86 @@ pub(super) fn validate_shared(
             ProblemKind::PasswordWithoutRedis,
         );
     }
-    let redis = redis.as_ref().and_then(|name| {
-        let upstream = upstreams.iter().position(|u| *u.name == **name);
-        if upstream.is_none() && !raw.upstreams.contains_key(name) {
-            problems.push(key("redis"), ProblemKind::UnknownUpstream(name.clone()));
+    let address = redis.as_deref().and_then(|value| {
+        let parsed = RedisAddress::parse(value);
+        if parsed.is_none() {
+            problems.push(key("redis"), ProblemKind::RedisUrl(value.to_owned()));
         }
+        parsed
+    });
+    if !address.as_ref().is_some_and(|a| a.tls) {
+        for (field, set) in [
+            ("redis_ca_file", redis_ca_file.is_some()),
+            ("redis_server_name", redis_server_name.is_some()),
+        ] {
+            if set {
+                problems.push(key(field), ProblemKind::RedisNotTls);
+            }
+        }
+    }
+    let redis = address.and_then(|address| {
+        let upstream = upstreams.iter().position(|u| *u.name == *address.name);
+        if upstream.is_none() && !raw.upstreams.contains_key(address.name) {
+            problems.push(
+                key("redis"),
+                ProblemKind::UnknownUpstream(address.name.to_owned()),
+            );
+        }
+        let tls = match address.tls {
+            true => Some(redis_tls(&raw.shared, address.name, problems)?),
+            false => None,
+        };
         // A declared upstream missing here was refused with its own key.
         Some(RedisSettings {
             upstream: UpstreamId(upstream?),
-            password: password.clone(),
+            password,
+            tls,
         })
     });
     SharedSettings { session_key, redis }
+}
+
+/// The CA and name a `rediss://` server is checked by.
+fn redis_tls(shared: &RawShared, upstream: &str, problems: &mut Problems) -> Option<RedisTls> {
+    let key = |field: &str| Key::new("shared").field(field);
+    let roots = match &shared.redis_ca_file {
+        None => {
+            problems.push(key("redis_ca_file"), ProblemKind::RedisCaMissing);
+            None
+        }
+        Some(file) => crate::certs::load_ca_certs(file)
+            .map_err(|e| problems.push(key("redis_ca_file"), e))
+            .ok(),
+    };
+    let (field, name) = match &shared.redis_server_name {
+        Some(name) => ("redis_server_name", name.as_str()),
+        None => ("redis", upstream),
+    };
+    let server_name = ServerName::try_from(name.to_owned())
+        .map_err(|_| problems.push(key(field), ProblemKind::ServerName(name.to_owned())))
+        .ok();
+    Some(RedisTls {
+        roots: roots?,
+        server_name: server_name?,
+    })
+}
+
+/// `shared.redis`, read: `NAME`, `redis://NAME` or `rediss://NAME`.
+struct RedisAddress<'a> {
+    name: &'a str,
+    tls: bool,
+}
+
+impl<'a> RedisAddress<'a> {
+    fn parse(value: &'a str) -> Option<Self> {
+        let (name, tls) = match value.split_once("://") {
+            None => (value, false),
+            Some(("redis", name)) => (name, false),
+            Some(("rediss", name)) => (name, true),
+            Some(_) => return None,
+        };
+        (!name.is_empty() && !name.contains('/')).then_some(Self { name, tls })
+    }
 }
 
 /// The whole file, owner-only, at least `min` bytes once trailing whitespace is cut (a key

@@ -25,6 +25,8 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
+use self::tunnel_sessions::TunnelSessions;
+pub(super) use super::mfa_store::Attempt;
 use super::mfa_store::{MfaStore, StoreError};
 use super::{ClientIdentity, FormBody};
 use crate::body::ResponseBody;
@@ -34,6 +36,8 @@ use crate::error::status_response;
 use crate::logging::Throttle;
 use crate::path::{escaped_bytes, normalize_path};
 use crate::routing::Route;
+
+mod tunnel_sessions;
 
 /// Where the form posts: in the reserved namespace, so no route can send it upstream.
 pub const MFA_PATH: &str = "/.portcullis/mfa";
@@ -48,8 +52,7 @@ pub struct MfaState {
     key: hmac::Key,
     store: Option<MfaStore>,
     users: Mutex<HashMap<String, UserState>>,
-    /// (certificate fingerprint, tunnel name) -> end of its session.
-    tunnel_sessions: Mutex<HashMap<([u8; 32], String), Instant>>,
+    tunnel_sessions: TunnelSessions,
 }
 
 /// Store failures are reported at most once a minute (each refused code is audited anyway).
@@ -92,19 +95,6 @@ impl Failures {
     }
 }
 
-/// What became of one submitted code.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Attempt {
-    /// Right and fresh.
-    Passed,
-    /// Wrong, expired or replayed; with the count and duration when it started a lockout.
-    Failed { lockout: Option<(u32, Duration)> },
-    /// Not even looked at: the user is locked out for this long.
-    Locked(Duration),
-    /// Not judged: the shared store cannot be reached.
-    Unavailable,
-}
-
 /// The fields the form posts.
 #[derive(Debug, Default)]
 pub(super) struct Form {
@@ -125,10 +115,10 @@ impl MfaState {
             None => hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())?,
         };
         Ok(Self {
+            tunnel_sessions: TunnelSessions::new(&key),
             key,
             store,
             users: Mutex::new(HashMap::new()),
-            tunnel_sessions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -243,52 +233,6 @@ impl MfaState {
                     )
                     .is_ok()
             })
-    }
-}
-
-impl MfaState {
-    /// Lets `client` open `tunnel` again without a code until `session` has passed.
-    pub(super) async fn open_tunnel_session(
-        &self,
-        client: &ClientIdentity,
-        tunnel: &str,
-        session: Duration,
-    ) {
-        if let Some(store) = &self.store {
-            // Not kept: the next tunnel asks for a code again, no worse than that.
-            if let Err(error) = store
-                .open_tunnel_session(&client.fingerprint, tunnel, session)
-                .await
-            {
-                report(&error);
-            }
-            return;
-        }
-        let now = Instant::now();
-        if let Ok(mut sessions) = self.tunnel_sessions.lock() {
-            // Bounded by people x tunnels: ended sessions go whenever one is added.
-            sessions.retain(|_, until| *until > now);
-            sessions.insert((client.fingerprint, tunnel.to_owned()), now + session);
-        }
-    }
-
-    /// True while `client` has an unexpired second-factor session on `tunnel`.
-    pub(super) async fn has_tunnel_session(&self, client: &ClientIdentity, tunnel: &str) -> bool {
-        if let Some(store) = &self.store {
-            return store
-                .has_tunnel_session(&client.fingerprint, tunnel)
-                .await
-                .unwrap_or_else(|error| {
-                    report(&error);
-                    false
-                });
-        }
-        let now = Instant::now();
-        self.tunnel_sessions.lock().is_ok_and(|sessions| {
-            sessions
-                .get(&(client.fingerprint, tunnel.to_owned()))
-                .is_some_and(|until| *until > now)
-        })
     }
 }
 

@@ -4,19 +4,25 @@
 //! both accept one code, and wrong codes sent to several instances add up.
 //!
 //! Users and certificates are keyed by a digest: the store holds no names. The connection is
-//! made through the Redis upstream's own connector (the environment checks of every upstream)
-//! and made again after a failure; while the store cannot answer, codes are refused (`503`):
-//! accepting them would forget the replay rule.
+//! made through the Redis upstream's own connector (the environment checks of every upstream),
+//! in TLS for `rediss://`, and made again after a failure; while the store cannot answer, codes
+//! are refused (`503`): accepting them would forget the replay rule.
+//!
+//! The store is believed only about what it is for, memory: whatever answers on its address
+//! cannot pass a code the proxy's own check failed, and cannot open a tunnel session (their
+//! values are signed by the caller, and checked when read back).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use redis::{RedisConnectionInfo, Script};
+use rustls::pki_types::ServerName;
 use tokio::sync::Mutex;
+use tokio_rustls::TlsConnector;
 
-use super::mfa::Attempt;
-use crate::config::LockoutPolicy;
+use crate::config::{LockoutPolicy, RedisTls};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Longest wait for the store on a request.
@@ -59,6 +65,19 @@ redis.call('EXPIRE', KEYS[1], ttl)
 return result
 ";
 
+/// What became of one submitted code.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Attempt {
+    /// Right and fresh.
+    Passed,
+    /// Wrong, expired or replayed; with the count and duration when it started a lockout.
+    Failed { lockout: Option<(u32, Duration)> },
+    /// Not even looked at: the user is locked out for this long.
+    Locked(Duration),
+    /// Not judged: the shared store cannot be reached.
+    Unavailable,
+}
+
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -71,31 +90,44 @@ pub enum StoreError {
     /// No answer within the store timeout.
     #[error("MFA store timed out")]
     Timeout,
+    /// The TLS handshake failed (a certificate our CA did not sign, or for another name).
+    #[error("MFA store TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    /// An answer the script cannot give: something else is answering on the store's address.
+    #[error("MFA store answered what it cannot: {0}")]
+    Lied(&'static str),
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct MfaStore {
     upstream: Upstream,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     info: RedisConnectionInfo,
     connection: Mutex<Option<MultiplexedConnection>>,
     attempt: Script,
 }
 
 impl MfaStore {
-    /// A store on `upstream`, authenticating with `password` if one is given. Nothing is
-    /// connected until the first use.
-    pub fn new(upstream: Upstream, password: Option<&[u8]>) -> Self {
+    /// A store on `upstream`, in TLS if `tls` says so, authenticating with `password` if one
+    /// is given. Nothing is connected until the first use.
+    pub fn new(
+        upstream: Upstream,
+        tls: Option<&RedisTls>,
+        password: Option<&[u8]>,
+    ) -> Result<Self, rustls::Error> {
         let mut info = RedisConnectionInfo::default().set_skip_set_lib_name();
         if let Some(password) = password {
             info = info.set_password(String::from_utf8_lossy(password));
         }
-        Self {
+        let tls = tls.map(tls_client).transpose()?;
+        Ok(Self {
             upstream,
+            tls,
             info,
             connection: Mutex::new(None),
             attempt: Script::new(ATTEMPT),
-        }
+        })
     }
 
     /// Judges a code that checked out at time step `step` (`None`: a wrong code) for `user`.
@@ -121,6 +153,7 @@ impl MfaStore {
             .await?;
         let duration = Duration::from_millis(ms);
         Ok(match outcome {
+            0 if step.is_none() => return Err(StoreError::Lied("passed a wrong code")),
             0 => Attempt::Passed,
             2 => Attempt::Failed {
                 lockout: Some((in_a_row, duration)),
@@ -130,11 +163,13 @@ impl MfaStore {
         })
     }
 
-    /// Opens a tunnel session of the certificate `fingerprint` on `tunnel` for `session`.
+    /// Keeps `token` as the tunnel session of the certificate `fingerprint` on `tunnel` for
+    /// `session`.
     pub(super) async fn open_tunnel_session(
         &self,
         fingerprint: &[u8; 32],
         tunnel: &str,
+        token: String,
         session: Duration,
     ) -> Result<(), StoreError> {
         let key = tunnel_key(fingerprint, tunnel);
@@ -142,7 +177,7 @@ impl MfaStore {
         self.run(|mut c| async move {
             redis::cmd("SET")
                 .arg(key)
-                .arg(1)
+                .arg(token)
                 .arg("PX")
                 .arg(ms)
                 .query_async::<()>(&mut c)
@@ -151,17 +186,18 @@ impl MfaStore {
         .await
     }
 
-    /// True while the certificate `fingerprint` has a session on `tunnel`.
-    pub(super) async fn has_tunnel_session(
+    /// The token kept for the certificate `fingerprint` on `tunnel`, if any: the caller checks
+    /// it.
+    pub(super) async fn tunnel_session(
         &self,
         fingerprint: &[u8; 32],
         tunnel: &str,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let key = tunnel_key(fingerprint, tunnel);
         self.run(|mut c| async move {
-            redis::cmd("EXISTS")
+            redis::cmd("GET")
                 .arg(key)
-                .query_async::<bool>(&mut c)
+                .query_async::<Option<Vec<u8>>>(&mut c)
                 .await
         })
         .await
@@ -193,17 +229,43 @@ impl MfaStore {
             return Ok(connection.clone());
         }
         let stream = self.upstream.connect().await?;
-        let (connection, driver) = MultiplexedConnection::new_with_config(
-            &self.info,
-            stream,
-            AsyncConnectionConfig::new(),
-        )
-        .await?;
-        // Ends when the connection does; not a task shutdown waits for.
-        tokio::spawn(driver);
+        let config = AsyncConnectionConfig::new();
+        // The driver ends when the connection does; not a task shutdown waits for.
+        let connection = match &self.tls {
+            None => {
+                let (connection, driver) =
+                    MultiplexedConnection::new_with_config(&self.info, stream, config).await?;
+                tokio::spawn(driver);
+                connection
+            }
+            Some((client, name)) => {
+                let stream = TlsConnector::from(client.clone())
+                    .connect(name.clone(), stream)
+                    .await
+                    .map_err(StoreError::Tls)?;
+                let (connection, driver) =
+                    MultiplexedConnection::new_with_config(&self.info, stream, config).await?;
+                tokio::spawn(driver);
+                connection
+            }
+        };
         *slot = Some(connection.clone());
         Ok(connection)
     }
+}
+
+/// A client that trusts only the roots of `shared.redis_ca_file`.
+fn tls_client(
+    tls: &RedisTls,
+) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(tls.roots.iter().cloned());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok((Arc::new(config), tls.server_name.clone()))
 }
 
 /// A Redis error reply: the connection itself is fine.

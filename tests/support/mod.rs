@@ -8,6 +8,7 @@ mod config;
 pub mod employees;
 mod pki;
 mod raw;
+pub mod redis;
 pub mod upstream;
 
 use std::path::PathBuf;
@@ -302,6 +303,27 @@ pub fn problem_lines(toml_text: &str) -> Vec<String> {
         .iter()
         .map(ToString::to_string)
         .collect()
+}
+
+/// Asserts that validation refuses `toml_text` with a problem at `key` whose reason contains
+/// `reason`.
+pub fn assert_refused_with(toml_text: &str, key: &str, reason: &str) {
+    let lines = problem_lines(toml_text);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(key) && l.contains(reason)),
+        "no problem at {key} saying {reason:?}: {lines:#?}"
+    );
+}
+
+/// A loopback port free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Asserts that validation refuses `toml_text` with a problem at `key`.

@@ -28,18 +28,30 @@ pub enum CertError {
     /// The certificate file holds no certificate.
     #[error("{} holds no certificate", .0.display())]
     Empty(PathBuf),
+    /// A stored key and chain are not the PEM they should be.
+    #[error("not a PEM private key and certificate chain: {0}")]
+    Pem(#[source] rustls::pki_types::pem::Error),
     /// The leaf certificate is not valid X.509.
     #[error("leaf certificate cannot be parsed")]
     Parse,
     /// The key is of a kind rustls cannot sign with.
     #[error("unsupported private key: {0}")]
     UnsupportedKey(#[source] rustls::Error),
+    /// The leaf is not one rustls can serve (an unknown critical extension, say).
+    #[error("certificate cannot be served: {0}")]
+    Unservable(#[source] rustls::Error),
     /// The key does not belong to the leaf certificate.
     #[error("private key does not match the certificate")]
     KeyMismatch,
     /// The leaf certificate's validity period has ended.
     #[error("certificate has expired")]
     Expired,
+    /// The leaf certificate's validity period has not begun.
+    #[error("certificate is not valid before {0}")]
+    NotYetValid(String),
+    /// The leaf certificate does not cover a name it is meant for.
+    #[error("certificate does not cover {0}")]
+    NotFor(String),
     /// The leaf certificate names no DNS name or IP address.
     #[error("certificate has no DNS or IP subject alternative names")]
     NoNames,
@@ -76,16 +88,49 @@ pub fn load_certificate(cert: &Path, key: &Path) -> Result<CertEntry, CertError>
         .map_err(read_err(cert))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(read_err(cert))?;
-    let leaf = chain.first().ok_or_else(|| CertError::Empty(cert.into()))?;
-    let (names, not_after) = leaf_names(leaf)?;
+    if chain.is_empty() {
+        return Err(CertError::Empty(cert.into()));
+    }
     crate::secrets::require_private(key)?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(read_err(key))?;
+    certified(chain, key_der)
+}
+
+/// A key and chain from one PEM text (as ACME stores them), checked as a file pair is, and
+/// covering every name of `names`.
+pub fn certificate_from_pem(pem: &[u8], names: &[String]) -> Result<CertEntry, CertError> {
+    let key = PrivateKeyDer::from_pem_slice(pem).map_err(CertError::Pem)?;
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CertError::Pem)?;
+    let entry = certified(chain, key)?;
+    match names
+        .iter()
+        .find(|name| !entry.covers(&name.to_ascii_lowercase()))
+    {
+        Some(name) => Err(CertError::NotFor(name.clone())),
+        None => Ok(entry),
+    }
+}
+
+/// The pair rustls would serve, refused when the leaf is unreadable, outside its validity
+/// period or nameless, or when the key is not the leaf's.
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertEntry, CertError> {
+    let (names, not_after) = leaf_names(chain.first().ok_or(CertError::Parse)?)?;
     let signing_key = aws_lc_rs::default_provider()
         .key_provider
-        .load_private_key(key_der)
+        .load_private_key(key)
         .map_err(CertError::UnsupportedKey)?;
     let certified = CertifiedKey::new(chain, signing_key);
-    certified.keys_match().map_err(|_| CertError::KeyMismatch)?;
+    match certified.keys_match() {
+        // A key that cannot tell its public half is judged by the first handshake.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(rustls::Error::InconsistentKeys(_)) => return Err(CertError::KeyMismatch),
+        Err(other) => return Err(CertError::Unservable(other)),
+    }
     Ok(CertEntry {
         names: names.into(),
         not_after,
@@ -97,7 +142,11 @@ fn leaf_names(
     leaf: &CertificateDer<'_>,
 ) -> Result<(Vec<HostPattern>, std::time::SystemTime), CertError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf).map_err(|_| CertError::Parse)?;
-    if parsed.validity().time_to_expiration().is_none() {
+    let validity = parsed.validity();
+    if validity.not_before > x509_parser::time::ASN1Time::now() {
+        return Err(CertError::NotYetValid(validity.not_before.to_string()));
+    }
+    if validity.time_to_expiration().is_none() {
         return Err(CertError::Expired);
     }
     let san = parsed

@@ -1,7 +1,7 @@
 //! Certificate files that cannot be served are refused with their key, at start and on reload;
 //! SIGHUP reloads the real binary's config. It proves that:
-//! - an expired certificate, a key that does not match, and a missing file are refused, each
-//!   naming `tls.certificates[N]`;
+//! - an expired certificate, one not valid yet, a key that does not match, and a missing file
+//!   are refused, each naming `tls.certificates[N]`;
 //! - a route host no certificate covers is refused by key (a wildcard covers one label, and a
 //!   wildcard route needs the same wildcard), and so is a second route for the same host and
 //!   prefix, however the host is spelled;
@@ -78,6 +78,9 @@ async fn unservable_certificate_files_are_refused_by_key() {
     let expired = params.self_signed(&key).unwrap();
     std::fs::write(dir.join("expired.crt"), expired.pem()).unwrap();
     support::write_private(&dir.join("expired.key"), key.serialize_pem());
+    let (future, future_key) = setup.pki.leaf_pem(&["localhost"], Some((2090, 2091)));
+    std::fs::write(dir.join("future.crt"), future).unwrap();
+    support::write_private(&dir.join("future.key"), future_key);
     support::write_private(
         &dir.join("other.key"),
         KeyPair::generate().unwrap().serialize_pem(),
@@ -104,6 +107,10 @@ async fn unservable_certificate_files_are_refused_by_key() {
         (
             files("expired.crt", "expired.key"),
             "certificate has expired",
+        ),
+        (
+            files("future.crt", "future.key"),
+            "certificate is not valid before",
         ),
         (
             setup

@@ -6,8 +6,8 @@
 //! `AWS_SECRET_ACCESS_KEY`, a web identity token, the instance or container role); nothing
 //! secret is in the config.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -152,10 +152,16 @@ impl Bucket {
     /// Takes or keeps the lease for `holder`: creates it when there is none, replaces it when
     /// it is ours or has expired, each only if nobody wrote it since we read it. Returns until
     /// when we hold it, or `None` when another instance does.
+    ///
+    /// Another holder's expiry counts for at most `duration` from when `watch` first saw that
+    /// version of the lease: a live holder writes a new one every third of it, so a lease left
+    /// unchanged longer is a holder that is gone, whatever it claims (a clock far ahead, a
+    /// planted object).
     pub async fn hold_lease(
         &self,
         holder: &str,
         duration: Duration,
+        watch: &LeaseWatch,
     ) -> Result<Option<SystemTime>, StoreError> {
         let now = SystemTime::now();
         let until = now + duration;
@@ -166,9 +172,10 @@ impl Bucket {
                 // An unreadable lease is as good as an expired one: replacing it is still a
                 // conditional write.
                 let lease: Option<Lease> = serde_json::from_slice(&current.bytes).ok();
-                let free = lease
-                    .as_ref()
-                    .is_none_or(|l| l.holder == holder || l.until_ms <= unix_ms(now));
+                let unchanged_for = watch.unchanged_for(&current.version);
+                let free = lease.as_ref().is_none_or(|l| {
+                    l.holder == holder || l.until_ms <= unix_ms(now) || unchanged_for >= duration
+                });
                 if !free {
                     return Ok(None);
                 }
@@ -193,6 +200,26 @@ impl Bucket {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The version of the lease last read, and since when it has been that one.
+#[derive(Debug, Default)]
+pub struct LeaseWatch(Mutex<Option<(UpdateVersion, Instant)>>);
+
+impl LeaseWatch {
+    /// How long the lease has been `version`, as far as this watch has seen.
+    fn unchanged_for(&self, version: &UpdateVersion) -> Duration {
+        let Ok(mut seen) = self.0.lock() else {
+            return Duration::ZERO;
+        };
+        match seen.as_ref() {
+            Some((known, since)) if known == version => since.elapsed(),
+            _ => {
+                *seen = Some((version.clone(), Instant::now()));
+                Duration::ZERO
+            }
+        }
     }
 }
 

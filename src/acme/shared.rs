@@ -8,6 +8,11 @@
 //!   names, or expires within `renew_before`; an order is abandoned the moment the lease is
 //!   lost. A holder that stops renewing is replaced once its lease expires; one that shuts down
 //!   hands it over at once.
+//!
+//! Whatever the store holds is checked before it is served, as a certificate file is: a key that
+//! matches, a validity period that has begun and not ended, our names. Anything else is refused
+//! (once a version, logged and counted) and the certificate in service kept; a certificate not
+//! yet valid is looked at again at every poll.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +26,9 @@ use rustls::sign::CertifiedKey;
 use rustls_acme::is_tls_alpn_challenge;
 
 use super::Domains;
-use super::bucket::{Bucket, Read};
+use super::bucket::{Bucket, LeaseWatch, Read};
 use super::order::{CHALLENGES, OrderError, order};
+use crate::certs::{CertError, certificate_from_pem};
 use crate::config::{AcmeSettings, AcmeStore};
 use crate::host::HostPattern;
 use crate::lifecycle::Lifecycle;
@@ -70,8 +76,14 @@ impl SharedAcme {
             shared: shared.clone(),
             bucket: bucket.clone(),
             object: object.clone(),
+            domains: settings
+                .domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
             metrics: metrics.clone(),
             etag: None,
+            refused: None,
         };
         let poll = store.poll;
         lifecycle.tracker.spawn({
@@ -95,6 +107,7 @@ impl SharedAcme {
             client,
             metrics,
             id: format!("{:016x}", fastrand::u64(..)),
+            lease: LeaseWatch::default(),
         };
         lifecycle.tracker.spawn(async move {
             tokio::select! {
@@ -145,9 +158,13 @@ struct Follower {
     shared: Arc<SharedAcme>,
     bucket: Bucket,
     object: String,
+    /// The names the certificate must cover, lowercase.
+    domains: Vec<String>,
     metrics: Arc<Metrics>,
     /// The version of the certificate in service.
     etag: Option<String>,
+    /// The version last refused, so that it is reported once.
+    refused: Option<Option<String>>,
 }
 
 impl Follower {
@@ -166,15 +183,26 @@ impl Follower {
         let Read::Changed(object) = self.bucket.get_if_changed(&self.object, known).await? else {
             return Ok(());
         };
-        match parse(&object.bytes) {
-            Some((key, _)) => {
-                self.shared.certificate.store(Some(Arc::new(key)));
+        let etag = object.version.e_tag;
+        match certificate_from_pem(&object.bytes, &self.domains) {
+            Ok(entry) => {
+                self.shared.certificate.store(Some(entry.key));
                 self.metrics.acme("deployed stored certificate");
                 tracing::info!("ACME: deployed the certificate from the store");
+                self.etag = etag;
             }
-            None => tracing::warn!(object = %self.object, "ACME store: unusable certificate"),
+            Err(reason) => {
+                if self.refused.as_ref() != Some(&etag) {
+                    self.metrics.acme("refused stored certificate");
+                    tracing::warn!(object = %self.object, "ACME store: refused the stored certificate, keeping the one in service: {reason}");
+                }
+                // One not valid yet will be: looked at again at the next poll.
+                if !matches!(reason, CertError::NotYetValid(_)) {
+                    self.etag = etag.clone();
+                }
+                self.refused = Some(etag);
+            }
         }
-        self.etag = object.version.e_tag;
         Ok(())
     }
 
@@ -187,10 +215,15 @@ impl Follower {
             else {
                 continue;
             };
+            let domain = domain.to_ascii_lowercase();
+            // Only for our names: nothing else is validated through us.
+            if !self.domains.contains(&domain) {
+                continue;
+            }
             if let Some(object) = self.bucket.get(&name).await?
-                && let Some((key, _)) = parse(&object.bytes)
+                && let Some(key) = challenge(&object.bytes)
             {
-                challenges.insert(domain.to_ascii_lowercase(), Arc::new(key));
+                challenges.insert(domain, Arc::new(key));
             }
         }
         self.shared.challenges.store(Arc::new(challenges));
@@ -207,6 +240,7 @@ struct Leader {
     client: Arc<rustls::ClientConfig>,
     metrics: Arc<Metrics>,
     id: String,
+    lease: LeaseWatch,
 }
 
 impl Leader {
@@ -216,7 +250,11 @@ impl Leader {
         let mut failures = 0u32;
         let mut next_try = tokio::time::Instant::now();
         loop {
-            let held = match self.bucket.hold_lease(&self.id, self.store.lease).await {
+            let held = match self
+                .bucket
+                .hold_lease(&self.id, self.store.lease, &self.lease)
+                .await
+            {
                 Ok(until) => until.is_some(),
                 Err(e) => {
                     unreachable_store(&e);
@@ -251,12 +289,15 @@ impl Leader {
     /// `renew_before`.
     async fn due(&self) -> bool {
         match self.bucket.get(&self.object).await {
-            Ok(Some(object)) => parse(&object.bytes).is_none_or(|(_, not_after)| {
-                not_after
-                    .duration_since(SystemTime::now())
-                    .is_ok_and(|left| left < self.store.renew_before)
-                    || not_after <= SystemTime::now()
-            }),
+            Ok(Some(object)) => {
+                certificate_from_pem(&object.bytes, &self.settings.domains).map_or(true, |entry| {
+                    entry
+                        .not_after
+                        .duration_since(SystemTime::now())
+                        .is_ok_and(|left| left < self.store.renew_before)
+                        || entry.not_after <= SystemTime::now()
+                })
+            }
             Ok(None) => true,
             Err(e) => {
                 unreachable_store(&e);
@@ -291,7 +332,7 @@ impl Leader {
                     return Ok(true);
                 }
                 () = tokio::time::sleep(tick) => {
-                    if !matches!(self.bucket.hold_lease(&self.id, self.store.lease).await, Ok(Some(_))) {
+                    if !matches!(self.bucket.hold_lease(&self.id, self.store.lease, &self.lease).await, Ok(Some(_))) {
                         tracing::warn!("ACME store: lease lost during an order; abandoned");
                         return Ok(false);
                     }
@@ -310,15 +351,14 @@ fn unreachable_store(error: &super::bucket::StoreError) {
     });
 }
 
-/// A stored key and chain (key first, as rustls-acme writes them), and the leaf's expiry.
-fn parse(pem: &[u8]) -> Option<(CertifiedKey, SystemTime)> {
+/// A TLS-ALPN-01 challenge key and certificate, shown only to clients offering `acme-tls/1`.
+/// Not checked as a certificate is: its critical acmeIdentifier extension (RFC 8737 3) is one
+/// that rustls, rightly, will not parse for a served certificate.
+fn challenge(pem: &[u8]) -> Option<CertifiedKey> {
     let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .ok()?;
-    let (_, leaf) = x509_parser::parse_x509_certificate(chain.first()?).ok()?;
-    let not_after = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(leaf.validity().not_after.timestamp()).ok()?);
     let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).ok()?;
-    Some((CertifiedKey::new(chain, signer), not_after))
+    Some(CertifiedKey::new(chain, signer))
 }

@@ -3,6 +3,7 @@
 // Each test binary uses its own subset of the rig.
 #![allow(dead_code, unused_imports)]
 
+pub mod acme;
 mod clients;
 mod config;
 pub mod employees;

@@ -55,6 +55,22 @@ impl Pki {
         (cert, key)
     }
 
+    /// A leaf for `names`, valid from the start of `years.0` to the start of `years.1` when
+    /// given, as (certificate PEM, key PEM).
+    pub fn leaf_pem(&self, names: &[&str], years: Option<(i32, i32)>) -> (String, String) {
+        let key_pair = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name = distinguished_name(names.first().unwrap_or(&"leaf"));
+        if let Some((from, until)) = years {
+            params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            params.not_after = rcgen::date_time_ymd(until, 1, 1);
+        }
+        let leaf = params.signed_by(&key_pair, &self.issuer).unwrap();
+        (leaf.pem(), key_pair.serialize_pem())
+    }
+
     /// TOML for an extra `[[tls.certificates]]` entry covering `names`.
     pub fn extra_certificate(&self, stem: &str, names: &[&str]) -> String {
         let (cert, key) = self.leaf(stem, names);

@@ -5,6 +5,7 @@
 //!
 //! Not here: what a request means (`layers`, `redirect`).
 
+mod generation;
 mod streams;
 
 use std::future::Future;
@@ -15,18 +16,19 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::FutureExt as _;
-use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 
+pub use generation::Generation;
 pub use streams::{InFlight, StreamExecutor};
 
-use crate::app::{App, LiveApp};
-use crate::config::Limits;
+use generation::h2_builder;
+
+use crate::app::LiveApp;
 use crate::connection::ConnectionInfo;
 use crate::gated::Gated;
 use crate::io::{Activity, Watched};
@@ -35,7 +37,6 @@ use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
 use crate::proxy_protocol::{Balancers, ClientStream};
-use crate::tls::TlsConfigs;
 use crate::tunnel::{Capacity, Lease, OpenTunnels, Tunnels};
 
 /// Longest pause after repeated accept errors (file descriptors exhausted).
@@ -46,31 +47,6 @@ static HANDSHAKE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 /// So are connections from a balancer range without a valid PROXY header (a balancer with the
 /// protocol off closes every connection: the operator must hear of it, once a minute).
 static HEADER_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
-
-/// Request headers per message, h1; beyond this hyper answers 431.
-const MAX_HEADERS: usize = 128;
-
-/// One configuration's worth of serving state. A reload installs a new generation: new
-/// connections get its TLS settings and limits, and every request, on old connections too, is
-/// routed and judged by its app.
-#[derive(Debug)]
-pub struct Generation {
-    app: Arc<App>,
-    tls: TlsConfigs,
-    h1: http1::Builder,
-}
-
-impl Generation {
-    /// Prepares the HTTP/1.1 builder from the app's limits (HTTP/2's is per connection: its
-    /// executor counts the connection's streams).
-    pub fn new(app: Arc<App>, tls: TlsConfigs) -> Self {
-        Self {
-            h1: h1_builder(&app.limits),
-            tls,
-            app,
-        }
-    }
-}
 
 /// Everything the accept loops and connection tasks share.
 #[derive(Debug)]
@@ -337,7 +313,7 @@ impl Server {
             &self.lifecycle.leaving,
         ));
         // No `with_upgrades`: the redirect listener never switches protocols, h2c included.
-        let conn = Box::pin(generation.h1.serve_connection(io, service));
+        let conn = Box::pin(generation.h1_plain.serve_connection(io, service));
         self.drive(
             conn,
             |c| c.graceful_shutdown(),
@@ -400,26 +376,6 @@ impl Server {
             }
         }
     }
-}
-
-fn h1_builder(limits: &Limits) -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(MAX_HEADERS)
-        .keep_alive(true);
-    builder
-}
-
-fn h2_builder(limits: &Limits, executor: StreamExecutor) -> http2::Builder<StreamExecutor> {
-    let mut builder = http2::Builder::new(executor);
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    builder
 }
 
 /// Accepts until shutdown. At the connection limit the loop holds the one connection it just

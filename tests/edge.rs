@@ -337,3 +337,53 @@ async fn h2_padded_values_and_oversized_headers_are_refused() {
     assert_eq!(setup.app.hits(), 0);
     assert!(proxy.shutdown().await);
 }
+
+/// Heads hyper cannot parse never reach the service: hyper answers them itself (with the
+/// `error_response_headers` our vendored hyper adds), and on the HTTPS listener that answer
+/// carries HSTS like every other. The plain listener's does not (RFC 6797 8.1).
+#[tokio::test]
+async fn hypers_own_errors_carry_hsts_on_the_https_listener_only() {
+    let setup = Setup::new().await;
+    let proxy = setup.start("[limits]\nmax_header_bytes = 16384\n").await;
+    let big = format!("X-Big: {}\r\n", "b".repeat(1000)).repeat(20);
+    let cases = [
+        (
+            "a header line without a colon",
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nNo colon here\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a space in the method",
+            b"G T / HTTP/1.1\r\nHost: app.test\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "20 KB of headers with max_header_bytes = 16384",
+            format!("GET / HTTP/1.1\r\nHost: app.test\r\n{big}\r\n").into_bytes(),
+            431,
+        ),
+    ];
+    for (what, bytes, status) in cases {
+        let raw = support::raw_tls(proxy.https_addr, "app.test", &setup.pki, &bytes).await;
+        assert_eq!(status_of(&raw), Some(status), "{what}: {raw}");
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains("\r\nstrict-transport-security: max-age="),
+            "{what}: no HSTS on the HTTPS listener:\n{raw}"
+        );
+        let plain = support::raw_tcp(proxy.http_addr.unwrap(), &bytes).await;
+        assert_eq!(status_of(&plain), Some(status), "{what}: {plain}");
+        assert!(
+            !plain
+                .to_ascii_lowercase()
+                .contains("strict-transport-security"),
+            "{what}: HSTS on plain HTTP:\n{plain}"
+        );
+    }
+    assert_eq!(
+        setup.app.hits(),
+        0,
+        "an unparsable head reached the upstream"
+    );
+    assert!(proxy.shutdown().await);
+}

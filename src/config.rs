@@ -213,7 +213,7 @@ impl Config {
             &mut problems,
         );
         let acme = acme::validate_acme(&raw, &certificates, &routes, &mut problems);
-        let shared = shared::validate_shared(&raw, &upstreams, &mut problems);
+        let shared = shared::validate_shared(&raw, &upstreams, &mut problems, &mut warnings);
         problems.finish()?;
         let files = process::file_access(&raw);
         hsts_warnings(&raw.hsts, &mut warnings);

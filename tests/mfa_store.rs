@@ -12,7 +12,9 @@ mod support;
 use std::sync::Arc;
 
 use support::employees::{Employees, client};
-use support::redis::{FakeRedis, Redis, open_vault, post_code, redis_shared, toml, vault_tunnel};
+use support::redis::{
+    FakeRedis, Redis, open_vault, post_code, private_file, redis_shared, toml, vault_tunnel,
+};
 use support::{Pki, Setup};
 
 fn alice(setup: &Setup, employees: &Employees) -> Arc<rustls::ClientConfig> {
@@ -176,4 +178,26 @@ async fn bad_redis_settings_are_refused_by_key() {
         let text = toml(&setup, &employees, &format!("{store}[shared]\n{shared}"));
         support::assert_refused_with(&text, key, reason);
     }
+}
+
+/// Sessions in a shared store but signed by each instance's own key do not roam: legal (one
+/// instance with Redis), but worth a warning from `check`.
+#[tokio::test]
+async fn a_store_without_a_shared_session_key_is_warned_about() {
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let store = redis_shared(&employees, 6379, "mfa-store", "any");
+    let warned = |shared: &str| {
+        let config = support::config_from(&toml(&setup, &employees, shared)).unwrap();
+        config.warnings.iter().any(|w| {
+            w.to_string()
+                .starts_with("shared.session_key_file: not set while shared.redis is")
+        })
+    };
+    assert!(warned(&store));
+    let key = private_file(&employees, "session.key", &"k".repeat(40));
+    assert!(!warned(&format!(
+        "{store}session_key_file = \"{}\"\n",
+        key.display()
+    )));
 }

@@ -226,6 +226,11 @@ pub enum ProblemKind {
     /// A Redis password without Redis.
     #[error("set shared.redis too, or remove this")]
     PasswordWithoutRedis,
+    /// Legal, but sessions signed with a key of this instance's own.
+    #[error(
+        "not set while shared.redis is: each instance signs sessions with its own key, so a second-factor session (web or tunnel) opened on one is not honoured by the others"
+    )]
+    StoreWithoutSharedKey,
     /// A Redis address that is neither an upstream name nor one in a redis URL.
     #[error("{0:?} is not an [upstreams] name, redis://NAME or rediss://NAME")]
     RedisUrl(String),

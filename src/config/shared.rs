@@ -67,6 +67,7 @@ pub(super) fn validate_shared(
     raw: &RawConfig,
     upstreams: &[UpstreamConfig],
     problems: &mut Problems,
+    warnings: &mut Problems,
 ) -> SharedSettings {
     let RawShared {
         session_key_file,
@@ -128,6 +129,9 @@ pub(super) fn validate_shared(
             tls,
         })
     });
+    if redis.is_some() && session_key.is_none() && session_key_file.is_none() {
+        warnings.push(key("session_key_file"), ProblemKind::StoreWithoutSharedKey);
+    }
     SharedSettings { session_key, redis }
 }
 

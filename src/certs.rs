@@ -183,13 +183,17 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
 
 /// Reads a PEM bundle of trust roots.
 pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(load_ca_certs(path)?);
-    Ok(roots)
+    read_roots(path).map(|(_, roots)| roots)
 }
 
 /// The certificates of a PEM bundle of trust roots, each one a usable root, at least one.
 pub fn load_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    read_roots(path).map(|(certs, _)| certs)
+}
+
+fn read_roots(
+    path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, rustls::RootCertStore), CertError> {
     let read_err = |source| CertError::Read {
         path: path.to_owned(),
         source,
@@ -205,7 +209,7 @@ pub fn load_ca_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertEr
     for cert in &certs {
         roots.add(cert.clone()).map_err(|_| CertError::Parse)?;
     }
-    Ok(certs)
+    Ok((certs, roots))
 }
 
 /// The certificates in service, indexed by the names they cover.

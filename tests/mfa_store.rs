@@ -165,7 +165,7 @@ async fn bad_redis_settings_are_refused_by_key() {
         (
             &format!("redis = \"rediss://mfa-store\"\n{not_a_ca}"),
             "shared.redis_ca_file",
-            "",
+            "holds no certificate",
         ),
         (
             &format!("redis = \"rediss://nowhere\"\n{ca}"),

@@ -290,12 +290,12 @@ impl Leader {
     async fn due(&self) -> bool {
         match self.bucket.get(&self.object).await {
             Ok(Some(object)) => {
+                // Refused (expired ones included), or valid for less than `renew_before`.
                 certificate_from_pem(&object.bytes, &self.settings.domains).map_or(true, |entry| {
                     entry
                         .not_after
                         .duration_since(SystemTime::now())
                         .is_ok_and(|left| left < self.store.renew_before)
-                        || entry.not_after <= SystemTime::now()
                 })
             }
             Ok(None) => true,

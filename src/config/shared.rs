@@ -129,7 +129,7 @@ pub(super) fn validate_shared(
             tls,
         })
     });
-    if redis.is_some() && session_key.is_none() && session_key_file.is_none() {
+    if redis.is_some() && session_key_file.is_none() {
         warnings.push(key("session_key_file"), ProblemKind::StoreWithoutSharedKey);
     }
     SharedSettings { session_key, redis }

@@ -12,9 +12,8 @@ mod writer;
 
 use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -371,61 +370,6 @@ impl AccessLog {
         if let Some(writer) = writer {
             let _ = writer.join();
         }
-    }
-}
-
-/// The id of the request whose extensions these are; none when it reached the layers without
-/// passing the access log (tests calling them directly).
-pub fn request_id_of(extensions: &http::Extensions) -> Option<RequestId> {
-    extensions.get::<Arc<Exchange>>().map(|e| e.request_id())
-}
-
-/// [`request_id_of`] as logs write it, `-` for none.
-pub fn logged_request_id(extensions: &http::Extensions) -> String {
-    request_id_of(extensions).map_or_else(|| "-".to_owned(), |id| id.to_string())
-}
-
-/// Per-request facts that inner layers learn and the access log needs.
-#[derive(Debug)]
-pub struct Exchange {
-    request_id: RequestId,
-    route: OnceLock<Arc<RouteLabel>>,
-    request_bytes: AtomicU64,
-}
-
-impl Exchange {
-    /// The facts of the request `request_id` names.
-    pub fn new(request_id: RequestId) -> Self {
-        Self {
-            request_id,
-            route: OnceLock::new(),
-            request_bytes: AtomicU64::new(0),
-        }
-    }
-
-    /// The request's id.
-    pub fn request_id(&self) -> RequestId {
-        self.request_id
-    }
-
-    /// Records the route chosen.
-    pub fn set_route(&self, route: Arc<RouteLabel>) {
-        let _ = self.route.set(route);
-    }
-
-    /// The route chosen, if routing got that far.
-    pub fn route(&self) -> Option<Arc<RouteLabel>> {
-        self.route.get().cloned()
-    }
-
-    /// Counts request body bytes read.
-    pub fn add_request_bytes(&self, n: u64) {
-        self.request_bytes.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Request body bytes read so far.
-    pub fn request_bytes(&self) -> u64 {
-        self.request_bytes.load(Ordering::Relaxed)
     }
 }
 

@@ -14,6 +14,7 @@ use http::{HeaderValue, Response, StatusCode};
 use rustc_hash::FxBuildHasher;
 
 use crate::body::{RequestBodyError, ResponseBody};
+pub use crate::exchange::{Blame, ErrorKind};
 use crate::host::HostError;
 use crate::path::PathError;
 use crate::routing::TunnelError;
@@ -163,33 +164,16 @@ impl ProxyError {
 
     /// The response sent to the client.
     pub fn to_response(&self) -> Response<ResponseBody> {
-        let mut response = status_response(self.status());
-        response.extensions_mut().insert(ErrorKind {
+        status_response(self.status())
+    }
+
+    /// What the access log and the metrics record of it.
+    pub fn error_kind(&self) -> ErrorKind {
+        ErrorKind {
             name: self.kind(),
             blame: self.blame(),
-        });
-        response
+        }
     }
-}
-
-/// Who caused an error the proxy answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blame {
-    /// The request was refused: a 4xx.
-    Client,
-    /// An upstream failed or could not be reached: a 502 or 504.
-    Upstream,
-    /// The proxy itself: a 500, always a bug.
-    Proxy,
-}
-
-/// Marks a response the proxy wrote itself, for the access log and the metrics.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorKind {
-    /// [`ProxyError::kind`].
-    pub name: &'static str,
-    /// [`ProxyError::blame`].
-    pub blame: Blame,
 }
 
 /// A response with the status's reason phrase as its whole body.

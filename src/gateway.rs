@@ -7,10 +7,12 @@
 //! `/.portcullis/` (the MFA form's target), which routing hands it on every host and which are
 //! never forwarded.
 
+mod admission;
 mod mfa;
 mod mfa_store;
+mod second_factor;
 mod trust;
-mod tunnel;
+mod tunnel_admission;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,21 +21,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
-use http::{HeaderValue, Method, Response};
+use http::{HeaderValue, Response};
 use rustls::server::danger::ClientCertVerifier;
 use tower::{Layer, Service};
 
-pub use mfa::{MFA_PATH, MfaState};
+pub use admission::{Admitted, Parts, Pass, Routed};
+pub use mfa::MfaState;
 pub use mfa_store::MfaStore;
-pub use tunnel::OTP_HEADER;
+pub use tunnel_admission::OTP_HEADER;
 
-use crate::access_log::logged_request_id;
 use crate::audit::{Audit, AuditRecord, Decision, Timestamp};
 use crate::body::ResponseBody;
 use crate::config::{GatewaySettings, RouteAccess, User};
 use crate::connection::{ClientIdentity, ConnectionInfo, Distrust};
 use crate::error::ProxyError;
-use crate::routing::{Action, Route, Routed};
+use crate::routing::{Action, Route};
 
 /// Numbers the gateways built by this process, so that a connection can tell which one last
 /// checked its client certificate.
@@ -128,7 +130,7 @@ impl<B> FormBody for B where
 /// What the gateway hands admitted requests to: the proxy when serving, a recorder in tests.
 pub trait AdmittedService<B>:
     Service<
-        Routed<B>,
+        Admitted<B>,
         Response = Response<ResponseBody>,
         Error = ProxyError,
         Future: Send + 'static,
@@ -140,7 +142,7 @@ pub trait AdmittedService<B>:
 
 impl<S, B> AdmittedService<B> for S where
     S: Service<
-            Routed<B>,
+            Admitted<B>,
             Response = Response<ResponseBody>,
             Error = ProxyError,
             Future: Send + 'static,
@@ -162,35 +164,37 @@ impl<S: AdmittedService<B>, B: FormBody> Service<Routed<B>> for GatewayService<S
     fn call(&mut self, routed: Routed<B>) -> Self::Future {
         let conn = self.conn.clone();
         if matches!(routed.route.action, Action::Reserved) {
-            return Either::Right(Box::pin(reserved(conn, routed)));
+            return Either::Right(Box::pin(second_factor::reserved(conn, routed)));
         }
         let Some(access) = routed.route.access.clone() else {
-            return Either::Left(self.inner.call(routed));
+            return match Admitted::public(routed) {
+                Ok(admitted) => Either::Left(self.inner.call(admitted)),
+                Err(error) => Either::Right(Box::pin(std::future::ready(Err(error)))),
+            };
         };
         let mut inner = self.inner.clone();
         Either::Right(Box::pin(async move {
-            let gateway = gateway_of(&routed).ok_or(ProxyError::Forbidden)?;
-            let admitted = match routed.route.action {
-                Action::Tunnel(_) => tunnel::admit(&gateway, &conn, &access, routed).await?,
-                _ => admit(&gateway, &conn, &access, routed)?,
+            let gateway = routed.gateway.clone().ok_or(ProxyError::Forbidden)?;
+            let route = routed.route.clone();
+            let identity = identify(&gateway, &conn, &routed, &route, &access)?;
+            let admission = match route.action {
+                Action::Tunnel(_) => {
+                    tunnel_admission::admit(&gateway, identity, &access, routed).await?
+                }
+                _ => admit(&gateway, identity.0, &access, routed)?,
             };
-            match admitted {
-                Admission::Forward(routed) => inner.call(*routed).await,
+            match admission {
+                Admission::Forward(admitted) => inner.call(*admitted).await,
                 Admission::Answer(response) => Ok(response),
             }
         }))
     }
 }
 
-/// The gateway of the configuration that routed the request: routing puts it in the request's
-/// extensions, so that a reload between routing and admission cannot pair one configuration's
-/// grants with another's trust roots.
-fn gateway_of<B>(routed: &Routed<B>) -> Option<Arc<Gateway>> {
-    routed.request.extensions().get::<Arc<Gateway>>().cloned()
-}
-
+/// What the gateway does with a guarded request: let it through, or answer it itself (the MFA
+/// form, a request for a code).
 enum Admission<B> {
-    Forward(Box<Routed<B>>),
+    Forward(Box<Admitted<B>>),
     Answer(Response<ResponseBody>),
 }
 
@@ -248,18 +252,19 @@ fn audit_access<B>(
             .logged_path(routed.request.uri().path(), &route.label),
         decision,
         reason: reason.to_owned(),
-        request_id: logged_request_id(routed.request.extensions()),
+        request_id: routed.exchange.logged_id(),
     });
 }
 
+/// Admits `client`, identified and granted, to an internal web route: with its second-factor
+/// session when the route asks for one, else the form.
 fn admit<B>(
     gateway: &Gateway,
-    conn: &ConnectionInfo,
+    client: &ClientIdentity,
     access: &RouteAccess,
-    mut routed: Routed<B>,
+    routed: Routed<B>,
 ) -> Result<Admission<B>, ProxyError> {
     let route = routed.route.clone();
-    let (client, _) = identify(gateway, conn, &routed, &route, access)?;
     if access.mfa
         && !gateway
             .mfa
@@ -272,6 +277,15 @@ fn admit<B>(
             "",
         )));
     }
+    // The name goes upstream as a header: one that cannot be sent is refused, never dropped.
+    let Ok(employee) = HeaderValue::from_str(&client.user) else {
+        gateway.audit.deny(
+            &route.label.name,
+            &client.user,
+            "name cannot be sent upstream",
+        );
+        return Err(ProxyError::Forbidden);
+    };
     let reason = if access.mfa {
         "certificate and second factor"
     } else {
@@ -284,101 +298,6 @@ fn admit<B>(
         &client.user,
         (Decision::Allowed, reason),
     );
-    routed.user = HeaderValue::from_str(&client.user).ok();
-    Ok(Admission::Forward(Box::new(routed)))
-}
-
-/// The proxy's own endpoints: today only the MFA form's target. Everything else under
-/// `/.portcullis/` is 404, and nothing here is ever forwarded.
-async fn reserved<B: FormBody>(
-    conn: Arc<ConnectionInfo>,
-    mut routed: Routed<B>,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    if routed.request.uri().path() != MFA_PATH || routed.request.method() != Method::POST {
-        return Err(ProxyError::NoRoute);
-    }
-    let gateway = gateway_of(&routed).ok_or(ProxyError::NoRoute)?;
-    let form = mfa::read_form(&mut routed.request).await;
-    // The form names its route; it must be an MFA route serving this host.
-    let route = routed
-        .routes
-        .by_name(form.route.as_str())
-        .filter(|route| route.host.matches(&routed.host.name))
-        .cloned()
-        .ok_or(ProxyError::NoRoute)?;
-    let access = match &route.access {
-        Some(access) if access.mfa => access.clone(),
-        _ => return Err(ProxyError::NoRoute),
-    };
-    let (client, user) = identify(&gateway, &conn, &routed, &route, &access)?;
-    let totp = user.totp.as_deref().ok_or(ProxyError::Forbidden)?;
-    let back = mfa::return_path(&form.back, |path| {
-        routed
-            .routes
-            .route(&routed.host.name, path)
-            .ok()
-            .flatten()
-            .is_some_and(|r| Arc::ptr_eq(r, &route))
-    })
-    .unwrap_or_else(|| route.prefix.clone());
-    let settings = &gateway.settings;
-    let attempt = gateway
-        .mfa
-        .attempt(&client.user, totp, &form.code, settings.lockout)
-        .await;
-    audit_attempt(&gateway, &routed, &route, client, &attempt);
-    Ok(match attempt {
-        mfa::Attempt::Passed => {
-            let cookie =
-                gateway
-                    .mfa
-                    .session_cookie(client, &routed.host.name, &route, settings.mfa_session);
-            mfa::passed(cookie, &back)
-        }
-        mfa::Attempt::Failed { .. } => mfa::form(
-            http::StatusCode::FORBIDDEN,
-            &route,
-            &back,
-            "That code was not accepted.",
-        ),
-        mfa::Attempt::Locked(remaining) => mfa::locked(remaining),
-        mfa::Attempt::Unavailable => {
-            crate::error::status_response(http::StatusCode::SERVICE_UNAVAILABLE)
-        }
-    })
-}
-
-/// Writes the outcome of a TOTP attempt of `client` on `route` to the audit trail: passed,
-/// failed (and the lockout it starts), refused unread during a lockout, or not judged.
-fn audit_attempt<B>(
-    gateway: &Gateway,
-    routed: &Routed<B>,
-    route: &Route,
-    client: &ClientIdentity,
-    attempt: &mfa::Attempt,
-) {
-    let audit = |decision| audit_access(gateway, routed, route, &client.user, decision);
-    match attempt {
-        mfa::Attempt::Passed => audit((Decision::MfaPassed, "current TOTP code")),
-        mfa::Attempt::Failed { lockout } => {
-            audit((Decision::MfaFailed, "wrong, expired or replayed TOTP code"));
-            if let Some((failures, duration)) = lockout {
-                let reason = format!(
-                    "{failures} wrong TOTP codes in a row; locked for {}s",
-                    duration.as_secs()
-                );
-                audit((Decision::MfaLocked, reason.as_str()));
-            }
-        }
-        mfa::Attempt::Locked(_) => gateway.audit.deny(
-            &route.label.name,
-            &client.user,
-            "locked out after wrong TOTP codes",
-        ),
-        mfa::Attempt::Unavailable => gateway.audit.deny(
-            &route.label.name,
-            &client.user,
-            "TOTP code not judged: the shared MFA store is unavailable",
-        ),
-    }
+    let admitted = Admitted::employee(routed, employee)?;
+    Ok(Admission::Forward(Box::new(admitted)))
 }

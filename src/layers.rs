@@ -2,9 +2,14 @@
 //! lives in its own module.
 //!
 //! ```text
-//! TLS:   hyper ─▶ access log ─▶ HSTS ─▶ leaving ─▶ error responses ─▶ routing ─▶ gateway ─▶ proxy
+//! TLS:   hyper ─▶ HSTS ─▶ access log ─▶ leaving ─▶ error responses ─▶ routing ─▶ gateway ─▶ proxy
+//!        Request ─────────────▶ InFlight ──────────────────────────▶ Routed ─▶ Admitted
 //! plain: hyper ─▶ access log ─▶ leaving ─▶ redirect
 //! ```
+//!
+//! Each arrow past the access log changes the request's type: [`InFlight`] carries the
+//! request's [`Exchange`](crate::exchange::Exchange) (what the access line needs) down to the
+//! proxy; routing makes a `Routed`, and only the gateway makes the `Admitted` the proxy takes.
 
 mod access;
 mod error_response;
@@ -31,6 +36,7 @@ use crate::access_log::Listener;
 use crate::app::{App, LiveApp};
 use crate::body::ResponseBody;
 use crate::connection::ConnectionInfo;
+use crate::exchange::InFlight;
 use crate::gateway::{AdmittedService, FormBody, GatewayLayer};
 use crate::proxy::Proxy;
 use crate::redirect::redirect;
@@ -89,20 +95,20 @@ where
 {
     let app = live.load();
     ServiceBuilder::new()
-        // Outermost: it must see every response, HSTS and the proxy's own errors included, and
-        // it logs when the body is done, so the line has the bytes really sent.
+        // Every response carries HSTS, the proxy's own errors included, and an upstream's
+        // value is replaced: the policy is ours (RFC 6797 8.1 honours only one).
+        .layer(SetResponseHeaderLayer::overriding(
+            STRICT_TRANSPORT_SECURITY,
+            app.hsts.clone(),
+        ))
+        // It must see every response, the proxy's own errors included, and it logs when the
+        // body is done, so the line has the bytes really sent.
         .layer(AccessLogLayer::new(
             app.access_log.clone(),
             app.metrics.clone(),
             Listener::Https,
             Some(conn.tls_version),
             conn.client_ip,
-        ))
-        // Every response carries HSTS, the proxy's own errors included, and an upstream's
-        // value is replaced: the policy is ours (RFC 6797 8.1 honours only one).
-        .layer(SetResponseHeaderLayer::overriding(
-            STRICT_TRANSPORT_SECURITY,
-            app.hsts.clone(),
         ))
         // Once the process is leaving, keep-alive clients are sent elsewhere after this response.
         .layer(CloseWhenLeavingLayer::new(leaving.clone()))
@@ -125,20 +131,17 @@ pub fn http_service(
 ) -> impl ConnectionService<Incoming> + use<> {
     let redirecting = app.clone();
     ServiceBuilder::new()
-        .layer(
-            AccessLogLayer::new(
-                app.access_log.clone(),
-                app.metrics.clone(),
-                Listener::Http,
-                None,
-                client,
-            )
-            // The redirect reads nothing of it.
-            .keep_exchange(),
-        )
+        .layer(AccessLogLayer::new(
+            app.access_log.clone(),
+            app.metrics.clone(),
+            Listener::Http,
+            None,
+            client,
+        ))
         .layer(CloseWhenLeavingLayer::new(leaving.clone()))
-        .service(service_fn(move |request: Request<Incoming>| {
-            std::future::ready(Ok::<_, Infallible>(redirect(&redirecting, &request)))
+        .service(service_fn(move |in_flight: InFlight<Incoming>| {
+            let response = redirect(&redirecting, &in_flight.request);
+            std::future::ready(Ok::<_, Infallible>(response))
         }))
 }
 

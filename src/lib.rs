@@ -63,6 +63,7 @@ mod app;
 mod body;
 mod cookies;
 mod error;
+mod exchange;
 mod gated;
 mod gateway;
 mod io;

@@ -18,24 +18,48 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
 use tower::Service;
 
 pub use headers::{USER_HEADER, Vouched, requested_upgrade, rewrite_request, rewrite_response};
 pub use owned::{OWNED_REQUEST_HEADERS, OWNED_REQUEST_PREFIXES};
 
-use crate::access_log::Exchange;
-use crate::audit::ClosedBy;
+pub use crate::gateway::{Admitted, Routed};
+
+use crate::audit::{ClosedBy, TunnelAudit};
 use crate::body::{RequestBody, ResponseBody};
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
-use crate::routing::{Action, Route, Routed};
-use crate::tunnel::{Admitted, TunnelTerms, Tunnels};
-use crate::upstream::UpstreamError;
+use crate::exchange::Exchange;
+use crate::gateway::{Parts, Pass};
+use crate::host::RequestHost;
+use crate::tunnel::{Connected, TunnelTerms, Tunnels};
+use crate::upstream::{Upstream, UpstreamError};
 
-/// Forwards routed requests for one client connection. Cloned for every request (hyper's service
-/// glue does), so what it holds is shared: `Tunnels` carries cancellation tokens, whose clone
-/// and drop each take a lock.
+/// Forwards admitted requests for one client connection. Cloned for every request (hyper's
+/// service glue does), so what it holds is shared: `Tunnels` carries cancellation tokens, whose
+/// clone and drop each take a lock.
+///
+/// It takes only what the gateway admitted:
+///
+/// ```
+/// use portcullis::proxy::{Admitted, Proxy};
+///
+/// fn forward(proxy: &mut Proxy, admitted: Admitted) {
+///     let _ = tower::Service::call(proxy, admitted);
+/// }
+/// ```
+///
+/// A request that was only routed does not compile, whatever its route:
+///
+/// ```compile_fail,E0277
+/// use portcullis::proxy::{Proxy, Routed};
+///
+/// fn forward(proxy: &mut Proxy, routed: Routed) {
+///     let _ = tower::Service::call(proxy, routed);
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Proxy {
     conn: Arc<ConnectionInfo>,
@@ -54,7 +78,7 @@ impl Proxy {
     }
 }
 
-impl Service<Routed> for Proxy {
+impl Service<Admitted> for Proxy {
     type Response = Response<ResponseBody>;
     type Error = ProxyError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ProxyError>> + Send>>;
@@ -63,97 +87,125 @@ impl Service<Routed> for Proxy {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, routed: Routed) -> Self::Future {
-        if matches!(routed.route.action, Action::Tunnel(_)) {
-            return Box::pin(open_tunnel(self.clone(), routed));
-        }
-        // Everything up to the upstream exchange is synchronous and done here: a future keeps
-        // room for its arguments for its whole life, and this one is moved on every request.
-        match self.prepare(routed) {
-            Ok(Prepared::Forward(forwarding)) => {
-                Box::pin(forwarding.exchange(self.tunnels.clone()))
+    fn call(&mut self, admitted: Admitted) -> Self::Future {
+        let Parts {
+            request,
+            exchange,
+            host,
+            pass,
+        } = admitted.into_parts();
+        match pass {
+            Pass::Forward {
+                upstream,
+                strip,
+                max_body_bytes,
+                employee,
+            } => {
+                // Everything up to the upstream exchange is synchronous and done here: a future
+                // keeps room for its arguments for its whole life, and this one is moved on
+                // every request.
+                let forward = Forward {
+                    strip: &strip,
+                    max_body_bytes,
+                    employee: employee.as_ref(),
+                };
+                match self.prepare(request, &exchange, &host, forward) {
+                    Ok(forwarding) => Box::pin(forwarding.exchange(upstream, self.tunnels.clone())),
+                    Err(error) => Box::pin(std::future::ready(Err(error))),
+                }
             }
-            Ok(Prepared::Answered(response)) => Box::pin(std::future::ready(Ok(response))),
-            Err(error) => Box::pin(std::future::ready(Err(error))),
+            Pass::Respond { status, body } => {
+                Box::pin(std::future::ready(Ok(respond(status, body))))
+            }
+            Pass::Tunnel {
+                route,
+                upstream,
+                idle_timeout,
+                audit,
+            } => {
+                let tunnel = TunnelPass {
+                    route,
+                    upstream,
+                    idle_timeout,
+                    audit,
+                };
+                Box::pin(open_tunnel(self.clone(), request, tunnel))
+            }
         }
     }
 }
 
-/// What a routed request becomes before any upstream IO.
-enum Prepared {
-    /// The request rewritten for its upstream.
-    Forward(Forwarding),
-    /// A responder route's answer.
-    Answered(Response<ResponseBody>),
+/// What a forwarded request's rewrite reads of its pass.
+struct Forward<'a> {
+    strip: &'a [HeaderName],
+    max_body_bytes: u64,
+    employee: Option<&'a HeaderValue>,
 }
 
-/// A request on its way to its route's upstream.
+/// A request rewritten for its upstream.
 struct Forwarding {
-    /// Holds the upstream the request goes to.
-    route: Arc<Route>,
     request: Request<RequestBody>,
     /// The client side of a requested protocol upgrade.
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 impl Proxy {
-    fn prepare(&self, routed: Routed) -> Result<Prepared, ProxyError> {
-        let Routed {
-            mut request,
-            route,
-            host,
-            user,
-            ..
-        } = routed;
+    fn prepare(
+        &self,
+        mut request: Request<Incoming>,
+        exchange: &Arc<Exchange>,
+        host: &RequestHost,
+        forward: Forward<'_>,
+    ) -> Result<Forwarding, ProxyError> {
         let declared_length = request
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared_length.is_some_and(|len| len > route.max_body_bytes) {
+        if declared_length.is_some_and(|len| len > forward.max_body_bytes) {
             return Err(ProxyError::PayloadTooLarge);
         }
-        let strip = match &route.action {
-            Action::Forward { strip, .. } => strip,
-            Action::Respond { status, body } => {
-                return Ok(Prepared::Answered(respond(*status, body)));
-            }
-            // The gateway answers these, and tunnels are opened before; one reaching here is a
-            // bug of ours, never forwarded.
-            Action::Reserved | Action::Tunnel(_) => return Err(ProxyError::Internal),
-        };
         let upgrade = requested_upgrade(request.version(), request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let exchange = parts.extensions.get::<Arc<Exchange>>().cloned();
-        let request_id = exchange.as_ref().map(|e| e.request_id().header_value());
+        let request_id = exchange.request_id().header_value();
         let vouched = Vouched {
             host: &host.authority,
             client: &self.conn.forwarded_for,
-            user: user.as_ref(),
-            request_id: request_id.as_ref(),
+            user: forward.employee,
+            request_id: Some(&request_id),
         };
-        rewrite_request(&mut parts.headers, parts.version, &vouched, strip, upgrade);
+        rewrite_request(
+            &mut parts.headers,
+            parts.version,
+            &vouched,
+            forward.strip,
+            upgrade,
+        );
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
-        let body = RequestBody::new(body, route.max_body_bytes, self.body_read_timeout, exchange);
-        Ok(Prepared::Forward(Forwarding {
-            route,
+        let body = RequestBody::new(
+            body,
+            forward.max_body_bytes,
+            self.body_read_timeout,
+            exchange.clone(),
+        );
+        Ok(Forwarding {
             request: Request::from_parts(parts, body),
             client_upgrade,
-        }))
+        })
     }
 }
 
 impl Forwarding {
-    async fn exchange(self, tunnels: Arc<Tunnels>) -> Result<Response<ResponseBody>, ProxyError> {
+    async fn exchange(
+        self,
+        upstream: Arc<Upstream>,
+        tunnels: Arc<Tunnels>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
         let Self {
-            route,
             request,
             client_upgrade,
         } = self;
-        let Action::Forward { upstream, .. } = &route.action else {
-            return Err(ProxyError::Internal);
-        };
         let mut response = upstream.send(request).await?;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -166,19 +218,27 @@ impl Forwarding {
     }
 }
 
+/// A tunnel's pass, as the proxy opens it.
+struct TunnelPass {
+    route: Arc<str>,
+    upstream: Arc<Upstream>,
+    idle_timeout: Duration,
+    audit: TunnelAudit,
+}
+
 /// Connects an admitted tunnel's target and hands both sides to the connection's tunnels: the
 /// client gets its `200`, then the target's bytes.
-async fn open_tunnel(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBody>, ProxyError> {
-    let Routed {
-        mut request,
+async fn open_tunnel(
+    proxy: Proxy,
+    mut request: Request<Incoming>,
+    tunnel: TunnelPass,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let TunnelPass {
         route,
-        tunnel,
-        ..
-    } = routed;
-    // Only what the gateway admitted (and wrote to the audit trail) is ever opened.
-    let (Action::Tunnel(target), Some(audit)) = (&route.action, tunnel) else {
-        return Err(ProxyError::Internal);
-    };
+        upstream,
+        idle_timeout,
+        audit,
+    } = tunnel;
     let second_factor = audit.second_factor;
     let lease = match proxy.tunnels.reserve(&proxy.conn) {
         Ok(lease) => lease,
@@ -187,23 +247,23 @@ async fn open_tunnel(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBo
             return Err(ProxyError::OverLimit(over));
         }
     };
-    let upstream = match target.upstream.connect().await {
-        Ok(upstream) => upstream,
+    let stream = match upstream.connect().await {
+        Ok(stream) => stream,
         Err(error) => {
             audit.close(ClosedBy::UpstreamFailed, 0, 0);
             return Err(error.into());
         }
     };
-    proxy.tunnels.spawn_connect(Admitted {
+    proxy.tunnels.spawn_connect(Connected {
         client: hyper::upgrade::on(&mut request),
-        upstream,
+        upstream: stream,
         audit,
-        route: route.label.name.clone(),
+        route,
         conn: proxy.conn,
-        idle_timeout: target.idle_timeout,
+        idle_timeout,
         lease,
         terms: TunnelTerms {
-            upstream: target.upstream.clone(),
+            upstream,
             second_factor,
         },
     });
@@ -212,8 +272,8 @@ async fn open_tunnel(proxy: Proxy, routed: Routed) -> Result<Response<ResponseBo
 
 /// A responder route's answer; the request body is left unread (hyper will not reuse an h1
 /// connection whose body was not drained).
-fn respond(status: StatusCode, body: &Bytes) -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::full(body.clone()));
+fn respond(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

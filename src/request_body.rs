@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use crate::access_log::Exchange;
+use crate::exchange::Exchange;
 
 /// Why a client's request body could not be forwarded. The client is to blame for all three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +37,7 @@ pub struct RequestBody {
     remaining: u64,
     read_timeout: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
-    exchange: Option<Arc<Exchange>>,
+    exchange: Arc<Exchange>,
 }
 
 impl RequestBody {
@@ -47,7 +47,7 @@ impl RequestBody {
         inner: Incoming,
         limit: u64,
         read_timeout: Duration,
-        exchange: Option<Arc<Exchange>>,
+        exchange: Arc<Exchange>,
     ) -> Self {
         Self {
             inner,
@@ -75,9 +75,7 @@ impl Body for RequestBody {
                     .remaining
                     .checked_sub(len)
                     .ok_or(RequestBodyError::TooLarge)?;
-                if let Some(exchange) = &this.exchange {
-                    exchange.add_request_bytes(len);
-                }
+                this.exchange.add_request_bytes(len);
                 if let Some(deadline) = &mut this.deadline {
                     deadline.as_mut().reset(Instant::now() + this.read_timeout);
                 }

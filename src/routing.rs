@@ -1,6 +1,5 @@
 //! Which route serves a request: the compiled routes of one configuration, keyed by host, then
-//! by the longest path prefix, and the routed request that the gateway and the proxy receive.
-//! Pure data and lookups, no IO.
+//! by the longest path prefix. Pure data and lookups, no IO.
 //!
 //! Selection is host first, path second, like nginx `server` then `location`: an exact host
 //! beats a `*.domain` pattern, and a host that matches has no fallback to a wildcard when none
@@ -12,13 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{HeaderName, HeaderValue, Request, StatusCode};
-use hyper::body::Incoming;
+use http::{HeaderName, StatusCode};
 
 use crate::access_log::RouteLabel;
-use crate::audit::TunnelAudit;
 use crate::config::RouteAccess;
-use crate::host::{HostMap, HostPattern, RequestHost};
+use crate::host::{HostMap, HostPattern};
 use crate::path::{PathError, RESERVED_PREFIX, lenient_path};
 use crate::upstream::Upstream;
 
@@ -174,25 +171,6 @@ impl Routes {
     pub fn serves_host(&self, host: &str) -> bool {
         self.table.serves_host(host)
     }
-}
-
-/// A request that passed routing: its route and validated host travel with it. Generic over
-/// the body so that the layers can be called without a connection (`B` is hyper's `Incoming`
-/// when serving).
-#[derive(Debug)]
-pub struct Routed<B = Incoming> {
-    /// The request, its path already normalised.
-    pub request: Request<B>,
-    /// Where it goes.
-    pub route: Arc<Route>,
-    /// The host it is for.
-    pub host: RequestHost,
-    /// The routes of the configuration it was routed by.
-    pub routes: Arc<Routes>,
-    /// The employee the gateway admitted, sent upstream as `X-Portcullis-User`.
-    pub user: Option<HeaderValue>,
-    /// For a tunnel the gateway admitted: its lines in the audit trail.
-    pub tunnel: Option<TunnelAudit>,
 }
 
 /// One route of a host: its prefix as written, lowercased, and its target.

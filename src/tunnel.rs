@@ -66,7 +66,7 @@ impl fmt::Debug for Tunnels {
 
 /// A `CONNECT` tunnel the gateway admitted and the proxy connected.
 #[derive(Debug)]
-pub struct Admitted {
+pub struct Connected {
     /// The client's side, once the `200` is sent.
     pub client: OnUpgrade,
     /// The target's side.
@@ -154,11 +154,11 @@ impl Tunnels {
 
     /// Relays an admitted `CONNECT` tunnel until one side closes, it idles, shutdown cuts it or
     /// a reload withdraws it; then writes its close line with the bytes each way.
-    pub fn spawn_connect(&self, tunnel: Admitted) {
+    pub fn spawn_connect(&self, tunnel: Connected) {
         let tunnels = self.clone();
         self.lifecycle.tracker.spawn(async move {
             let _lease = tunnels.lease.clone();
-            let Admitted {
+            let Connected {
                 client,
                 upstream,
                 audit,

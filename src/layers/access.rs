@@ -16,9 +16,9 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tower::{Layer, Service};
 
-use crate::access_log::{AccessLog, Event, Exchange, Listener};
+use crate::access_log::{AccessLog, Event, Listener};
 use crate::connection::TlsVersion;
-use crate::error::ErrorKind;
+use crate::exchange::{ErrorKind, Exchange, InFlight};
 use crate::metrics::Metrics;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 
@@ -30,8 +30,6 @@ pub struct AccessLogLayer {
     listener: Listener,
     tls: Option<TlsVersion>,
     client: Option<IpAddr>,
-    /// Whether the layers below get the request's [`Exchange`] in its extensions.
-    share_exchange: bool,
 }
 
 impl AccessLogLayer {
@@ -50,15 +48,7 @@ impl AccessLogLayer {
             listener,
             tls,
             client,
-            share_exchange: true,
         }
-    }
-
-    /// For layers that read nothing of the exchange (the plain listener's redirect): it is
-    /// then not put in the request's extensions, whose first entry costs three allocations.
-    pub fn keep_exchange(mut self) -> Self {
-        self.share_exchange = false;
-        self
     }
 }
 
@@ -82,7 +72,7 @@ pub struct AccessLogService<S> {
 
 impl<S, B, ReqB> Service<Request<ReqB>> for AccessLogService<S>
 where
-    S: Service<Request<ReqB>, Response = Response<B>, Error = Infallible>,
+    S: Service<InFlight<ReqB>, Response = Response<B>, Error = Infallible>,
 {
     type Response = Response<LoggedBody<B>>;
     type Error = Infallible;
@@ -92,14 +82,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let exchange = Arc::new(Exchange::new(RequestId::new()));
-        if self.layer.share_exchange {
-            request.extensions_mut().insert(exchange.clone());
-        }
         let pending = Pending {
             layer: self.layer.clone(),
-            exchange,
+            exchange: exchange.clone(),
             method: request.method().clone(),
             version: request.version(),
             // A copy, not a share of hyper's parsed target: that is a slice of the connection's
@@ -113,7 +100,7 @@ where
             start: Instant::now(),
         };
         AccessLogFuture {
-            inner: self.inner.call(request),
+            inner: self.inner.call(InFlight { request, exchange }),
             pending: Some(pending),
         }
     }
@@ -157,11 +144,10 @@ where
             response.headers_mut().insert(X_REQUEST_ID.clone(), id);
         }
         let status = response.status();
-        let error = response.extensions().get::<ErrorKind>().copied();
         let line = this.pending.take().map(|pending| Line {
+            error: pending.exchange.error(),
             pending,
             status,
-            error,
             bytes: 0,
         });
         Poll::Ready(Ok(response.map(|inner| LoggedBody { inner, line })))

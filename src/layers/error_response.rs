@@ -4,15 +4,15 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response};
+use http::Response;
 use tower::{Layer, Service};
 
-use crate::access_log::request_id_of;
 use crate::body::ResponseBody;
 use crate::error::{Blame, ProxyError};
-use crate::request_id::RequestId;
+use crate::exchange::{Exchange, InFlight};
 
 /// Wraps a fallible service into an infallible one.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,9 +32,9 @@ pub struct ErrorResponse<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for ErrorResponse<S>
+impl<S, B> Service<InFlight<B>> for ErrorResponse<S>
 where
-    S: Service<Request<B>, Response = Response<ResponseBody>, Error = ProxyError>,
+    S: Service<InFlight<B>, Response = Response<ResponseBody>, Error = ProxyError>,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
@@ -46,11 +46,10 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        // An operator who reads an error here joins it to the access line by this id.
+    fn call(&mut self, in_flight: InFlight<B>) -> Self::Future {
         ErrorResponseFuture {
-            request_id: request_id_of(request.extensions()),
-            inner: self.inner.call(request),
+            exchange: in_flight.exchange.clone(),
+            inner: self.inner.call(in_flight),
         }
     }
 }
@@ -60,7 +59,9 @@ pin_project_lite::pin_project! {
     pub struct ErrorResponseFuture<F> {
         #[pin]
         inner: F,
-        request_id: Option<RequestId>,
+        // Where the error is recorded for the access line, and its id, by which an operator
+        // who reads an error here joins it to that line.
+        exchange: Arc<Exchange>,
     }
 }
 
@@ -75,18 +76,20 @@ where
         let response = match ready!(this.inner.poll(cx)) {
             Ok(response) => response,
             Err(error) => {
+                this.exchange.set_error(error.error_kind());
+                let request_id = this.exchange.request_id();
                 // Clients and upstreams fail all day; our own bugs must be seen.
                 if error.blame() == Blame::Proxy {
                     tracing::error!(
                         kind = error.kind(),
-                        request_id = this.request_id.map(tracing::field::display),
+                        request_id = %request_id,
                         "proxy invariant broken"
                     );
                 } else {
                     tracing::debug!(
                         kind = error.kind(),
                         status = error.status().as_u16(),
-                        request_id = this.request_id.map(tracing::field::display),
+                        request_id = %request_id,
                         "proxy answered"
                     );
                 }

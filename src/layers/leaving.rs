@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::header::CONNECTION;
-use http::{HeaderValue, Method, Request, Response, Version};
+use http::{HeaderValue, Method, Response, Version};
 use tokio_util::sync::CancellationToken;
 use tower::{Layer, Service};
+
+use crate::exchange::InFlight;
 
 /// Adds `Connection: close` to HTTP/1 responses once `leaving` is cancelled. The token is shared
 /// behind an `Arc`: every request clones the service and its future holds the token, and a
@@ -49,9 +51,9 @@ pub struct CloseWhenLeaving<S> {
     leaving: Arc<CancellationToken>,
 }
 
-impl<S, B, R> Service<Request<B>> for CloseWhenLeaving<S>
+impl<S, B, R> Service<InFlight<B>> for CloseWhenLeaving<S>
 where
-    S: Service<Request<B>, Response = Response<R>>,
+    S: Service<InFlight<B>, Response = Response<R>>,
 {
     type Response = Response<R>;
     type Error = S::Error;
@@ -61,12 +63,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, in_flight: InFlight<B>) -> Self::Future {
+        let request = &in_flight.request;
         let persistent =
             request.version() <= Version::HTTP_11 && request.method() != Method::CONNECT;
         CloseWhenLeavingFuture {
             leaving: persistent.then(|| self.leaving.clone()),
-            inner: self.inner.call(request),
+            inner: self.inner.call(in_flight),
         }
     }
 }

@@ -17,17 +17,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
+use http::Method;
 use http::uri::PathAndQuery;
-use http::{Method, Request};
 use tower::{Layer, Service};
 
-use crate::access_log::Exchange;
 use crate::app::{App, LiveApp};
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
+use crate::exchange::InFlight;
+use crate::gateway::Routed;
 use crate::host::{RequestHost, request_host};
 use crate::path::{PathError, normalize_path};
-use crate::routing::{Action, Route, Routed, TunnelError};
+use crate::routing::{Action, Route, TunnelError};
 
 /// Routes requests of one connection.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ pub struct RouteService<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for RouteService<S>
+impl<S, B> Service<InFlight<B>> for RouteService<S>
 where
     S: Service<Routed<B>, Error = ProxyError>,
 {
@@ -73,8 +74,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self.layer.route(request) {
+    fn call(&mut self, in_flight: InFlight<B>) -> Self::Future {
+        match self.layer.route(in_flight) {
             Ok(routed) => Either::Right(self.inner.call(routed)),
             Err(error) => Either::Left(ready(Err(error))),
         }
@@ -82,12 +83,16 @@ where
 }
 
 impl RouteLayer {
-    fn route<B>(&self, mut request: Request<B>) -> Result<Routed<B>, ProxyError> {
+    fn route<B>(&self, in_flight: InFlight<B>) -> Result<Routed<B>, ProxyError> {
         let app = self.live.load_full();
-        super::message::check(&request, app.limits.max_header_bytes)?;
-        if request.method() == Method::CONNECT {
-            return self.route_tunnel(request, &app);
+        super::message::check(&in_flight.request, app.limits.max_header_bytes)?;
+        if in_flight.request.method() == Method::CONNECT {
+            return self.route_tunnel(in_flight, &app);
         }
+        let InFlight {
+            mut request,
+            exchange,
+        } = in_flight;
         let host = request_host(request.version(), request.uri(), request.headers())?;
         if !self.conn.certificate_covers(&host.name) {
             return Err(ProxyError::Misdirected);
@@ -108,14 +113,15 @@ impl RouteLayer {
             .route(&host.name, request.uri().path())?
             .ok_or(ProxyError::NoRoute)?
             .clone();
-        Ok(routed(request, route, host, &app))
+        Ok(routed(InFlight { request, exchange }, route, host, &app))
     }
 
     fn route_tunnel<B>(
         &self,
-        request: Request<B>,
+        in_flight: InFlight<B>,
         app: &Arc<App>,
     ) -> Result<Routed<B>, ProxyError> {
+        let request = &in_flight.request;
         // RFC 8441's extended CONNECT asks for another protocol, not a byte stream.
         if request.extensions().get::<hyper::ext::Protocol>().is_some() {
             return Err(TunnelError::NotOffered.into());
@@ -136,31 +142,22 @@ impl RouteLayer {
             name: sni.to_owned(),
             authority,
         };
-        Ok(routed(request, route, host, app))
+        Ok(routed(in_flight, route, host, app))
     }
 }
 
-fn routed<B>(
-    mut request: Request<B>,
-    route: Arc<Route>,
-    host: RequestHost,
-    app: &App,
-) -> Routed<B> {
-    if let Some(exchange) = request.extensions().get::<Arc<Exchange>>() {
-        exchange.set_route(route.label.clone());
-    }
+fn routed<B>(in_flight: InFlight<B>, route: Arc<Route>, host: RequestHost, app: &App) -> Routed<B> {
+    let InFlight { request, exchange } = in_flight;
+    exchange.set_route(route.label.clone());
     // The gateway of the same configuration judges what it guards; public routes never
     // consult it.
     let guarded = route.access.is_some() || matches!(route.action, Action::Reserved);
-    if let Some(gateway) = app.gateway.as_ref().filter(|_| guarded) {
-        request.extensions_mut().insert(gateway.clone());
-    }
     Routed {
         request,
+        exchange,
         route,
         host,
         routes: app.routes.clone(),
-        user: None,
-        tunnel: None,
+        gateway: app.gateway.as_ref().filter(|_| guarded).cloned(),
     }
 }

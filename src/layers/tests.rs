@@ -22,9 +22,9 @@ use crate::config::{Config, LogSettings};
 use crate::connection::{ClientIdentity, ConnectionInfo, TlsVersion, Trust, forwarded_for};
 use crate::error::ProxyError;
 use crate::gateway::MfaState;
+use crate::gateway::{Admitted, Pass};
 use crate::host::HostPattern;
 use crate::metrics::Metrics;
-use crate::routing::Routed;
 
 struct Harness {
     live: LiveApp,
@@ -133,17 +133,19 @@ totp_secret_file = "{dir}/carol.totp"
     /// service records the path it received and the user the gateway vouched for.
     async fn send_as(&self, employee: Option<&str>, request: Request<Full<Bytes>>) -> Response<()> {
         let reached = self.reached.clone();
-        let inner = service_fn(move |routed: Routed<Full<Bytes>>| {
-            let user = routed
-                .user
-                .as_ref()
+        let inner = service_fn(move |admitted: Admitted<Full<Bytes>>| {
+            let employee = match admitted.pass() {
+                Pass::Forward { employee, .. } => employee.as_ref(),
+                _ => None,
+            };
+            let user = employee
                 .and_then(|u| u.to_str().ok())
                 .map(|u| format!(" as {u}"))
                 .unwrap_or_default();
             reached
                 .lock()
                 .unwrap()
-                .push(format!("{}{user}", routed.request.uri().path()));
+                .push(format!("{}{user}", admitted.request().uri().path()));
             std::future::ready(Ok::<_, ProxyError>(Response::new(ResponseBody::full("up"))))
         });
         let response = https_layers(

@@ -8,26 +8,26 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::{Admission, Gateway, audit_attempt, identify, mfa};
-use crate::access_log::logged_request_id;
+use super::{Admission, Admitted, Gateway, Routed, second_factor};
 use crate::audit::TunnelAudit;
-use crate::config::RouteAccess;
-use crate::connection::ConnectionInfo;
+use crate::config::{RouteAccess, User};
+use crate::connection::ClientIdentity;
 use crate::error::{ProxyError, status_response};
-use crate::routing::Routed;
 
 /// Carries the current TOTP code on a `CONNECT`; on a refusal, says why: `required` (no code
 /// was sent) or `rejected` (the code was wrong, expired or used before).
 pub const OTP_HEADER: HeaderName = HeaderName::from_static("portcullis-otp");
 
+/// Admits `identity`, identified and granted, to a tunnel: with its second-factor session or a
+/// current code in [`OTP_HEADER`] when the tunnel asks for one.
 pub(super) async fn admit<B>(
     gateway: &Gateway,
-    conn: &ConnectionInfo,
+    identity: (&ClientIdentity, &User),
     access: &RouteAccess,
-    mut routed: Routed<B>,
+    routed: Routed<B>,
 ) -> Result<Admission<B>, ProxyError> {
     let route = routed.route.clone();
-    let (client, user) = identify(gateway, conn, &routed, &route, access)?;
+    let client = identity.0;
     let name = &route.label.name;
     let reason = if !access.mfa {
         "certificate"
@@ -43,43 +43,26 @@ pub(super) async fn admit<B>(
             )));
         };
         let code = code.to_str().unwrap_or_default().to_owned();
-        let totp = user.totp.as_deref().ok_or(ProxyError::Forbidden)?;
-        let attempt = gateway
-            .mfa
-            .attempt(&client.user, totp, &code, gateway.settings.lockout)
-            .await;
-        audit_attempt(gateway, &routed, &route, client, &attempt);
-        match attempt {
-            mfa::Attempt::Passed => {
-                let session = gateway.settings.mfa_session;
-                gateway.mfa.open_tunnel_session(client, name, session).await;
-                "certificate and second factor"
-            }
-            mfa::Attempt::Failed { .. } => {
-                return Ok(Admission::Answer(otp_wanted(
-                    StatusCode::FORBIDDEN,
-                    "rejected",
-                )));
-            }
-            mfa::Attempt::Locked(remaining) => {
-                return Ok(Admission::Answer(mfa::locked(remaining)));
-            }
-            mfa::Attempt::Unavailable => {
-                return Ok(Admission::Answer(status_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                )));
-            }
+        let attempt = second_factor::judge(gateway, identity, &code).await?;
+        let wrong = || otp_wanted(StatusCode::FORBIDDEN, "rejected");
+        let judged = (&routed, route.as_ref());
+        if let Some(answer) = second_factor::verdict(gateway, judged, client, &attempt, wrong) {
+            return Ok(Admission::Answer(answer));
         }
+        let session = gateway.settings.mfa_session;
+        gateway.mfa.open_tunnel_session(client, name, session).await;
+        "certificate and second factor"
     };
-    routed.tunnel = Some(TunnelAudit::open(
+    let audit = TunnelAudit::open(
         gateway.audit.clone(),
-        logged_request_id(routed.request.extensions()),
+        routed.exchange.logged_id(),
         (&client.user, &client.fingerprint),
         name,
         reason,
         access.mfa,
-    ));
-    Ok(Admission::Forward(Box::new(routed)))
+    );
+    let admitted = Admitted::tunnel(routed, audit)?;
+    Ok(Admission::Forward(Box::new(admitted)))
 }
 
 fn otp_wanted(status: StatusCode, why: &'static str) -> http::Response<crate::body::ResponseBody> {

@@ -16,13 +16,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::access_log::AccessLog;
-use crate::app::LiveApp;
-use crate::audit::{Audit, Trigger};
-use crate::config::Grant;
+use crate::app::{LiveApp, Process};
+use crate::audit::Trigger;
 use crate::connection::ClientIdentity;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::server::Server;
 
@@ -34,21 +31,15 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the admin endpoints read and act on.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    /// Metrics to render.
-    pub metrics: Arc<Metrics>,
-    /// For the dropped-lines gauge.
-    pub access_log: Arc<AccessLog>,
+    /// The writers and the metrics.
+    pub process: Process,
+    /// The generation in service: its certificates, gateway and `[admin] allow`.
+    pub live: LiveApp,
     /// For `POST /reload`.
     pub reloader: Arc<Reloader>,
     /// Shutdown: readiness goes false as soon as the process is leaving; connections end when
     /// draining starts.
     pub lifecycle: Lifecycle,
-    /// Admin requests are audited.
-    pub audit: Arc<Audit>,
-    /// For the certificates and the gateway of the configuration in service.
-    pub live: LiveApp,
-    /// Who may use it over mutual TLS; empty: plain HTTP (loopback, by validation).
-    pub allow: Vec<Grant>,
 }
 
 /// Who is asking, on a mutual-TLS admin listener.
@@ -73,10 +64,10 @@ impl Admin {
     }
 
     async fn serve(self: Arc<Self>, stream: TcpStream) {
-        if self.allow.is_empty() {
+        let app = self.live.load_full();
+        if app.admin_allow.is_empty() {
             return self.serve_http(TokioIo::new(stream), Caller::Local).await;
         }
-        let app = self.live.load_full();
         let Some(gateway) = &app.gateway else { return };
         let Ok(config) = crate::tls::admin_config(app.certs.clone(), &gateway.settings) else {
             return;
@@ -93,7 +84,7 @@ impl Admin {
             .users
             .get(&client.user)
             .is_some_and(|user| {
-                self.allow
+                app.admin_allow
                     .iter()
                     .any(|g| g.admits(&client.user, &user.groups))
             });
@@ -140,20 +131,20 @@ impl Admin {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting down\n".to_owned(),
             ),
-            (&Method::GET, "/readyz") if self.audit.health().failing() => (
+            (&Method::GET, "/readyz") if self.process.audit.health().failing() => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "degraded: the audit trail cannot be written ({} lines held, {} lost)\n",
-                    self.audit.health().held(),
-                    self.audit.health().dropped_total()
+                    self.process.audit.health().held(),
+                    self.process.audit.health().dropped_total()
                 ),
             ),
             (&Method::GET, "/readyz") => (StatusCode::OK, "ready\n".to_owned()),
             (&Method::GET, "/metrics") => (
                 StatusCode::OK,
-                self.metrics.render(&[
-                    ("access", self.access_log.health()),
-                    ("audit", self.audit.health()),
+                self.process.metrics.render(&[
+                    ("access", self.process.access_log.health()),
+                    ("audit", self.process.audit.health()),
                 ]),
             ),
             (&Method::POST, "/reload") => {
@@ -187,7 +178,8 @@ impl Admin {
             Caller::Local => "-",
             Caller::Granted(user) | Caller::Refused(user) => user.as_str(),
         };
-        self.audit
+        self.process
+            .audit
             .admin(user, method.as_str(), path, status.as_u16());
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;

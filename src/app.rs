@@ -1,5 +1,12 @@
-//! The state every request shares, built from one validated configuration: compiled routes,
-//! certificates, the gateway, limits; and what outlives a reload.
+//! Who owns the serving state. [`Process`] is what lives as long as the process, built once at
+//! start: the log and audit writers, the metrics, the session-ticket keys, the MFA memory, the
+//! ACME account. [`App`] is one configuration's generation: compiled routes, certificates, TLS
+//! and HTTP settings, the gateway, limits. A reload builds a new `App` and swaps it into the one
+//! [`LiveApp`]; everything that serves reads the generation through that handle.
+
+mod http1;
+mod routes;
+mod trust;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -7,90 +14,34 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::access_log::{AccessLog, RouteLabel};
+pub use http1::Http1;
+pub use trust::trust_lapses;
+
+use crate::access_log::AccessLog;
 use crate::audit::Audit;
-use crate::config::{Config, Limits, RouteAction};
-use crate::connection::ConnectionInfo;
+use crate::config::{AcmeSettings, AdminSettings, Config, Limits, Listen, SharedSettings};
 use crate::gateway::{Gateway, MfaState};
-use crate::host::HostPattern;
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
-use crate::routing::{Action, Route, Routes, TunnelTarget};
-use crate::tls::{ManagedCertificates, SniResolver};
-use crate::upstream::Upstream;
+use crate::routing::Routes;
+use crate::tls::{ManagedCertificates, SniResolver, TlsConfigs};
 
-/// The app of the configuration in service. A reload swaps it; every request loads it when it
-/// arrives, so a removed grant or a revoked certificate counts from the next request on, also on
-/// connections opened before the reload.
+/// The generation in service. A reload swaps it; every request loads it when it arrives, so a
+/// removed grant or a revoked certificate counts from the next request on, also on connections
+/// opened before the reload.
 pub type LiveApp = Arc<ArcSwap<App>>;
 
-/// The longest a trust watch sleeps before it reads the wall clock again: the deadline it waits
-/// for is a wall-clock time, and the clock may jump while it sleeps on the monotonic one.
-const RECHECK_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
+/// Certificates closer than this to expiry are warned about.
+const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 86_400);
 
-/// Completes when the gateway in service stops trusting `conn`'s client certificate without a
-/// reload: once the certificate or a revocation list it depends on is past its time, trust is
-/// withdrawn (`Distrust::Expired`). A reload's verdict is its own watch's business; this one
-/// never completes for a connection without a client certificate or without a gateway.
-pub async fn trust_lapses(live: &LiveApp, conn: &ConnectionInfo) {
-    let Some(client) = &conn.client else {
-        return std::future::pending().await;
-    };
-    loop {
-        let app = live.load_full();
-        let Some(gateway) = &app.gateway else {
-            return std::future::pending().await;
-        };
-        // A time already past that still verified (a stale list of another issuer) is looked
-        // at again only every `RECHECK_AT_LEAST_EVERY`, never in a loop.
-        let nap = gateway
-            .recheck_at(client)
-            .and_then(|at| at.duration_since(SystemTime::now()).ok())
-            .filter(|nap| !nap.is_zero())
-            .map_or(RECHECK_AT_LEAST_EVERY, |nap| {
-                nap.min(RECHECK_AT_LEAST_EVERY)
-            });
-        drop(app);
-        tokio::time::sleep(nap).await;
-        let app = live.load_full();
-        if app.gateway.as_ref().is_some_and(|g| !g.still_trusts(conn)) {
-            return;
-        }
-    }
-}
-
-/// Shared, read-only state built once from a validated [`Config`].
-#[derive(Debug)]
-pub struct App {
-    /// Host and prefix -> route.
-    pub routes: Arc<Routes>,
-    /// The certificates in service.
-    pub certs: Arc<SniResolver>,
-    /// The `Strict-Transport-Security` value.
-    pub hsts: HeaderValue,
-    /// Limits and timeouts.
-    pub limits: Limits,
-    /// The port written into redirect locations.
-    pub public_https_port: u16,
-    /// Where request events go.
-    pub access_log: Arc<AccessLog>,
-    /// Counters for the admin listener.
-    pub metrics: Arc<Metrics>,
-    /// The gateway, when internal routes exist.
-    pub gateway: Option<Arc<Gateway>>,
-    /// Clients closed at accept, before any byte is read.
-    pub refused_clients: ClientFilter,
-}
-
-/// What outlives a reload: the log writer, the metrics, and the session-ticket keys (so that
-/// clients keep resuming across reloads).
+/// What outlives a reload: built once at start, shared by every generation.
 #[derive(Debug, Clone)]
-pub struct Shared {
+pub struct Process {
     /// The access-log writer.
     pub access_log: Arc<AccessLog>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
-    /// Rotating session-ticket keys.
+    /// Rotating session-ticket keys, so that clients keep resuming across reloads.
     pub ticketer: Arc<dyn rustls::server::ProducesTickets>,
     /// The ACME account, when certificates are ordered.
     pub acme: Option<Arc<dyn ManagedCertificates>>,
@@ -100,99 +51,129 @@ pub struct Shared {
     pub audit: Arc<Audit>,
 }
 
+/// The sections a generation was started with and a reload may not change: sockets, the admin
+/// listener, the ACME account and the state shared with other instances are the process's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fixed {
+    listen: Listen,
+    admin: Option<AdminSettings>,
+    acme: Option<AcmeSettings>,
+    shared: SharedSettings,
+}
+
+impl Fixed {
+    /// The fixed sections of `config`.
+    pub fn of(config: &Config) -> Self {
+        Self {
+            listen: config.listen.clone(),
+            admin: config.admin.clone(),
+            acme: config.acme.clone(),
+            shared: config.shared.clone(),
+        }
+    }
+}
+
+/// One configuration's serving state, read-only once built.
+#[derive(Debug)]
+pub struct App {
+    /// Host and prefix -> route.
+    pub routes: Arc<Routes>,
+    /// The certificates in service.
+    pub certs: Arc<SniResolver>,
+    /// TLS settings by SNI.
+    pub tls: TlsConfigs,
+    /// HTTP/1.1 settings of new connections.
+    pub http1: Http1,
+    /// The `Strict-Transport-Security` value.
+    pub hsts: HeaderValue,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// The port written into redirect locations.
+    pub public_https_port: u16,
+    /// The gateway, when internal routes exist.
+    pub gateway: Option<Arc<Gateway>>,
+    /// Clients closed at accept, before any byte is read.
+    pub refused_clients: ClientFilter,
+    /// Who admin requests must come from over mutual TLS.
+    pub admin_allow: Vec<crate::config::Grant>,
+    /// What a reload may not change.
+    pub fixed: Fixed,
+    /// The process this generation serves in.
+    pub process: Process,
+}
+
 impl App {
-    /// Compiles routes and builds upstream pools. `bound_https_port` is used for redirects when
-    /// the config does not name a public port.
+    /// Compiles routes, builds upstream pools and TLS settings, and reports certificates close
+    /// to expiry and revocation lists past theirs. `bound_https_port` is used for redirects
+    /// when the config does not name a public port.
     pub fn new(
         config: &Config,
         bound_https_port: u16,
-        shared: &Shared,
+        process: &Process,
     ) -> Result<Self, rustls::Error> {
-        // In the order of `config.upstreams`, which is what an `UpstreamId` indexes.
-        let upstreams: Vec<Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|u| Arc::new(Upstream::new(u, &config.limits)))
-            .collect();
-        let strip: Arc<[http::HeaderName]> = config.stripped_headers.clone().into();
-        let routes = config
-            .routes
-            .iter()
-            .map(|route| {
-                let (action, upstream_name) = match route.action {
-                    RouteAction::Forward(id) => (
-                        Action::Forward {
-                            upstream: upstreams[id.index()].clone(),
-                            strip: strip.clone(),
-                        },
-                        Some(config.upstream(id).name.clone()),
-                    ),
-                    RouteAction::Respond { status, ref body } => (
-                        Action::Respond {
-                            status,
-                            body: body.clone(),
-                        },
-                        None,
-                    ),
-                };
-                Arc::new(Route {
-                    label: Arc::new(RouteLabel {
-                        name: route.name().into(),
-                        prefix: route.path_prefix.as_str().into(),
-                        upstream: upstream_name,
-                    }),
-                    host: route.host.clone(),
-                    prefix: route.path_prefix.clone(),
-                    action,
-                    access: route.access.clone(),
-                    max_body_bytes: route.max_body_bytes,
-                })
-            })
-            .collect();
-        let tunnels = config
-            .tunnels
-            .iter()
-            .map(|tunnel| {
-                Arc::new(Route {
-                    label: Arc::new(RouteLabel {
-                        name: tunnel.name().into(),
-                        prefix: "".into(),
-                        upstream: Some(config.upstream(tunnel.upstream).name.clone()),
-                    }),
-                    host: HostPattern::Exact(tunnel.host.clone()),
-                    prefix: String::new(),
-                    action: Action::Tunnel(TunnelTarget {
-                        target: tunnel.target.clone(),
-                        port: tunnel.port,
-                        upstream: upstreams[tunnel.upstream.index()].clone(),
-                        idle_timeout: tunnel.idle_timeout,
-                    }),
-                    access: Some(tunnel.access.clone()),
-                    max_body_bytes: 0,
-                })
-            })
-            .collect();
         let gateway = match config.gateway.clone() {
             Some(settings) => Some(Arc::new(Gateway::new(
                 settings,
-                shared.mfa.clone(),
-                shared.audit.clone(),
+                process.mfa.clone(),
+                process.audit.clone(),
             )?)),
             None => None,
         };
+        let certs = Arc::new(SniResolver::new(
+            config.certificates.clone(),
+            process.acme.clone(),
+        ));
+        let tls = TlsConfigs::new(
+            certs.clone(),
+            process.ticketer.clone(),
+            config.gateway.as_ref(),
+            &config.routes,
+            &config.tunnels,
+        )?;
+        report_expiry(config, &process.metrics);
         Ok(Self {
-            routes: Arc::new(Routes::new(routes, tunnels)),
+            routes: Arc::new(routes::compile(config)),
             gateway,
             refused_clients: ClientFilter::new(config.refused_clients.clone()),
-            access_log: shared.access_log.clone(),
-            metrics: shared.metrics.clone(),
-            certs: Arc::new(SniResolver::new(
-                config.certificates.clone(),
-                shared.acme.clone(),
-            )),
+            certs,
+            tls,
+            http1: Http1::new(&config.limits, &config.hsts),
             hsts: config.hsts.clone(),
             limits: config.limits,
             public_https_port: config.listen.public_https_port.unwrap_or(bound_https_port),
+            admin_allow: config.admin.iter().flat_map(|a| a.allow.clone()).collect(),
+            fixed: Fixed::of(config),
+            process: process.clone(),
         })
+    }
+}
+
+/// Certificate expiry into the metrics and, when close, the log; revocation lists past their
+/// next update to both.
+fn report_expiry(config: &Config, metrics: &Metrics) {
+    for certificate in config.certificates.entries() {
+        let name = certificate
+            .names
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        metrics.certificate_expiry(&name, certificate.not_after);
+        let remaining = certificate
+            .not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        if remaining < EXPIRY_WARNING {
+            tracing::warn!(certificate = %name, days = remaining.as_secs() / 86_400, "certificate expires soon");
+        }
+    }
+    let expired: Vec<&str> = config
+        .gateway
+        .iter()
+        .flat_map(|gateway| gateway.expired_crls(SystemTime::now()))
+        .map(|crl| crl.key.as_str())
+        .collect();
+    metrics.crls_expired(expired.len());
+    if !expired.is_empty() {
+        tracing::error!(crls = ?expired, "revocation lists past their next update: every client certificate they cover is refused");
     }
 }

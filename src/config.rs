@@ -12,6 +12,7 @@ mod environments;
 mod error;
 mod files;
 mod gateway;
+mod problems;
 mod process;
 pub mod raw;
 mod settings;
@@ -43,10 +44,11 @@ use crate::networks::Environments;
 use environments::{
     validate_denied, validate_metadata, validate_networks, validate_peerings, validate_upstreams,
 };
+use problems::{Key, Problems};
 use raw::RawConfig;
 use validate::{
-    Key, Problems, hsts_value, hsts_warnings, require_certificates, validate_admin,
-    validate_limits, validate_listen, validate_routes,
+    hsts_value, hsts_warnings, require_certificates, validate_admin, validate_limits,
+    validate_listen, validate_routes,
 };
 
 /// The policy: logs are kept between 15 and 30 days.

@@ -104,8 +104,8 @@ where
         // It must see every response, the proxy's own errors included, and it logs when the
         // body is done, so the line has the bytes really sent.
         .layer(AccessLogLayer::new(
-            app.access_log.clone(),
-            app.metrics.clone(),
+            app.process.access_log.clone(),
+            app.process.metrics.clone(),
             Listener::Https,
             Some(conn.tls_version),
             conn.client_ip,
@@ -132,8 +132,8 @@ pub fn http_service(
     let redirecting = app.clone();
     ServiceBuilder::new()
         .layer(AccessLogLayer::new(
-            app.access_log.clone(),
-            app.metrics.clone(),
+            app.process.access_log.clone(),
+            app.process.metrics.clone(),
             Listener::Http,
             None,
             client,

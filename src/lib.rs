@@ -132,7 +132,7 @@ pub struct Running {
     lifecycle: lifecycle::Lifecycle,
     grace: Duration,
     drain_delay: Duration,
-    shared: app::Shared,
+    process: app::Process,
     reloader: Arc<reload::Reloader>,
 }
 
@@ -166,7 +166,7 @@ impl Running {
             let _ = tokio::time::timeout(CUT_WAIT, tracker.wait()).await;
         }
         // After the drain, so the lines of requests that finished in it are written too.
-        let (log, audit) = (self.shared.access_log.clone(), self.shared.audit.clone());
+        let (log, audit) = (self.process.access_log.clone(), self.process.audit.clone());
         let _ = tokio::task::spawn_blocking(move || {
             log.close();
             audit.close();
@@ -244,22 +244,22 @@ async fn start_inner(
     let (https, https_addr) = registered(listeners.https)?;
     let (http, http_addr) = listeners.http.map(registered).transpose()?.unzip();
     let (admin, admin_addr) = listeners.admin.map(registered).transpose()?.unzip();
-    let shared = app::Shared {
+    let lifecycle = Lifecycle::default();
+    let metrics = Arc::new(metrics::Metrics::new());
+    let acme = match &config.acme {
+        Some(settings) => Some(acme::start(settings, metrics.clone(), &lifecycle)?),
+        None => None,
+    };
+    let process = app::Process {
         access_log: Arc::new(
             access_log::AccessLog::start(config.log.clone()).map_err(StartError::Log)?,
         ),
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics,
         ticketer: tls::ticketer()?,
-        acme: None,
+        acme,
         mfa: Arc::new(mfa_state(&config)?),
         audit: Arc::new(audit::Audit::new(&config.log).map_err(StartError::Log)?),
     };
-    let lifecycle = Lifecycle::default();
-    let acme = match &config.acme {
-        Some(settings) => Some(acme::start(settings, shared.metrics.clone(), &lifecycle)?),
-        None => None,
-    };
-    let shared = app::Shared { acme, ..shared };
     if let (Some(path), Some(settings)) = (&path, &config.snapshots)
         && let Some(every) = settings.every
     {
@@ -267,34 +267,28 @@ async fn start_inner(
             snapshot::Sources::of(&config, path),
             settings.clone(),
             every,
-            shared.audit.clone(),
+            process.audit.clone(),
             &lifecycle,
         );
     }
-    let generation = reload::generation(&config, https_addr.port(), &shared)?;
     let server = server::Server::new(
-        generation,
-        shared.metrics.clone(),
+        app::App::new(&config, https_addr.port(), &process)?,
         lifecycle.clone(),
         proxy_protocol::Balancers::new(config.listen.proxy_protocol_from.clone()),
     );
     server.spawn(https, http);
     let reloader = Arc::new(reload::Reloader::new(
         server.clone(),
-        shared.clone(),
-        &config,
+        process.clone(),
         https_addr.port(),
         path,
     ));
     if let Some(listener) = admin {
         admin::Admin {
-            metrics: shared.metrics.clone(),
-            access_log: shared.access_log.clone(),
+            process: process.clone(),
+            live: server.live(),
             reloader: reloader.clone(),
             lifecycle: lifecycle.clone(),
-            audit: shared.audit.clone(),
-            live: server.live(),
-            allow: config.admin.iter().flat_map(|a| a.allow.clone()).collect(),
         }
         .spawn(listener, &server);
     }
@@ -305,7 +299,7 @@ async fn start_inner(
         lifecycle,
         grace: config.limits.shutdown_grace,
         drain_delay: config.limits.drain_delay,
-        shared,
+        process,
         reloader,
     })
 }

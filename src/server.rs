@@ -5,7 +5,6 @@
 //!
 //! Not here: what a request means (`layers`, `redirect`).
 
-mod generation;
 mod streams;
 
 use std::future::Future;
@@ -23,12 +22,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::sync::CancellationToken;
 
-pub use generation::Generation;
-pub use streams::{InFlight, StreamExecutor};
+pub use streams::{OpenStreams, StreamExecutor};
 
-use generation::h2_builder;
+use streams::h2_builder;
 
-use crate::app::LiveApp;
+use crate::app::{App, LiveApp};
 use crate::connection::ConnectionInfo;
 use crate::gated::Gated;
 use crate::io::{Activity, Watched};
@@ -51,7 +49,6 @@ static HEADER_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 /// Everything the accept loops and connection tasks share.
 #[derive(Debug)]
 pub struct Server {
-    current: ArcSwap<Generation>,
     live: LiveApp,
     reloads: watch::Sender<()>,
     connections: Arc<Semaphore>,
@@ -63,36 +60,29 @@ pub struct Server {
 }
 
 impl Server {
-    /// A server starting with `generation`; `max_connections` and the `balancers` whose PROXY
+    /// A server starting with `app`; `max_connections` and the `balancers` whose PROXY
     /// headers name the client are fixed for its lifetime.
-    pub fn new(
-        generation: Generation,
-        metrics: Arc<Metrics>,
-        lifecycle: Lifecycle,
-        balancers: Balancers,
-    ) -> Arc<Self> {
+    pub fn new(app: App, lifecycle: Lifecycle, balancers: Balancers) -> Arc<Self> {
         Arc::new(Self {
             balancers,
-            connections: Arc::new(Semaphore::new(generation.app.limits.max_connections)),
-            live: Arc::new(ArcSwap::new(generation.app.clone())),
+            connections: Arc::new(Semaphore::new(app.limits.max_connections)),
+            metrics: app.process.metrics.clone(),
+            live: Arc::new(ArcSwap::from_pointee(app)),
             reloads: watch::Sender::new(()),
-            current: ArcSwap::from_pointee(generation),
-            metrics,
             lifecycle,
             open_tunnels: Arc::default(),
         })
     }
 
-    /// The app in service, swapped by [`install`](Self::install).
+    /// The generation in service, swapped by [`install`](Self::install).
     pub fn live(&self) -> LiveApp {
         self.live.clone()
     }
 
-    /// Serves new connections and every new request with `generation` from now on, and has
-    /// open connections check their client certificates against it.
-    pub fn install(&self, generation: Generation) {
-        self.live.store(generation.app.clone());
-        self.current.store(Arc::new(generation));
+    /// Serves new connections and every new request with `app` from now on, and has open
+    /// connections check their client certificates against it.
+    pub fn install(&self, app: App) {
+        self.live.store(Arc::new(app));
         self.reloads.send_replace(());
     }
 
@@ -136,10 +126,10 @@ impl Server {
         &self,
         socket: TcpStream,
         peer: SocketAddr,
-        generation: &Generation,
+        app: &App,
         plain: bool,
     ) -> Option<(ClientStream, SocketAddr)> {
-        let limits = &generation.app.limits;
+        let limits = &app.limits;
         if !self.balancers.trust(peer.ip()) {
             // A TLS handshake fails on a header by itself; the redirect listener must look.
             if plain && !self.balancers.is_empty() {
@@ -162,18 +152,18 @@ impl Server {
             }
             Err(_) => return None,
         };
-        if generation.app.refused_clients.refuses(client.ip()) {
+        if app.refused_clients.refuses(client.ip()) {
             return None;
         }
         Some((stream, client))
     }
 
     async fn serve_tls(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, lease: Lease) {
-        let generation = self.current.load_full();
-        let Some((stream, peer)) = self.client_of(stream, peer, &generation, false).await else {
+        let app = self.live.load_full();
+        let Some((stream, peer)) = self.client_of(stream, peer, &app, false).await else {
             return;
         };
-        let limits = generation.app.limits;
+        let limits = app.limits;
         let activity = Activity::new();
         let watched = Watched::new(stream, activity.clone(), limits.send_timeout);
         // The ClientHello is read first: its SNI picks the config, and with it whether a client
@@ -181,7 +171,7 @@ impl Server {
         let handshake = async {
             let start =
                 LazyConfigAcceptor::new(rustls::server::Acceptor::default(), watched).await?;
-            let config = generation.tls.for_sni(start.client_hello().server_name());
+            let config = app.tls.for_sni(start.client_hello().server_name());
             start.into_stream(config).await
         };
         // Boxed, like the connection below: a task's future is as large as the largest state
@@ -206,11 +196,11 @@ impl Server {
             // A TLS-ALPN-01 validation: the handshake was the whole exchange (RFC 8737 3).
             return;
         }
-        let Some(certificate) = generation.app.certs.names_for(session.server_name()) else {
+        let Some(certificate) = app.certs.names_for(session.server_name()) else {
             return;
         };
         // The gateway verified the client certificate during this handshake.
-        let verified_under = generation.app.gateway.as_ref().map_or(0, |g| g.generation);
+        let verified_under = app.gateway.as_ref().map_or(0, |g| g.generation);
         let Some(info) = ConnectionInfo::new(peer, session, certificate, verified_under) else {
             return;
         };
@@ -237,7 +227,7 @@ impl Server {
         if is_h2 {
             // Idle means no stream in flight: a client that only pings is idle too, one with a
             // tunnel open is not.
-            let in_flight = Arc::new(InFlight::default());
+            let in_flight = Arc::new(OpenStreams::default());
             let executor = StreamExecutor::new(limits.send_timeout, in_flight.clone());
             let conn = h2_builder(&limits, executor.clone()).serve_connection(io, service);
             let conn = Box::pin(executor.run(conn));
@@ -253,7 +243,7 @@ impl Server {
             )
             .await;
         } else {
-            let conn = Box::pin(generation.h1.serve_connection(io, service).with_upgrades());
+            let conn = Box::pin(app.http1.tls.serve_connection(io, service).with_upgrades());
             // Closing an idle HTTP/1 connection early would race the client's next request;
             // while leaving, its responses say `Connection: close` instead (layers).
             self.drive(
@@ -300,20 +290,20 @@ impl Server {
     }
 
     async fn serve_plain(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let generation = self.current.load_full();
-        let Some((stream, peer)) = self.client_of(stream, peer, &generation, true).await else {
+        let app = self.live.load_full();
+        let Some((stream, peer)) = self.client_of(stream, peer, &app, true).await else {
             return;
         };
-        let limits = generation.app.limits;
+        let limits = app.limits;
         let activity = Activity::new();
         let io = TokioIo::new(Watched::new(stream, activity.clone(), limits.send_timeout));
         let service = TowerToHyperService::new(http_service(
-            &generation.app,
+            &app,
             peer.ip().to_canonical(),
             &self.lifecycle.leaving,
         ));
         // No `with_upgrades`: the redirect listener never switches protocols, h2c included.
-        let conn = Box::pin(generation.h1_plain.serve_connection(io, service));
+        let conn = Box::pin(app.http1.plain.serve_connection(io, service));
         self.drive(
             conn,
             |c| c.graceful_shutdown(),
@@ -413,7 +403,7 @@ async fn accept_loop<F, Fut>(
             }
         };
         backoff = MIN_ACCEPT_BACKOFF;
-        if server.current.load().app.refused_clients.refuses(peer.ip()) {
+        if server.live.load().refused_clients.refuses(peer.ip()) {
             // Closed before a byte is read: no TLS, no HTTP parser sees this client.
             drop(stream);
             continue;

@@ -172,7 +172,12 @@ impl Tunnels {
                 audit.close(ClosedBy::Client, 0, 0);
                 return;
             };
-            let _open = tunnels.live.load().metrics.tunnel_open(route.clone());
+            let _open = tunnels
+                .live
+                .load()
+                .process
+                .metrics
+                .tunnel_open(route.clone());
             let activity = Activity::new();
             let client = Watched::new(TokioIo::new(client), activity.clone(), tunnels.send_timeout);
             let upstream = Watched::new(upstream, activity.clone(), tunnels.send_timeout);

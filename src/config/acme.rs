@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::problems::{Key, Problems};
 use super::raw::{RawAcme, RawAcmeStore, RawConfig};
-use super::validate::{Key, Problems};
 use super::{ProblemKind, RouteConfig};
 use crate::certs::CertStore;
 use crate::host::HostPattern;

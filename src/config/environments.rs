@@ -8,8 +8,8 @@ use http::uri::Authority;
 
 use ipnet::IpNet;
 
+use super::problems::{Key, Problems};
 use super::raw::RawConfig;
-use super::validate::{Key, Problems};
 use super::{Peering, ProblemKind, UpstreamAddr, UpstreamConfig};
 use crate::networks::{Environments, NetworkRefusal, canonical_net, check_private, is_metadata};
 

@@ -13,8 +13,8 @@ use rustls::pki_types::CertificateRevocationListDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::environments::check_reachable;
+use super::problems::{Key, Problems};
 use super::raw::{RawAcme, RawConfig, RawGateway};
-use super::validate::{Key, Problems};
 use super::{CrlUpdate, ProblemKind, UpstreamConfig};
 use crate::certs::{CertStore, load_certificate, load_roots};
 

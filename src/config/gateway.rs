@@ -10,8 +10,8 @@ use rustls::pki_types::CertificateRevocationListDer;
 
 use super::ProblemKind;
 use super::files::GatewayFiles;
+use super::problems::{Key, Problems};
 use super::raw::{RawConfig, RawGateway, RawRoute};
-use super::validate::{Key, Problems};
 
 /// The gateway for internal routes.
 #[derive(Debug, Clone)]

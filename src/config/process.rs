@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ProblemKind;
+use super::problems::{Key, Problems};
 use super::raw::{RawConfig, RawSnapshots};
-use super::validate::{Key, Problems};
 
 /// The policy's retention ranges for each snapshot tier.
 pub const SIX_HOURLY_DAYS: std::ops::RangeInclusive<u32> = 2..=5;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 
+use super::problems::{Key, Problems};
 use super::raw::{RawConfig, RawShared};
-use super::validate::{Key, Problems};
 use super::{ProblemKind, UpstreamConfig, UpstreamId};
 
 /// HMAC-SHA256 wants at least its output size in key material (RFC 2104 3).

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use super::gateway::access_rules;
+use super::problems::{Key, Problems};
 use super::raw::RawConfig;
-use super::validate::{Key, Problems, require_coverage};
+use super::validate::require_coverage;
 use super::{GatewaySettings, ProblemKind, TunnelConfig, UpstreamConfig, UpstreamId};
 use crate::certs::CertStore;
 use crate::host::{HostPattern, is_dns_name};

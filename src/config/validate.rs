@@ -10,64 +10,15 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use ipnet::IpNet;
 
+use super::problems::{Key, Problems};
 use super::raw::{self, RawConfig, RawLimits};
 use super::{
-    AdminSettings, ConfigError, GatewaySettings, Limits, Listen, MIN_HEADER_BYTES, Problem,
-    ProblemKind, RouteAction, RouteConfig, UpstreamConfig, UpstreamId,
+    AdminSettings, GatewaySettings, Limits, Listen, MIN_HEADER_BYTES, ProblemKind, RouteAction,
+    RouteConfig, UpstreamConfig, UpstreamId,
 };
 use crate::certs::CertStore;
 use crate::host::HostPattern;
 use crate::networks::check_private;
-
-#[derive(Default)]
-pub(super) struct Problems(Vec<Problem>);
-
-/// A key path as problems name it, built from the TOML's own structure so that no path is
-/// spelt by hand: `Key::new("routes").index(3).field("allow")` is `routes[3].allow`.
-#[derive(Debug, Clone)]
-pub(super) struct Key(String);
-
-impl Key {
-    pub(super) fn new(table: &str) -> Self {
-        Self(table.to_owned())
-    }
-
-    pub(super) fn field(&self, name: &str) -> Self {
-        Self(format!("{}.{name}", self.0))
-    }
-
-    pub(super) fn index(&self, i: usize) -> Self {
-        Self(format!("{}[{i}]", self.0))
-    }
-}
-
-impl From<Key> for String {
-    fn from(key: Key) -> Self {
-        key.0
-    }
-}
-
-impl Problems {
-    pub(super) fn push(&mut self, key: impl Into<String>, kind: impl Into<ProblemKind>) {
-        self.0.push(Problem {
-            key: key.into(),
-            kind: kind.into(),
-        });
-    }
-
-    /// The problems as warnings: legal values worth a second look.
-    pub(super) fn into_warnings(self) -> Vec<Problem> {
-        self.0
-    }
-
-    pub(super) fn finish(self) -> Result<(), ConfigError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(self.0))
-        }
-    }
-}
 
 fn socket_addr(value: &str, key: &str, problems: &mut Problems) -> SocketAddr {
     value.parse().unwrap_or_else(|_| {

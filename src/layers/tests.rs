@@ -15,7 +15,7 @@ use tower::{ServiceExt, service_fn};
 
 use super::https_layers;
 use crate::access_log::AccessLog;
-use crate::app::{App, LiveApp, Shared};
+use crate::app::{App, LiveApp, Process};
 use crate::audit::Audit;
 use crate::body::ResponseBody;
 use crate::config::{Config, LogSettings};
@@ -82,7 +82,7 @@ totp_secret_file = "{dir}/carol.totp"
 "#
         );
         let config = Config::from_raw(toml::from_str(&toml).unwrap()).unwrap();
-        let shared = Shared {
+        let process = Process {
             access_log: Arc::new(AccessLog::start(LogSettings::default()).unwrap()),
             metrics: Arc::new(Metrics::new()),
             ticketer: crate::tls::ticketer().unwrap(),
@@ -90,7 +90,7 @@ totp_secret_file = "{dir}/carol.totp"
             mfa: Arc::new(MfaState::new(None, None).unwrap()),
             audit: Arc::new(Audit::new(&LogSettings::default()).unwrap()),
         };
-        let app = App::new(&config, 443, &shared).unwrap();
+        let app = App::new(&config, 443, &process).unwrap();
         Self {
             live: Arc::new(ArcSwap::from_pointee(app)),
             reached: Arc::default(),

@@ -16,10 +16,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use hyper::server::conn::http2;
+use hyper_util::rt::TokioTimer;
 use tokio::sync::Notify;
 use tokio::task::futures::TaskLocalFuture;
 
 use crate::body::{Progress, STREAM};
+use crate::config::Limits;
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -27,7 +30,7 @@ type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 #[derive(Debug, Clone)]
 pub struct StreamExecutor {
     send_timeout: Duration,
-    in_flight: Arc<InFlight>,
+    in_flight: Arc<OpenStreams>,
     accepted: Arc<Accepted>,
 }
 
@@ -50,7 +53,7 @@ impl Accepted {
 
 impl StreamExecutor {
     /// Streams of one connection, counted into `in_flight`.
-    pub fn new(send_timeout: Duration, in_flight: Arc<InFlight>) -> Self {
+    pub fn new(send_timeout: Duration, in_flight: Arc<OpenStreams>) -> Self {
         Self {
             send_timeout,
             in_flight,
@@ -152,14 +155,14 @@ impl<C: Future> Future for WithStreams<C> {
 
 /// How many streams of one connection are in flight.
 #[derive(Debug, Default)]
-pub struct InFlight {
+pub struct OpenStreams {
     count: AtomicUsize,
     changed: Notify,
 }
 
 /// One stream in flight, until dropped.
 #[derive(Debug)]
-pub struct Entered(Arc<InFlight>);
+pub struct Entered(Arc<OpenStreams>);
 
 impl Drop for Entered {
     fn drop(&mut self) {
@@ -170,7 +173,7 @@ impl Drop for Entered {
     }
 }
 
-impl InFlight {
+impl OpenStreams {
     fn enter(self: &Arc<Self>) -> Entered {
         // Only the first stream entering matters to `idle`.
         if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -195,4 +198,17 @@ impl InFlight {
             }
         }
     }
+}
+
+/// HTTP/2 settings of one connection, whose streams run on `executor`.
+pub(super) fn h2_builder(
+    limits: &Limits,
+    executor: StreamExecutor,
+) -> http2::Builder<StreamExecutor> {
+    let mut builder = http2::Builder::new(executor);
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    builder
 }

@@ -1,0 +1,42 @@
+//! When a connection's client certificate stops being trusted without a reload: its own time, or
+//! that of a revocation list it depends on, runs out.
+
+use std::time::{Duration, SystemTime};
+
+use super::LiveApp;
+use crate::connection::ConnectionInfo;
+
+/// The longest a trust watch sleeps before it reads the wall clock again: the deadline it waits
+/// for is a wall-clock time, and the clock may jump while it sleeps on the monotonic one.
+const RECHECK_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
+
+/// Completes when the gateway in service stops trusting `conn`'s client certificate without a
+/// reload: once the certificate or a revocation list it depends on is past its time, trust is
+/// withdrawn (`Distrust::Expired`). A reload's verdict is its own watch's business; this one
+/// never completes for a connection without a client certificate or without a gateway.
+pub async fn trust_lapses(live: &LiveApp, conn: &ConnectionInfo) {
+    let Some(client) = &conn.client else {
+        return std::future::pending().await;
+    };
+    loop {
+        let app = live.load_full();
+        let Some(gateway) = &app.gateway else {
+            return std::future::pending().await;
+        };
+        // A time already past that still verified (a stale list of another issuer) is looked
+        // at again only every `RECHECK_AT_LEAST_EVERY`, never in a loop.
+        let nap = gateway
+            .recheck_at(client)
+            .and_then(|at| at.duration_since(SystemTime::now()).ok())
+            .filter(|nap| !nap.is_zero())
+            .map_or(RECHECK_AT_LEAST_EVERY, |nap| {
+                nap.min(RECHECK_AT_LEAST_EVERY)
+            });
+        drop(app);
+        tokio::time::sleep(nap).await;
+        let app = live.load_full();
+        if app.gateway.as_ref().is_some_and(|g| !g.still_trusts(conn)) {
+            return;
+        }
+    }
+}

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 pub use http1::Http1;
-pub use trust::trust_lapses;
+pub use trust::withdrawn;
 
 use crate::access_log::AccessLog;
 use crate::audit::Audit;

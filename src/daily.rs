@@ -26,7 +26,11 @@ use crate::logging::Throttle;
 
 /// The UTC date of `time` as `YYYY-MM-DD`.
 pub fn utc_date(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time).to_string()[..10].to_owned()
+    let date = time::OffsetDateTime::from(time).date();
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    // Only a year past 9999 fails to format; the clock is not read from a client.
+    date.format(format)
+        .unwrap_or_else(|_| "9999-12-31".to_owned())
 }
 
 /// How often files past retention are looked for.

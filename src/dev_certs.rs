@@ -4,7 +4,6 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -117,10 +116,7 @@ fn name(common_name: &str) -> DistinguishedName {
 }
 
 fn current_year() -> i32 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    1970 + i32::try_from(secs / 31_556_952).unwrap_or(0)
+    time::OffsetDateTime::now_utc().year()
 }
 
 #[cfg(unix)]

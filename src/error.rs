@@ -36,7 +36,7 @@ pub enum MessageError {
     HeadersTooLarge,
 }
 
-/// Why a `CONNECT` tunnel was not opened (`crate::tunnel::TunnelLease`).
+/// Why a `CONNECT` tunnel was not opened (`crate::relay::TunnelLease`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OverLimit {
     /// Its user already has `[gateway] max_tunnels_per_user` open.

@@ -3,7 +3,7 @@
 //!
 //! Sits after routing (it needs the route's grants) and before the proxy; public routes pass
 //! through untouched. `CONNECT` tunnels pass the same identity and grants, with the second
-//! factor in a header (`tunnel.rs`). It also answers the proxy's own endpoints under
+//! factor in a header (`tunnel_admission.rs`). It also answers the proxy's own endpoints under
 //! `/.portcullis/` (the MFA form's target), which routing hands it on every host and which are
 //! never forwarded.
 

@@ -40,7 +40,7 @@ use crate::exchange::InFlight;
 use crate::gateway::{AdmittedService, FormBody, GatewayLayer};
 use crate::proxy::Proxy;
 use crate::redirect::redirect;
-use crate::tunnel::Tunnels;
+use crate::relay::Tunnels;
 
 /// What hyper serves a connection with: every request answered, never an error.
 pub trait ConnectionService<B>:

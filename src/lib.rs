@@ -29,7 +29,6 @@
 // The API: what `main` needs.
 pub mod audit;
 pub mod config;
-pub mod connect;
 pub mod dev_certs;
 pub mod logging;
 pub mod privilege;
@@ -38,6 +37,7 @@ pub mod report;
 pub mod request_id;
 pub mod sandbox;
 pub mod snapshot;
+pub mod tunnel_client;
 
 // Internals that benches and tests reach; not a stable API.
 #[doc(hidden)]
@@ -73,11 +73,10 @@ mod metrics;
 mod networks;
 mod proxy_protocol;
 mod redirect;
-mod request_body;
+mod relay;
 mod secrets;
 mod server;
 mod tls;
-mod tunnel;
 mod upstream;
 
 use std::net::SocketAddr;

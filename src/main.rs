@@ -61,7 +61,7 @@ enum Command {
     /// Open a tunnel through the gateway and relay stdin/stdout: ssh's ProxyCommand.
     ///
     /// ssh -o ProxyCommand='portcullis connect --gateway gw.example.internal:443 %h:%p' db1
-    Connect(portcullis::connect::ConnectOptions),
+    Connect(portcullis::tunnel_client::ConnectOptions),
     /// Create a local CA and a localhost certificate.
     DevCerts {
         /// Where to write them.
@@ -265,9 +265,9 @@ fn snapshot(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn connect(options: portcullis::connect::ConnectOptions) -> anyhow::Result<()> {
+fn connect(options: portcullis::tunnel_client::ConnectOptions) -> anyhow::Result<()> {
     if options.otp.is_some() {
-        portcullis::connect::hide_otp_flag();
+        portcullis::tunnel_client::hide_otp_flag();
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -275,7 +275,7 @@ fn connect(options: portcullis::connect::ConnectOptions) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let relayed = runtime.block_on(async {
         let local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-        portcullis::connect::connect(&options, local).await
+        portcullis::tunnel_client::connect(&options, local).await
     });
     // A read of stdin may still be blocked in its thread: do not wait for it.
     runtime.shutdown_background();

@@ -131,12 +131,9 @@ pub fn lenient_path(path: &str) -> Result<String, PathError> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// `raw` decoded, once every escape in it has been checked.
 fn percent_decode(raw: &str) -> Result<Vec<u8>, PathError> {
-    let mut rest = raw.as_bytes();
-    while let Some(at) = rest.iter().position(|&b| b == b'%') {
-        escaped_byte(rest, at)?;
-        rest = &rest[at + 3..];
-    }
+    escaped_bytes(raw)?;
     Ok(percent_encoding::percent_decode_str(raw).collect())
 }
 

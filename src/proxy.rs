@@ -34,7 +34,7 @@ use crate::error::ProxyError;
 use crate::exchange::Exchange;
 use crate::gateway::{Parts, Pass};
 use crate::host::RequestHost;
-use crate::tunnel::{Connected, TunnelTerms, Tunnels};
+use crate::relay::{Connected, TunnelTerms, Tunnels};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Forwards admitted requests for one client connection. Cloned for every request (hyper's

@@ -35,7 +35,7 @@ use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
 use crate::proxy_protocol::{Balancers, ClientStream};
-use crate::tunnel::{Capacity, Lease, OpenTunnels, Tunnels};
+use crate::relay::{Capacity, Lease, OpenTunnels, Tunnels};
 
 /// Longest pause after repeated accept errors (file descriptors exhausted).
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -264,28 +264,18 @@ impl Server {
     fn revocation(&self, info: &Arc<ConnectionInfo>) -> impl Future<Output = ()> + use<> {
         let (info, live) = (info.clone(), self.live.clone());
         // Only connections with a client certificate listen for reloads.
-        let mut reloads = info.client.is_some().then(|| self.reloads.subscribe());
+        let reloads = info.client.is_some().then(|| self.reloads.subscribe());
         async move {
-            let Some(reloads) = reloads.as_mut() else {
+            let Some(reloads) = reloads else {
                 return std::future::pending().await;
             };
-            let lapses = crate::app::trust_lapses(&live, &info);
-            tokio::pin!(lapses);
-            loop {
-                tokio::select! {
-                    changed = reloads.changed() => {
-                        if changed.is_err() {
-                            return std::future::pending().await;
-                        }
-                        let trusted = live.load().gateway.as_ref().is_none_or(|g| g.still_trusts(&info));
-                        if !trusted {
-                            return;
-                        }
-                    }
-                    () = &mut lapses => return,
-                    () = info.trust.lost() => return,
-                }
-            }
+            let distrusts = |app: &App| {
+                let gateway = app.gateway.as_ref();
+                gateway
+                    .is_some_and(|g| !g.still_trusts(&info))
+                    .then_some(())
+            };
+            crate::app::withdrawn(&live, reloads, &info, distrusts, || ()).await;
         }
     }
 

@@ -23,12 +23,13 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tower::Service;
 
+use crate::body::{RequestBody, RequestBodyError};
 use crate::config::{Limits, UpstreamConfig};
 use crate::networks::Reach;
-use crate::request_body::{RequestBody, RequestBodyError};
 
-pub use pool::UpstreamBody;
-use pool::{Lent, Pool};
+use crate::body::Lent;
+use crate::body::UpstreamBody;
+use pool::Pool;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;

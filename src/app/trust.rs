@@ -3,7 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::LiveApp;
+use tokio::sync::watch;
+
+use super::{App, LiveApp};
 use crate::connection::ConnectionInfo;
 
 /// The longest a trust watch sleeps before it reads the wall clock again: the deadline it waits
@@ -14,7 +16,7 @@ const RECHECK_AT_LEAST_EVERY: Duration = Duration::from_secs(60);
 /// reload: once the certificate or a revocation list it depends on is past its time, trust is
 /// withdrawn (`Distrust::Expired`). A reload's verdict is its own watch's business; this one
 /// never completes for a connection without a client certificate or without a gateway.
-pub async fn trust_lapses(live: &LiveApp, conn: &ConnectionInfo) {
+async fn trust_lapses(live: &LiveApp, conn: &ConnectionInfo) {
     let Some(client) = &conn.client else {
         return std::future::pending().await;
     };
@@ -37,6 +39,34 @@ pub async fn trust_lapses(live: &LiveApp, conn: &ConnectionInfo) {
         let app = live.load_full();
         if app.gateway.as_ref().is_some_and(|g| !g.still_trusts(conn)) {
             return;
+        }
+    }
+}
+
+/// Completes when what `conn` was let in on is withdrawn: at a reload, when `judge` of the new
+/// generation gives a verdict (returned); without one, when trust in its client certificate
+/// lapses or another watch saw it lost (`lapsed`'s verdict). Never for a closed reload channel.
+pub async fn withdrawn<T>(
+    live: &LiveApp,
+    mut reloads: watch::Receiver<()>,
+    conn: &ConnectionInfo,
+    judge: impl Fn(&App) -> Option<T>,
+    lapsed: impl Fn() -> T,
+) -> T {
+    let lapses = trust_lapses(live, conn);
+    tokio::pin!(lapses);
+    loop {
+        tokio::select! {
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    return std::future::pending().await;
+                }
+                if let Some(verdict) = judge(&live.load()) {
+                    return verdict;
+                }
+            }
+            () = &mut lapses => return lapsed(),
+            () = conn.trust.lost() => return lapsed(),
         }
     }
 }

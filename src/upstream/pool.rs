@@ -6,17 +6,12 @@
 //! `docs/performance.md`). Here each target owns its list, and a connection goes back to it the
 //! moment its response body has ended, from the task that read that body.
 
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 
-use crate::request_body::RequestBody;
+use crate::body::{ConnectionPool, RequestBody};
 
 /// The idle connections to one target, most recently used last.
 #[derive(Debug)]
@@ -106,88 +101,8 @@ impl Pool {
     }
 }
 
-/// A connection in use, to be handed back once its response has been read to the end.
-#[derive(Debug)]
-pub(super) struct Lent {
-    pub(super) sender: SendRequest<RequestBody>,
-    pub(super) pool: Arc<Pool>,
-}
-
-impl Lent {
-    fn give_back(self) {
-        let Self { mut sender, pool } = self;
-        if sender.is_ready() {
-            pool.put(sender);
-            return;
-        }
-        // Still writing the request body (the upstream answered early) or not yet past the
-        // response's end: it goes back when done, or is dropped if the connection closes.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            if sender.ready().await.is_ok() {
-                pool.put(sender);
-            }
-        });
-    }
-}
-
-/// An upstream's response body. Its connection goes back to the pool when the body has been
-/// read to the end; a body dropped before its end leaves the connection to close, as an
-/// HTTP/1.1 connection cannot be reused mid-response.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    inner: Incoming,
-    lent: Option<Lent>,
-}
-
-impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, lent: Option<Lent>) -> Self {
-        Self { inner, lent }
-    }
-
-    fn ended(&mut self) {
-        if let Some(lent) = self.lent.take() {
-            lent.give_back();
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        match &frame {
-            // A sized body's end is known after its last byte; the server may never ask again.
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.ended(),
-            Poll::Ready(None) => this.ended(),
-            Poll::Ready(Some(Err(_))) => this.lent = None,
-            _ => {}
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // A body that was empty from the start is never polled.
-        if self.inner.is_end_stream() {
-            self.ended();
-        }
+impl ConnectionPool for Pool {
+    fn put(self: Arc<Self>, sender: SendRequest<RequestBody>) {
+        Pool::put(&self, sender);
     }
 }

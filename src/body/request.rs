@@ -1,6 +1,5 @@
 //! A client's request body on its way upstream: the route's size limit and the time allowed
-//! between reads are enforced as it streams. Its own module, apart from `body`, because the
-//! upstream client sends it while `body`'s `ResponseBody` carries the upstream's answer.
+//! between reads are enforced as it streams.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -251,30 +251,14 @@ struct Opened<'a> {
 /// Completes when a reload no longer trusts the tunnel's certificate, no longer grants its
 /// route to the certificate's user, sends the route elsewhere or asks it for a second factor it
 /// was opened without; or when the certificate expires.
-async fn withdrawn(
-    live: &LiveApp,
-    mut reloads: watch::Receiver<()>,
-    opened: Opened<'_>,
-) -> ClosedBy {
-    let conn = opened.conn;
+async fn withdrawn(live: &LiveApp, reloads: watch::Receiver<()>, opened: Opened<'_>) -> ClosedBy {
     // The connection's own watch ends with an upgraded HTTP/1.1 connection: the tunnel keeps
     // one of its own on the certificate's time.
-    let lapses = crate::app::trust_lapses(live, conn);
-    tokio::pin!(lapses);
-    loop {
-        tokio::select! {
-            changed = reloads.changed() => {
-                if changed.is_err() {
-                    return std::future::pending().await;
-                }
-                if let Some(by) = judge_again(&live.load(), opened) {
-                    return by;
-                }
-            }
-            () = &mut lapses => return distrusted(conn),
-            () = conn.trust.lost() => return distrusted(conn),
-        }
-    }
+    let judge = |app: &App| judge_again(app, opened);
+    crate::app::withdrawn(live, reloads, opened.conn, judge, || {
+        distrusted(opened.conn)
+    })
+    .await
 }
 
 /// How a tunnel whose connection lost the gateway's trust is closed.

@@ -5,6 +5,7 @@
 //!
 //! Not here: what a request means (`layers`, `redirect`).
 
+mod accept;
 mod streams;
 
 use std::future::Future;
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures_util::FutureExt as _;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use streams::{OpenStreams, StreamExecutor};
 
+use accept::accept_loop;
 use streams::h2_builder;
 
 use crate::app::{App, LiveApp};
@@ -37,9 +38,6 @@ use crate::metrics::Metrics;
 use crate::proxy_protocol::{Balancers, ClientStream};
 use crate::relay::{Capacity, Lease, OpenTunnels, Tunnels};
 
-/// Longest pause after repeated accept errors (file descriptors exhausted).
-const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
-const MIN_ACCEPT_BACKOFF: Duration = Duration::from_millis(5);
 /// Failed handshakes are reported at most once a minute.
 static HANDSHAKE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 /// So are connections from a balancer range without a valid PROXY header (a balancer with the
@@ -356,68 +354,4 @@ impl Server {
             }
         }
     }
-}
-
-/// Accepts until shutdown. At the connection limit the loop holds the one connection it just
-/// accepted until a slot frees, so further clients wait in the kernel backlog instead of being
-/// accepted and starved. The permit is taken after `accept`, not before: with two listeners
-/// sharing one limit, a permit held by an idle `accept` would starve the other listener.
-async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    server: Arc<Server>,
-    limit: Arc<Semaphore>,
-    serve: F,
-) where
-    F: Fn(TcpStream, SocketAddr, Lease) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let mut backoff = MIN_ACCEPT_BACKOFF;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = server.lifecycle.draining.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) if is_per_connection(&e) => continue,
-            Err(e) => {
-                if backoff == MIN_ACCEPT_BACKOFF {
-                    tracing::warn!(error = %e, "accept failed; backing off");
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = server.lifecycle.draining.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        backoff = MIN_ACCEPT_BACKOFF;
-        if server.live.load().refused_clients.refuses(peer.ip()) {
-            // Closed before a byte is read: no TLS, no HTTP parser sees this client.
-            drop(stream);
-            continue;
-        }
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = server.lifecycle.draining.cancelled() => return,
-        };
-        let _ = stream.set_nodelay(true);
-        let lease: Lease = Arc::new((server.metrics.connection(), permit));
-        // `map`, not an async block: awaiting a captured future would keep room for it twice.
-        let connection = serve(stream, peer, lease.clone()).map(move |()| drop(lease));
-        server.lifecycle.tracker.spawn(connection);
-    }
-}
-
-/// Errors that concern one aborted connection, not the listener.
-fn is_per_connection(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionReset | ConnectionRefused
-    )
 }

@@ -9,18 +9,23 @@
 //!            │
 //! client ────┴ TLS ─▶ ClientHello: unknown SNI refused; SNI picks the certificate and
 //!                     whether a client certificate is required; TLS-ALPN-01 ends here
-//!                 ─▶ hyper h1/h2 (ALPN) ─▶ access log ─▶ HSTS ─▶ error responses
+//!                 ─▶ hyper h1/h2 (ALPN) ─▶ HSTS ─▶ access log ─▶ error responses
+//!                    Request               InFlight (request + its Exchange)
 //!                 ─▶ routing (host, certificate coverage, path, route; CONNECT: SNI + target)
-//!                 ─▶ gateway (internal routes and tunnels: identity, grant, MFA, audit;
-//!                    /.portcullis/)
+//!                    Routed
+//!                 ─▶ gateway (public routes pass; internal routes and tunnels: identity,
+//!                    grant, MFA, audit; /.portcullis/ answered here)
+//!                    Admitted: made only by the gateway, the only thing the proxy takes
 //!                 ─▶ proxy ─▶ upstream pool (every address checked against its environment)
-//!                          └▶ tunnel (CONNECT: the same checks, bytes relayed and audited)
+//!                          └▶ relay (CONNECT, upgrades: bytes relayed and audited)
 //! ```
 //!
-//! Routing and the gateway read the configuration in service for every request; a reload
-//! swaps it. Beside them: the admin listener (health, metrics, reload; loopback or mutual TLS),
-//! the ACME task, the access-log and audit writers. The layer list is
-//! `layers::https_layers`; README's "Architecture" section has the module graph.
+//! What lives as long as the process (`app::Process`) is built once here; each configuration
+//! is one generation (`app::App`) behind one `ArcSwap` that a reload swaps and routing, the
+//! gateway, the server and the admin listener read. Beside them: the admin listener (health,
+//! metrics, reload; loopback or mutual TLS), the ACME task, the access-log and audit writers.
+//! The layer list is `layers::https_layers`; README's "Architecture" section has the module
+//! graph and walks one request through the files it passes.
 //!
 //! [`start`] binds the listeners and serves until [`Running::shutdown`]; `main.rs`, the tests
 //! and the benches all go through it.

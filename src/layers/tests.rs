@@ -77,6 +77,8 @@ client_ca = "{dir}/ca.crt"
 groups = ["dev"]
 [gateway.users.dave]
 groups = ["ops"]
+[gateway.users."eve\u0007"]
+groups = ["ops"]
 [gateway.users.carol]
 totp_secret_file = "{dir}/carol.totp"
 "#
@@ -249,6 +251,8 @@ async fn internal_routes_pass_only_granted_employees_and_vouch_for_them() {
             StatusCode::OK,
             Some("/internal/x as dave"),
         ),
+        // Granted, but a name no header can carry: refused, never forwarded unnamed.
+        (Some("eve\u{7}"), "/internal/x", StatusCode::FORBIDDEN, None),
         // Granted, but no second factor yet: the form, and nothing forwarded.
         (Some("carol"), "/mfa/x", StatusCode::UNAUTHORIZED, None),
         // A public route on the same host: no identity needed, none vouched for.

@@ -55,16 +55,20 @@ pub fn start(
     lifecycle: &Lifecycle,
 ) -> Result<Arc<dyn ManagedCertificates>, SetupError> {
     let client = client_config(settings)?;
-    if let Some(store) = &settings.store {
-        return Ok(shared::SharedAcme::start(
-            settings, store, client, metrics, lifecycle,
-        )?);
-    }
-    prepare_cache_dir(&settings.cache_dir).map_err(|source| SetupError::CacheDir {
-        dir: settings.cache_dir.clone(),
-        source,
-    })?;
-    Ok(Acme::start(settings, client, metrics, lifecycle))
+    let resolver: Arc<dyn ResolvesServerCert> = match &settings.store {
+        Some(store) => shared::SharedAcme::start(settings, store, client, metrics, lifecycle)?,
+        None => {
+            prepare_cache_dir(&settings.cache_dir).map_err(|source| SetupError::CacheDir {
+                dir: settings.cache_dir.clone(),
+                source,
+            })?;
+            alone(settings, client, metrics, lifecycle)
+        }
+    };
+    Ok(Arc::new(Managed {
+        domains: Domains::new(&settings.domains),
+        resolver,
+    }))
 }
 
 /// The client for the ACME directory: public roots, or the configured test CA's.
@@ -117,63 +121,15 @@ impl Domains {
     }
 }
 
-/// This instance's own ACME: rustls-acme's state machine and resolver, its cache directory.
+/// Certificates ordered for `domains`, by this instance or through the shared store: the
+/// handshakes for those names, and validation handshakes, are answered by `resolver`.
 #[derive(Debug)]
-pub struct Acme {
-    resolver: Arc<ResolvesServerCertAcme>,
+struct Managed {
     domains: Domains,
+    resolver: Arc<dyn ResolvesServerCert>,
 }
 
-impl Acme {
-    /// Starts ordering (or loading from the cache) in a background task.
-    fn start(
-        settings: &AcmeSettings,
-        client: Arc<rustls::ClientConfig>,
-        metrics: Arc<Metrics>,
-        lifecycle: &Lifecycle,
-    ) -> Arc<Self> {
-        let state = AcmeConfig::new_with_client_config(&settings.domains, client)
-            .contact(&settings.contact)
-            .directory(&settings.directory)
-            .cache(cache::PrivateDirCache::new(settings.cache_dir.clone()))
-            .state();
-        let resolver = state.resolver();
-        tracing::info!(domains = ?settings.domains, "ACME: serving these names once a certificate is cached or issued");
-        let stopping = lifecycle.draining.clone();
-        lifecycle.tracker.spawn(async move {
-            let mut state = state;
-            loop {
-                let event = tokio::select! {
-                    event = state.next() => event,
-                    () = stopping.cancelled() => return,
-                };
-                let Some(event) = event else { return };
-                match event {
-                    Ok(ok) => {
-                        let what = match ok {
-                            EventOk::DeployedCachedCert => "deployed cached certificate",
-                            EventOk::DeployedNewCert => "issued and deployed a new certificate",
-                            EventOk::CertCacheStore => "stored certificate in cache",
-                            EventOk::AccountCacheStore => "stored account in cache",
-                        };
-                        metrics.acme(what);
-                        tracing::info!("ACME: {what}");
-                    }
-                    Err(e) => {
-                        metrics.acme("failed");
-                        tracing::warn!("ACME: {e}; retrying with backoff");
-                    }
-                }
-            }
-        });
-        Arc::new(Self {
-            resolver,
-            domains: Domains::new(&settings.domains),
-        })
-    }
-}
-
-impl ManagedCertificates for Acme {
+impl ManagedCertificates for Managed {
     fn answers(&self, client_hello: &ClientHello<'_>) -> bool {
         self.domains.answers(client_hello)
     }
@@ -185,6 +141,51 @@ impl ManagedCertificates for Acme {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.resolver.resolve(client_hello)
     }
+}
+
+/// This instance's own ACME: rustls-acme's state machine ordering (or loading from the cache
+/// directory) in a background task, and its resolver.
+fn alone(
+    settings: &AcmeSettings,
+    client: Arc<rustls::ClientConfig>,
+    metrics: Arc<Metrics>,
+    lifecycle: &Lifecycle,
+) -> Arc<ResolvesServerCertAcme> {
+    let state = AcmeConfig::new_with_client_config(&settings.domains, client)
+        .contact(&settings.contact)
+        .directory(&settings.directory)
+        .cache(cache::PrivateDirCache::new(settings.cache_dir.clone()))
+        .state();
+    let resolver = state.resolver();
+    tracing::info!(domains = ?settings.domains, "ACME: serving these names once a certificate is cached or issued");
+    let stopping = lifecycle.draining.clone();
+    lifecycle.tracker.spawn(async move {
+        let mut state = state;
+        loop {
+            let event = tokio::select! {
+                event = state.next() => event,
+                () = stopping.cancelled() => return,
+            };
+            let Some(event) = event else { return };
+            match event {
+                Ok(ok) => {
+                    let what = match ok {
+                        EventOk::DeployedCachedCert => "deployed cached certificate",
+                        EventOk::DeployedNewCert => "issued and deployed a new certificate",
+                        EventOk::CertCacheStore => "stored certificate in cache",
+                        EventOk::AccountCacheStore => "stored account in cache",
+                    };
+                    metrics.acme(what);
+                    tracing::info!("ACME: {what}");
+                }
+                Err(e) => {
+                    metrics.acme("failed");
+                    tracing::warn!("ACME: {e}; retrying with backoff");
+                }
+            }
+        }
+    });
+    resolver
 }
 
 /// Creates the cache directory private to us (it holds the account key) and proves it

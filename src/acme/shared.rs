@@ -21,20 +21,17 @@ use std::time::{Duration, SystemTime};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::ClientHello;
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_acme::is_tls_alpn_challenge;
 
-use super::Domains;
 use super::bucket::{Bucket, LeaseWatch, Read};
 use super::order::{CHALLENGES, OrderError, order};
 use crate::certs::{CertError, certificate_from_pem};
 use crate::config::{AcmeSettings, AcmeStore};
-use crate::host::HostPattern;
 use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
 use crate::metrics::Metrics;
-use crate::tls::ManagedCertificates;
 
 /// The longest pause after failed orders.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -49,7 +46,6 @@ static STORE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 /// The certificate and challenge certificates in service, as last read from the store.
 #[derive(Debug)]
 pub struct SharedAcme {
-    domains: Domains,
     certificate: ArcSwapOption<CertifiedKey>,
     challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
 }
@@ -65,7 +61,6 @@ impl SharedAcme {
     ) -> Result<Arc<Self>, super::bucket::StoreError> {
         let bucket = Bucket::open(store)?;
         let shared = Arc::new(Self {
-            domains: Domains::new(&settings.domains),
             certificate: ArcSwapOption::empty(),
             challenges: ArcSwap::default(),
         });
@@ -125,15 +120,7 @@ impl SharedAcme {
     }
 }
 
-impl ManagedCertificates for SharedAcme {
-    fn answers(&self, client_hello: &ClientHello<'_>) -> bool {
-        self.domains.answers(client_hello)
-    }
-
-    fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>> {
-        self.domains.names_for(sni)
-    }
-
+impl ResolvesServerCert for SharedAcme {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if is_tls_alpn_challenge(&client_hello) {
             let sni = client_hello.server_name()?.to_ascii_lowercase();

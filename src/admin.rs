@@ -65,7 +65,7 @@ impl Admin {
 
     async fn serve(self: Arc<Self>, stream: TcpStream) {
         let app = self.live.load_full();
-        if app.admin_allow.is_empty() {
+        if app.fixed.admin_allow().is_empty() {
             return self.serve_http(TokioIo::new(stream), Caller::Local).await;
         }
         let Some(gateway) = &app.gateway else { return };
@@ -84,7 +84,8 @@ impl Admin {
             .users
             .get(&client.user)
             .is_some_and(|user| {
-                app.admin_allow
+                app.fixed
+                    .admin_allow()
                     .iter()
                     .any(|g| g.admits(&client.user, &user.groups))
             });

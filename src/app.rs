@@ -19,7 +19,7 @@ pub use trust::withdrawn;
 
 use crate::access_log::AccessLog;
 use crate::audit::Audit;
-use crate::config::{AcmeSettings, AdminSettings, Config, Limits, Listen, SharedSettings};
+use crate::config::{AcmeSettings, AdminSettings, Config, Grant, Limits, Listen, SharedSettings};
 use crate::gateway::{Gateway, MfaState};
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
@@ -62,6 +62,11 @@ pub struct Fixed {
 }
 
 impl Fixed {
+    /// Who admin requests must come from over mutual TLS; empty: plain HTTP on loopback.
+    pub fn admin_allow(&self) -> &[Grant] {
+        self.admin.as_ref().map_or(&[], |admin| &admin.allow)
+    }
+
     /// The fixed sections of `config`.
     pub fn of(config: &Config) -> Self {
         Self {
@@ -94,8 +99,6 @@ pub struct App {
     pub gateway: Option<Arc<Gateway>>,
     /// Clients closed at accept, before any byte is read.
     pub refused_clients: ClientFilter,
-    /// Who admin requests must come from over mutual TLS.
-    pub admin_allow: Vec<crate::config::Grant>,
     /// What a reload may not change.
     pub fixed: Fixed,
     /// The process this generation serves in.
@@ -141,7 +144,6 @@ impl App {
             hsts: config.hsts.clone(),
             limits: config.limits,
             public_https_port: config.listen.public_https_port.unwrap_or(bound_https_port),
-            admin_allow: config.admin.iter().flat_map(|a| a.allow.clone()).collect(),
             fixed: Fixed::of(config),
             process: process.clone(),
         })

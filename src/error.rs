@@ -14,7 +14,7 @@ use http::{HeaderValue, Response, StatusCode};
 use rustc_hash::FxBuildHasher;
 
 use crate::body::{RequestBodyError, ResponseBody};
-pub use crate::exchange::{Blame, ErrorKind};
+use crate::exchange::{Blame, ErrorKind};
 use crate::host::HostError;
 use crate::path::PathError;
 use crate::routing::TunnelError;

@@ -25,7 +25,7 @@ use http::{HeaderValue, Response};
 use rustls::server::danger::ClientCertVerifier;
 use tower::{Layer, Service};
 
-pub use admission::{Admitted, Parts, Pass, Routed};
+pub use admission::{Admitted, Parts, Pass, Routed, ToTunnel, ToUpstream};
 pub use mfa::MfaState;
 pub use mfa_store::MfaStore;
 pub use tunnel_admission::OTP_HEADER;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tower::Service;
 
@@ -27,12 +27,12 @@ pub use owned::{OWNED_REQUEST_HEADERS, OWNED_REQUEST_PREFIXES};
 
 pub use crate::gateway::{Admitted, Routed};
 
-use crate::audit::{ClosedBy, TunnelAudit};
+use crate::audit::ClosedBy;
 use crate::body::{RequestBody, ResponseBody};
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
-use crate::gateway::{Parts, Pass};
+use crate::gateway::{Parts, Pass, ToTunnel, ToUpstream};
 use crate::host::RequestHost;
 use crate::relay::{Connected, TunnelTerms, Tunnels};
 use crate::upstream::{Upstream, UpstreamError};
@@ -95,51 +95,23 @@ impl Service<Admitted> for Proxy {
             pass,
         } = admitted.into_parts();
         match pass {
-            Pass::Forward {
-                upstream,
-                strip,
-                max_body_bytes,
-                employee,
-            } => {
+            Pass::Forward(forward) => {
                 // Everything up to the upstream exchange is synchronous and done here: a future
                 // keeps room for its arguments for its whole life, and this one is moved on
                 // every request.
-                let forward = Forward {
-                    strip: &strip,
-                    max_body_bytes,
-                    employee: employee.as_ref(),
-                };
-                match self.prepare(request, &exchange, &host, forward) {
-                    Ok(forwarding) => Box::pin(forwarding.exchange(upstream, self.tunnels.clone())),
+                match self.prepare(request, &exchange, &host, &forward) {
+                    Ok(forwarding) => {
+                        Box::pin(forwarding.exchange(forward.upstream, self.tunnels.clone()))
+                    }
                     Err(error) => Box::pin(std::future::ready(Err(error))),
                 }
             }
             Pass::Respond { status, body } => {
                 Box::pin(std::future::ready(Ok(respond(status, body))))
             }
-            Pass::Tunnel {
-                route,
-                upstream,
-                idle_timeout,
-                audit,
-            } => {
-                let tunnel = TunnelPass {
-                    route,
-                    upstream,
-                    idle_timeout,
-                    audit,
-                };
-                Box::pin(open_tunnel(self.clone(), request, tunnel))
-            }
+            Pass::Tunnel(tunnel) => Box::pin(open_tunnel(self.clone(), request, tunnel)),
         }
     }
-}
-
-/// What a forwarded request's rewrite reads of its pass.
-struct Forward<'a> {
-    strip: &'a [HeaderName],
-    max_body_bytes: u64,
-    employee: Option<&'a HeaderValue>,
 }
 
 /// A request rewritten for its upstream.
@@ -155,7 +127,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         exchange: &Arc<Exchange>,
         host: &RequestHost,
-        forward: Forward<'_>,
+        forward: &ToUpstream,
     ) -> Result<Forwarding, ProxyError> {
         let declared_length = request
             .headers()
@@ -171,14 +143,14 @@ impl Proxy {
         let vouched = Vouched {
             host: &host.authority,
             client: &self.conn.forwarded_for,
-            user: forward.employee,
+            user: forward.employee.as_ref(),
             request_id: Some(&request_id),
         };
         rewrite_request(
             &mut parts.headers,
             parts.version,
             &vouched,
-            forward.strip,
+            &forward.strip,
             upgrade,
         );
         parts.uri = origin_form(&parts.uri);
@@ -218,22 +190,14 @@ impl Forwarding {
     }
 }
 
-/// A tunnel's pass, as the proxy opens it.
-struct TunnelPass {
-    route: Arc<str>,
-    upstream: Arc<Upstream>,
-    idle_timeout: Duration,
-    audit: TunnelAudit,
-}
-
 /// Connects an admitted tunnel's target and hands both sides to the connection's tunnels: the
 /// client gets its `200`, then the target's bytes.
 async fn open_tunnel(
     proxy: Proxy,
     mut request: Request<Incoming>,
-    tunnel: TunnelPass,
+    tunnel: ToTunnel,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let TunnelPass {
+    let ToTunnel {
         route,
         upstream,
         idle_timeout,

@@ -1,5 +1,6 @@
-//! When a connection's client certificate stops being trusted without a reload: its own time, or
-//! that of a revocation list it depends on, runs out.
+//! When what a connection or a tunnel was let in on is withdrawn: a reload judges it again, or
+//! its client certificate's own time, or that of a revocation list it depends on, runs out. One
+//! watch for both, each with its own verdict.
 
 use std::time::{Duration, SystemTime};
 

@@ -56,16 +56,7 @@ pub struct Admitted<B = Incoming> {
 #[derive(Debug)]
 pub enum Pass {
     /// Go to an upstream.
-    Forward {
-        /// The route's pool.
-        upstream: Arc<Upstream>,
-        /// `[headers] strip`: removed from the request beside the built-in list.
-        strip: Arc<[HeaderName]>,
-        /// The route's largest request body.
-        max_body_bytes: u64,
-        /// On an internal route, the employee the gateway vouches for (`X-Portcullis-User`).
-        employee: Option<HeaderValue>,
-    },
+    Forward(ToUpstream),
     /// Be answered by a responder route.
     Respond {
         /// Its status.
@@ -74,16 +65,33 @@ pub enum Pass {
         body: Bytes,
     },
     /// Open a `CONNECT` tunnel.
-    Tunnel {
-        /// The tunnel route's name, to judge it again after a reload.
-        route: Arc<str>,
-        /// Where the stream goes.
-        upstream: Arc<Upstream>,
-        /// How long the stream may carry no byte either way.
-        idle_timeout: Duration,
-        /// Its lines in the audit trail, the open one already written.
-        audit: TunnelAudit,
-    },
+    Tunnel(ToTunnel),
+}
+
+/// A request's way to its route's upstream.
+#[derive(Debug)]
+pub struct ToUpstream {
+    /// The route's pool.
+    pub upstream: Arc<Upstream>,
+    /// `[headers] strip`: removed from the request beside the built-in list.
+    pub strip: Arc<[HeaderName]>,
+    /// The route's largest request body.
+    pub max_body_bytes: u64,
+    /// On an internal route, the employee the gateway vouches for (`X-Portcullis-User`).
+    pub employee: Option<HeaderValue>,
+}
+
+/// A `CONNECT` tunnel's way to its target.
+#[derive(Debug)]
+pub struct ToTunnel {
+    /// The tunnel route's name, to judge it again after a reload.
+    pub route: Arc<str>,
+    /// Where the stream goes.
+    pub upstream: Arc<Upstream>,
+    /// How long the stream may carry no byte either way.
+    pub idle_timeout: Duration,
+    /// Its lines in the audit trail, the open one already written.
+    pub audit: TunnelAudit,
 }
 
 /// An admitted request taken apart by the proxy.
@@ -115,12 +123,12 @@ impl<B> Admitted<B> {
 
     fn web(routed: Routed<B>, employee: Option<HeaderValue>) -> Result<Self, ProxyError> {
         let pass = match &routed.route.action {
-            Action::Forward { upstream, strip } => Pass::Forward {
+            Action::Forward { upstream, strip } => Pass::Forward(ToUpstream {
                 upstream: upstream.clone(),
                 strip: strip.clone(),
                 max_body_bytes: routed.route.max_body_bytes,
                 employee,
-            },
+            }),
             Action::Respond { status, body } => Pass::Respond {
                 status: *status,
                 body: body.clone(),
@@ -137,12 +145,12 @@ impl<B> Admitted<B> {
         let Action::Tunnel(target) = &routed.route.action else {
             return Err(ProxyError::Internal);
         };
-        let pass = Pass::Tunnel {
+        let pass = Pass::Tunnel(ToTunnel {
             route: routed.route.label.name.clone(),
             upstream: target.upstream.clone(),
             idle_timeout: target.idle_timeout,
             audit,
-        };
+        });
         Ok(Self::new(routed, pass))
     }
 

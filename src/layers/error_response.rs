@@ -11,8 +11,8 @@ use http::Response;
 use tower::{Layer, Service};
 
 use crate::body::ResponseBody;
-use crate::error::{Blame, ProxyError};
-use crate::exchange::{Exchange, InFlight};
+use crate::error::ProxyError;
+use crate::exchange::{Blame, Exchange, InFlight};
 
 /// Wraps a fallible service into an infallible one.
 #[derive(Debug, Clone, Copy, Default)]

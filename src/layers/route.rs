@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
-use http::Method;
 use http::uri::PathAndQuery;
+use http::{Method, Request};
 use tower::{Layer, Service};
 
 use crate::app::{App, LiveApp};
 use crate::connection::ConnectionInfo;
 use crate::error::ProxyError;
-use crate::exchange::InFlight;
+use crate::exchange::{Exchange, InFlight};
 use crate::gateway::Routed;
 use crate::host::{RequestHost, request_host};
 use crate::path::{PathError, normalize_path};
@@ -113,7 +113,7 @@ impl RouteLayer {
             .route(&host.name, request.uri().path())?
             .ok_or(ProxyError::NoRoute)?
             .clone();
-        Ok(routed(InFlight { request, exchange }, route, host, &app))
+        Ok(routed((request, exchange), route, host, &app))
     }
 
     fn route_tunnel<B>(
@@ -142,12 +142,21 @@ impl RouteLayer {
             name: sni.to_owned(),
             authority,
         };
-        Ok(routed(in_flight, route, host, app))
+        Ok(routed(
+            (in_flight.request, in_flight.exchange),
+            route,
+            host,
+            app,
+        ))
     }
 }
 
-fn routed<B>(in_flight: InFlight<B>, route: Arc<Route>, host: RequestHost, app: &App) -> Routed<B> {
-    let InFlight { request, exchange } = in_flight;
+fn routed<B>(
+    (request, exchange): (Request<B>, Arc<Exchange>),
+    route: Arc<Route>,
+    host: RequestHost,
+    app: &App,
+) -> Routed<B> {
     exchange.set_route(route.label.clone());
     // The gateway of the same configuration judges what it guards; public routes never
     // consult it.

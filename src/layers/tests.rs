@@ -137,7 +137,7 @@ totp_secret_file = "{dir}/carol.totp"
         let reached = self.reached.clone();
         let inner = service_fn(move |admitted: Admitted<Full<Bytes>>| {
             let employee = match admitted.pass() {
-                Pass::Forward { employee, .. } => employee.as_ref(),
+                Pass::Forward(forward) => forward.employee.as_ref(),
                 _ => None,
             };
             let user = employee

@@ -1,12 +1,17 @@
 //! The validated configuration: what the rest of the program trusts.
 //!
-//! `raw.rs` mirrors the TOML; [`Config::from_raw`] turns it into the typed values of
-//! `settings.rs` (socket addresses, networks, durations, host patterns, upstream ids) and
-//! collects *every* problem, each naming its key, instead of stopping at the first. What the
-//! config names on disk is read by one load step (`files.rs`), which writes nothing; upstream
-//! names are resolved only when asked ([`Config::resolve_upstreams`]).
+//! `raw.rs` mirrors the TOML. Validation runs in three phases, each reporting *every* problem
+//! it finds under its key, and each working only on what the earlier ones accepted, so that no
+//! problem is a follow-on of another:
+//! 1. `values.rs`: the values on their own and against each other (socket addresses, networks,
+//!    durations, host patterns, upstream ids, grants), with no IO;
+//! 2. `files.rs`: the files the config names, read once, then `coverage.rs`: what needs both
+//!    (a certificate for every host);
+//! 3. `resolve.rs`: accounts and upstream names, as this machine resolves them
+//!    ([`Config::resolve`]).
 
 mod acme;
+mod coverage;
 mod describe;
 mod environments;
 mod error;
@@ -15,17 +20,21 @@ mod gateway;
 mod problems;
 mod process;
 pub mod raw;
+mod resolve;
 mod settings;
 mod shared;
+#[cfg(test)]
+mod tests;
 mod tunnels;
 mod validate;
+mod values;
 
 pub use acme::{AcmeSettings, AcmeStore, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
 pub use gateway::{CrlUpdate, GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
 pub use process::{
-    DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Privileges, Retention, RunAs, SIX_HOURLY_DAYS,
+    Account, DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Privileges, Retention, RunAs, SIX_HOURLY_DAYS,
     SnapshotSettings, WEEKLY_WEEKS,
 };
 pub use settings::{
@@ -41,15 +50,11 @@ use ipnet::IpNet;
 
 use crate::certs::CertStore;
 use crate::networks::Environments;
-use environments::{
-    validate_denied, validate_metadata, validate_networks, validate_peerings, validate_upstreams,
-};
-use problems::{Key, Problems};
+use files::Files;
+use problems::Problems;
 use raw::RawConfig;
-use validate::{
-    hsts_value, hsts_warnings, require_certificates, validate_admin, validate_limits,
-    validate_listen, validate_routes,
-};
+use validate::hsts_value;
+use values::Values;
 
 /// The policy: logs are kept between 15 and 30 days.
 const RETENTION_DAYS: std::ops::RangeInclusive<u32> = 15..=30;
@@ -66,8 +71,8 @@ pub struct Config {
     pub listen: Listen,
     /// Runtime worker threads; `None` means one per core.
     pub workers: Option<usize>,
-    /// The account the process runs as once bound.
-    pub privileges: Privileges,
+    /// The account the process runs as once bound, by name ([`Config::resolve`] looks it up).
+    pub account: Account,
     /// The files it needs afterwards (the config file itself aside).
     pub files: FileAccess,
     /// Snapshots of its own state, if configured.
@@ -108,12 +113,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file. Relative certificate paths are taken as they
-    /// are, relative to the working directory, as with nginx's `-p`-less invocation.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Reads a config file and takes it through the three phases: values, files, names.
+    /// Relative paths are taken as they are, relative to the working directory, as with
+    /// nginx's `-p`-less invocation.
+    pub fn load(path: &Path) -> Result<(Self, Privileges), ConfigError> {
         let config = Self::from_raw(Self::read_raw(path)?)?;
-        config.resolve_upstreams()?;
-        Ok(config)
+        let privileges = config.resolve()?;
+        Ok((config, privileges))
     }
 
     /// Reads and parses a file without validating it.
@@ -125,115 +131,60 @@ impl Config {
         Ok(toml::from_str(&text)?)
     }
 
-    /// Validates a parsed file: its values, then the files they name (certificates, the
-    /// employee CA, revocation lists, TOTP secrets, the ACME CA) and the checks that need those.
-    /// Nothing is written and no name is resolved: see [`Config::resolve_upstreams`].
+    /// Phases 1 and 2: the values on their own (no IO), and the files they name. The two take
+    /// nothing from each other, so their problems are reported together; what needs both (a
+    /// certificate for every host) is checked once both passed. Nothing is written and no name
+    /// is resolved: that is [`Config::resolve`].
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        // Values on their own and against each other: no IO.
+        let (values, files) = match (values::check(&raw), files::read(&raw)) {
+            (Ok(values), Ok(files)) => (values, files),
+            (values, files) => {
+                let mut problems = values.err().unwrap_or_default();
+                problems.extend(files.err().unwrap_or_default());
+                return Err(problems.into());
+            }
+        };
+        coverage::check(
+            &values.routes,
+            &values.tunnels,
+            values.acme.as_ref(),
+            &files.certificates,
+        )?;
+        Ok(Self::assemble(raw, values, files))
+    }
+
+    /// Phase 3: the accounts of `[server]` and the upstream names, as this machine resolves
+    /// them now. Start, reload and `check` run it; the connector checks names again at every
+    /// connect.
+    pub fn resolve(&self) -> Result<Privileges, ConfigError> {
         let mut problems = Problems::default();
-        let listen = validate_listen(&raw, &mut problems);
-        let limits = validate_limits(&raw.limits, &mut problems);
-        let environments = validate_networks(&raw.networks, &mut problems);
-        let peerings = validate_peerings(&raw, &environments, &mut problems);
-        let mut refused_clients = validate_denied(&raw, &mut problems);
-        // No other environment reaches ours: peerings only ever point away from us.
-        refused_clients.extend(
-            environments
-                .iter()
-                .filter(|(env, _)| *env != raw.environment)
-                .flat_map(|(_, nets)| nets.iter().copied()),
-        );
-        let metadata = validate_metadata(&raw, &mut problems);
-        let upstreams = validate_upstreams(&raw, &environments, &metadata, &mut problems);
-        require_certificates(&raw, &mut problems);
-        let stripped_headers = raw
-            .headers
-            .strip
-            .iter()
-            .enumerate()
-            .filter_map(|(i, name)| {
-                http::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| {
-                        problems.push(
-                            Key::new("headers.strip").index(i),
-                            ProblemKind::HeaderName(name.clone()),
-                        )
-                    })
-                    .ok()
-            })
-            .collect();
-        if raw.server.workers == Some(0) {
-            problems.push("server.workers", ProblemKind::Zero);
-        }
-        if !RETENTION_DAYS.contains(&raw.log.retention_days) {
-            problems.push(
-                "log.retention_days",
-                ProblemKind::Retention(raw.log.retention_days),
-            );
-        }
+        let privileges = resolve::privileges(&self.account, &mut problems);
+        resolve::upstreams(&self.upstreams, &mut problems);
+        Ok(problems.or(privileges)?)
+    }
 
-        if !(1..=MAX_BUFFER_LINES).contains(&raw.log.buffer_lines) {
-            problems.push(
-                "log.buffer_lines",
-                ProblemKind::BufferLines(raw.log.buffer_lines),
-            );
-        }
-
-        let mut warnings = Problems::default();
-
-        // The load step: every file the config names, read once; the accounts named.
-        let snapshots = raw
-            .snapshots
-            .as_ref()
-            .map(|s| process::validate_snapshots(s, &mut problems));
-        let privileges = process::validate_privileges(&raw, &mut problems, &mut warnings);
-        let certificates = files::certificates(&raw, &mut problems);
-        let gateway_files = raw
+    fn assemble(raw: RawConfig, values: Values, files: Files) -> Self {
+        let gateway = raw
             .gateway
             .as_ref()
-            .and_then(|g| files::gateway(g, &mut problems));
-        if let Some(acme) = &raw.tls.acme {
-            files::acme(acme, &mut problems);
-        }
-
-        // What needs both: the gateway's people and files, routes against the certificates.
-        let gateway = gateway::validate_gateway(&raw, gateway_files, &mut problems);
-        let admin = validate_admin(&raw, gateway.as_ref(), &mut problems);
-        let routes = validate_routes(
-            &raw,
-            &upstreams,
-            &certificates,
-            &limits,
-            gateway.as_ref(),
-            &mut problems,
-        );
-        let tunnels = tunnels::validate_tunnels(
-            &raw,
-            &upstreams,
-            &certificates,
-            gateway.as_ref(),
-            &mut problems,
-        );
-        let acme = acme::validate_acme(&raw, &certificates, &routes, &mut problems);
-        let shared = shared::validate_shared(&raw, &upstreams, &mut problems, &mut warnings);
-        problems.finish()?;
-        let files = process::file_access(&raw);
-        hsts_warnings(&raw.hsts, &mut warnings);
-        Ok(Self {
-            warnings: warnings.into_warnings(),
-            environment: raw.environment,
-            listen,
-            workers: raw.server.workers,
-            privileges,
-            files,
-            snapshots,
-            certificates,
+            .zip(values.gateway)
+            .zip(files.gateway)
+            .map(|((raw, policy), files)| gateway::settings(raw, policy, files));
+        Self {
+            warnings: values.warnings.into_warnings(),
+            files: process::file_access(&raw),
             hsts: hsts_value(&raw.hsts),
-            environments,
-            upstreams,
-            routes,
-            tunnels,
-            limits,
+            environment: raw.environment,
+            listen: values.listen,
+            workers: raw.server.workers,
+            account: values.account,
+            snapshots: values.snapshots,
+            certificates: files.certificates,
+            environments: values.environments,
+            upstreams: values.upstreams,
+            routes: values.routes,
+            tunnels: values.tunnels,
+            limits: values.limits,
             log: LogSettings {
                 dir: Some(raw.log.dir),
                 retention_days: raw.log.retention_days,
@@ -242,25 +193,14 @@ impl Config {
                 path: raw.log.path,
                 buffer_lines: raw.log.buffer_lines,
             },
-            peerings,
-            refused_clients,
-            stripped_headers,
-            admin,
-            acme,
+            peerings: values.peerings,
+            refused_clients: values.refused_clients,
+            stripped_headers: values.stripped_headers,
+            admin: values.admin,
+            acme: values.acme,
             gateway,
-            shared,
-        })
-    }
-}
-
-impl Config {
-    /// Resolves the upstream names now and checks every answer against the upstream's
-    /// environment, as validation checks literal addresses. Start, reload and `check` run it;
-    /// validation itself never touches the network.
-    pub fn resolve_upstreams(&self) -> Result<(), ConfigError> {
-        let mut problems = Problems::default();
-        files::resolve_upstreams(&self.upstreams, &mut problems);
-        problems.finish()
+            shared: shared::settings(values.redis, files.shared),
+        }
     }
 
     /// The upstream a route forwards to or a tunnel opens to.

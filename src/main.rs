@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use portcullis::config::{Config, ConfigError};
+use portcullis::config::{Config, ConfigError, Privileges};
 
 /// jemalloc, for memory: it keeps an idle connection's buffers in page-aligned size classes, so
 /// the pages a connection never wrote are never resident (docs/performance.md, idle memory).
@@ -96,15 +96,15 @@ fn main() -> ExitCode {
 }
 
 /// Loads a config, first generating dev certificates it points at but that are missing.
-fn load(path: &Path) -> anyhow::Result<Config> {
+fn load(path: &Path) -> anyhow::Result<(Config, Privileges)> {
     let raw = Config::read_raw(path).map_err(|e| invalid(path, e))?;
     if let Some(dir) = portcullis::dev_certs::ensure_for_config(&raw)? {
         eprintln!("generated development certificates in {}", dir.display());
         print_trust_hint(&dir);
     }
     let config = Config::from_raw(raw).map_err(|e| invalid(path, e))?;
-    config.resolve_upstreams().map_err(|e| invalid(path, e))?;
-    Ok(config)
+    let privileges = config.resolve().map_err(|e| invalid(path, e))?;
+    Ok((config, privileges))
 }
 
 fn invalid(path: &Path, e: ConfigError) -> anyhow::Error {
@@ -113,14 +113,14 @@ fn invalid(path: &Path, e: ConfigError) -> anyhow::Error {
 
 fn run(path: &Path) -> anyhow::Result<()> {
     portcullis::logging::init();
-    let config = load(path)?;
+    let (config, privileges) = load(path)?;
     // Bound as started (root, or with CAP_NET_BIND_SERVICE), then never again privileged;
     // all before the runtime starts a thread.
     let listeners = portcullis::Listeners::bind(&config)?;
-    portcullis::privilege::drop_privileges(&config.privileges)?;
+    portcullis::privilege::drop_privileges(&privileges)?;
     portcullis::sandbox::confine(&config.files, path)?;
     // Read again as the process now is, so that a file reload could not read fails now.
-    let config = Config::load(path).map_err(|e| {
+    let (config, _) = Config::load(path).map_err(|e| {
         anyhow::anyhow!(
             "{} cannot be read with the privileges left after start-up, so reload would fail too:\n{e}",
             path.display()
@@ -204,7 +204,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
         )),
         None => invalid(path, e),
     })?;
-    config.resolve_upstreams().map_err(|e| invalid(path, e))?;
+    config.resolve().map_err(|e| invalid(path, e))?;
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
@@ -218,7 +218,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
 }
 
 fn access_report(path: &Path, since: std::time::Duration, json: bool) -> anyhow::Result<()> {
-    let config = load(path)?;
+    let (config, _) = load(path)?;
     let dir = config
         .log
         .dir
@@ -236,13 +236,13 @@ fn access_report(path: &Path, since: std::time::Duration, json: bool) -> anyhow:
 }
 
 fn snapshot(path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(path).map_err(|e| invalid(path, e))?;
+    let (config, privileges) = Config::load(path).map_err(|e| invalid(path, e))?;
     let settings = config
         .snapshots
         .as_ref()
         .context("no [snapshots] section in the config")?;
     // As the service's account: files it writes (an audit file, the archive) stay its own.
-    portcullis::privilege::drop_privileges(&config.privileges)?;
+    portcullis::privilege::drop_privileges(&privileges)?;
     let audit = portcullis::audit::Audit::new(&config.log).context("starting the audit writer")?;
     let sources = portcullis::snapshot::Sources::of(&config, path);
     let outcome = portcullis::snapshot::snapshot_and_prune(

@@ -52,8 +52,8 @@ const FORBIDDEN_RANGES: [IpNet; 2] = [
 /// Why a declared network is not acceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NetworkRefusal {
-    /// Overlaps link-local space, home of cloud metadata endpoints.
-    #[error("overlaps a link-local range (169.254.0.0/16, fe80::/10), which is never allowed")]
+    /// Inside link-local space, home of cloud metadata endpoints.
+    #[error("is inside a link-local range (169.254.0.0/16, fe80::/10), which is never allowed")]
     LinkLocal,
     /// Not contained in one of the private ranges.
     #[error(
@@ -65,10 +65,9 @@ pub enum NetworkRefusal {
 /// Accepts `net` only if it lies wholly inside a private range and touches no forbidden one.
 pub fn check_private(net: &IpNet) -> Result<(), NetworkRefusal> {
     let net = canonical_net(net);
-    if FORBIDDEN_RANGES
-        .iter()
-        .any(|bad| bad.contains(&net) || net.contains(bad))
-    {
+    // A wider network holding link-local (`0.0.0.0/0`) is refused for being public, which is
+    // what it mostly is; no private range holds a forbidden one.
+    if FORBIDDEN_RANGES.iter().any(|bad| bad.contains(&net)) {
         return Err(NetworkRefusal::LinkLocal);
     }
     if PRIVATE_RANGES.iter().any(|ok| ok.contains(&net)) {
@@ -224,7 +223,9 @@ mod tests {
     fn public_and_link_local_ranges_are_refused() {
         for (bad, why) in [
             ("8.8.8.0/24", NetworkRefusal::NotPrivate),
-            ("0.0.0.0/0", NetworkRefusal::LinkLocal),
+            ("0.0.0.0/0", NetworkRefusal::NotPrivate),
+            ("::/0", NetworkRefusal::NotPrivate),
+            ("169.254.0.0/24", NetworkRefusal::LinkLocal),
             ("10.0.0.0/7", NetworkRefusal::NotPrivate),
             ("169.254.169.254/32", NetworkRefusal::LinkLocal),
             ("fe80::/64", NetworkRefusal::LinkLocal),

@@ -298,7 +298,7 @@ async fn accounts_are_checked_with_the_config() {
         .set("server.group", "root")
         .text();
     support::assert_refused(&both, "server.group");
-    assert!(support::config_from(&with("server.user", ACCOUNT)).is_ok());
+    assert!(support::checked(&with("server.user", ACCOUNT)).is_ok());
 
     let file = setup.pki.dir.path().join("root.toml");
     std::fs::write(&file, setup.config().set("server.allow_root", true).text()).unwrap();

@@ -1,5 +1,6 @@
 //! `[tls.acme]`, validated: names we route and do not also serve from files, a mailto contact,
-//! a known or `https://` directory. Its files are checked by the load step (`files.rs`).
+//! a known or `https://` directory. Its files are checked by the load step (`files.rs`), and
+//! the names against certificate files by `coverage.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,7 +8,6 @@ use std::time::Duration;
 use super::problems::{Key, Problems};
 use super::raw::{RawAcme, RawAcmeStore, RawConfig};
 use super::{ProblemKind, RouteConfig};
-use crate::certs::CertStore;
 use crate::host::HostPattern;
 
 /// Let's Encrypt's production directory.
@@ -55,7 +55,6 @@ pub struct AcmeStore {
 
 pub(super) fn validate_acme(
     raw: &RawConfig,
-    files: &CertStore,
     routes: &[RouteConfig],
     problems: &mut Problems,
 ) -> Option<AcmeSettings> {
@@ -69,8 +68,6 @@ pub(super) fn validate_acme(
             Ok(HostPattern::Exact(name)) => {
                 if !routes.iter().any(|r| r.host.matches(&name)) {
                     problems.push(key, ProblemKind::AcmeUnrouted(name));
-                } else if files.covers(&HostPattern::Exact(name.clone())) {
-                    problems.push(key, ProblemKind::AcmeAndFile(name));
                 }
             }
             Ok(HostPattern::Wildcard(_)) => problems.push(key, ProblemKind::AcmeWildcard),

@@ -19,6 +19,9 @@ pub(super) fn validate_networks(
 ) -> Environments {
     let mut parsed: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
     for (env, nets) in raw {
+        // Declared, even when none of its networks passes: its upstreams are not then "in no
+        // environment" on top of the network's own problem.
+        parsed.entry(env.clone()).or_default();
         for (i, value) in nets.iter().enumerate() {
             let key = Key::new("networks").field(env).index(i);
             let Some(net) = parse_net(value) else {
@@ -108,6 +111,9 @@ pub(super) fn validate_upstreams(
         if upstream.addrs.is_empty() {
             problems.push(key.field("addrs"), ProblemKind::NoAddrs);
         }
+        // One of its networks was refused under its own key: an address it would have held
+        // is not "outside" it.
+        let incomplete = raw.networks.get(env).map(Vec::len) != Some(networks.len());
         let addrs = upstream
             .addrs
             .iter()
@@ -117,7 +123,10 @@ pub(super) fn validate_upstreams(
                 parse_upstream_addr(value)
                     .and_then(|addr| {
                         if let Some(ip) = addr.ip {
-                            check_reachable(ip.ip(), value, env, networks, metadata)?;
+                            match check_reachable(ip.ip(), value, env, networks, metadata) {
+                                Err(ProblemKind::OutsideEnvironment { .. }) if incomplete => {}
+                                outcome => outcome?,
+                            }
                         }
                         Ok(addr)
                     })

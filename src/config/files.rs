@@ -1,10 +1,10 @@
-//! The load step: everything a config names outside itself, read after the values are parsed,
-//! each problem under its key. Certificates and keys, the employee CA, revocation lists, TOTP
-//! secrets, the ACME directory's CA and cache directory, and what upstream names resolve to.
-//! Nothing here writes: `check` leaves the disk as it found it.
+//! Phase 2, the load step: every file the config names, read once, each problem under its key.
+//! Certificates and keys, the employee CA, revocation lists, TOTP secrets, the shared secrets
+//! and the store's CA, the ACME directory's CA and cache directory, the snapshot directory.
+//! It takes only paths from the config, so it runs beside phase 1 and its problems are reported
+//! with those; nothing here writes: `check` leaves the disk as it found it.
 
 use std::collections::BTreeMap;
-use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -12,11 +12,42 @@ use std::time::{Duration, UNIX_EPOCH};
 use rustls::pki_types::CertificateRevocationListDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::environments::check_reachable;
 use super::problems::{Key, Problems};
 use super::raw::{RawAcme, RawConfig, RawGateway};
-use super::{CrlUpdate, ProblemKind, UpstreamConfig};
+use super::shared::SharedFiles;
+use super::{CrlUpdate, ProblemKind};
 use crate::certs::{CertStore, load_certificate, load_roots};
+
+/// What the files hold.
+pub(super) struct Files {
+    pub(super) certificates: CertStore,
+    /// `None` without a `[gateway]`.
+    pub(super) gateway: Option<GatewayFiles>,
+    pub(super) shared: SharedFiles,
+}
+
+/// Reads every file `raw` names.
+pub(super) fn read(raw: &RawConfig) -> Result<Files, Problems> {
+    let mut problems = Problems::default();
+    let certificates = certificates(raw, &mut problems);
+    let gateway = raw.gateway.as_ref().and_then(|g| gateway(g, &mut problems));
+    if let Some(acme) = &raw.tls.acme {
+        self::acme(acme, &mut problems);
+    }
+    let shared = super::shared::read(&raw.shared, &mut problems);
+    // It holds the ACME account key: private like the cache it copies.
+    if let Some(snapshots) = &raw.snapshots
+        && snapshots.dir.is_dir()
+        && let Err(e) = crate::secrets::require_private(&snapshots.dir)
+    {
+        problems.push("snapshots.dir", e);
+    }
+    problems.or(Files {
+        certificates,
+        gateway,
+        shared,
+    })
+}
 
 /// What the gateway's files hold.
 pub(super) struct GatewayFiles {
@@ -28,7 +59,7 @@ pub(super) struct GatewayFiles {
 }
 
 /// `tls.certificates`: each certificate with its key.
-pub(super) fn certificates(raw: &RawConfig, problems: &mut Problems) -> CertStore {
+fn certificates(raw: &RawConfig, problems: &mut Problems) -> CertStore {
     let entries = raw
         .tls
         .certificates
@@ -44,12 +75,12 @@ pub(super) fn certificates(raw: &RawConfig, problems: &mut Problems) -> CertStor
     CertStore::new(entries)
 }
 
-/// `[gateway]`'s files: the employee CA (without it there is no gateway), revocation lists and
-/// TOTP secrets.
-pub(super) fn gateway(gateway: &RawGateway, problems: &mut Problems) -> Option<GatewayFiles> {
+/// `[gateway]`'s files: the employee CA, revocation lists and TOTP secrets.
+fn gateway(gateway: &RawGateway, problems: &mut Problems) -> Option<GatewayFiles> {
+    // Every file is read even when the CA is not, so that all their problems come at once.
     let client_roots = load_roots(&gateway.client_ca)
         .map_err(|e| problems.push("gateway.client_ca", e))
-        .ok()?;
+        .ok();
     let (crls, crl_updates) = gateway
         .crls
         .iter()
@@ -80,7 +111,7 @@ pub(super) fn gateway(gateway: &RawGateway, problems: &mut Problems) -> Option<G
         })
         .collect();
     Some(GatewayFiles {
-        client_roots: Arc::new(client_roots),
+        client_roots: Arc::new(client_roots?),
         crls,
         crl_updates,
         totp,
@@ -123,7 +154,7 @@ fn load_totp(file: &Path) -> Result<Arc<totp_rs::Totp>, ProblemKind> {
 
 /// `[tls.acme]`'s files: the directory's CA, and a cache directory that is, or can become, a
 /// directory (it is created, private, when the ACME task starts).
-pub(super) fn acme(acme: &RawAcme, problems: &mut Problems) {
+fn acme(acme: &RawAcme, problems: &mut Problems) {
     if acme.store.is_none()
         && let Err(kind) = check_cache_dir(&acme.cache_dir)
     {
@@ -153,40 +184,6 @@ fn check_cache_dir(dir: &Path) -> Result<(), ProblemKind> {
             format!("{} is not a directory", d.display()),
         ))),
         _ => Ok(()),
-    }
-}
-
-/// What the names among the upstream addresses resolve to now, each answer checked as a
-/// literal address is. The connector checks again at every connect; this is the early warning.
-pub(super) fn resolve_upstreams(upstreams: &[UpstreamConfig], problems: &mut Problems) {
-    for upstream in upstreams {
-        for (i, addr) in upstream.addrs.iter().enumerate() {
-            if addr.ip.is_some() {
-                continue;
-            }
-            let key = Key::new("upstreams")
-                .field(&upstream.name)
-                .field("addrs")
-                .index(i);
-            let value = addr.authority.as_str();
-            let Ok(resolved) = value.to_socket_addrs() else {
-                problems.push(key, ProblemKind::Unresolvable(value.to_owned()));
-                continue;
-            };
-            for ip in resolved.map(|a| a.ip().to_canonical()) {
-                let shown = format!("{value} (resolves to {ip})");
-                if let Err(kind) = check_reachable(
-                    ip,
-                    &shown,
-                    &upstream.environment,
-                    &upstream.networks,
-                    &upstream.metadata_endpoints,
-                ) {
-                    problems.push(key, kind);
-                    break;
-                }
-            }
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use rustls::pki_types::CertificateRevocationListDer;
 use super::ProblemKind;
 use super::files::GatewayFiles;
 use super::problems::{Key, Problems};
-use super::raw::{RawConfig, RawGateway, RawRoute};
+use super::raw::{RawGateway, RawRoute};
 
 /// The gateway for internal routes.
 #[derive(Debug, Clone)]
@@ -117,15 +117,14 @@ impl std::fmt::Display for Grant {
     }
 }
 
-/// `[gateway]` from its values and what the load step read for it; `None` without a
-/// gateway, or when its employee CA could not be read (that problem is already filed).
-pub(super) fn validate_gateway(
-    raw: &RawConfig,
-    files: Option<GatewayFiles>,
-    problems: &mut Problems,
-) -> Option<GatewaySettings> {
-    let gateway = raw.gateway.as_ref()?;
-    let files = files?;
+/// `[gateway]`'s values, checked on their own; its files are read by `files.rs`.
+pub(super) struct GatewayPolicy {
+    mfa_session: Duration,
+    lockout: LockoutPolicy,
+    max_tunnels_per_user: u32,
+}
+
+pub(super) fn policy(gateway: &RawGateway, problems: &mut Problems) -> GatewayPolicy {
     let mfa_session = humantime::parse_duration(&gateway.mfa_session)
         .map_err(|_| {
             problems.push(
@@ -138,26 +137,40 @@ pub(super) fn validate_gateway(
     if gateway.max_tunnels_per_user == 0 {
         problems.push("gateway.max_tunnels_per_user", ProblemKind::Zero);
     }
+    GatewayPolicy {
+        mfa_session,
+        lockout,
+        max_tunnels_per_user: gateway.max_tunnels_per_user,
+    }
+}
+
+/// The gateway, from its checked values and the files read for it.
+pub(super) fn settings(
+    gateway: &RawGateway,
+    policy: GatewayPolicy,
+    files: GatewayFiles,
+) -> GatewaySettings {
+    let mut totp = files.totp;
     let users = gateway
         .users
         .iter()
         .map(|(name, user)| {
             let user = User {
                 groups: user.groups.clone(),
-                totp: files.totp.get(name).cloned(),
+                totp: totp.remove(name),
             };
             (name.clone(), user)
         })
         .collect();
-    Some(GatewaySettings {
+    GatewaySettings {
         client_roots: files.client_roots,
         crls: files.crls,
         crl_updates: files.crl_updates,
-        mfa_session,
-        lockout,
+        mfa_session: policy.mfa_session,
+        lockout: policy.lockout,
         users,
-        max_tunnels_per_user: gateway.max_tunnels_per_user,
-    })
+        max_tunnels_per_user: policy.max_tunnels_per_user,
+    }
 }
 
 fn lockout_policy(gateway: &RawGateway, problems: &mut Problems) -> LockoutPolicy {
@@ -189,7 +202,7 @@ fn lockout_policy(gateway: &RawGateway, problems: &mut Problems) -> LockoutPolic
 pub(super) fn route_access(
     i: usize,
     route: &RawRoute,
-    gateway: Option<&GatewaySettings>,
+    gateway: Option<&RawGateway>,
     problems: &mut Problems,
 ) -> Option<RouteAccess> {
     let route_key = Key::new("routes").index(i);
@@ -217,18 +230,20 @@ pub(super) fn route_access(
 }
 
 /// The `allow` and `mfa` keys of the route or tunnel at `key`: grants naming people who exist,
-/// and a second factor for everyone granted when `mfa` is set.
+/// and a second factor for everyone granted when `mfa` is set. Whether each secret file holds
+/// a secret is the load step's to say, under the file's own key.
 pub(super) fn access_rules(
     allow: &[String],
     mfa: bool,
     key: &Key,
-    gateway: &GatewaySettings,
+    gateway: &RawGateway,
     problems: &mut Problems,
 ) -> RouteAccess {
     let allow = grants(allow, &key.field("allow"), gateway, problems);
     if mfa {
         for (name, user) in &gateway.users {
-            if user.totp.is_none() && allow.iter().any(|g| g.admits(name, &user.groups)) {
+            if user.totp_secret_file.is_none() && allow.iter().any(|g| g.admits(name, &user.groups))
+            {
                 problems.push(key.field("mfa"), ProblemKind::NoSecondFactor(name.clone()));
             }
         }
@@ -240,7 +255,7 @@ pub(super) fn access_rules(
 pub(super) fn grants(
     entries: &[String],
     key: &Key,
-    gateway: &GatewaySettings,
+    gateway: &RawGateway,
     problems: &mut Problems,
 ) -> Vec<Grant> {
     let mut allow = Vec::new();

@@ -1,5 +1,6 @@
-//! Problems found in a configuration, each under the key that holds the value: every phase of
-//! validation pushes into one list, so that all problems of a file are reported together.
+//! Problems found in a configuration, each under the key that holds the value. A phase of
+//! validation pushes every problem it finds into one list and hands back its typed result only
+//! when the list is empty, so that the next phase works on values that passed.
 
 use super::{ConfigError, Problem, ProblemKind};
 
@@ -44,11 +45,23 @@ impl Problems {
         self.0
     }
 
-    pub(super) fn finish(self) -> Result<(), ConfigError> {
+    /// Problems found by two phases that take nothing from each other.
+    pub(super) fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+
+    /// What a phase found: `value` when nothing was wrong, every problem otherwise.
+    pub(super) fn or<T>(self, value: T) -> Result<T, Problems> {
         if self.0.is_empty() {
-            Ok(())
+            Ok(value)
         } else {
-            Err(ConfigError::Invalid(self.0))
+            Err(self)
         }
+    }
+}
+
+impl From<Problems> for ConfigError {
+    fn from(problems: Problems) -> Self {
+        ConfigError::Invalid(problems.0)
     }
 }

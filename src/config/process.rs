@@ -20,7 +20,18 @@ pub const MONTHLY_MONTHS: std::ops::RangeInclusive<u32> = 13..=36;
 const EVERY: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(60)..=Duration::from_secs(6 * 3600);
 
-/// `[server]`'s account settings, validated.
+/// `[server]`'s account settings as written: names, not yet looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// `server.user`.
+    pub user: Option<String>,
+    /// `server.group`; only with a user.
+    pub group: Option<String>,
+    /// `server.allow_root`.
+    pub allow_root: bool,
+}
+
+/// `[server]`'s account settings, looked up on this machine ([`super::Config::resolve`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Privileges {
     /// The account to switch to once the listeners are bound.
@@ -29,7 +40,7 @@ pub struct Privileges {
     pub allow_root: bool,
 }
 
-/// An unprivileged account, resolved when the config is loaded.
+/// An unprivileged account, as this machine knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunAs {
     /// `server.user`.
@@ -74,63 +85,24 @@ pub struct Retention {
     pub monthly_months: u32,
 }
 
-/// `server.user`, `server.group`, `server.allow_root`: accounts are looked up now, so that
-/// `check` names one that does not exist rather than start failing after binding.
-pub(super) fn validate_privileges(
+/// `server.user`, `server.group`, `server.allow_root` as written; the accounts are looked up
+/// by `resolve.rs`, so that `check` names one that does not exist rather than start failing
+/// after binding.
+pub(super) fn account(
     raw: &RawConfig,
     problems: &mut Problems,
     warnings: &mut Problems,
-) -> Privileges {
+) -> Account {
     let server = &raw.server;
     if server.allow_root {
         warnings.push("server.allow_root", ProblemKind::AllowRoot);
     }
-    let Some(user) = &server.user else {
-        if server.group.is_some() {
-            problems.push("server.group", ProblemKind::GroupWithoutUser);
-        }
-        return Privileges {
-            run_as: None,
-            allow_root: server.allow_root,
-        };
-    };
-    let account = match nix::unistd::User::from_name(user) {
-        Ok(Some(account)) if account.uid.is_root() => {
-            problems.push("server.user", ProblemKind::RootAccount(user.clone()));
-            None
-        }
-        Ok(Some(account)) => Some(account),
-        _ => {
-            problems.push("server.user", ProblemKind::UnknownAccount(user.clone()));
-            None
-        }
-    };
-    let gid = match &server.group {
-        Some(group) => match nix::unistd::Group::from_name(group) {
-            Ok(Some(found)) if found.gid.as_raw() == 0 => {
-                problems.push("server.group", ProblemKind::RootAccount(group.clone()));
-                None
-            }
-            Ok(Some(found)) => Some(found.gid),
-            _ => {
-                problems.push("server.group", ProblemKind::UnknownAccount(group.clone()));
-                None
-            }
-        },
-        None => match &account {
-            Some(account) if account.gid.as_raw() == 0 => {
-                problems.push("server.user", ProblemKind::RootGroup(user.clone()));
-                None
-            }
-            account => account.as_ref().map(|a| a.gid),
-        },
-    };
-    Privileges {
-        run_as: account.zip(gid).map(|(account, gid)| RunAs {
-            user: user.clone(),
-            uid: account.uid.as_raw(),
-            gid: gid.as_raw(),
-        }),
+    if server.user.is_none() && server.group.is_some() {
+        problems.push("server.group", ProblemKind::GroupWithoutUser);
+    }
+    Account {
+        user: server.user.clone(),
+        group: server.group.clone(),
         allow_root: server.allow_root,
     }
 }
@@ -227,12 +199,6 @@ pub(super) fn validate_snapshots(raw: &RawSnapshots, problems: &mut Problems) ->
                 None
             }
         });
-    // It holds the ACME account key: private like the cache it copies.
-    if raw.dir.is_dir()
-        && let Err(e) = crate::secrets::require_private(&raw.dir)
-    {
-        problems.push("snapshots.dir", e);
-    }
     SnapshotSettings {
         dir: raw.dir.clone(),
         every,

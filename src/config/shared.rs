@@ -4,7 +4,7 @@
 //! counted together.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -63,37 +63,29 @@ impl fmt::Debug for Secret {
     }
 }
 
-pub(super) fn validate_shared(
+/// Where the shared store is, checked on its own: an upstream, and for `rediss://` the name
+/// its certificate must hold.
+pub(super) struct RedisPlace {
+    upstream: UpstreamId,
+    server_name: Option<ServerName<'static>>,
+}
+
+/// `[shared]`'s values; the secret and CA files are read by [`read`].
+pub(super) fn check(
     raw: &RawConfig,
     upstreams: &[UpstreamConfig],
     problems: &mut Problems,
     warnings: &mut Problems,
-) -> SharedSettings {
-    let RawShared {
-        session_key_file,
-        redis,
-        redis_password_file,
-        redis_ca_file,
-        redis_server_name,
-    } = &raw.shared;
+) -> Option<RedisPlace> {
+    let shared = &raw.shared;
     let key = |field: &str| Key::new("shared").field(field);
-    let session_key = session_key_file.as_deref().and_then(|file| {
-        read_secret(file, MIN_SESSION_KEY_BYTES)
-            .map_err(|kind| problems.push(key("session_key_file"), kind))
-            .ok()
-    });
-    let password = redis_password_file.as_deref().and_then(|file| {
-        read_secret(file, 1)
-            .map_err(|kind| problems.push(key("redis_password_file"), kind))
-            .ok()
-    });
-    if password.is_some() && redis.is_none() {
+    if shared.redis_password_file.is_some() && shared.redis.is_none() {
         problems.push(
             key("redis_password_file"),
             ProblemKind::PasswordWithoutRedis,
         );
     }
-    let address = redis.as_deref().and_then(|value| {
+    let address = shared.redis.as_deref().and_then(|value| {
         let parsed = RedisAddress::parse(value);
         if parsed.is_none() {
             problems.push(key("redis"), ProblemKind::RedisUrl(value.to_owned()));
@@ -102,15 +94,15 @@ pub(super) fn validate_shared(
     });
     if !address.as_ref().is_some_and(|a| a.tls) {
         for (field, set) in [
-            ("redis_ca_file", redis_ca_file.is_some()),
-            ("redis_server_name", redis_server_name.is_some()),
+            ("redis_ca_file", shared.redis_ca_file.is_some()),
+            ("redis_server_name", shared.redis_server_name.is_some()),
         ] {
             if set {
                 problems.push(key(field), ProblemKind::RedisNotTls);
             }
         }
     }
-    let redis = address.and_then(|address| {
+    let place = address.and_then(|address| {
         let upstream = upstreams.iter().position(|u| *u.name == *address.name);
         if upstream.is_none() && !raw.upstreams.contains_key(address.name) {
             problems.push(
@@ -118,46 +110,91 @@ pub(super) fn validate_shared(
                 ProblemKind::UnknownUpstream(address.name.to_owned()),
             );
         }
-        let tls = match address.tls {
-            true => Some(redis_tls(&raw.shared, address.name, problems)?),
+        let server_name = match address.tls {
+            true => Some(server_name(shared, address.name, problems)?),
             false => None,
         };
         // A declared upstream missing here was refused with its own key.
-        Some(RedisSettings {
+        Some(RedisPlace {
             upstream: UpstreamId(upstream?),
-            password,
-            tls,
+            server_name,
         })
     });
-    if redis.is_some() && session_key_file.is_none() {
+    if place.is_some() && shared.session_key_file.is_none() {
         warnings.push(key("session_key_file"), ProblemKind::StoreWithoutSharedKey);
     }
-    SharedSettings { session_key, redis }
+    place
 }
 
-/// The CA and name a `rediss://` server is checked by.
-fn redis_tls(shared: &RawShared, upstream: &str, problems: &mut Problems) -> Option<RedisTls> {
+/// The name a `rediss://` server's certificate must hold; its CA file is required.
+fn server_name(
+    shared: &RawShared,
+    upstream: &str,
+    problems: &mut Problems,
+) -> Option<ServerName<'static>> {
     let key = |field: &str| Key::new("shared").field(field);
-    let roots = match &shared.redis_ca_file {
-        None => {
-            problems.push(key("redis_ca_file"), ProblemKind::RedisCaMissing);
-            None
-        }
-        Some(file) => crate::certs::load_ca_certs(file)
-            .map_err(|e| problems.push(key("redis_ca_file"), e))
-            .ok(),
-    };
+    if shared.redis_ca_file.is_none() {
+        problems.push(key("redis_ca_file"), ProblemKind::RedisCaMissing);
+    }
     let (field, name) = match &shared.redis_server_name {
         Some(name) => ("redis_server_name", name.as_str()),
         None => ("redis", upstream),
     };
-    let server_name = ServerName::try_from(name.to_owned())
+    ServerName::try_from(name.to_owned())
         .map_err(|_| problems.push(key(field), ProblemKind::ServerName(name.to_owned())))
-        .ok();
-    Some(RedisTls {
-        roots: roots?,
-        server_name: server_name?,
-    })
+        .ok()
+}
+
+/// What `[shared]`'s files hold.
+pub(super) struct SharedFiles {
+    session_key: Option<Secret>,
+    password: Option<Secret>,
+    redis_roots: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// Reads the files `[shared]` names, whatever its other values say.
+pub(super) fn read(shared: &RawShared, problems: &mut Problems) -> SharedFiles {
+    let key = |field: &str| Key::new("shared").field(field);
+    let mut secret = |file: &Option<PathBuf>, field, min| {
+        let file = file.as_deref()?;
+        read_secret(file, min)
+            .map_err(|kind| problems.push(key(field), kind))
+            .ok()
+    };
+    let session_key = secret(
+        &shared.session_key_file,
+        "session_key_file",
+        MIN_SESSION_KEY_BYTES,
+    );
+    let password = secret(&shared.redis_password_file, "redis_password_file", 1);
+    let redis_roots = shared.redis_ca_file.as_deref().and_then(|file| {
+        crate::certs::load_ca_certs(file)
+            .map_err(|e| problems.push(key("redis_ca_file"), e))
+            .ok()
+    });
+    SharedFiles {
+        session_key,
+        password,
+        redis_roots,
+    }
+}
+
+/// `[shared]` from its checked values and its files.
+pub(super) fn settings(place: Option<RedisPlace>, files: SharedFiles) -> SharedSettings {
+    let redis = place.map(|place| RedisSettings {
+        upstream: place.upstream,
+        password: files.password,
+        // Phase 1 requires the CA file with `rediss://` and the load step read it; were it
+        // missing all the same, no roots trust no server: the store fails closed, never plain.
+        tls: place.server_name.map(|server_name| RedisTls {
+            roots: files.redis_roots.unwrap_or_default(),
+            server_name,
+        }),
+    });
+    SharedSettings {
+        session_key: files.session_key,
+        redis,
+    }
 }
 
 /// `shared.redis`, read: `NAME`, `redis://NAME` or `rediss://NAME`.

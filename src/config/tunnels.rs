@@ -1,22 +1,19 @@
-//! `[[tunnels]]`, validated: each names one exact gateway host (covered by a certificate), one
-//! target name and port, an upstream (so every upstream rule holds: private networks of its
-//! environment, metadata endpoints never), and who may open it.
+//! `[[tunnels]]`, validated: each names one exact gateway host (whose certificate
+//! `coverage.rs` checks once the files are read), one target name and port, an upstream (so
+//! every upstream rule holds: private networks of its environment, metadata endpoints never),
+//! and who may open it.
 
 use std::time::Duration;
 
 use super::gateway::access_rules;
 use super::problems::{Key, Problems};
 use super::raw::RawConfig;
-use super::validate::require_coverage;
-use super::{GatewaySettings, ProblemKind, TunnelConfig, UpstreamConfig, UpstreamId};
-use crate::certs::CertStore;
+use super::{ProblemKind, TunnelConfig, UpstreamConfig, UpstreamId};
 use crate::host::{HostPattern, is_dns_name};
 
 pub(super) fn validate_tunnels(
     raw: &RawConfig,
     upstreams: &[UpstreamConfig],
-    certificates: &CertStore,
-    gateway: Option<&GatewaySettings>,
     problems: &mut Problems,
 ) -> Vec<TunnelConfig> {
     let mut tunnels: Vec<TunnelConfig> = Vec::new();
@@ -25,11 +22,7 @@ pub(super) fn validate_tunnels(
         let key = |field: &str| tunnel_key.field(field);
         let host = match HostPattern::parse(&tunnel.host) {
             // SNI carries names only, never addresses.
-            Ok(HostPattern::Exact(host)) if is_dns_name(&host) && !is_address(&host) => {
-                let pattern = HostPattern::Exact(host.clone());
-                require_coverage(raw, certificates, &pattern, key("host"), problems);
-                Some(host)
-            }
+            Ok(HostPattern::Exact(host)) if is_dns_name(&host) && !is_address(&host) => Some(host),
             Ok(_) => {
                 problems.push(key("host"), ProblemKind::TunnelHost(tunnel.host.clone()));
                 None
@@ -66,7 +59,7 @@ pub(super) fn validate_tunnels(
                 Duration::ZERO
             }
         };
-        let Some(gateway) = gateway else {
+        let Some(gateway) = &raw.gateway else {
             problems.push(key("allow"), ProblemKind::NoGateway);
             continue;
         };

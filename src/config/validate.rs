@@ -13,10 +13,9 @@ use ipnet::IpNet;
 use super::problems::{Key, Problems};
 use super::raw::{self, RawConfig, RawLimits};
 use super::{
-    AdminSettings, GatewaySettings, Limits, Listen, MIN_HEADER_BYTES, ProblemKind, RouteAction,
-    RouteConfig, UpstreamConfig, UpstreamId,
+    AdminSettings, Limits, Listen, MIN_HEADER_BYTES, ProblemKind, RouteAction, RouteConfig,
+    UpstreamConfig, UpstreamId,
 };
-use crate::certs::CertStore;
 use crate::host::HostPattern;
 use crate::networks::check_private;
 
@@ -102,30 +101,13 @@ pub(super) fn require_certificates(raw: &RawConfig, problems: &mut Problems) {
     }
 }
 
-/// A host that clients reach by TLS must be covered by a certificate file or an ACME domain.
-pub(super) fn require_coverage(
-    raw: &RawConfig,
-    certificates: &CertStore,
-    host: &HostPattern,
-    key: Key,
-    problems: &mut Problems,
-) {
-    let acme_names = || raw.tls.acme.iter().flat_map(|a| a.domains.iter());
-    let any_source = !certificates.entries().is_empty() || acme_names().next().is_some();
-    let by_acme = acme_names().any(|name| HostPattern::Exact(name.to_ascii_lowercase()) == *host);
-    if any_source && !certificates.covers(host) && !by_acme {
-        problems.push(key, ProblemKind::Uncovered(host.to_string()));
-    }
-}
-
 pub(super) fn validate_routes(
     raw: &RawConfig,
     upstreams: &[UpstreamConfig],
-    certificates: &CertStore,
     limits: &Limits,
-    gateway: Option<&super::GatewaySettings>,
     problems: &mut Problems,
 ) -> Vec<RouteConfig> {
+    let gateway = raw.gateway.as_ref();
     let mut routes: Vec<RouteConfig> = Vec::new();
     let mut seen = HashSet::new();
     for (i, route) in raw.routes.iter().enumerate() {
@@ -134,9 +116,6 @@ pub(super) fn validate_routes(
         let host = HostPattern::parse(&route.host)
             .map_err(|e| problems.push(key("host"), e))
             .ok();
-        if let Some(host) = &host {
-            require_coverage(raw, certificates, host, key("host"), problems);
-        }
         let prefix = &route.path_prefix;
         if !prefix.starts_with('/')
             || crate::path::normalize_path(prefix).ok().as_deref() != Some(prefix)
@@ -207,11 +186,7 @@ fn route_action(
 /// `[admin]`: private by construction. Plain HTTP on a loopback address, or mutual TLS with
 /// employee certificates and a grant (`allow`) on a loopback or private address; never on a
 /// public or wildcard address.
-pub(super) fn validate_admin(
-    raw: &RawConfig,
-    gateway: Option<&GatewaySettings>,
-    problems: &mut Problems,
-) -> Option<AdminSettings> {
+pub(super) fn validate_admin(raw: &RawConfig, problems: &mut Problems) -> Option<AdminSettings> {
     let admin = raw.admin.as_ref()?;
     let listen = socket_addr(&admin.listen, "admin.listen", problems);
     if check_private(&IpNet::from(listen.ip())).is_err() || listen.ip().is_unspecified() {
@@ -219,7 +194,7 @@ pub(super) fn validate_admin(
     } else if admin.allow.is_empty() && !listen.ip().to_canonical().is_loopback() {
         problems.push("admin.listen", ProblemKind::UnauthenticatedAdmin(listen));
     }
-    let allow = match gateway {
+    let allow = match &raw.gateway {
         Some(gateway) => {
             super::gateway::grants(&admin.allow, &Key::new("admin.allow"), gateway, problems)
         }

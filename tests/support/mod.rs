@@ -289,9 +289,17 @@ pub fn config_from(toml_text: &str) -> Result<Config, portcullis::config::Config
     Config::from_raw(toml::from_str(toml_text)?)
 }
 
+/// A config through all three phases, as `check` takes it: values, files, then accounts and
+/// names.
+pub fn checked(toml_text: &str) -> Result<Config, portcullis::config::ConfigError> {
+    let config = config_from(toml_text)?;
+    config.resolve()?;
+    Ok(config)
+}
+
 /// The problems of a config that validation must refuse.
 pub fn problems(toml_text: &str) -> Vec<portcullis::config::Problem> {
-    match config_from(toml_text) {
+    match checked(toml_text) {
         Err(portcullis::config::ConfigError::Invalid(problems)) => problems,
         Err(other) => panic!("expected validation problems, got: {other}"),
         Ok(_) => panic!("config was accepted:\n{toml_text}"),
@@ -338,7 +346,7 @@ pub fn assert_refused(toml_text: &str, key: &str) {
 
 /// Starts the proxy on the config in `file`, which SIGHUP and `POST /reload` re-read.
 pub async fn start_file(file: &std::path::Path) -> Running {
-    let config = Config::load(file).unwrap();
+    let (config, _) = Config::load(file).unwrap();
     let listeners = portcullis::Listeners::bind(&config).unwrap();
     portcullis::start_from_file(config, listeners, file.to_owned())
         .await

@@ -27,6 +27,8 @@ mod cache;
 mod order;
 mod shared;
 
+pub use bucket::StoreConnector;
+
 /// Why ACME could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {

@@ -35,7 +35,7 @@ pub use error::{ConfigError, Problem, ProblemKind};
 pub use gateway::{CrlUpdate, GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
 pub use process::{
     Account, DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Privileges, Retention, RunAs, SIX_HOURLY_DAYS,
-    SnapshotSettings, WEEKLY_WEEKS,
+    SYSTEM_ROOTS, SnapshotSettings, WEEKLY_WEEKS,
 };
 pub use settings::{
     AdminSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging, Peering,

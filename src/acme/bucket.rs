@@ -1,6 +1,7 @@
 //! The object store the instances share (S3, or an S3-compatible service), through the
-//! `object_store` crate: small objects read whole, written whole, and the conditional writes
-//! (`If-None-Match: *`, `If-Match: <etag>`) the lease is built on.
+//! `object_store` crate and our HTTP client (`http.rs`): small objects read whole, written
+//! whole, and the conditional writes (`If-None-Match: *`, `If-Match: <etag>`) the lease is
+//! built on.
 //!
 //! Credentials come from the environment as for any AWS SDK (`AWS_ACCESS_KEY_ID` and
 //! `AWS_SECRET_ACCESS_KEY`, a web identity token, the instance or container role); nothing
@@ -19,6 +20,10 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::AcmeStore;
+
+mod http;
+
+pub use http::Connector as StoreConnector;
 
 /// The lease object.
 const LEASE: &str = "lease.json";
@@ -43,7 +48,9 @@ pub struct Bucket {
 impl Bucket {
     /// Opens the bucket; nothing is requested until the first use.
     pub fn open(settings: &AcmeStore) -> Result<Self, StoreError> {
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&settings.bucket);
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&settings.bucket)
+            .with_http_connector(StoreConnector);
         if let Some(region) = &settings.region {
             builder = builder.with_region(region);
         }

@@ -107,9 +107,9 @@ pub(super) fn account(
     }
 }
 
-/// Where Debian and its kin keep the bundle of trusted roots (its directory is granted, not
+/// Where Debian and its kin keep the bundle of trusted roots (the file is granted, not
 /// `/etc/ssl`, whose `private/` holds other services' keys).
-const SYSTEM_ROOTS: [&str; 1] = ["/etc/ssl/certs/ca-certificates.crt"];
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Every file the config names and every directory it writes.
 pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
@@ -124,7 +124,7 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
         read.extend(acme.directory_ca.clone());
         if acme.store.is_some() {
             // The object store's HTTPS client trusts the system's roots (public certificates).
-            read.extend(SYSTEM_ROOTS.iter().map(PathBuf::from));
+            read.push(PathBuf::from(SYSTEM_ROOTS));
         } else {
             write.push(acme.cache_dir.clone());
         }

@@ -45,6 +45,7 @@ impl Moto {
             .with_region("us-east-1")
             .with_access_key_id("test")
             .with_secret_access_key("test")
+            .with_http_connector(portcullis::StoreConnector)
             .build()
             .unwrap()
     }

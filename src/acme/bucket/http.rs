@@ -1,0 +1,135 @@
+//! object_store's HTTP client, on the stack the proxy already has: hyper-util's pooled client
+//! over rustls (aws-lc-rs). Its default would be reqwest, a second HTTP client with its own
+//! TLS roots and verifier crates, for the five kinds of request the shared store makes.
+//!
+//! The system's root bundle is trusted (a private S3-compatible service may be signed by a CA
+//! installed there), or the public roots when the machine has no bundle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client as Pooled;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use object_store::client::{
+    HttpClient, HttpError, HttpErrorKind, HttpRequest, HttpRequestBody, HttpResponse,
+    HttpResponseBody, HttpService,
+};
+use object_store::{ClientConfigKey, ClientOptions};
+
+use crate::config::SYSTEM_ROOTS;
+
+/// object_store's own default when `ClientOptions` names none.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes the bucket's client from object_store's options.
+#[derive(Debug, Default)]
+pub struct Connector;
+
+impl object_store::client::HttpConnector for Connector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let option = |key| options.get_config_value(&key);
+        let duration = |key| option(key).and_then(|v| humantime::parse_duration(&v).ok());
+        let allow_http = option(ClientConfigKey::AllowHttp).is_some_and(|v| v == "true");
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(duration(ClientConfigKey::ConnectTimeout));
+        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config()?);
+        // The builder only lets http:// through to an endpoint that validation allowed it for
+        // (loopback).
+        let https = match allow_http {
+            true => builder.https_or_http(),
+            false => builder.https_only(),
+        }
+        .enable_http1()
+        .wrap_connector(http);
+        Ok(HttpClient::new(Client {
+            pooled: Pooled::builder(TokioExecutor::new()).build(https),
+            timeout: duration(ClientConfigKey::Timeout).unwrap_or(DEFAULT_TIMEOUT),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct Client {
+    pooled: Pooled<HttpsConnector<HttpConnector>, HttpRequestBody>,
+    /// For the whole exchange: the objects are small and read whole.
+    timeout: Duration,
+}
+
+#[async_trait]
+impl HttpService for Client {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let exchange = async {
+            let response = self.pooled.request(request).await.map_err(|e| {
+                let kind = if e.is_connect() {
+                    HttpErrorKind::Connect
+                } else {
+                    HttpErrorKind::Request
+                };
+                HttpError::new(kind, e)
+            })?;
+            let (parts, body) = response.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| HttpError::new(HttpErrorKind::Interrupted, e))?
+                .to_bytes();
+            Ok(HttpResponse::from_parts(
+                parts,
+                HttpResponseBody::from(bytes),
+            ))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|elapsed| HttpError::new(HttpErrorKind::Timeout, elapsed))?
+    }
+}
+
+fn tls_config() -> object_store::Result<rustls::ClientConfig> {
+    let generic = |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+        store: "S3",
+        source,
+    };
+    let roots = crate::certs::load_roots(std::path::Path::new(SYSTEM_ROOTS)).unwrap_or_else(|_| {
+        rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        }
+    });
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| generic(e.into()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::client::HttpConnector as _;
+
+    /// Whether a request through a client made from `options` reaches a plain listener.
+    async fn reaches_plain_listener(options: &ClientOptions) -> bool {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/bucket/key", listener.local_addr().unwrap());
+        let client = Connector.connect(options).unwrap();
+        let request = http::Request::get(url)
+            .body(HttpRequestBody::empty())
+            .unwrap();
+        let sent = tokio::spawn(async move { client.execute(request).await.map(drop) });
+        let accepted = tokio::time::timeout(Duration::from_secs(2), listener.accept()).await;
+        sent.abort();
+        accepted.is_ok()
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_used_only_where_the_options_allow_it() {
+        // Signed requests and the account key travel here: never in clear by default.
+        assert!(!reaches_plain_listener(&ClientOptions::new()).await);
+        assert!(reaches_plain_listener(&ClientOptions::new().with_allow_http(true)).await);
+    }
+}

@@ -15,7 +15,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_acme::{AcmeConfig, EventOk, ResolvesServerCertAcme, is_tls_alpn_challenge};
 
-use crate::certs::{CertError, load_roots};
+use crate::certs::{CertError, load_roots, public_roots};
 use crate::config::AcmeSettings;
 use crate::host::HostPattern;
 use crate::lifecycle::Lifecycle;
@@ -75,19 +75,12 @@ pub fn start(
 
 /// The client for the ACME directory: public roots, or the configured test CA's.
 fn client_config(settings: &AcmeSettings) -> Result<Arc<rustls::ClientConfig>, CertError> {
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(CertError::UnsupportedKey)?;
     let roots = match &settings.directory_ca {
         Some(ca) => load_roots(ca)?,
-        None => rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        },
+        None => public_roots(),
     };
     Ok(Arc::new(
-        builder.with_root_certificates(roots).with_no_client_auth(),
+        crate::certs::client_config(roots).map_err(CertError::UnsupportedKey)?,
     ))
 }
 

@@ -181,6 +181,24 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// A client of our one crypto provider that trusts `roots` and presents no certificate: the
+/// ACME directory's, the shared stores' (S3 and Redis).
+pub fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, rustls::Error> {
+    Ok(
+        rustls::ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// The public web's roots (Mozilla's, compiled in).
+pub fn public_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
 /// Reads a PEM bundle of trust roots.
 pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
     read_roots(path).map(|(_, roots)| roots)

@@ -172,9 +172,7 @@ async fn open(
 fn client_config(options: &ConnectOptions) -> Result<rustls::ClientConfig, ConnectError> {
     let roots = match &options.ca {
         Some(ca) => load_roots(ca)?,
-        None => rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        },
+        None => crate::certs::public_roots(),
     };
     let read_err = |path: &PathBuf| {
         let path = path.clone();

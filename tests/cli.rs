@@ -57,6 +57,52 @@ async fn check_lists_every_error_by_key() {
     );
 }
 
+#[tokio::test]
+async fn check_reports_values_and_files_together_and_no_follow_on() {
+    let setup = Setup::new().await;
+    let missing = setup.pki.dir.path().join("missing");
+    let toml = setup.toml(&format!(
+        r#"[limits]
+idle_timeout = "soon"
+[[routes]]
+host = "localhost"
+path_prefix = "/ops"
+upstream = "app"
+internal = true
+allow = ["carol"]
+mfa = true
+[gateway]
+client_ca = "{missing}/ca.crt"
+[gateway.users.carol]
+totp_secret_file = "{missing}/carol.totp"
+"#,
+        missing = missing.display()
+    ));
+    let file = setup.pki.dir.path().join("bad.toml");
+    std::fs::write(&file, toml).unwrap();
+    let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let keys: Vec<&str> = stderr
+        .lines()
+        .skip_while(|line| !line.ends_with("is not a valid config:"))
+        .skip(1)
+        .filter_map(|line| line.split_once(": ").map(|(key, _)| key))
+        .collect();
+    // A value problem and the two file problems, each once; not "routes[4].internal: needs a
+    // [gateway]" nor "routes[4].mfa: carol has no totp_secret_file", which would only be
+    // echoes of the files that could not be read.
+    assert_eq!(
+        keys,
+        [
+            "limits.idle_timeout",
+            "gateway.client_ca",
+            "gateway.users.carol.totp_secret_file"
+        ],
+        "{stderr}"
+    );
+}
+
 #[test]
 fn unknown_keys_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,7 @@
 //! Networks, environments, upstream addresses, peerings and refused clients: every rule about
 //! who may reach whom, checked once here and enforced at run time by `networks`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use http::uri::Authority;
@@ -13,26 +13,34 @@ use super::raw::RawConfig;
 use super::{Peering, ProblemKind, UpstreamAddr, UpstreamConfig};
 use crate::networks::{Environments, NetworkRefusal, canonical_net, check_private, is_metadata};
 
+/// `[networks]`: every environment declared, with the networks that passed, and the names of
+/// those where one was refused (an address such a network would have held is not "outside"
+/// the environment on top of the network's own problem).
 pub(super) fn validate_networks(
     raw: &BTreeMap<String, Vec<String>>,
     problems: &mut Problems,
-) -> Environments {
+) -> (Environments, BTreeSet<String>) {
     let mut parsed: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
+    let mut incomplete = BTreeSet::new();
     for (env, nets) in raw {
-        // Declared, even when none of its networks passes: its upstreams are not then "in no
-        // environment" on top of the network's own problem.
-        parsed.entry(env.clone()).or_default();
+        let mut passed = Vec::new();
         for (i, value) in nets.iter().enumerate() {
             let key = Key::new("networks").field(env).index(i);
-            let Some(net) = parse_net(value) else {
-                problems.push(key, ProblemKind::Network(value.clone()));
-                continue;
+            let net = match parse_net(value) {
+                None => Err(ProblemKind::Network(value.clone())),
+                Some(net) => check_private(&net)
+                    .map(|()| net)
+                    .map_err(|reason| ProblemKind::NotPrivate { net, reason }),
             };
-            if let Err(reason) = check_private(&net) {
-                problems.push(key, ProblemKind::NotPrivate { net, reason });
-                continue;
-            }
-            for (other_env, others) in parsed.iter().filter(|(name, _)| *name != env) {
+            let net = match net {
+                Ok(net) => net,
+                Err(kind) => {
+                    problems.push(key, kind);
+                    incomplete.insert(env.clone());
+                    continue;
+                }
+            };
+            for (other_env, others) in &parsed {
                 if let Some(other) = others.iter().find(|o| o.contains(&net) || net.contains(*o)) {
                     problems.push(
                         key.clone(),
@@ -44,10 +52,13 @@ pub(super) fn validate_networks(
                     );
                 }
             }
-            parsed.entry(env.clone()).or_default().push(net);
+            passed.push(net);
         }
+        // Declared even when none of its networks passed: its upstreams are not then "in no
+        // environment" on top of the networks' own problems.
+        parsed.insert(env.clone(), passed);
     }
-    Environments::new(parsed)
+    (Environments::new(parsed), incomplete)
 }
 
 /// A CIDR network from the config, canonical (IPv4-mapped written as IPv4).
@@ -81,6 +92,7 @@ fn parse_list(values: &[String], key: &str, problems: &mut Problems) -> Vec<IpNe
 pub(super) fn validate_upstreams(
     raw: &RawConfig,
     environments: &Environments,
+    incomplete: &BTreeSet<String>,
     metadata: &[IpNet],
     problems: &mut Problems,
 ) -> Vec<UpstreamConfig> {
@@ -111,9 +123,7 @@ pub(super) fn validate_upstreams(
         if upstream.addrs.is_empty() {
             problems.push(key.field("addrs"), ProblemKind::NoAddrs);
         }
-        // One of its networks was refused under its own key: an address it would have held
-        // is not "outside" it.
-        let incomplete = raw.networks.get(env).map(Vec::len) != Some(networks.len());
+        let incomplete = incomplete.contains(env);
         let addrs = upstream
             .addrs
             .iter()

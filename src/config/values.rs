@@ -1,6 +1,6 @@
 //! Phase 1: the config's values, on their own and against each other. No file is read and no
-//! name is resolved, so this is a function of the TOML alone (the unit tests below give it a
-//! string). Each section's checks live in its own file; this one runs them in order.
+//! name is resolved, so this is a function of the TOML alone (`tests.rs` gives it strings).
+//! Each section's checks live in its own file; this one runs them in order.
 
 use http::HeaderName;
 use ipnet::IpNet;
@@ -48,7 +48,7 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
     let mut warnings = Problems::default();
     let listen = validate_listen(raw, &mut problems);
     let limits = validate_limits(&raw.limits, &mut problems);
-    let environments = validate_networks(&raw.networks, &mut problems);
+    let (environments, incomplete) = validate_networks(&raw.networks, &mut problems);
     let peerings = validate_peerings(raw, &environments, &mut problems);
     let mut refused_clients = validate_denied(raw, &mut problems);
     // No other environment reaches ours: peerings only ever point away from us.
@@ -59,7 +59,7 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
             .flat_map(|(_, nets)| nets.iter().copied()),
     );
     let metadata = validate_metadata(raw, &mut problems);
-    let upstreams = validate_upstreams(raw, &environments, &metadata, &mut problems);
+    let upstreams = validate_upstreams(raw, &environments, &incomplete, &metadata, &mut problems);
     require_certificates(raw, &mut problems);
     let stripped_headers = stripped_headers(raw, &mut problems);
     if raw.server.workers == Some(0) {

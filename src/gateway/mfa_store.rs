@@ -260,11 +260,7 @@ fn tls_client(
 ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(tls.roots.iter().cloned());
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = crate::certs::client_config(roots)?;
     Ok((Arc::new(config), tls.server_name.clone()))
 }
 

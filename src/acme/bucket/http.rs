@@ -5,7 +5,6 @@
 //! The system's root bundle is trusted (a private S3-compatible service may be signed by a CA
 //! installed there), or the public roots when the machine has no bundle.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -90,21 +89,12 @@ impl HttpService for Client {
 }
 
 fn tls_config() -> object_store::Result<rustls::ClientConfig> {
-    let generic = |source: Box<dyn std::error::Error + Send + Sync>| object_store::Error::Generic {
+    let roots = crate::certs::load_roots(std::path::Path::new(SYSTEM_ROOTS))
+        .unwrap_or_else(|_| crate::certs::public_roots());
+    crate::certs::client_config(roots).map_err(|e| object_store::Error::Generic {
         store: "S3",
-        source,
-    };
-    let roots = crate::certs::load_roots(std::path::Path::new(SYSTEM_ROOTS)).unwrap_or_else(|_| {
-        rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        }
-    });
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| generic(e.into()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        source: e.into(),
+    })
 }
 
 #[cfg(test)]

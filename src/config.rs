@@ -32,7 +32,10 @@ mod values;
 pub use acme::{AcmeSettings, AcmeStore, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
 pub use error::{ConfigError, Problem, ProblemKind};
-pub use gateway::{CrlUpdate, GatewaySettings, Grant, LockoutPolicy, RouteAccess, User};
+pub use gateway::{
+    CRL_TIMER_PERIOD, CrlUpdate, GatewaySettings, Grant, LONGEST_SHORT_LIVED, Lifetimes,
+    LockoutPolicy, RouteAccess, User,
+};
 pub use process::{
     Account, DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Privileges, Retention, RunAs, SIX_HOURLY_DAYS,
     SYSTEM_ROOTS, SnapshotSettings, WEEKLY_WEEKS,
@@ -44,6 +47,9 @@ pub use settings::{
 pub use shared::{MIN_SESSION_KEY_BYTES, RedisSettings, RedisTls, Secret, SharedSettings};
 
 use std::path::Path;
+
+/// Where the commands look for the config when `-c` does not say.
+pub const DEFAULT_PATH: &str = "config/portcullis.toml";
 
 use http::HeaderValue;
 use ipnet::IpNet;
@@ -185,14 +191,7 @@ impl Config {
             routes: values.routes,
             tunnels: values.tunnels,
             limits: values.limits,
-            log: LogSettings {
-                dir: Some(raw.log.dir),
-                retention_days: raw.log.retention_days,
-                stdout: raw.log.stdout,
-                client_hash: raw.log.client_hash,
-                path: raw.log.path,
-                buffer_lines: raw.log.buffer_lines,
-            },
+            log: log_settings(&raw.log),
             peerings: values.peerings,
             refused_clients: values.refused_clients,
             stripped_headers: values.stripped_headers,
@@ -203,9 +202,56 @@ impl Config {
         }
     }
 
+    /// What `portcullis employees` needs, checked: `[gateway]`'s values and `[server]`'s
+    /// account. The rest of phase 1 is judged apart ([`Enrolment::refused`]): a revocation
+    /// must go through whatever else the config gets wrong, and an allow list naming a group
+    /// nobody is in yet is what enrolling its first member mends.
+    pub fn enrolment(raw: &RawConfig) -> Result<Enrolment, ConfigError> {
+        let mut problems = Problems::default();
+        let mut warnings = Problems::default();
+        let lifetimes = raw
+            .gateway
+            .as_ref()
+            .map(|g| gateway::policy(g, &mut problems, &mut warnings).lifetimes);
+        let account = process::account(raw, &mut problems, &mut warnings);
+        Ok(problems.or(Enrolment {
+            lifetimes,
+            log: log_settings(&raw.log),
+            account,
+            files: process::file_access(raw),
+            refused: values::check(raw).err().map(ConfigError::from),
+        })?)
+    }
+
     /// The upstream a route forwards to or a tunnel opens to.
     pub fn upstream(&self, id: UpstreamId) -> &UpstreamConfig {
         // Ids are made by validation from this very list.
         &self.upstreams[id.index()]
+    }
+}
+
+/// What `portcullis employees` needs of a config whose values passed phase 1.
+#[derive(Debug)]
+pub struct Enrolment {
+    /// `[gateway]`'s lifetimes, when there is a `[gateway]`.
+    pub lifetimes: Option<Lifetimes>,
+    /// Where the audit trail is.
+    pub log: LogSettings,
+    /// `[server]`'s account, which reads what `employees` writes.
+    pub account: Account,
+    /// What the serving process may read and write: the CA key must be outside all of it.
+    pub files: FileAccess,
+    /// What phase 1 finds wrong with the whole config, which the proxy would refuse.
+    pub refused: Option<ConfigError>,
+}
+
+fn log_settings(raw: &raw::RawLog) -> LogSettings {
+    LogSettings {
+        dir: Some(raw.dir.clone()),
+        retention_days: raw.retention_days,
+        stdout: raw.stdout,
+        client_hash: raw.client_hash,
+        path: raw.path,
+        buffer_lines: raw.buffer_lines,
     }
 }

@@ -35,6 +35,7 @@
 pub mod audit;
 pub mod config;
 pub mod dev_certs;
+pub mod employees;
 pub mod logging;
 pub mod privilege;
 pub mod reload;

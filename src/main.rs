@@ -12,7 +12,7 @@ use portcullis::config::{Config, ConfigError, Privileges};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-const DEFAULT_CONFIG: &str = "config/portcullis.toml";
+const DEFAULT_CONFIG: &str = portcullis::config::DEFAULT_PATH;
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +62,9 @@ enum Command {
     ///
     /// ssh -o ProxyCommand='portcullis connect --gateway gw.example.internal:443 %h:%p' db1
     Connect(portcullis::tunnel_client::ConnectOptions),
+    /// Enrol, renew and revoke employees: their certificates, TOTP secrets and config entries.
+    #[command(subcommand)]
+    Employees(portcullis::employees::Verb),
     /// Create a local CA and a localhost certificate.
     DevCerts {
         /// Where to write them.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::DevCerts { dir } => dev_certs(&dir),
         Command::Connect(options) => connect(options),
+        Command::Employees(verb) => portcullis::employees::run(verb).map_err(Into::into),
         Command::Snapshot { config } => snapshot(&config),
         Command::AccessReport {
             config,

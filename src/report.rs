@@ -129,6 +129,7 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
             AuditRecord::TunnelClosed { .. }
             | AuditRecord::Config { .. }
             | AuditRecord::Admin { .. }
+            | AuditRecord::Enrolment { .. }
             | AuditRecord::Snapshot { .. }
             | AuditRecord::SnapshotPruned { .. }
             | AuditRecord::SnapshotFailed { .. }

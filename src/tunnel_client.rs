@@ -9,6 +9,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use http::{Request, StatusCode};
 use http_body_util::Empty;
@@ -26,9 +27,12 @@ use crate::gateway::OTP_HEADER;
 /// `--cert`, `--key` and `--ca` may also come from the environment.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectOptions {
-    /// The gateway, host:port; the host is also the TLS server name.
+    /// The gateway, host:port; the host is also the TLS server name unless --server-name.
     #[arg(long, env = "PORTCULLIS_GATEWAY")]
     pub gateway: String,
+    /// The gateway's TLS name, when --gateway is an address or a balancer's name.
+    #[arg(long, env = "PORTCULLIS_SERVER_NAME")]
+    pub server_name: Option<String>,
     /// Your certificate (PEM chain).
     #[arg(long, env = "PORTCULLIS_CERT")]
     pub cert: PathBuf,
@@ -130,8 +134,9 @@ async fn open(
 ) -> Result<Opened, ConnectError> {
     let gateway = &options.gateway;
     let host = gateway_host(gateway).ok_or_else(|| ConnectError::Gateway(gateway.clone()))?;
-    let server_name = ServerName::try_from(host.to_owned())
-        .map_err(|_| ConnectError::Gateway(gateway.clone()))?;
+    let name = options.server_name.as_deref().unwrap_or(host);
+    let server_name = ServerName::try_from(name.to_owned())
+        .map_err(|_| ConnectError::Gateway(name.to_owned()))?;
     let io_error = |source| ConnectError::Io {
         gateway: gateway.clone(),
         source,
@@ -182,6 +187,12 @@ fn client_config(options: &ConnectOptions) -> Result<rustls::ClientConfig, Conne
         .map_err(read_err(&options.cert))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(read_err(&options.cert))?;
+    if let Some(left) = chain
+        .first()
+        .and_then(|leaf| time_left(leaf, SystemTime::now()))
+    {
+        warn_if_expiring(&options.cert, left);
+    }
     // The key is the employee's identity: one another local account can read is refused, as
     // ssh refuses an exposed identity file.
     crate::secrets::require_private(&options.key)?;
@@ -193,6 +204,35 @@ fn client_config(options: &ConnectOptions) -> Result<rustls::ClientConfig, Conne
         .with_client_auth_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// Short-lived certificates end by themselves: say so a week ahead, on stderr (stdout is
+/// ssh's), so that the employee asks for a new one before the gateway refuses the old.
+const EXPIRY_NOTICE: Duration = Duration::from_secs(7 * 86_400);
+
+/// How long `leaf` has left at `now`; zero when it has expired, `None` when it cannot be read.
+fn time_left(leaf: &CertificateDer<'_>, now: SystemTime) -> Option<Duration> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let not_after = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(not_after.saturating_sub(now)))
+}
+
+fn warn_if_expiring(cert: &std::path::Path, left: Duration) {
+    if left.is_zero() {
+        eprintln!(
+            "portcullis: {} has expired: ask for a new one (`portcullis employees renew`)",
+            cert.display()
+        );
+    } else if left < EXPIRY_NOTICE {
+        let hours = left.as_secs() / 3600;
+        eprintln!(
+            "portcullis: {} expires in {} days {} hours: ask for a new one (`portcullis employees renew`)",
+            cert.display(),
+            hours / 24,
+            hours % 24
+        );
+    }
 }
 
 /// When the code came as `--otp CODE` (or `--otp=CODE`), runs this program again, as the same

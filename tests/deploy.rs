@@ -74,3 +74,28 @@ fn the_shipped_unit_keeps_what_the_deploy_guide_relies_on() {
         "RestrictAddressFamilies is missing"
     );
 }
+
+#[test]
+fn the_crl_timer_runs_refresh_crl_as_often_as_check_assumes() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/systemd/");
+    let timer = std::fs::read_to_string(format!("{dir}portcullis-crl.timer")).unwrap();
+    let period = timer
+        .lines()
+        .find_map(|l| l.strip_prefix("OnUnitActiveSec="))
+        .expect("the timer repeats");
+    assert_eq!(
+        humantime::parse_duration(period).unwrap(),
+        portcullis::config::CRL_TIMER_PERIOD,
+        "check's warnings assume another period than the timer's"
+    );
+    let service = std::fs::read_to_string(format!("{dir}portcullis-crl.service")).unwrap();
+    let start = service
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("the service runs something");
+    assert!(
+        start.contains(" employees refresh-crl ") && start.contains("--ca-key /etc/portcullis-ca/"),
+        "{start}"
+    );
+    assert!(service.contains("ExecStartPost=-/bin/systemctl reload portcullis.service"));
+}

@@ -26,45 +26,18 @@ mod support;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use serde_json::Value;
 use support::employees::{Employees, Identity, client, gateway_toml};
-use support::upstream::seen;
+use support::upstream::{Echo, seen};
 use support::{ConfigToml, Setup, WAIT, raw_tcp, start_toml, strings, tls_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 const GATEWAY: &str = "gw.corp.test";
 const DB1: &str = "gw.corp.test CONNECT db1:22";
-
-/// A TCP server that echoes what it reads until EOF, counting the connections it accepted.
-struct Echo {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl Echo {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let (mut read, mut write) = stream.into_split();
-                    let _ = tokio::io::copy(&mut read, &mut write).await;
-                    let _ = write.shutdown().await;
-                });
-            }
-        });
-        Self { addr, accepted }
-    }
-}
 
 /// A proxy with the tunnels below, its echo target, and the employees.
 struct Rig {
@@ -495,7 +468,7 @@ async fn h2_connect_opens_a_tunnel_on_one_stream() {
     assert_eq!(close["user"], "dave");
     assert_eq!(close["bytes_from_client"], message.len() as u64);
     assert_eq!(close["bytes_to_client"], message.len() as u64);
-    assert_eq!(rig.echo.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(rig.echo.accepted(), 1);
 }
 
 #[tokio::test]
@@ -552,11 +525,7 @@ async fn refused_connects_never_reach_the_target() {
     // Nor is one with userinfo: `x@db1:22` is not `db1:22`.
     let (status, head, _) = rig.connect(GATEWAY, bob(), "x@db1:22", &[]).await;
     assert_eq!(status, 400, "{head}");
-    assert_eq!(
-        rig.echo.accepted.load(Ordering::SeqCst),
-        0,
-        "nothing reached the target"
-    );
+    assert_eq!(rig.echo.accepted(), 0, "nothing reached the target");
 
     let open = metrics(rig.proxy.admin_addr.unwrap()).await;
     let refused = "portcullis_tunnels_refused_total{status=\"403\"} 8";
@@ -743,7 +712,7 @@ async fn reloads_close_tunnels_sent_elsewhere_or_asked_for_a_second_factor() {
     assert!(support::closed_by_peer(&mut alice).await, "sent elsewhere");
     let mut alice = open().await;
     assert_eq!(echo_through(&mut alice, b"new").await, b"new");
-    assert_eq!(elsewhere.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(elsewhere.accepted(), 1);
     // db1 now asks for a second factor this tunnel never passed.
     reload(elsewhere.addr, true).unwrap();
     assert!(support::closed_by_peer(&mut alice).await, "second factor");
@@ -831,11 +800,7 @@ async fn bytes_sent_behind_a_connect_follow_its_fate() {
     let raw = support::exchange(&mut tls, refused.as_bytes()).await;
     assert_eq!(support::status_of(&raw), Some(403), "{raw}");
     assert!(!raw.contains(" 200 "), "{raw}");
-    assert_eq!(
-        rig.echo.accepted.load(Ordering::SeqCst),
-        1,
-        "only the granted tunnel"
-    );
+    assert_eq!(rig.echo.accepted(), 1, "only the granted tunnel");
     drop(tls);
 }
 
@@ -889,11 +854,7 @@ async fn a_target_outside_its_environment_at_connect_time_is_refused() {
         assert_eq!(status, 502, "{addr}: {head}");
         proxy.shutdown().await;
     }
-    assert_eq!(
-        echo.accepted.load(Ordering::SeqCst),
-        0,
-        "a refused address was connected to"
-    );
+    assert_eq!(echo.accepted(), 0, "a refused address was connected to");
 }
 
 /// Guessing codes through `CONNECT` meets the web form's lockout: the same per-user count.
@@ -964,7 +925,7 @@ async fn connect_without_a_terminal_asks_for_otp_flag() {
         ),
         "{stderr}"
     );
-    assert_eq!(rig.echo.accepted.load(Ordering::SeqCst), 0);
+    assert_eq!(rig.echo.accepted(), 0);
 }
 
 /// `--otp CODE` is in `/proc/PID/cmdline`, which every local account can read, for as long as
@@ -1027,11 +988,7 @@ async fn connect_keeps_the_code_out_of_the_process_list_and_refuses_an_exposed_k
         stderr.contains(&format!("{} has mode 644", key.display())),
         "{stderr}"
     );
-    assert_eq!(
-        rig.echo.accepted.load(Ordering::SeqCst),
-        1,
-        "only the first"
-    );
+    assert_eq!(rig.echo.accepted(), 1, "only the first");
 }
 
 /// On a terminal, `portcullis connect` asks for the code there when the gateway wants one, and
@@ -1079,7 +1036,7 @@ async fn connect_asks_for_the_code_on_the_terminal() {
         .await
         .unwrap();
     let opened = async {
-        while rig.echo.accepted.load(Ordering::SeqCst) == 0 {
+        while rig.echo.accepted() == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     };

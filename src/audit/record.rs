@@ -137,6 +137,19 @@ pub enum AuditRecord {
         /// Why.
         reason: String,
     },
+    /// `portcullis employees` made or used the employee CA: who ran it, what, for whom.
+    Enrolment {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The verb: `init`, `add`, `renew`, `revoke`, `refresh_crl`, `list`.
+        action: String,
+        /// The employee it concerns; `-` for the CA as a whole.
+        user: String,
+        /// The certificate issued or revoked, hex; `-` when none.
+        serial: String,
+        /// The account that ran it (`SUDO_USER` when run through sudo).
+        operator: String,
+    },
     /// A request to the admin listener.
     Admin {
         /// RFC 3339 UTC.

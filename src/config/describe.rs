@@ -69,7 +69,20 @@ pub fn describe(config: &Config) -> String {
     }
     describe_exposure(config, &mut out);
     if let Some(gateway) = &config.gateway {
-        for crl in gateway.expired_crls(std::time::SystemTime::now()) {
+        let now = std::time::SystemTime::now();
+        let soon = gateway.crl_updates.iter().filter(|crl| {
+            crl.next_update
+                .is_some_and(|next| next > now && next <= now + super::CRL_TIMER_PERIOD)
+        });
+        for crl in soon {
+            let _ = writeln!(
+                out,
+                "warning: {} expires within portcullis-crl.timer's period ({}): run `portcullis employees refresh-crl` now, or every client certificate it covers is refused when it does",
+                crl.key,
+                humantime::format_duration(super::CRL_TIMER_PERIOD)
+            );
+        }
+        for crl in gateway.expired_crls(now) {
             let since = crl
                 .next_update
                 .map(|t| humantime::format_rfc3339_seconds(t).to_string())

@@ -255,6 +255,20 @@ pub enum ProblemKind {
     /// Lockout settings that do not lock, or shrink.
     #[error("mfa_lockout must be at least 1s and at most mfa_lockout_max")]
     Lockout,
+    /// Employee certificates valid for longer than short-lived ones should be (a warning).
+    #[error(
+        "{} is longer than {} days: a lost laptop's certificate stays valid that long unless someone revokes it",
+        humantime::format_duration(*.0),
+        super::gateway::LONGEST_SHORT_LIVED.as_secs() / 86_400
+    )]
+    LongLivedCertificates(std::time::Duration),
+    /// Revocation lists that expire before `portcullis-crl.timer` runs twice (a warning).
+    #[error(
+        "{} is shorter than two periods of portcullis-crl.timer ({}): one missed run and every employee certificate is refused",
+        humantime::format_duration(*.0),
+        humantime::format_duration(super::gateway::CRL_TIMER_PERIOD)
+    )]
+    ShortCrlValidity(std::time::Duration),
     /// A user admitted to an MFA route without a second factor.
     #[error("user {0:?} is allowed here but has no totp_secret_file")]
     NoSecondFactor(String),

@@ -30,6 +30,8 @@ pub struct GatewaySettings {
     pub users: BTreeMap<String, User>,
     /// `CONNECT` tunnels one employee may have open at once.
     pub max_tunnels_per_user: u32,
+    /// How long what `portcullis employees` signs stays valid.
+    pub lifetimes: Lifetimes,
 }
 
 /// When a revocation list should be replaced.
@@ -117,30 +119,75 @@ impl std::fmt::Display for Grant {
     }
 }
 
+/// Above this, `check` warns that employee certificates are not short-lived.
+pub const LONGEST_SHORT_LIVED: Duration = Duration::from_secs(90 * 86_400);
+/// How often `contrib/systemd/portcullis-crl.timer` re-signs the revocation list.
+pub const CRL_TIMER_PERIOD: Duration = Duration::from_secs(3600);
+
 /// `[gateway]`'s values, checked on their own; its files are read by `files.rs`.
 pub(super) struct GatewayPolicy {
     mfa_session: Duration,
     lockout: LockoutPolicy,
     max_tunnels_per_user: u32,
+    pub(super) lifetimes: Lifetimes,
 }
 
-pub(super) fn policy(gateway: &RawGateway, problems: &mut Problems) -> GatewayPolicy {
-    let mfa_session = humantime::parse_duration(&gateway.mfa_session)
-        .map_err(|_| {
-            problems.push(
-                "gateway.mfa_session",
-                ProblemKind::Duration(gateway.mfa_session.clone()),
-            )
-        })
+/// How long what `portcullis employees` signs stays valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// A person's certificate.
+    pub certificate: Duration,
+    /// A revocation list: its nextUpdate is this long after it was signed.
+    pub crl: Duration,
+}
+
+pub(super) fn policy(
+    gateway: &RawGateway,
+    problems: &mut Problems,
+    warnings: &mut Problems,
+) -> GatewayPolicy {
+    let mfa_session = duration(problems, "mfa_session", &gateway.mfa_session)
         .unwrap_or(Duration::from_secs(8 * 3600));
+    // A value that is not a duration is reported once: what stands in for it is legal.
+    let lifetimes = Lifetimes {
+        certificate: duration(
+            problems,
+            "certificate_validity",
+            &gateway.certificate_validity,
+        )
+        .unwrap_or(LONGEST_SHORT_LIVED),
+        crl: duration(problems, "crl_validity", &gateway.crl_validity)
+            .unwrap_or(2 * CRL_TIMER_PERIOD),
+    };
     let lockout = lockout_policy(gateway, problems);
     if gateway.max_tunnels_per_user == 0 {
         problems.push("gateway.max_tunnels_per_user", ProblemKind::Zero);
+    }
+    for (key, lifetime) in [
+        ("gateway.certificate_validity", lifetimes.certificate),
+        ("gateway.crl_validity", lifetimes.crl),
+    ] {
+        if lifetime.is_zero() {
+            problems.push(key, ProblemKind::Zero);
+        }
+    }
+    if lifetimes.certificate > LONGEST_SHORT_LIVED {
+        warnings.push(
+            "gateway.certificate_validity",
+            ProblemKind::LongLivedCertificates(lifetimes.certificate),
+        );
+    }
+    if lifetimes.crl < 2 * CRL_TIMER_PERIOD {
+        warnings.push(
+            "gateway.crl_validity",
+            ProblemKind::ShortCrlValidity(lifetimes.crl),
+        );
     }
     GatewayPolicy {
         mfa_session,
         lockout,
         max_tunnels_per_user: gateway.max_tunnels_per_user,
+        lifetimes,
     }
 }
 
@@ -170,24 +217,17 @@ pub(super) fn settings(
         lockout: policy.lockout,
         users,
         max_tunnels_per_user: policy.max_tunnels_per_user,
+        lifetimes: policy.lifetimes,
     }
 }
 
 fn lockout_policy(gateway: &RawGateway, problems: &mut Problems) -> LockoutPolicy {
-    let mut duration = |key: &str, raw: &str, default: u64| {
-        humantime::parse_duration(raw)
-            .map_err(|_| {
-                problems.push(
-                    Key::new("gateway").field(key),
-                    ProblemKind::Duration(raw.into()),
-                )
-            })
-            .unwrap_or(Duration::from_secs(default))
-    };
     let policy = LockoutPolicy {
         max_failures: gateway.mfa_max_failures,
-        first: duration("mfa_lockout", &gateway.mfa_lockout, 60),
-        max: duration("mfa_lockout_max", &gateway.mfa_lockout_max, 3600),
+        first: duration(problems, "mfa_lockout", &gateway.mfa_lockout)
+            .unwrap_or(Duration::from_secs(60)),
+        max: duration(problems, "mfa_lockout_max", &gateway.mfa_lockout_max)
+            .unwrap_or(Duration::from_secs(3600)),
     };
     if policy.max_failures == 0 {
         problems.push("gateway.mfa_max_failures", ProblemKind::Zero);
@@ -196,6 +236,18 @@ fn lockout_policy(gateway: &RawGateway, problems: &mut Problems) -> LockoutPolic
         problems.push("gateway.mfa_lockout", ProblemKind::Lockout);
     }
     policy
+}
+
+/// `gateway.<key>` as a duration; `None`, and a problem, when it is not one.
+fn duration(problems: &mut Problems, key: &str, raw: &str) -> Option<Duration> {
+    let parsed = humantime::parse_duration(raw).ok();
+    if parsed.is_none() {
+        problems.push(
+            Key::new("gateway").field(key),
+            ProblemKind::Duration(raw.into()),
+        );
+    }
+    parsed
 }
 
 /// The access rules of route `i`, checked against the gateway's people.

@@ -263,6 +263,25 @@ pub struct RawGateway {
     pub max_tunnels_per_user: u32,
     #[serde(default)]
     pub users: BTreeMap<String, RawUser>,
+    /// How long certificates from `portcullis employees add`/`renew` are valid.
+    #[serde(default = "certificate_validity")]
+    pub certificate_validity: String,
+    /// How long a revocation list signed by `portcullis employees` is valid (its nextUpdate).
+    #[serde(default = "crl_validity")]
+    pub crl_validity: String,
+    /// The register of certificates `portcullis employees` issued and revoked; default
+    /// `employees-issued.json` beside `client_ca`.
+    pub issued: Option<PathBuf>,
+}
+
+/// Short-lived, as smallstep recommends: a lost certificate dies by itself within a month.
+fn certificate_validity() -> String {
+    "30d".to_owned()
+}
+
+/// A week of slack for the hourly `portcullis-crl.timer`.
+fn crl_validity() -> String {
+    "7d".to_owned()
 }
 
 /// A few SSH sessions and database clients at once; a leaked certificate cannot hold thousands

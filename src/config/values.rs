@@ -85,7 +85,7 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
     let gateway = raw
         .gateway
         .as_ref()
-        .map(|g| super::gateway::policy(g, &mut problems));
+        .map(|g| super::gateway::policy(g, &mut problems, &mut warnings));
     let admin = validate_admin(raw, &mut problems);
     let routes = validate_routes(raw, &upstreams, &limits, &mut problems);
     let tunnels = super::tunnels::validate_tunnels(raw, &upstreams, &mut problems);

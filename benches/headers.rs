@@ -49,6 +49,7 @@ fn headers(c: &mut Criterion) {
                         host: &authority,
                         client: &client,
                         user: None,
+                        assertion: None,
                         request_id: Some(&request_id),
                     },
                     &[],

@@ -20,7 +20,7 @@ pub use trust::withdrawn;
 use crate::access_log::AccessLog;
 use crate::audit::Audit;
 use crate::config::{AcmeSettings, AdminSettings, Config, Grant, Limits, Listen, SharedSettings};
-use crate::gateway::{Gateway, MfaState};
+use crate::gateway::{Assertions, Gateway, MfaState};
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
 use crate::routing::Routes;
@@ -47,6 +47,8 @@ pub struct Process {
     pub acme: Option<Arc<dyn ManagedCertificates>>,
     /// MFA session key and used codes.
     pub mfa: Arc<MfaState>,
+    /// The keys that sign `Portcullis-Assertion`.
+    pub assertions: Arc<Assertions>,
     /// The audit trail.
     pub audit: Arc<Audit>,
 }
@@ -119,6 +121,7 @@ impl App {
                 settings,
                 process.mfa.clone(),
                 process.audit.clone(),
+                process.assertions.clone(),
             )?)),
             None => None,
         };

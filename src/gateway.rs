@@ -8,6 +8,7 @@
 //! never forwarded.
 
 mod admission;
+mod assertion;
 mod mfa;
 mod mfa_store;
 mod second_factor;
@@ -26,6 +27,7 @@ use rustls::server::danger::ClientCertVerifier;
 use tower::{Layer, Service};
 
 pub use admission::{Admitted, Parts, Pass, Routed, ToTunnel, ToUpstream};
+pub use assertion::{ASSERTION_HEADER, Assertions};
 pub use mfa::MfaState;
 pub use mfa_store::MfaStore;
 pub use tunnel_admission::OTP_HEADER;
@@ -50,6 +52,8 @@ pub struct Gateway {
     pub mfa: Arc<MfaState>,
     /// Where decisions go.
     pub audit: Arc<Audit>,
+    /// The keys that sign `Portcullis-Assertion`; survive reloads.
+    pub assertions: Arc<Assertions>,
     /// Unique per gateway built; see [`Gateway::still_trusts`].
     pub generation: u64,
     verifier: Arc<dyn ClientCertVerifier>,
@@ -61,6 +65,7 @@ impl Gateway {
         settings: GatewaySettings,
         mfa: Arc<MfaState>,
         audit: Arc<Audit>,
+        assertions: Arc<Assertions>,
     ) -> Result<Self, rustls::Error> {
         Ok(Self {
             verifier: crate::tls::client_verifier(&settings, false)?,
@@ -68,6 +73,7 @@ impl Gateway {
             settings,
             mfa,
             audit,
+            assertions,
         })
     }
 
@@ -291,6 +297,11 @@ fn admit<B>(
     } else {
         "certificate"
     };
+    let assertion = if access.assertion {
+        Some(sign_assertion(gateway, client, &routed).ok_or(ProxyError::Internal)?)
+    } else {
+        None
+    };
     audit_access(
         gateway,
         &routed,
@@ -298,6 +309,36 @@ fn admit<B>(
         &client.user,
         (Decision::Allowed, reason),
     );
-    let admitted = Admitted::employee(routed, employee)?;
+    let admitted = Admitted::employee(routed, employee, assertion)?;
     Ok(Admission::Forward(Box::new(admitted)))
+}
+
+/// `client`'s assertion for the upstream of `routed`'s route, as a header value.
+fn sign_assertion<B>(
+    gateway: &Gateway,
+    client: &ClientIdentity,
+    routed: &Routed<B>,
+) -> Option<HeaderValue> {
+    let Action::Forward { upstream, .. } = &routed.route.action else {
+        return None;
+    };
+    let groups = gateway
+        .settings
+        .users
+        .get(&client.user)
+        .map_or(&[][..], |user| user.groups.as_slice());
+    let request_id = routed.exchange.logged_id();
+    let claims = assertion::Claims {
+        sub: &client.user,
+        groups,
+        aud: upstream.name(),
+        route: &routed.route.label.name,
+        host: &routed.host.name,
+        jti: &request_id,
+        cnf: assertion::Confirmation::of(&client.fingerprint),
+    };
+    let token = gateway
+        .assertions
+        .sign(&claims, std::time::SystemTime::now())?;
+    HeaderValue::from_str(&token).ok()
 }

@@ -265,6 +265,10 @@ async fn start_inner(
         ticketer: tls::ticketer()?,
         acme,
         mfa: Arc::new(mfa_state(&config)?),
+        assertions: Arc::new(
+            gateway::Assertions::new(config.shared.session_key.as_ref().map(|k| k.expose()))
+                .map_err(|_| StartError::Random)?,
+        ),
         audit: Arc::new(audit::Audit::new(&config.log).map_err(StartError::Log)?),
     };
     if let (Some(path), Some(settings)) = (&path, &config.snapshots)

@@ -144,6 +144,7 @@ impl Proxy {
             host: &host.authority,
             client: &self.conn.forwarded_for,
             user: forward.employee.as_ref(),
+            assertion: forward.assertion.as_ref(),
             request_id: Some(&request_id),
         };
         rewrite_request(

@@ -188,6 +188,8 @@ impl Service<Uri> for CheckedConnector {
 /// One upstream: its targets, each with its pool of keep-alive connections.
 #[derive(Debug)]
 pub struct Upstream {
+    /// Its key in `[upstreams]`: the audience of the assertions sent to it.
+    name: Arc<str>,
     connector: CheckedConnector,
     targets: Vec<Target>,
     next: AtomicUsize,
@@ -202,6 +204,11 @@ struct Target {
 }
 
 impl Upstream {
+    /// Its key in `[upstreams]`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// True when `other` sends to the same addresses, in the same order: a reload builds every
     /// upstream anew, so identity says nothing.
     pub fn same_targets(&self, other: &Upstream) -> bool {
@@ -235,6 +242,7 @@ impl Upstream {
             })
             .collect();
         Self {
+            name: Arc::from(&*config.name),
             connector,
             targets,
             next: AtomicUsize::new(0),

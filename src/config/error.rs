@@ -243,8 +243,8 @@ pub enum ProblemKind {
     /// A name no certificate could be checked against.
     #[error("{0:?} is not a DNS name or an IP address")]
     ServerName(String),
-    /// `allow` or `mfa` on a route that is not internal.
-    #[error("`allow` and `mfa` apply to internal routes only (set `internal = true`)")]
+    /// `allow`, `mfa` or `assertion` on a route that is not internal.
+    #[error("`allow`, `mfa` and `assertion` apply to internal routes only (set `internal = true`)")]
     AccessOnPublicRoute,
     /// An internal route, tunnel or admin grant without a gateway.
     #[error("internal routes, tunnels and admin grants need a [gateway] section")]

@@ -89,6 +89,8 @@ pub struct RouteAccess {
     pub allow: Vec<Grant>,
     /// Whether a current TOTP code is required once per session.
     pub mfa: bool,
+    /// Whether the upstream gets a signed `Portcullis-Assertion`.
+    pub assertion: bool,
 }
 
 /// One entry of an `allow` list.
@@ -266,19 +268,19 @@ pub(super) fn route_access(
         if route.mfa {
             problems.push(key("mfa"), ProblemKind::AccessOnPublicRoute);
         }
+        if route.assertion {
+            problems.push(key("assertion"), ProblemKind::AccessOnPublicRoute);
+        }
         return None;
     }
     let Some(gateway) = gateway else {
         problems.push(key("internal"), ProblemKind::NoGateway);
         return None;
     };
-    Some(access_rules(
-        &route.allow,
-        route.mfa,
-        &route_key,
-        gateway,
-        problems,
-    ))
+    Some(RouteAccess {
+        assertion: route.assertion,
+        ..access_rules(&route.allow, route.mfa, &route_key, gateway, problems)
+    })
 }
 
 /// The `allow` and `mfa` keys of the route or tunnel at `key`: grants naming people who exist,
@@ -300,7 +302,11 @@ pub(super) fn access_rules(
             }
         }
     }
-    RouteAccess { allow, mfa }
+    RouteAccess {
+        allow,
+        mfa,
+        assertion: false,
+    }
 }
 
 /// An `allow` list at `key`, each entry naming a configured user or a group one of them is in.

@@ -208,6 +208,9 @@ pub struct RawRoute {
     pub allow: Vec<String>,
     #[serde(default)]
     pub mfa: bool,
+    /// Send the upstream a signed `Portcullis-Assertion` of the admitted employee.
+    #[serde(default)]
+    pub assertion: bool,
 }
 
 /// `[[tunnels]]`: a target employees may open a byte stream to with `CONNECT target:port`.

@@ -79,6 +79,8 @@ pub struct ToUpstream {
     pub max_body_bytes: u64,
     /// On an internal route, the employee the gateway vouches for (`X-Portcullis-User`).
     pub employee: Option<HeaderValue>,
+    /// On a route that asks for it, the signed `Portcullis-Assertion` of that employee.
+    pub assertion: Option<HeaderValue>,
 }
 
 /// A `CONNECT` tunnel's way to its target.
@@ -113,21 +115,30 @@ impl<B> Admitted<B> {
         if routed.route.access.is_some() {
             return Err(ProxyError::Internal);
         }
-        Self::web(routed, None)
+        Self::web(routed, None, None)
     }
 
     /// A request to an internal route, on behalf of `employee`.
-    pub(super) fn employee(routed: Routed<B>, employee: HeaderValue) -> Result<Self, ProxyError> {
-        Self::web(routed, Some(employee))
+    pub(super) fn employee(
+        routed: Routed<B>,
+        employee: HeaderValue,
+        assertion: Option<HeaderValue>,
+    ) -> Result<Self, ProxyError> {
+        Self::web(routed, Some(employee), assertion)
     }
 
-    fn web(routed: Routed<B>, employee: Option<HeaderValue>) -> Result<Self, ProxyError> {
+    fn web(
+        routed: Routed<B>,
+        employee: Option<HeaderValue>,
+        assertion: Option<HeaderValue>,
+    ) -> Result<Self, ProxyError> {
         let pass = match &routed.route.action {
             Action::Forward { upstream, strip } => Pass::Forward(ToUpstream {
                 upstream: upstream.clone(),
                 strip: strip.clone(),
                 max_body_bytes: routed.route.max_body_bytes,
                 employee,
+                assertion,
             }),
             Action::Respond { status, body } => Pass::Respond {
                 status: *status,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{Method, Response, StatusCode};
 
-use super::{FormBody, Gateway, Routed, audit_access, identify, mfa};
+use super::{FormBody, Gateway, Routed, assertion, audit_access, identify, mfa};
 use crate::audit::Decision;
 use crate::body::ResponseBody;
 use crate::config::User;
@@ -44,16 +44,21 @@ pub(super) fn verdict<B>(
     }
 }
 
-/// The proxy's own endpoints: today only the MFA form's target. Everything else under
-/// `/.portcullis/` is 404, and nothing here is ever forwarded.
+/// The proxy's own endpoints: the MFA form's target and the assertion keys. Everything else
+/// under `/.portcullis/` is 404, and nothing here is ever forwarded.
 pub(super) async fn reserved<B: FormBody>(
     conn: Arc<ConnectionInfo>,
     mut routed: Routed<B>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    if routed.request.uri().path() != mfa::MFA_PATH || routed.request.method() != Method::POST {
+    let gateway = routed.gateway.clone().ok_or(ProxyError::NoRoute)?;
+    let path = routed.request.uri().path();
+    let method = routed.request.method();
+    if path == assertion::JWKS_PATH && (method == Method::GET || method == Method::HEAD) {
+        return Ok(jwks(&gateway));
+    }
+    if path != mfa::MFA_PATH || method != Method::POST {
         return Err(ProxyError::NoRoute);
     }
-    let gateway = routed.gateway.clone().ok_or(ProxyError::NoRoute)?;
     let form = mfa::read_form(&mut routed.request).await;
     // The form names its route; it must be an MFA route serving this host.
     let route = routed
@@ -128,4 +133,22 @@ fn audit_attempt<B>(
             "TOTP code not judged: the shared MFA store is unavailable",
         ),
     }
+}
+
+/// The public keys that verify `Portcullis-Assertion`: public, so on every host of the gateway
+/// with no certificate asked; cacheable for less than the overlap between two keys.
+fn jwks(gateway: &Gateway) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(
+        gateway.assertions.jwks(std::time::SystemTime::now()),
+    ));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/jwk-set+json"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public, max-age=3600"),
+    );
+    response
 }

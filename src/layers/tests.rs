@@ -90,6 +90,7 @@ totp_secret_file = "{dir}/carol.totp"
             ticketer: crate::tls::ticketer().unwrap(),
             acme: None,
             mfa: Arc::new(MfaState::new(None, None).unwrap()),
+            assertions: Arc::new(crate::gateway::Assertions::new(None).unwrap()),
             audit: Arc::new(Audit::new(&LogSettings::default()).unwrap()),
         };
         let app = App::new(&config, 443, &process).unwrap();

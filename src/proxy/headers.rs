@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Version};
 
 use super::owned::is_client_claim;
 use crate::cookies::{cookie_pairs, is_own_cookie};
+use crate::gateway::ASSERTION_HEADER;
 use crate::request_id::X_REQUEST_ID;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -45,6 +46,8 @@ pub struct Vouched<'a> {
     pub client: &'a HeaderValue,
     /// The employee the gateway admitted: `X-Portcullis-User`.
     pub user: Option<&'a HeaderValue>,
+    /// Their signed assertion: `Portcullis-Assertion`.
+    pub assertion: Option<&'a HeaderValue>,
     /// The request's id: `X-Request-Id`.
     pub request_id: Option<&'a HeaderValue>,
 }
@@ -75,6 +78,9 @@ pub fn rewrite_request(
     // Everything below is set after every removal: a client's `Connection` cannot unset it.
     if let Some(user) = vouched.user {
         headers.insert(USER_HEADER.clone(), user.clone());
+    }
+    if let Some(assertion) = vouched.assertion {
+        headers.insert(ASSERTION_HEADER.clone(), assertion.clone());
     }
     if let Some(id) = vouched.request_id {
         headers.insert(X_REQUEST_ID.clone(), id.clone());
@@ -209,6 +215,7 @@ mod tests {
             host: &authority,
             client: &client,
             user: None,
+            assertion: None,
             request_id: None,
         };
         rewrite_request(headers, version, &vouched, &[], None);
@@ -299,6 +306,7 @@ mod tests {
             host: &authority,
             client: &client,
             user: Some(&HeaderValue::from_static("alice")),
+            assertion: None,
             request_id: None,
         };
         let extra = [HeaderName::from_static("x-tenant")];

@@ -1,6 +1,7 @@
 //! The request headers only the proxy may set: whatever a client sends under these names is
 //! removed from every request on every route, h1 and h2, before the proxy sets the few it
-//! vouches for (`X-Forwarded-For`, `-Host`, `-Proto`, `X-Portcullis-User`, `X-Request-Id`).
+//! vouches for (`X-Forwarded-For`, `-Host`, `-Proto`, `X-Portcullis-User`, `Portcullis-Assertion`,
+//! `X-Request-Id`).
 //!
 //! Two kinds of claim are here. Forwarding claims describe the client's address, its
 //! connection, its certificate or the URL it asked for, as proxies, CDNs and balancers write

@@ -230,6 +230,15 @@ impl Config {
     }
 }
 
+impl Account {
+    /// This account as the machine knows it: phase 3 for `[server]` alone.
+    pub fn resolve(&self) -> Result<Privileges, ConfigError> {
+        let mut problems = Problems::default();
+        let privileges = resolve::privileges(self, &mut problems);
+        Ok(problems.or(privileges)?)
+    }
+}
+
 /// What `portcullis employees` needs of a config whose values passed phase 1.
 #[derive(Debug)]
 pub struct Enrolment {

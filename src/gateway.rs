@@ -297,10 +297,13 @@ fn admit<B>(
     } else {
         "certificate"
     };
-    let assertion = if access.assertion {
-        Some(sign_assertion(gateway, client, &routed).ok_or(ProxyError::Internal)?)
-    } else {
-        None
+    // A responder route has no upstream to assert anything to.
+    let assertion = match &routed.route.action {
+        Action::Forward { upstream, .. } if access.assertion => Some(
+            sign_assertion(gateway, client, upstream.name(), &routed)
+                .ok_or(ProxyError::Internal)?,
+        ),
+        _ => None,
     };
     audit_access(
         gateway,
@@ -313,15 +316,13 @@ fn admit<B>(
     Ok(Admission::Forward(Box::new(admitted)))
 }
 
-/// `client`'s assertion for the upstream of `routed`'s route, as a header value.
+/// `client`'s assertion for `audience` (the route's upstream), as a header value.
 fn sign_assertion<B>(
     gateway: &Gateway,
     client: &ClientIdentity,
+    audience: &str,
     routed: &Routed<B>,
 ) -> Option<HeaderValue> {
-    let Action::Forward { upstream, .. } = &routed.route.action else {
-        return None;
-    };
     let groups = gateway
         .settings
         .users
@@ -331,7 +332,7 @@ fn sign_assertion<B>(
     let claims = assertion::Claims {
         sub: &client.user,
         groups,
-        aud: upstream.name(),
+        aud: audience,
         route: &routed.route.label.name,
         host: &routed.host.name,
         jti: &request_id,

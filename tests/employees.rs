@@ -528,17 +528,31 @@ fn refused_verbs_say_why_and_write_nothing() {
     assert_eq!(std::fs::read_to_string(place.config()).unwrap(), before);
     assert!(!place.path("etc/bob.totp").exists() && !place.person("bob", "p12").exists());
 
-    // Long-lived certificates and a list that outruns its timer are legal, and warned about.
-    let warned = config
-        + "[gateway]\nclient_ca = \"CA\"\ncertificate_validity = \"365d\"\ncrl_validity = \"30m\"\n";
-    let warned = warned.replace("CA", place.path("etc/employees-ca.pem").to_str().unwrap());
-    std::fs::write(place.config(), warned).unwrap();
-    let out = portcullis(&["check", "-c", config_arg]);
+    // Long-lived certificates and a list that outruns its timer are legal, and warned about:
+    // the setting, and a list signed with it that expires within the timer's period.
+    let warned = format!(
+        "{config}[gateway]\nclient_ca = \"{}\"\ncrls = [\"{}\"]\ncertificate_validity = \"365d\"\ncrl_validity = \"30m\"\n",
+        other.path("etc/employees-ca.pem").display(),
+        other.path("etc/employees.crl").display()
+    );
+    std::fs::write(other.config(), warned).unwrap();
+    other.employees_ok("refresh-crl", &[]);
+    let out = portcullis(&["check", "-c", other.config().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("gateway.certificate_validity"), "{said}");
     assert!(said.contains("lost laptop"), "{said}");
     assert!(
         said.contains("gateway.crl_validity") && said.contains("portcullis-crl.timer"),
         "{said}"
+    );
+    let described = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        described.contains("gateway.crls[0] expires within portcullis-crl.timer's period"),
+        "{described}"
     );
 }

@@ -9,7 +9,7 @@ use super::register::Register;
 use super::write::Owner;
 use crate::audit::{Audit, AuditRecord, Timestamp};
 use crate::config::raw::{RawConfig, RawGateway};
-use crate::config::{Config, ConfigError, Enrolment, Lifetimes};
+use crate::config::{Config, ConfigError, Enrolment, Lifetimes, Privileges, RunAs};
 
 /// Where the register of issued certificates is when `[gateway] issued` does not say.
 const REGISTER_NAME: &str = "employees-issued.json";
@@ -170,15 +170,11 @@ impl Session {
         if !nix::unistd::geteuid().is_root() {
             return None;
         }
-        if let Some(user) = &self.enrolment.account.user {
-            let account = nix::unistd::User::from_name(user).ok().flatten()?;
-            let gid = match &self.enrolment.account.group {
-                Some(group) => nix::unistd::Group::from_name(group).ok().flatten()?.gid,
-                None => account.gid,
-            };
+        if self.enrolment.account.user.is_some() {
+            let run_as = self.enrolment.account.resolve().ok()?.run_as?;
             return Some(Owner {
-                uid: account.uid.as_raw(),
-                gid: gid.as_raw(),
+                uid: run_as.uid,
+                gid: run_as.gid,
             });
         }
         let dir = self.enrolment.log.dir.as_ref()?;
@@ -200,10 +196,15 @@ impl Session {
         let failed = |e: &dyn std::fmt::Display| EmployeesError::Audit(e.to_string());
         let operator = operator();
         if let Some(owner) = self.service_owner() {
-            nix::unistd::setgroups(&[])
-                .and_then(|()| nix::unistd::setgid(owner.gid.into()))
-                .and_then(|()| nix::unistd::setuid(owner.uid.into()))
-                .map_err(|e| failed(&e))?;
+            let privileges = Privileges {
+                run_as: Some(RunAs {
+                    user: format!("uid {}", owner.uid),
+                    uid: owner.uid,
+                    gid: owner.gid,
+                }),
+                allow_root: false,
+            };
+            crate::privilege::drop_privileges(&privileges).map_err(|e| failed(&e))?;
         }
         let audit = Audit::new(&self.enrolment.log).map_err(|e| failed(&e))?;
         audit.record(AuditRecord::Enrolment {

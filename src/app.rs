@@ -20,7 +20,7 @@ pub use trust::withdrawn;
 use crate::access_log::AccessLog;
 use crate::audit::Audit;
 use crate::config::{AcmeSettings, AdminSettings, Config, Grant, Limits, Listen, SharedSettings};
-use crate::gateway::{Assertions, Gateway, MfaState};
+use crate::gateway::{AccessGrants, Assertions, Gateway, Kept, MfaState};
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
 use crate::routing::Routes;
@@ -49,6 +49,8 @@ pub struct Process {
     pub mfa: Arc<MfaState>,
     /// The keys that sign `Portcullis-Assertion`.
     pub assertions: Arc<Assertions>,
+    /// The grants of approved access requests, re-read from their file.
+    pub access_grants: Arc<AccessGrants>,
     /// The audit trail.
     pub audit: Arc<Audit>,
 }
@@ -119,9 +121,12 @@ impl App {
         let gateway = match config.gateway.clone() {
             Some(settings) => Some(Arc::new(Gateway::new(
                 settings,
-                process.mfa.clone(),
-                process.audit.clone(),
-                process.assertions.clone(),
+                Kept {
+                    mfa: process.mfa.clone(),
+                    audit: process.audit.clone(),
+                    assertions: process.assertions.clone(),
+                    access_grants: process.access_grants.clone(),
+                },
             )?)),
             None => None,
         };

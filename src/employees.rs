@@ -12,6 +12,7 @@ mod bundle;
 mod edit;
 mod listing;
 mod register;
+mod requests;
 mod session;
 mod verbs;
 mod write;
@@ -74,6 +75,58 @@ pub enum Verb {
         #[command(flatten)]
         ca: CaArgs,
     },
+    /// Ask for access to an internal route or a tunnel for a time: a pending request that one
+    /// of [gateway] approvers turns into a grant.
+    Request {
+        /// Who it is for: an enrolled person.
+        name: String,
+        /// An internal route: its host, or host and path prefix (`tools.example.com/admin/`).
+        #[arg(long, required_unless_present = "tunnel", conflicts_with = "tunnel")]
+        route: Option<String>,
+        /// A tunnel: its target, or target:port (`db1:5432`).
+        #[arg(long)]
+        tunnel: Option<String>,
+        /// How long the grant lasts once approved (at most 24h).
+        #[arg(long = "for")]
+        length: humantime::Duration,
+        /// Why: a ticket and a sentence, kept in the audit trail.
+        #[arg(long)]
+        reason: String,
+        /// Config file.
+        #[arg(short, long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Approve a pending request: a grant from now for its duration, cut when it ends.
+    Approve {
+        /// The request's number.
+        id: u64,
+        /// The approver: one of [gateway] approvers, not the person the request is for.
+        #[arg(long)]
+        by: String,
+        /// Config file.
+        #[arg(short, long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Refuse a pending request, or end a running grant now.
+    Deny {
+        /// The request's number.
+        id: u64,
+        /// The approver who refuses it.
+        #[arg(long)]
+        by: Option<String>,
+        /// Config file.
+        #[arg(short, long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Access requests: pending, granted, ended and denied.
+    Requests {
+        /// Config file.
+        #[arg(short, long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Print the requests file as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The config, and the CA key the verb signs with.
@@ -104,13 +157,12 @@ pub struct IssueArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum EmployeesError {
     /// The config cannot be read, or its values are refused.
-    #[error("{} is not a valid config:\n{source}", path.display())]
+    #[error("{} is not a valid config:\n{problems}", path.display())]
     Config {
         /// The file.
         path: PathBuf,
         /// Every problem.
-        #[source]
-        source: crate::config::ConfigError,
+        problems: crate::config::ConfigError,
     },
     /// A verb that needs the employee CA on a config without one.
     #[error("{} has no [gateway]: `portcullis employees init` makes one", .0.display())]
@@ -179,24 +231,69 @@ pub enum EmployeesError {
     #[error("the system's random number generator failed")]
     Random,
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
+        /// Why (in the message, not a source: `{:#}` would print it twice).
+        error: std::io::Error,
     },
+    /// A grant of no time, or longer than access on request allows.
+    #[error("--for {}: a grant lasts more than nothing and at most 24h", humantime::format_duration(*.0))]
+    GrantLength(std::time::Duration),
+    /// An empty, multi-line or overlong reason.
+    #[error("--reason: one line of 1 to {0} characters")]
+    Reason(usize),
+    /// A request for nothing.
+    #[error("say what the request is for: --route or --tunnel")]
+    NoTarget,
+    /// A route or tunnel the config does not have.
+    #[error("no internal route or tunnel {given:?} in the config; there are: {}", known.join(", "))]
+    NoSuchTarget {
+        /// What was asked for.
+        given: String,
+        /// What there is.
+        known: Vec<String>,
+    },
+    /// A name that fits several routes or tunnels.
+    #[error("{given:?} names several: {}; say which", matches.join(", "))]
+    AmbiguousTarget {
+        /// What was asked for.
+        given: String,
+        /// What it fits.
+        matches: Vec<String>,
+    },
+    /// A request for what the person may use already.
+    #[error("{0:?} may use {1} already: its allow list names them")]
+    AlreadyAllowed(String, String),
+    /// A request for a route that asks for a second factor, by someone without one.
+    #[error("{1} asks for a second factor and {0:?} has no totp_secret_file")]
+    NoSecondFactor(String, String),
+    /// Someone who may not approve.
+    #[error("{0:?} is not a configured person named by [gateway] approvers")]
+    NotApprover(String),
+    /// An approver approving their own request.
+    #[error("{0:?} may not approve their own request: another approver must")]
+    SelfApproval(String),
+    /// No such request.
+    #[error("no access request {0}")]
+    NoRequest(u64),
+    /// A request that is not pending (or, for deny, not running).
+    #[error("access request {0} is decided already")]
+    Decided(u64),
+    /// The requests file cannot be used.
+    #[error("access requests: {0}")]
+    Requests(String),
     /// The verb is done but its audit line could not be written.
     #[error("done, but the audit line was not written: {0}")]
     Audit(String),
 }
 
 impl EmployeesError {
-    fn io(path: &Path, source: std::io::Error) -> Self {
+    fn io(path: &Path, error: std::io::Error) -> Self {
         Self::Io {
             path: path.to_owned(),
-            source,
+            error,
         }
     }
 }

@@ -47,6 +47,18 @@ pub enum OverLimit {
     Connections,
 }
 
+/// Why a configured employee, identified by a certificate the gateway trusts, was refused: they
+/// are told, so that they can ask for the right access. Anyone else is told nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Neither the route's `allow` list nor a running access request admits them.
+    #[error("no grant for {0}")]
+    NoGrant(String),
+    /// A `CONNECT` to a target that is not one of the gateway's tunnels.
+    #[error("no such tunnel target")]
+    NoSuchTarget,
+}
+
 /// A request the proxy answers itself instead of forwarding.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -68,6 +80,9 @@ pub enum ProxyError {
     /// An internal route this client may not use (RFC 9110 15.5.4).
     #[error("not allowed on this internal route")]
     Forbidden,
+    /// A refusal the employee it concerns is told the reason of.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// No route for this host and path.
     #[error("no route for this host and path")]
     NoRoute,
@@ -101,7 +116,7 @@ impl ProxyError {
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::OverLimit(OverLimit::PerUser) => StatusCode::TOO_MANY_REQUESTS,
             Self::OverLimit(OverLimit::Connections) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(e) => match e {
@@ -137,7 +152,8 @@ impl ProxyError {
             Self::NoRoute => "no_route",
             Self::OverLimit(OverLimit::PerUser) => "tunnels_per_user",
             Self::OverLimit(OverLimit::Connections) => "tunnel_capacity",
-            Self::Forbidden => "forbidden",
+            Self::Forbidden | Self::Refused(Refusal::NoGrant(_)) => "forbidden",
+            Self::Refused(Refusal::NoSuchTarget) => "unknown_tunnel",
             Self::PayloadTooLarge => "body_too_large",
             Self::Internal => "internal",
             Self::Upstream(e) => e.kind(),
@@ -158,13 +174,18 @@ impl ProxyError {
             | Self::NoRoute
             | Self::OverLimit(_)
             | Self::Forbidden
+            | Self::Refused(_)
             | Self::PayloadTooLarge => Blame::Client,
         }
     }
 
     /// The response sent to the client.
     pub fn to_response(&self) -> Response<ResponseBody> {
-        status_response(self.status())
+        let mut response = status_response(self.status());
+        if let Self::Refused(refusal) = self {
+            *response.body_mut() = ResponseBody::full(format!("{refusal}\n"));
+        }
+        response
     }
 
     /// What the access log and the metrics record of it.
@@ -234,6 +255,8 @@ mod tests {
             ProxyError::Tunnel(TunnelError::UnknownTarget),
             ProxyError::Tunnel(TunnelError::NotAuthority),
             ProxyError::Forbidden,
+            ProxyError::Refused(Refusal::NoGrant("db1:22".into())),
+            ProxyError::Refused(Refusal::NoSuchTarget),
             ProxyError::NoRoute,
             ProxyError::PayloadTooLarge,
             ProxyError::Upstream(UpstreamError::AddressRefused),

@@ -9,6 +9,7 @@
 
 mod admission;
 mod assertion;
+mod grants;
 mod mfa;
 mod mfa_store;
 mod second_factor;
@@ -20,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use futures_util::future::Either;
 use http::{HeaderValue, Response};
@@ -28,16 +30,18 @@ use tower::{Layer, Service};
 
 pub use admission::{Admitted, Parts, Pass, Routed, ToTunnel, ToUpstream};
 pub use assertion::{ASSERTION_HEADER, Assertions};
+pub use grants::AccessGrants;
 pub use mfa::MfaState;
 pub use mfa_store::MfaStore;
 pub use tunnel_admission::OTP_HEADER;
 
+use crate::access_requests::ActiveGrant;
 use crate::audit::{Audit, AuditRecord, Decision, Timestamp};
 use crate::body::ResponseBody;
 use crate::config::{GatewaySettings, RouteAccess, User};
 use crate::connection::{ClientIdentity, ConnectionInfo, Distrust};
-use crate::error::ProxyError;
-use crate::routing::{Action, Route};
+use crate::error::{ProxyError, Refusal};
+use crate::routing::{Action, Route, TunnelError};
 
 /// Numbers the gateways built by this process, so that a connection can tell which one last
 /// checked its client certificate.
@@ -54,37 +58,99 @@ pub struct Gateway {
     pub audit: Arc<Audit>,
     /// The keys that sign `Portcullis-Assertion`; survive reloads.
     pub assertions: Arc<Assertions>,
+    /// The grants of approved access requests; survive reloads.
+    pub access_grants: Arc<AccessGrants>,
     /// Unique per gateway built; see [`Gateway::still_trusts`].
     pub generation: u64,
     verifier: Arc<dyn ClientCertVerifier>,
 }
 
 impl Gateway {
-    /// The gateway of one configuration.
-    pub fn new(
-        settings: GatewaySettings,
-        mfa: Arc<MfaState>,
-        audit: Arc<Audit>,
-        assertions: Arc<Assertions>,
-    ) -> Result<Self, rustls::Error> {
+    /// The gateway of one configuration, with the state that outlives it.
+    pub fn new(settings: GatewaySettings, kept: Kept) -> Result<Self, rustls::Error> {
         Ok(Self {
             verifier: crate::tls::client_verifier(&settings, false)?,
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             settings,
-            mfa,
-            audit,
-            assertions,
+            mfa: kept.mfa,
+            audit: kept.audit,
+            assertions: kept.assertions,
+            access_grants: kept.access_grants,
         })
     }
 
-    /// True when `access` grants `client`'s user, who must be a configured person.
-    pub fn grants(&self, access: &RouteAccess, client: &ClientIdentity) -> bool {
-        self.settings.users.get(&client.user).is_some_and(|user| {
-            access
-                .allow
-                .iter()
-                .any(|g| g.admits(&client.user, &user.groups))
-        })
+    /// On what `client`'s user, who must be a configured person, may use the route named
+    /// `route` with `access` at `now`: its `allow` list, or an approved request running now.
+    pub fn admits(
+        &self,
+        route: &str,
+        access: &RouteAccess,
+        client: &ClientIdentity,
+        now: SystemTime,
+    ) -> Option<Basis> {
+        let user = self.settings.users.get(&client.user)?;
+        if access
+            .allow
+            .iter()
+            .any(|g| g.admits(&client.user, &user.groups))
+        {
+            return Some(Basis::Allowed);
+        }
+        self.access_grants
+            .admitting(&client.user, route, now)
+            .map(Basis::Granted)
+    }
+}
+
+impl Gateway {
+    /// A `CONNECT` on `host` to `target`, which is none of its tunnels: an employee this
+    /// gateway trusts is told so and their probe is an audit line with their name; anyone else
+    /// learns nothing beyond the status.
+    pub fn unknown_target(&self, conn: &ConnectionInfo, host: &str, target: &str) -> ProxyError {
+        let employee = conn
+            .client
+            .as_ref()
+            .filter(|client| self.settings.users.contains_key(&client.user))
+            .filter(|_| self.still_trusts(conn));
+        let Some(client) = employee else {
+            return TunnelError::UnknownTarget.into();
+        };
+        let probed = format!("{host} CONNECT {target}");
+        self.audit
+            .deny(&probed, &client.user, "no such tunnel target");
+        Refusal::NoSuchTarget.into()
+    }
+}
+
+/// What every generation's gateway shares: built once at start.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    /// Session keys, used codes and lockouts.
+    pub mfa: Arc<MfaState>,
+    /// Where decisions go.
+    pub audit: Arc<Audit>,
+    /// The keys that sign `Portcullis-Assertion`.
+    pub assertions: Arc<Assertions>,
+    /// The grants of approved access requests.
+    pub access_grants: Arc<AccessGrants>,
+}
+
+/// Why someone may use a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Basis {
+    /// The route's `allow` list names them or a group of theirs.
+    Allowed,
+    /// An approved access request, until its end.
+    Granted(ActiveGrant),
+}
+
+impl Basis {
+    /// The audit line's reason for an admission on this basis and `how` (`certificate`, ...).
+    fn reason(&self, how: &str) -> String {
+        match self {
+            Self::Allowed => how.to_owned(),
+            Self::Granted(grant) => format!("{how}; access request {}", grant.id),
+        }
     }
 }
 
@@ -185,9 +251,9 @@ impl<S: AdmittedService<B>, B: FormBody> Service<Routed<B>> for GatewayService<S
             let identity = identify(&gateway, &conn, &routed, &route, &access)?;
             let admission = match route.action {
                 Action::Tunnel(_) => {
-                    tunnel_admission::admit(&gateway, identity, &access, routed).await?
+                    tunnel_admission::admit(&gateway, &identity, &access, routed).await?
                 }
-                _ => admit(&gateway, identity.0, &access, routed)?,
+                _ => admit(&gateway, &identity, &access, routed)?,
             };
             match admission {
                 Admission::Forward(admitted) => inner.call(*admitted).await,
@@ -204,15 +270,16 @@ enum Admission<B> {
     Answer(Response<ResponseBody>),
 }
 
-/// Who is asking for `route`, if they may: a trusted certificate, made for this very host, of a
-/// configured person granted on the route. Refusals are counted into the audit trail.
+/// Who is asking for `route`, and on what, if they may: a trusted certificate, made for this
+/// very host, of a configured person granted on the route. Refusals are counted into the audit
+/// trail; a configured person refused for want of a grant is told so, anyone else nothing.
 fn identify<'a, B>(
     gateway: &'a Gateway,
     conn: &'a ConnectionInfo,
     routed: &Routed<B>,
     route: &Route,
     access: &RouteAccess,
-) -> Result<(&'a ClientIdentity, &'a User), ProxyError> {
+) -> Result<Identity<'a>, ProxyError> {
     // The connection must have been made for this very host: a certificate that also covers an
     // internal name must not let a public host's connection reach it.
     if conn.sni.as_deref() != Some(routed.host.name.as_str()) {
@@ -235,10 +302,26 @@ fn identify<'a, B>(
     let Some(user) = gateway.settings.users.get(&client.user) else {
         return Err(deny(&client.user, "not a configured user"));
     };
-    if !gateway.grants(access, client) {
-        return Err(deny(&client.user, "not granted on this route"));
-    }
-    Ok((client, user))
+    let Some(basis) = gateway.admits(&route.label.name, access, client, SystemTime::now()) else {
+        deny(&client.user, "not granted on this route");
+        let what = match route.action {
+            Action::Tunnel(_) => routed.host.authority.to_string(),
+            _ => route.label.name.to_string(),
+        };
+        return Err(ProxyError::Refused(Refusal::NoGrant(what)));
+    };
+    Ok(Identity {
+        client,
+        user,
+        basis,
+    })
+}
+
+/// A person the gateway identified, and why they may use the route.
+struct Identity<'a> {
+    client: &'a ClientIdentity,
+    user: &'a User,
+    basis: Basis,
 }
 
 fn audit_access<B>(
@@ -266,10 +349,11 @@ fn audit_access<B>(
 /// session when the route asks for one, else the form.
 fn admit<B>(
     gateway: &Gateway,
-    client: &ClientIdentity,
+    identity: &Identity<'_>,
     access: &RouteAccess,
     routed: Routed<B>,
 ) -> Result<Admission<B>, ProxyError> {
+    let client = identity.client;
     let route = routed.route.clone();
     if access.mfa
         && !gateway
@@ -292,11 +376,11 @@ fn admit<B>(
         );
         return Err(ProxyError::Forbidden);
     };
-    let reason = if access.mfa {
+    let reason = identity.basis.reason(if access.mfa {
         "certificate and second factor"
     } else {
         "certificate"
-    };
+    });
     // A responder route has no upstream to assert anything to.
     let assertion = match &routed.route.action {
         Action::Forward { upstream, .. } if access.assertion => Some(
@@ -310,7 +394,7 @@ fn admit<B>(
         &routed,
         &route,
         &client.user,
-        (Decision::Allowed, reason),
+        (Decision::Allowed, &reason),
     );
     let admitted = Admitted::employee(routed, employee, assertion)?;
     Ok(Admission::Forward(Box::new(admitted)))

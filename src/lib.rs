@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 // The API: what `main` needs.
+pub mod access_requests;
 pub mod audit;
 pub mod config;
 pub mod dev_certs;
@@ -257,6 +258,7 @@ async fn start_inner(
         Some(settings) => Some(acme::start(settings, metrics.clone(), &lifecycle)?),
         None => None,
     };
+    let audit = Arc::new(audit::Audit::new(&config.log).map_err(StartError::Log)?);
     let process = app::Process {
         access_log: Arc::new(
             access_log::AccessLog::start(config.log.clone()).map_err(StartError::Log)?,
@@ -269,7 +271,8 @@ async fn start_inner(
             gateway::Assertions::new(config.shared.session_key.as_ref().map(|k| k.expose()))
                 .map_err(|_| StartError::Random)?,
         ),
-        audit: Arc::new(audit::Audit::new(&config.log).map_err(StartError::Log)?),
+        audit: audit.clone(),
+        access_grants: Arc::new(gateway::AccessGrants::new(audit)),
     };
     if let (Some(path), Some(settings)) = (&path, &config.snapshots)
         && let Some(every) = settings.every
@@ -287,6 +290,7 @@ async fn start_inner(
         lifecycle.clone(),
         proxy_protocol::Balancers::new(config.listen.proxy_protocol_from.clone()),
     );
+    server.follow_access_requests(process.access_grants.clone());
     server.spawn(https, http);
     let reloader = Arc::new(reload::Reloader::new(
         server.clone(),

@@ -203,6 +203,7 @@ async fn open_tunnel(
         upstream,
         idle_timeout,
         audit,
+        grant,
     } = tunnel;
     let second_factor = audit.second_factor;
     let lease = match proxy.tunnels.reserve(&proxy.conn) {
@@ -230,6 +231,7 @@ async fn open_tunnel(
         terms: TunnelTerms {
             upstream,
             second_factor,
+            grant,
         },
     });
     Ok(Response::new(ResponseBody::empty()))

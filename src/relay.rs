@@ -17,7 +17,7 @@ mod limits;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::access_requests::ActiveGrant;
 use crate::app::{App, LiveApp};
 use crate::audit::{ClosedBy, TunnelAudit};
 use crate::connection::{ConnectionInfo, Distrust};
@@ -92,6 +93,8 @@ pub struct TunnelTerms {
     pub upstream: Arc<Upstream>,
     /// Whether a second factor was passed to open it.
     pub second_factor: bool,
+    /// The approved access request it was opened under, if not its `allow` list.
+    pub grant: Option<ActiveGrant>,
 }
 
 impl Tunnels {
@@ -270,22 +273,32 @@ fn distrusted(conn: &ConnectionInfo) -> ClosedBy {
 }
 
 fn judge_again(app: &App, opened: Opened<'_>) -> Option<ClosedBy> {
-    let Opened { conn, route, terms } = opened;
+    let Opened {
+        conn,
+        route: route_name,
+        terms,
+    } = opened;
     let (Some(gateway), Some(client)) = (&app.gateway, &conn.client) else {
         return Some(ClosedBy::GrantRemoved);
     };
     if !gateway.still_trusts(conn) {
         return Some(distrusted(conn));
     }
-    let Some(route) = app.routes.by_name(route) else {
+    let Some(route) = app.routes.by_name(route_name) else {
         return Some(ClosedBy::GrantRemoved);
     };
+    let now = SystemTime::now();
     let granted = route
         .access
         .as_ref()
-        .is_some_and(|access| gateway.grants(access, client));
+        .is_some_and(|access| gateway.admits(route_name, access, client, now).is_some());
     if !granted {
-        return Some(ClosedBy::GrantRemoved);
+        let expired = terms.grant.as_ref().is_some_and(|g| g.until <= now);
+        return Some(if expired {
+            ClosedBy::GrantExpired
+        } else {
+            ClosedBy::GrantRemoved
+        });
     }
     let second_factor_missing =
         route.access.as_ref().is_some_and(|a| a.mfa) && !terms.second_factor;

@@ -25,6 +25,27 @@ pub struct Report {
     pub idle_users: Vec<String>,
     /// `route: grant` entries no allowed access used.
     pub unused_grants: Vec<String>,
+    /// Access requests made, decided or ended in the period, by number.
+    pub access_requests: BTreeMap<u64, RequestActivity>,
+}
+
+/// One access request, as its audit lines tell it.
+#[derive(Debug, Default, Serialize)]
+pub struct RequestActivity {
+    /// Who it is for.
+    pub user: String,
+    /// The route or tunnel.
+    pub target: String,
+    /// Why it was asked for.
+    pub reason: String,
+    /// Its latest line: `requested`, `approved`, `denied` or `expired`.
+    pub state: String,
+    /// The approver who approved or denied it.
+    pub decided_by: Option<String>,
+    /// When its grant ends.
+    pub until: Option<Timestamp>,
+    /// Requests and tunnels it let through.
+    pub used: u64,
 }
 
 /// One person's activity.
@@ -77,7 +98,8 @@ pub fn read_audit(dir: &Path, period: Duration, now: SystemTime) -> (Timestamp, 
                 .filter(|r| match r {
                     AuditRecord::Access { ts, .. }
                     | AuditRecord::Denied { ts, .. }
-                    | AuditRecord::TunnelOpened { ts, .. } => *ts >= since,
+                    | AuditRecord::TunnelOpened { ts, .. }
+                    | AuditRecord::AccessRequest { ts, .. } => *ts >= since,
                     _ => false,
                 }),
         );
@@ -92,8 +114,11 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
         users: BTreeMap::new(),
         idle_users: Vec::new(),
         unused_grants: Vec::new(),
+        access_requests: BTreeMap::new(),
     };
     let mut used: BTreeSet<(String, String)> = BTreeSet::new();
+    // Read before or after the request's own lines: the trail's files come in any order.
+    let mut uses = Vec::new();
     for record in records {
         match record {
             AuditRecord::Access {
@@ -101,6 +126,7 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
                 user,
                 route,
                 decision,
+                reason,
                 ..
             } => {
                 let activity = report.users.entry(user.clone()).or_default();
@@ -108,13 +134,18 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
                     Decision::Allowed => {
                         activity.allowed(route, *ts);
                         used.insert((user.clone(), route.clone()));
+                        uses.extend(request_named(reason));
                     }
                     Decision::MfaFailed => activity.denials += 1,
                     Decision::MfaPassed | Decision::MfaLocked => {}
                 }
             }
             AuditRecord::TunnelOpened {
-                ts, user, tunnel, ..
+                ts,
+                user,
+                tunnel,
+                reason,
+                ..
             } => {
                 report
                     .users
@@ -122,6 +153,31 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
                     .or_default()
                     .allowed(tunnel, *ts);
                 used.insert((user.clone(), tunnel.clone()));
+                uses.extend(request_named(reason));
+            }
+            AuditRecord::AccessRequest {
+                action,
+                id,
+                user,
+                target,
+                until,
+                by,
+                reason,
+                ..
+            } => {
+                let request = report.access_requests.entry(*id).or_default();
+                request.user.clone_from(user);
+                request.target.clone_from(target);
+                request.state.clone_from(action);
+                if !reason.is_empty() {
+                    request.reason.clone_from(reason);
+                }
+                if matches!(action.as_str(), "approved" | "denied") {
+                    request.decided_by = Some(by.clone());
+                }
+                if until.is_some() {
+                    request.until = *until;
+                }
             }
             AuditRecord::Denied { user, count, .. } => {
                 report.users.entry(user.clone()).or_default().denials += count;
@@ -135,6 +191,11 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
             | AuditRecord::SnapshotFailed { .. }
             | AuditRecord::SnapshotSkipped { .. }
             | AuditRecord::RetentionHeld { .. } => {}
+        }
+    }
+    for id in uses {
+        if let Some(request) = report.access_requests.get_mut(&id) {
+            request.used += 1;
         }
     }
     let Some(gateway) = &config.gateway else {
@@ -162,6 +223,13 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
         }
     }
     report
+}
+
+/// The access request an admission's `reason` names, if one does.
+fn request_named(reason: &str) -> Option<u64> {
+    reason
+        .rsplit_once("access request ")
+        .and_then(|(_, id)| id.parse().ok())
 }
 
 impl Report {
@@ -197,5 +265,23 @@ impl Report {
             "Users with no access in this period (candidates for revocation):",
             &self.idle_users,
         ) + &section("Grants nobody used in this period:", &self.unused_grants)
+            + &section("Access requests:", &self.request_lines())
+    }
+
+    fn request_lines(&self) -> Vec<String> {
+        self.access_requests
+            .iter()
+            .map(|(id, r)| {
+                let mut line = format!("#{id} {} {}: {}", r.user, r.target, r.state);
+                if let Some(by) = &r.decided_by {
+                    let _ = write!(line, " by {by}");
+                }
+                if let Some(until) = r.until {
+                    let _ = write!(line, ", until {until}");
+                }
+                let _ = write!(line, ", used {} times; reason: {}", r.used, r.reason);
+                line
+            })
+            .collect()
     }
 }

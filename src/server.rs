@@ -10,9 +10,10 @@ mod streams;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use hyper_util::rt::TokioIo;
@@ -30,6 +31,7 @@ use streams::h2_builder;
 use crate::app::{App, LiveApp};
 use crate::connection::ConnectionInfo;
 use crate::gated::Gated;
+use crate::gateway::AccessGrants;
 use crate::io::{Activity, Watched};
 use crate::layers::{http_service, https_service};
 use crate::lifecycle::Lifecycle;
@@ -43,6 +45,9 @@ static HANDSHAKE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 /// So are connections from a balancer range without a valid PROXY header (a balancer with the
 /// protocol off closes every connection: the operator must hear of it, once a minute).
 static HEADER_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
+
+/// How often the access requests file is looked at, and how late a grant may end.
+const ACCESS_REQUESTS_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything the accept loops and connection tasks share.
 #[derive(Debug)]
@@ -82,6 +87,32 @@ impl Server {
     pub fn install(&self, app: App) {
         self.live.store(Arc::new(app));
         self.reloads.send_replace(());
+    }
+
+    /// Follows the access requests of the configuration in service: read now, then looked at
+    /// once a second; when what they admit changes (a grant approved, withdrawn or ended), open
+    /// tunnels are judged again, as after a reload, so one opened under a grant ends with it.
+    pub fn follow_access_requests(self: &Arc<Self>, grants: Arc<AccessGrants>) {
+        fn file(live: &LiveApp) -> Option<PathBuf> {
+            let app = live.load();
+            app.gateway.as_ref().map(|g| g.settings.requests.clone())
+        }
+        grants.refresh(file(&self.live).as_deref(), SystemTime::now());
+        let (server, cut) = (Arc::downgrade(self), self.lifecycle.cut.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = cut.cancelled() => return,
+                    () = tokio::time::sleep(ACCESS_REQUESTS_EVERY) => {}
+                }
+                let Some(server) = server.upgrade() else {
+                    return;
+                };
+                if grants.refresh(file(&server.live).as_deref(), SystemTime::now()) {
+                    server.reloads.send_replace(());
+                }
+            }
+        });
     }
 
     /// Spawns the accept loops of both listeners.

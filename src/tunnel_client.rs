@@ -79,9 +79,14 @@ pub enum ConnectError {
     /// The HTTP exchange failed.
     #[error("gateway: {0}")]
     Http(#[from] hyper::Error),
-    /// The gateway answered something else than 200.
-    #[error("the gateway refused the tunnel: {0}")]
-    Refused(StatusCode),
+    /// The gateway answered something else than 200, with the reason it gave an employee.
+    #[error("the gateway refused the tunnel: {status}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Refused {
+        /// Its status.
+        status: StatusCode,
+        /// What its body says, when more than the status (`no grant for db1:22`).
+        reason: Option<String>,
+    },
     /// A code is wanted and there is no terminal to ask on.
     #[error(
         "the gateway wants a TOTP code and there is no terminal to ask for one: set PORTCULLIS_OTP"
@@ -171,7 +176,30 @@ async fn open(
     if wants_code && matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return Ok(Opened::WantsCode);
     }
-    Err(ConnectError::Refused(status))
+    let reason = refusal_reason(response, status).await;
+    Err(ConnectError::Refused { status, reason })
+}
+
+/// The reason a refusal's body gives, when it says more than its status: one short line, with
+/// nothing a terminal would act on.
+async fn refusal_reason(
+    response: http::Response<hyper::body::Incoming>,
+    status: StatusCode,
+) -> Option<String> {
+    use http_body_util::BodyExt;
+    const LONGEST: usize = 512;
+    let body = http_body_util::Limited::new(response.into_body(), LONGEST);
+    let bytes = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .ok()?
+        .ok()?
+        .to_bytes();
+    let text: String = String::from_utf8_lossy(&bytes)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    let text = text.trim();
+    (!text.is_empty() && Some(text) != status.canonical_reason()).then(|| text.to_owned())
 }
 
 fn client_config(options: &ConnectOptions) -> Result<rustls::ClientConfig, ConnectError> {

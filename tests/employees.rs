@@ -17,110 +17,14 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::enrolment::{Place, Printed, audit, base_config, ends_within, open_tunnel};
 use support::upstream::Echo;
 use support::{Setup, WAIT, portcullis, portcullis_ok};
-
-/// A config directory, a CA key directory apart from it, and where people's files go.
-struct Place {
-    dir: tempfile::TempDir,
-}
-
-impl Place {
-    fn new() -> Self {
-        let place = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        std::fs::create_dir(place.path("etc")).unwrap();
-        place
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.path("etc/portcullis.toml")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.path("ca/employees.key")
-    }
-
-    /// `portcullis employees VERB ARGS -c CONFIG --ca-key KEY`.
-    fn employees(&self, verb: &str, args: &[&str]) -> std::process::Output {
-        let config = self.config();
-        let key = self.key();
-        let mut all = vec!["employees", verb];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["-c", config.to_str().unwrap()]);
-        if verb != "list" {
-            all.extend_from_slice(&["--ca-key", key.to_str().unwrap()]);
-        }
-        portcullis(&all)
-    }
-
-    fn employees_ok(&self, verb: &str, args: &[&str]) -> String {
-        let out = self.employees(verb, args);
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "employees {verb} {args:?} failed:\n{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
-    }
-
-    /// Enrols `name` in `group`, valid for `validity` when given; what `add` printed.
-    fn add(&self, name: &str, group: &str, validity: Option<&str>) -> Printed {
-        let out = self.path("people");
-        let mut args = vec![name, "--group", group, "--out", out.to_str().unwrap()];
-        if let Some(validity) = validity {
-            args.extend(["--validity", validity]);
-        }
-        Printed(self.employees_ok("add", &args))
-    }
-
-    fn person(&self, name: &str, extension: &str) -> PathBuf {
-        self.path(&format!("people/{name}.{extension}"))
-    }
-}
-
-/// What a verb printed, by label.
-struct Printed(String);
-
-impl Printed {
-    fn field(&self, label: &str) -> String {
-        let prefix = format!("{label}: ");
-        self.0
-            .lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {label:?} in:\n{}", self.0))
-            .to_owned()
-    }
-
-    /// The current code of the TOTP secret in the printed `otpauth://` URI.
-    fn code(&self) -> String {
-        totp_rs::Totp::from_url(self.field("otpauth"))
-            .unwrap()
-            .generate_current()
-            .to_string()
-    }
-}
-
-/// The proxy's config: the base one, a certificate for the corp hosts, an admin listener and
-/// a `[gateway]` that `init` completes, with a short-lived revocation list.
-fn base_config(setup: &Setup, place: &Place) -> String {
-    let corp = setup.pki.extra_certificate("corp", &["*.corp.test"]);
-    setup.toml(&format!(
-        "{corp}[admin]\nlisten = \"127.0.0.1:0\"\n\n# ours\n[gateway]\nclient_ca = \"{ca}\"\ncrl_validity = \"2m\"\n",
-        ca = place.path("etc/employees-ca.pem").display(),
-    ))
-}
 
 /// An internal route for group infra with a second factor, and a tunnel to `echo`.
 fn routes(echo: &Echo) -> String {
@@ -158,55 +62,6 @@ async fn curl(
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     (status.trim().parse().unwrap_or(0), body.to_owned())
-}
-
-/// `portcullis connect` as `name` to db1:22 through the gateway, with a line sent and echoed.
-fn open_tunnel(setup: &Setup, place: &Place, port: u16, name: &str) -> support::Spawned {
-    let mut child = support::Spawned(
-        Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["connect", "--gateway", &format!("127.0.0.1:{port}")])
-            .args(["--server-name", "gw.corp.test", "--cert"])
-            .arg(place.person(name, "crt"))
-            .arg("--key")
-            .arg(place.person(name, "key"))
-            .arg("--ca")
-            .arg(&setup.pki.ca_pem)
-            .arg("db1:22")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdin = child.0.stdin.as_mut().unwrap();
-    stdin.write_all(b"ping\n").unwrap();
-    stdin.flush().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ping\n", "the tunnel did not echo");
-    child
-}
-
-/// Waits, bounded, for `child` to end; whether it did.
-fn ends_within(child: &mut support::Spawned, wait: Duration) -> bool {
-    let deadline = std::time::Instant::now() + wait;
-    while std::time::Instant::now() < deadline {
-        if child.0.try_wait().unwrap().is_some() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn audit(setup: &Setup, event: &str) -> Vec<Value> {
-    setup
-        .audit()
-        .into_iter()
-        .filter(|line| line["event"] == event)
-        .collect()
 }
 
 /// The CRL's number and nextUpdate, read with x509-parser as the proxy reads it.

@@ -150,6 +150,29 @@ pub enum AuditRecord {
         /// The account that ran it (`SUDO_USER` when run through sudo).
         operator: String,
     },
+    /// An access request made, approved or denied, or a grant whose time is up.
+    AccessRequest {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// `requested`, `approved`, `denied` or `expired`.
+        action: String,
+        /// The request's number.
+        id: u64,
+        /// Who it is for.
+        user: String,
+        /// The route or tunnel (`tunnel gw.example.com CONNECT db1:5432`).
+        target: String,
+        /// When the grant ends, once approved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Timestamp>,
+        /// The approver who approved or denied it; `-` otherwise.
+        by: String,
+        /// Why it was asked for, on the `requested` line.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+        /// The account that ran the command (`SUDO_USER` through sudo); `-` for the proxy.
+        operator: String,
+    },
     /// A request to the admin listener.
     Admin {
         /// RFC 3339 UTC.
@@ -211,8 +234,11 @@ pub enum ClosedBy {
     /// A reload changed the tunnel's upstream, or now asks for a second factor it was opened
     /// without.
     Reconfigured,
-    /// A reload removed the tunnel, or the user's grant on it.
+    /// A reload removed the tunnel, or the user's grant on it, or the access request it was
+    /// opened under is no longer approved.
     GrantRemoved,
+    /// The access request it was opened under reached its end.
+    GrantExpired,
 }
 
 /// What caused a configuration load.

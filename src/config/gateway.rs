@@ -32,6 +32,10 @@ pub struct GatewaySettings {
     pub max_tunnels_per_user: u32,
     /// How long what `portcullis employees` signs stays valid.
     pub lifetimes: Lifetimes,
+    /// The access requests and their time-bound grants, re-read while serving.
+    pub requests: std::path::PathBuf,
+    /// Who may approve an access request.
+    pub approvers: Vec<Grant>,
 }
 
 /// When a revocation list should be replaced.
@@ -131,6 +135,7 @@ pub(super) struct GatewayPolicy {
     mfa_session: Duration,
     lockout: LockoutPolicy,
     max_tunnels_per_user: u32,
+    approvers: Vec<Grant>,
     pub(super) lifetimes: Lifetimes,
 }
 
@@ -189,7 +194,21 @@ pub(super) fn policy(
         mfa_session,
         lockout,
         max_tunnels_per_user: gateway.max_tunnels_per_user,
+        approvers: Vec::new(),
         lifetimes,
+    }
+}
+
+impl GatewayPolicy {
+    /// The same, with `[gateway] approvers` naming configured people or their groups. Apart
+    /// from the rest: `portcullis employees` enrols the people an approver list names, so it
+    /// takes a config whose list names people still to come.
+    pub(super) fn with_approvers(self, gateway: &RawGateway, problems: &mut Problems) -> Self {
+        let key = Key::new("gateway").field("approvers");
+        Self {
+            approvers: grants(&gateway.approvers, &key, gateway, problems),
+            ..self
+        }
     }
 }
 
@@ -220,6 +239,8 @@ pub(super) fn settings(
         users,
         max_tunnels_per_user: policy.max_tunnels_per_user,
         lifetimes: policy.lifetimes,
+        requests: gateway.requests_file(),
+        approvers: policy.approvers,
     }
 }
 

@@ -131,6 +131,7 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
     }
     if let Some(gateway) = &raw.gateway {
         read.push(gateway.client_ca.clone());
+        read.push(gateway.requests_file());
         read.extend(gateway.crls.iter().cloned());
         read.extend(
             gateway

@@ -275,6 +275,24 @@ pub struct RawGateway {
     /// The register of certificates `portcullis employees` issued and revoked; default
     /// `employees-issued.json` beside `client_ca`.
     pub issued: Option<PathBuf>,
+    /// The access requests and time-bound grants of `portcullis employees request`; default
+    /// `access-requests.json` beside `client_ca`.
+    pub requests: Option<PathBuf>,
+    /// Who may approve an access request (`alice`, `group:security`); never their own.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+}
+
+/// Where the access requests are when `[gateway] requests` does not say: beside `client_ca`.
+const REQUESTS_FILE_NAME: &str = "access-requests.json";
+
+impl RawGateway {
+    /// Where the access requests are.
+    pub fn requests_file(&self) -> PathBuf {
+        self.requests
+            .clone()
+            .unwrap_or_else(|| self.client_ca.with_file_name(REQUESTS_FILE_NAME))
+    }
 }
 
 /// Short-lived, as smallstep recommends: a lost certificate dies by itself within a month.

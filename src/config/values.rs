@@ -82,10 +82,9 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
         .as_ref()
         .map(|s| super::process::validate_snapshots(s, &mut problems));
     let account = super::process::account(raw, &mut problems, &mut warnings);
-    let gateway = raw
-        .gateway
-        .as_ref()
-        .map(|g| super::gateway::policy(g, &mut problems, &mut warnings));
+    let gateway = raw.gateway.as_ref().map(|g| {
+        super::gateway::policy(g, &mut problems, &mut warnings).with_approvers(g, &mut problems)
+    });
     let admin = validate_admin(raw, &mut problems);
     let routes = validate_routes(raw, &upstreams, &limits, &mut problems);
     let tunnels = super::tunnels::validate_tunnels(raw, &upstreams, &mut problems);

@@ -28,9 +28,9 @@ pub(super) struct Session {
 impl Session {
     /// The config at `path`, whose values must pass phase 1.
     pub(super) fn open(path: &Path) -> Result<Self, EmployeesError> {
-        let invalid = |source| EmployeesError::Config {
+        let invalid = |problems| EmployeesError::Config {
             path: path.to_owned(),
-            source,
+            problems,
         };
         let text = std::fs::read_to_string(path).map_err(|source| {
             invalid(ConfigError::Read {
@@ -46,9 +46,9 @@ impl Session {
     pub(super) fn edited(&self, text: String) -> Result<Self, EmployeesError> {
         let edited = Self::of_text(&self.path, text)?;
         match (&self.enrolment.refused, edited.enrolment.refused) {
-            (None, Some(source)) => Err(EmployeesError::Config {
+            (None, Some(problems)) => Err(EmployeesError::Config {
                 path: self.path.clone(),
-                source,
+                problems,
             }),
             (_, refused) => Ok(Self {
                 enrolment: Enrolment {
@@ -61,9 +61,9 @@ impl Session {
     }
 
     fn of_text(path: &Path, text: String) -> Result<Self, EmployeesError> {
-        let invalid = |source| EmployeesError::Config {
+        let invalid = |problems| EmployeesError::Config {
             path: path.to_owned(),
-            source,
+            problems,
         };
         let raw: RawConfig = toml::from_str(&text).map_err(|e| invalid(e.into()))?;
         let enrolment = Config::enrolment(&raw).map_err(invalid)?;
@@ -185,16 +185,31 @@ impl Session {
         })
     }
 
-    /// The verb's audit line, written as the account that owns the audit trail, so that the
-    /// proxy goes on appending to the day's file: the last thing a verb does.
+    /// The verb's audit line about the CA or a person's certificates.
     pub(super) fn audit(
         self,
         action: &str,
         user: &str,
         serial: &str,
     ) -> Result<(), EmployeesError> {
+        self.audit_record(|operator| AuditRecord::Enrolment {
+            ts: Timestamp::now(),
+            action: action.to_owned(),
+            user: user.to_owned(),
+            serial: serial.to_owned(),
+            operator,
+        })
+    }
+
+    /// The verb's audit line, made from the operator's name and written as the account that
+    /// owns the audit trail, so that the proxy goes on appending to the day's file: the last
+    /// thing a verb does.
+    pub(super) fn audit_record(
+        self,
+        record: impl FnOnce(String) -> AuditRecord,
+    ) -> Result<(), EmployeesError> {
         let failed = |e: &dyn std::fmt::Display| EmployeesError::Audit(e.to_string());
-        let operator = operator();
+        let record = record(operator());
         if let Some(owner) = self.service_owner() {
             let privileges = Privileges {
                 run_as: Some(RunAs {
@@ -207,13 +222,7 @@ impl Session {
             crate::privilege::drop_privileges(&privileges).map_err(|e| failed(&e))?;
         }
         let audit = Audit::new(&self.enrolment.log).map_err(|e| failed(&e))?;
-        audit.record(AuditRecord::Enrolment {
-            ts: Timestamp::now(),
-            action: action.to_owned(),
-            user: user.to_owned(),
-            serial: serial.to_owned(),
-            operator,
-        });
+        audit.record(record);
         audit.close();
         let health = audit.health();
         if health.failing() || health.held() > 0 || health.dropped_total() > 0 {
@@ -233,7 +242,7 @@ fn canonical_dir(path: &Path) -> PathBuf {
 }
 
 /// The person at the keyboard: through sudo, who ran sudo.
-fn operator() -> String {
+pub(super) fn operator() -> String {
     if let Ok(user) = std::env::var("SUDO_USER")
         && !user.is_empty()
     {

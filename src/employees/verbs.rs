@@ -9,6 +9,7 @@ use super::authority::{self, Authority, Issued};
 use super::edit::Edit;
 use super::listing;
 use super::register::Register;
+use super::requests;
 use super::session::Session;
 use super::{CaArgs, EmployeesError, IssueArgs, Verb, bundle, check_name, write};
 use crate::audit::Timestamp;
@@ -26,6 +27,24 @@ pub fn run(verb: Verb) -> Result<(), EmployeesError> {
         Verb::Revoke { name, serial, ca } => revoke(name.as_deref(), serial.as_deref(), &ca),
         Verb::List { config, json } => list(&config, json),
         Verb::RefreshCrl { ca } => refresh_crl(&ca),
+        Verb::Request {
+            name,
+            route,
+            tunnel,
+            length,
+            reason,
+            config,
+        } => {
+            let asked = match (&route, &tunnel) {
+                (Some(route), _) => requests::Asked::Route(route),
+                (None, Some(tunnel)) => requests::Asked::Tunnel(tunnel),
+                (None, None) => return Err(EmployeesError::NoTarget),
+            };
+            requests::request(&config, &name, &asked, length.into(), &reason)
+        }
+        Verb::Approve { id, by, config } => requests::approve(&config, id, &by),
+        Verb::Deny { id, by, config } => requests::deny(&config, id, by.as_deref()),
+        Verb::Requests { config, json } => requests::list(&config, json),
     }
 }
 

@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 
 use super::Gateway;
+use crate::access_requests::ActiveGrant;
 use crate::audit::TunnelAudit;
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
@@ -94,6 +95,8 @@ pub struct ToTunnel {
     pub idle_timeout: Duration,
     /// Its lines in the audit trail, the open one already written.
     pub audit: TunnelAudit,
+    /// The approved access request it was opened under, if not the tunnel's `allow` list.
+    pub grant: Option<ActiveGrant>,
 }
 
 /// An admitted request taken apart by the proxy.
@@ -151,8 +154,13 @@ impl<B> Admitted<B> {
         Ok(Self::new(routed, pass))
     }
 
-    /// A `CONNECT` to a tunnel route, whose open line `audit` wrote.
-    pub(super) fn tunnel(routed: Routed<B>, audit: TunnelAudit) -> Result<Self, ProxyError> {
+    /// A `CONNECT` to a tunnel route, whose open line `audit` wrote, under `grant` if the
+    /// route's `allow` list does not name its user.
+    pub(super) fn tunnel(
+        routed: Routed<B>,
+        audit: TunnelAudit,
+        grant: Option<ActiveGrant>,
+    ) -> Result<Self, ProxyError> {
         let Action::Tunnel(target) = &routed.route.action else {
             return Err(ProxyError::Internal);
         };
@@ -161,6 +169,7 @@ impl<B> Admitted<B> {
             upstream: target.upstream.clone(),
             idle_timeout: target.idle_timeout,
             audit,
+            grant,
         });
         Ok(Self::new(routed, pass))
     }

@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use http::{Method, Response, StatusCode};
 
-use super::{FormBody, Gateway, Routed, assertion, audit_access, identify, mfa};
+use super::{FormBody, Gateway, Identity, Routed, assertion, audit_access, identify, mfa};
 use crate::audit::Decision;
 use crate::body::ResponseBody;
-use crate::config::User;
 use crate::connection::{ClientIdentity, ConnectionInfo};
 use crate::error::{ProxyError, status_response};
 use crate::routing::Route;
@@ -18,12 +17,13 @@ use crate::routing::Route;
 /// Refused when `user` has no TOTP.
 pub(super) async fn judge(
     gateway: &Gateway,
-    (client, user): (&ClientIdentity, &User),
+    identity: &Identity<'_>,
     code: &str,
 ) -> Result<mfa::Attempt, ProxyError> {
-    let totp = user.totp.as_deref().ok_or(ProxyError::Forbidden)?;
+    let totp = identity.user.totp.as_deref().ok_or(ProxyError::Forbidden)?;
     let lockout = gateway.settings.lockout;
-    Ok(gateway.mfa.attempt(&client.user, totp, code, lockout).await)
+    let user = &identity.client.user;
+    Ok(gateway.mfa.attempt(user, totp, code, lockout).await)
 }
 
 /// Writes a judged attempt on `route` to the audit trail: `None` when it passed, else the
@@ -81,8 +81,8 @@ pub(super) async fn reserved<B: FormBody>(
             .is_some_and(|r| Arc::ptr_eq(r, &route))
     })
     .unwrap_or_else(|| route.prefix.clone());
-    let attempt = judge(&gateway, identity, &form.code).await?;
-    let (client, session) = (identity.0, gateway.settings.mfa_session);
+    let attempt = judge(&gateway, &identity, &form.code).await?;
+    let (client, session) = (identity.client, gateway.settings.mfa_session);
     let wrong = || {
         mfa::form(
             StatusCode::FORBIDDEN,

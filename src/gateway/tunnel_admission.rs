@@ -8,10 +8,9 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::{Admission, Admitted, Gateway, Routed, second_factor};
+use super::{Admission, Admitted, Basis, Gateway, Identity, Routed, second_factor};
 use crate::audit::TunnelAudit;
-use crate::config::{RouteAccess, User};
-use crate::connection::ClientIdentity;
+use crate::config::RouteAccess;
 use crate::error::{ProxyError, status_response};
 
 /// Carries the current TOTP code on a `CONNECT`; on a refusal, says why: `required` (no code
@@ -22,12 +21,12 @@ pub const OTP_HEADER: HeaderName = HeaderName::from_static("portcullis-otp");
 /// current code in [`OTP_HEADER`] when the tunnel asks for one.
 pub(super) async fn admit<B>(
     gateway: &Gateway,
-    identity: (&ClientIdentity, &User),
+    identity: &Identity<'_>,
     access: &RouteAccess,
     routed: Routed<B>,
 ) -> Result<Admission<B>, ProxyError> {
     let route = routed.route.clone();
-    let client = identity.0;
+    let client = identity.client;
     let name = &route.label.name;
     let reason = if !access.mfa {
         "certificate"
@@ -58,10 +57,14 @@ pub(super) async fn admit<B>(
         routed.exchange.logged_id(),
         (&client.user, &client.fingerprint),
         name,
-        reason,
+        &identity.basis.reason(reason),
         access.mfa,
     );
-    let admitted = Admitted::tunnel(routed, audit)?;
+    let grant = match &identity.basis {
+        Basis::Granted(grant) => Some(grant.clone()),
+        Basis::Allowed => None,
+    };
+    let admitted = Admitted::tunnel(routed, audit, grant)?;
     Ok(Admission::Forward(Box::new(admitted)))
 }
 

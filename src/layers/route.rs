@@ -137,7 +137,16 @@ impl RouteLayer {
         if authority.as_str().contains('@') {
             return Err(TunnelError::NotAuthority.into());
         }
-        let route = app.routes.tunnel(sni, &authority)?.clone();
+        let route = match app.routes.tunnel(sni, &authority) {
+            Ok(route) => route.clone(),
+            Err(TunnelError::UnknownTarget) => {
+                return Err(match &app.gateway {
+                    Some(gateway) => gateway.unknown_target(&self.conn, sni, authority.as_str()),
+                    None => TunnelError::UnknownTarget.into(),
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
         let host = RequestHost {
             name: sni.to_owned(),
             authority,

@@ -15,8 +15,9 @@ use tower::{ServiceExt, service_fn};
 
 use super::https_layers;
 use crate::access_log::AccessLog;
+use crate::access_requests::{AccessRequest, RequestsFile, State, Target};
 use crate::app::{App, LiveApp, Process};
-use crate::audit::Audit;
+use crate::audit::{Audit, Timestamp};
 use crate::body::ResponseBody;
 use crate::config::{Config, LogSettings};
 use crate::connection::{ClientIdentity, ConnectionInfo, TlsVersion, Trust, forwarded_for};
@@ -84,6 +85,7 @@ totp_secret_file = "{dir}/carol.totp"
 "#
         );
         let config = Config::from_raw(toml::from_str(&toml).unwrap()).unwrap();
+        let audit = Arc::new(Audit::new(&LogSettings::default()).unwrap());
         let process = Process {
             access_log: Arc::new(AccessLog::start(LogSettings::default()).unwrap()),
             metrics: Arc::new(Metrics::new()),
@@ -91,7 +93,8 @@ totp_secret_file = "{dir}/carol.totp"
             acme: None,
             mfa: Arc::new(MfaState::new(None, None).unwrap()),
             assertions: Arc::new(crate::gateway::Assertions::new(None).unwrap()),
-            audit: Arc::new(Audit::new(&LogSettings::default()).unwrap()),
+            audit: audit.clone(),
+            access_grants: Arc::new(crate::gateway::AccessGrants::new(audit)),
         };
         let app = App::new(&config, 443, &process).unwrap();
         Self {
@@ -134,7 +137,11 @@ totp_secret_file = "{dir}/carol.totp"
 
     /// Sends one request through every layer on a connection of `employee`; the inner
     /// service records the path it received and the user the gateway vouched for.
-    async fn send_as(&self, employee: Option<&str>, request: Request<Full<Bytes>>) -> Response<()> {
+    async fn send_as(
+        &self,
+        employee: Option<&str>,
+        request: Request<Full<Bytes>>,
+    ) -> Response<impl http_body::Body<Data = Bytes, Error: std::fmt::Debug>> {
         let reached = self.reached.clone();
         let inner = service_fn(move |admitted: Admitted<Full<Bytes>>| {
             let employee = match admitted.pass() {
@@ -151,7 +158,7 @@ totp_secret_file = "{dir}/carol.totp"
                 .push(format!("{}{user}", admitted.request().uri().path()));
             std::future::ready(Ok::<_, ProxyError>(Response::new(ResponseBody::full("up"))))
         });
-        let response = https_layers(
+        https_layers(
             &self.live,
             &self.connection(employee),
             &tokio_util::sync::CancellationToken::new(),
@@ -159,8 +166,33 @@ totp_secret_file = "{dir}/carol.totp"
         )
         .oneshot(request)
         .await
-        .unwrap();
-        response.map(|_| ())
+        .unwrap()
+    }
+
+    /// The status and body of `request` sent as `employee`.
+    async fn answer(
+        &self,
+        employee: Option<&str>,
+        request: Request<Full<Bytes>>,
+    ) -> (StatusCode, String) {
+        use http_body_util::BodyExt;
+        let response = self.send_as(employee, request).await;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Writes `requests` as the gateway's requests file and has it read.
+    fn grant(&self, requests: Vec<AccessRequest>) {
+        let app = self.live.load();
+        let gateway = app.gateway.as_ref().unwrap();
+        let path = &gateway.settings.requests;
+        std::fs::write(path, RequestsFile { requests }.to_json()).unwrap();
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        gateway
+            .access_grants
+            .refresh(Some(path), std::time::SystemTime::now());
     }
 
     /// Sends `request` and returns its status and what reached the inner service.
@@ -268,4 +300,58 @@ async fn internal_routes_pass_only_granted_employees_and_vouch_for_them() {
         );
         assert_eq!(outcome, expected, "{employee:?} {path}");
     }
+}
+
+#[tokio::test]
+async fn a_configured_employee_is_told_why_and_a_running_grant_admits_them() {
+    let harness = Harness::new();
+    let internal = || get("localhost", "/internal/x");
+    // Nobody, or a certificate of nobody configured: the status alone.
+    for stranger in [None, Some("mallory")] {
+        let answer = harness.answer(stranger, internal()).await;
+        assert_eq!(
+            answer,
+            (StatusCode::FORBIDDEN, "Forbidden\n".into()),
+            "{stranger:?}"
+        );
+    }
+    let told = (
+        StatusCode::FORBIDDEN,
+        "no grant for localhost/internal\n".to_owned(),
+    );
+    assert_eq!(harness.answer(Some("bob"), internal()).await, told);
+
+    let now = std::time::SystemTime::now();
+    let hour = std::time::Duration::from_secs(3600);
+    let request = |id, at: std::time::SystemTime, until: std::time::SystemTime| AccessRequest {
+        id,
+        user: "bob".into(),
+        target: Target::Route("localhost/internal".into()),
+        seconds: until.duration_since(at).unwrap().as_secs(),
+        reason: "TICKET-1".into(),
+        requested_at: Timestamp(at),
+        operator: "root".into(),
+        state: State::Approved {
+            by: "alice".into(),
+            at: Timestamp(at),
+            until: Timestamp(until),
+        },
+    };
+    harness.grant(vec![request(1, now - 2 * hour, now - hour)]);
+    assert_eq!(
+        harness.answer(Some("bob"), internal()).await,
+        told,
+        "an ended grant"
+    );
+    harness.grant(vec![request(2, now - hour, now + hour)]);
+    let outcome = harness.outcome(Some("bob"), internal()).await;
+    assert_eq!(
+        outcome,
+        (StatusCode::OK, vec!["/internal/x as bob".to_owned()])
+    );
+    // The grant is for that route alone.
+    let (status, _) = harness
+        .answer(Some("bob"), get("localhost", "/mfa/x"))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }

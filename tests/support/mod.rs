@@ -7,6 +7,7 @@ pub mod acme;
 mod clients;
 mod config;
 pub mod employees;
+pub mod enrolment;
 mod pki;
 mod raw;
 pub mod redis;

@@ -1,6 +1,6 @@
 //! The second factor's pages: the code form, the redirect once a code passed, the lockout.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use http::{HeaderValue, Response, StatusCode};
@@ -53,14 +53,25 @@ pub(in crate::gateway) fn passed(
     response
 }
 
-/// A locked-out user: 429 (RFC 6585 4) with the wait in `Retry-After`.
+/// A locked-out user: 429 (RFC 6585 4) with the wait in `Retry-After`, and in the body the
+/// minute it ends (only a person the gateway identified gets here).
 pub(in crate::gateway) fn locked(remaining: Duration) -> Response<ResponseBody> {
     let mut response = status_response(StatusCode::TOO_MANY_REQUESTS);
     let seconds = remaining.as_secs().max(1);
+    *response.body_mut() = ResponseBody::full(format!(
+        "locked until {} UTC\n",
+        minute_after(SystemTime::now() + remaining)
+    ));
     response
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(seconds));
     response
+}
+
+/// `HH:MM` of the first minute boundary at or after `at`: the lockout is over by then.
+fn minute_after(at: SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_seconds(at + Duration::from_secs(59)).to_string();
+    stamp.get(11..16).unwrap_or("--:--").to_owned()
 }
 
 fn escape(text: &str) -> String {
@@ -74,4 +85,19 @@ fn escape(text: &str) -> String {
             c => c.to_string(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lockout_names_the_first_minute_it_is_over_by() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
+        // 1_800_000_000 is 2027-01-15T08:00:00Z.
+        assert_eq!(minute_after(at(0)), "08:00");
+        assert_eq!(minute_after(at(1)), "08:01");
+        assert_eq!(minute_after(at(59)), "08:01");
+        assert_eq!(minute_after(at(61)), "08:02");
+    }
 }

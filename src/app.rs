@@ -5,6 +5,7 @@
 //! [`LiveApp`]; everything that serves reads the generation through that handle.
 
 mod http1;
+mod jwks;
 mod routes;
 mod trust;
 
@@ -15,6 +16,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 pub use http1::Http1;
+pub use jwks::publish as publish_jwks;
 pub use trust::withdrawn;
 
 use crate::access_log::AccessLog;

@@ -291,6 +291,11 @@ async fn start_inner(
         proxy_protocol::Balancers::new(config.listen.proxy_protocol_from.clone()),
     );
     server.follow_access_requests(process.access_grants.clone());
+    app::publish_jwks(
+        server.live(),
+        process.assertions.clone(),
+        lifecycle.cut.clone(),
+    );
     server.spawn(https, http);
     let reloader = Arc::new(reload::Reloader::new(
         server.clone(),

@@ -23,22 +23,30 @@ use tokio::net::TcpStream;
 use crate::certs::{CertError, load_roots};
 use crate::gateway::OTP_HEADER;
 
-/// What `portcullis connect` was asked to do: its command-line flags, which `--gateway`,
-/// `--cert`, `--key` and `--ca` may also come from the environment.
+mod defaults;
+
+use defaults::Settings;
+
+/// What `portcullis connect` was asked to do: its command-line flags, which may also come from
+/// the environment, and for the gateway, its name, the certificate, key and CA, from
+/// `~/.config/portcullis/connect.toml` ([`defaults`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectOptions {
+    /// The defaults file; default ~/.config/portcullis/connect.toml when it exists.
+    #[arg(long, env = "PORTCULLIS_CONNECT_DEFAULTS")]
+    pub defaults: Option<PathBuf>,
     /// The gateway, host:port; the host is also the TLS server name unless --server-name.
     #[arg(long, env = "PORTCULLIS_GATEWAY")]
-    pub gateway: String,
+    pub gateway: Option<String>,
     /// The gateway's TLS name, when --gateway is an address or a balancer's name.
     #[arg(long, env = "PORTCULLIS_SERVER_NAME")]
     pub server_name: Option<String>,
     /// Your certificate (PEM chain).
     #[arg(long, env = "PORTCULLIS_CERT")]
-    pub cert: PathBuf,
+    pub cert: Option<PathBuf>,
     /// Its private key (PEM).
     #[arg(long, env = "PORTCULLIS_KEY")]
-    pub key: PathBuf,
+    pub key: Option<PathBuf>,
     /// The CA of the gateway's certificate (PEM); the public web roots without it.
     #[arg(long, env = "PORTCULLIS_CA")]
     pub ca: Option<PathBuf>,
@@ -55,6 +63,19 @@ pub struct ConnectOptions {
 /// Why a tunnel could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The defaults file cannot be read or holds something else.
+    #[error("{}: {reason}", path.display())]
+    Defaults {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Neither the flag, its environment variable nor the defaults file gives it.
+    #[error(
+        "{0} is needed: give it, set its PORTCULLIS_ variable, or put it in ~/.config/portcullis/connect.toml"
+    )]
+    Missing(&'static str),
     /// `--gateway` without a port or with a bad host.
     #[error("--gateway {0:?} is not host:port")]
     Gateway(String),
@@ -109,10 +130,11 @@ where
     if !has_port(&options.target) {
         return Err(ConnectError::Target(options.target.clone()));
     }
-    let tls = Arc::new(client_config(options)?);
+    let settings = defaults::settings(options)?;
+    let tls = Arc::new(client_config(&settings)?);
     let mut otp = options.otp.clone();
     loop {
-        let tunnel = match open(options, tls.clone(), otp.as_deref()).await? {
+        let tunnel = match open(&settings, &options.target, tls.clone(), otp.as_deref()).await? {
             Opened::Tunnel(tunnel) => tunnel,
             Opened::WantsCode if otp.is_none() => {
                 otp = Some(ask_code(&options.target)?);
@@ -133,7 +155,8 @@ enum Opened {
 }
 
 async fn open(
-    options: &ConnectOptions,
+    options: &Settings,
+    target: &str,
     tls: Arc<rustls::ClientConfig>,
     otp: Option<&str>,
 ) -> Result<Opened, ConnectError> {
@@ -156,14 +179,13 @@ async fn open(
         hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
             .await?;
     tokio::spawn(connection.with_upgrades());
-    let mut request = Request::connect(options.target.as_str())
-        .header(http::header::HOST, options.target.as_str());
+    let mut request = Request::connect(target).header(http::header::HOST, target);
     if let Some(code) = otp {
         request = request.header(OTP_HEADER, code.trim());
     }
     let request = request
         .body(Empty::new())
-        .map_err(|_| ConnectError::Target(options.target.clone()))?;
+        .map_err(|_| ConnectError::Target(target.to_owned()))?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let wants_code = response
@@ -202,7 +224,7 @@ async fn refusal_reason(
     (!text.is_empty() && Some(text) != status.canonical_reason()).then(|| text.to_owned())
 }
 
-fn client_config(options: &ConnectOptions) -> Result<rustls::ClientConfig, ConnectError> {
+fn client_config(options: &Settings) -> Result<rustls::ClientConfig, ConnectError> {
     let roots = match &options.ca {
         Some(ca) => load_roots(ca)?,
         None => crate::certs::public_roots(),

@@ -77,6 +77,27 @@ async fn a_third_party_reaches_its_target_for_the_approved_time_only() {
     );
     let said = refused_tunnel(&setup, &place, port, "carol", "nosuch:22");
     assert!(said.contains("no such tunnel target"), "{said}");
+    // The same with no flag at all: everything from ~/.config/portcullis/connect.toml.
+    let xdg = place.path("xdg");
+    std::fs::create_dir_all(xdg.join("portcullis")).unwrap();
+    std::fs::write(
+        xdg.join("portcullis/connect.toml"),
+        format!(
+            "gateway = \"127.0.0.1:{port}\"\nserver_name = \"gw.corp.test\"\n\
+             cert = \"../../people/carol.crt\"\nkey = \"../../people/carol.key\"\nca = \"{}\"\n",
+            setup.pki.ca_pem.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["connect", "nosuch:22"])
+        .env("XDG_CONFIG_HOME", &xdg)
+        .env_remove("PORTCULLIS_GATEWAY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no such tunnel target"), "{said}");
 
     // Asked for, but pending grants nothing.
     let id = ask(&place, "carol", "db1:22", "6s", "TICKET-7 migration");

@@ -29,12 +29,16 @@ const VERIFIER: &str = concat!(
 );
 
 /// The gateway's routes, and two with assertions: to `app` and to `app2`.
-fn config(setup: &Setup, employees: &Employees, app2: &Upstream) -> String {
+fn config(setup: &Setup, employees: &Employees, app2: &Upstream, jwks_file: &Path) -> String {
+    let gateway = gateway_toml(setup, employees, 666).replace(
+        "[gateway]\n",
+        &format!("[gateway]\njwks_file = \"{}\"\n", jwks_file.display()),
+    );
     setup.toml(&format!(
         "{}[upstreams.app2]\nenvironment = \"test\"\naddrs = [\"{}\"]\n\
          [[routes]]\nhost = \"signed.corp.test\"\nupstream = \"app\"\ninternal = true\nallow = [\"alice\"]\nassertion = true\n\
          [[routes]]\nhost = \"other.corp.test\"\nupstream = \"app2\"\ninternal = true\nallow = [\"alice\"]\nassertion = true\n",
-        gateway_toml(setup, employees, 666),
+        gateway,
         app2.addr
     ))
 }
@@ -84,7 +88,9 @@ async fn upstreams_verify_the_assertion_with_a_stock_jwt_library() {
     let setup = Setup::new().await;
     let employees = Employees::new();
     let app2 = Upstream::start().await;
-    let proxy = start_toml(&config(&setup, &employees, &app2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let proxy = start_toml(&config(&setup, &employees, &app2, &jwks)).await;
     let identity = employees.valid("alice", 1);
     let thumbprint = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
@@ -105,9 +111,12 @@ async fn upstreams_verify_the_assertion_with_a_stock_jwt_library() {
     .unwrap();
     assert_eq!(set.status, 200);
     assert_eq!(set.header("content-type"), Some("application/jwk-set+json"));
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, set.text()).unwrap();
+    // The same set in `jwks_file`, for upstreams that cannot reach the gateway: what PyJWT reads.
+    let deadline = std::time::Instant::now() + support::WAIT;
+    while !jwks.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&jwks).unwrap(), set.text());
 
     // A client's own assertion, even one named in `Connection`, is replaced by the gateway's.
     let forged = [

@@ -243,6 +243,12 @@ pub enum ProblemKind {
     /// A name no certificate could be checked against.
     #[error("{0:?} is not a DNS name or an IP address")]
     ServerName(String),
+    /// A file the proxy writes in a directory of files it only reads: the sandbox would grant
+    /// writing them all.
+    #[error(
+        "{0} also holds files the proxy only reads (the gateway's CA, lists or secrets): give it a directory of its own"
+    )]
+    SharedWriteDir(String),
     /// `allow`, `mfa` or `assertion` on a route that is not internal.
     #[error("`allow`, `mfa` and `assertion` apply to internal routes only (set `internal = true`)")]
     AccessOnPublicRoute,

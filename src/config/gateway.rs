@@ -36,6 +36,8 @@ pub struct GatewaySettings {
     pub requests: std::path::PathBuf,
     /// Who may approve an access request.
     pub approvers: Vec<Grant>,
+    /// Where the assertion keys are written, if anywhere.
+    pub jwks_file: Option<std::path::PathBuf>,
 }
 
 /// When a revocation list should be replaced.
@@ -200,6 +202,28 @@ pub(super) fn policy(
 }
 
 impl GatewayPolicy {
+    /// Checks that `[gateway] jwks_file`, whose directory the proxy writes, is not beside the
+    /// files it reads of `[gateway]`.
+    pub(super) fn check_jwks_dir(gateway: &RawGateway, problems: &mut Problems) {
+        let Some(dir) = gateway.jwks_file.as_ref().map(|f| f.parent().unwrap_or(f)) else {
+            return;
+        };
+        let totp = gateway
+            .users
+            .values()
+            .filter_map(|u| u.totp_secret_file.as_ref());
+        let read = [&gateway.client_ca]
+            .into_iter()
+            .chain(&gateway.crls)
+            .chain(totp);
+        if read.into_iter().any(|file| file.parent() == Some(dir)) {
+            problems.push(
+                "gateway.jwks_file",
+                ProblemKind::SharedWriteDir(dir.display().to_string()),
+            );
+        }
+    }
+
     /// The same, with `[gateway] approvers` naming configured people or their groups. Apart
     /// from the rest: `portcullis employees` enrols the people an approver list names, so it
     /// takes a config whose list names people still to come.
@@ -241,6 +265,7 @@ pub(super) fn settings(
         lifetimes: policy.lifetimes,
         requests: gateway.requests_file(),
         approvers: policy.approvers,
+        jwks_file: gateway.jwks_file.clone(),
     }
 }
 

@@ -132,6 +132,11 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
     if let Some(gateway) = &raw.gateway {
         read.push(gateway.client_ca.clone());
         read.push(gateway.requests_file());
+        // Replaced whole, by rename: its directory is written.
+        write.extend(gateway.jwks_file.as_ref().map(|file| match file.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        }));
         read.extend(gateway.crls.iter().cloned());
         read.extend(
             gateway

@@ -278,6 +278,9 @@ pub struct RawGateway {
     /// The access requests and time-bound grants of `portcullis employees request`; default
     /// `access-requests.json` beside `client_ca`.
     pub requests: Option<PathBuf>,
+    /// Where the keys that verify `Portcullis-Assertion` are written, for upstreams that cannot
+    /// reach `/.portcullis/jwks.json`.
+    pub jwks_file: Option<PathBuf>,
     /// Who may approve an access request (`alice`, `group:security`); never their own.
     #[serde(default)]
     pub approvers: Vec<String>,

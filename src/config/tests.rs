@@ -126,3 +126,29 @@ fn a_grant_is_judged_by_the_config_not_by_whether_the_secret_could_be_read() {
         ["routes[1].mfa: user \"carol\" is allowed here but has no totp_secret_file"]
     );
 }
+
+#[test]
+fn the_written_key_set_needs_a_directory_of_its_own_and_approvers_must_exist() {
+    let beside_ca = MISSING_FILES.replace(
+        "[gateway]\n",
+        "[gateway]\njwks_file = \"/nonexistent/portcullis/jwks.json\"\napprovers = [\"group:nobody\"]\n",
+    );
+    let problems = value_problems(&beside_ca);
+    assert_eq!(
+        keys(&problems),
+        ["gateway.jwks_file", "gateway.approvers[0]"],
+        "{problems:?}"
+    );
+    let apart = MISSING_FILES.replace(
+        "[gateway]\n",
+        "[gateway]\njwks_file = \"/nonexistent/jwks/jwks.json\"\napprovers = [\"carol\"]\n",
+    );
+    assert!(values::check(&raw(&apart)).is_ok());
+    // `portcullis employees` enrols the approvers a list names: it takes the list unchecked.
+    assert!(
+        Config::enrolment(&raw(
+            &beside_ca.replace("jwks_file = \"/nonexistent/portcullis/jwks.json\"\n", "")
+        ))
+        .is_ok()
+    );
+}

@@ -83,6 +83,7 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
         .map(|s| super::process::validate_snapshots(s, &mut problems));
     let account = super::process::account(raw, &mut problems, &mut warnings);
     let gateway = raw.gateway.as_ref().map(|g| {
+        GatewayPolicy::check_jwks_dir(g, &mut problems);
         super::gateway::policy(g, &mut problems, &mut warnings).with_approvers(g, &mut problems)
     });
     let admin = validate_admin(raw, &mut problems);

@@ -104,7 +104,12 @@ fn load(path: &Path) -> anyhow::Result<(Config, Privileges)> {
     let raw = Config::read_raw(path).map_err(|e| invalid(path, e))?;
     if let Some(dir) = portcullis::dev_certs::ensure_for_config(&raw)? {
         eprintln!("generated development certificates in {}", dir.display());
-        print_trust_hint(&dir);
+        let port = raw
+            .listen
+            .public_https_port
+            .map(|port| port.to_string())
+            .or_else(|| raw.listen.https.rsplit_once(':').map(|(_, p)| p.to_owned()));
+        print_trust_hint(&dir, port.as_deref());
     }
     let config = Config::from_raw(raw).map_err(|e| invalid(path, e))?;
     let privileges = config.resolve().map_err(|e| invalid(path, e))?;
@@ -298,14 +303,19 @@ fn dev_certs(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    print_trust_hint(dir);
+    print_trust_hint(dir, None);
     Ok(())
 }
 
-fn print_trust_hint(dir: &Path) {
+/// How to trust the development CA, for `https://localhost` on `port` when known.
+fn print_trust_hint(dir: &Path, port: Option<&str>) {
     let ca = dir.join(portcullis::dev_certs::CA_CERT);
+    let url = match port {
+        Some(port) if !matches!(port, "443" | "0") => format!("https://localhost:{port}/"),
+        _ => "https://localhost/".to_owned(),
+    };
     eprintln!(
-        "trust the CA to use https://localhost:\n  curl --cacert {ca}\n  browsers: import {ca} as an authority (Chrome/Firefox: Settings > Certificates > Authorities)",
+        "trust the development CA to use {url} without warnings:\n  curl --cacert {ca} {url}\n  browsers: import {ca} as an authority (Chrome/Firefox: Settings > Certificates > Authorities)",
         ca = ca.display()
     );
 }

@@ -237,8 +237,20 @@ fn run_makes_the_dev_certificates_on_first_start() {
         .set("admin.listen", "127.0.0.1:0")
         .set("log.dir", dir.path().join("logs").display().to_string());
     std::fs::write(dir.path().join("portcullis.toml"), config.text()).unwrap();
-    let child = run_until_listening(dir.path(), &["run", "-c", "portcullis.toml"]);
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .current_dir(dir.path())
+        .args(["run", "-c", "portcullis.toml"]);
+    let child = support::spawn_until_listening_keeping(command, said.clone());
     drop(child);
+    // The first-run message is whole: where to point curl and the browser.
+    let said = said.lock().unwrap().join("\n");
+    assert!(
+        said.contains("trust the development CA to use https://localhost/ without warnings:")
+            && said.contains("curl --cacert certs-dev/ca.crt https://localhost/"),
+        "{said}"
+    );
     let key = dir.path().join("certs-dev/localhost.key");
     assert!(dir.path().join("certs-dev/ca.crt").is_file());
     let mode = std::fs::metadata(key).unwrap().permissions().mode();
@@ -267,4 +279,60 @@ async fn run_serves_and_exits_zero_on_sigterm() {
     assert!(kill.success());
     let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM must end the proxy cleanly");
+}
+
+/// README's quick start puts the proxy in front of `python3 -m http.server`: run as written, that
+/// app serves an empty directory, never the repository (whose `certs-dev/ca.key` is the key of
+/// the CA README asks the reader to trust).
+#[test]
+fn the_quick_start_app_serves_no_file_of_the_repository() {
+    if !support::require_tool("python3") {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("## Put it in front of your app")
+        .nth(1)
+        .unwrap();
+    let app = section
+        .lines()
+        .find(|line| line.contains("http.server"))
+        .unwrap();
+    let command = app.split(" &").next().unwrap();
+    let port = support::free_port();
+    let command = command.replace("3000", &port.to_string());
+    let _app = support::Spawned(
+        Command::new("sh")
+            .args(["-c", &format!("exec {command}")])
+            .current_dir(root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let get = |path: &str| -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).ok()?;
+        Some(answer)
+    };
+    let deadline = std::time::Instant::now() + support::WAIT;
+    let listing = loop {
+        if let Some(answer) = get("/") {
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app never listened: {command}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(!listing.contains("Cargo.toml"), "{listing}");
+    for file in ["/README.md", "/Cargo.toml", "/certs-dev/ca.key"] {
+        let answer = get(file).unwrap();
+        assert!(answer.starts_with("HTTP/1.0 404"), "{file}: {answer}");
+    }
 }

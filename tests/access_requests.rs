@@ -12,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::enrolment::{Place, audit, base_config, ends_within, open_tunnel_to, refused_tunnel};
+use support::enrolment::{Place, audit, base_config, ends_within, refused_tunnel};
 use support::upstream::Echo;
 use support::{Setup, WAIT, portcullis_ok};
 
@@ -46,10 +46,27 @@ fn ask(place: &Place, who: &str, tunnel: &str, length: &str, reason: &str) -> St
 }
 
 /// Carol's tunnel to db1:22, once the proxy has looked at the requests file again (it does
-/// once a second).
+/// once a second): tried, bounded, until a line sent comes back.
 fn tunnel_when_granted(setup: &Setup, place: &Place, port: u16) -> support::Spawned {
-    std::thread::sleep(Duration::from_millis(2000));
-    open_tunnel_to(setup, place, port, "carol", "db1:22")
+    use std::io::{BufRead, BufReader, Write};
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut command = support::enrolment::connect(setup, place, port, "carol", "db1:22");
+        let mut child = support::Spawned(command.spawn().unwrap());
+        let stdin = child.0.stdin.as_mut().unwrap();
+        // A refused connect has exited: the write may fail, the read then sees the end.
+        let _ = stdin.write_all(b"ping\n").and_then(|()| stdin.flush());
+        let mut line = String::new();
+        let _ = BufReader::new(child.0.stdout.as_mut().unwrap()).read_line(&mut line);
+        if line == "ping\n" {
+            return child;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the approved grant never opened the tunnel"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 // Two workers: `connect`'s pipes and the waits block this thread while the proxy serves.

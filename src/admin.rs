@@ -1,7 +1,8 @@
 //! The admin listener: health, readiness, metrics and reload. Plain HTTP/1.1 on loopback, or,
 //! with `[admin] allow`, mutual TLS where only granted employees are answered (validated with
 //! the config). Connections are accepted with the public listeners' rules and a limit of their
-//! own; every request is audited.
+//! own. Every request is audited but probes and scrapes (`GET` of `/healthz`, `/livez`,
+//! `/readyz`, `/metrics`), which are counted instead.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,7 +20,9 @@ use tokio::sync::Semaphore;
 use crate::app::{LiveApp, Process};
 use crate::audit::Trigger;
 use crate::connection::ClientIdentity;
+use crate::health::Readiness;
 use crate::lifecycle::Lifecycle;
+use crate::metrics::Probe;
 use crate::reload::Reloader;
 use crate::server::Server;
 
@@ -110,80 +113,75 @@ impl Admin {
             .timer(TokioTimer::new())
             .header_read_timeout(ADMIN_TIMEOUT)
             .serve_connection(io, service);
-        let mut conn = std::pin::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            () = lifecycle.draining.cancelled() => conn.as_mut().graceful_shutdown(),
-        }
-        tokio::select! {
-            _ = conn => {}
-            () = lifecycle.cut.cancelled() => {}
-        }
+        lifecycle.serve(conn).await;
     }
 
     async fn handle(&self, request: Request<Incoming>, caller: &Caller) -> Response<Full<Bytes>> {
         let method = request.method().clone();
-        let (status, body) = match (request.method(), request.uri().path()) {
+        let path = match request.uri().path() {
+            p @ ("/healthz" | "/livez" | "/readyz" | "/metrics" | "/reload") => p,
+            _ => "other",
+        };
+        let readiness = Readiness {
+            lifecycle: self.lifecycle.clone(),
+            audit: self.process.audit.clone(),
+        };
+        let metrics = &self.process.metrics;
+        let (status, body) = match (&method, path) {
             _ if matches!(caller, Caller::Refused(_)) => {
                 (StatusCode::FORBIDDEN, "forbidden\n".to_owned())
             }
-            (&Method::GET, "/healthz") => (StatusCode::OK, "ok\n".to_owned()),
-            (&Method::GET, "/readyz") if self.lifecycle.leaving.is_cancelled() => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting down\n".to_owned(),
-            ),
-            (&Method::GET, "/readyz") if self.process.audit.health().failing() => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "degraded: the audit trail cannot be written ({} lines held, {} lost)\n",
-                    self.process.audit.health().held(),
-                    self.process.audit.health().dropped_total()
-                ),
-            ),
-            (&Method::GET, "/readyz") => (StatusCode::OK, "ready\n".to_owned()),
+            (&Method::GET, "/healthz" | "/livez") => readiness.answer(Probe::Live, metrics),
+            (&Method::GET, "/readyz") => readiness.answer(Probe::Ready, metrics),
             (&Method::GET, "/metrics") => (
                 StatusCode::OK,
-                self.process.metrics.render(&[
+                metrics.render(&[
                     ("access", self.process.access_log.health()),
                     ("audit", self.process.audit.health()),
                 ]),
             ),
-            (&Method::POST, "/reload") => {
-                let reloader = self.reloader.clone();
-                match tokio::task::spawn_blocking(move || reloader.reload_file(Trigger::Admin))
-                    .await
-                {
-                    Ok(Ok(())) => (StatusCode::OK, "reloaded\n".to_owned()),
-                    Ok(Err(e)) => (
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("reload refused:\n{e}\n"),
-                    ),
-                    Err(_) => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "reload failed\n".to_owned(),
-                    ),
-                }
-            }
-            (_, "/healthz" | "/readyz" | "/metrics" | "/reload") => (
+            (&Method::POST, "/reload") => self.reload().await,
+            (_, "other") => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
+            _ => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed\n".to_owned(),
             ),
-            _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
         };
-        let path = match request.uri().path() {
-            p @ ("/healthz" | "/readyz" | "/metrics" | "/reload") => p,
-            _ => "other",
-        };
-        tracing::info!(%method, path, status = status.as_u16(), "admin request");
         let user = match caller {
             Caller::Local => "-",
             Caller::Granted(user) | Caller::Refused(user) => user.as_str(),
         };
-        self.process
-            .audit
-            .admin(user, method.as_str(), path, status.as_u16());
+        // Probes and scrapes come every few seconds and change nothing: counted, not logged,
+        // so that the trail keeps what people did.
+        let probe = method == Method::GET
+            && matches!(path, "/healthz" | "/livez" | "/readyz" | "/metrics")
+            && !matches!(caller, Caller::Refused(_));
+        if probe {
+            tracing::debug!(path, status = status.as_u16(), "admin probe");
+        } else {
+            tracing::info!(%method, path, status = status.as_u16(), "admin request");
+            self.process
+                .audit
+                .admin(user, method.as_str(), path, status.as_u16());
+        }
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
         response
+    }
+
+    /// `POST /reload`: the file re-read; a refusal is logged with its reasons, as SIGHUP's is.
+    async fn reload(&self) -> (StatusCode, String) {
+        let reloader = self.reloader.clone();
+        match tokio::task::spawn_blocking(move || reloader.reload_file(Trigger::Admin)).await {
+            Ok(Ok(())) => (StatusCode::OK, "reloaded\n".to_owned()),
+            Ok(Err(e)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("reload refused:\n{e}\n"),
+            ),
+            Err(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "reload failed\n".to_owned(),
+            ),
+        }
     }
 }

@@ -21,7 +21,9 @@ pub use trust::withdrawn;
 
 use crate::access_log::AccessLog;
 use crate::audit::Audit;
-use crate::config::{AcmeSettings, AdminSettings, Config, Grant, Limits, Listen, SharedSettings};
+use crate::config::{
+    AcmeSettings, AdminSettings, Config, Grant, HealthSettings, Limits, Listen, SharedSettings,
+};
 use crate::gateway::{AccessGrants, Assertions, Gateway, Kept, MfaState};
 use crate::metrics::Metrics;
 use crate::networks::ClientFilter;
@@ -63,6 +65,7 @@ pub struct Process {
 pub struct Fixed {
     listen: Listen,
     admin: Option<AdminSettings>,
+    health: Option<HealthSettings>,
     acme: Option<AcmeSettings>,
     shared: SharedSettings,
 }
@@ -78,6 +81,7 @@ impl Fixed {
         Self {
             listen: config.listen.clone(),
             admin: config.admin.clone(),
+            health: config.health.clone(),
             acme: config.acme.clone(),
             shared: config.shared.clone(),
         }

@@ -41,8 +41,8 @@ pub use process::{
     SYSTEM_ROOTS, SnapshotSettings, WEEKLY_WEEKS,
 };
 pub use settings::{
-    AdminSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging, Peering,
-    RouteAction, RouteConfig, TunnelConfig, UpstreamAddr, UpstreamConfig, UpstreamId,
+    AdminSettings, HealthSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging,
+    Peering, RouteAction, RouteConfig, TunnelConfig, UpstreamAddr, UpstreamConfig, UpstreamId,
 };
 pub use shared::{MIN_SESSION_KEY_BYTES, RedisSettings, RedisTls, Secret, SharedSettings};
 
@@ -103,6 +103,8 @@ pub struct Config {
     pub peerings: Vec<Peering>,
     /// The admin listener (health, metrics, reload).
     pub admin: Option<AdminSettings>,
+    /// The health listener for load balancers.
+    pub health: Option<HealthSettings>,
     /// Certificates managed over ACME.
     pub acme: Option<AcmeSettings>,
     /// The gateway for internal routes.
@@ -196,6 +198,7 @@ impl Config {
             refused_clients: values.refused_clients,
             stripped_headers: values.stripped_headers,
             admin: values.admin,
+            health: values.health,
             acme: values.acme,
             gateway,
             shared: shared::settings(values.redis, files.shared),

@@ -23,7 +23,8 @@
 //! What lives as long as the process (`app::Process`) is built once here; each configuration
 //! is one generation (`app::App`) behind one `ArcSwap` that a reload swaps and routing, the
 //! gateway, the server and the admin listener read. Beside them: the admin listener (health,
-//! metrics, reload; loopback or mutual TLS), the ACME task, the access-log and audit writers.
+//! metrics, reload; loopback or mutual TLS), the health listener for balancers, the ACME task,
+//! the access-log and audit writers.
 //! The layer list is `layers::https_layers`; README's "Architecture" section has the module
 //! graph and walks one request through the files it passes.
 //!
@@ -73,6 +74,7 @@ mod error;
 mod exchange;
 mod gated;
 mod gateway;
+mod health;
 mod io;
 mod layers;
 mod lifecycle;
@@ -137,6 +139,8 @@ pub struct Running {
     pub http_addr: Option<SocketAddr>,
     /// The bound admin address, if configured.
     pub admin_addr: Option<SocketAddr>,
+    /// The bound health address, if configured.
+    pub health_addr: Option<SocketAddr>,
     lifecycle: lifecycle::Lifecycle,
     grace: Duration,
     drain_delay: Duration,
@@ -202,6 +206,7 @@ pub struct Listeners {
     https: Bound,
     http: Option<Bound>,
     admin: Option<Bound>,
+    health: Option<Bound>,
 }
 
 /// A socket listening on `addr` as configured (its port may be 0).
@@ -221,6 +226,7 @@ impl Listeners {
             https: bind(config.listen.https)?,
             http: config.listen.http.map(bind).transpose()?,
             admin: config.admin.as_ref().map(|a| bind(a.listen)).transpose()?,
+            health: config.health.as_ref().map(|h| bind(h.listen)).transpose()?,
         })
     }
 }
@@ -252,6 +258,7 @@ async fn start_inner(
     let (https, https_addr) = registered(listeners.https)?;
     let (http, http_addr) = listeners.http.map(registered).transpose()?.unzip();
     let (admin, admin_addr) = listeners.admin.map(registered).transpose()?.unzip();
+    let (health, health_addr) = listeners.health.map(registered).transpose()?.unzip();
     let lifecycle = Lifecycle::default();
     let metrics = Arc::new(metrics::Metrics::new());
     let acme = match &config.acme {
@@ -312,10 +319,22 @@ async fn start_inner(
         }
         .spawn(listener, &server);
     }
+    if let (Some(listener), Some(settings)) = (health, &config.health) {
+        health::Health {
+            readiness: health::Readiness {
+                lifecycle: lifecycle.clone(),
+                audit: process.audit.clone(),
+            },
+            metrics: process.metrics.clone(),
+            allow: settings.allow.clone(),
+        }
+        .spawn(listener, &server);
+    }
     Ok(Running {
         https_addr,
         http_addr,
         admin_addr,
+        health_addr,
         lifecycle,
         grace: config.limits.shutdown_grace,
         drain_delay: config.limits.drain_delay,

@@ -9,6 +9,7 @@
 //! accepting and lets in-flight work finish; once the grace period is over, `cut` ends whatever
 //! still runs.
 
+use hyper_util::server::graceful::GracefulConnection;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,4 +24,20 @@ pub struct Lifecycle {
     pub draining: CancellationToken,
     /// Cancelled when the grace period is over: whatever still runs ends now.
     pub cut: CancellationToken,
+}
+
+impl Lifecycle {
+    /// Serves one connection of an auxiliary listener (admin, health): asked to finish once
+    /// draining starts (hyper answers what is in flight, then closes), dropped at the cut.
+    pub async fn serve<C: GracefulConnection>(&self, conn: C) {
+        let mut conn = std::pin::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = self.draining.cancelled() => conn.as_mut().graceful_shutdown(),
+        }
+        tokio::select! {
+            _ = conn => {}
+            () = self.cut.cancelled() => {}
+        }
+    }
 }

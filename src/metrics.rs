@@ -45,6 +45,21 @@ struct CertificateLabels {
     name: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    probe: &'static str,
+    result: &'static str,
+}
+
+/// What a health probe asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// `/livez` (`/healthz` on the admin listener): the process answers.
+    Live,
+    /// `/readyz`: the process should get traffic.
+    Ready,
+}
+
 /// Every metric the proxy exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -66,6 +81,7 @@ pub struct Metrics {
     tunnels_open: Family<TunnelLabels, Gauge>,
     tunnels_opened: Family<TunnelLabels, Counter>,
     tunnels_refused: Family<StatusLabels, Counter>,
+    health_checks: Family<ProbeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -94,6 +110,7 @@ impl Metrics {
             tunnels_open: Family::default(),
             tunnels_opened: Family::default(),
             tunnels_refused: Family::default(),
+            health_checks: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,6 +178,11 @@ impl Metrics {
             "CONNECT requests refused, by status",
             metrics.tunnels_refused.clone(),
         );
+        registry.register(
+            "health_checks",
+            "Health probes answered (/livez, /readyz), by probe and result (pass: 200, fail: 503)",
+            metrics.health_checks.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -221,6 +243,18 @@ impl Metrics {
     pub fn handshake(&self, ok: bool) {
         let kind = if ok { "ok" } else { "failed" };
         self.handshakes.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// Counts a health probe's answer: probes are counted, not logged.
+    pub fn health_check(&self, probe: Probe, pass: bool) {
+        let probe = match probe {
+            Probe::Live => "livez",
+            Probe::Ready => "readyz",
+        };
+        let result = if pass { "pass" } else { "fail" };
+        self.health_checks
+            .get_or_create(&ProbeLabels { probe, result })
+            .inc();
     }
 
     /// Counts an ACME event.

@@ -25,7 +25,7 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Listening addresses cannot change without a restart.
-    #[error("[listen], [admin], [tls.acme] and [shared] changes need a restart")]
+    #[error("[listen], [admin], [health], [tls.acme] and [shared] changes need a restart")]
     ListenChanged,
     /// The new TLS settings were refused.
     #[error("TLS setup failed: {0}")]
@@ -104,8 +104,9 @@ impl Reloader {
             old_digest: current.clone(),
             new_digest: new_digest.clone(),
         });
-        if outcome.is_ok() {
-            *current = new_digest;
+        match &outcome {
+            Ok(()) => *current = new_digest,
+            Err(e) => tracing::error!(?trigger, "reload refused, keeping the running config:\n{e}"),
         }
         outcome
     }

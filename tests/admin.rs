@@ -85,7 +85,7 @@ async fn health_readiness_and_metrics() {
 
 /// Any local process can call the admin listener as fast as it likes: its requests become one
 /// counted audit line per endpoint, status and minute, not a line each (2,000 lines in 0.3 s
-/// once buried the trail).
+/// once buried the trail). Probes are not audited at all (tests/health.rs).
 #[tokio::test]
 async fn a_flood_of_admin_requests_is_counted_not_written_line_by_line() {
     let setup = Setup::new().await;
@@ -93,14 +93,14 @@ async fn a_flood_of_admin_requests_is_counted_not_written_line_by_line() {
     let addr = proxy.admin_addr.unwrap();
     const FLOOD: u64 = 300;
     for _ in 0..FLOOD {
-        assert_eq!(admin(addr, "GET", "/healthz").await.0, 200);
+        assert_eq!(admin(addr, "GET", "/nothing-here").await.0, 404);
     }
-    assert_eq!(admin(addr, "GET", "/nothing-here").await.0, 404);
+    assert_eq!(admin(addr, "DELETE", "/metrics").await.0, 405);
     assert!(proxy.shutdown().await);
     let audit = setup.audit();
     let lines: Vec<&serde_json::Value> = audit
         .iter()
-        .filter(|r| r["event"] == "admin" && r["path"] == "/healthz")
+        .filter(|r| r["event"] == "admin" && r["status"] == 404)
         .collect();
     // A minute may turn during the flood: then it is two lines.
     assert!((1..=2).contains(&lines.len()), "{lines:#?}");
@@ -109,7 +109,7 @@ async fn a_flood_of_admin_requests_is_counted_not_written_line_by_line() {
     assert!(
         audit
             .iter()
-            .any(|r| r["event"] == "admin" && r["status"] == 404 && r["count"] == 1),
+            .any(|r| r["event"] == "admin" && r["status"] == 405 && r["count"] == 1),
         "{audit:#?}"
     );
 }
@@ -410,17 +410,72 @@ mod attacks {
         assert!(proxy.shutdown().await);
 
         let audit = setup.audit_text();
-        assert!(
-            audit.contains(
-                "\"user\":\"bob\",\"method\":\"GET\",\"path\":\"/metrics\",\"status\":200"
-            ),
-            "{audit}"
-        );
+        // A granted scrape is counted, not audited; a refused one is an access attempt.
+        assert!(!audit.contains("\"user\":\"bob\""), "{audit}");
         assert!(
             audit.contains(
                 "\"user\":\"alice\",\"method\":\"GET\",\"path\":\"/metrics\",\"status\":403"
             ),
             "{audit}"
         );
+    }
+}
+
+/// A refused reload says why in the operational log, whichever way it came: `POST /reload`
+/// (whose caller also gets the errors) and SIGHUP alike, each time with the key at fault.
+#[test]
+fn a_refused_reload_is_logged_with_its_errors_by_either_trigger() {
+    let setup = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(Setup::new());
+    let dir = setup.pki.dir.path();
+    let file = dir.join("reload.toml");
+    let admin_port = support::free_port();
+    let good = setup
+        .config()
+        .set("admin.listen", format!("127.0.0.1:{admin_port}"))
+        .set("server.allow_root", true);
+    std::fs::write(&file, good.text()).unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.args(["run", "-c", file.to_str().unwrap()]);
+    let proxy = support::spawn_until_listening_keeping(command, lines.clone());
+    std::fs::write(&file, good.set("limits.handshake_timeout", "0s").text()).unwrap();
+    let refused = |what: &str| {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let said = lines.lock().unwrap().join("\n");
+            let count = said.matches("reload refused").count();
+            if count >= 1 && said.contains("limits.handshake_timeout") {
+                return count;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {said}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let answer = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            &format!("http://127.0.0.1:{admin_port}/reload"),
+        ])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&answer.stdout);
+    assert!(body.contains("limits.handshake_timeout"), "{body}");
+    assert_eq!(refused("POST /reload"), 1);
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &proxy.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + WAIT;
+    while refused("SIGHUP") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP's refusal was not logged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

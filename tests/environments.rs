@@ -191,7 +191,7 @@ fn check_prints_the_exposure() {
     std::fs::write(&file, segregated(&setup).text()).unwrap();
     let stdout = support::portcullis_ok(&["check", "-c", file.to_str().unwrap()]);
     assert!(stdout.contains("exposure:"), "{stdout}");
-    assert!(stdout.contains("socket https 127.0.0.1:0"), "{stdout}");
+    assert!(stdout.contains("socket https  127.0.0.1:0"), "{stdout}");
     assert!(stdout.contains("loopback: this machine only"), "{stdout}");
     assert!(
         stdout.contains("peering test -> db (127.50.0.0/16): one-way"),

@@ -135,11 +135,20 @@ fn describe_exposure(config: &Config, out: &mut String) {
         ("http", config.listen.http),
         ("https", Some(config.listen.https)),
         ("admin", config.admin.as_ref().map(|a| a.listen)),
+        ("health", config.health.as_ref().map(|h| h.listen)),
     ];
     for (name, addr) in sockets {
         if let Some(addr) = addr {
-            let _ = writeln!(out, "  socket {name:<5} {addr:<22} {}", reach_of(addr.ip()));
+            let _ = writeln!(out, "  socket {name:<6} {addr:<22} {}", reach_of(addr.ip()));
         }
+    }
+    if let Some(health) = &config.health {
+        let nets: Vec<String> = health.allow.iter().map(ToString::to_string).collect();
+        let _ = writeln!(
+            out,
+            "  health: /livez and /readyz, plain HTTP, answered only to {}",
+            nets.join(", ")
+        );
     }
     if config.peerings.is_empty() {
         let _ = writeln!(

@@ -240,22 +240,30 @@ pub(super) fn validate_peerings(
 /// `listen.proxy_protocol_from`: private ranges only, since whoever sends from them chooses the
 /// client address every other rule sees.
 pub(super) fn validate_balancers(raw: &RawConfig, problems: &mut Problems) -> Vec<IpNet> {
-    let key = "listen.proxy_protocol_from";
-    let mut balancers = Vec::new();
-    for (i, value) in raw.listen.proxy_protocol_from.iter().enumerate() {
+    private_ranges(
+        &raw.listen.proxy_protocol_from,
+        "listen.proxy_protocol_from",
+        problems,
+    )
+}
+
+/// A list of networks under `key` that must all be private.
+pub(super) fn private_ranges(values: &[String], key: &str, problems: &mut Problems) -> Vec<IpNet> {
+    let mut nets = Vec::new();
+    for (i, value) in values.iter().enumerate() {
         let Some(net) = parse_net(value) else {
             problems.push(Key::new(key).index(i), ProblemKind::Network(value.clone()));
             continue;
         };
         match check_private(&net) {
-            Ok(()) => balancers.push(net),
+            Ok(()) => nets.push(net),
             Err(reason) => problems.push(
                 Key::new(key).index(i),
                 ProblemKind::NotPrivate { net, reason },
             ),
         }
     }
-    balancers
+    nets
 }
 
 /// `access.deny_clients`: any CIDR, public ones included.

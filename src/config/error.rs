@@ -111,9 +111,9 @@ pub enum ProblemKind {
     /// Below hyper's minimum buffer.
     #[error("must be at least {MIN_HEADER_BYTES}")]
     TooSmall,
-    /// An admin address reachable from outside.
-    #[error("{0} is public; the admin listener must be on a loopback or private address")]
-    PublicAdmin(SocketAddr),
+    /// An admin or health address reachable from outside.
+    #[error("{0} is public; this listener must be on a loopback or private address")]
+    PublicListener(SocketAddr),
     /// A non-loopback admin address without client certificates.
     #[error(
         "{0} is not a loopback address: set admin.allow to require employee certificates (mutual TLS) there"

@@ -44,6 +44,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub access: RawAccess,
     pub admin: Option<RawAdmin>,
+    pub health: Option<RawHealth>,
     pub gateway: Option<RawGateway>,
     #[serde(default)]
     pub headers: RawHeaders,
@@ -67,6 +68,16 @@ pub struct RawHeaders {
 pub struct RawAdmin {
     pub listen: String,
     /// Employees who may use it over mutual TLS; empty: plain HTTP on loopback only.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// `[health]`: the listener load balancers check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub listen: String,
+    /// Who may ask; empty: the balancers of `[listen] proxy_protocol_from`, else loopback.
     #[serde(default)]
     pub allow: Vec<String>,
 }

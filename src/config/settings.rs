@@ -36,6 +36,15 @@ pub struct AdminSettings {
     pub allow: Vec<Grant>,
 }
 
+/// `[health]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Loopback or private.
+    pub listen: SocketAddr,
+    /// The networks answered; every other connection is closed at accept.
+    pub allow: Vec<IpNet>,
+}
+
 /// `[listen]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listen {

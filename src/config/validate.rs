@@ -13,8 +13,8 @@ use ipnet::IpNet;
 use super::problems::{Key, Problems};
 use super::raw::{self, RawConfig, RawLimits};
 use super::{
-    AdminSettings, Limits, Listen, MIN_HEADER_BYTES, ProblemKind, RouteAction, RouteConfig,
-    UpstreamConfig, UpstreamId,
+    AdminSettings, HealthSettings, Limits, Listen, MIN_HEADER_BYTES, ProblemKind, RouteAction,
+    RouteConfig, UpstreamConfig, UpstreamId,
 };
 use crate::host::HostPattern;
 use crate::networks::check_private;
@@ -189,8 +189,8 @@ fn route_action(
 pub(super) fn validate_admin(raw: &RawConfig, problems: &mut Problems) -> Option<AdminSettings> {
     let admin = raw.admin.as_ref()?;
     let listen = socket_addr(&admin.listen, "admin.listen", problems);
-    if check_private(&IpNet::from(listen.ip())).is_err() || listen.ip().is_unspecified() {
-        problems.push("admin.listen", ProblemKind::PublicAdmin(listen));
+    if is_public(listen) {
+        problems.push("admin.listen", ProblemKind::PublicListener(listen));
     } else if admin.allow.is_empty() && !listen.ip().to_canonical().is_loopback() {
         problems.push("admin.listen", ProblemKind::UnauthenticatedAdmin(listen));
     }
@@ -205,6 +205,47 @@ pub(super) fn validate_admin(raw: &RawConfig, problems: &mut Problems) -> Option
         }
     };
     Some(AdminSettings { listen, allow })
+}
+
+/// The loopback networks, IPv4 and IPv6.
+const LOOPBACK: [IpNet; 2] = [
+    IpNet::V4(ipnet::Ipv4Net::new_assert(
+        std::net::Ipv4Addr::new(127, 0, 0, 0),
+        8,
+    )),
+    IpNet::V6(ipnet::Ipv6Net::new_assert(
+        std::net::Ipv6Addr::LOCALHOST,
+        128,
+    )),
+];
+
+/// `[health]`: plain HTTP for the balancers, on a loopback or private address, answering only
+/// the networks of `allow` (by default the balancers that send PROXY headers, else loopback).
+pub(super) fn validate_health(
+    raw: &RawConfig,
+    listen: &Listen,
+    problems: &mut Problems,
+) -> Option<HealthSettings> {
+    let health = raw.health.as_ref()?;
+    let addr = socket_addr(&health.listen, "health.listen", problems);
+    if is_public(addr) {
+        problems.push("health.listen", ProblemKind::PublicListener(addr));
+    }
+    let allow = super::environments::private_ranges(&health.allow, "health.allow", problems);
+    let allow = match () {
+        () if !health.allow.is_empty() => allow,
+        () if !listen.proxy_protocol_from.is_empty() => listen.proxy_protocol_from.clone(),
+        () => LOOPBACK.to_vec(),
+    };
+    Some(HealthSettings {
+        listen: addr,
+        allow,
+    })
+}
+
+/// Reachable from outside: a public address, or every address at once.
+fn is_public(addr: SocketAddr) -> bool {
+    check_private(&IpNet::from(addr.ip())).is_err() || addr.ip().is_unspecified()
 }
 
 /// RFC 6797 6.1: `max-age` is required; `includeSubDomains` and `preload` are flags.

@@ -13,12 +13,13 @@ use super::problems::{Key, Problems};
 use super::raw::RawConfig;
 use super::shared::RedisPlace;
 use super::validate::{
-    hsts_warnings, require_certificates, validate_admin, validate_limits, validate_listen,
-    validate_routes,
+    hsts_warnings, require_certificates, validate_admin, validate_health, validate_limits,
+    validate_listen, validate_routes,
 };
 use super::{
-    Account, AcmeSettings, AdminSettings, Limits, Listen, MAX_BUFFER_LINES, Peering, ProblemKind,
-    RETENTION_DAYS, RouteConfig, SnapshotSettings, TunnelConfig, UpstreamConfig,
+    Account, AcmeSettings, AdminSettings, HealthSettings, Limits, Listen, MAX_BUFFER_LINES,
+    Peering, ProblemKind, RETENTION_DAYS, RouteConfig, SnapshotSettings, TunnelConfig,
+    UpstreamConfig,
 };
 use crate::networks::Environments;
 
@@ -33,6 +34,7 @@ pub(super) struct Values {
     pub(super) routes: Vec<RouteConfig>,
     pub(super) tunnels: Vec<TunnelConfig>,
     pub(super) admin: Option<AdminSettings>,
+    pub(super) health: Option<HealthSettings>,
     pub(super) acme: Option<AcmeSettings>,
     pub(super) gateway: Option<GatewayPolicy>,
     pub(super) redis: Option<RedisPlace>,
@@ -87,6 +89,7 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
         super::gateway::policy(g, &mut problems, &mut warnings).with_approvers(g, &mut problems)
     });
     let admin = validate_admin(raw, &mut problems);
+    let health = validate_health(raw, &listen, &mut problems);
     let routes = validate_routes(raw, &upstreams, &limits, &mut problems);
     let tunnels = super::tunnels::validate_tunnels(raw, &upstreams, &mut problems);
     let acme = super::acme::validate_acme(raw, &routes, &mut problems);
@@ -102,6 +105,7 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
         routes,
         tunnels,
         admin,
+        health,
         acme,
         gateway,
         redis,

@@ -17,6 +17,7 @@ mod environments;
 mod error;
 mod files;
 mod gateway;
+mod parse;
 mod problems;
 mod process;
 pub mod raw;
@@ -36,6 +37,7 @@ pub use gateway::{
     CRL_TIMER_PERIOD, CrlUpdate, GatewaySettings, Grant, LONGEST_SHORT_LIVED, Lifetimes,
     LockoutPolicy, RouteAccess, User,
 };
+pub use parse::{Parsed, parse};
 pub use process::{
     Account, DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Privileges, Retention, RunAs, SIX_HOURLY_DAYS,
     SYSTEM_ROOTS, SnapshotSettings, WEEKLY_WEEKS,
@@ -125,18 +127,24 @@ impl Config {
     /// Relative paths are taken as they are, relative to the working directory, as with
     /// nginx's `-p`-less invocation.
     pub fn load(path: &Path) -> Result<(Self, Privileges), ConfigError> {
-        let config = Self::from_raw(Self::read_raw(path)?)?;
+        let config = Self::from_parsed(Self::read_raw(path)?)?;
         let privileges = config.resolve()?;
         Ok((config, privileges))
     }
 
     /// Reads and parses a file without validating it.
-    pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    pub fn read_raw(path: &Path) -> Result<Parsed, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Ok(toml::from_str(&text)?)
+        parse::parse(&text)
+    }
+
+    /// [`Config::from_raw`] on a parsed file, its problems reported with those of the keys the
+    /// parse had to leave out.
+    pub fn from_parsed(parsed: Parsed) -> Result<Self, ConfigError> {
+        parsed.judge(Self::from_raw)
     }
 
     /// Phases 1 and 2: the values on their own (no IO), and the files they name. The two take

@@ -62,3 +62,43 @@ impl Throttle {
         }
     }
 }
+
+/// An error and its causes on one line, each cause once: many errors already say their source
+/// in their own message (`writing FILE: {source}`), and printing the chain after it would say
+/// it twice.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let text = next.to_string();
+        if !said.contains(&text) {
+            said.push_str(": ");
+            said.push_str(&text);
+        }
+        cause = next.source();
+    }
+    said
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chain;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("writing ca.crt: {0}")]
+        Says(#[source] std::io::Error),
+        #[error("writing ca.crt")]
+        Quiet(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let denied = || std::io::Error::from_raw_os_error(13);
+        let said = chain(&Outer::Says(denied()));
+        assert_eq!(said.matches("Permission denied").count(), 1, "{said}");
+        let said = chain(&Outer::Quiet(denied()));
+        assert_eq!(said.matches("Permission denied").count(), 1, "{said}");
+        assert!(said.starts_with("writing ca.crt: "), "{said}");
+    }
+}

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", portcullis::logging::chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -101,8 +101,9 @@ fn main() -> ExitCode {
 
 /// Loads a config, first generating dev certificates it points at but that are missing.
 fn load(path: &Path) -> anyhow::Result<(Config, Privileges)> {
-    let raw = Config::read_raw(path).map_err(|e| invalid(path, e))?;
-    if let Some(dir) = portcullis::dev_certs::ensure_for_config(&raw)? {
+    let parsed = Config::read_raw(path).map_err(|e| invalid(path, e))?;
+    let raw = &parsed.raw;
+    if let Some(dir) = portcullis::dev_certs::ensure_for_config(raw)? {
         eprintln!("generated development certificates in {}", dir.display());
         let port = raw
             .listen
@@ -111,7 +112,7 @@ fn load(path: &Path) -> anyhow::Result<(Config, Privileges)> {
             .or_else(|| raw.listen.https.rsplit_once(':').map(|(_, p)| p.to_owned()));
         print_trust_hint(&dir, port.as_deref());
     }
-    let config = Config::from_raw(raw).map_err(|e| invalid(path, e))?;
+    let config = Config::from_parsed(parsed).map_err(|e| invalid(path, e))?;
     let privileges = config.resolve().map_err(|e| invalid(path, e))?;
     Ok((config, privileges))
 }
@@ -209,9 +210,9 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow:
 
 /// Validates without side effects: no file is written, not even missing dev certificates.
 fn check(path: &Path) -> anyhow::Result<()> {
-    let raw = Config::read_raw(path).map_err(|e| invalid(path, e))?;
-    let missing_dev = portcullis::dev_certs::missing_for_config(&raw).map(Path::to_owned);
-    let config = Config::from_raw(raw).map_err(|e| match &missing_dev {
+    let parsed = Config::read_raw(path).map_err(|e| invalid(path, e))?;
+    let missing_dev = portcullis::dev_certs::missing_for_config(&parsed.raw).map(Path::to_owned);
+    let config = Config::from_parsed(parsed).map_err(|e| match &missing_dev {
         Some(dir) => invalid(path, e).context(format!(
             "development certificates are missing: `portcullis dev-certs --dir {}` creates them (`run` does on first start)",
             dir.display()

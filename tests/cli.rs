@@ -57,6 +57,15 @@ async fn check_lists_every_error_by_key() {
     );
 }
 
+/// The problem lines `check` printed after its "not a valid config" line.
+fn problems(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .skip_while(|line| !line.ends_with("is not a valid config:"))
+        .skip(1)
+        .collect()
+}
+
 #[tokio::test]
 async fn check_reports_values_and_files_together_and_no_follow_on() {
     let setup = Setup::new().await;
@@ -83,10 +92,8 @@ totp_secret_file = "{missing}/carol.totp"
     let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let keys: Vec<&str> = stderr
-        .lines()
-        .skip_while(|line| !line.ends_with("is not a valid config:"))
-        .skip(1)
+    let keys: Vec<&str> = problems(&stderr)
+        .iter()
         .filter_map(|line| line.split_once(": ").map(|(key, _)| key))
         .collect();
     // A value problem and the two file problems, each once; not "routes[4].internal: needs a
@@ -104,17 +111,65 @@ totp_secret_file = "{missing}/carol.totp"
 }
 
 #[test]
-fn unknown_keys_are_refused() {
+fn every_unknown_key_is_refused_with_the_nearest_valid_one() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("typo.toml");
     std::fs::write(
         &file,
-        "environment = \"dev\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhttp_port = 80\n",
+        "environment = \"dev\"\n[listen]\nhttps = \"127.0.0.1:0\"\nhtps = \"x\"\n\
+         [server]\nalow_root = true\n",
     )
     .unwrap();
     let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `http_port`"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for line in [
+        "listen.htps: unknown key \"htps\"; did you mean \"https\"?",
+        "server.alow_root: unknown key \"alow_root\"; did you mean \"allow_root\"?",
+    ] {
+        assert_eq!(stderr.matches(line).count(), 1, "{stderr}");
+    }
+}
+
+/// Three independent mistakes, three errors: an unknown key (whose table is not judged further,
+/// so a route without its misspelt `upstrem` is not also "without an upstream"), a value out of
+/// range, a file that cannot be read; and a public range in `[networks]` is one error, not
+/// one more for every upstream of that environment.
+#[tokio::test]
+async fn three_independent_mistakes_are_three_errors_each_once() {
+    let setup = Setup::new().await;
+    let missing = setup.pki.dir.path().join("missing.key");
+    let toml = setup
+        .config()
+        .set("limits.handshake_timeout", "0s")
+        .set("tls.certificates[0].key", missing.to_str().unwrap())
+        .remove("routes[1].upstream")
+        .set("routes[1].upstrem", "app")
+        .text();
+    let file = setup.pki.dir.path().join("three.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let out = portcullis(&["check", "-c", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let problems = problems(&stderr);
+    let keys: Vec<&str> = problems
+        .iter()
+        .filter_map(|line| line.split_once(": ").map(|(key, _)| key))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "routes[1].upstrem",
+            "limits.handshake_timeout",
+            "tls.certificates[0]"
+        ],
+        "{toml}\n{stderr}"
+    );
+    assert!(
+        problems[0].contains("did you mean \"upstream\""),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("(os error 2)").count(), 1, "{stderr}");
 }
 
 #[tokio::test]
@@ -335,4 +390,14 @@ fn the_quick_start_app_serves_no_file_of_the_repository() {
         let answer = get(file).unwrap();
         assert!(answer.starts_with("HTTP/1.0 404"), "{file}: {answer}");
     }
+}
+
+/// An error whose message already says its cause is printed without the cause again
+/// (`writing DIR: No such file or directory (os error 2): No such file or directory ...`).
+#[test]
+fn an_error_says_its_cause_once() {
+    let out = portcullis(&["dev-certs", "--dir", "/proc/no-such-dir/certs"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("(os error").count(), 1, "{stderr}");
 }

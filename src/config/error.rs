@@ -53,6 +53,22 @@ pub struct Problem {
 /// What can be wrong with a value.
 #[derive(Debug, thiserror::Error)]
 pub enum ProblemKind {
+    /// A key the section does not have, or a value not among the allowed ones.
+    #[error("unknown {what} {name:?}{}", nearest.as_ref().map(|n| format!("; did you mean {n:?}?")).unwrap_or_default())]
+    Unknown {
+        /// `key` or `value`.
+        what: &'static str,
+        /// As written.
+        name: String,
+        /// The valid one closest to it, if any is close.
+        nearest: Option<String>,
+    },
+    /// A key without a default, absent.
+    #[error("is required")]
+    Required,
+    /// A value of the wrong type, as serde says.
+    #[error("{0}")]
+    Type(String),
     /// Not `ip:port`.
     #[error("{0:?} is not an ip:port socket address")]
     SocketAddr(String),

@@ -45,6 +45,16 @@ impl Problems {
         self.0
     }
 
+    /// Nothing found.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Problems a later phase found.
+    pub(super) fn append(&mut self, more: impl IntoIterator<Item = Problem>) {
+        self.0.extend(more);
+    }
+
     /// Problems found by two phases that take nothing from each other.
     pub(super) fn extend(&mut self, other: Problems) {
         self.0.extend(other.0);

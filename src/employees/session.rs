@@ -65,7 +65,9 @@ impl Session {
             path: path.to_owned(),
             problems,
         };
-        let raw: RawConfig = toml::from_str(&text).map_err(|e| invalid(e.into()))?;
+        let raw: RawConfig = crate::config::parse(&text)
+            .and_then(crate::config::Parsed::strict)
+            .map_err(invalid)?;
         let enrolment = Config::enrolment(&raw).map_err(invalid)?;
         Ok(Self {
             path: path.to_owned(),

@@ -27,6 +27,16 @@ impl ConfigToml {
         self
     }
 
+    /// Takes the key at `path` out (a plain key in a table, as `routes[1].upstream`).
+    pub fn remove(mut self, path: &str) -> Self {
+        let (parent, last) = path.rsplit_once('.').map_or(("", path), |(p, l)| (p, l));
+        assert!(
+            table_at(&mut self.0, parent).remove(last).is_some(),
+            "no {path} to remove"
+        );
+        self
+    }
+
     /// Appends a table (a `[[routes]]` entry, a peering) to the array at `path`.
     pub fn push(mut self, path: &str, entry: &[(&str, Value)]) -> Self {
         let (parent, last) = path.rsplit_once('.').map_or(("", path), |(p, l)| (p, l));

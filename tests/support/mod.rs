@@ -287,7 +287,7 @@ pub async fn start_toml(toml_text: &str) -> Running {
 }
 
 pub fn config_from(toml_text: &str) -> Result<Config, portcullis::config::ConfigError> {
-    Config::from_raw(toml::from_str(toml_text)?)
+    Config::from_parsed(portcullis::config::parse(toml_text)?)
 }
 
 /// A config through all three phases, as `check` takes it: values, files, then accounts and

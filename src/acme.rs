@@ -13,7 +13,9 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_acme::{AcmeConfig, EventOk, ResolvesServerCertAcme, is_tls_alpn_challenge};
+use rustls_acme::{AcmeConfig, EventError, EventOk, ResolvesServerCertAcme, is_tls_alpn_challenge};
+
+use crate::audit::{AcmeOutcome, Audit, AuditRecord, Timestamp};
 
 use crate::certs::{CertError, load_roots, public_roots};
 use crate::config::AcmeSettings;
@@ -25,6 +27,7 @@ use crate::tls::ManagedCertificates;
 mod bucket;
 mod cache;
 mod order;
+mod problem;
 mod shared;
 
 pub use bucket::StoreConnector;
@@ -54,17 +57,27 @@ pub enum SetupError {
 pub fn start(
     settings: &AcmeSettings,
     metrics: Arc<Metrics>,
+    audit: Arc<Audit>,
     lifecycle: &Lifecycle,
 ) -> Result<Arc<dyn ManagedCertificates>, SetupError> {
     let client = client_config(settings)?;
+    let mut report = Report {
+        metrics: metrics.clone(),
+        audit,
+        domains: settings.domains.clone(),
+        mode: "store",
+    };
     let resolver: Arc<dyn ResolvesServerCert> = match &settings.store {
-        Some(store) => shared::SharedAcme::start(settings, store, client, metrics, lifecycle)?,
+        Some(store) => {
+            shared::SharedAcme::start(settings, store, client, metrics, report, lifecycle)?
+        }
         None => {
             prepare_cache_dir(&settings.cache_dir).map_err(|source| SetupError::CacheDir {
                 dir: settings.cache_dir.clone(),
                 source,
             })?;
-            alone(settings, client, metrics, lifecycle)
+            report.mode = "single";
+            alone(settings, client, report, lifecycle)
         }
     };
     Ok(Arc::new(Managed {
@@ -143,13 +156,15 @@ impl ManagedCertificates for Managed {
 fn alone(
     settings: &AcmeSettings,
     client: Arc<rustls::ClientConfig>,
-    metrics: Arc<Metrics>,
+    report: Report,
     lifecycle: &Lifecycle,
 ) -> Arc<ResolvesServerCertAcme> {
+    let metrics = report.metrics.clone();
+    let cache = cache::PrivateDirCache::new(settings.cache_dir.clone(), metrics.clone());
     let state = AcmeConfig::new_with_client_config(&settings.domains, client)
         .contact(&settings.contact)
         .directory(&settings.directory)
-        .cache(cache::PrivateDirCache::new(settings.cache_dir.clone()))
+        .cache(cache)
         .state();
     let resolver = state.resolver();
     tracing::info!(domains = ?settings.domains, "ACME: serving these names once a certificate is cached or issued");
@@ -172,6 +187,14 @@ fn alone(
                     };
                     metrics.acme(what);
                     tracing::info!("ACME: {what}");
+                    if matches!(ok, EventOk::DeployedNewCert) {
+                        report.issued();
+                    }
+                }
+                Err(EventError::Order(e)) => {
+                    metrics.acme("failed");
+                    let problem = problem::Problem::of_order_error(&e);
+                    report.failed(&describe(&e), problem, "retrying with backoff");
                 }
                 Err(e) => {
                     metrics.acme("failed");
@@ -181,6 +204,58 @@ fn alone(
         }
     });
     resolver
+}
+
+/// rustls-acme's order error in a few words: its own message prints whole ACME objects.
+fn describe(error: &rustls_acme::OrderError) -> String {
+    use rustls_acme::OrderError;
+    match error {
+        OrderError::BadAuth(auth) => format!("authorization ended {:?}", auth.status),
+        OrderError::BadOrder(order) => format!("order ended {:?}", order.status),
+        other => other.to_string(),
+    }
+}
+
+/// Where an order's end goes: the metrics, the operational log, the audit trail.
+#[derive(Debug, Clone)]
+struct Report {
+    metrics: Arc<Metrics>,
+    audit: Arc<Audit>,
+    domains: Vec<String>,
+    /// `single` or `store`.
+    mode: &'static str,
+}
+
+impl Report {
+    fn record(&self, outcome: AcmeOutcome, error: String, problem: Option<problem::Problem>) {
+        self.audit.record(AuditRecord::AcmeOrder {
+            ts: Timestamp::now(),
+            domains: self.domains.clone(),
+            mode: self.mode.to_owned(),
+            outcome,
+            error,
+            problem,
+        });
+    }
+
+    fn issued(&self) {
+        self.metrics.acme_order(true);
+        self.record(AcmeOutcome::Issued, String::new(), None);
+    }
+
+    /// A failed order, with what the CA said about it when it said something; `retry` says
+    /// what happens next.
+    fn failed(&self, error: &str, problem: Option<problem::Problem>, retry: &str) {
+        self.metrics.acme_order(false);
+        match &problem {
+            Some(said) => tracing::warn!(
+                problem = %said.kind,
+                "ACME: order failed: {error}; the CA said: {said}; {retry}"
+            ),
+            None => tracing::warn!("ACME: order failed: {error}; {retry}"),
+        }
+        self.record(AcmeOutcome::Failed, error.to_owned(), problem);
+    }
 }
 
 /// Creates the cache directory private to us (it holds the account key) and proves it

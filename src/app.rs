@@ -25,7 +25,7 @@ use crate::config::{
     AcmeSettings, AdminSettings, Config, Grant, HealthSettings, Limits, Listen, SharedSettings,
 };
 use crate::gateway::{AccessGrants, Assertions, Gateway, Kept, MfaState};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Source};
 use crate::networks::ClientFilter;
 use crate::routing::Routes;
 use crate::tls::{ManagedCertificates, SniResolver, TlsConfigs};
@@ -167,13 +167,11 @@ impl App {
 /// Certificate expiry into the metrics and, when close, the log; revocation lists past their
 /// next update to both.
 fn report_expiry(config: &Config, metrics: &Metrics) {
+    let mut served = Vec::new();
     for certificate in config.certificates.entries() {
-        let name = certificate
-            .names
-            .first()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        metrics.certificate_expiry(&name, certificate.not_after);
+        let names: Vec<String> = certificate.names.iter().map(ToString::to_string).collect();
+        let name = names.first().cloned().unwrap_or_default();
+        served.push((names, certificate.not_after));
         let remaining = certificate
             .not_after
             .duration_since(SystemTime::now())
@@ -182,6 +180,7 @@ fn report_expiry(config: &Config, metrics: &Metrics) {
             tracing::warn!(certificate = %name, days = remaining.as_secs() / 86_400, "certificate expires soon");
         }
     }
+    metrics.certificates(Source::File, &served);
     let expired: Vec<&str> = config
         .gateway
         .iter()

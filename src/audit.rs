@@ -19,7 +19,10 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-pub use record::{AuditRecord, ClosedBy, Decision, Outcome, Timestamp, Trigger};
+pub use record::{
+    AcmeIdentifier, AcmeOutcome, AcmeProblem, AcmeSubproblem, AuditRecord, ClosedBy, Decision,
+    Outcome, Timestamp, Trigger,
+};
 use writer::{Message, QUEUE_CAPACITY, Writer};
 
 use crate::access_log::{RouteLabel, logged_path};

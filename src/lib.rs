@@ -261,11 +261,16 @@ async fn start_inner(
     let (health, health_addr) = listeners.health.map(registered).transpose()?.unzip();
     let lifecycle = Lifecycle::default();
     let metrics = Arc::new(metrics::Metrics::new());
+    let audit = Arc::new(audit::Audit::new(&config.log).map_err(StartError::Log)?);
     let acme = match &config.acme {
-        Some(settings) => Some(acme::start(settings, metrics.clone(), &lifecycle)?),
+        Some(settings) => Some(acme::start(
+            settings,
+            metrics.clone(),
+            audit.clone(),
+            &lifecycle,
+        )?),
         None => None,
     };
-    let audit = Arc::new(audit::Audit::new(&config.log).map_err(StartError::Log)?);
     let process = app::Process {
         access_log: Arc::new(
             access_log::AccessLog::start(config.log.clone()).map_err(StartError::Log)?,

@@ -12,7 +12,12 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::daily::LogHealth;
+
+mod certificates;
+
 use crate::exchange::{Blame, ErrorKind};
+pub use certificates::Source;
+use certificates::{CertificateLabels, ResultLabels, ServedCertificates};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -38,11 +43,6 @@ struct KindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LogLabels {
     log: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CertificateLabels {
-    name: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -76,7 +76,10 @@ pub struct Metrics {
     log_lines_held: Family<LogLabels, Gauge>,
     render_lock: std::sync::Mutex<()>,
     certificate_expiry: Family<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    served: ServedCertificates,
     acme_events: Family<KindLabels, Counter>,
+    acme_orders: Family<ResultLabels, Counter>,
+    acme_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     crl_expired: Gauge,
     tunnels_open: Family<TunnelLabels, Gauge>,
     tunnels_opened: Family<TunnelLabels, Counter>,
@@ -105,7 +108,10 @@ impl Metrics {
             log_lines_held: Family::default(),
             render_lock: std::sync::Mutex::new(()),
             certificate_expiry: Family::default(),
+            served: ServedCertificates::default(),
             acme_events: Family::default(),
+            acme_orders: Family::default(),
+            acme_last_success: Gauge::default(),
             crl_expired: Gauge::default(),
             tunnels_open: Family::default(),
             tunnels_opened: Family::default(),
@@ -150,8 +156,18 @@ impl Metrics {
         );
         registry.register(
             "certificate_not_after_timestamp_seconds",
-            "When each served certificate expires, Unix time, by first name: alert on it minus time()",
+            "When each certificate in service expires, Unix time, by first name, all names and source (file, acme): alert on it minus time()",
             metrics.certificate_expiry.clone(),
+        );
+        registry.register(
+            "acme_orders",
+            "ACME orders by result (issued, failed)",
+            metrics.acme_orders.clone(),
+        );
+        registry.register(
+            "acme_last_success_timestamp_seconds",
+            "When an ACME order last issued a certificate, Unix time (0: not since start)",
+            metrics.acme_last_success.clone(),
         );
         registry.register(
             "acme_events",
@@ -255,23 +271,6 @@ impl Metrics {
         self.health_checks
             .get_or_create(&ProbeLabels { probe, result })
             .inc();
-    }
-
-    /// Counts an ACME event.
-    pub fn acme(&self, kind: &'static str) {
-        self.acme_events.get_or_create(&KindLabels { kind }).inc();
-    }
-
-    /// Records when a certificate expires.
-    pub fn certificate_expiry(&self, name: &str, not_after: std::time::SystemTime) {
-        let unix = not_after
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        self.certificate_expiry
-            .get_or_create(&CertificateLabels {
-                name: name.to_owned(),
-            })
-            .set(unix.as_secs_f64());
     }
 
     /// Records how many revocation lists are past their next update.

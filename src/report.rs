@@ -185,6 +185,7 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
             AuditRecord::TunnelClosed { .. }
             | AuditRecord::Config { .. }
             | AuditRecord::Admin { .. }
+            | AuditRecord::AcmeOrder { .. }
             | AuditRecord::Enrolment { .. }
             | AuditRecord::Snapshot { .. }
             | AuditRecord::SnapshotPruned { .. }

@@ -12,7 +12,13 @@
 //!   both serve the certificate; the holder's renewal reaches the other; the bucket holds the
 //!   lease, the account key and the certificate, and no challenge once validated; when the
 //!   holder is killed, the other takes the lease over once it expires and renews; a holder
-//!   stopped by SIGTERM hands the lease over at once.
+//!   stopped by SIGTERM hands the lease over at once, and says so;
+//! - a CA that refuses nonces (`PEBBLE_WFE_NONCEREJECT`) costs no failed order: each refused
+//!   request is sent again at once with the fresh nonce (the vendored rustls-acme patch);
+//!   `/metrics` then lists the ACME certificate's expiry with its names and source, one issued
+//!   order and the time of the last success;
+//! - a challenge that fails says what the CA said (its problem document) in the operational
+//!   log and in the order's audit line, for a single instance and through the store.
 //!
 //! Skipped with a message where Pebble is not installed outside CI; `.ci/run` installs it.
 
@@ -52,6 +58,16 @@ impl Pebble {
 
     /// Pebble whose certificates are valid for `validity_secs` (its default is five years).
     fn issuing_for(pki: &Pki, tls_alpn_port: u16, validity_secs: u64) -> Self {
+        Self::with(pki, tls_alpn_port, validity_secs, 0)
+    }
+
+    /// Pebble that refuses `percent` of valid nonces with `badNonce`, as a CA whose nonces
+    /// expire or are scoped to one of its servers does (RFC 8555 6.5).
+    fn rejecting_nonces(pki: &Pki, tls_alpn_port: u16, percent: u8) -> Self {
+        Self::with(pki, tls_alpn_port, 157_766_400, percent)
+    }
+
+    fn with(pki: &Pki, tls_alpn_port: u16, validity_secs: u64, nonce_reject: u8) -> Self {
         let dns = free_port();
         let (listen, management) = (free_port(), free_port());
         let (cert, key) = pki.leaf("pebble", &["localhost", "127.0.0.1"]);
@@ -99,10 +115,10 @@ impl Pebble {
                 "-dnsserver",
                 &format!("127.0.0.1:{dns}"),
             ])
-            // No random pre-validation sleep and no deliberately rejected nonces: both only
-            // make the test slow or flaky; validation itself stays real.
+            // No random pre-validation sleep (slow, and validation itself stays real); nonces
+            // rejected only where a test asks for it.
             .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -463,7 +479,7 @@ async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
 
     let a = Instance::start(&setup, "a", a_port, &pebble.directory, &moto);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !a.said("holding the lease") {
+    while !a.said("lease taken") {
         assert!(Instant::now() < deadline, "A never took the lease");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -479,7 +495,7 @@ async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
         (1, 0),
         "one order, by the lease holder"
     );
-    assert!(!b.said("holding the lease"));
+    assert!(!b.said("lease taken"));
     // The bucket as README lays it out; the challenge is gone once validated.
     let objects = moto.objects().await;
     assert_eq!(objects.len(), 3, "{objects:?}");
@@ -496,7 +512,7 @@ async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
     a.stop();
     let third = wait_for_new_certificate(&b, &client, Some(&second), Duration::from_secs(40)).await;
     assert_ne!(third, first);
-    assert!(b.said("holding the lease"));
+    assert!(b.said("lease taken"));
     assert!(b.orders().await >= 1);
 
     // Stopped gracefully, the holder hands the lease over instead of letting it run out.
@@ -505,4 +521,161 @@ async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
     let lease: serde_json::Value =
         serde_json::from_slice(&moto.read("prod/lease.json").await).unwrap();
     assert_eq!(lease["until_ms"], 0, "{lease}");
+    assert!(b.said("lease handed over"), "the hand-over was not logged");
+}
+
+/// `GET /metrics` of an admin listener.
+async fn metrics(admin: SocketAddr) -> String {
+    support::raw_tcp(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_refusing_nonces_costs_no_failed_order() {
+    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") {
+        return;
+    }
+    let setup = Setup::new().await;
+    let port = free_port();
+    let cache = setup.pki.dir.path().join("acme-cache");
+    // A quarter of the requests refused: an order of a dozen requests all but surely meets
+    // several, and without retries fails and backs off.
+    let pebble = tokio::task::block_in_place(|| Pebble::rejecting_nonces(&setup.pki, port, 25));
+    let root = pebble.root(&setup.pki).await;
+    let toml = acme_config(&setup, port, &pebble.directory, &cache)
+        .merge("[admin]\nlisten = \"127.0.0.1:0\"\n")
+        .text();
+    let proxy = start_toml(&toml).await;
+    wait_for_certificate(proxy.https_addr, trusting(root), Duration::from_secs(60)).await;
+    let admin = proxy.admin_addr.unwrap();
+    // The metrics follow the certificate's deployment by a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = metrics(admin).await;
+        if text.contains("portcullis_acme_orders_total{result=\"issued\"} 1") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no issued order counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        !text.contains("result=\"failed\""),
+        "an order failed:\n{text}"
+    );
+    assert!(
+        text.contains("portcullis_certificate_not_after_timestamp_seconds{name=\"acme.test\",names=\"acme.test\",source=\"acme\"}"),
+        "{text}"
+    );
+    assert!(text.contains("source=\"file\""), "{text}");
+    let last = text
+        .lines()
+        .find(|l| l.starts_with("portcullis_acme_last_success_timestamp_seconds "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(last > 1.7e9, "{text}");
+    assert!(proxy.shutdown().await);
+    let issued: Vec<serde_json::Value> = setup
+        .audit()
+        .into_iter()
+        .filter(|r| r["event"] == "acme_order")
+        .collect();
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["outcome"], "issued");
+    assert_eq!(issued[0]["mode"], "single");
+}
+
+/// The failed-order audit lines of an audit trail, waited for (bounded).
+async fn failed_orders(audit: impl Fn() -> Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let failed: Vec<serde_json::Value> = audit()
+            .into_iter()
+            .filter(|r| r["event"] == "acme_order" && r["outcome"] == "failed")
+            .collect();
+        if !failed.is_empty() {
+            return failed;
+        }
+        assert!(Instant::now() < deadline, "no failed order was audited");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The CA's problem in an audit line: Pebble's, naming the port it could not connect to.
+fn assert_connection_problem(record: &serde_json::Value, port: u16) {
+    let problem = &record["problem"];
+    assert_eq!(
+        problem["type"], "urn:ietf:params:acme:error:unauthorized",
+        "{record}"
+    );
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&port.to_string()), "{record}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_challenge_says_what_the_ca_said_in_log_and_audit() {
+    if !require_tool("pebble")
+        || !require_tool("pebble-challtestsrv")
+        || !require_tool("moto_server")
+    {
+        return;
+    }
+    let setup = Setup::new().await;
+    // Pebble validates at a port where nobody listens: every challenge fails, and Pebble says
+    // why in a problem document.
+    let nobody = free_port();
+    let pebble = tokio::task::block_in_place(|| Pebble::start(&setup.pki, nobody));
+
+    // A single instance, the real binary: its operational log and its audit trail.
+    let dir = setup.pki.dir.path().join("single");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("portcullis.toml");
+    std::fs::write(
+        &file,
+        acme_config(&setup, free_port(), &pebble.directory, &dir.join("cache"))
+            .set("log.dir", dir.join("logs").display().to_string())
+            .set("server.allow_root", true)
+            .text(),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.args(["run", "-c"]).arg(&file);
+    let said = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let single = support::spawn_until_listening_keeping(command, said.clone());
+    let audit = || read_audit(&dir.join("logs"));
+    let failed = failed_orders(audit).await;
+    assert_eq!(failed[0]["mode"], "single");
+    assert_connection_problem(&failed[0], nobody);
+    let log = said.lock().unwrap().join("\n");
+    assert!(
+        log.contains("the CA said: urn:ietf:params:acme:error:unauthorized: Failed to connect"),
+        "{log}"
+    );
+    drop(single);
+
+    // Through the store: the lease holder's order fails the same way.
+    let moto = tokio::task::block_in_place(Moto::start);
+    let instance = Instance::start(&setup, "store", free_port(), &pebble.directory, &moto);
+    let logs = setup.pki.dir.path().join("store").join("logs");
+    let failed = failed_orders(|| read_audit(&logs)).await;
+    assert_eq!(failed[0]["mode"], "store");
+    assert_connection_problem(&failed[0], nobody);
+    assert!(
+        instance.said("the CA said: urn:ietf:params:acme:error:unauthorized: Failed to connect"),
+        "{}",
+        instance.stderr.lock().unwrap().join("\n")
+    );
+}
+
+/// Every complete audit record under a log directory.
+fn read_audit(dir: &Path) -> Vec<serde_json::Value> {
+    support::audit_text_in(dir)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }

@@ -125,7 +125,7 @@ async fn a_lease_claiming_the_far_future_is_taken_over() {
     plant(&moto, "lease.json", lease.into_bytes()).await;
     // `lease = "2s"`: taken over some 2 s after it is first seen unchanged.
     let instance = Instance::start(&setup, "a", free_port(), NO_DIRECTORY, &moto);
-    wait_until_said(&instance, "holding the lease").await;
+    wait_until_said(&instance, "lease taken").await;
     let lease: serde_json::Value =
         serde_json::from_slice(&moto.read("prod/lease.json").await).unwrap();
     assert_ne!(lease["holder"], "mallory", "{lease}");

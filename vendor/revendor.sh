@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 CRATES=(
   "hyper 1.12.0 2c3e324da4c95177d6291d4c8730197c0d1822f8a9766814a4a44fa5ab797c9c"
   "h2 0.4.21 b634322c4924093fe6a6e05ecbe5717cd3c6014934455f4ae8e5cf14ba3264a8"
+  "rustls-acme 0.15.4 64f24daec4ed0dfe6327bcb2b8045bf1d1cb4835e4f824d4cf487140f4b0cee4"
 )
 
 for entry in "${CRATES[@]}"; do

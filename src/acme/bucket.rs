@@ -193,20 +193,21 @@ impl Bucket {
     }
 
     /// Ends `holder`'s lease now, if it still holds it, so that another instance takes it at
-    /// its next look instead of waiting for it to expire.
-    pub async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
+    /// its next look instead of waiting for it to expire. True when it was ours and is handed
+    /// over now.
+    pub async fn release_lease(&self, holder: &str) -> Result<bool, StoreError> {
         let Some(current) = self.get(LEASE).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let ours =
             serde_json::from_slice::<Lease>(&current.bytes).is_ok_and(|l| l.holder == holder);
-        if ours {
-            let expired = Lease::bytes(holder, 0)?;
-            // Conditional: a lease someone else took meanwhile is theirs.
-            self.put_mode(LEASE, expired, PutMode::Update(current.version))
-                .await?;
+        if !ours {
+            return Ok(false);
         }
-        Ok(())
+        let expired = Lease::bytes(holder, 0)?;
+        // Conditional: a lease someone else took meanwhile is theirs.
+        self.put_mode(LEASE, expired, PutMode::Update(current.version))
+            .await
     }
 }
 

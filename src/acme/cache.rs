@@ -1,26 +1,43 @@
 //! rustls-acme's directory cache, kept private: it writes the account key and certificates
 //! with the process umask (0644 under the usual 022), and `check` refuses a cache directory
 //! holding such files. The directory is 0700 from creation, so no other account could ever
-//! open them in between.
+//! open them in between. Every certificate it loads or stores is the one rustls-acme puts in
+//! service, so its expiry goes to the metrics from here.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rustls_acme::caches::DirCache;
 use rustls_acme::{AccountCache, CertCache};
 
+use crate::certs::certificate_from_pem;
+use crate::metrics::{Metrics, Source};
+
 /// A [`DirCache`] whose files are readable by their owner only.
 pub struct PrivateDirCache {
     dir: PathBuf,
     inner: DirCache<PathBuf>,
+    metrics: Arc<Metrics>,
 }
 
 impl PrivateDirCache {
-    pub fn new(dir: PathBuf) -> Self {
+    pub fn new(dir: PathBuf, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: DirCache::new(dir.clone()),
             dir,
+            metrics,
+        }
+    }
+
+    /// A certificate going into service: its names and expiry to the metrics.
+    fn in_service(&self, pem: &[u8], domains: &[String]) {
+        if let Ok(entry) = certificate_from_pem(pem, domains) {
+            let names = entry.names.iter().map(ToString::to_string).collect();
+            self.metrics
+                .certificates(Source::Acme, &[(names, entry.not_after)]);
         }
     }
 
@@ -57,7 +74,11 @@ impl CertCache for PrivateDirCache {
         domains: &[String],
         directory_url: &str,
     ) -> Result<Option<Vec<u8>>, Self::EC> {
-        self.inner.load_cert(domains, directory_url).await
+        let cached = self.inner.load_cert(domains, directory_url).await?;
+        if let Some(pem) = &cached {
+            self.in_service(pem, domains);
+        }
+        Ok(cached)
     }
 
     async fn store_cert(
@@ -67,6 +88,7 @@ impl CertCache for PrivateDirCache {
         cert: &[u8],
     ) -> Result<(), Self::EC> {
         self.inner.store_cert(domains, directory_url, cert).await?;
+        self.in_service(cert, domains);
         self.make_private().await
     }
 }

@@ -18,6 +18,7 @@ use rustls_acme::acme::{
 };
 
 use super::bucket::{Bucket, StoreError};
+use super::problem::Problem;
 use crate::config::AcmeSettings;
 
 /// The account key object: PKCS#8, PEM.
@@ -44,8 +45,32 @@ pub enum OrderError {
     #[error("the stored account key is unusable")]
     AccountKey,
     /// The order or an authorization ended invalid, or never settled.
-    #[error("{0}")]
-    Failed(String),
+    #[error("{what}")]
+    Failed {
+        /// What ended how.
+        what: String,
+        /// What the CA said about it, when it said something.
+        problem: Option<Problem>,
+    },
+}
+
+impl OrderError {
+    /// Ended without the CA saying why.
+    pub fn failed(what: impl Into<String>) -> Self {
+        Self::Failed {
+            what: what.into(),
+            problem: None,
+        }
+    }
+
+    /// The CA's problem document, when the failure carries one.
+    pub fn problem(&self) -> Option<Problem> {
+        match self {
+            Self::Acme(e) => Problem::of_acme(e),
+            Self::Failed { problem, .. } => problem.clone(),
+            Self::Store(_) | Self::Rcgen(_) | Self::AccountKey => None,
+        }
+    }
 }
 
 /// Orders a certificate for `settings.domains`; returns the private key and chain as PEM, in
@@ -75,15 +100,15 @@ pub async fn order(
             }
             OrderStatus::Processing => tokio::time::sleep(STATUS_PAUSE).await,
             OrderStatus::Valid { .. } | OrderStatus::Invalid => {
-                return Err(OrderError::Failed(format!(
-                    "order ended {:?}",
-                    order.status
-                )));
+                return Err(OrderError::Failed {
+                    what: format!("order ended {:?}", order.status),
+                    problem: Problem::of_order(&order),
+                });
             }
         }
         order = account.order(client, &url).await?;
     }
-    Err(OrderError::Failed("order never became ready".to_owned()))
+    Err(OrderError::failed("order never became ready"))
 }
 
 /// Waits for a finalized order to become valid, then fetches its chain.
@@ -95,16 +120,21 @@ async fn finish(
 ) -> Result<String, OrderError> {
     for _ in 0..STATUS_LOOKS {
         let order = account.order(client, url).await?;
-        match order.status {
+        match &order.status {
             OrderStatus::Valid { certificate } => {
                 let chain = account.certificate(client, certificate).await?;
                 return Ok(format!("{key}{chain}"));
             }
             OrderStatus::Processing | OrderStatus::Ready => tokio::time::sleep(STATUS_PAUSE).await,
-            status => return Err(OrderError::Failed(format!("order ended {status:?}"))),
+            status => {
+                return Err(OrderError::Failed {
+                    what: format!("order ended {status:?}"),
+                    problem: Problem::of_order(&order),
+                });
+            }
         }
     }
-    Err(OrderError::Failed("order never became valid".to_owned()))
+    Err(OrderError::failed("order never became valid"))
 }
 
 /// Answers one authorization with TLS-ALPN-01: the challenge certificate goes to the store,
@@ -120,7 +150,12 @@ async fn authorize(
     let domain = match (&auth.status, &auth.identifier) {
         (AuthStatus::Valid, _) => return Ok(()),
         (AuthStatus::Pending, Identifier::Dns(domain)) => domain.clone(),
-        (status, _) => return Err(OrderError::Failed(format!("authorization {status:?}"))),
+        (status, _) => {
+            return Err(OrderError::Failed {
+                what: format!("authorization {status:?}"),
+                problem: Problem::of_auth(&auth),
+            });
+        }
     };
     let challenge = auth
         .challenges
@@ -148,17 +183,19 @@ async fn settle(
     url: &str,
 ) -> Result<(), OrderError> {
     for _ in 0..STATUS_LOOKS {
-        match account.auth(client, url).await?.status {
+        let auth = account.auth(client, url).await?;
+        match &auth.status {
             AuthStatus::Valid => return Ok(()),
             AuthStatus::Pending => tokio::time::sleep(STATUS_PAUSE).await,
             status => {
-                return Err(OrderError::Failed(format!(
-                    "authorization ended {status:?}"
-                )));
+                return Err(OrderError::Failed {
+                    what: format!("authorization ended {status:?}"),
+                    problem: Problem::of_auth(&auth),
+                });
             }
         }
     }
-    Err(OrderError::Failed("validation never completed".to_owned()))
+    Err(OrderError::failed("validation never completed"))
 }
 
 /// The account key from the store, or a new one put there: if two holders ever raced, the

@@ -31,7 +31,9 @@ use crate::certs::{CertError, certificate_from_pem};
 use crate::config::{AcmeSettings, AcmeStore};
 use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Source};
+
+use super::Report;
 
 /// The longest pause after failed orders.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -57,6 +59,7 @@ impl SharedAcme {
         store: &AcmeStore,
         client: Arc<rustls::ClientConfig>,
         metrics: Arc<Metrics>,
+        report: Report,
         lifecycle: &Lifecycle,
     ) -> Result<Arc<Self>, super::bucket::StoreError> {
         let bucket = Bucket::open(store)?;
@@ -103,6 +106,7 @@ impl SharedAcme {
             metrics,
             id: format!("{:016x}", fastrand::u64(..)),
             lease: LeaseWatch::default(),
+            report,
         };
         lifecycle.tracker.spawn(async move {
             tokio::select! {
@@ -110,8 +114,10 @@ impl SharedAcme {
                 () = stopping.cancelled() => {
                     // Handed over now rather than after `lease`: a rolling deploy stops holders.
                     let release = leader.bucket.release_lease(&leader.id);
-                    if let Ok(Err(e)) = tokio::time::timeout(RELEASE_WAIT, release).await {
-                        unreachable_store(&e);
+                    match tokio::time::timeout(RELEASE_WAIT, release).await {
+                        Ok(Ok(true)) => tracing::info!(instance = %leader.id, "ACME store: lease handed over"),
+                        Ok(Err(e)) => unreachable_store(&e),
+                        Ok(Ok(false)) | Err(_) => {}
                     }
                 }
             }
@@ -173,6 +179,9 @@ impl Follower {
         let etag = object.version.e_tag;
         match certificate_from_pem(&object.bytes, &self.domains) {
             Ok(entry) => {
+                let names = entry.names.iter().map(ToString::to_string).collect();
+                self.metrics
+                    .certificates(Source::Acme, &[(names, entry.not_after)]);
                 self.shared.certificate.store(Some(entry.key));
                 self.metrics.acme("deployed stored certificate");
                 tracing::info!("ACME: deployed the certificate from the store");
@@ -228,12 +237,14 @@ struct Leader {
     metrics: Arc<Metrics>,
     id: String,
     lease: LeaseWatch,
+    report: Report,
 }
 
 impl Leader {
     async fn run(&self) {
         let tick = self.store.lease / 3;
         let mut holding = false;
+        let mut first = true;
         let mut failures = 0u32;
         let mut next_try = tokio::time::Instant::now();
         loop {
@@ -249,9 +260,15 @@ impl Leader {
                 }
             };
             if held != holding {
-                tracing::info!(instance = %self.id, "ACME store: {}", if held { "holding the lease: this instance orders" } else { "lease held elsewhere" });
+                let what = match (held, first) {
+                    (true, _) => "lease taken: this instance orders",
+                    (false, true) => "lease held elsewhere",
+                    (false, false) => "lease lost: another instance orders now",
+                };
+                tracing::info!(instance = %self.id, "ACME store: {what}");
                 holding = held;
             }
+            first = false;
             if holding && tokio::time::Instant::now() >= next_try && self.due().await {
                 match self.order_holding_lease(tick).await {
                     Ok(true) => failures = 0,
@@ -261,10 +278,8 @@ impl Leader {
                         let pause = (tick * 2u32.saturating_pow(failures.min(16))).min(MAX_BACKOFF);
                         next_try = tokio::time::Instant::now() + pause;
                         self.metrics.acme("failed");
-                        tracing::warn!(
-                            "ACME: order failed: {e}; next try in {}",
-                            humantime::format_duration(pause)
-                        );
+                        let retry = format!("next try in {}", humantime::format_duration(pause));
+                        self.report.failed(&e.to_string(), e.problem(), &retry);
                     }
                 }
             }
@@ -308,13 +323,14 @@ impl Leader {
             tokio::select! {
                 pem = &mut ordering => {
                     let pem = pem.map_err(|_| {
-                        OrderError::Failed(format!(
+                        OrderError::failed(format!(
                             "not finished in {}",
                             humantime::format_duration(ORDER_TIMEOUT)
                         ))
                     })??;
                     self.bucket.put(&self.object, pem.into_bytes()).await?;
                     self.metrics.acme("issued and deployed a new certificate");
+                    self.report.issued();
                     tracing::info!("ACME: issued a new certificate and stored it for every instance");
                     return Ok(true);
                 }

@@ -173,6 +173,23 @@ pub enum AuditRecord {
         /// The account that ran the command (`SUDO_USER` through sudo); `-` for the proxy.
         operator: String,
     },
+    /// An ACME order for the instance's names, issued or failed.
+    AcmeOrder {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The names ordered.
+        domains: Vec<String>,
+        /// `single` (this instance's cache) or `store` (the lease holder of the shared store).
+        mode: String,
+        /// How it ended.
+        outcome: AcmeOutcome,
+        /// Why it failed, as the proxy says it; empty when issued.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        error: String,
+        /// The CA's problem document, when it sent one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        problem: Option<AcmeProblem>,
+    },
     /// A request to the admin listener.
     Admin {
         /// RFC 3339 UTC.
@@ -195,6 +212,55 @@ pub enum AuditRecord {
 
 fn one() -> u64 {
     1
+}
+
+/// An ACME problem document (RFC 8555 6.7), as the CA wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeProblem {
+    /// `urn:ietf:params:acme:error:...`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The CA's explanation.
+    #[serde(default)]
+    pub detail: String,
+    /// Per identifier, for an order refused for some of its names (RFC 8555 6.7.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subproblems: Vec<AcmeSubproblem>,
+}
+
+/// One identifier's part of a problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeSubproblem {
+    /// `urn:ietf:params:acme:error:...`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The CA's explanation.
+    #[serde(default)]
+    pub detail: String,
+    /// The name it concerns.
+    #[serde(default)]
+    pub identifier: Option<AcmeIdentifier>,
+}
+
+/// An ACME identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcmeIdentifier {
+    /// `dns`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The name.
+    #[serde(default)]
+    pub value: String,
+}
+
+/// How an ACME order ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AcmeOutcome {
+    /// A certificate was issued and put in service (or in the store).
+    Issued,
+    /// The order failed; it is tried again after a pause.
+    Failed,
 }
 
 /// A decision on an internal route.

@@ -255,15 +255,7 @@ dir = "{logs}"
     /// The text of every audit file written so far (complete after `shutdown`, which flushes
     /// the audit writer).
     pub fn audit_text(&self) -> String {
-        std::fs::read_dir(self.log_dir())
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
-                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
-                    .collect()
-            })
-            .unwrap_or_default()
+        audit_text_in(&self.log_dir())
     }
 
     /// Every audit record written so far, parsed.
@@ -278,6 +270,19 @@ dir = "{logs}"
     pub async fn start(&self, extra: &str) -> Running {
         start_toml(&self.toml(extra)).await
     }
+}
+
+/// The text of every audit file in a log directory.
+pub fn audit_text_in(dir: &std::path::Path) -> String {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("audit-"))
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Validates a TOML config and starts the proxy on it.

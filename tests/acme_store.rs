@@ -5,7 +5,9 @@
 //!   or bytes that are no certificate at all are refused with their reason, and the good
 //!   certificate in service is kept;
 //! - a `lease.json` claiming an expiry in the year 3000 does not stop renewal for good: it is
-//!   taken over once it has stood unchanged for `lease`.
+//!   taken over once it has stood unchanged for `lease`;
+//! - a holder frozen past its lease (SIGSTOP, as a paused VM or a stalled disk would) says, once
+//!   it runs again, that it renewed late and another instance may have ordered meanwhile.
 //!
 //! Skipped with a message where moto is not installed outside CI; `.ci/run` installs it.
 
@@ -133,4 +135,29 @@ async fn a_lease_claiming_the_far_future_is_taken_over() {
         lease["until_ms"].as_u64().unwrap() < year_3000_ms,
         "{lease}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_frozen_past_its_lease_says_it_renewed_late() {
+    if !require_tool("moto_server") {
+        return;
+    }
+    let setup = Setup::new().await;
+    let moto = tokio::task::block_in_place(Moto::start);
+    let instance = Instance::start(&setup, "a", free_port(), NO_DIRECTORY, &moto);
+    wait_until_said(&instance, "lease taken").await;
+    let signal = |name: &str| {
+        let pid = instance.process.0.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    // `lease = "2s"`: frozen for longer, and nobody else to take it meanwhile.
+    signal("-STOP");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal("-CONT");
+    wait_until_said(&instance, "lease renewed late").await;
+    assert!(!instance.said("lease lost"), "the lease was never lost");
 }

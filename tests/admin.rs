@@ -53,7 +53,7 @@ async fn health_readiness_and_metrics() {
         // counts, the admin listener's included.
         "portcullis_connections_active 2",
         "portcullis_request_duration_seconds_count 2",
-        "portcullis_certificate_not_after_timestamp_seconds{name=\"localhost\"}",
+        "portcullis_certificate_not_after_timestamp_seconds{name=\"localhost\",names=\"localhost,",
     ] {
         assert!(
             metrics.contains(expected),
@@ -63,12 +63,11 @@ async fn health_readiness_and_metrics() {
     // A timestamp, not a countdown frozen at load: an alert on `value - time()` can fire.
     let not_after: f64 = metrics
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(
-                "portcullis_certificate_not_after_timestamp_seconds{name=\"localhost\"} ",
-            )
+        .filter(|l| {
+            l.starts_with("portcullis_certificate_not_after_timestamp_seconds{name=\"localhost\",")
+                && l.contains("source=\"file\"}")
         })
-        .and_then(|v| v.parse().ok())
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or_default();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

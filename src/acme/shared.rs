@@ -244,21 +244,35 @@ impl Leader {
     async fn run(&self) {
         let tick = self.store.lease / 3;
         let mut holding = false;
+        let mut held_until: Option<SystemTime> = None;
         let mut first = true;
         let mut failures = 0u32;
         let mut next_try = tokio::time::Instant::now();
         loop {
-            let held = match self
+            let now = SystemTime::now();
+            let until = match self
                 .bucket
                 .hold_lease(&self.id, self.store.lease, &self.lease)
                 .await
             {
-                Ok(until) => until.is_some(),
+                Ok(until) => until,
                 Err(e) => {
                     unreachable_store(&e);
-                    false
+                    None
                 }
             };
+            let held = until.is_some();
+            // Kept, but after it had run out: another instance could have taken it between.
+            if let (true, Some(Ok(late))) =
+                (held && holding, held_until.map(|u| now.duration_since(u)))
+            {
+                tracing::warn!(
+                    instance = %self.id,
+                    late = %humantime::format_duration(late),
+                    "ACME store: lease renewed late, after it had expired: another instance may have ordered meanwhile"
+                );
+            }
+            held_until = until;
             if held != holding {
                 let what = match (held, first) {
                     (true, _) => "lease taken: this instance orders",
@@ -270,7 +284,7 @@ impl Leader {
             }
             first = false;
             if holding && tokio::time::Instant::now() >= next_try && self.due().await {
-                match self.order_holding_lease(tick).await {
+                match self.order_holding_lease(tick, &mut held_until).await {
                     Ok(true) => failures = 0,
                     Ok(false) => holding = false,
                     Err(e) => {
@@ -310,7 +324,11 @@ impl Leader {
 
     /// Orders while renewing the lease every `tick`; `Ok(false)` when the lease was lost and
     /// the order abandoned.
-    async fn order_holding_lease(&self, tick: Duration) -> Result<bool, OrderError> {
+    async fn order_holding_lease(
+        &self,
+        tick: Duration,
+        held_until: &mut Option<SystemTime>,
+    ) -> Result<bool, OrderError> {
         tracing::info!(domains = ?self.settings.domains, "ACME: ordering");
         // Two polls: every follower has looked for the challenge at least once.
         let publish_wait = self.store.poll * 2 + Duration::from_millis(250);
@@ -335,9 +353,12 @@ impl Leader {
                     return Ok(true);
                 }
                 () = tokio::time::sleep(tick) => {
-                    if !matches!(self.bucket.hold_lease(&self.id, self.store.lease, &self.lease).await, Ok(Some(_))) {
-                        tracing::warn!("ACME store: lease lost during an order; abandoned");
-                        return Ok(false);
+                    match self.bucket.hold_lease(&self.id, self.store.lease, &self.lease).await {
+                        Ok(Some(until)) => *held_until = Some(until),
+                        _ => {
+                            tracing::warn!("ACME store: lease lost during an order; abandoned");
+                            return Ok(false);
+                        }
                     }
                 }
             }

@@ -34,6 +34,15 @@ pub enum ConfigError {
     Invalid(Vec<Problem>),
 }
 
+/// "did you mean" the nearest valid name, else the valid names.
+fn hint(nearest: Option<&str>, expected: &[String]) -> String {
+    match nearest {
+        Some(nearest) => format!("; did you mean {nearest:?}?"),
+        None if expected.is_empty() => String::new(),
+        None => format!("; expected one of: {}", expected.join(", ")),
+    }
+}
+
 fn display_problems(problems: &[Problem]) -> String {
     let lines: Vec<String> = problems.iter().map(Problem::to_string).collect();
     lines.join("\n")
@@ -54,7 +63,7 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ProblemKind {
     /// A key the section does not have, or a value not among the allowed ones.
-    #[error("unknown {what} {name:?}{}", nearest.as_ref().map(|n| format!("; did you mean {n:?}?")).unwrap_or_default())]
+    #[error("unknown {what} {name:?}{}", hint(nearest.as_deref(), expected))]
     Unknown {
         /// `key` or `value`.
         what: &'static str,
@@ -62,6 +71,8 @@ pub enum ProblemKind {
         name: String,
         /// The valid one closest to it, if any is close.
         nearest: Option<String>,
+        /// Every valid one.
+        expected: Vec<String>,
     },
     /// A key without a default, absent.
     #[error("is required")]

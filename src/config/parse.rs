@@ -115,6 +115,7 @@ fn kind(message: &str) -> ProblemKind {
                 what,
                 name: name.to_owned(),
                 nearest: nearest(name, &expected).map(str::to_owned),
+                expected: expected.iter().map(|e| (*e).to_owned()).collect(),
             };
         }
     }
@@ -214,7 +215,8 @@ mod tests {
             [
                 "listen.htps: unknown key \"htps\"; did you mean \"https\"?",
                 "routes[1].upstrem: unknown key \"upstrem\"; did you mean \"upstream\"?",
-                "routes[1].zzzz: unknown key \"zzzz\"",
+                "routes[1].zzzz: unknown key \"zzzz\"; expected one of: host, path_prefix, \
+                 upstream, respond, max_body_bytes, internal, allow, mfa, assertion",
                 "server.alow_root: unknown key \"alow_root\"; did you mean \"allow_root\"?",
             ],
         );

@@ -249,30 +249,7 @@ impl Leader {
         let mut failures = 0u32;
         let mut next_try = tokio::time::Instant::now();
         loop {
-            let now = SystemTime::now();
-            let until = match self
-                .bucket
-                .hold_lease(&self.id, self.store.lease, &self.lease)
-                .await
-            {
-                Ok(until) => until,
-                Err(e) => {
-                    unreachable_store(&e);
-                    None
-                }
-            };
-            let held = until.is_some();
-            // Kept, but after it had run out: another instance could have taken it between.
-            if let (true, Some(Ok(late))) =
-                (held && holding, held_until.map(|u| now.duration_since(u)))
-            {
-                tracing::warn!(
-                    instance = %self.id,
-                    late = %humantime::format_duration(late),
-                    "ACME store: lease renewed late, after it had expired: another instance may have ordered meanwhile"
-                );
-            }
-            held_until = until;
+            let held = self.hold(&mut held_until).await.is_some();
             if held != holding {
                 let what = match (held, first) {
                     (true, _) => "lease taken: this instance orders",
@@ -299,6 +276,33 @@ impl Leader {
             }
             tokio::time::sleep(tick).await;
         }
+    }
+
+    /// Takes or keeps the lease: until when it is ours, or `None`. Kept only after it had run
+    /// out (the process frozen, the store slow) is said once, as a warning: another instance
+    /// could have taken it and ordered in between.
+    async fn hold(&self, held_until: &mut Option<SystemTime>) -> Option<SystemTime> {
+        let now = SystemTime::now();
+        let until = match self
+            .bucket
+            .hold_lease(&self.id, self.store.lease, &self.lease)
+            .await
+        {
+            Ok(until) => until,
+            Err(e) => {
+                unreachable_store(&e);
+                None
+            }
+        };
+        if let (Some(_), Some(Ok(late))) = (until, held_until.map(|u| now.duration_since(u))) {
+            tracing::warn!(
+                instance = %self.id,
+                late = %humantime::format_duration(late),
+                "ACME store: lease renewed late, after it had expired: another instance may have ordered meanwhile"
+            );
+        }
+        *held_until = until;
+        until
     }
 
     /// True when the stored certificate is missing, unreadable or expires within
@@ -353,12 +357,9 @@ impl Leader {
                     return Ok(true);
                 }
                 () = tokio::time::sleep(tick) => {
-                    match self.bucket.hold_lease(&self.id, self.store.lease, &self.lease).await {
-                        Ok(Some(until)) => *held_until = Some(until),
-                        _ => {
-                            tracing::warn!("ACME store: lease lost during an order; abandoned");
-                            return Ok(false);
-                        }
+                    if self.hold(held_until).await.is_none() {
+                        tracing::warn!("ACME store: lease lost during an order; abandoned");
+                        return Ok(false);
                     }
                 }
             }

@@ -39,8 +39,8 @@ pub use gateway::{
 };
 pub use parse::{Parsed, parse};
 pub use process::{
-    Account, DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Privileges, Retention, RunAs, SIX_HOURLY_DAYS,
-    SYSTEM_ROOTS, SnapshotSettings, WEEKLY_WEEKS,
+    Account, DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Named, Need, Privileges, Retention, RunAs,
+    SIX_HOURLY_DAYS, SYSTEM_ROOTS, SnapshotSettings, WEEKLY_WEEKS,
 };
 pub use settings::{
     AdminSettings, HealthSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging,
@@ -138,7 +138,14 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        parse::parse(&text)
+        Self::parse_file(&text, path)
+    }
+
+    /// Parses `text`, read from `path`: its relative paths are `path`'s directory's.
+    pub fn parse_file(text: &str, path: &Path) -> Result<Parsed, ConfigError> {
+        let mut parsed = parse::parse(text)?;
+        parsed.raw.resolve_paths(&raw::base_of(path));
+        Ok(parsed)
     }
 
     /// [`Config::from_raw`] on a parsed file, its problems reported with those of the keys the

@@ -65,6 +65,9 @@ enum Command {
     /// Enrol, renew and revoke employees: their certificates, TOTP secrets and config entries.
     #[command(subcommand)]
     Employees(portcullis::employees::Verb),
+    /// `check` as root runs this as `[server] user` to try each file the config names.
+    #[command(name = "judge-access", hide = true)]
+    JudgeAccess,
     /// Create a local CA and a localhost certificate.
     DevCerts {
         /// Where to write them.
@@ -81,6 +84,10 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Check { config } => check(&config),
         Command::DevCerts { dir } => dev_certs(&dir),
+        Command::JudgeAccess => {
+            portcullis::privilege::answer_probes(std::io::stdin(), std::io::stdout().lock())
+                .map_err(Into::into)
+        }
         Command::Connect(options) => connect(options),
         Command::Employees(verb) => portcullis::employees::run(verb).map_err(Into::into),
         Command::Snapshot { config } => snapshot(&config),
@@ -215,11 +222,12 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::from_parsed(parsed).map_err(|e| match &missing_dev {
         Some(dir) => invalid(path, e).context(format!(
             "development certificates are missing: `portcullis dev-certs --dir {}` creates them (`run` does on first start)",
-            dir.display()
+            from_here(dir).display()
         )),
         None => invalid(path, e),
     })?;
-    config.resolve().map_err(|e| invalid(path, e))?;
+    let privileges = config.resolve().map_err(|e| invalid(path, e))?;
+    let judged_as = judge_as_account(path, &config, &privileges)?;
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
@@ -229,7 +237,38 @@ fn check(path: &Path) -> anyhow::Result<()> {
         );
     }
     print!("{}", portcullis::config::describe(&config));
+    println!(
+        "relative paths are resolved against {} (the config file's directory)",
+        portcullis::config::raw::base_of(path).display()
+    );
+    if let Some(user) = judged_as {
+        println!("files judged as {user}, the account `run` switches to");
+    }
     Ok(())
+}
+
+/// With `[server] user`, the files are judged as that account, as `run` will use them; returns
+/// the account's name when it was.
+fn judge_as_account(
+    path: &Path,
+    config: &Config,
+    privileges: &Privileges,
+) -> anyhow::Result<Option<String>> {
+    use portcullis::privilege::Judged;
+    let Some(run_as) = &privileges.run_as else {
+        return Ok(None);
+    };
+    match portcullis::privilege::judge_files(run_as, path, &config.files) {
+        Judged::As(problems) if problems.is_empty() => Ok(Some(run_as.user.clone())),
+        Judged::As(problems) => Err(invalid(path, ConfigError::Invalid(problems))),
+        Judged::NotPossible => {
+            eprintln!(
+                "warning: server.user: files not judged as {:?}: only root or that account can",
+                run_as.user
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn access_report(path: &Path, since: std::time::Duration, json: bool) -> anyhow::Result<()> {
@@ -313,9 +352,18 @@ fn dev_certs(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `path` as the operator would type it from here: relative to the working directory when
+/// inside it.
+fn from_here(path: &Path) -> &Path {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok())
+        .unwrap_or(path)
+}
+
 /// How to trust the development CA, for `https://localhost` on `port` when known.
 fn print_trust_hint(dir: &Path, port: Option<&str>) {
-    let ca = dir.join(portcullis::dev_certs::CA_CERT);
+    let ca = from_here(dir).join(portcullis::dev_certs::CA_CERT);
     let url = match port {
         Some(port) if !matches!(port, "443" | "0") => format!("https://localhost:{port}/"),
         _ => "https://localhost/".to_owned(),

@@ -7,6 +7,10 @@
 //! Runs while the process has one thread: capabilities are per thread, and the runtime's
 //! threads must inherit the result rather than keep what was there before.
 
+mod access;
+
+pub use access::{JUDGE_VERB, Judged, answer_probes, judge_files};
+
 use caps::CapSet;
 use nix::unistd::{Gid, Uid};
 

@@ -86,7 +86,7 @@ impl Reloader {
         let new_digest = digest(&bytes);
         let outcome = std::str::from_utf8(&bytes)
             .map_err(|_| ConfigError::NotUtf8)
-            .and_then(|text| Config::from_parsed(crate::config::parse(text)?))
+            .and_then(|text| Config::from_parsed(Config::parse_file(text, path)?))
             .and_then(|config| config.resolve().map(|_| config))
             .map_err(ReloadError::from)
             .and_then(|config| self.reload(config));

@@ -246,9 +246,11 @@ fn dev_certs_are_created_once_with_private_keys() {
 
 #[test]
 fn shipped_default_config_is_valid() {
+    // The repository's layout: run from its root, the config in config/.
     let dir = tempfile::tempdir().unwrap();
     let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.toml");
-    std::fs::copy(&default, dir.path().join("portcullis.toml")).unwrap();
+    std::fs::create_dir(dir.path().join("config")).unwrap();
+    std::fs::copy(&default, dir.path().join("config/portcullis.toml")).unwrap();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .current_dir(dir.path())
@@ -257,7 +259,7 @@ fn shipped_default_config_is_valid() {
             .unwrap()
     };
     // `check` writes nothing: it names what is missing and how to make it.
-    let before = run(&["check", "-c", "portcullis.toml"]);
+    let before = run(&["check", "-c", "config/portcullis.toml"]);
     let stderr = String::from_utf8_lossy(&before.stderr);
     assert_eq!(before.status.code(), Some(1), "{stderr}");
     assert!(
@@ -266,7 +268,7 @@ fn shipped_default_config_is_valid() {
     );
     assert!(!dir.path().join("certs-dev").exists(), "check wrote files");
     assert!(run(&["dev-certs", "--dir", "certs-dev"]).status.success());
-    let out = run(&["check", "-c", "portcullis.toml"]);
+    let out = run(&["check", "-c", "config/portcullis.toml"]);
     assert!(
         out.status.success(),
         "{}",
@@ -286,7 +288,11 @@ fn run_makes_the_dev_certificates_on_first_start() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let default = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.toml");
-    let config = support::ConfigToml::parse(&std::fs::read_to_string(default).unwrap())
+    // Beside this config rather than in the repository: paths are the config file's directory's.
+    let shipped = std::fs::read_to_string(default)
+        .unwrap()
+        .replace("../certs-dev/", "certs-dev/");
+    let config = support::ConfigToml::parse(&shipped)
         .set("listen.http", "127.0.0.1:0")
         .set("listen.https", "127.0.0.1:0")
         .set("admin.listen", "127.0.0.1:0")
@@ -313,6 +319,62 @@ fn run_makes_the_dev_certificates_on_first_start() {
         mode & 0o077,
         0,
         "the dev key is readable by others: {mode:o}"
+    );
+}
+
+/// Relative paths in a config are its own directory's, never the working directory's: `check`
+/// from `/` and `run` from elsewhere read the same files, and `check` says against what.
+#[tokio::test]
+async fn relative_paths_are_the_config_files_directory() {
+    let setup = Setup::new().await;
+    let dir = setup.pki.dir.path();
+    let relative = |path: &std::path::Path| path.strip_prefix(dir).unwrap().display().to_string();
+    let text = setup
+        .config()
+        .set("server.allow_root", true)
+        .set(
+            "tls.certificates",
+            toml::Value::Array(vec![toml::Value::Table(
+                [
+                    ("cert".to_owned(), relative(&setup.pki.cert).into()),
+                    ("key".to_owned(), relative(&setup.pki.key).into()),
+                ]
+                .into_iter()
+                .collect(),
+            )]),
+        )
+        .set("log.dir", "logs")
+        .text();
+    let file = dir.join("portcullis.toml");
+    std::fs::write(&file, text).unwrap();
+    for cwd in ["/", env!("CARGO_MANIFEST_DIR")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .current_dir(cwd)
+            .args(["check", "-c", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "from {cwd}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = format!(
+            "relative paths are resolved against {} (the config file's directory)",
+            dir.display()
+        );
+        assert!(stdout.contains(&said), "{stdout}");
+    }
+    // The same file read from its own directory by another name: still valid, same files.
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .current_dir(dir)
+        .args(["check", "-c", "portcullis.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

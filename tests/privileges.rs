@@ -311,6 +311,68 @@ async fn accounts_are_checked_with_the_config() {
     );
 }
 
+/// `check` run as root judges the files as `server.user`, as `run` will use them: a key only
+/// root can read, and a log directory the account cannot write, are refused under their keys
+/// before a start that would fail after binding.
+#[tokio::test]
+async fn check_as_root_judges_the_files_as_the_account_that_will_run() {
+    if !as_root() {
+        return;
+    }
+    let served = Served::new().await;
+    let file = served.write_config(&[("server.user", ACCOUNT.into())]);
+    let logs = served.setup.log_dir();
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let check = || support::portcullis(&["check", "-c", file.to_str().unwrap()]);
+    // The keys are root's, 0600, in a directory only root can enter.
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let key = served.setup.pki.key.display().to_string();
+    for (at, said) in [
+        (
+            "tls.certificates[0].key",
+            format!("server.user \"{ACCOUNT}\" cannot read {key}"),
+        ),
+        (
+            "log.dir",
+            format!("server.user \"{ACCOUNT}\" cannot write {}", logs.display()),
+        ),
+        ("server.user", "cannot read the config file".to_owned()),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(at) && l.contains(&said)),
+            "no {at}: {said}: {stderr}"
+        );
+    }
+    // Handed over as a deployment would: the same check passes, as the account.
+    hand_over(served.setup.pki.dir.path(), &account());
+    let out = check();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("files judged as {ACCOUNT}")),
+        "{stdout}"
+    );
+    // One file taken back: only it is named.
+    std::os::unix::fs::chown(&served.setup.pki.key, Some(0), Some(0)).unwrap();
+    let out = check();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let refused: Vec<&str> = stderr.lines().filter(|l| l.contains("cannot")).collect();
+    assert_eq!(refused.len(), 1, "{stderr}");
+    assert!(
+        refused[0].starts_with("tls.certificates[0].key"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn a_snapshot_run_as_root_writes_as_the_configured_account() {
     if !as_root() {

@@ -224,6 +224,19 @@ pub enum ProblemKind {
     /// A TOTP secret that cannot be used.
     #[error("{} does not hold a base32 TOTP secret of at least 128 bits", .0.display())]
     TotpSecret(PathBuf),
+    /// The account the proxy runs as cannot do with a path what the proxy will.
+    #[error("server.user {user:?} cannot {need} {}: {source}", path.display())]
+    AccountAccess {
+        /// `server.user`.
+        user: String,
+        /// "read", "write".
+        need: &'static str,
+        /// The path, or the existing directory a missing one would be made in.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
     /// A secret file that cannot be read.
     #[error("cannot read {}: {source}", file.display())]
     SecretFile {

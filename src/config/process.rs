@@ -59,6 +59,30 @@ pub struct FileAccess {
     pub read: Vec<PathBuf>,
     /// Directories written.
     pub write: Vec<PathBuf>,
+    /// Each of those under the key that names it, for `check` to judge as the account.
+    pub named: Vec<Named>,
+}
+
+/// A path the config names, and what the process does with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    /// The key, e.g. `tls.certificates[0].key`.
+    pub key: String,
+    /// The path.
+    pub path: PathBuf,
+    /// Read, or written.
+    pub need: Need,
+}
+
+/// What the process does with a path the config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A file read at start and at every reload.
+    Read,
+    /// A file read when it exists (the access requests): its absence is no problem.
+    ReadIfPresent,
+    /// A directory written (created first when missing).
+    Write,
 }
 
 /// `[snapshots]`, validated.
@@ -113,45 +137,89 @@ pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Every file the config names and every directory it writes.
 pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
-    let mut read: Vec<PathBuf> = raw
-        .tls
-        .certificates
-        .iter()
-        .flat_map(|c| [c.cert.clone(), c.key.clone()])
-        .collect();
-    let mut write = vec![raw.log.dir.clone()];
+    let mut named = Vec::new();
+    let mut add = |key: Key, path: &PathBuf, need| {
+        named.push(Named {
+            key: key.into(),
+            path: path.clone(),
+            need,
+        });
+    };
+    for (i, c) in raw.tls.certificates.iter().enumerate() {
+        let key = Key::new("tls.certificates").index(i);
+        add(key.field("cert"), &c.cert, Need::Read);
+        add(key.field("key"), &c.key, Need::Read);
+    }
+    add(Key::new("log.dir"), &raw.log.dir, Need::Write);
     if let Some(acme) = &raw.tls.acme {
-        read.extend(acme.directory_ca.clone());
+        if let Some(ca) = &acme.directory_ca {
+            add(Key::new("tls.acme.directory_ca"), ca, Need::Read);
+        }
         if acme.store.is_some() {
             // The object store's HTTPS client trusts the system's roots (public certificates).
-            read.push(PathBuf::from(SYSTEM_ROOTS));
+            add(
+                Key::new("tls.acme.store"),
+                &PathBuf::from(SYSTEM_ROOTS),
+                Need::Read,
+            );
         } else {
-            write.push(acme.cache_dir.clone());
+            add(Key::new("tls.acme.cache_dir"), &acme.cache_dir, Need::Write);
         }
     }
     if let Some(gateway) = &raw.gateway {
-        read.push(gateway.client_ca.clone());
-        read.push(gateway.requests_file());
-        // Replaced whole, by rename: its directory is written.
-        write.extend(gateway.jwks_file.as_ref().map(|file| match file.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-            _ => PathBuf::from("."),
-        }));
-        read.extend(gateway.crls.iter().cloned());
-        read.extend(
-            gateway
-                .users
-                .values()
-                .filter_map(|u| u.totp_secret_file.clone()),
+        add(
+            Key::new("gateway.client_ca"),
+            &gateway.client_ca,
+            Need::Read,
         );
+        add(
+            Key::new("gateway.requests"),
+            &gateway.requests_file(),
+            Need::ReadIfPresent,
+        );
+        // Replaced whole, by rename: its directory is written.
+        if let Some(file) = &gateway.jwks_file {
+            let dir = match file.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            add(Key::new("gateway.jwks_file"), &dir, Need::Write);
+        }
+        for (i, crl) in gateway.crls.iter().enumerate() {
+            add(Key::new("gateway.crls").index(i), crl, Need::Read);
+        }
+        for (name, user) in &gateway.users {
+            if let Some(file) = &user.totp_secret_file {
+                let key = Key::new("gateway.users").field(name);
+                add(key.field("totp_secret_file"), file, Need::Read);
+            }
+        }
     }
     if let Some(snapshots) = &raw.snapshots {
-        write.push(snapshots.dir.clone());
+        add(Key::new("snapshots.dir"), &snapshots.dir, Need::Write);
     }
-    read.extend(raw.shared.session_key_file.clone());
-    read.extend(raw.shared.redis_password_file.clone());
-    read.extend(raw.shared.redis_ca_file.clone());
-    FileAccess { read, write }
+    let shared = &raw.shared;
+    for (name, file) in [
+        ("session_key_file", &shared.session_key_file),
+        ("redis_password_file", &shared.redis_password_file),
+        ("redis_ca_file", &shared.redis_ca_file),
+    ] {
+        if let Some(file) = file {
+            add(Key::new("shared").field(name), file, Need::Read);
+        }
+    }
+    let paths = |write: bool| {
+        named
+            .iter()
+            .filter(|n| (n.need == Need::Write) == write)
+            .map(|n| n.path.clone())
+            .collect()
+    };
+    FileAccess {
+        read: paths(false),
+        write: paths(true),
+        named,
+    }
 }
 
 /// `[snapshots]`: each tier's retention within the policy's range.

@@ -12,9 +12,11 @@ use serde::Deserialize;
 use super::settings::{DEFAULT_BUFFER_LINES, PathLogging};
 
 mod gateway;
+mod paths;
 mod tls;
 
 pub use gateway::{RawGateway, RawUser};
+pub use paths::base_of;
 pub use tls::{RawAcme, RawAcmeStore, RawCertificate, RawHsts, RawTls};
 
 /// The whole file.

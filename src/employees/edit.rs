@@ -91,8 +91,8 @@ impl Edit {
     }
 }
 
-/// Paths go into the config as they were given: relative ones stay relative to the directory
-/// the proxy runs in, as every path of the config is.
+/// Paths go into the config as they were given: relative ones are relative to the config's
+/// directory, as every path of the config is.
 fn path_text(path: &Path) -> Result<String, EmployeesError> {
     path.to_str()
         .map(str::to_owned)

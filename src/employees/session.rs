@@ -65,7 +65,7 @@ impl Session {
             path: path.to_owned(),
             problems,
         };
-        let raw: RawConfig = crate::config::parse(&text)
+        let raw: RawConfig = Config::parse_file(&text, path)
             .and_then(crate::config::Parsed::strict)
             .map_err(invalid)?;
         let enrolment = Config::enrolment(&raw).map_err(invalid)?;
@@ -91,9 +91,19 @@ impl Session {
             .ok_or_else(|| EmployeesError::NoGateway(self.path.clone()))
     }
 
-    /// A file in the config's own directory, named as the config names paths.
+    /// A file in the config's own directory.
     pub(super) fn beside_config(&self, name: &str) -> PathBuf {
-        self.path.with_file_name(name)
+        crate::config::raw::base_of(&self.path).join(name)
+    }
+
+    /// `path` as the config should name it: relative to the config's directory when inside it
+    /// (the config moves with its files), else absolute.
+    pub(super) fn as_written(&self, path: &Path) -> PathBuf {
+        let base = crate::config::raw::base_of(&self.path);
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        absolute
+            .strip_prefix(&base)
+            .map_or(absolute.clone(), Path::to_owned)
     }
 
     /// The CA certificate `init` writes: `[gateway] client_ca`, or one beside the config.

@@ -57,8 +57,8 @@ fn init(ca: &CaArgs) -> Result<(), EmployeesError> {
         }
     }
     let mut edit = Edit::parse(&session.text)?;
-    edit.ensure_gateway(&client_ca)?;
-    edit.ensure_crl(&session.crl())?;
+    edit.ensure_gateway(&session.as_written(&client_ca))?;
+    edit.ensure_crl(&session.as_written(&session.crl()))?;
     let session = session.edited(edit.text())?;
     if let Some(dir) = ca.ca_key.parent().filter(|d| !d.as_os_str().is_empty()) {
         write::private_dir(dir)?;
@@ -104,7 +104,7 @@ fn add(name: &str, groups: &[String], issue: &IssueArgs) -> Result<(), Employees
         return Err(EmployeesError::Exists(totp_path));
     }
     let mut edit = Edit::parse(&session.text)?;
-    edit.add_user(name, groups, &totp_path)?;
+    edit.add_user(name, groups, &session.as_written(&totp_path))?;
     let session = session.edited(edit.text())?;
     let mut register = Register::load(&session.register())?;
 
@@ -256,7 +256,7 @@ fn list(config: &Path, json: bool) -> Result<(), EmployeesError> {
 fn with_crl(session: Session) -> Result<Session, EmployeesError> {
     if session.gateway()?.crls.is_empty() {
         let mut edit = Edit::parse(&session.text)?;
-        edit.ensure_crl(&session.crl())?;
+        edit.ensure_crl(&session.as_written(&session.crl()))?;
         return session.edited(edit.text());
     }
     Ok(session)

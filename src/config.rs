@@ -21,6 +21,7 @@ mod parse;
 mod problems;
 mod process;
 pub mod raw;
+mod recipients;
 mod resolve;
 mod settings;
 mod shared;
@@ -42,6 +43,7 @@ pub use process::{
     Account, DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Named, Need, Privileges, Retention, RunAs,
     SIX_HOURLY_DAYS, SYSTEM_ROOTS, SnapshotSettings, WEEKLY_WEEKS,
 };
+pub use recipients::AgeRecipient;
 pub use settings::{
     AdminSettings, HealthSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging,
     Peering, RouteAction, RouteConfig, TunnelConfig, UpstreamAddr, UpstreamConfig, UpstreamId,
@@ -218,6 +220,11 @@ impl Config {
             gateway,
             shared: shared::settings(values.redis, files.shared),
         }
+    }
+
+    /// Every file and directory `raw` names, unchecked: what a restore may write.
+    pub fn named_files(raw: &RawConfig) -> FileAccess {
+        process::file_access(raw)
     }
 
     /// What `portcullis employees` needs, checked: `[gateway]`'s values and `[server]`'s

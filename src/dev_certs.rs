@@ -109,6 +109,28 @@ pub fn ensure_for_config(raw: &RawConfig) -> Result<Option<PathBuf>, DevCertErro
     }
 }
 
+/// `path` as the operator would type it from here: relative to the working directory when
+/// inside it.
+pub fn from_here(path: &Path) -> &Path {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok())
+        .unwrap_or(path)
+}
+
+/// How to trust the development CA in `dir`, for `https://localhost` on `port` when known.
+pub fn trust_hint(dir: &Path, port: Option<&str>) -> String {
+    let ca = from_here(dir).join(CA_CERT);
+    let url = match port {
+        Some(port) if !matches!(port, "443" | "0") => format!("https://localhost:{port}/"),
+        _ => "https://localhost/".to_owned(),
+    };
+    format!(
+        "trust the development CA to use {url} without warnings:\n  curl --cacert {ca} {url}\n  browsers: import {ca} as an authority (Chrome/Firefox: Settings > Certificates > Authorities)",
+        ca = ca.display()
+    )
+}
+
 fn name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);

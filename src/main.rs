@@ -52,12 +52,16 @@ enum Command {
     },
     /// Write a snapshot of the proxy's state into [snapshots] dir and prune old ones.
     ///
-    /// Restore one with `tar -xzpf ARCHIVE -C /` (as the owner of the files, or root).
+    /// Restore one with `portcullis restore ARCHIVE --identity FILE`.
     Snapshot {
         /// Config file.
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Bring an instance back from a snapshot: decrypt, judge, list, write, then check.
+    ///
+    /// portcullis restore /backup/portcullis-20261202T060000Z.tar.gz.age --identity key.txt
+    Restore(portcullis::snapshot::RestoreOptions),
     /// Open a tunnel through the gateway and relay stdin/stdout: ssh's ProxyCommand.
     ///
     /// ssh -o ProxyCommand='portcullis connect --gateway gw.example.internal:443 %h:%p' db1
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Connect(options) => connect(options),
         Command::Employees(verb) => portcullis::employees::run(verb).map_err(Into::into),
         Command::Snapshot { config } => snapshot(&config),
+        Command::Restore(options) => restore(&options),
         Command::AccessReport {
             config,
             since,
@@ -117,7 +122,10 @@ fn load(path: &Path) -> anyhow::Result<(Config, Privileges)> {
             .public_https_port
             .map(|port| port.to_string())
             .or_else(|| raw.listen.https.rsplit_once(':').map(|(_, p)| p.to_owned()));
-        print_trust_hint(&dir, port.as_deref());
+        eprintln!(
+            "{}",
+            portcullis::dev_certs::trust_hint(&dir, port.as_deref())
+        );
     }
     let config = Config::from_parsed(parsed).map_err(|e| invalid(path, e))?;
     let privileges = config.resolve().map_err(|e| invalid(path, e))?;
@@ -222,7 +230,7 @@ fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::from_parsed(parsed).map_err(|e| match &missing_dev {
         Some(dir) => invalid(path, e).context(format!(
             "development certificates are missing: `portcullis dev-certs --dir {}` creates them (`run` does on first start)",
-            from_here(dir).display()
+            portcullis::dev_certs::from_here(dir).display()
         )),
         None => invalid(path, e),
     })?;
@@ -319,6 +327,30 @@ fn snapshot(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn restore(options: &portcullis::snapshot::RestoreOptions) -> anyhow::Result<()> {
+    use portcullis::snapshot::Restored;
+    let (config, files) = match portcullis::snapshot::restore(options)? {
+        Restored::Listed => return Ok(()),
+        Restored::Written { config, files } => (config, files),
+    };
+    println!("restored {files} files");
+    if let Some(to) = &options.to {
+        println!(
+            "under {}: its config names paths outside it, so it is not checked there",
+            to.display()
+        );
+        return Ok(());
+    }
+    // The checks of `check`, as the account that will run: a restore that cannot start says so
+    // now, not at the next `systemctl start`.
+    check(&config).context("restored, but the config does not pass check")?;
+    println!(
+        "next: start the service (systemctl start portcullis, or portcullis run -c {})",
+        config.display()
+    );
+    Ok(())
+}
+
 fn connect(options: portcullis::tunnel_client::ConnectOptions) -> anyhow::Result<()> {
     if options.otp.is_some() {
         portcullis::tunnel_client::hide_otp_flag();
@@ -348,28 +380,6 @@ fn dev_certs(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    print_trust_hint(dir, None);
+    eprintln!("{}", portcullis::dev_certs::trust_hint(dir, None));
     Ok(())
-}
-
-/// `path` as the operator would type it from here: relative to the working directory when
-/// inside it.
-fn from_here(path: &Path) -> &Path {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok())
-        .unwrap_or(path)
-}
-
-/// How to trust the development CA, for `https://localhost` on `port` when known.
-fn print_trust_hint(dir: &Path, port: Option<&str>) {
-    let ca = from_here(dir).join(portcullis::dev_certs::CA_CERT);
-    let url = match port {
-        Some(port) if !matches!(port, "443" | "0") => format!("https://localhost:{port}/"),
-        _ => "https://localhost/".to_owned(),
-    };
-    eprintln!(
-        "trust the development CA to use {url} without warnings:\n  curl --cacert {ca} {url}\n  browsers: import {ca} as an authority (Chrome/Firefox: Settings > Certificates > Authorities)",
-        ca = ca.display()
-    );
 }

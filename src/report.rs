@@ -188,6 +188,7 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
             | AuditRecord::AcmeOrder { .. }
             | AuditRecord::Enrolment { .. }
             | AuditRecord::Snapshot { .. }
+            | AuditRecord::Restore { .. }
             | AuditRecord::SnapshotPruned { .. }
             | AuditRecord::SnapshotFailed { .. }
             | AuditRecord::SnapshotSkipped { .. }

@@ -95,7 +95,7 @@ pub fn confine(access: &FileAccess, config_path: &Path) -> Result<Sandbox, Sandb
 /// Restricts this thread and all it starts to `access` plus the config file's directory.
 fn restrict(access: &FileAccess, config_path: &Path) -> Result<Sandbox, SandboxError> {
     let read_dirs: Vec<PathBuf> = std::iter::once(config_path)
-        .chain(access.read.iter().map(PathBuf::as_path))
+        .chain(access.read.iter().chain(&access.kept).map(PathBuf::as_path))
         .flat_map(directories_of)
         .chain(resolver_dir())
         .collect();

@@ -1,31 +1,35 @@
-//! Snapshots of the proxy's own state, on the policy's backup schedule: what a rebuilt instance
-//! needs and nothing else. An archive holds the config file, the ACME cache directory (the
-//! account key and the certificates: losing the account means re-ordering into rate limits)
-//! and the audit trail files. Never the TLS private keys of file certificates, TOTP secrets or
-//! the access log: those are not asked for, and keys are re-issued rather than restored.
+//! Snapshots of the proxy's own state, on the policy's backup schedule. With `[snapshots]
+//! recipients` an archive is encrypted to them (age) and complete: the config, every file it
+//! names (certificates and keys, the employee CA, CRLs, TOTP secrets, the shared secrets, the
+//! employees' register, the access requests), the ACME cache directory and the audit trail, so
+//! that `portcullis restore` brings a working instance back on a rebuilt machine. Without
+//! recipients it holds no secret: the config, the ACME cache and the audit trail only. Never
+//! the access log: it has no value for a restore and the policy keeps it 15 to 30 days.
 //!
-//! Members are named by their absolute path without the leading `/`, with their owner and
-//! mode, so `tar -xzpf ARCHIVE -C /` puts everything back where it was. An archive is written
-//! under a temporary name, synced, then renamed: a crash never leaves half an archive under a
-//! snapshot's name. Audit files are taken up to their last complete line, so a line being
-//! appended meanwhile is never cut in two.
+//! Members are named by their absolute path without the leading `/`, with their mode, owner
+//! ids and owner names; the config is the first file, after its directory. Audit files are taken up to their last
+//! complete line, so a line being appended meanwhile is never cut in two.
 
+mod apply;
+mod archive;
 mod name;
+mod owners;
+mod restore;
 mod retention;
+mod verbs;
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::audit::{Audit, AuditRecord, Timestamp};
-use crate::config::{Config, SnapshotSettings};
+use crate::config::{AgeRecipient, Config, SYSTEM_ROOTS, SnapshotSettings};
 use crate::lifecycle::Lifecycle;
 
-use name::archive_name;
+pub use archive::take;
+pub use restore::{Member, Restorable, RestoreError, read};
 pub use retention::{Pruned, kept, prune};
+pub use verbs::{RestoreOptions, RestoreVerbError, Restored, restore};
 
 /// Why a snapshot could not be taken or pruned.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,9 @@ pub enum SnapshotError {
     /// The clock is outside what an archive name can carry.
     #[error("the clock cannot be written as a date")]
     Clock,
+    /// age refused the recipients.
+    #[error("cannot encrypt to [snapshots] recipients: {0}")]
+    Encrypt(String),
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -57,11 +64,32 @@ pub struct Sources {
     config: PathBuf,
     acme_cache: Option<PathBuf>,
     log_dir: Option<PathBuf>,
+    /// Every other file the config names; only with recipients.
+    files: Vec<PathBuf>,
+    recipients: Vec<AgeRecipient>,
 }
 
 impl Sources {
     /// The state of the instance running `config`, read from `config_path`.
     pub fn of(config: &Config, config_path: &Path) -> Self {
+        let recipients = config
+            .snapshots
+            .as_ref()
+            .map(|s| s.recipients.clone())
+            .unwrap_or_default();
+        let files = if recipients.is_empty() {
+            Vec::new()
+        } else {
+            let mut files: Vec<PathBuf> = (config.files.read.iter())
+                .chain(&config.files.kept)
+                // The system's, not the instance's.
+                .filter(|f| *f != Path::new(SYSTEM_ROOTS))
+                .cloned()
+                .collect();
+            files.sort();
+            files.dedup();
+            files
+        };
         Self {
             config: config_path.to_owned(),
             // With a shared store the account and certificates live there, not on this disk.
@@ -71,6 +99,8 @@ impl Sources {
                 .filter(|a| a.store.is_none())
                 .map(|a| a.cache_dir.clone()),
             log_dir: config.log.dir.clone(),
+            files,
+            recipients,
         }
     }
 }
@@ -84,135 +114,12 @@ pub struct Taken {
     pub members: Vec<String>,
     /// Its size.
     pub bytes: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
 }
 
-/// Writes one archive of `sources` into `dir`, named by `now`.
-pub fn take(sources: &Sources, dir: &Path, now: SystemTime) -> Result<Taken, SnapshotError> {
-    crate::secrets::create_private_dir(dir).map_err(io(dir))?;
-    let name = archive_name(now)?;
-    let archive = dir.join(&name);
-    let partial = dir.join(format!(".{name}.partial"));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)
-        .map_err(io(&partial))?;
-    let written = write_archive(sources, file).and_then(|(file, members)| {
-        file.sync_all().map_err(io(&partial))?;
-        Ok(members)
-    });
-    let members = match written {
-        Ok(members) => members,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&partial, &archive).map_err(io(&archive))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    let bytes = std::fs::metadata(&archive).map_err(io(&archive))?.len();
-    Ok(Taken {
-        archive,
-        members,
-        bytes,
-    })
-}
-
-fn write_archive(sources: &Sources, file: File) -> Result<(File, Vec<String>), SnapshotError> {
-    let gzip = flate2::write::GzEncoder::new(file, flate2::Compression::default());
-    let mut tar = tar::Builder::new(gzip);
-    let mut members = Vec::new();
-    // Named by the operator, and often a link (a config map, /etc/alternatives): followed.
-    let (config, name) = member_name(&sources.config)?;
-    let file = File::open(&config).map_err(io(&config))?;
-    add_file(&mut tar, file, &config, name.clone(), false)?;
-    members.push(name);
-    if let Some(cache) = &sources.acme_cache {
-        add_dir(&mut tar, cache, &mut members, |_| true, false)?;
-    }
-    if let Some(logs) = &sources.log_dir {
-        add_dir(&mut tar, logs, &mut members, is_audit_file, true)?;
-    }
-    let gzip = tar.into_inner().map_err(io(&sources.config))?;
-    let file = gzip.finish().map_err(io(&sources.config))?;
-    Ok((file, members))
-}
-
-fn is_audit_file(name: &str) -> bool {
+pub(super) fn is_audit_file(name: &str) -> bool {
     name.starts_with("audit-") && name.ends_with(".jsonl")
-}
-
-/// The archive's name for an absolute path: without its leading `/`, as tar does.
-fn member_name(path: &Path) -> Result<(PathBuf, String), SnapshotError> {
-    let absolute = std::fs::canonicalize(path).map_err(io(path))?;
-    let name = absolute
-        .strip_prefix("/")
-        .unwrap_or(&absolute)
-        .display()
-        .to_string();
-    Ok((absolute, name))
-}
-
-/// Adds `dir` and the regular files in it that `wanted` names. Entries are opened without
-/// following links: a link planted in a log directory must not carry another file (say
-/// `/etc/shadow`, when the snapshot runs as root) into an archive.
-fn add_dir<W: Write>(
-    tar: &mut tar::Builder<W>,
-    dir: &Path,
-    members: &mut Vec<String>,
-    wanted: impl Fn(&str) -> bool,
-    whole_lines: bool,
-) -> Result<(), SnapshotError> {
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    let (absolute, dir_name) = member_name(dir)?;
-    tar.append_dir(&dir_name, &absolute).map_err(io(dir))?;
-    let mut names: Vec<String> = std::fs::read_dir(&absolute)
-        .map_err(io(dir))?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|name| wanted(name))
-        .collect();
-    names.sort();
-    for name in names {
-        let path = absolute.join(&name);
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-            .open(&path)
-            .map_err(io(&path))?;
-        let member = format!("{dir_name}/{name}");
-        add_file(tar, file, &path, member.clone(), whole_lines)?;
-        members.push(member);
-    }
-    Ok(())
-}
-
-fn add_file<W: Write>(
-    tar: &mut tar::Builder<W>,
-    mut file: File,
-    path: &Path,
-    name: String,
-    whole_lines: bool,
-) -> Result<(), SnapshotError> {
-    use std::io::Read;
-    let meta = file.metadata().map_err(io(path))?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io(path))?;
-    if whole_lines {
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        bytes.truncate(complete);
-    }
-    let mut header = tar::Header::new_gnu();
-    header.set_metadata(&meta);
-    header.set_size(bytes.len() as u64);
-    tar.append_data(&mut header, &name, bytes.as_slice())
-        .map_err(io(path))
 }
 
 /// Takes one snapshot and prunes, each outcome in the audit trail.
@@ -235,6 +142,8 @@ pub fn snapshot_and_prune(
         archive: taken.archive.display().to_string(),
         files: taken.members.len() as u64,
         bytes: taken.bytes,
+        sha256: taken.sha256.clone(),
+        encrypted: !sources.recipients.is_empty(),
     });
     let pruned = prune(&settings.dir, &settings.retention, now).map_err(failed)?;
     for archive in pruned.removed {
@@ -309,14 +218,18 @@ mod tests {
         use name::taken_at;
         use time::OffsetDateTime;
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
-        let name = archive_name(at).unwrap();
+        let name = name::archive_name(at, false).unwrap();
         assert_eq!(name, "portcullis-20261130T005320Z.tar.gz");
         assert_eq!(taken_at(&name), Some(OffsetDateTime::from(at)));
+        let sealed = name::archive_name(at, true).unwrap();
+        assert_eq!(sealed, "portcullis-20261130T005320Z.tar.gz.age");
+        assert_eq!(taken_at(&sealed), Some(OffsetDateTime::from(at)));
         for other in [
             "notes.txt",
             "portcullis-2026.tar.gz",
             ".portcullis-20261128T011320Z.tar.gz.partial",
             "portcullis-20261128T011320Z.tar",
+            "portcullis-20261128T011320Z.tar.gz.age.partial",
         ] {
             assert_eq!(taken_at(other), None, "{other}");
         }
@@ -340,6 +253,7 @@ mod tests {
         );
         let settings = SnapshotSettings {
             dir: snapshots.clone(),
+            recipients: Vec::new(),
             every: Some(Duration::from_secs(6 * 3600)),
             retention: Retention {
                 six_hourly_days: 2,
@@ -352,6 +266,8 @@ mod tests {
             config,
             acme_cache: None,
             log_dir: Some(logs.clone()),
+            files: Vec::new(),
+            recipients: Vec::new(),
         };
         let lifecycle = Lifecycle::default();
         let every = Duration::from_secs(6 * 3600);

@@ -101,6 +101,10 @@ pub enum AuditRecord {
         files: u64,
         /// Its size.
         bytes: u64,
+        /// Its SHA-256: a restore prints the archive's, to compare with this line.
+        sha256: String,
+        /// Encrypted to `[snapshots] recipients`, and complete.
+        encrypted: bool,
     },
     /// An archive the backup policy no longer keeps was deleted.
     SnapshotPruned {
@@ -129,6 +133,17 @@ pub enum AuditRecord {
         ts: Timestamp,
         /// Its path.
         path: String,
+    },
+    /// `portcullis restore` wrote an archive back.
+    Restore {
+        /// RFC 3339 UTC.
+        ts: Timestamp,
+        /// The archive's path.
+        archive: String,
+        /// Its SHA-256.
+        sha256: String,
+        /// How many files were written.
+        files: u64,
     },
     /// A snapshot could not be written or pruned.
     SnapshotFailed {

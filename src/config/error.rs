@@ -126,6 +126,19 @@ pub enum ProblemKind {
         /// The policy's most.
         max: u32,
     },
+    /// Not an age X25519 recipient.
+    #[error("{0:?} is not an age recipient (age1... or age1pq1..., as age-keygen prints it)")]
+    AgeRecipient(String),
+    /// Post-quantum and X25519 recipients together.
+    #[error(
+        "post-quantum (age1pq1...) and X25519 (age1...) recipients cannot be mixed: an archive is only as safe as its weakest recipient"
+    )]
+    MixedRecipients,
+    /// Snapshots without recipients leave out what a restore needs.
+    #[error(
+        "not set: archives leave out keys, certificates and secrets, so one cannot restore a working instance alone (set an age recipient whose identity is kept offline)"
+    )]
+    SnapshotsIncomplete,
     /// A built-in schedule that would leave the 6-hourly tier empty.
     #[error("must be between 1m and 6h: the finest tier keeps one snapshot per 6 hours")]
     SnapshotEvery,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::ProblemKind;
 use super::problems::{Key, Problems};
-use super::raw::{RawConfig, RawSnapshots};
+use super::raw::{RawConfig, RawGateway, RawSnapshots};
 
 /// The policy's retention ranges for each snapshot tier.
 pub const SIX_HOURLY_DAYS: std::ops::RangeInclusive<u32> = 2..=5;
@@ -61,6 +61,8 @@ pub struct FileAccess {
     pub write: Vec<PathBuf>,
     /// Each of those under the key that names it, for `check` to judge as the account.
     pub named: Vec<Named>,
+    /// Files the proxy never opens that a restore needs: the employees' register.
+    pub kept: Vec<PathBuf>,
 }
 
 /// A path the config names, and what the process does with it.
@@ -90,6 +92,8 @@ pub enum Need {
 pub struct SnapshotSettings {
     /// Where archives are written (and pruned).
     pub dir: PathBuf,
+    /// Who can open an archive; with any, archives are encrypted to them and complete.
+    pub recipients: Vec<super::AgeRecipient>,
     /// The built-in schedule, if any.
     pub every: Option<Duration>,
     /// How long each tier is kept.
@@ -219,11 +223,20 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
         read: paths(false),
         write: paths(true),
         named,
+        kept: raw.gateway.iter().map(RawGateway::issued_file).collect(),
     }
 }
 
 /// `[snapshots]`: each tier's retention within the policy's range.
-pub(super) fn validate_snapshots(raw: &RawSnapshots, problems: &mut Problems) -> SnapshotSettings {
+pub(super) fn validate_snapshots(
+    raw: &RawSnapshots,
+    problems: &mut Problems,
+    warnings: &mut Problems,
+) -> SnapshotSettings {
+    let recipients = super::recipients::parse(&raw.recipients, problems);
+    if raw.recipients.is_empty() {
+        warnings.push("snapshots.recipients", ProblemKind::SnapshotsIncomplete);
+    }
     let mut within = |name: &str, value: u32, range: std::ops::RangeInclusive<u32>, unit| {
         if !range.contains(&value) {
             problems.push(
@@ -275,6 +288,7 @@ pub(super) fn validate_snapshots(raw: &RawSnapshots, problems: &mut Problems) ->
         });
     SnapshotSettings {
         dir: raw.dir.clone(),
+        recipients,
         every,
         retention,
     }

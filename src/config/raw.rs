@@ -15,7 +15,7 @@ mod gateway;
 mod paths;
 mod tls;
 
-pub use gateway::{RawGateway, RawUser};
+pub use gateway::{ISSUED_FILE_NAME, RawGateway, RawUser};
 pub use paths::base_of;
 pub use tls::{RawAcme, RawAcmeStore, RawCertificate, RawHsts, RawTls};
 
@@ -173,6 +173,9 @@ pub struct RawShared {
 #[serde(deny_unknown_fields)]
 pub struct RawSnapshots {
     pub dir: PathBuf,
+    /// age X25519 recipients: with them an archive is encrypted and complete.
+    #[serde(default)]
+    pub recipients: Vec<String>,
     /// The built-in schedule; without it only `portcullis snapshot` takes them.
     pub every: Option<String>,
     #[serde(default = "six_hourly_days")]

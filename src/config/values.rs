@@ -82,7 +82,7 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
     let snapshots = raw
         .snapshots
         .as_ref()
-        .map(|s| super::process::validate_snapshots(s, &mut problems));
+        .map(|s| super::process::validate_snapshots(s, &mut problems, &mut warnings));
     let account = super::process::account(raw, &mut problems, &mut warnings);
     let gateway = raw.gateway.as_ref().map(|g| {
         GatewayPolicy::check_jwks_dir(g, &mut problems);

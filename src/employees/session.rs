@@ -8,11 +8,9 @@ use super::EmployeesError;
 use super::register::Register;
 use super::write::Owner;
 use crate::audit::{Audit, AuditRecord, Timestamp};
-use crate::config::raw::{RawConfig, RawGateway};
+use crate::config::raw::{ISSUED_FILE_NAME, RawConfig, RawGateway};
 use crate::config::{Config, ConfigError, Enrolment, Lifetimes, Privileges, RunAs};
 
-/// Where the register of issued certificates is when `[gateway] issued` does not say.
-const REGISTER_NAME: &str = "employees-issued.json";
 /// The revocation list `init` makes when `[gateway] crls` names none.
 const CRL_NAME: &str = "employees.crl";
 /// The CA certificate `init` makes when the config has no `[gateway]`.
@@ -125,11 +123,10 @@ impl Session {
 
     /// The register of issued certificates.
     pub(super) fn register(&self) -> PathBuf {
-        self.raw
-            .gateway
-            .as_ref()
-            .and_then(|g| g.issued.clone())
-            .unwrap_or_else(|| self.client_ca().with_file_name(REGISTER_NAME))
+        match &self.raw.gateway {
+            Some(gateway) => gateway.issued_file(),
+            None => self.client_ca().with_file_name(ISSUED_FILE_NAME),
+        }
     }
 
     /// Writes the config as edited, with the mode and owner it had, and says what the proxy

@@ -50,8 +50,17 @@ pub struct RawGateway {
 
 /// Where the access requests are when `[gateway] requests` does not say: beside `client_ca`.
 const REQUESTS_FILE_NAME: &str = "access-requests.json";
+/// Where the register of issued certificates is when `[gateway] issued` does not say.
+pub const ISSUED_FILE_NAME: &str = "employees-issued.json";
 
 impl RawGateway {
+    /// The register of certificates `portcullis employees` issued and revoked.
+    pub fn issued_file(&self) -> PathBuf {
+        self.issued
+            .clone()
+            .unwrap_or_else(|| self.client_ca.with_file_name(ISSUED_FILE_NAME))
+    }
+
     /// Where the access requests are.
     pub fn requests_file(&self) -> PathBuf {
         self.requests

@@ -1,0 +1,170 @@
+//! Archives an attacker could plant in the backup store, restored as an operator would: each
+//! refused whole, nothing written. age does not say who encrypted an archive (anyone with the
+//! public recipient can), so these are sealed to the operator's own recipient.
+
+mod support;
+
+use std::path::PathBuf;
+
+/// A planted archive: honest but for one member, encrypted to the operator's recipient (age
+/// does not say who encrypted: anyone with the public recipient can).
+struct Planted {
+    root: tempfile::TempDir,
+    recipient: age::x25519::Identity,
+}
+
+/// A config that names one certificate and key under `/srv/pcl`, and a log directory there.
+const CONFIG: &str = "environment = \"t\"\n[listen]\nhttps = \"127.0.0.1:0\"\n\
+    [[tls.certificates]]\ncert = \"/srv/pcl/cert.pem\"\nkey = \"/srv/pcl/key.pem\"\n\
+    [log]\ndir = \"/srv/pcl/logs\"\n";
+
+#[allow(deprecated)]
+impl Planted {
+    fn new() -> Self {
+        Self {
+            root: tempfile::tempdir().unwrap(),
+            recipient: age::x25519::Identity::generate(),
+        }
+    }
+
+    fn identity(&self) -> PathBuf {
+        let path = self.root.path().join("key.txt");
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&path, self.recipient.to_string().expose_secret()).unwrap();
+        path
+    }
+
+    /// A tar.gz of the config, then `members` (name, type, bytes), sealed to the recipient.
+    fn archive(&self, config: &str, members: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::default(),
+        ));
+        let mut add = |name: &[u8], kind: tar::EntryType, data: &[u8]| {
+            let mut header = tar::Header::new_gnu();
+            // Written into the field by hand: the tar crate refuses to make these names.
+            header.as_old_mut().name[..name.len()].copy_from_slice(name);
+            header.set_entry_type(kind);
+            header.set_mode(0o644);
+            header.set_size(data.len() as u64);
+            if kind == tar::EntryType::Symlink {
+                header.set_link_name("/etc/shadow").unwrap();
+            }
+            header.set_username("root").unwrap();
+            header.set_groupname("root").unwrap();
+            header.set_cksum();
+            tar.append(&header, data).unwrap();
+        };
+        add(
+            b"srv/pcl/portcullis.toml",
+            tar::EntryType::Regular,
+            config.as_bytes(),
+        );
+        for (name, kind, data) in members {
+            add(name, *kind, data);
+        }
+        let plain = tar.into_inner().unwrap().finish().unwrap();
+        let recipient = self.recipient.to_public();
+        let encryptor =
+            age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                .unwrap();
+        let mut sealed = Vec::new();
+        let mut writer = encryptor.wrap_output(&mut sealed).unwrap();
+        std::io::Write::write_all(&mut writer, &plain).unwrap();
+        writer.finish().unwrap();
+        sealed
+    }
+
+    /// `restore --to` an empty directory: refused, saying `why`, and nothing written.
+    fn refused(&self, sealed: &[u8], why: &str) {
+        let archive = self.root.path().join("planted.tar.gz.age");
+        std::fs::write(&archive, sealed).unwrap();
+        let to = tempfile::tempdir().unwrap();
+        let out = support::portcullis(&[
+            "restore",
+            archive.to_str().unwrap(),
+            "--identity",
+            self.identity().to_str().unwrap(),
+            "--to",
+            to.path().to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "restored: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(stderr.contains(why), "{why:?} not in {stderr}");
+        let written: Vec<_> = std::fs::read_dir(to.path()).unwrap().collect();
+        assert!(written.is_empty(), "{written:?}");
+    }
+}
+
+#[test]
+fn planted_archives_are_refused_whole_and_nothing_is_written() {
+    let planted = Planted::new();
+    let cert: &[u8] = b"srv/pcl/cert.pem";
+    let regular = tar::EntryType::Regular;
+    // The honest archive restores (under --to): the control.
+    let honest = planted.archive(CONFIG, &[(cert, regular, b"pem")]);
+    let archive = planted.root.path().join("honest.tar.gz.age");
+    std::fs::write(&archive, &honest).unwrap();
+    let to = tempfile::tempdir().unwrap();
+    let identity = planted.identity();
+    support::portcullis_ok(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--identity",
+        identity.to_str().unwrap(),
+        "--to",
+        to.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(to.path().join("srv/pcl/cert.pem")).unwrap(),
+        b"pem"
+    );
+
+    for (member, kind, why) in [
+        (
+            &b"srv/pcl/../../etc/cron.d/x"[..],
+            regular,
+            "climbs with ..",
+        ),
+        (b"/etc/passwd", regular, "is a system file"),
+        (
+            b"srv/pcl/other.pem",
+            regular,
+            "is not a place the archive's config names",
+        ),
+        (
+            b"srv/pcl/logs/access-2026-12-01.jsonl",
+            regular,
+            "is not a place",
+        ),
+        (cert, tar::EntryType::Symlink, "is a link"),
+        (cert, tar::EntryType::Char, "is not a file or a directory"),
+    ] {
+        planted.refused(
+            &planted.archive(CONFIG, &[(cert, regular, b"pem"), (member, kind, b"x")]),
+            why,
+        );
+    }
+    // A config that names a system file is no licence to write it.
+    let greedy = CONFIG.replace("/srv/pcl/cert.pem", "/etc/passwd");
+    planted.refused(
+        &planted.archive(
+            &greedy,
+            &[(b"etc/passwd", regular, b"root::0:0::/:/bin/sh\n")],
+        ),
+        "is a system file",
+    );
+    // Cut short, or one byte changed: age's authentication says so before anything is written.
+    planted.refused(&honest[..honest.len() - 40], "damaged or was tampered with");
+    let mut flipped = honest.clone();
+    let middle = flipped.len() - 60;
+    flipped[middle] ^= 1;
+    planted.refused(&flipped, "damaged or was tampered with");
+    // Another identity opens nothing.
+    let stranger = Planted::new();
+    stranger.refused(&honest, "cannot decrypt");
+}

@@ -36,6 +36,16 @@ impl Planted {
 
     /// A tar.gz of the config, then `members` (name, type, bytes), sealed to the recipient.
     fn archive(&self, config: &str, members: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+        self.archive_owned_by("root", config, members)
+    }
+
+    /// [`Planted::archive`], every member owned by `user`.
+    fn archive_owned_by(
+        &self,
+        user: &str,
+        config: &str,
+        members: &[(&[u8], tar::EntryType, &[u8])],
+    ) -> Vec<u8> {
         let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
             Vec::new(),
             flate2::Compression::default(),
@@ -50,7 +60,9 @@ impl Planted {
             if kind == tar::EntryType::Symlink {
                 header.set_link_name("/etc/shadow").unwrap();
             }
-            header.set_username("root").unwrap();
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_username(user).unwrap();
             header.set_groupname("root").unwrap();
             header.set_cksum();
             tar.append(&header, data).unwrap();
@@ -167,4 +179,69 @@ fn planted_archives_are_refused_whole_and_nothing_is_written() {
     // Another identity opens nothing.
     let stranger = Planted::new();
     stranger.refused(&honest, "cannot decrypt");
+}
+
+/// The operator's guard rails: `--dry-run` lists and writes nothing, a newer file on disk is
+/// not turned back without `--force`, and an owner this machine has no account for stops the
+/// restore before anything is written.
+#[test]
+fn dry_runs_newer_files_and_missing_accounts_write_nothing() {
+    let planted = Planted::new();
+    let cert: &[u8] = b"srv/pcl/cert.pem";
+    let regular = tar::EntryType::Regular;
+    let archive = planted.root.path().join("honest.tar.gz.age");
+    std::fs::write(
+        &archive,
+        planted.archive(CONFIG, &[(cert, regular, b"pem")]),
+    )
+    .unwrap();
+    let identity = planted.identity();
+    let to = tempfile::tempdir().unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            archive.to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+            "--to",
+            to.path().to_str().unwrap(),
+        ];
+        args.extend(extra);
+        support::portcullis(&args)
+    };
+    let listed = restore(&["--dry-run"]);
+    let said = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success(), "{said}");
+    let target = to.path().join("srv/pcl/cert.pem");
+    assert!(
+        said.contains(&format!("create  {}", target.display())),
+        "{said}"
+    );
+    assert!(said.contains("dry run: nothing written"), "{said}");
+    assert_eq!(std::fs::read_dir(to.path()).unwrap().count(), 0);
+
+    // Changed on disk since the archive was taken (the archive's copy is from 1970).
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::write(&target, b"newer").unwrap();
+    let refused = restore(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("newer on disk than in the archive"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"newer");
+    let forced = restore(&["--force"]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"pem");
+
+    let stranger = planted.archive_owned_by("pcl-nobody-here", CONFIG, &[(cert, regular, b"x")]);
+    planted.refused(
+        &stranger,
+        "user \"pcl-nobody-here\" (id 0 where the snapshot was taken) does not exist here",
+    );
 }

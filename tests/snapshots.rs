@@ -153,6 +153,37 @@ async fn retention_outside_the_policy_is_refused_by_key() {
     );
 }
 
+/// Recipients are age keys, each refused under its index otherwise; without any, `check` warns
+/// that an archive cannot bring a working instance back alone.
+#[tokio::test]
+async fn recipients_are_age_keys_and_without_them_check_warns() {
+    let setup = Setup::new().await;
+    let base = setup
+        .config()
+        .set("snapshots.dir", "/nonexistent/snapshots");
+    let warned = |text: &str| {
+        support::checked(text)
+            .unwrap()
+            .warnings
+            .iter()
+            .any(|w| w.key == "snapshots.recipients")
+    };
+    assert!(warned(&base.text()));
+    #[allow(deprecated)]
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let with = |values: Vec<&str>| {
+        let values = values.into_iter().map(toml::Value::from).collect();
+        base.clone()
+            .set("snapshots.recipients", toml::Value::Array(values))
+            .text()
+    };
+    assert!(!warned(&with(vec![&recipient])));
+    support::assert_refused(
+        &with(vec![&recipient, "age1nope"]),
+        "snapshots.recipients[1]",
+    );
+}
+
 /// A config with an ACME cache, an audit trail and an access log, all on disk.
 struct State {
     setup: Setup,

@@ -332,13 +332,17 @@ pub fn assert_refused_with(toml_text: &str, key: &str, reason: &str) {
     );
 }
 
-/// A loopback port free a moment ago.
+/// A loopback port free a moment ago, below the kernel's ephemeral range (32768 and up on
+/// Linux): the kernel hands ephemeral ports to every outgoing connection of every test running
+/// meanwhile, so one taken from there can be gone before the process it is meant for binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    for _ in 0..1000 {
+        let port = fastrand::u16(10_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in 10000..32000")
 }
 
 /// Asserts that validation refuses `toml_text` with a problem at `key`.

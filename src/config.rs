@@ -33,7 +33,7 @@ mod values;
 
 pub use acme::{AcmeSettings, AcmeStore, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
-pub use error::{ConfigError, Problem, ProblemKind};
+pub use error::{ConfigError, Problem, ProblemKind, ProcessProblem};
 pub use gateway::{
     CRL_TIMER_PERIOD, CrlUpdate, GatewaySettings, Grant, LONGEST_SHORT_LIVED, Lifetimes,
     LockoutPolicy, RouteAccess, User,

@@ -70,7 +70,7 @@ enum Command {
     #[command(subcommand)]
     Employees(portcullis::employees::Verb),
     /// `check` as root runs this as `[server] user` to try each file the config names.
-    #[command(name = "judge-access", hide = true)]
+    #[command(name = portcullis::privilege::JUDGE_VERB, hide = true)]
     JudgeAccess,
     /// Create a local CA and a localhost certificate.
     DevCerts {

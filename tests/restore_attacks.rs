@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A planted archive: honest but for one member, encrypted to the operator's recipient (age
 /// does not say who encrypted: anyone with the public recipient can).
@@ -92,14 +92,7 @@ impl Planted {
         let archive = self.root.path().join("planted.tar.gz.age");
         std::fs::write(&archive, sealed).unwrap();
         let to = tempfile::tempdir().unwrap();
-        let out = support::portcullis(&[
-            "restore",
-            archive.to_str().unwrap(),
-            "--identity",
-            self.identity().to_str().unwrap(),
-            "--to",
-            to.path().to_str().unwrap(),
-        ]);
+        let out = self.restore(&archive, to.path(), &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
@@ -109,6 +102,21 @@ impl Planted {
         assert!(stderr.contains(why), "{why:?} not in {stderr}");
         let written: Vec<_> = std::fs::read_dir(to.path()).unwrap().collect();
         assert!(written.is_empty(), "{written:?}");
+    }
+
+    /// `portcullis restore ARCHIVE` with this identity, under `to`, with `extra` flags.
+    fn restore(&self, archive: &Path, to: &Path, extra: &[&str]) -> std::process::Output {
+        let identity = self.identity();
+        let mut args = vec![
+            "restore",
+            archive.to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        support::portcullis(&args)
     }
 }
 
@@ -122,15 +130,12 @@ fn planted_archives_are_refused_whole_and_nothing_is_written() {
     let archive = planted.root.path().join("honest.tar.gz.age");
     std::fs::write(&archive, &honest).unwrap();
     let to = tempfile::tempdir().unwrap();
-    let identity = planted.identity();
-    support::portcullis_ok(&[
-        "restore",
-        archive.to_str().unwrap(),
-        "--identity",
-        identity.to_str().unwrap(),
-        "--to",
-        to.path().to_str().unwrap(),
-    ]);
+    let restored = planted.restore(&archive, to.path(), &[]);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
     assert_eq!(
         std::fs::read(to.path().join("srv/pcl/cert.pem")).unwrap(),
         b"pem"
@@ -195,20 +200,8 @@ fn dry_runs_newer_files_and_missing_accounts_write_nothing() {
         planted.archive(CONFIG, &[(cert, regular, b"pem")]),
     )
     .unwrap();
-    let identity = planted.identity();
     let to = tempfile::tempdir().unwrap();
-    let restore = |extra: &[&str]| {
-        let mut args = vec![
-            "restore",
-            archive.to_str().unwrap(),
-            "--identity",
-            identity.to_str().unwrap(),
-            "--to",
-            to.path().to_str().unwrap(),
-        ];
-        args.extend(extra);
-        support::portcullis(&args)
-    };
+    let restore = |extra: &[&str]| planted.restore(&archive, to.path(), extra);
     let listed = restore(&["--dry-run"]);
     let said = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.status.success(), "{said}");

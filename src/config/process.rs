@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::ProblemKind;
 use super::problems::{Key, Problems};
 use super::raw::{RawConfig, RawGateway, RawSnapshots};
+use super::{ProblemKind, ProcessProblem};
 
 /// The policy's retention ranges for each snapshot tier.
 pub const SIX_HOURLY_DAYS: std::ops::RangeInclusive<u32> = 2..=5;
@@ -123,10 +123,10 @@ pub(super) fn account(
 ) -> Account {
     let server = &raw.server;
     if server.allow_root {
-        warnings.push("server.allow_root", ProblemKind::AllowRoot);
+        warnings.push("server.allow_root", ProcessProblem::AllowRoot);
     }
     if server.user.is_none() && server.group.is_some() {
-        problems.push("server.group", ProblemKind::GroupWithoutUser);
+        problems.push("server.group", ProcessProblem::GroupWithoutUser);
     }
     Account {
         user: server.user.clone(),
@@ -235,13 +235,13 @@ pub(super) fn validate_snapshots(
 ) -> SnapshotSettings {
     let recipients = super::recipients::parse(&raw.recipients, problems);
     if raw.recipients.is_empty() {
-        warnings.push("snapshots.recipients", ProblemKind::SnapshotsIncomplete);
+        warnings.push("snapshots.recipients", ProcessProblem::SnapshotsIncomplete);
     }
     let mut within = |name: &str, value: u32, range: std::ops::RangeInclusive<u32>, unit| {
         if !range.contains(&value) {
             problems.push(
                 Key::new("snapshots").field(name),
-                ProblemKind::SnapshotRetention {
+                ProcessProblem::SnapshotRetention {
                     value,
                     unit,
                     min: *range.start(),
@@ -278,7 +278,7 @@ pub(super) fn validate_snapshots(
         .and_then(|value| match humantime::parse_duration(value) {
             Ok(every) if EVERY.contains(&every) => Some(every),
             Ok(_) => {
-                problems.push("snapshots.every", ProblemKind::SnapshotEvery);
+                problems.push("snapshots.every", ProcessProblem::SnapshotEvery);
                 None
             }
             Err(_) => {

@@ -4,7 +4,7 @@
 //! archives kept for years should prefer: whoever stores ciphertext today can wait for the
 //! computer that breaks X25519.
 
-use super::ProblemKind;
+use super::ProcessProblem;
 use super::problems::{Key, Problems};
 
 /// One recipient of every archive.
@@ -47,14 +47,14 @@ pub(super) fn parse(texts: &[String], problems: &mut Problems) -> Vec<AgeRecipie
             let parsed = AgeRecipient::parse(text);
             if parsed.is_none() {
                 let key = Key::new("snapshots.recipients").index(i);
-                problems.push(key, ProblemKind::AgeRecipient(text.clone()));
+                problems.push(key, ProcessProblem::AgeRecipient(text.clone()));
             }
             parsed
         })
         .collect();
     let post_quantum = |r: &AgeRecipient| matches!(r, AgeRecipient::PostQuantum(_));
     if recipients.iter().any(post_quantum) && !recipients.iter().all(post_quantum) {
-        problems.push("snapshots.recipients", ProblemKind::MixedRecipients);
+        problems.push("snapshots.recipients", ProcessProblem::MixedRecipients);
     }
     recipients
 }

@@ -6,7 +6,7 @@ use std::net::ToSocketAddrs;
 
 use super::environments::check_reachable;
 use super::problems::{Key, Problems};
-use super::{Account, Privileges, ProblemKind, RunAs, UpstreamConfig};
+use super::{Account, Privileges, ProblemKind, ProcessProblem, RunAs, UpstreamConfig};
 
 /// The account to switch to: it exists, and neither it nor its group is root.
 pub(super) fn privileges(account: &Account, problems: &mut Problems) -> Privileges {
@@ -28,33 +28,39 @@ pub(super) fn privileges(account: &Account, problems: &mut Problems) -> Privileg
 fn lookup(user: &str, group: Option<&str>, problems: &mut Problems) -> Option<(u32, u32)> {
     let account = match nix::unistd::User::from_name(user) {
         Ok(Some(account)) if account.uid.is_root() => {
-            problems.push("server.user", ProblemKind::RootAccount(user.to_owned()));
+            problems.push("server.user", ProcessProblem::RootAccount(user.to_owned()));
             None
         }
         Ok(Some(account)) => Some(account),
         _ => {
-            problems.push("server.user", ProblemKind::UnknownAccount(user.to_owned()));
+            problems.push(
+                "server.user",
+                ProcessProblem::UnknownAccount(user.to_owned()),
+            );
             None
         }
     };
     let gid = match group {
         Some(group) => match nix::unistd::Group::from_name(group) {
             Ok(Some(found)) if found.gid.as_raw() == 0 => {
-                problems.push("server.group", ProblemKind::RootAccount(group.to_owned()));
+                problems.push(
+                    "server.group",
+                    ProcessProblem::RootAccount(group.to_owned()),
+                );
                 None
             }
             Ok(Some(found)) => Some(found.gid),
             _ => {
                 problems.push(
                     "server.group",
-                    ProblemKind::UnknownAccount(group.to_owned()),
+                    ProcessProblem::UnknownAccount(group.to_owned()),
                 );
                 None
             }
         },
         None => match &account {
             Some(account) if account.gid.as_raw() == 0 => {
-                problems.push("server.user", ProblemKind::RootGroup(user.to_owned()));
+                problems.push("server.user", ProcessProblem::RootGroup(user.to_owned()));
                 None
             }
             account => account.as_ref().map(|a| a.gid),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{AccessFlags, Uid};
 
-use crate::config::{FileAccess, Need, Problem, ProblemKind, RunAs};
+use crate::config::{FileAccess, Need, Problem, ProcessProblem, RunAs};
 
 /// How far the judging went.
 #[derive(Debug)]
@@ -70,19 +70,22 @@ pub fn judge_files(run_as: &RunAs, config: &Path, access: &FileAccess) -> Judged
             need,
         });
     }
+    let refused = |key: &str, need, path: &Path, source| Problem {
+        key: key.to_owned(),
+        kind: ProcessProblem::AccountAccess {
+            user: run_as.user.clone(),
+            need,
+            path: path.to_owned(),
+            source,
+        }
+        .into(),
+    };
     let errors = if Uid::effective().is_root() {
         match in_child(run_as, &probes) {
             Ok(errors) => errors,
             Err(source) => {
-                return Judged::As(vec![Problem {
-                    key: "server.user".to_owned(),
-                    kind: ProblemKind::AccountAccess {
-                        user: run_as.user.clone(),
-                        need: "be switched to to judge",
-                        path: config.to_owned(),
-                        source,
-                    },
-                }]);
+                let problem = refused("server.user", "be switched to to judge", config, source);
+                return Judged::As(vec![problem]);
             }
         }
     } else if Uid::current().as_raw() == run_as.uid {
@@ -97,14 +100,9 @@ pub fn judge_files(run_as: &RunAs, config: &Path, access: &FileAccess) -> Judged
         .into_iter()
         .zip(errors)
         .filter(|(_, errno)| *errno != 0)
-        .map(|(probe, errno)| Problem {
-            key: probe.key,
-            kind: ProblemKind::AccountAccess {
-                user: run_as.user.clone(),
-                need: probe.need,
-                path: probe.path,
-                source: std::io::Error::from_raw_os_error(errno),
-            },
+        .map(|(probe, errno)| {
+            let source = std::io::Error::from_raw_os_error(errno);
+            refused(&probe.key, probe.need, &probe.path, source)
         })
         .collect();
     Judged::As(problems)

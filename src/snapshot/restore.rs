@@ -257,14 +257,13 @@ fn judge(raw: Vec<Raw>) -> Result<Restorable, RestoreError> {
     let mut members = Vec::new();
     for member in raw {
         let name = String::from_utf8_lossy(&member.header.path_bytes()).into_owned();
-        let path = match (member.path, member.kind) {
+        let (path, dir) = match (member.path, member.kind) {
             (Err(why), _) | (_, Err(why)) => {
                 refused.push(format!("  {name}: {why}"));
                 continue;
             }
             (Ok(path), Ok(dir)) => (path, dir),
         };
-        let (path, dir) = path;
         let allowed = if dir {
             dirs.contains(&path)
         } else {

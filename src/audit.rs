@@ -12,91 +12,26 @@
 //! minute, and one [`AuditRecord::Admin`] line per caller, endpoint, status and minute, each
 //! with a count.
 
+mod database;
 mod record;
+mod tunnel;
 mod writer;
 
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+pub use database::{DbSession, DbSessionNames, DbStatement, StatementOutcome};
 pub use record::{
-    AcmeIdentifier, AcmeOutcome, AcmeProblem, AcmeSubproblem, AuditRecord, ClosedBy, Decision,
-    Outcome, Timestamp, Trigger,
+    AcmeIdentifier, AcmeOutcome, AcmeProblem, AcmeSubproblem, AuditRecord, Decision, Outcome,
+    Timestamp, Trigger,
 };
+pub use tunnel::{ClosedBy, TunnelAudit};
 use writer::{Message, QUEUE_CAPACITY, Writer};
 
 use crate::access_log::{RouteLabel, logged_path};
 use crate::config::{LogSettings, PathLogging};
 use crate::daily::{DailyFile, LogHealth};
-
-/// One tunnel's two lines in the audit trail: [`open`](Self::open) writes the first, and the
-/// close line is written when the tunnel ends, or when this is dropped without a close (the
-/// client went away before the tunnel was set up).
-#[derive(Debug)]
-pub struct TunnelAudit {
-    audit: std::sync::Arc<Audit>,
-    id: String,
-    user: String,
-    tunnel: String,
-    opened: std::time::Instant,
-    closed: Option<(ClosedBy, u64, u64)>,
-    /// Whether a second factor was passed to open it.
-    pub second_factor: bool,
-}
-
-impl TunnelAudit {
-    /// Writes the open line of a tunnel the gateway admitted, named by its request's id;
-    /// `second_factor` when a code or a second-factor session admitted it.
-    pub fn open(
-        audit: std::sync::Arc<Audit>,
-        id: String,
-        (user, fingerprint): (&str, &[u8]),
-        tunnel: &str,
-        reason: &str,
-        second_factor: bool,
-    ) -> Self {
-        audit.record(AuditRecord::TunnelOpened {
-            ts: Timestamp::now(),
-            id: id.clone(),
-            user: user.to_owned(),
-            fingerprint: hex::encode(fingerprint),
-            tunnel: tunnel.to_owned(),
-            decision: Decision::Allowed,
-            reason: reason.to_owned(),
-        });
-        Self {
-            audit,
-            id,
-            user: user.to_owned(),
-            tunnel: tunnel.to_owned(),
-            opened: std::time::Instant::now(),
-            closed: None,
-            second_factor,
-        }
-    }
-
-    /// Writes the close line: who ended the tunnel and the bytes each way.
-    pub fn close(mut self, by: ClosedBy, bytes_from_client: u64, bytes_to_client: u64) {
-        self.closed = Some((by, bytes_from_client, bytes_to_client));
-    }
-}
-
-impl Drop for TunnelAudit {
-    fn drop(&mut self) {
-        let (closed_by, bytes_from_client, bytes_to_client) =
-            self.closed.unwrap_or((ClosedBy::Client, 0, 0));
-        self.audit.record(AuditRecord::TunnelClosed {
-            ts: Timestamp::now(),
-            id: std::mem::take(&mut self.id),
-            user: std::mem::take(&mut self.user),
-            tunnel: std::mem::take(&mut self.tunnel),
-            duration_ms: u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX),
-            bytes_from_client,
-            bytes_to_client,
-            closed_by,
-        });
-    }
-}
 
 /// The audit trail's front: cheap, non-blocking sends to the writer thread.
 #[derive(Debug)]

@@ -46,7 +46,8 @@ pub use process::{
 pub use recipients::AgeRecipient;
 pub use settings::{
     AdminSettings, HealthSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging,
-    Peering, RouteAction, RouteConfig, TunnelConfig, UpstreamAddr, UpstreamConfig, UpstreamId,
+    Peering, PostgresSettings, RouteAction, RouteConfig, TunnelConfig, UpstreamAddr,
+    UpstreamConfig, UpstreamId,
 };
 pub use shared::{MIN_SESSION_KEY_BYTES, RedisSettings, RedisTls, Secret, SharedSettings};
 
@@ -189,6 +190,7 @@ impl Config {
     }
 
     fn assemble(raw: RawConfig, values: Values, files: Files) -> Self {
+        let tunnels = files.with_database_roots(values.tunnels);
         let gateway = raw
             .gateway
             .as_ref()
@@ -208,7 +210,7 @@ impl Config {
             environments: values.environments,
             upstreams: values.upstreams,
             routes: values.routes,
-            tunnels: values.tunnels,
+            tunnels,
             limits: values.limits,
             log: log_settings(&raw.log),
             peerings: values.peerings,

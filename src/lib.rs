@@ -80,6 +80,7 @@ mod layers;
 mod lifecycle;
 mod metrics;
 mod networks;
+mod postgres;
 mod proxy_protocol;
 mod redirect;
 mod relay;

@@ -360,6 +360,9 @@ fn connect(options: portcullis::tunnel_client::ConnectOptions) -> anyhow::Result
         .build()
         .context("starting the runtime")?;
     let relayed = runtime.block_on(async {
+        if let Some(addr) = options.listen {
+            return portcullis::tunnel_client::listen(&options, addr).await;
+        }
         let local = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
         portcullis::tunnel_client::connect(&options, local).await
     });

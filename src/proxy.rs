@@ -204,6 +204,7 @@ async fn open_tunnel(
         idle_timeout,
         audit,
         grant,
+        postgres,
     } = tunnel;
     let second_factor = audit.second_factor;
     let lease = match proxy.tunnels.reserve(&proxy.conn) {
@@ -228,6 +229,7 @@ async fn open_tunnel(
         conn: proxy.conn,
         idle_timeout,
         lease,
+        postgres,
         terms: TunnelTerms {
             upstream,
             second_factor,

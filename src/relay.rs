@@ -32,6 +32,7 @@ use crate::connection::{ConnectionInfo, Distrust};
 use crate::error::OverLimit;
 use crate::io::{Activity, Watched};
 use crate::lifecycle::Lifecycle;
+use crate::postgres::PgSession;
 use crate::routing::Action;
 use crate::upstream::Upstream;
 
@@ -82,6 +83,8 @@ pub struct Connected {
     pub idle_timeout: Duration,
     /// Its place among its user's tunnels and, on HTTP/2, its connection permit.
     pub lease: TunnelLease,
+    /// With `protocol = "postgres"`: the session the gateway speaks, not bytes it relays.
+    pub postgres: Option<PgSession>,
     /// What it was opened under, for a reload to judge again.
     pub terms: TunnelTerms,
 }
@@ -169,6 +172,7 @@ impl Tunnels {
                 conn,
                 idle_timeout,
                 lease: _lease,
+                postgres,
                 terms,
             } = tunnel;
             let Ok(client) = client.await else {
@@ -191,8 +195,17 @@ impl Tunnels {
                 terms: &terms,
             };
             let withdrawn = withdrawn(&tunnels.live, tunnels.reloads.clone(), opened);
+            let counts = (&mut from_client, &mut to_client);
+            let carried = async {
+                match &postgres {
+                    Some(session) => {
+                        crate::postgres::serve(client, upstream, session, &audit, counts).await
+                    }
+                    None => relay(client, upstream, counts).await,
+                }
+            };
             let closed_by = tokio::select! {
-                by = relay(client, upstream, &mut from_client, &mut to_client) => by,
+                by = carried => by,
                 () = activity.idle(idle_timeout) => ClosedBy::IdleTimeout,
                 () = tunnels.lifecycle.cut.cancelled() => ClosedBy::Shutdown,
                 by = withdrawn => by,
@@ -205,7 +218,11 @@ impl Tunnels {
 /// Copies both ways, counting bytes, until both sides have closed. A side that closes is
 /// passed on as a half-close (the other direction goes on, as SSH expects); whichever closed
 /// first closed the tunnel.
-async fn relay<C, U>(client: C, upstream: U, from_client: &mut u64, to_client: &mut u64) -> ClosedBy
+async fn relay<C, U>(
+    client: C,
+    upstream: U,
+    (from_client, to_client): (&mut u64, &mut u64),
+) -> ClosedBy
 where
     C: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite,

@@ -72,6 +72,8 @@ pub struct TunnelTarget {
     pub upstream: Arc<Upstream>,
     /// How long the stream may carry no byte either way.
     pub idle_timeout: Duration,
+    /// With `protocol = "postgres"`: the database the gateway speaks to.
+    pub postgres: Option<Arc<crate::postgres::PgTarget>>,
 }
 
 /// Why a `CONNECT` has no tunnel.

@@ -24,8 +24,12 @@ use crate::certs::{CertError, load_roots};
 use crate::gateway::OTP_HEADER;
 
 mod defaults;
+mod expiry;
+mod listen;
 
 use defaults::Settings;
+use expiry::{time_left, warn_if_expiring};
+pub use listen::listen;
 
 /// What `portcullis connect` was asked to do: its command-line flags, which may also come from
 /// the environment, and for the gateway, its name, the certificate, key and CA, from
@@ -56,6 +60,10 @@ pub struct ConnectOptions {
     /// [`hide_otp_flag`]).
     #[arg(long, env = "PORTCULLIS_OTP", hide_env_values = true)]
     pub otp: Option<String>,
+    /// Listen here (a loopback address) and open one tunnel for each connection, for clients
+    /// that cannot use a ProxyCommand (psql, JDBC, GUI tools).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
     /// What to open: name:port, as the gateway's tunnels name it (ssh's %h:%p).
     pub target: String,
 }
@@ -119,6 +127,20 @@ pub enum ConnectError {
     /// The code was wrong, expired or already used.
     #[error("the gateway did not accept the TOTP code")]
     OtpRejected,
+    /// `--listen` on an address other machines reach: they would use your certificate.
+    #[error(
+        "--listen {0}: only a loopback address (127.0.0.1, ::1): anyone who reaches it uses your certificate"
+    )]
+    NotLoopback(std::net::SocketAddr),
+    /// The listening socket.
+    #[error("--listen {addr}: {source}")]
+    Listen {
+        /// Where.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Opens the tunnel and relays `local` (stdin and stdout for ssh) through it until both
@@ -127,25 +149,46 @@ pub async fn connect<L>(options: &ConnectOptions, mut local: L) -> Result<(), Co
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
+    let (settings, tls) = prepare(options)?;
+    let mut code = options.otp.clone();
+    let tunnel = open_asking(&settings, &options.target, tls, &mut code, false).await?;
+    let mut tunnel = TokioIo::new(tunnel);
+    // Either side ending is passed on as a half-close; the relay ends when both have.
+    let _ = tokio::io::copy_bidirectional(&mut local, &mut tunnel).await;
+    Ok(())
+}
+
+/// The settings and TLS client of `options`, checked.
+fn prepare(
+    options: &ConnectOptions,
+) -> Result<(Settings, Arc<rustls::ClientConfig>), ConnectError> {
     if !has_port(&options.target) {
         return Err(ConnectError::Target(options.target.clone()));
     }
     let settings = defaults::settings(options)?;
     let tls = Arc::new(client_config(&settings)?);
-    let mut otp = options.otp.clone();
+    Ok((settings, tls))
+}
+
+/// Opens a tunnel, with `code` when there is one; asks for a code on the terminal when the
+/// gateway wants one and there is none, or when `stale` (the code was used before and the
+/// gateway's second-factor session has since ended).
+async fn open_asking(
+    settings: &Settings,
+    target: &str,
+    tls: Arc<rustls::ClientConfig>,
+    code: &mut Option<String>,
+    mut stale: bool,
+) -> Result<Upgraded, ConnectError> {
     loop {
-        let tunnel = match open(&settings, &options.target, tls.clone(), otp.as_deref()).await? {
-            Opened::Tunnel(tunnel) => tunnel,
-            Opened::WantsCode if otp.is_none() => {
-                otp = Some(ask_code(&options.target)?);
-                continue;
+        match open(settings, target, tls.clone(), code.as_deref()).await? {
+            Opened::Tunnel(tunnel) => return Ok(tunnel),
+            Opened::WantsCode if code.is_none() || stale => {
+                *code = Some(ask_code(target)?);
+                stale = false;
             }
             Opened::WantsCode => return Err(ConnectError::OtpRejected),
-        };
-        let mut tunnel = TokioIo::new(tunnel);
-        // Either side ending is passed on as a half-close; the relay ends when both have.
-        let _ = tokio::io::copy_bidirectional(&mut local, &mut tunnel).await;
-        return Ok(());
+        }
     }
 }
 
@@ -254,35 +297,6 @@ fn client_config(options: &Settings) -> Result<rustls::ClientConfig, ConnectErro
         .with_client_auth_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
-}
-
-/// Short-lived certificates end by themselves: say so a week ahead, on stderr (stdout is
-/// ssh's), so that the employee asks for a new one before the gateway refuses the old.
-const EXPIRY_NOTICE: Duration = Duration::from_secs(7 * 86_400);
-
-/// How long `leaf` has left at `now`; zero when it has expired, `None` when it cannot be read.
-fn time_left(leaf: &CertificateDer<'_>, now: SystemTime) -> Option<Duration> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf).ok()?;
-    let not_after = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
-    let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(not_after.saturating_sub(now)))
-}
-
-fn warn_if_expiring(cert: &std::path::Path, left: Duration) {
-    if left.is_zero() {
-        eprintln!(
-            "portcullis: {} has expired: ask for a new one (`portcullis employees renew`)",
-            cert.display()
-        );
-    } else if left < EXPIRY_NOTICE {
-        let hours = left.as_secs() / 3600;
-        eprintln!(
-            "portcullis: {} expires in {} days {} hours: ask for a new one (`portcullis employees renew`)",
-            cert.display(),
-            hours / 24,
-            hours % 24
-        );
-    }
 }
 
 /// When the code came as `--otp CODE` (or `--otp=CODE`), runs this program again, as the same

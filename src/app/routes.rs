@@ -68,6 +68,10 @@ pub(super) fn compile(config: &Config) -> Routes {
                     port: tunnel.port,
                     upstream: upstreams[tunnel.upstream.index()].clone(),
                     idle_timeout: tunnel.idle_timeout,
+                    postgres: tunnel
+                        .postgres
+                        .as_ref()
+                        .map(|pg| Arc::new(crate::postgres::PgTarget::new(pg))),
                 }),
                 access: Some(tunnel.access.clone()),
                 max_body_bytes: 0,

@@ -4,6 +4,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::database::{DbSession, DbStatement};
+pub use super::tunnel::ClosedBy;
+
 /// One line of the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -78,6 +81,10 @@ pub enum AuditRecord {
         /// Who or what ended it.
         closed_by: ClosedBy,
     },
+    /// A statement that changed, or may have changed, a database through a tunnel.
+    DbStatement(DbStatement),
+    /// The end of a database session through a tunnel: what it read, changed and was refused.
+    DbSession(DbSession),
     /// A configuration load or reload.
     Config {
         /// RFC 3339 UTC.
@@ -290,36 +297,6 @@ pub enum Decision {
     MfaFailed,
     /// Too many wrong codes: the user is locked out for a while.
     MfaLocked,
-}
-
-/// What ended a tunnel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClosedBy {
-    /// The client closed its side first, or went away.
-    Client,
-    /// The target closed its side first.
-    Upstream,
-    /// The target could not be reached: the tunnel never carried a byte.
-    UpstreamFailed,
-    /// No byte either way for the tunnel's `idle_timeout`.
-    IdleTimeout,
-    /// The proxy shut down and its grace period ended.
-    Shutdown,
-    /// A reload no longer trusts the client certificate (revoked, CA removed).
-    Revoked,
-    /// The client certificate, or a revocation list it depends on, is past its time.
-    Expired,
-    /// Not opened: its user had `max_tunnels_per_user` open, or no connection permit was left.
-    OverLimit,
-    /// A reload changed the tunnel's upstream, or now asks for a second factor it was opened
-    /// without.
-    Reconfigured,
-    /// A reload removed the tunnel, or the user's grant on it, or the access request it was
-    /// opened under is no longer approved.
-    GrantRemoved,
-    /// The access request it was opened under reached its end.
-    GrantExpired,
 }
 
 /// What caused a configuration load.

@@ -186,6 +186,22 @@ fn describe_exposure(config: &Config, out: &mut String) {
             who_passes(&tunnel.access),
             humantime::format_duration(tunnel.idle_timeout)
         );
+        if let Some(pg) = &tunnel.postgres {
+            let writes = if !pg.read_only {
+                "changes audited".to_owned()
+            } else if pg.allow_write.is_empty() {
+                "read-only".to_owned()
+            } else {
+                let writers: Vec<String> = pg.allow_write.iter().map(ToString::to_string).collect();
+                format!("read-only but for {}", writers.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "    postgres over TLS to {} (CA {}); {writes}",
+                pg.server_name.to_str(),
+                pg.tls_ca.display()
+            );
+        }
         describe_addrs(upstream, out);
     }
     if config.gateway.is_some() {

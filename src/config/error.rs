@@ -346,6 +346,16 @@ pub enum ProblemKind {
     /// The same host, target and port twice.
     #[error("another tunnel already serves {0:?}")]
     DuplicateTunnel(String),
+    /// A database key on a tunnel that carries bytes.
+    #[error("only with protocol = \"postgres\"")]
+    OnlyPostgres,
+    /// A database tunnel without the CA its database's certificate chains to.
+    #[error("protocol = \"postgres\" needs tls_ca: the database is reached over TLS only")]
+    NoDatabaseCa,
+    /// `allow_write` on a tunnel that is not read-only lets no one more through.
+    #[error("means nothing without read_only = true")]
+    AllowWriteWithoutReadOnly,
+
     /// No certificate at all.
     #[error("at least one certificate is required")]
     NoCertificate,

@@ -5,7 +5,7 @@
 //! with those; nothing here writes: `check` leaves the disk as it found it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,7 +15,7 @@ use rustls::pki_types::pem::PemObject;
 use super::problems::{Key, Problems};
 use super::raw::{RawAcme, RawConfig, RawGateway};
 use super::shared::SharedFiles;
-use super::{CrlUpdate, ProblemKind};
+use super::{CrlUpdate, ProblemKind, TunnelConfig};
 use crate::certs::{CertStore, load_certificate, load_roots};
 
 /// What the files hold.
@@ -24,6 +24,20 @@ pub(super) struct Files {
     /// `None` without a `[gateway]`.
     pub(super) gateway: Option<GatewayFiles>,
     pub(super) shared: SharedFiles,
+    /// `[[tunnels]] tls_ca`, by path.
+    database_roots: BTreeMap<PathBuf, Arc<rustls::RootCertStore>>,
+}
+
+impl Files {
+    /// `tunnels` with their databases' CAs.
+    pub(super) fn with_database_roots(&self, mut tunnels: Vec<TunnelConfig>) -> Vec<TunnelConfig> {
+        for postgres in tunnels.iter_mut().filter_map(|t| t.postgres.as_mut()) {
+            if let Some(roots) = self.database_roots.get(&postgres.tls_ca) {
+                postgres.roots = roots.clone();
+            }
+        }
+        tunnels
+    }
 }
 
 /// Reads every file `raw` names.
@@ -35,6 +49,18 @@ pub(super) fn read(raw: &RawConfig) -> Result<Files, Problems> {
         self::acme(acme, &mut problems);
     }
     let shared = super::shared::read(&raw.shared, &mut problems);
+    let database_roots = raw
+        .tunnels
+        .iter()
+        .enumerate()
+        .filter_map(|(i, tunnel)| {
+            let ca = tunnel.tls_ca.as_ref()?;
+            load_roots(ca)
+                .map_err(|e| problems.push(Key::new("tunnels").index(i).field("tls_ca"), e))
+                .ok()
+                .map(|roots| (ca.clone(), Arc::new(roots)))
+        })
+        .collect();
     // It holds the ACME account key: private like the cache it copies.
     if let Some(snapshots) = &raw.snapshots
         && snapshots.dir.is_dir()
@@ -46,6 +72,7 @@ pub(super) fn read(raw: &RawConfig) -> Result<Files, Problems> {
         certificates,
         gateway,
         shared,
+        database_roots,
     })
 }
 

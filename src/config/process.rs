@@ -199,6 +199,11 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
             }
         }
     }
+    for (i, tunnel) in raw.tunnels.iter().enumerate() {
+        if let Some(ca) = &tunnel.tls_ca {
+            add(Key::new("tunnels").index(i).field("tls_ca"), ca, Need::Read);
+        }
+    }
     if let Some(snapshots) = &raw.snapshots {
         add(Key::new("snapshots.dir"), &snapshots.dir, Need::Write);
     }

@@ -250,6 +250,31 @@ pub struct RawTunnel {
     /// How long an open tunnel may carry no byte either way.
     #[serde(default = "tunnel_idle_timeout")]
     pub idle_timeout: String,
+    /// What the tunnel carries: `tcp` (bytes, as they come) or `postgres`.
+    #[serde(default)]
+    pub protocol: RawProtocol,
+    /// With `postgres`: the CA the database's certificate must chain to.
+    pub tls_ca: Option<PathBuf>,
+    /// With `postgres`: the name the database's certificate must carry; `target` without it.
+    pub server_name: Option<String>,
+    /// With `postgres`: statements that change anything are refused...
+    #[serde(default)]
+    pub read_only: bool,
+    /// ... except for these users and groups.
+    #[serde(default)]
+    pub allow_write: Vec<String>,
+    /// With `postgres`: a line for every read too, not only a count per session.
+    #[serde(default)]
+    pub log_reads: bool,
+}
+
+/// `[[tunnels]] protocol`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProtocol {
+    #[default]
+    Tcp,
+    Postgres,
 }
 
 fn ssh_port() -> u16 {

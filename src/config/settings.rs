@@ -152,6 +152,21 @@ pub struct TunnelConfig {
     pub access: RouteAccess,
     /// How long it may carry no byte either way.
     pub idle_timeout: Duration,
+    /// With `protocol = "postgres"`: the database's TLS and what its users may do.
+    pub postgres: Option<PostgresSettings>,
+}
+
+/// A `protocol = "postgres"` tunnel's database.
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// `tls_ca`, read in phase 2 (empty, so that every handshake fails, until then).
+    pub tls_ca: std::path::PathBuf,
+    pub roots: std::sync::Arc<rustls::RootCertStore>,
+    /// The name the database's certificate must carry.
+    pub server_name: rustls::pki_types::ServerName<'static>,
+    pub read_only: bool,
+    pub allow_write: Vec<Grant>,
+    pub log_reads: bool,
 }
 
 impl TunnelConfig {

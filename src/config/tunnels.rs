@@ -3,12 +3,15 @@
 //! every upstream rule holds: private networks of its environment, metadata endpoints never),
 //! and who may open it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::gateway::access_rules;
+use rustls::pki_types::ServerName;
+
+use super::gateway::{access_rules, grants};
 use super::problems::{Key, Problems};
-use super::raw::RawConfig;
-use super::{ProblemKind, TunnelConfig, UpstreamConfig, UpstreamId};
+use super::raw::{RawConfig, RawGateway, RawProtocol, RawTunnel};
+use super::{PostgresSettings, ProblemKind, TunnelConfig, UpstreamConfig, UpstreamId};
 use crate::host::{HostPattern, is_dns_name};
 
 pub(super) fn validate_tunnels(
@@ -64,6 +67,7 @@ pub(super) fn validate_tunnels(
             continue;
         };
         let access = access_rules(&tunnel.allow, tunnel.mfa, &tunnel_key, gateway, problems);
+        let postgres = database(tunnel, &target, &tunnel_key, gateway, problems);
         // A declared upstream missing here was refused with its own key.
         let (Some(host), Some(upstream)) = (host, upstream) else {
             continue;
@@ -75,6 +79,7 @@ pub(super) fn validate_tunnels(
             upstream: UpstreamId(upstream),
             access,
             idle_timeout,
+            postgres,
         };
         if tunnels.iter().any(|t| t.name() == tunnel.name()) {
             problems.push(key("target"), ProblemKind::DuplicateTunnel(tunnel.name()));
@@ -82,6 +87,63 @@ pub(super) fn validate_tunnels(
         tunnels.push(tunnel);
     }
     tunnels
+}
+
+/// A `protocol = "postgres"` tunnel's keys; each of them on a `tcp` tunnel is refused, as it
+/// would do nothing there.
+fn database(
+    tunnel: &RawTunnel,
+    target: &str,
+    key: &Key,
+    gateway: &RawGateway,
+    problems: &mut Problems,
+) -> Option<PostgresSettings> {
+    if tunnel.protocol == RawProtocol::Tcp {
+        let set = [
+            ("tls_ca", tunnel.tls_ca.is_some()),
+            ("server_name", tunnel.server_name.is_some()),
+            ("read_only", tunnel.read_only),
+            ("allow_write", !tunnel.allow_write.is_empty()),
+            ("log_reads", tunnel.log_reads),
+        ];
+        for (field, _) in set.iter().filter(|(_, set)| *set) {
+            problems.push(key.field(field), ProblemKind::OnlyPostgres);
+        }
+        return None;
+    }
+    let name = tunnel.server_name.as_deref().unwrap_or(target);
+    let server_name = ServerName::try_from(name.to_owned())
+        .map_err(|_| {
+            problems.push(
+                key.field("server_name"),
+                ProblemKind::ServerName(name.to_owned()),
+            )
+        })
+        .ok();
+    if !tunnel.allow_write.is_empty() && !tunnel.read_only {
+        problems.push(
+            key.field("allow_write"),
+            ProblemKind::AllowWriteWithoutReadOnly,
+        );
+    }
+    let allow_write = grants(
+        &tunnel.allow_write,
+        &key.field("allow_write"),
+        gateway,
+        problems,
+    );
+    let Some(tls_ca) = tunnel.tls_ca.clone() else {
+        problems.push(key.field("tls_ca"), ProblemKind::NoDatabaseCa);
+        return None;
+    };
+    Some(PostgresSettings {
+        tls_ca,
+        roots: Arc::new(rustls::RootCertStore::empty()),
+        server_name: server_name?,
+        read_only: tunnel.read_only,
+        allow_write,
+        log_reads: tunnel.log_reads,
+    })
 }
 
 fn is_address(name: &str) -> bool {

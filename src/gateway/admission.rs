@@ -20,6 +20,7 @@ use crate::audit::TunnelAudit;
 use crate::error::ProxyError;
 use crate::exchange::Exchange;
 use crate::host::RequestHost;
+use crate::postgres::PgSession;
 use crate::routing::{Action, Route, Routes};
 use crate::upstream::Upstream;
 
@@ -97,6 +98,8 @@ pub struct ToTunnel {
     pub audit: TunnelAudit,
     /// The approved access request it was opened under, if not the tunnel's `allow` list.
     pub grant: Option<ActiveGrant>,
+    /// With `protocol = "postgres"`: the database session it carries.
+    pub postgres: Option<PgSession>,
 }
 
 /// An admitted request taken apart by the proxy.
@@ -160,6 +163,7 @@ impl<B> Admitted<B> {
         routed: Routed<B>,
         audit: TunnelAudit,
         grant: Option<ActiveGrant>,
+        writable: bool,
     ) -> Result<Self, ProxyError> {
         let Action::Tunnel(target) = &routed.route.action else {
             return Err(ProxyError::Internal);
@@ -170,6 +174,10 @@ impl<B> Admitted<B> {
             idle_timeout: target.idle_timeout,
             audit,
             grant,
+            postgres: target.postgres.as_ref().map(|target| PgSession {
+                target: target.clone(),
+                writable,
+            }),
         });
         Ok(Self::new(routed, pass))
     }

@@ -12,6 +12,7 @@ use super::{Admission, Admitted, Basis, Gateway, Identity, Routed, second_factor
 use crate::audit::TunnelAudit;
 use crate::config::RouteAccess;
 use crate::error::{ProxyError, status_response};
+use crate::routing::Action;
 
 /// Carries the current TOTP code on a `CONNECT`; on a refusal, says why: `required` (no code
 /// was sent) or `rejected` (the code was wrong, expired or used before).
@@ -64,7 +65,20 @@ pub(super) async fn admit<B>(
         Basis::Granted(grant) => Some(grant.clone()),
         Basis::Allowed => None,
     };
-    let admitted = Admitted::tunnel(routed, audit, grant)?;
+    // A read-only database tunnel lets only its `allow_write` change anything.
+    let groups = gateway
+        .settings
+        .users
+        .get(&client.user)
+        .map_or(&[][..], |user| &user.groups);
+    let writable = match &route.action {
+        Action::Tunnel(target) => target
+            .postgres
+            .as_ref()
+            .is_none_or(|pg| pg.writable(&client.user, groups)),
+        _ => false,
+    };
+    let admitted = Admitted::tunnel(routed, audit, grant, writable)?;
     Ok(Admission::Forward(Box::new(admitted)))
 }
 

@@ -133,6 +133,7 @@ mod tests {
             key: None,
             ca: None,
             otp: None,
+            listen: None,
             target: "db1:22".into(),
         };
         let settings = settings(&options(None)).unwrap();

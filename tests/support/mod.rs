@@ -9,6 +9,7 @@ mod config;
 pub mod employees;
 pub mod enrolment;
 mod pki;
+pub mod postgres;
 mod raw;
 pub mod redis;
 pub mod upstream;

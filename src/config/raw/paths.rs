@@ -31,6 +31,7 @@ impl RawConfig {
                     .filter_map(|u| u.totp_secret_file.as_mut()),
             );
         }
+        paths.extend(self.tunnels.iter_mut().filter_map(|t| t.tls_ca.as_mut()));
         if let Some(snapshots) = &mut self.snapshots {
             paths.push(&mut snapshots.dir);
         }

@@ -1,0 +1,68 @@
+use super::*;
+
+fn kinds(sql: &str) -> Vec<Kind> {
+    classify(sql).into_iter().map(|c| c.kind).collect()
+}
+
+#[test]
+fn reads_and_changes_are_told_apart() {
+    use Kind::*;
+    for (sql, expected) in [
+        ("SELECT a, count(*) FROM t WHERE b = 'x' GROUP BY a", Read),
+        ("SHOW search_path", Read),
+        ("BEGIN", Read),
+        ("COMMIT", Read),
+        ("SET statement_timeout = 5", Read),
+        ("EXPLAIN DELETE FROM t", Read),
+        ("EXPLAIN ANALYZE DELETE FROM t", Delete),
+        ("COPY t TO STDOUT", Read),
+        ("COPY t TO '/tmp/out'", CopyOut),
+        ("COPY t FROM STDIN", CopyFrom),
+        ("INSERT INTO t VALUES (1)", Insert),
+        ("UPDATE t SET a = 1", Update),
+        ("DELETE FROM t", Delete),
+        ("TRUNCATE t", Truncate),
+        ("CREATE TABLE u (a int)", Create),
+        ("CREATE INDEX i ON t (a)", Create),
+        ("ALTER TABLE t ADD COLUMN c int", Alter),
+        ("DROP TABLE t", Drop),
+        ("GRANT SELECT ON t TO bob", Grant),
+        ("REVOKE SELECT ON t FROM bob", Revoke),
+        (
+            "WITH gone AS (DELETE FROM t RETURNING *) SELECT * FROM gone",
+            Delete,
+        ),
+        ("SELECT * INTO copy_of_t FROM t", Create),
+        ("SELECT nextval('s')", Unknown),
+        ("SELECT set_config('a', 'b', false)", Unknown),
+        ("SELECT * FROM dblink_exec('x')", Unknown),
+        ("CALL cleanup()", Unknown),
+        ("EXECUTE stmt(1)", Unknown),
+        ("VACUUM t", Other),
+        (
+            "DO $$ BEGIN DELETE FROM t; END $$",
+            kinds("DO $$ BEGIN END $$")[0],
+        ),
+        ("THIS IS NOT SQL", Unparsed),
+    ] {
+        assert_eq!(kinds(sql), vec![expected], "{sql}");
+    }
+    assert!(kinds("DO $$ BEGIN END $$")[0].changes());
+}
+
+#[test]
+fn tables_and_shapes_are_kept_without_values() {
+    let all = classify("UPDATE public.users SET email = 'canary@x' WHERE id = 7; DELETE FROM t");
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].tables, vec!["public.users".to_owned()]);
+    let normal = all[0].normalised.as_deref().unwrap();
+    assert!(
+        !normal.contains("canary") && !normal.contains('7'),
+        "{normal}"
+    );
+    assert_eq!(all[1].kind, Kind::Delete);
+    let unparsed = &classify("UPDATE t SET a = 'canary' WHERE")[0];
+    assert_eq!(unparsed.kind, Kind::Unparsed);
+    assert_eq!(unparsed.normalised, None);
+    assert!(unparsed.digest.is_some());
+}

@@ -10,6 +10,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+mod databases;
+
+pub use databases::{DatabaseChanges, Databases};
+
 use crate::audit::{AuditRecord, Decision, Timestamp};
 use crate::config::Config;
 use crate::daily::utc_date;
@@ -27,6 +31,8 @@ pub struct Report {
     pub unused_grants: Vec<String>,
     /// Access requests made, decided or ended in the period, by number.
     pub access_requests: BTreeMap<u64, RequestActivity>,
+    /// Through database tunnels: by tunnel and employee, the changes made.
+    pub databases: Databases,
 }
 
 /// One access request, as its audit lines tell it.
@@ -100,6 +106,8 @@ pub fn read_audit(dir: &Path, period: Duration, now: SystemTime) -> (Timestamp, 
                     | AuditRecord::Denied { ts, .. }
                     | AuditRecord::TunnelOpened { ts, .. }
                     | AuditRecord::AccessRequest { ts, .. } => *ts >= since,
+                    AuditRecord::DbStatement(line) => line.ts >= since,
+                    AuditRecord::DbSession(line) => line.ts >= since,
                     _ => false,
                 }),
         );
@@ -115,6 +123,7 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
         idle_users: Vec::new(),
         unused_grants: Vec::new(),
         access_requests: BTreeMap::new(),
+        databases: Databases::new(),
     };
     let mut used: BTreeSet<(String, String)> = BTreeSet::new();
     // Read before or after the request's own lines: the trail's files come in any order.
@@ -182,8 +191,8 @@ pub fn build(config: &Config, since: Timestamp, records: &[AuditRecord]) -> Repo
             AuditRecord::Denied { user, count, .. } => {
                 report.users.entry(user.clone()).or_default().denials += count;
             }
-            // Not yet in the report: `portcullis access-report` reads them in a later change.
-            AuditRecord::DbStatement(_) | AuditRecord::DbSession(_) => {}
+            AuditRecord::DbStatement(line) => databases::statement(&mut report.databases, line),
+            AuditRecord::DbSession(line) => databases::session(&mut report.databases, line),
             AuditRecord::TunnelClosed { .. }
             | AuditRecord::Config { .. }
             | AuditRecord::Admin { .. }
@@ -270,6 +279,10 @@ impl Report {
             &self.idle_users,
         ) + &section("Grants nobody used in this period:", &self.unused_grants)
             + &section("Access requests:", &self.request_lines())
+            + &section(
+                "Database changes, by tunnel and employee:",
+                &databases::lines(&self.databases),
+            )
     }
 
     fn request_lines(&self) -> Vec<String> {

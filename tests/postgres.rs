@@ -32,7 +32,10 @@ struct Rig {
     employees: Employees,
     _db: Postgres,
     https: u16,
+    config: std::path::PathBuf,
     said: Arc<Mutex<Vec<String>>>,
+    /// The CA of the pg2 tunnel, which did not sign the database's certificate.
+    _stranger: support::Pki,
     _proxy: Spawned,
 }
 
@@ -78,7 +81,9 @@ impl Rig {
             employees,
             _db: db,
             https,
+            config: file,
             said,
+            _stranger: stranger,
             _proxy: proxy,
         })
     }
@@ -234,6 +239,18 @@ async fn changes_are_audited_by_shape_and_no_value_is_written_anywhere() {
     let reads: u64 = sessions.iter().filter_map(|s| s["reads"].as_u64()).sum();
     assert_eq!(reads, 2, "{sessions:?}");
 
+    // The review: per tunnel and employee, which kinds of change how often.
+    let config = rig.config.to_str().unwrap();
+    let review = support::portcullis_ok(&["access-report", "-c", config, "--since", "1d"]);
+    let pg1 = review
+        .find("gw.corp.test CONNECT pg1:5432\n")
+        .expect(&review);
+    assert!(
+        review[pg1..].contains(
+            "  alice: create 1, delete 1, insert 1, update 2; failed 2, refused 0, unanswered 0; 7 sessions, 2 reads"
+        ),
+        "{review}"
+    );
     let written = rig.everything_written(&[&alice_said]);
     assert!(written.contains("db_statement"), "the trail was read");
     assert!(!written.contains(CANARY), "a value was written: {written}");

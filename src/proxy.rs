@@ -207,6 +207,7 @@ async fn open_tunnel(
         postgres,
     } = tunnel;
     let second_factor = audit.second_factor;
+    let writable = postgres.as_ref().map(|session| session.writable);
     let lease = match proxy.tunnels.reserve(&proxy.conn) {
         Ok(lease) => lease,
         Err(over) => {
@@ -234,6 +235,7 @@ async fn open_tunnel(
             upstream,
             second_factor,
             grant,
+            writable,
         },
     });
     Ok(Response::new(ResponseBody::empty()))

@@ -98,6 +98,8 @@ pub struct TunnelTerms {
     pub second_factor: bool,
     /// The approved access request it was opened under, if not its `allow` list.
     pub grant: Option<ActiveGrant>,
+    /// On a database tunnel, whether its user may change anything; `None` for bytes.
+    pub writable: Option<bool>,
 }
 
 impl Tunnels {
@@ -319,8 +321,13 @@ fn judge_again(app: &App, opened: Opened<'_>) -> Option<ClosedBy> {
     }
     let second_factor_missing =
         route.access.as_ref().is_some_and(|a| a.mfa) && !terms.second_factor;
+    // Sent elsewhere, or carried another way: a database session made read-only (or no
+    // longer one) ends, rather than go on under rules it no longer has.
     let moved = match &route.action {
-        Action::Tunnel(target) => !target.upstream.same_targets(&terms.upstream),
+        Action::Tunnel(target) => {
+            !target.upstream.same_targets(&terms.upstream)
+                || gateway.may_write(target, &client.user) != terms.writable
+        }
         _ => true,
     };
     (second_factor_missing || moved).then_some(ClosedBy::Reconfigured)

@@ -10,7 +10,8 @@
 //!   the row is unchanged, the session goes on, and `allow_write` lets its group write;
 //! - a database whose certificate the tunnel's CA does not vouch for is refused;
 //! - a malformed startup or an oversized message closes the tunnel, and the next one works;
-//! - `connect --listen` takes loopback addresses only.
+//! - `connect --listen` takes loopback addresses only;
+//! - a reload that takes write away ends the sessions that had it, and no other.
 
 mod support;
 
@@ -435,4 +436,39 @@ async fn database_keys_are_refused_by_key_where_they_mean_nothing_or_too_little(
     ));
     no_ca = no_ca.set("tunnels[0].port", 5432);
     support::assert_refused_with(&no_ca.text(), "tunnels[0].tls_ca", "needs tls_ca");
+}
+
+/// A reload that makes a tunnel read-only ends the sessions that could write on it; one whose
+/// rules did not change goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_takes_write_away_ends_the_writing_sessions() {
+    let Some(rig) = Rig::start().await else {
+        return;
+    };
+    let (_rw, rw_port, _) = rig.listen("alice", "pg1:5432");
+    let (_ro, ro_port, _) = rig.listen("alice", "pg1:5433");
+    let (writer, reader) = (driver(rw_port).await, driver(ro_port).await);
+    writer.simple_query("CREATE TABLE t (a int)").await.unwrap();
+    reader.simple_query("SELECT 1").await.unwrap();
+    let text = std::fs::read_to_string(&rig.config).unwrap();
+    let read_only = support::ConfigToml::parse(&text).set("tunnels[0].read_only", true);
+    std::fs::write(&rig.config, read_only.text()).unwrap();
+    let reloaded = std::process::Command::new("kill")
+        .args(["-HUP", &rig._proxy.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(reloaded.success());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !writer.is_closed() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the writing session outlived the reload"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    reader.simple_query("SELECT 2").await.unwrap();
+    let closes = rig.audit_lines("tunnel_closed", 1).await;
+    assert_eq!(closes.len(), 1, "{closes:?}");
+    assert_eq!(closes[0]["closed_by"], "reconfigured");
+    assert_eq!(closes[0]["tunnel"], "gw.corp.test CONNECT pg1:5432");
 }

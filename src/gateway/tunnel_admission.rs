@@ -12,7 +12,7 @@ use super::{Admission, Admitted, Basis, Gateway, Identity, Routed, second_factor
 use crate::audit::TunnelAudit;
 use crate::config::RouteAccess;
 use crate::error::{ProxyError, status_response};
-use crate::routing::Action;
+use crate::routing::{Action, TunnelTarget};
 
 /// Carries the current TOTP code on a `CONNECT`; on a refusal, says why: `required` (no code
 /// was sent) or `rejected` (the code was wrong, expired or used before).
@@ -65,21 +65,25 @@ pub(super) async fn admit<B>(
         Basis::Granted(grant) => Some(grant.clone()),
         Basis::Allowed => None,
     };
-    // A read-only database tunnel lets only its `allow_write` change anything.
-    let groups = gateway
-        .settings
-        .users
-        .get(&client.user)
-        .map_or(&[][..], |user| &user.groups);
     let writable = match &route.action {
-        Action::Tunnel(target) => target
-            .postgres
-            .as_ref()
-            .is_none_or(|pg| pg.writable(&client.user, groups)),
+        Action::Tunnel(target) => gateway.may_write(target, &client.user).unwrap_or(true),
         _ => false,
     };
     let admitted = Admitted::tunnel(routed, audit, grant, writable)?;
     Ok(Admission::Forward(Box::new(admitted)))
+}
+
+impl Gateway {
+    /// On a database tunnel, whether `user` may send statements that change anything: a
+    /// read-only one lets only its `allow_write` do so. `None` on a tunnel that carries bytes.
+    pub fn may_write(&self, target: &TunnelTarget, user: &str) -> Option<bool> {
+        let groups = self
+            .settings
+            .users
+            .get(user)
+            .map_or(&[][..], |settings| &settings.groups);
+        Some(target.postgres.as_ref()?.writable(user, groups))
+    }
 }
 
 fn otp_wanted(status: StatusCode, why: &'static str) -> http::Response<crate::body::ResponseBody> {

@@ -117,6 +117,11 @@ where
             },
         ),
     };
+    let packet = if session.writable {
+        packet
+    } else {
+        startup::read_only(&packet)
+    };
     if upstream.write_all(&packet).await.is_err() {
         return ClosedBy::UpstreamFailed;
     }

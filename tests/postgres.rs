@@ -195,7 +195,7 @@ async fn changes_are_audited_by_shape_and_no_value_is_written_anywhere() {
     assert_eq!(sqlstate(&failed), "23505");
     drop(client);
 
-    let lines = rig.audit_lines("db_statement", 7).await;
+    let lines = rig.audit_lines("db_statement", 6).await;
     let summary: Vec<(String, String, Option<u64>, String)> = lines
         .iter()
         .map(|l| {
@@ -277,6 +277,23 @@ async fn a_read_only_tunnel_refuses_changes_before_they_reach_the_database() {
         error.contains("read-only for you: update refused"),
         "{error}"
     );
+    // A write the gateway's reading misses (a function named like a read-only built-in) is
+    // refused by the database itself: the session's transactions are read-only there too, and
+    // turning that off is a change.
+    psql_ok(
+        bob_port,
+        "CREATE FUNCTION public.lower(int) RETURNS int LANGUAGE sql \
+         AS $$ UPDATE accounts SET owner = 'sneaky' RETURNING 1 $$",
+    );
+    let sneaky = psql(port, "SELECT lower(1)");
+    let error = String::from_utf8_lossy(&sneaky.stderr);
+    assert!(error.contains("read-only transaction"), "{error}");
+    let unlocked = psql(port, "SET default_transaction_read_only = off");
+    let error = String::from_utf8_lossy(&unlocked.stderr);
+    assert!(
+        error.contains("read-only for you: other refused"),
+        "{error}"
+    );
     assert_eq!(
         psql_ok(port, "SELECT owner FROM accounts WHERE id = 1"),
         "before"
@@ -296,13 +313,12 @@ async fn a_read_only_tunnel_refuses_changes_before_they_reach_the_database() {
     assert_eq!(row.get::<_, String>(0), "before");
     drop(client);
 
-    let lines = rig.audit_lines("db_statement", 5).await;
+    let lines = rig.audit_lines("db_statement", 6).await;
     let refusals: Vec<_> = lines.iter().filter(|l| l["outcome"] == "refused").collect();
-    assert_eq!(refusals.len(), 2, "{lines:?}");
-    for (line, kind) in refusals.iter().zip(["update", "delete"]) {
+    assert_eq!(refusals.len(), 3, "{lines:?}");
+    for (line, kind) in refusals.iter().zip(["update", "other", "delete"]) {
         assert_eq!(line["user"], "alice");
         assert_eq!(line["kind"], kind);
-        assert_eq!(line["tables"], serde_json::json!(["accounts"]));
     }
     assert!(
         lines

@@ -27,14 +27,15 @@ PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 PG_PORT=25432 HTTPS_PORT=28443 LISTEN_PORT=25433
 PIDS=()
 cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # SIGINT: PostgreSQL's fast shutdown; the others stop on it too.
+    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
 rm -rf "$WORK"
 mkdir -p "$WORK"
 chmod 755 "$WORK"
-"$BIN" dev-certs --dir "$WORK/certs" >/dev/null
+"$BIN" dev-certs --dir "$WORK/certs" >/dev/null 2>&1
 
 # The database: its own cluster, TLS with the dev certificate for localhost, SCRAM, hostssl only.
 install -d -o postgres -g postgres "$WORK/pg"
@@ -55,7 +56,9 @@ ssl_key_file = 'server.key'
 fsync = off
 CONF
 echo "hostssl all all 127.0.0.1/32 scram-sha-256" > "$WORK/pg/data/pg_hba.conf"
-as_pg "$PGBIN/postgres" -D "$WORK/pg/data" >"$WORK/pg/log" 2>&1 &
+# Not through as_pg: a function in the background is a subshell, and $! would be its pid.
+setpriv --reuid=postgres --regid=postgres --init-groups -- \
+    "$PGBIN/postgres" -D "$WORK/pg/data" >"$WORK/pg/log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 100); do
     "$PGBIN/pg_isready" -q -h 127.0.0.1 -p $PG_PORT && break
@@ -86,9 +89,12 @@ respond = { status = 200, body = "ok" }
 [log]
 dir = "logs"
 TOML
-install -d -m 700 "$WORK/ca-key"
-"$BIN" employees init -c "$CONFIG" --ca-key "$WORK/ca-key/employees.key" >/dev/null
-"$BIN" employees add bench -c "$CONFIG" --ca-key "$WORK/ca-key/employees.key" \
+# The employee CA's key lives outside every directory the proxy reads, as `init` requires.
+CA_KEY_DIR=$WORK-ca
+rm -rf "$CA_KEY_DIR"
+install -d -m 700 "$CA_KEY_DIR"
+"$BIN" employees init -c "$CONFIG" --ca-key "$CA_KEY_DIR/employees.key" >/dev/null
+"$BIN" employees add bench -c "$CONFIG" --ca-key "$CA_KEY_DIR/employees.key" \
     --out "$WORK/bench" >/dev/null
 cat >> "$CONFIG" <<TOML
 [[tunnels]]

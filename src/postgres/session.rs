@@ -36,6 +36,13 @@ pub struct Ends<'a> {
     pub log_reads: bool,
 }
 
+/// How the client's statements are judged.
+#[derive(Clone, Copy)]
+struct Judged {
+    writable: bool,
+    keep_reads: bool,
+}
+
 /// Relays until either side ends; then writes the unanswered changes and the session line.
 pub async fn relay<C, U>(
     client: C,
@@ -56,11 +63,15 @@ where
         BufReader::new(upstream_read),
         BufWriter::new(upstream_write),
     );
+    let judged = Judged {
+        writable: ends.writable,
+        keep_reads: ends.log_reads,
+    };
     let up = requests(
         &mut client_read,
         &mut upstream_write,
         &flow,
-        ends.writable,
+        judged,
         from_client,
     );
     let down = answers(
@@ -112,7 +123,10 @@ async fn requests(
     client: &mut BufReader<impl AsyncRead + Unpin>,
     upstream: &mut BufWriter<impl AsyncWrite + Unpin>,
     flow: &Mutex<Flow>,
-    writable: bool,
+    Judged {
+        writable,
+        keep_reads,
+    }: Judged,
     count: &mut u64,
 ) -> Result<(), WireError> {
     // What each prepared statement and bound portal is, by name, as the client made them.
@@ -135,7 +149,10 @@ async fn requests(
                 let sql = Fields::new(&body)
                     .cstr()
                     .ok_or(WireError::Malformed("Query"))?;
-                let classified: Vec<_> = classify(sql).into_iter().map(Arc::new).collect();
+                let classified: Vec<_> = classify(sql, keep_reads)
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect();
                 let refused = !writable && classified.iter().any(|s| s.kind.changes());
                 lock(flow).push(Pending::Query {
                     statements: classified,
@@ -154,7 +171,15 @@ async fn requests(
                 let (Some(name), Some(sql)) = (fields.cstr(), fields.cstr()) else {
                     return Err(WireError::Malformed("Parse"));
                 };
-                let classified = classify(sql).into_iter().next().map(Arc::new);
+                // The database takes one statement in a Parse; were there more, the one that
+                // changes something is the one judged.
+                let mut all = classify(sql, keep_reads).into_iter();
+                let first = all.next();
+                let classified = all
+                    .find(|s| s.kind.changes())
+                    .filter(|_| first.as_ref().is_some_and(|f| !f.kind.changes()))
+                    .or(first)
+                    .map(Arc::new);
                 if refuse(&classified) {
                     statements.remove(name);
                     lock(flow).push(Pending::Parse(classified));

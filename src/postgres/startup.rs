@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
 
-use super::wire::{Fields, MAX_STARTUP, WireError};
+use super::wire::{Fields, MAX_STARTUP, WireError, push_cstr};
 
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
@@ -84,6 +84,34 @@ fn startup(packet: Vec<u8>) -> Result<First, WireError> {
     })
 }
 
+/// The startup packet of a session that may not write: `default_transaction_read_only` on, in
+/// its `options`, so that the database refuses any write the gateway's reading of a statement
+/// missed (a function that writes, say); the gateway refuses the statements that would turn it
+/// off.
+pub fn read_only(packet: &[u8]) -> Vec<u8> {
+    const FLAG: &str = "-c default_transaction_read_only=on";
+    let mut body = packet[4..8].to_vec();
+    let mut fields = Fields::new(&packet[8..]);
+    let mut had_options = false;
+    while let Some(name) = fields.cstr().filter(|n| !n.is_empty()) {
+        let value = fields.cstr().unwrap_or_default();
+        push_cstr(&mut body, name);
+        if name == "options" {
+            had_options = true;
+            push_cstr(&mut body, &format!("{value} {FLAG}"));
+        } else {
+            push_cstr(&mut body, value);
+        }
+    }
+    if !had_options {
+        push_cstr(&mut body, "options");
+        push_cstr(&mut body, FLAG);
+    }
+    body.push(0);
+    let len = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
+    [len.to_be_bytes().to_vec(), body].concat()
+}
+
 /// Asks the database for TLS and completes the handshake, verifying its certificate.
 pub async fn secure<U>(
     mut upstream: U,
@@ -134,6 +162,28 @@ mod tests {
         let mut answers = [0u8; 2];
         far.read_exact(&mut answers).await.unwrap();
         assert_eq!(&answers, b"NN");
+    }
+
+    #[tokio::test]
+    async fn a_read_only_startup_asks_the_database_for_read_only_transactions() {
+        for (sent, options) in [
+            (&b"user\0app\0\0"[..], "-c default_transaction_read_only=on"),
+            (
+                b"user\0app\0options\0-c search_path=x\0\0",
+                "-c search_path=x -c default_transaction_read_only=on",
+            ),
+        ] {
+            let changed = read_only(&packet(196_608, sent));
+            let (mut near, mut far) = tokio::io::duplex(4096);
+            far.write_all(&changed).await.unwrap();
+            let First::Startup { packet, user, .. } = from_client(&mut near).await.unwrap() else {
+                panic!("not a startup");
+            };
+            assert_eq!(user, "app");
+            let text = String::from_utf8_lossy(&packet);
+            assert!(text.contains(&format!("options\0{options}\0")), "{text:?}");
+            assert_eq!(text.matches("options").count(), 1);
+        }
     }
 
     #[tokio::test]

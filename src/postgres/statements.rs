@@ -12,6 +12,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use super::normal::{digest, normalise};
 
@@ -84,21 +85,41 @@ pub struct Classified {
 }
 
 /// The statements of one `Query` or `Parse` message, in order; one [`Kind::Unparsed`] when the
-/// text does not parse.
-pub fn classify(sql: &str) -> Vec<Classified> {
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+/// text does not parse, or when what it means depends on a setting the gateway cannot know
+/// (below). The shape and digest of a read are kept only when `keep_reads`: reads are counted,
+/// not written, unless `log_reads` says so.
+pub fn classify(sql: &str, keep_reads: bool) -> Vec<Classified> {
+    let unparsed = || {
         let normalised = normalise(sql);
-        return vec![Classified {
+        vec![Classified {
             kind: Kind::Unparsed,
             tables: Vec::new(),
             digest: normalised.as_deref().map(digest),
             normalised: None,
-        }];
+        }]
     };
-    statements.iter().map(one).collect()
+    let dialect = PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return unparsed();
+    };
+    // With `standard_conforming_strings = off` (a client may set it), a backslash escapes a
+    // quote in '...' and the string ends elsewhere than this tokenizer (which follows the
+    // default, on) says: `SELECT 'a\', ' ; DELETE FROM t; -- '` is one read here and a DELETE
+    // there. The two readings agree up to the first backslash in such a string, so a
+    // statement without one means the same either way, and one with one is not judged.
+    let ambiguous = tokens.iter().any(|t| {
+        matches!(t, Token::SingleQuotedString(text) | Token::NationalStringLiteral(text) if text.contains('\\'))
+    });
+    if ambiguous {
+        return unparsed();
+    }
+    match Parser::new(&dialect).with_tokens(tokens).parse_statements() {
+        Ok(statements) => statements.iter().map(|s| one(s, keep_reads)).collect(),
+        Err(_) => unparsed(),
+    }
 }
 
-fn one(statement: &Statement) -> Classified {
+fn one(statement: &Statement, keep_reads: bool) -> Classified {
     let mut seen = Seen::default();
     let _ = statement.visit(&mut seen);
     let kind = match (kind(statement), statement) {
@@ -111,7 +132,9 @@ fn one(statement: &Statement) -> Classified {
         },
         (kind, _) => kind,
     };
-    let normalised = normalise(&statement.to_string());
+    let normalised = (keep_reads || kind.changes())
+        .then(|| normalise(&statement.to_string()))
+        .flatten();
     Classified {
         kind,
         tables: seen.tables.into_iter().collect(),
@@ -135,6 +158,13 @@ fn kind(statement: &Statement) -> Kind {
             inner if *analyze => inner,
             _ => Kind::Read,
         },
+        // A read-only session is read-only in the database too
+        // (`default_transaction_read_only`, set at its start): changing that is a change.
+        Statement::Set(_) | Statement::StartTransaction { .. } | Statement::Reset(_)
+            if read_write(statement) =>
+        {
+            Kind::Other
+        }
         Statement::ShowVariable { .. }
         | Statement::ShowVariables { .. }
         | Statement::ShowTables { .. }
@@ -173,6 +203,12 @@ fn kind(statement: &Statement) -> Kind {
         Statement::Call(_) | Statement::Execute { .. } => Kind::Unknown,
         other => ddl(other),
     }
+}
+
+/// Whether a `SET`, `RESET` or `BEGIN` touches whether transactions may write.
+fn read_write(statement: &Statement) -> bool {
+    let text = statement.to_string().to_ascii_uppercase();
+    text.contains("READ_ONLY") || text.contains("READ WRITE") || text.contains("RESET ALL")
 }
 
 /// CREATE, ALTER and DROP by the name the statement prints with: sqlparser has a variant for

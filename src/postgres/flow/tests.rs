@@ -2,7 +2,7 @@ use super::*;
 use crate::postgres::statements::classify;
 
 fn statement(sql: &str) -> Arc<Classified> {
-    Arc::new(classify(sql).remove(0))
+    Arc::new(classify(sql, true).remove(0))
 }
 
 fn outcomes(done: &[Done]) -> Vec<(Kind, Outcome)> {

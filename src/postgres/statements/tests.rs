@@ -1,7 +1,7 @@
 use super::*;
 
 fn kinds(sql: &str) -> Vec<Kind> {
-    classify(sql).into_iter().map(|c| c.kind).collect()
+    classify(sql, true).into_iter().map(|c| c.kind).collect()
 }
 
 #[test]
@@ -52,7 +52,10 @@ fn reads_and_changes_are_told_apart() {
 
 #[test]
 fn tables_and_shapes_are_kept_without_values() {
-    let all = classify("UPDATE public.users SET email = 'canary@x' WHERE id = 7; DELETE FROM t");
+    let all = classify(
+        "UPDATE public.users SET email = 'canary@x' WHERE id = 7; DELETE FROM t",
+        true,
+    );
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].tables, vec!["public.users".to_owned()]);
     let normal = all[0].normalised.as_deref().unwrap();
@@ -61,8 +64,46 @@ fn tables_and_shapes_are_kept_without_values() {
         "{normal}"
     );
     assert_eq!(all[1].kind, Kind::Delete);
-    let unparsed = &classify("UPDATE t SET a = 'canary' WHERE")[0];
+    let unparsed = &classify("UPDATE t SET a = 'canary' WHERE", true)[0];
     assert_eq!(unparsed.kind, Kind::Unparsed);
     assert_eq!(unparsed.normalised, None);
     assert!(unparsed.digest.is_some());
+}
+
+#[test]
+fn what_a_setting_could_make_mean_otherwise_is_not_judged() {
+    use Kind::*;
+    // With standard_conforming_strings = off the server reads a DELETE here.
+    assert_eq!(
+        kinds("SELECT 'a\\', ' ; DELETE FROM t; -- '"),
+        vec![Unparsed]
+    );
+    assert_eq!(kinds("SELECT E'a\\'' || 'b'"), vec![Read]);
+    // `$` inside an identifier does not open a dollar quote.
+    assert!(
+        kinds("SELECT 1 AS a$b$; DELETE FROM t; SELECT $b$ x $b$")
+            .iter()
+            .any(|k| k.changes()),
+    );
+    for sql in [
+        "SET default_transaction_read_only = off",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+        "BEGIN READ WRITE",
+        "RESET ALL",
+        "RESET default_transaction_read_only",
+    ] {
+        assert!(kinds(sql)[0].changes(), "{sql}");
+    }
+    assert_eq!(kinds("BEGIN"), vec![Read]);
+}
+
+#[test]
+fn reads_keep_their_shape_only_when_asked() {
+    let read = &classify("SELECT a FROM t WHERE b = 'x'", false)[0];
+    assert_eq!((read.kind, read.normalised.as_deref()), (Kind::Read, None));
+    let change = &classify("DELETE FROM t WHERE b = 'x'", false)[0];
+    assert_eq!(
+        change.normalised.as_deref(),
+        Some("DELETE FROM t WHERE b = $1")
+    );
 }

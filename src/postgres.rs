@@ -10,6 +10,7 @@
 //! `SCRAM-SHA-256` (or what else the server offers) end to end with the database.
 
 mod flow;
+mod guard;
 mod normal;
 mod session;
 mod startup;

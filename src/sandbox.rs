@@ -75,6 +75,9 @@ pub fn confine(access: &FileAccess, config_path: &Path) -> Result<Sandbox, Sandb
             source,
         })?;
     }
+    // The main thread's stack bounds come from /proc/self/maps, which the sandbox hides:
+    // learnt now, stacker (the SQL parser's stack guard, `postgres/guard.rs`) knows them after.
+    let _ = stacker::remaining_stack();
     let sandbox = restrict(access, config_path)?;
     match sandbox {
         Sandbox::Full => {

@@ -110,13 +110,18 @@ pub fn classify(sql: &str, keep_reads: bool) -> Vec<Classified> {
     let ambiguous = tokens.iter().any(|t| {
         matches!(t, Token::SingleQuotedString(text) | Token::NationalStringLiteral(text) if text.contains('\\'))
     });
-    if ambiguous {
+    let Some(stack) = super::guard::stack_needed(&tokens).filter(|_| !ambiguous) else {
         return unparsed();
-    }
-    match Parser::new(&dialect).with_tokens(tokens).parse_statements() {
-        Ok(statements) => statements.iter().map(|s| one(s, keep_reads)).collect(),
-        Err(_) => unparsed(),
-    }
+    };
+    // The tree is judged, printed and dropped on the same stack: each of those recurses too.
+    let judged = stacker::maybe_grow(stack, stack * 2, || {
+        let statements = Parser::new(&dialect).with_tokens(tokens).parse_statements();
+        let judged: Option<Vec<Classified>> = statements
+            .ok()
+            .map(|all| all.iter().map(|s| one(s, keep_reads)).collect());
+        judged
+    });
+    judged.unwrap_or_else(unparsed)
 }
 
 fn one(statement: &Statement, keep_reads: bool) -> Classified {

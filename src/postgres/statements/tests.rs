@@ -107,3 +107,79 @@ fn reads_keep_their_shape_only_when_asked() {
         Some("DELETE FROM t WHERE b = $1")
     );
 }
+
+/// Hostile nestings just under the token cap are unparsed, on a thread of tokio's default
+/// stack size, in a debug build: never a stack overflow. Long flat statements still parse.
+#[test]
+fn deep_nesting_is_unparsed_not_a_stack_overflow() {
+    let deep = crate::postgres::guard::MAX_TOKENS / 2 - 10;
+    let on_small_stack = |sql: String| {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                classify(&sql, true)
+                    .into_iter()
+                    .map(|c| c.kind)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap()
+            .join()
+            .unwrap()
+    };
+    for sql in [
+        format!("SELECT {}1{}", "(".repeat(deep), ")".repeat(deep)),
+        format!("SELECT {}1", "- ".repeat(deep)),
+        format!("SELECT {}true", "NOT ".repeat(deep)),
+        format!(
+            "SELECT {}1{}",
+            "abs(".repeat(deep / 2),
+            ")".repeat(deep / 2)
+        ),
+        format!("SELECT CAST(1 AS int{})", "[]".repeat(deep)),
+        format!("SELECT 1{}", "::int".repeat(deep / 2)),
+        format!(
+            "SELECT {}1{}",
+            "(SELECT ".repeat(deep / 2),
+            ")".repeat(deep / 2)
+        ),
+        format!(
+            "SELECT {}1{}",
+            "ARRAY[".repeat(deep / 2),
+            "]".repeat(deep / 2)
+        ),
+        format!(
+            "SELECT {} 1 {}",
+            "CASE WHEN 1 THEN".repeat(deep / 4),
+            "END ".repeat(deep / 4)
+        ),
+        format!("SELECT 1{}", " + 1".repeat(deep)),
+        format!("SELECT 1 WHERE a = 1{}", " OR a = 1".repeat(deep / 4)),
+        format!("SELECT {}1", "INTERVAL ".repeat(deep)),
+    ] {
+        let head: String = sql.chars().take(40).collect();
+        assert_eq!(on_small_stack(sql), vec![Kind::Unparsed], "{head}");
+    }
+    // What people write: a long IN list, a long OR of conditions, a wide multi-row insert.
+    let params: Vec<String> = (1..=1000).map(|i| format!("${i}")).collect();
+    for (sql, kind) in [
+        (
+            format!("SELECT * FROM t WHERE id IN ({})", params.join(", ")),
+            Kind::Read,
+        ),
+        (
+            format!("SELECT * FROM t WHERE a = 1{}", " OR a = 2".repeat(500)),
+            Kind::Read,
+        ),
+        // The longest chain taken: the stack is grown to it.
+        (
+            format!("DELETE FROM t WHERE a = 1{}", " OR a = 2".repeat(511)),
+            Kind::Delete,
+        ),
+        (
+            format!("INSERT INTO t VALUES (1, 'x'){}", ", (2, 'y')".repeat(2000)),
+            Kind::Insert,
+        ),
+    ] {
+        assert_eq!(on_small_stack(sql), vec![kind]);
+    }
+}

@@ -115,14 +115,5 @@ fn operator(token: &Token) -> bool {
             | Token::Colon
             | Token::Whitespace(_)
             | Token::EOF
-    ) && !matches!(
-        token,
-        Token::SingleQuotedString(_)
-            | Token::DoubleQuotedString(_)
-            | Token::DollarQuotedString(_)
-            | Token::NationalStringLiteral(_)
-            | Token::EscapedStringLiteral(_)
-            | Token::UnicodeStringLiteral(_)
-            | Token::HexStringLiteral(_)
-    )
+    ) && !super::normal::string(token)
 }

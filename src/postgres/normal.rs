@@ -59,17 +59,9 @@ pub fn digest(normalised: &str) -> String {
 fn kept(token: &Token) -> bool {
     match token {
         Token::Word(_) | Token::Placeholder(_) => true,
-        Token::Number(..)
-        | Token::Char(_)
-        | Token::CopyData { .. }
-        | Token::SingleQuotedString(_)
-        | Token::DoubleQuotedString(_)
-        | Token::DollarQuotedString(_)
-        | Token::NationalStringLiteral(_)
-        | Token::EscapedStringLiteral(_)
-        | Token::UnicodeStringLiteral(_)
-        | Token::HexStringLiteral(_)
-        | Token::CustomBinaryOperator(_) => false,
+        Token::Number(..) | Token::Char(_) | Token::CopyData { .. } => false,
+        Token::CustomBinaryOperator(_) => false,
+        literal if string(literal) => false,
         // Operators and punctuation print as fixed text.
         other => {
             let text = other.to_string();
@@ -79,6 +71,20 @@ fn kept(token: &Token) -> bool {
                     .all(|c| c.is_ascii_punctuation() && c != '\'' && c != '"' && c != '$')
         }
     }
+}
+
+/// A string literal of any quoting.
+pub fn string(token: &Token) -> bool {
+    matches!(
+        token,
+        Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::DollarQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 # setpriv. Everything listens on 127.0.0.1 and lives under $WORK (/tmp/portcullis-pgbench); what
 # it started is stopped on exit. Prints one table of transactions per second:
 #   direct       pgbench -> PostgreSQL (TLS)
-#   tunnel       pgbench -> portcullis connect --listen -> gateway (mutual TLS) -> PostgreSQL (TLS)
+#   bytes        pgbench (TLS) -> portcullis connect --listen -> gateway (mutual TLS, bytes
+#                relayed as for SSH) -> PostgreSQL: the cost of the hops alone
+#   tunnel       pgbench -> portcullis connect --listen -> gateway (mutual TLS; protocol =
+#                "postgres": every statement read) -> PostgreSQL (TLS)
 # for the simple protocol (-M simple) and the extended one (-M prepared), select-only (-S).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,11 +27,12 @@ done
 WORK=${WORK:-/tmp/portcullis-pgbench}
 BIN=$PWD/target/release/portcullis
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-PG_PORT=25432 HTTPS_PORT=28443 LISTEN_PORT=25433
+PG_PORT=25432 HTTPS_PORT=28443 LISTEN_PORT=25433 BYTES_PORT=25434
 PIDS=()
 cleanup() {
-    # SIGINT: PostgreSQL's fast shutdown; the others stop on it too.
-    for pid in "${PIDS[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+    # Last started, first stopped: the database's sessions are gone when it is asked to stop.
+    # SIGTERM: a background job of a script ignores SIGINT.
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -106,6 +110,12 @@ allow = ["bench"]
 protocol = "postgres"
 tls_ca = "certs/ca.crt"
 server_name = "localhost"
+[[tunnels]]
+host = "localhost"
+target = "pg-bytes"
+port = 5432
+upstream = "pg"
+allow = ["bench"]
 TOML
 "$BIN" run -c "$CONFIG" 2>"$WORK/proxy.log" &
 PIDS+=($!)
@@ -113,24 +123,30 @@ PIDS+=($!)
     --server-name localhost --cert "$WORK/bench/bench.crt" --key "$WORK/bench/bench.key" \
     --ca "$WORK/certs/ca.crt" pg:5432 2>"$WORK/connect.log" &
 PIDS+=($!)
+"$BIN" connect --listen 127.0.0.1:$BYTES_PORT --gateway 127.0.0.1:$HTTPS_PORT \
+    --server-name localhost --cert "$WORK/bench/bench.crt" --key "$WORK/bench/bench.key" \
+    --ca "$WORK/certs/ca.crt" pg-bytes:5432 2>"$WORK/connect-bytes.log" &
+PIDS+=($!)
 sleep 1
 
 export PGPASSWORD=bench-password
 DIRECT="host=127.0.0.1 port=$PG_PORT user=bench dbname=bench sslmode=require"
 TUNNEL="host=127.0.0.1 port=$LISTEN_PORT user=bench dbname=bench sslmode=disable"
+BYTES="host=127.0.0.1 port=$BYTES_PORT user=bench dbname=bench sslmode=require"
 "$PGBIN/createdb" -h 127.0.0.1 -p $PG_PORT -U bench bench
 "$PGBIN/pgbench" -i -s 1 -q "$DIRECT" >/dev/null 2>&1
 tps() {
     "$PGBIN/pgbench" -n -S -M "$1" -c "$CLIENTS" -j 2 -T "$DURATION" "$2" 2>/dev/null \
         | awk '/^tps/ { printf "%.0f", $3 }'
 }
-echo "| protocol | direct tps | tunnel tps | tunnel / direct |"
-echo "|---|---|---|---|"
+echo "| protocol | direct tps | bytes tps | tunnel tps | tunnel / direct | tunnel / bytes |"
+echo "|---|---|---|---|---|---|"
 for mode in simple prepared; do
     direct=$(tps "$mode" "$DIRECT")
+    bytes=$(tps "$mode" "$BYTES")
     tunnel=$(tps "$mode" "$TUNNEL")
-    ratio=$(awk -v t="$tunnel" -v d="$direct" 'BEGIN { printf "%.2f", t / d }')
-    echo "| $mode | $direct | $tunnel | $ratio |"
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+    echo "| $mode | $direct | $bytes | $tunnel | $(ratio "$tunnel" "$direct") | $(ratio "$tunnel" "$bytes") |"
 done
 sessions=$(grep -c '"event":"db_session"' "$WORK"/logs/audit-*.jsonl || true)
 echo

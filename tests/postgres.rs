@@ -15,127 +15,12 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use serde_json::Value;
 use support::employees::{Employees, gateway_toml};
-use support::postgres::{Postgres, SERVER_NAME, USER, driver, psql, psql_ok, sqlstate};
-use support::{Setup, Spawned, WAIT, free_port};
+use support::postgres::{GATEWAY, Rig, USER, driver, psql, psql_ok, sqlstate};
+use support::{Setup, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const GATEWAY: &str = "gw.corp.test";
 const CANARY: &str = "CANARY5f3a9e";
-
-/// A database, the proxy (its own process, so that its output can be read) with three
-/// database tunnels to it, and the employees.
-struct Rig {
-    setup: Setup,
-    employees: Employees,
-    _db: Postgres,
-    https: u16,
-    config: std::path::PathBuf,
-    said: Arc<Mutex<Vec<String>>>,
-    /// The CA of the pg2 tunnel, which did not sign the database's certificate.
-    _stranger: support::Pki,
-    _proxy: Spawned,
-}
-
-impl Rig {
-    async fn start() -> Option<Self> {
-        let db = Postgres::start()?;
-        let setup = Setup::new().await;
-        let employees = Employees::new();
-        let stranger = support::Pki::new(&[SERVER_NAME]);
-        let tunnel = |target: &str, port: u16, ca: &std::path::Path, extra: &str| {
-            format!(
-                "[[tunnels]]\nhost = \"{GATEWAY}\"\ntarget = \"{target}\"\nport = {port}\n\
-                 upstream = \"pg\"\nallow = [\"alice\", \"group:ops\"]\nprotocol = \"postgres\"\n\
-                 tls_ca = \"{ca}\"\nserver_name = \"{SERVER_NAME}\"\n{extra}",
-                ca = ca.display(),
-            )
-        };
-        let toml = setup.toml(&format!(
-            "{gateway}[upstreams.pg]\nenvironment = \"test\"\naddrs = [\"127.0.0.1:{port}\"]\n{rw}{ro}{wrong}",
-            gateway = gateway_toml(&setup, &employees, 666),
-            port = db.port,
-            rw = tunnel("pg1", 5432, &db.pki.ca_pem, ""),
-            ro = tunnel(
-                "pg1",
-                5433,
-                &db.pki.ca_pem,
-                "read_only = true\nallow_write = [\"group:ops\"]\n"
-            ),
-            wrong = tunnel("pg2", 5432, &stranger.ca_pem, ""),
-        ));
-        let https = free_port();
-        let config = support::ConfigToml::parse(&toml)
-            .set("listen.https", format!("127.0.0.1:{https}"))
-            .set("server.allow_root", true);
-        let file = setup.pki.dir.path().join("postgres.toml");
-        std::fs::write(&file, config.text()).unwrap();
-        let said = Arc::new(Mutex::new(Vec::new()));
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        command.args(["run", "-c", file.to_str().unwrap()]);
-        let proxy = support::spawn_until_listening_keeping(command, said.clone());
-        Some(Self {
-            setup,
-            employees,
-            _db: db,
-            https,
-            config: file,
-            said,
-            _stranger: stranger,
-            _proxy: proxy,
-        })
-    }
-
-    /// `portcullis connect --listen` for `person` to `target`; its port and what it says.
-    fn listen(&self, person: &str, target: &str) -> (Spawned, u16, Arc<Mutex<Vec<String>>>) {
-        let (cert, key) = self.employees.person_files(person, 40);
-        let port = free_port();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
-        command
-            .args(["connect", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--gateway", &format!("127.0.0.1:{}", self.https)])
-            .args(["--server-name", GATEWAY, "--cert", cert.to_str().unwrap()])
-            .args(["--key", key.to_str().unwrap(), "--ca"])
-            .arg(&self.setup.pki.ca_pem)
-            .arg(target);
-        let said = Arc::new(Mutex::new(Vec::new()));
-        let child = support::spawn_until_listening_keeping(command, said.clone());
-        (child, port, said)
-    }
-
-    /// The audit trail's lines of `event`, once there are at least `count` of them.
-    async fn audit_lines(&self, event: &str, count: usize) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let lines: Vec<Value> = self
-                .setup
-                .audit()
-                .into_iter()
-                .filter(|l| l["event"] == event)
-                .collect();
-            if lines.len() >= count || tokio::time::Instant::now() > deadline {
-                return lines;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Everything the proxy and the listeners wrote: log files and their own output.
-    fn everything_written(&self, listeners: &[&Arc<Mutex<Vec<String>>>]) -> String {
-        let mut all = String::new();
-        for entry in std::fs::read_dir(self.setup.log_dir()).unwrap().flatten() {
-            all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
-        }
-        all.push_str(&self.said.lock().unwrap().join("\n"));
-        for said in listeners {
-            all.push_str(&said.lock().unwrap().join("\n"));
-        }
-        all
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_audited_by_shape_and_no_value_is_written_anywhere() {
@@ -478,7 +363,7 @@ async fn a_reload_that_takes_write_away_ends_the_writing_sessions() {
     let read_only = support::ConfigToml::parse(&text).set("tunnels[0].read_only", true);
     std::fs::write(&rig.config, read_only.text()).unwrap();
     let reloaded = std::process::Command::new("kill")
-        .args(["-HUP", &rig._proxy.0.id().to_string()])
+        .args(["-HUP", &rig.proxy.0.id().to_string()])
         .status()
         .unwrap();
     assert!(reloaded.success());

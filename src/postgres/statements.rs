@@ -91,8 +91,18 @@ pub struct Classified {
 pub fn classify(sql: &str, keep_reads: bool) -> Vec<Classified> {
     let unparsed = || {
         let normalised = normalise(sql);
+        // sqlparser has no `DO`: an anonymous code block, which may do anything.
+        let code_block = normalised.as_deref().is_some_and(|n| {
+            n.split_whitespace()
+                .next()
+                .is_some_and(|first| first.eq_ignore_ascii_case("DO"))
+        });
         vec![Classified {
-            kind: Kind::Unparsed,
+            kind: if code_block {
+                Kind::Unknown
+            } else {
+                Kind::Unparsed
+            },
             tables: Vec::new(),
             digest: normalised.as_deref().map(digest),
             normalised: None,

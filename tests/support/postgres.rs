@@ -7,13 +7,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Pki, Spawned, WAIT, free_port};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+
+use super::employees::{Employees, gateway_toml};
+use super::{Pki, Setup, Spawned, WAIT, free_port};
 
 /// The cluster's superuser and its password.
 pub const USER: &str = "app";
 pub const PASSWORD: &str = "app-password-1";
 /// The name on the database's certificate.
 pub const SERVER_NAME: &str = "pg1.db.test";
+/// The gateway's name in [`Rig`].
+pub const GATEWAY: &str = "gw.corp.test";
 
 pub struct Postgres {
     pub port: u16,
@@ -190,4 +197,115 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> String {
         .code()
         .map(|c| c.code().to_owned())
         .unwrap_or_default()
+}
+
+/// A database, the proxy (its own process, so that its output can be read) with three
+/// database tunnels to it, and the employees.
+pub struct Rig {
+    pub setup: Setup,
+    pub employees: Employees,
+    _db: Postgres,
+    pub https: u16,
+    pub config: std::path::PathBuf,
+    pub said: Arc<Mutex<Vec<String>>>,
+    /// The CA of the pg2 tunnel, which did not sign the database's certificate.
+    _stranger: Pki,
+    pub proxy: Spawned,
+}
+
+impl Rig {
+    pub async fn start() -> Option<Self> {
+        let db = Postgres::start()?;
+        let setup = Setup::new().await;
+        let employees = Employees::new();
+        let stranger = Pki::new(&[SERVER_NAME]);
+        let tunnel = |target: &str, port: u16, ca: &std::path::Path, extra: &str| {
+            format!(
+                "[[tunnels]]\nhost = \"{GATEWAY}\"\ntarget = \"{target}\"\nport = {port}\n\
+                 upstream = \"pg\"\nallow = [\"alice\", \"group:ops\"]\nprotocol = \"postgres\"\n\
+                 tls_ca = \"{ca}\"\nserver_name = \"{SERVER_NAME}\"\n{extra}",
+                ca = ca.display(),
+            )
+        };
+        let toml = setup.toml(&format!(
+            "{gateway}[upstreams.pg]\nenvironment = \"test\"\naddrs = [\"127.0.0.1:{port}\"]\n{rw}{ro}{wrong}",
+            gateway = gateway_toml(&setup, &employees, 666),
+            port = db.port,
+            rw = tunnel("pg1", 5432, &db.pki.ca_pem, ""),
+            ro = tunnel(
+                "pg1",
+                5433,
+                &db.pki.ca_pem,
+                "read_only = true\nallow_write = [\"group:ops\"]\n"
+            ),
+            wrong = tunnel("pg2", 5432, &stranger.ca_pem, ""),
+        ));
+        let https = free_port();
+        let config = super::ConfigToml::parse(&toml)
+            .set("listen.https", format!("127.0.0.1:{https}"))
+            .set("server.allow_root", true);
+        let file = setup.pki.dir.path().join("postgres.toml");
+        std::fs::write(&file, config.text()).unwrap();
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.args(["run", "-c", file.to_str().unwrap()]);
+        let proxy = super::spawn_until_listening_keeping(command, said.clone());
+        Some(Self {
+            setup,
+            employees,
+            _db: db,
+            https,
+            config: file,
+            said,
+            _stranger: stranger,
+            proxy,
+        })
+    }
+
+    /// `portcullis connect --listen` for `person` to `target`; its port and what it says.
+    pub fn listen(&self, person: &str, target: &str) -> (Spawned, u16, Arc<Mutex<Vec<String>>>) {
+        let (cert, key) = self.employees.person_files(person, 40);
+        let port = free_port();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(["connect", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--gateway", &format!("127.0.0.1:{}", self.https)])
+            .args(["--server-name", GATEWAY, "--cert", cert.to_str().unwrap()])
+            .args(["--key", key.to_str().unwrap(), "--ca"])
+            .arg(&self.setup.pki.ca_pem)
+            .arg(target);
+        let said = Arc::new(Mutex::new(Vec::new()));
+        let child = super::spawn_until_listening_keeping(command, said.clone());
+        (child, port, said)
+    }
+
+    /// The audit trail's lines of `event`, once there are at least `count` of them.
+    pub async fn audit_lines(&self, event: &str, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let lines: Vec<Value> = self
+                .setup
+                .audit()
+                .into_iter()
+                .filter(|l| l["event"] == event)
+                .collect();
+            if lines.len() >= count || tokio::time::Instant::now() > deadline {
+                return lines;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the proxy and the listeners wrote: log files and their own output.
+    pub fn everything_written(&self, listeners: &[&Arc<Mutex<Vec<String>>>]) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.setup.log_dir()).unwrap().flatten() {
+            all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        all.push_str(&self.said.lock().unwrap().join("\n"));
+        for said in listeners {
+            all.push_str(&said.lock().unwrap().join("\n"));
+        }
+        all
+    }
 }

@@ -80,7 +80,10 @@ async fn changes_are_audited_by_shape_and_no_value_is_written_anywhere() {
     assert_eq!(sqlstate(&failed), "23505");
     drop(client);
 
-    let lines = rig.audit_lines("db_statement", 6).await;
+    // Every session's last line first: its statements' lines are written before it.
+    let sessions = rig.audit_lines("db_session", 7).await;
+    assert_eq!(sessions.len(), 7, "{:#?}", rig.setup.audit());
+    let lines = rig.audit_lines("db_statement", 7).await;
     let summary: Vec<(String, String, Option<u64>, String)> = lines
         .iter()
         .map(|l| {
@@ -121,7 +124,6 @@ async fn changes_are_audited_by_shape_and_no_value_is_written_anywhere() {
         "UPDATE people SET note = $1 WHERE id = $2"
     );
     // Two SELECTs were counted, not written.
-    let sessions = rig.audit_lines("db_session", 7).await;
     let reads: u64 = sessions.iter().filter_map(|s| s["reads"].as_u64()).sum();
     assert_eq!(reads, 2, "{sessions:?}");
 

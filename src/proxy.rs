@@ -207,7 +207,6 @@ async fn open_tunnel(
         postgres,
     } = tunnel;
     let second_factor = audit.second_factor;
-    let writable = postgres.as_ref().map(|session| session.writable);
     let lease = match proxy.tunnels.reserve(&proxy.conn) {
         Ok(lease) => lease,
         Err(over) => {
@@ -230,12 +229,11 @@ async fn open_tunnel(
         conn: proxy.conn,
         idle_timeout,
         lease,
-        postgres,
         terms: TunnelTerms {
             upstream,
             second_factor,
             grant,
-            writable,
+            postgres,
         },
     });
     Ok(Response::new(ResponseBody::empty()))

@@ -83,8 +83,6 @@ pub struct Connected {
     pub idle_timeout: Duration,
     /// Its place among its user's tunnels and, on HTTP/2, its connection permit.
     pub lease: TunnelLease,
-    /// With `protocol = "postgres"`: the session the gateway speaks, not bytes it relays.
-    pub postgres: Option<PgSession>,
     /// What it was opened under, for a reload to judge again.
     pub terms: TunnelTerms,
 }
@@ -98,8 +96,9 @@ pub struct TunnelTerms {
     pub second_factor: bool,
     /// The approved access request it was opened under, if not its `allow` list.
     pub grant: Option<ActiveGrant>,
-    /// On a database tunnel, whether its user may change anything; `None` for bytes.
-    pub writable: Option<bool>,
+    /// With `protocol = "postgres"`: the session the gateway speaks (not bytes it relays), and
+    /// whether its user may change anything.
+    pub postgres: Option<PgSession>,
 }
 
 impl Tunnels {
@@ -174,7 +173,6 @@ impl Tunnels {
                 conn,
                 idle_timeout,
                 lease: _lease,
-                postgres,
                 terms,
             } = tunnel;
             let Ok(client) = client.await else {
@@ -199,7 +197,7 @@ impl Tunnels {
             let withdrawn = withdrawn(&tunnels.live, tunnels.reloads.clone(), opened);
             let counts = (&mut from_client, &mut to_client);
             let carried = async {
-                match &postgres {
+                match &terms.postgres {
                     Some(session) => {
                         crate::postgres::serve(client, upstream, session, &audit, counts).await
                     }
@@ -326,7 +324,8 @@ fn judge_again(app: &App, opened: Opened<'_>) -> Option<ClosedBy> {
     let moved = match &route.action {
         Action::Tunnel(target) => {
             !target.upstream.same_targets(&terms.upstream)
-                || gateway.may_write(target, &client.user) != terms.writable
+                || gateway.may_write(target, &client.user)
+                    != terms.postgres.as_ref().map(|session| session.writable)
         }
         _ => true,
     };

@@ -200,7 +200,8 @@ async fn a_read_only_tunnel_refuses_changes_before_they_reach_the_database() {
     assert_eq!(row.get::<_, String>(0), "before");
     drop(client);
 
-    let lines = rig.audit_lines("db_statement", 6).await;
+    // Three changes of bob's, three refusals, and (log_reads) alice's three reads.
+    let lines = rig.audit_lines("db_statement", 9).await;
     let refusals: Vec<_> = lines.iter().filter(|l| l["outcome"] == "refused").collect();
     assert_eq!(refusals.len(), 3, "{lines:?}");
     for (line, kind) in refusals.iter().zip(["update", "other", "delete"]) {
@@ -211,6 +212,21 @@ async fn a_read_only_tunnel_refuses_changes_before_they_reach_the_database() {
         lines
             .iter()
             .any(|l| l["user"] == "bob" && l["kind"] == "insert" && l["outcome"] == "executed")
+    );
+    // With log_reads each read is a line too, by shape; the one whose function tried to write
+    // failed in the database with read_only_sql_transaction.
+    let reads: Vec<_> = lines.iter().filter(|l| l["kind"] == "read").collect();
+    assert_eq!(reads.len(), 3, "{lines:?}");
+    assert!(reads.iter().all(|l| l["user"] == "alice"));
+    assert!(reads.iter().any(
+        |l| l["statement"] == "SELECT owner FROM accounts WHERE id = $1"
+            && l["outcome"] == "executed"
+    ));
+    assert!(
+        reads
+            .iter()
+            .any(|l| l["outcome"] == "failed" && l["sqlstate"] == "25006"),
+        "{reads:?}"
     );
 }
 

@@ -102,14 +102,12 @@ impl Flow {
             | (b'3', Some(Pending::Close))
             | (b'n' | b'T', Some(Pending::Describe))
             | (b'I', Some(Pending::Execute(_))) => true,
-            (b's' | b'V', Some(Pending::Execute(_) | Pending::Function(_))) => {
-                if let Some(Pending::Execute(Some(s)) | Pending::Function(s)) = self.pending.front()
-                {
-                    let s = s.clone();
-                    self.record(&s, Outcome::Executed { rows: None }, &mut out);
-                }
+            (b's' | b'V', Some(Pending::Execute(Some(s)) | Pending::Function(s))) => {
+                let s = s.clone();
+                self.record(&s, Outcome::Executed { rows: None }, &mut out);
                 true
             }
+            (b's' | b'V', Some(Pending::Execute(None))) => true,
             _ => false,
         };
         if pops {

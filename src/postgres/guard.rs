@@ -7,7 +7,7 @@
 //! long chain of operators (`a = $1 OR a = $2 OR ...`, as ORMs write) is parsed on a stack grown
 //! to its length (stacker, only when the thread's own is short).
 
-use sqlparser::tokenizer::{Token, Whitespace};
+use sqlparser::tokenizer::Token;
 
 /// Parentheses, brackets and `CASE`s inside each other.
 const MAX_NESTING: usize = 32;
@@ -39,9 +39,6 @@ fn longest_chain(tokens: &[Token]) -> Option<usize> {
     let (mut words, mut operators, mut postfix) = (0usize, 0usize, 0usize);
     for token in tokens {
         match token {
-            Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab) => {
-                continue;
-            }
             Token::Whitespace(_) | Token::EOF => continue,
             _ => {}
         }

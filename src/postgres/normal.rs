@@ -59,8 +59,10 @@ pub fn digest(normalised: &str) -> String {
 fn kept(token: &Token) -> bool {
     match token {
         Token::Word(_) | Token::Placeholder(_) => true,
-        Token::Number(..) | Token::Char(_) | Token::CopyData { .. } => false,
-        Token::CustomBinaryOperator(_) => false,
+        Token::Number(..)
+        | Token::Char(_)
+        | Token::CopyData { .. }
+        | Token::CustomBinaryOperator(_) => false,
         literal if string(literal) => false,
         // Operators and punctuation print as fixed text.
         other => {

@@ -36,13 +36,6 @@ pub struct Ends<'a> {
     pub log_reads: bool,
 }
 
-/// How the client's statements are judged.
-#[derive(Clone, Copy)]
-struct Judged {
-    writable: bool,
-    keep_reads: bool,
-}
-
 /// Relays until either side ends; then writes the unanswered changes and the session line.
 pub async fn relay<C, U>(
     client: C,
@@ -63,15 +56,11 @@ where
         BufReader::new(upstream_read),
         BufWriter::new(upstream_write),
     );
-    let judged = Judged {
-        writable: ends.writable,
-        keep_reads: ends.log_reads,
-    };
     let up = requests(
         &mut client_read,
         &mut upstream_write,
         &flow,
-        judged,
+        &ends,
         from_client,
     );
     let down = answers(
@@ -123,12 +112,10 @@ async fn requests(
     client: &mut BufReader<impl AsyncRead + Unpin>,
     upstream: &mut BufWriter<impl AsyncWrite + Unpin>,
     flow: &Mutex<Flow>,
-    Judged {
-        writable,
-        keep_reads,
-    }: Judged,
+    ends: &Ends<'_>,
     count: &mut u64,
 ) -> Result<(), WireError> {
+    let (writable, keep_reads) = (ends.writable, ends.log_reads);
     // What each prepared statement and bound portal is, by name, as the client made them.
     let mut statements: HashMap<String, Option<Arc<Classified>>> = HashMap::new();
     let mut portals: HashMap<String, Option<Arc<Classified>>> = HashMap::new();
@@ -173,13 +160,9 @@ async fn requests(
                 };
                 // The database takes one statement in a Parse; were there more, the one that
                 // changes something is the one judged.
-                let mut all = classify(sql, keep_reads).into_iter();
-                let first = all.next();
-                let classified = all
-                    .find(|s| s.kind.changes())
-                    .filter(|_| first.as_ref().is_some_and(|f| !f.kind.changes()))
-                    .or(first)
-                    .map(Arc::new);
+                let all = classify(sql, keep_reads);
+                let judged = all.iter().position(|s| s.kind.changes()).unwrap_or(0);
+                let classified = all.into_iter().nth(judged).map(Arc::new);
                 if refuse(&classified) {
                     statements.remove(name);
                     lock(flow).push(Pending::Parse(classified));
@@ -234,6 +217,7 @@ async fn requests(
                     lock(flow).push(Pending::Function(call));
                     send(upstream, header, &body).await?;
                 } else {
+                    // Refused with a Query in its place, so it is answered as one.
                     lock(flow).push(Pending::Query {
                         statements: vec![call],
                         next: 0,

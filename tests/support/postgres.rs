@@ -236,7 +236,7 @@ impl Rig {
                 "pg1",
                 5433,
                 &db.pki.ca_pem,
-                "read_only = true\nallow_write = [\"group:ops\"]\n"
+                "read_only = true\nallow_write = [\"group:ops\"]\nlog_reads = true\n"
             ),
             wrong = tunnel("pg2", 5432, &stranger.ca_pem, ""),
         ));

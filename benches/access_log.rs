@@ -25,6 +25,7 @@ fn event() -> Event {
         target: Some("/users/42/orders/123e4567-e89b-42d3-a456-426614174000?page=2".into()),
         status: StatusCode::OK,
         request_bytes: 0,
+        retries: 0,
         response_bytes: 1234,
         duration: Duration::from_micros(350),
         error: None,

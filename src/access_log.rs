@@ -61,6 +61,8 @@ pub struct Event {
     pub status: StatusCode,
     /// Request body bytes read.
     pub request_bytes: u64,
+    /// Times the request was sent upstream again (no address: which one is not logged).
+    pub retries: u32,
     /// Response body bytes sent.
     pub response_bytes: u64,
     /// From request head to the end of the response.
@@ -171,6 +173,7 @@ mod tests {
             target: Some("/x/y?token=1".into()),
             status: StatusCode::BAD_GATEWAY,
             request_bytes: 7,
+            retries: 0,
             response_bytes: u64::MAX,
             duration: Duration::from_micros(1234),
             error,
@@ -203,6 +206,7 @@ mod tests {
             "path",
             "status",
             "request_bytes",
+            "retries",
             "response_bytes",
             "duration_us",
             "upstream",

@@ -149,7 +149,7 @@ impl App {
         )?;
         report_expiry(config, &process.metrics);
         Ok(Self {
-            routes: Arc::new(routes::compile(config)),
+            routes: Arc::new(routes::compile(config, &process.metrics)),
             gateway,
             refused_clients: ClientFilter::new(config.refused_clients.clone()),
             certs,

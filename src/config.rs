@@ -22,6 +22,7 @@ mod problems;
 mod process;
 pub mod raw;
 mod recipients;
+mod resilience;
 mod resolve;
 mod settings;
 mod shared;
@@ -44,6 +45,7 @@ pub use process::{
     SIX_HOURLY_DAYS, SYSTEM_ROOTS, SnapshotSettings, WEEKLY_WEEKS,
 };
 pub use recipients::AgeRecipient;
+pub use resilience::{Balance, Count5xx, HealthCheck, MAX_RETRIES, Outlier, ProbeKind, Resilience};
 pub use settings::{
     AdminSettings, HealthSettings, Limits, Listen, LogSettings, MAX_BUFFER_LINES, PathLogging,
     Peering, PostgresSettings, RouteAction, RouteConfig, TunnelConfig, UpstreamAddr,

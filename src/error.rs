@@ -127,6 +127,7 @@ impl ProxyError {
                     StatusCode::REQUEST_TIMEOUT
                 }
                 UpstreamError::RequestBody(RequestBodyError::Malformed) => StatusCode::BAD_REQUEST,
+                UpstreamError::NoneAvailable => StatusCode::SERVICE_UNAVAILABLE,
                 UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
@@ -260,6 +261,7 @@ mod tests {
             ProxyError::NoRoute,
             ProxyError::PayloadTooLarge,
             ProxyError::Upstream(UpstreamError::AddressRefused),
+            ProxyError::Upstream(UpstreamError::NoneAvailable),
             ProxyError::Upstream(UpstreamError::ConnectTimeout),
             ProxyError::Upstream(UpstreamError::ResponseTimeout),
             ProxyError::Upstream(UpstreamError::UpgradeWithoutRequest),
@@ -270,7 +272,9 @@ mod tests {
         ];
         for error in errors {
             let expected = match error.status() {
-                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => Blame::Upstream,
+                StatusCode::BAD_GATEWAY
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::GATEWAY_TIMEOUT => Blame::Upstream,
                 StatusCode::INTERNAL_SERVER_ERROR => Blame::Proxy,
                 status => {
                     assert!(status.is_client_error(), "{error:?} answered {status}");

@@ -6,7 +6,7 @@
 //! the error layer records the error it answered; the access-log layer reads all of it when the
 //! response body ends.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use http::Request;
@@ -50,6 +50,7 @@ pub struct Exchange {
     route: OnceLock<Arc<RouteLabel>>,
     error: OnceLock<ErrorKind>,
     request_bytes: AtomicU64,
+    retries: AtomicU32,
 }
 
 impl Exchange {
@@ -60,6 +61,7 @@ impl Exchange {
             route: OnceLock::new(),
             error: OnceLock::new(),
             request_bytes: AtomicU64::new(0),
+            retries: AtomicU32::new(0),
         }
     }
 
@@ -101,5 +103,15 @@ impl Exchange {
     /// Request body bytes read so far.
     pub fn request_bytes(&self) -> u64 {
         self.request_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The request was sent again, to another attempt.
+    pub fn add_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the request was sent again.
+    pub fn retries(&self) -> u32 {
+        self.retries.load(Ordering::Relaxed)
     }
 }

@@ -272,6 +272,7 @@ async fn start_inner(
         )?),
         None => None,
     };
+    let mfa = Arc::new(mfa_state(&config, &metrics)?);
     let process = app::Process {
         access_log: Arc::new(
             access_log::AccessLog::start(config.log.clone()).map_err(StartError::Log)?,
@@ -279,7 +280,7 @@ async fn start_inner(
         metrics,
         ticketer: tls::ticketer()?,
         acme,
-        mfa: Arc::new(mfa_state(&config)?),
+        mfa,
         assertions: Arc::new(
             gateway::Assertions::new(config.shared.session_key.as_ref().map(|k| k.expose()))
                 .map_err(|_| StartError::Random)?,
@@ -350,13 +351,14 @@ async fn start_inner(
 }
 
 /// The second factor's key and memory: shared with the other instances as `[shared]` says.
-fn mfa_state(config: &Config) -> Result<gateway::MfaState, StartError> {
+fn mfa_state(config: &Config, metrics: &metrics::Metrics) -> Result<gateway::MfaState, StartError> {
     let shared = &config.shared;
     let store = shared
         .redis
         .as_ref()
         .map(|redis| {
-            let upstream = upstream::Upstream::new(config.upstream(redis.upstream), &config.limits);
+            let upstream =
+                upstream::Upstream::new(config.upstream(redis.upstream), &config.limits, metrics);
             let password = redis.password.as_ref().map(|p| p.expose());
             gateway::MfaStore::new(upstream, redis.tls.as_ref(), password)
         })

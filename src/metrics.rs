@@ -14,10 +14,13 @@ use prometheus_client::registry::Registry;
 use crate::daily::LogHealth;
 
 mod certificates;
+mod upstreams;
 
 use crate::exchange::{Blame, ErrorKind};
 pub use certificates::Source;
 use certificates::{CertificateLabels, ResultLabels, ServedCertificates};
+use upstreams::UpstreamBoard;
+pub use upstreams::{AddressState, AddressStats, FailureKind, UpstreamStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -85,6 +88,7 @@ pub struct Metrics {
     tunnels_opened: Family<TunnelLabels, Counter>,
     tunnels_refused: Family<StatusLabels, Counter>,
     health_checks: Family<ProbeLabels, Counter>,
+    upstreams: Arc<UpstreamBoard>,
 }
 
 impl Default for Metrics {
@@ -117,8 +121,10 @@ impl Metrics {
             tunnels_opened: Family::default(),
             tunnels_refused: Family::default(),
             health_checks: Family::default(),
+            upstreams: Arc::default(),
             registry: Registry::default(),
         };
+        registry.register_collector(Box::new(metrics.upstreams.clone()));
         registry.register(
             "requests",
             "Requests by route and final status",
@@ -203,6 +209,16 @@ impl Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// The figures of one address of an upstream, continued across reloads.
+    pub fn upstream_address(&self, upstream: &Arc<str>, address: &str) -> Arc<AddressStats> {
+        self.upstreams.address(upstream, address)
+    }
+
+    /// The figures of one upstream, continued across reloads.
+    pub fn upstream(&self, upstream: &Arc<str>) -> Arc<UpstreamStats> {
+        self.upstreams.upstream(upstream)
     }
 
     /// Counts a finished request.

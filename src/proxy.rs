@@ -179,7 +179,7 @@ impl Forwarding {
             request,
             client_upgrade,
         } = self;
-        let mut response = upstream.send(request).await?;
+        let mut response = upstream.send(request, client_upgrade.is_none()).await?;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             let client = client_upgrade.ok_or(UpstreamError::UpgradeWithoutRequest)?;

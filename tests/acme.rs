@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use support::acme::{Instance, Moto, acme_config};
-use support::{Pki, Setup, config_from, free_port, require_tool, start_toml, strings, tls_connect};
+use support::{
+    Pki, Setup, config_from, free_port, metrics, require_tool, start_toml, strings, tls_connect,
+};
 
 /// Pebble and its DNS, killed on drop.
 struct Pebble {
@@ -522,15 +524,6 @@ async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
         serde_json::from_slice(&moto.read("prod/lease.json").await).unwrap();
     assert_eq!(lease["until_ms"], 0, "{lease}");
     assert!(b.said("lease handed over"), "the hand-over was not logged");
-}
-
-/// `GET /metrics` of an admin listener.
-async fn metrics(admin: SocketAddr) -> String {
-    support::raw_tcp(
-        admin,
-        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use support::employees::{Employees, Identity, client, gateway_toml};
 use support::upstream::{Echo, seen};
-use support::{ConfigToml, Setup, WAIT, raw_tcp, start_toml, strings, tls_connect};
+use support::{ConfigToml, Setup, WAIT, metrics, start_toml, strings, tls_connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -205,14 +205,6 @@ async fn h2_echo(
         back.extend_from_slice(&chunk);
     }
     back
-}
-
-async fn metrics(admin: SocketAddr) -> String {
-    raw_tcp(
-        admin,
-        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
-    )
-    .await
 }
 
 fn events<'a>(audit: &'a [Value], event: &str) -> Vec<&'a Value> {

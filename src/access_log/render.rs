@@ -24,6 +24,7 @@ pub struct Record<'a> {
     path: LoggedPath<'a>,
     status: u16,
     request_bytes: u64,
+    retries: u32,
     response_bytes: u64,
     duration_us: u64,
     upstream: Option<&'a str>,
@@ -104,6 +105,7 @@ impl<'a> Record<'a> {
             path: LoggedPath::new(path, event.target.as_deref(), event.route.as_deref()),
             status: event.status.as_u16(),
             request_bytes: event.request_bytes,
+            retries: event.retries,
             response_bytes: event.response_bytes,
             duration_us: u64::try_from(event.duration.as_micros()).unwrap_or(u64::MAX),
             upstream: event.route.as_ref().and_then(|r| r.upstream.as_deref()),
@@ -138,6 +140,7 @@ impl<'a> Record<'a> {
         }
         json_number(line, key!("status"), self.status.into());
         json_number(line, key!("request_bytes"), self.request_bytes);
+        json_number(line, key!("retries"), self.retries.into());
         json_number(line, key!("response_bytes"), self.response_bytes);
         json_number(line, key!("duration_us"), self.duration_us);
         json_field(line, key!("upstream"), self.upstream);

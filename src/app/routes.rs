@@ -5,16 +5,17 @@ use std::sync::Arc;
 use crate::access_log::RouteLabel;
 use crate::config::{Config, RouteAction};
 use crate::host::HostPattern;
+use crate::metrics::Metrics;
 use crate::routing::{Action, Route, Routes, TunnelTarget};
 use crate::upstream::Upstream;
 
 /// Compiles routes and tunnels and builds one pool per upstream, shared by the routes naming it.
-pub(super) fn compile(config: &Config) -> Routes {
+pub(super) fn compile(config: &Config, metrics: &Metrics) -> Routes {
     // In the order of `config.upstreams`, which is what an `UpstreamId` indexes.
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
         .iter()
-        .map(|u| Arc::new(Upstream::new(u, &config.limits)))
+        .map(|u| Arc::new(Upstream::new(u, &config.limits, metrics)))
         .collect();
     let strip: Arc<[http::HeaderName]> = config.stripped_headers.clone().into();
     let routes = config

@@ -1,5 +1,6 @@
 //! A client's request body on its way upstream: the route's size limit and the time allowed
-//! between reads are enforced as it streams.
+//! between reads are enforced as it streams. A small body may be read whole first, so that an
+//! idempotent request can be sent again (the upstream module's retries).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
@@ -32,11 +34,20 @@ pub enum RequestBodyError {
 /// A client's body on its way upstream, bounded in size and in time between reads.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    inner: Source,
     remaining: u64,
     read_timeout: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
     exchange: Arc<Exchange>,
+}
+
+/// Where the bytes come from.
+#[derive(Debug)]
+enum Source {
+    /// The client, as they arrive.
+    Client(Incoming),
+    /// A copy of a body already read whole (`None` once sent).
+    Replay(Option<Bytes>),
 }
 
 impl RequestBody {
@@ -49,12 +60,42 @@ impl RequestBody {
         exchange: Arc<Exchange>,
     ) -> Self {
         Self {
-            inner,
+            inner: Source::Client(inner),
             remaining: limit,
             read_timeout,
             deadline: None,
             exchange,
         }
+    }
+
+    /// The request's shared record.
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
+
+    /// An empty body of the same request, to make copies from with [`Self::replay`].
+    pub fn template(&self) -> Self {
+        Self {
+            inner: Source::Replay(None),
+            remaining: 0,
+            read_timeout: self.read_timeout,
+            deadline: None,
+            exchange: self.exchange.clone(),
+        }
+    }
+
+    /// A body of the same request carrying `bytes`, already read and counted.
+    pub fn replay(&self, bytes: Bytes) -> Self {
+        Self {
+            inner: Source::Replay(Some(bytes)),
+            ..self.template()
+        }
+    }
+
+    /// The whole body, read under its limits. Trailers are dropped: only a body of a declared
+    /// length, which has none, is read whole.
+    pub async fn read_whole(self) -> Result<Bytes, RequestBodyError> {
+        Ok(self.collect().await?.to_bytes())
     }
 }
 
@@ -67,7 +108,11 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            Source::Client(inner) => inner,
+            Source::Replay(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let len = frame.data_ref().map_or(0, |d| d.len() as u64);
                 this.remaining = this
@@ -94,10 +139,18 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Source::Client(inner) => inner.is_end_stream(),
+            Source::Replay(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Client(inner) => inner.size_hint(),
+            Source::Replay(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }

@@ -17,25 +17,40 @@ use super::{Progress, RequestBody};
 /// Where an upstream connection goes back to once its response has ended.
 pub trait ConnectionPool: Debug + Send + Sync {
     /// Keeps `sender` for the next request.
-    fn put(self: Arc<Self>, sender: SendRequest<RequestBody>);
+    fn put(&self, sender: SendRequest<RequestBody>);
+
+    /// The response that borrowed a connection is done with it, whether it went back or not:
+    /// the request is no longer in flight.
+    fn released(&self);
 }
 
 /// A connection in use, to be handed back once its response has been read to the end.
 #[derive(Debug)]
 pub struct Lent {
-    /// The connection.
-    pub sender: SendRequest<RequestBody>,
+    /// The connection; `None` once handed back.
+    sender: Option<SendRequest<RequestBody>>,
     /// Where it goes back to.
-    pub pool: Arc<dyn ConnectionPool>,
+    pool: Arc<dyn ConnectionPool>,
 }
 
 impl Lent {
-    fn give_back(self) {
-        let Self { mut sender, pool } = self;
+    /// `sender`, lent by `pool`.
+    pub fn new(sender: SendRequest<RequestBody>, pool: Arc<dyn ConnectionPool>) -> Self {
+        Self {
+            sender: Some(sender),
+            pool,
+        }
+    }
+
+    fn give_back(mut self) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
         if sender.is_ready() {
-            pool.put(sender);
+            self.pool.put(sender);
             return;
         }
+        let pool = self.pool.clone();
         // Still writing the request body (the upstream answered early) or not yet past the
         // response's end: it goes back when done, or is dropped if the connection closes.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -46,6 +61,12 @@ impl Lent {
                 pool.put(sender);
             }
         });
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.pool.released();
     }
 }
 

@@ -66,6 +66,7 @@ pub fn describe(config: &Config) -> String {
         };
         let _ = writeln!(out, "  {} -> {}", route.name(), upstream.name);
         describe_addrs(upstream, &mut out);
+        let _ = writeln!(out, "       {}", describe_resilience(&upstream.resilience));
     }
     describe_exposure(config, &mut out);
     if let Some(gateway) = &config.gateway {
@@ -114,6 +115,45 @@ fn describe_addrs(upstream: &UpstreamConfig, out: &mut String) {
             upstream.environment
         );
     }
+}
+
+/// How an upstream's addresses are picked, checked, ejected and retried, on one line.
+fn describe_resilience(resilience: &super::Resilience) -> String {
+    use super::{Balance, ProbeKind};
+    let balance = match resilience.balance {
+        Balance::P2c => "p2c (fewest in flight)",
+        Balance::RoundRobin => "round-robin",
+    };
+    let health = match &resilience.health {
+        Some(check) => {
+            let probe = match &check.probe {
+                ProbeKind::Tcp => "tcp".to_owned(),
+                ProbeKind::Http { path, .. } => format!("GET {path}"),
+            };
+            format!(
+                "health {probe} every {}, down after {}, up after {}",
+                humantime::format_duration(check.interval),
+                check.unhealthy,
+                check.healthy
+            )
+        }
+        None => "no health check".to_owned(),
+    };
+    let outlier = match &resilience.outlier {
+        Some(o) => format!(
+            "ejected after {} failures for {}..{}, at most {}%",
+            o.consecutive,
+            humantime::format_duration(o.base_ejection),
+            humantime::format_duration(o.max_ejection),
+            o.max_ejected_percent
+        ),
+        None => "never ejected".to_owned(),
+    };
+    format!(
+        "{balance}; {health}; {outlier}; {} retries within {}% of requests",
+        resilience.retries,
+        (resilience.retry_budget * 100.0).round()
+    )
 }
 
 /// Who passes the gateway: `client certificate[ + TOTP]; allowed: ...`.

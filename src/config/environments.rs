@@ -144,8 +144,10 @@ pub(super) fn validate_upstreams(
                     .ok()
             })
             .collect();
+        let resilience = super::resilience::validate(upstream, &key, problems);
         upstreams.push(UpstreamConfig {
             name: name.as_str().into(),
+            resilience,
             environment: env.clone(),
             networks: networks.to_vec(),
             addrs,

@@ -310,6 +310,30 @@ pub enum ProblemKind {
     /// An upstream with no addresses.
     #[error("an upstream needs at least one address")]
     NoAddrs,
+    /// More retries than a request may make.
+    #[error("at most {0}: each retry waits for an upstream's answer")]
+    TooManyRetries(u32),
+    /// A share outside 0 to 1.
+    #[error("must be a share between 0 and 1, such as 0.2")]
+    Share,
+    /// A percentage outside 1 to 100.
+    #[error("must be a percentage from 1 to 100")]
+    Percent,
+    /// A health check with neither or both of `path` and `tcp`.
+    #[error("a health check needs exactly one of `path` and `tcp = true`")]
+    HealthProbe,
+    /// A health check path that is not an origin-form target.
+    #[error("{0:?} is not a path starting with '/'")]
+    HealthPath(String),
+    /// Not `"200-399"` or one status.
+    #[error("{0:?} is not a status or a range of statuses such as \"200-399\" (100 to 599)")]
+    StatusRange(String),
+    /// A check that may still be waiting when the next one is due.
+    #[error("must not exceed interval")]
+    TimeoutOverInterval,
+    /// A longest ejection shorter than the first.
+    #[error("must not be shorter than base_ejection")]
+    EjectionOrder,
     /// A route with neither or both of `upstream` and `respond`.
     #[error("a route needs exactly one of `upstream` and `respond`")]
     RouteAction,

@@ -14,10 +14,12 @@ use super::settings::{DEFAULT_BUFFER_LINES, PathLogging};
 mod gateway;
 mod paths;
 mod tls;
+mod upstreams;
 
 pub use gateway::{ISSUED_FILE_NAME, RawGateway, RawUser};
 pub use paths::base_of;
 pub use tls::{RawAcme, RawAcmeStore, RawCertificate, RawHsts, RawTls};
+pub use upstreams::{RawBalance, RawCount5xx, RawHealthCheck, RawOutlier, RawUpstream};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -200,14 +202,6 @@ fn weekly_weeks() -> u32 {
 }
 fn monthly_months() -> u32 {
     13
-}
-
-/// `[upstreams.NAME]`
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawUpstream {
-    pub environment: String,
-    pub addrs: Vec<String>,
 }
 
 /// `[[routes]]`

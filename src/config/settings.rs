@@ -67,8 +67,10 @@ pub struct UpstreamConfig {
     pub environment: String,
     /// The networks it may be connected to (its environment's).
     pub networks: Vec<IpNet>,
-    /// Targets, tried in round-robin.
+    /// Targets.
     pub addrs: Vec<UpstreamAddr>,
+    /// How requests are spread over them and kept away from failing ones.
+    pub resilience: super::Resilience,
     /// `[access] metadata_endpoints`, refused at every connect beside the built-in ones.
     pub metadata_endpoints: Vec<IpNet>,
 }

@@ -193,6 +193,7 @@ impl Line {
             target,
             status: self.status,
             request_bytes: exchange.request_bytes(),
+            retries: exchange.retries(),
             response_bytes: self.bytes,
             duration,
             error: self.error.map(|e| e.name),

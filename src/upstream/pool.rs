@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 
-use crate::body::{ConnectionPool, RequestBody};
+use crate::body::RequestBody;
 
 /// The idle connections to one target, most recently used last.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ impl Pool {
         None
     }
 
-    fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
+    pub(super) fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
         let mut state = self.lock();
         state.idle.push(Idle {
             sender,
@@ -98,11 +98,5 @@ impl Pool {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state holds no invariant a panicking holder could break.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl ConnectionPool for Pool {
-    fn put(self: Arc<Self>, sender: SendRequest<RequestBody>) {
-        Pool::put(&self, sender);
     }
 }

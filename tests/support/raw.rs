@@ -72,6 +72,15 @@ pub async fn raw_tcp(addr: SocketAddr, bytes: &[u8]) -> String {
     exchange(&mut tcp, bytes).await
 }
 
+/// `GET /metrics` of a plain-HTTP admin listener: the whole answer, head included.
+pub async fn metrics(admin: SocketAddr) -> String {
+    raw_tcp(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    )
+    .await
+}
+
 /// The status code of the first response in a raw exchange.
 pub fn status_of(raw: &str) -> Option<u16> {
     let rest = raw

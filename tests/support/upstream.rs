@@ -3,11 +3,14 @@
 //! `GET` answers with the request line and every header it saw, one per line; `POST` streams the
 //! request body back. Special paths: `/slow/<ms>`, `/bytes/<n>`, `/hop` (hop-by-hop, HSTS and
 //! `X-Request-Id` headers of its own), `/collect` (reads the whole body, then echoes it), `/ws` (accepts a websocket upgrade and echoes), `/no-upgrade` (ignores
-//! an Upgrade request).
+//! an Upgrade request), `/reset` (reads the whole request, then drops the connection without
+//! answering), `/healthz` (answers the status [`Upstream::set_health`] set; not counted in
+//! `hits` or `targets`). [`Upstream::set_delay`] slows every answer; [`Upstream::kill`] stops it
+//! as a crashed server stops: no more connections, every open one dropped.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +32,17 @@ pub struct Upstream {
     targets: Arc<Mutex<Vec<String>>>,
     open: Arc<AtomicUsize>,
     accepted: Arc<AtomicUsize>,
+    control: Arc<Control>,
+}
+
+/// How a test changes a running upstream's answers.
+#[derive(Default)]
+struct Control {
+    /// `/healthz`'s status; 0 means 200.
+    health: AtomicU16,
+    health_probes: AtomicUsize,
+    delay_ms: AtomicU64,
+    killed: tokio_util::sync::CancellationToken,
 }
 
 impl Upstream {
@@ -45,21 +59,46 @@ impl Upstream {
         let accepted = Arc::new(AtomicUsize::new(0));
         let (counter, log, opened) = (hits.clone(), targets.clone(), open.clone());
         let accepts = accepted.clone();
+        let control = Arc::new(Control::default());
+        let controls = control.clone();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = controls.killed.cancelled() => return,
+                };
+                let Ok((stream, _)) = accepted else { return };
                 let (counter, log, opened) = (counter.clone(), log.clone(), opened.clone());
+                let control = controls.clone();
                 opened.fetch_add(1, Ordering::SeqCst);
                 accepts.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
+                    let controls = control.clone();
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        log.lock().unwrap().push(req.uri().to_string());
-                        handle(req)
+                        let (counter, log, control) =
+                            (counter.clone(), log.clone(), control.clone());
+                        async move {
+                            if req.uri().path() == "/healthz" {
+                                return Ok(health(&control));
+                            }
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            log.lock().unwrap().push(req.uri().to_string());
+                            let delay = control.delay_ms.load(Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(delay)).await;
+                            if req.uri().path() == "/reset" {
+                                let _ = req.into_body().collect().await;
+                                return Err("reset after reading the request");
+                            }
+                            handle(req).await.map_err(|never| match never {})
+                        }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let serving = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                        .with_upgrades();
+                    tokio::select! {
+                        _ = serving => {}
+                        () = controls.killed.cancelled() => {}
+                    }
                     opened.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -70,7 +109,29 @@ impl Upstream {
             targets,
             open,
             accepted,
+            control,
         }
+    }
+
+    /// Stops it as a crashed server stops: the listener closes and every connection drops.
+    pub fn kill(&self) {
+        self.control.killed.cancel();
+    }
+
+    /// The status `/healthz` answers from now on.
+    pub fn set_health(&self, status: u16) {
+        self.control.health.store(status, Ordering::SeqCst);
+    }
+
+    /// `/healthz` requests received so far.
+    pub fn health_probes(&self) -> usize {
+        self.control.health_probes.load(Ordering::SeqCst)
+    }
+
+    /// Every answer waits this long first.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap();
+        self.control.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Request targets received so far, in order.
@@ -92,6 +153,18 @@ impl Upstream {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+fn health(control: &Control) -> Response<Body> {
+    control.health_probes.fetch_add(1, Ordering::SeqCst);
+    let status = match control.health.load(Ordering::SeqCst) {
+        0 => 200,
+        status => status,
+    };
+    Response::builder()
+        .status(status)
+        .body(full("health"))
+        .unwrap()
 }
 
 fn full(text: impl Into<Bytes>) -> Body {

@@ -27,6 +27,7 @@ use crate::config::{
 use crate::gateway::{AccessGrants, Assertions, Gateway, Kept, MfaState};
 use crate::metrics::{Metrics, Source};
 use crate::networks::ClientFilter;
+use crate::rate_limit::{Limiter, RateLimits};
 use crate::routing::Routes;
 use crate::tls::{ManagedCertificates, SniResolver, TlsConfigs};
 
@@ -57,6 +58,8 @@ pub struct Process {
     pub access_grants: Arc<AccessGrants>,
     /// The audit trail.
     pub audit: Arc<Audit>,
+    /// Rate limiters, kept across reloads.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// The sections a generation was started with and a reload may not change: sockets, the admin
@@ -109,6 +112,8 @@ pub struct App {
     pub gateway: Option<Arc<Gateway>>,
     /// Clients closed at accept, before any byte is read.
     pub refused_clients: ClientFilter,
+    /// New connections per client address; beyond it they are closed at accept.
+    pub connection_rate: Option<Arc<Limiter>>,
     /// What a reload may not change.
     pub fixed: Fixed,
     /// The process this generation serves in.
@@ -132,6 +137,7 @@ impl App {
                     audit: process.audit.clone(),
                     assertions: process.assertions.clone(),
                     access_grants: process.access_grants.clone(),
+                    rate_limits: process.rate_limits.clone(),
                 },
             )?)),
             None => None,
@@ -149,7 +155,14 @@ impl App {
         )?;
         report_expiry(config, &process.metrics);
         Ok(Self {
-            routes: Arc::new(routes::compile(config, &process.metrics)),
+            routes: Arc::new(routes::compile(
+                config,
+                &process.metrics,
+                &process.rate_limits,
+            )),
+            connection_rate: config
+                .connection_rate
+                .map(|rate| process.rate_limits.limiter("connections", rate)),
             gateway,
             refused_clients: ClientFilter::new(config.refused_clients.clone()),
             certs,

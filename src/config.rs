@@ -20,6 +20,7 @@ mod gateway;
 mod parse;
 mod problems;
 mod process;
+mod rates;
 pub mod raw;
 mod recipients;
 mod resilience;
@@ -44,6 +45,7 @@ pub use process::{
     Account, DAILY_DAYS, FileAccess, MONTHLY_MONTHS, Named, Need, Privileges, Retention, RunAs,
     SIX_HOURLY_DAYS, SYSTEM_ROOTS, SnapshotSettings, WEEKLY_WEEKS,
 };
+pub use rates::Rate;
 pub use recipients::AgeRecipient;
 pub use resilience::{Balance, Count5xx, HealthCheck, MAX_RETRIES, Outlier, ProbeKind, Resilience};
 pub use settings::{
@@ -123,6 +125,8 @@ pub struct Config {
     /// Clients refused at accept: `access.deny_clients` plus every network of every other
     /// environment, peered-to ones included (a peering is one-way).
     pub refused_clients: Vec<IpNet>,
+    /// `[access] connection_rate`: new connections per client address.
+    pub connection_rate: Option<Rate>,
     /// Legal values worth a second look: `check` prints them, start and reload log them.
     pub warnings: Vec<Problem>,
 }
@@ -217,6 +221,7 @@ impl Config {
             log: log_settings(&raw.log),
             peerings: values.peerings,
             refused_clients: values.refused_clients,
+            connection_rate: values.connection_rate,
             stripped_headers: values.stripped_headers,
             admin: values.admin,
             health: values.health,

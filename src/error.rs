@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 use rustc_hash::FxBuildHasher;
 
@@ -17,6 +17,7 @@ use crate::body::{RequestBodyError, ResponseBody};
 use crate::exchange::{Blame, ErrorKind};
 use crate::host::HostError;
 use crate::path::PathError;
+use crate::rate_limit::RetryAfter;
 use crate::routing::TunnelError;
 use crate::upstream::UpstreamError;
 
@@ -89,6 +90,9 @@ pub enum ProxyError {
     /// A tunnel over its user's or the proxy's limit.
     #[error(transparent)]
     OverLimit(#[from] OverLimit),
+    /// A client over a rate limit (RFC 6585 4: 429, with `Retry-After`).
+    #[error(transparent)]
+    RateLimited(#[from] RetryAfter),
     /// The declared `Content-Length` is over the route's limit.
     #[error("declared request body exceeds the route's limit")]
     PayloadTooLarge,
@@ -118,6 +122,7 @@ impl ProxyError {
             Self::OverLimit(OverLimit::Connections) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Forbidden | Self::Refused(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Upstream(e) => match e {
                 UpstreamError::RequestBody(RequestBodyError::TooLarge) => {
@@ -156,6 +161,7 @@ impl ProxyError {
             Self::Forbidden | Self::Refused(Refusal::NoGrant(_)) => "forbidden",
             Self::Refused(Refusal::NoSuchTarget) => "unknown_tunnel",
             Self::PayloadTooLarge => "body_too_large",
+            Self::RateLimited(_) => "rate_limited",
             Self::Internal => "internal",
             Self::Upstream(e) => e.kind(),
         }
@@ -176,15 +182,26 @@ impl ProxyError {
             | Self::OverLimit(_)
             | Self::Forbidden
             | Self::Refused(_)
-            | Self::PayloadTooLarge => Blame::Client,
+            | Self::PayloadTooLarge
+            | Self::RateLimited(_) => Blame::Client,
         }
     }
 
     /// The response sent to the client.
     pub fn to_response(&self) -> Response<ResponseBody> {
         let mut response = status_response(self.status());
-        if let Self::Refused(refusal) = self {
-            *response.body_mut() = ResponseBody::full(format!("{refusal}\n"));
+        match self {
+            Self::Refused(refusal) => {
+                *response.body_mut() = ResponseBody::full(format!("{refusal}\n"));
+            }
+            // Whole seconds, rounded up (RFC 9110 10.2.3): sooner would be refused again.
+            Self::RateLimited(RetryAfter(wait)) => {
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            _ => {}
         }
         response
     }
@@ -233,6 +250,7 @@ fn status_body(status: StatusCode) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn status_bodies_are_the_reason_phrase_on_a_line() {
@@ -262,6 +280,7 @@ mod tests {
             ProxyError::PayloadTooLarge,
             ProxyError::Upstream(UpstreamError::AddressRefused),
             ProxyError::Upstream(UpstreamError::NoneAvailable),
+            ProxyError::RateLimited(RetryAfter(Duration::from_millis(1500))),
             ProxyError::Upstream(UpstreamError::ConnectTimeout),
             ProxyError::Upstream(UpstreamError::ResponseTimeout),
             ProxyError::Upstream(UpstreamError::UpgradeWithoutRequest),

@@ -42,6 +42,7 @@ use crate::body::ResponseBody;
 use crate::config::{GatewaySettings, RouteAccess};
 use crate::connection::{ClientIdentity, ConnectionInfo};
 use crate::error::ProxyError;
+use crate::rate_limit::{Limiter, RateLimits};
 use crate::routing::{Action, Route};
 
 /// Numbers the gateways built by this process, so that a connection can tell which one last
@@ -61,6 +62,8 @@ pub struct Gateway {
     pub assertions: Arc<Assertions>,
     /// The grants of approved access requests; survive reloads.
     pub access_grants: Arc<AccessGrants>,
+    /// Second-factor forms posted per client address.
+    pub mfa_rate: Arc<Limiter>,
     /// Unique per gateway built; see [`Gateway::still_trusts`].
     pub generation: u64,
     verifier: Arc<dyn ClientCertVerifier>,
@@ -71,6 +74,7 @@ impl Gateway {
     pub fn new(settings: GatewaySettings, kept: Kept) -> Result<Self, rustls::Error> {
         Ok(Self {
             verifier: crate::tls::client_verifier(&settings, false)?,
+            mfa_rate: kept.rate_limits.limiter("mfa", settings.mfa_rate),
             generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             settings,
             mfa: kept.mfa,
@@ -92,6 +96,8 @@ pub struct Kept {
     pub assertions: Arc<Assertions>,
     /// The grants of approved access requests.
     pub access_grants: Arc<AccessGrants>,
+    /// Where the form's rate limit is kept across reloads.
+    pub rate_limits: Arc<RateLimits>,
 }
 
 /// Applies the gateway to requests of one connection.

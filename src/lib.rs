@@ -82,6 +82,7 @@ mod metrics;
 mod networks;
 mod postgres;
 mod proxy_protocol;
+mod rate_limit;
 mod redirect;
 mod relay;
 mod secrets;
@@ -273,6 +274,7 @@ async fn start_inner(
         None => None,
     };
     let mfa = Arc::new(mfa_state(&config, &metrics)?);
+    let rate_limits = rate_limit::RateLimits::new(metrics.clone());
     let process = app::Process {
         access_log: Arc::new(
             access_log::AccessLog::start(config.log.clone()).map_err(StartError::Log)?,
@@ -287,6 +289,7 @@ async fn start_inner(
         ),
         audit: audit.clone(),
         access_grants: Arc::new(gateway::AccessGrants::new(audit)),
+        rate_limits,
     };
     if let (Some(path), Some(settings)) = (&path, &config.snapshots)
         && let Some(every) = settings.every

@@ -44,6 +44,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LogLabels {
     log: &'static str,
 }
@@ -89,6 +94,7 @@ pub struct Metrics {
     tunnels_refused: Family<StatusLabels, Counter>,
     health_checks: Family<ProbeLabels, Counter>,
     upstreams: Arc<UpstreamBoard>,
+    rate_limited: Family<LimitLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -122,8 +128,14 @@ impl Metrics {
             tunnels_refused: Family::default(),
             health_checks: Family::default(),
             upstreams: Arc::default(),
+            rate_limited: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "rate_limited",
+            "Requests answered 429 and connections closed at accept for being over a rate limit, by limit (a route's name, connections, mfa, connect)",
+            metrics.rate_limited.clone(),
+        );
         registry.register_collector(Box::new(metrics.upstreams.clone()));
         registry.register(
             "requests",
@@ -219,6 +231,15 @@ impl Metrics {
     /// The figures of one upstream, continued across reloads.
     pub fn upstream(&self, upstream: &Arc<str>) -> Arc<UpstreamStats> {
         self.upstreams.upstream(upstream)
+    }
+
+    /// The counter of breaches of the limit named `limit`: incremented without a lookup.
+    pub fn rate_limited(&self, limit: &Arc<str>) -> Counter {
+        self.rate_limited
+            .get_or_create(&LimitLabels {
+                limit: limit.clone(),
+            })
+            .clone()
     }
 
     /// Counts a finished request.

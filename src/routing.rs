@@ -17,6 +17,7 @@ use crate::access_log::RouteLabel;
 use crate::config::RouteAccess;
 use crate::host::{HostMap, HostPattern};
 use crate::path::{PathError, RESERVED_PREFIX, lenient_path};
+use crate::rate_limit::Limiter;
 use crate::upstream::Upstream;
 
 /// Where a matched request goes.
@@ -35,6 +36,8 @@ pub struct Route {
     pub access: Option<RouteAccess>,
     /// Largest request body accepted.
     pub max_body_bytes: u64,
+    /// Requests per client address.
+    pub limit: Option<Arc<Limiter>>,
 }
 
 /// What a route does with a request.
@@ -137,6 +140,8 @@ impl Routes {
                 action: Action::Reserved,
                 access: None,
                 max_body_bytes: 0,
+                // The gateway limits the form posted here itself (`mfa_rate`).
+                limit: None,
             }),
         }
     }

@@ -150,7 +150,9 @@ impl Server {
     }
 
     /// The connection's client: the one a trusted balancer's PROXY header names (checked
-    /// against the deny list now that it is known), else the peer. `None` closes the connection.
+    /// against the deny list now that it is known), else the peer. `None` closes the connection:
+    /// also when the client is over `[access] connection_rate`, counted before a byte of it is
+    /// read (a balancer's own connections are never counted, its clients' are).
     async fn client_of(
         &self,
         socket: TcpStream,
@@ -159,7 +161,15 @@ impl Server {
         plain: bool,
     ) -> Option<(ClientStream, SocketAddr)> {
         let limits = &app.limits;
+        let within_rate = |client: SocketAddr| {
+            app.connection_rate
+                .as_ref()
+                .is_none_or(|limit| limit.check(client.ip()).is_ok())
+        };
         if !self.balancers.trust(peer.ip()) {
+            if !within_rate(peer) {
+                return None;
+            }
             // A TLS handshake fails on a header by itself; the redirect listener must look.
             if plain && !self.balancers.is_empty() {
                 let first = crate::proxy_protocol::starts_with_header(&socket);
@@ -181,7 +191,7 @@ impl Server {
             }
             Err(_) => return None,
         };
-        if app.refused_clients.refuses(client.ip()) {
+        if app.refused_clients.refuses(client.ip()) || !within_rate(client) {
             return None;
         }
         Some((stream, client))

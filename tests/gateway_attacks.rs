@@ -49,7 +49,8 @@ impl Rig {
     }
 
     /// `tools.corp.test` grants `tools_allow`; the CRL revokes `revoked` and expires in
-    /// `crl_until`.
+    /// `crl_until`. The form's rate limit per address is raised: the lockout tests post more
+    /// forms from one address than it lets through.
     fn toml(&self, tools_allow: &str, revoked: &[u64], crl_until: i32) -> String {
         let internal_cert = self.setup.pki.extra_certificate("corp", &["*.corp.test"]);
         let secret = self.employees.secret_file(0o600);
@@ -72,6 +73,7 @@ impl Rig {
              [admin]\nlisten = \"127.0.0.1:0\"\n\
              [limits]\nheader_read_timeout = \"60s\"\n\
              [gateway]\nclient_ca = \"{ca}\"\ncrls = [\"{crl}\"]\nmfa_max_failures = 3\nmfa_lockout = \"2s\"\n\
+             mfa_rate = {{ rate = \"600/m\", burst = 100 }}\n\
              [gateway.users.alice]\ngroups = [\"dev\"]\ntotp_secret_file = \"{secret}\"\n\
              [gateway.users.erin]\ngroups = [\"dev\"]\ntotp_secret_file = \"{secret}\"\n\
              [gateway.users.bob]\ngroups = [\"ops\"]\n{routes}",
@@ -80,6 +82,12 @@ impl Rig {
             crl = crl.display(),
             secret = secret.display(),
         ))
+    }
+
+    /// A code that is not the current one, different for each `n`.
+    fn wrong_code(&self, n: u32) -> String {
+        let right = self.employees.code(0).parse::<u32>().unwrap();
+        format!("{:06}", (right + 500_000 + n) % 1_000_000)
     }
 
     fn default_toml(&self) -> String {
@@ -228,12 +236,7 @@ async fn totp_guesses_are_locked_out_across_connections() {
     let proxy = rig.start().await;
     let host = "other.corp.test";
     let route = "other.corp.test/";
-    let wrong = |n: u32| {
-        format!(
-            "{:06}",
-            (rig.employees.code(0).parse::<u32>().unwrap() + 500_000 + n) % 1_000_000
-        )
-    };
+    let wrong = |n: u32| rig.wrong_code(n);
     let mut first = rig
         .connect(proxy.https_addr, host, Some(("alice", 1)))
         .await
@@ -310,6 +313,65 @@ async fn totp_guesses_are_locked_out_across_connections() {
         "attempts during the lockout are counted, not written"
     );
     assert_eq!(decisions("mfa_passed").len(), 1);
+}
+
+#[tokio::test]
+async fn mfa_forms_from_one_address_are_limited_whoever_posts_them() {
+    let rig = Rig::new().await;
+    let toml = support::ConfigToml::parse(&rig.default_toml())
+        .merge("[gateway]\nmfa_rate = { rate = \"1/m\", burst = 3 }\n")
+        .text();
+    let proxy = support::start_toml(&toml).await;
+    let (host, route) = ("mixed.corp.test", "mixed.corp.test/mfa");
+    let wrong = |n: u32| rig.wrong_code(n);
+    // Two people's certificates from one address, each below their own lockout.
+    let mut alice = rig
+        .connect(proxy.https_addr, host, Some(("alice", 1)))
+        .await
+        .unwrap();
+    let mut erin = rig
+        .connect(proxy.https_addr, host, Some(("erin", 1)))
+        .await
+        .unwrap();
+    for (n, who) in [(0, "alice"), (1, "erin"), (2, "alice")] {
+        let sender = if who == "alice" {
+            &mut alice
+        } else {
+            &mut erin
+        };
+        let code = wrong(n);
+        let fields = [
+            ("code", code.as_str()),
+            ("route", route),
+            ("return", "/mfa"),
+        ];
+        assert_eq!(
+            post_code(sender, host, &fields).await.unwrap().status,
+            403,
+            "{who}"
+        );
+    }
+    // The fourth form within the minute is not read: not even the right code is judged.
+    let code = rig.employees.code(0);
+    let right = [
+        ("code", code.as_str()),
+        ("route", route),
+        ("return", "/mfa"),
+    ];
+    let answer = post_code(&mut erin, host, &right).await.unwrap();
+    assert_eq!(answer.status, 429);
+    let retry: u64 = answer.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (3..=60).contains(&retry),
+        "retry-after {retry}: the form's limit, not a lockout"
+    );
+    assert!(proxy.shutdown().await);
+    let audit = rig.setup.audit();
+    let judged = audit
+        .iter()
+        .filter(|r| r["decision"] == "mfa_failed" || r["decision"] == "mfa_passed")
+        .count();
+    assert_eq!(judged, 3, "{audit:#?}");
 }
 
 #[tokio::test]

@@ -212,6 +212,32 @@ fn events<'a>(audit: &'a [Value], event: &str) -> Vec<&'a Value> {
 }
 
 #[tokio::test]
+async fn connects_from_one_address_beyond_connect_rate_get_429() {
+    let rig = Rig::start("[gateway]\nconnect_rate = { rate = \"1/m\", burst = 2 }\n").await;
+    for _ in 0..2 {
+        drop(rig.bob_opens_db1().await);
+    }
+    let bob = Some(rig.employees.valid("bob", 2));
+    let (status, head, _) = rig.connect(GATEWAY, bob, "db1:22", &[]).await;
+    assert_eq!(status, 429, "{head}");
+    let retry = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(retry.is_some_and(|r| (1..=60).contains(&r)), "{head}");
+    assert_eq!(
+        rig.echo.accepted(),
+        2,
+        "a refused CONNECT reached its target"
+    );
+    let gauge = metrics(rig.proxy.admin_addr.unwrap()).await;
+    assert!(
+        gauge.contains("portcullis_rate_limited_total{limit=\"connect\"} 1"),
+        "{gauge}"
+    );
+}
+
+#[tokio::test]
 async fn h1_tunnel_carries_bytes_and_is_audited_from_open_to_close() {
     let rig = Rig::start("").await;
     let admin = rig.proxy.admin_addr.unwrap();

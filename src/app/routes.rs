@@ -6,11 +6,12 @@ use crate::access_log::RouteLabel;
 use crate::config::{Config, RouteAction};
 use crate::host::HostPattern;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimits;
 use crate::routing::{Action, Route, Routes, TunnelTarget};
 use crate::upstream::Upstream;
 
 /// Compiles routes and tunnels and builds one pool per upstream, shared by the routes naming it.
-pub(super) fn compile(config: &Config, metrics: &Metrics) -> Routes {
+pub(super) fn compile(config: &Config, metrics: &Metrics, limits: &RateLimits) -> Routes {
     // In the order of `config.upstreams`, which is what an `UpstreamId` indexes.
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
@@ -49,6 +50,7 @@ pub(super) fn compile(config: &Config, metrics: &Metrics) -> Routes {
                 action,
                 access: route.access.clone(),
                 max_body_bytes: route.max_body_bytes,
+                limit: route.limit.map(|rate| limits.limiter(&route.name(), rate)),
             })
         })
         .collect();
@@ -76,6 +78,11 @@ pub(super) fn compile(config: &Config, metrics: &Metrics) -> Routes {
                 }),
                 access: Some(tunnel.access.clone()),
                 max_body_bytes: 0,
+                // One count per client across every tunnel.
+                limit: config
+                    .gateway
+                    .as_ref()
+                    .map(|gateway| limits.limiter("connect", gateway.connect_rate)),
             })
         })
         .collect();

@@ -117,6 +117,42 @@ fn describe_addrs(upstream: &UpstreamConfig, out: &mut String) {
     }
 }
 
+/// What one client address may send, each limit counted by this instance alone.
+fn describe_limits(config: &Config, out: &mut String) {
+    let mut limits: Vec<String> = Vec::new();
+    if let Some(rate) = &config.connection_rate {
+        limits.push(format!(
+            "new connections per client: {rate}, closed at accept beyond it"
+        ));
+    }
+    for route in &config.routes {
+        if let Some(rate) = &route.limit {
+            limits.push(format!(
+                "{} requests per client: {rate}, 429 beyond it",
+                route.name()
+            ));
+        }
+    }
+    if let Some(gateway) = &config.gateway {
+        limits.push(format!(
+            "second-factor forms per client: {}",
+            gateway.mfa_rate
+        ));
+        if !config.tunnels.is_empty() {
+            limits.push(format!(
+                "tunnel CONNECTs per client: {}",
+                gateway.connect_rate
+            ));
+        }
+    }
+    if limits.is_empty() {
+        let _ = writeln!(out, "  rate limits: none");
+    }
+    for limit in limits {
+        let _ = writeln!(out, "  limit {limit} (counted by each instance)");
+    }
+}
+
 /// How an upstream's addresses are picked, checked, ejected and retried, on one line.
 fn describe_resilience(resilience: &super::Resilience) -> String {
     use super::{Balance, ProbeKind};
@@ -211,6 +247,7 @@ fn describe_exposure(config: &Config, out: &mut String) {
             nets.join(", ")
         );
     }
+    describe_limits(config, out);
     for route in &config.routes {
         if let Some(access) = &route.access {
             let _ = writeln!(out, "  internal {}: {}", route.name(), who_passes(access));

@@ -334,6 +334,12 @@ pub enum ProblemKind {
     /// A longest ejection shorter than the first.
     #[error("must not be shorter than base_ejection")]
     EjectionOrder,
+    /// Not `N/s`, `N/m` or `N/h`.
+    #[error("{0:?} is not a rate such as \"20/s\", \"100/m\" or \"1000/h\" (1 to 1000000)")]
+    Rate(String),
+    /// A burst of zero or too many.
+    #[error("must be from 1 to {0}")]
+    Burst(u32),
     /// A route with neither or both of `upstream` and `respond`.
     #[error("a route needs exactly one of `upstream` and `respond`")]
     RouteAction,

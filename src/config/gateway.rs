@@ -11,6 +11,7 @@ use rustls::pki_types::CertificateRevocationListDer;
 use super::ProblemKind;
 use super::files::GatewayFiles;
 use super::problems::{Key, Problems};
+use super::rates::{FALLBACK_RATE, Rate};
 use super::raw::{RawGateway, RawRoute};
 
 /// The gateway for internal routes.
@@ -30,6 +31,10 @@ pub struct GatewaySettings {
     pub users: BTreeMap<String, User>,
     /// `CONNECT` tunnels one employee may have open at once.
     pub max_tunnels_per_user: u32,
+    /// `mfa_rate`: second-factor forms posted per client address.
+    pub mfa_rate: Rate,
+    /// `connect_rate`: tunnel `CONNECT`s per client address.
+    pub connect_rate: Rate,
     /// How long what `portcullis employees` signs stays valid.
     pub lifetimes: Lifetimes,
     /// The access requests and their time-bound grants, re-read while serving.
@@ -139,6 +144,8 @@ pub(super) struct GatewayPolicy {
     max_tunnels_per_user: u32,
     approvers: Vec<Grant>,
     pub(super) lifetimes: Lifetimes,
+    mfa_rate: Option<Rate>,
+    connect_rate: Option<Rate>,
 }
 
 /// How long what `portcullis employees` signs stays valid.
@@ -198,6 +205,12 @@ pub(super) fn policy(
         max_tunnels_per_user: gateway.max_tunnels_per_user,
         approvers: Vec::new(),
         lifetimes,
+        mfa_rate: super::rates::rate(&gateway.mfa_rate, &Key::new("gateway.mfa_rate"), problems),
+        connect_rate: super::rates::rate(
+            &gateway.connect_rate,
+            &Key::new("gateway.connect_rate"),
+            problems,
+        ),
     }
 }
 
@@ -262,6 +275,9 @@ pub(super) fn settings(
         lockout: policy.lockout,
         users,
         max_tunnels_per_user: policy.max_tunnels_per_user,
+        // Valid, or the policy's problems refused the config before its files were read.
+        mfa_rate: policy.mfa_rate.unwrap_or(FALLBACK_RATE),
+        connect_rate: policy.connect_rate.unwrap_or(FALLBACK_RATE),
         lifetimes: policy.lifetimes,
         requests: gateway.requests_file(),
         approvers: policy.approvers,

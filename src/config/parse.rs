@@ -216,7 +216,7 @@ mod tests {
                 "listen.htps: unknown key \"htps\"; did you mean \"https\"?",
                 "routes[1].upstrem: unknown key \"upstrem\"; did you mean \"upstream\"?",
                 "routes[1].zzzz: unknown key \"zzzz\"; expected one of: host, path_prefix, \
-                 upstream, respond, max_body_bytes, internal, allow, mfa, assertion",
+                 upstream, respond, max_body_bytes, internal, allow, mfa, assertion, limit",
                 "server.alow_root: unknown key \"alow_root\"; did you mean \"allow_root\"?",
             ],
         );

@@ -13,11 +13,13 @@ use super::settings::{DEFAULT_BUFFER_LINES, PathLogging};
 
 mod gateway;
 mod paths;
+mod rates;
 mod tls;
 mod upstreams;
 
 pub use gateway::{ISSUED_FILE_NAME, RawGateway, RawUser};
 pub use paths::base_of;
+pub use rates::RawRate;
 pub use tls::{RawAcme, RawAcmeStore, RawCertificate, RawHsts, RawTls};
 pub use upstreams::{RawBalance, RawCount5xx, RawHealthCheck, RawOutlier, RawUpstream};
 
@@ -105,6 +107,8 @@ pub struct RawAccess {
     /// Addresses never to connect to beside the built-in metadata endpoints.
     #[serde(default)]
     pub metadata_endpoints: Vec<String>,
+    /// New connections per client address; beyond it they are closed at accept.
+    pub connection_rate: Option<RawRate>,
 }
 
 /// `[log]`
@@ -223,6 +227,8 @@ pub struct RawRoute {
     /// Send the upstream a signed `Portcullis-Assertion` of the admitted employee.
     #[serde(default)]
     pub assertion: bool,
+    /// Requests per client address; beyond it, 429 with `Retry-After`.
+    pub limit: Option<RawRate>,
 }
 
 /// `[[tunnels]]`: a target employees may open a byte stream to with `CONNECT target:port`.

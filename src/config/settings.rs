@@ -115,6 +115,8 @@ pub struct RouteConfig {
     pub max_body_bytes: u64,
     /// For internal routes: who may pass.
     pub access: Option<RouteAccess>,
+    /// Requests per client address.
+    pub limit: Option<super::Rate>,
 }
 
 /// What a route does with a request.

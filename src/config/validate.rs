@@ -129,6 +129,10 @@ pub(super) fn validate_routes(
             );
         }
         let action = route_action(route, upstreams, &raw.upstreams, &key, problems);
+        let limit = route
+            .limit
+            .as_ref()
+            .and_then(|rate| super::rates::rate(rate, &key("limit"), problems));
         let access = super::gateway::route_access(i, route, gateway, problems);
         let (Some(host), Some(action)) = (host, action) else {
             continue;
@@ -145,6 +149,7 @@ pub(super) fn validate_routes(
             action,
             access,
             max_body_bytes: route.max_body_bytes.unwrap_or(limits.max_body_bytes),
+            limit,
         });
     }
     routes

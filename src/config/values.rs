@@ -30,6 +30,7 @@ pub(super) struct Values {
     pub(super) environments: Environments,
     pub(super) peerings: Vec<Peering>,
     pub(super) refused_clients: Vec<IpNet>,
+    pub(super) connection_rate: Option<super::Rate>,
     pub(super) upstreams: Vec<UpstreamConfig>,
     pub(super) routes: Vec<RouteConfig>,
     pub(super) tunnels: Vec<TunnelConfig>,
@@ -61,6 +62,9 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
             .flat_map(|(_, nets)| nets.iter().copied()),
     );
     let metadata = validate_metadata(raw, &mut problems);
+    let connection_rate = raw.access.connection_rate.as_ref().and_then(|rate| {
+        super::rates::rate(rate, &Key::new("access.connection_rate"), &mut problems)
+    });
     let upstreams = validate_upstreams(raw, &environments, &incomplete, &metadata, &mut problems);
     require_certificates(raw, &mut problems);
     let stripped_headers = stripped_headers(raw, &mut problems);
@@ -101,6 +105,7 @@ pub(super) fn check(raw: &RawConfig) -> Result<Values, Problems> {
         environments,
         peerings,
         refused_clients,
+        connection_rate,
         upstreams,
         routes,
         tunnels,

@@ -59,6 +59,9 @@ pub(super) async fn reserved<B: FormBody>(
     if path != mfa::MFA_PATH || method != Method::POST {
         return Err(ProxyError::NoRoute);
     }
+    // Before the form is read: guessing codes from many users' certificates on one address
+    // is slowed here, on top of each user's lockout.
+    gateway.mfa_rate.check(conn.client_ip)?;
     let form = mfa::read_form(&mut routed.request).await;
     // The form names its route; it must be an MFA route serving this host.
     let route = routed

@@ -10,6 +10,9 @@
 //! connection was opened under. `/.portcullis/` is the proxy's own on every host and goes to the
 //! gateway, whatever the routes say; internal prefixes fail closed against lenient path
 //! readings ([`Routes::route`](crate::routing::Routes::route)).
+//!
+//! A route's `limit` (and a tunnel's `connect_rate`) is counted here, per client address, before
+//! anything else reads the request: over it, `429` with `Retry-After`.
 
 use std::borrow::Cow;
 use std::future::{Ready, ready};
@@ -113,7 +116,7 @@ impl RouteLayer {
             .route(&host.name, request.uri().path())?
             .ok_or(ProxyError::NoRoute)?
             .clone();
-        Ok(routed((request, exchange), route, host, &app))
+        routed((request, exchange), route, host, &app, &self.conn)
     }
 
     fn route_tunnel<B>(
@@ -151,31 +154,38 @@ impl RouteLayer {
             name: sni.to_owned(),
             authority,
         };
-        Ok(routed(
+        routed(
             (in_flight.request, in_flight.exchange),
             route,
             host,
             app,
-        ))
+            &self.conn,
+        )
     }
 }
 
+/// The routed request, once its client is within the route's rate limit: a `Routed` exists
+/// only for a request its route's limit let through.
 fn routed<B>(
     (request, exchange): (Request<B>, Arc<Exchange>),
     route: Arc<Route>,
     host: RequestHost,
     app: &App,
-) -> Routed<B> {
+    conn: &ConnectionInfo,
+) -> Result<Routed<B>, ProxyError> {
     exchange.set_route(route.label.clone());
+    if let Some(limit) = &route.limit {
+        limit.check(conn.client_ip)?;
+    }
     // The gateway of the same configuration judges what it guards; public routes never
     // consult it.
     let guarded = route.access.is_some() || matches!(route.action, Action::Reserved);
-    Routed {
+    Ok(Routed {
         request,
         exchange,
         route,
         host,
         routes: app.routes.clone(),
         gateway: app.gateway.as_ref().filter(|_| guarded).cloned(),
-    }
+    })
 }

@@ -86,9 +86,11 @@ totp_secret_file = "{dir}/carol.totp"
         );
         let config = Config::from_raw(toml::from_str(&toml).unwrap()).unwrap();
         let audit = Arc::new(Audit::new(&LogSettings::default()).unwrap());
+        let metrics = Arc::new(Metrics::new());
         let process = Process {
             access_log: Arc::new(AccessLog::start(LogSettings::default()).unwrap()),
-            metrics: Arc::new(Metrics::new()),
+            rate_limits: crate::rate_limit::RateLimits::new(metrics.clone()),
+            metrics,
             ticketer: crate::tls::ticketer().unwrap(),
             acme: None,
             mfa: Arc::new(MfaState::new(None, None).unwrap()),

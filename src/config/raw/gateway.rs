@@ -46,6 +46,20 @@ pub struct RawGateway {
     /// Who may approve an access request (`alice`, `group:security`); never their own.
     #[serde(default)]
     pub approvers: Vec<String>,
+    /// Second-factor forms posted per client address, on top of the per-user lockout.
+    #[serde(default = "mfa_rate")]
+    pub mfa_rate: super::RawRate,
+    /// Tunnel `CONNECT`s per client address.
+    #[serde(default = "connect_rate")]
+    pub connect_rate: super::RawRate,
+}
+
+fn mfa_rate() -> super::RawRate {
+    super::RawRate::new("10/m", 10)
+}
+
+fn connect_rate() -> super::RawRate {
+    super::RawRate::new("60/m", 30)
 }
 
 /// Where the access requests are when `[gateway] requests` does not say: beside `client_ca`.

@@ -3,6 +3,10 @@
 //!   upstream never sees those requests, while a client from another address, and the same
 //!   client on a route without a limit, are served;
 //! - new connections over `[access] connection_rate` are closed before TLS, per address;
+//! - two instances sharing a real Redis (and a session key) enforce one route limit between
+//!   them, the store holding no client address; with the store down each counts alone rather
+//!   than refusing; a store that lies "allowed" cannot lift a client past what one instance
+//!   allows;
 //! - breaches are metrics by limit, and `check` shows each limit in its exposure section.
 //!
 //! The gateway's own limits (`mfa_rate`, `connect_rate`) are tested beside the form and the
@@ -12,6 +16,8 @@ mod support;
 
 use std::net::IpAddr;
 
+use support::employees::Employees;
+use support::redis::{FakeRedis, Redis, redis_shared_keyed};
 use support::{Client, Setup, metrics, start_toml, tls_connect_from};
 
 const ELSEWHERE: &str = "127.0.0.2";
@@ -96,6 +102,82 @@ async fn a_client_over_its_route_limit_gets_429_while_others_are_served() {
         2,
         "{errors:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sharing_redis_enforce_one_limit() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let shared = redis_shared_keyed(&employees, redis.port, &redis.password);
+    let toml = setup
+        .config()
+        .merge(&shared)
+        .set("routes[0].limit", table("rate = \"2/m\"\nburst = 4"))
+        .text();
+    let described = portcullis::config::describe(&support::config_from(&toml).unwrap());
+    assert!(
+        described.contains("429 beyond it (counted across instances in Redis mfa-store)"),
+        "{described}"
+    );
+    let (a, b) = (start_toml(&toml).await, start_toml(&toml).await);
+    let client = |proxy: &portcullis::Running, from: &str| {
+        let addr = proxy.https_addr;
+        let from = ip(from);
+        let pki = &setup.pki;
+        async move { Client::connect_from(Some(from), false, addr, "localhost", pki).await }
+    };
+    let (mut to_a, mut to_b) = (client(&a, "127.0.0.1").await, client(&b, "127.0.0.1").await);
+    let mut passed = 0;
+    for _ in 0..4 {
+        for sender in [&mut to_a, &mut to_b] {
+            match sender.get("localhost", "/").await.status.as_u16() {
+                200 => passed += 1,
+                429 => {}
+                other => panic!("status {other}"),
+            }
+        }
+    }
+    // One burst of 4 between them; each counting alone would have let all 8 through.
+    assert_eq!(passed, 4);
+    let keys = redis.keys();
+    assert!(
+        keys.contains("portcullis:rate:") && !keys.contains("127.0.0"),
+        "{keys}"
+    );
+    // The store down: served, counted by each instance alone.
+    redis.stop();
+    let mut elsewhere = client(&a, "127.0.0.5").await;
+    assert_eq!(elsewhere.get("localhost", "/").await.status, 200);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_answering_allowed_cannot_lift_the_limit() {
+    let liar = FakeRedis::answering("*2\r\n:1\r\n:0\r\n", "").await;
+    let setup = Setup::new().await;
+    let employees = Employees::new();
+    let shared = redis_shared_keyed(&employees, liar.port, "any");
+    let toml = setup
+        .config()
+        .merge(&shared)
+        .set("routes[0].limit", table("rate = \"2/m\"\nburst = 3"))
+        .text();
+    let proxy = start_toml(&toml).await;
+    let mut client = Client::connect(false, proxy.https_addr, "localhost", &setup.pki).await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(client.get("localhost", "/").await.status.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert!(
+        liar.seen("EVALSHA") || liar.seen("EVAL"),
+        "the store was never asked"
+    );
+    proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

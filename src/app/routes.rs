@@ -50,7 +50,9 @@ pub(super) fn compile(config: &Config, metrics: &Metrics, limits: &RateLimits) -
                 action,
                 access: route.access.clone(),
                 max_body_bytes: route.max_body_bytes,
-                limit: route.limit.map(|rate| limits.limiter(&route.name(), rate)),
+                limit: route
+                    .limit
+                    .map(|rate| limits.route_limiter(&route.name(), rate)),
             })
         })
         .collect();

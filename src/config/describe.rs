@@ -117,39 +117,43 @@ fn describe_addrs(upstream: &UpstreamConfig, out: &mut String) {
     }
 }
 
-/// What one client address may send, each limit counted by this instance alone.
+/// What one client address may send, and where each limit is counted.
 fn describe_limits(config: &Config, out: &mut String) {
+    let alone = " (counted by each instance)";
+    let shared = match (&config.shared.redis, &config.shared.session_key) {
+        (Some(redis), Some(_)) => format!(
+            " (counted across instances in Redis {})",
+            config.upstream(redis.upstream).name
+        ),
+        _ => alone.to_owned(),
+    };
     let mut limits: Vec<String> = Vec::new();
     if let Some(rate) = &config.connection_rate {
         limits.push(format!(
-            "new connections per client: {rate}, closed at accept beyond it"
+            "new connections per client: {rate}, closed at accept beyond it{alone}"
         ));
     }
     for route in &config.routes {
         if let Some(rate) = &route.limit {
+            let name = route.name();
             limits.push(format!(
-                "{} requests per client: {rate}, 429 beyond it",
-                route.name()
+                "{name} requests per client: {rate}, 429 beyond it{shared}"
             ));
         }
     }
     if let Some(gateway) = &config.gateway {
-        limits.push(format!(
-            "second-factor forms per client: {}",
-            gateway.mfa_rate
-        ));
+        let forms = gateway.mfa_rate;
+        limits.push(format!("second-factor forms per client: {forms}{alone}"));
         if !config.tunnels.is_empty() {
-            limits.push(format!(
-                "tunnel CONNECTs per client: {}",
-                gateway.connect_rate
-            ));
+            let connects = gateway.connect_rate;
+            limits.push(format!("tunnel CONNECTs per client: {connects}{alone}"));
         }
     }
     if limits.is_empty() {
         let _ = writeln!(out, "  rate limits: none");
     }
     for limit in limits {
-        let _ = writeln!(out, "  limit {limit} (counted by each instance)");
+        let _ = writeln!(out, "  limit {limit}");
     }
 }
 

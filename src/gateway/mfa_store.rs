@@ -4,9 +4,8 @@
 //! both accept one code, and wrong codes sent to several instances add up.
 //!
 //! Users and certificates are keyed by a digest: the store holds no names. The connection is
-//! made through the Redis upstream's own connector (the environment checks of every upstream),
-//! in TLS for `rediss://`, and made again after a failure; while the store cannot answer, codes
-//! are refused (`503`): accepting them would forget the replay rule.
+//! the shared one (`redis_link.rs`); while the store cannot answer, codes are refused (`503`):
+//! accepting them would forget the replay rule.
 //!
 //! The store is believed only about what it is for, memory: whatever answers on its address
 //! cannot pass a code the proxy's own check failed, and cannot open a tunnel session (their
@@ -15,18 +14,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
-use redis::{RedisConnectionInfo, Script};
-use rustls::pki_types::ServerName;
-use tokio::sync::Mutex;
-use tokio_rustls::TlsConnector;
+use redis::Script;
 
-use crate::config::{LockoutPolicy, RedisTls};
-use crate::upstream::{Upstream, UpstreamError};
-
-/// Longest wait for the store on a request.
-const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::config::LockoutPolicy;
+use crate::redis_link::RedisLink;
+pub use crate::redis_link::StoreError;
 /// How long a quiet user's state is kept: long past any code's validity.
 const STATE_TTL: Duration = Duration::from_secs(24 * 3600);
 
@@ -78,56 +70,20 @@ pub(super) enum Attempt {
     Unavailable,
 }
 
-/// Why the store could not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The Redis upstream could not be reached (or its address was refused).
-    #[error("cannot reach the MFA store: {0}")]
-    Connect(#[from] UpstreamError),
-    /// Redis answered with an error, or the connection failed.
-    #[error("MFA store failed: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// No answer within the store timeout.
-    #[error("MFA store timed out")]
-    Timeout,
-    /// The TLS handshake failed (a certificate our CA did not sign, or for another name).
-    #[error("MFA store TLS handshake failed: {0}")]
-    Tls(std::io::Error),
-    /// An answer the script cannot give: something else is answering on the store's address.
-    #[error("MFA store answered what it cannot: {0}")]
-    Lied(&'static str),
-}
-
 /// See the module docs.
 #[derive(Debug)]
 pub struct MfaStore {
-    upstream: Upstream,
-    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
-    info: RedisConnectionInfo,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    link: Arc<RedisLink>,
     attempt: Script,
 }
 
 impl MfaStore {
-    /// A store on `upstream`, in TLS if `tls` says so, authenticating with `password` if one
-    /// is given. Nothing is connected until the first use.
-    pub fn new(
-        upstream: Upstream,
-        tls: Option<&RedisTls>,
-        password: Option<&[u8]>,
-    ) -> Result<Self, rustls::Error> {
-        let mut info = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(password) = password {
-            info = info.set_password(String::from_utf8_lossy(password));
-        }
-        let tls = tls.map(tls_client).transpose()?;
-        Ok(Self {
-            upstream,
-            tls,
-            info,
-            connection: Mutex::new(None),
+    /// The second-factor state on `link`'s store. Nothing is connected until the first use.
+    pub fn new(link: Arc<RedisLink>) -> Self {
+        Self {
+            link,
             attempt: Script::new(ATTEMPT),
-        })
+        }
     }
 
     /// Judges a code that checked out at time step `step` (`None`: a wrong code) for `user`.
@@ -149,6 +105,7 @@ impl MfaStore {
             .arg(millis(policy.max))
             .arg(ttl);
         let (outcome, ms, in_a_row): (u8, u64, u32) = self
+            .link
             .run(|mut c| async move { invocation.invoke_async(&mut c).await })
             .await?;
         let duration = Duration::from_millis(ms);
@@ -174,16 +131,17 @@ impl MfaStore {
     ) -> Result<(), StoreError> {
         let key = tunnel_key(fingerprint, tunnel);
         let ms = u64::try_from(session.as_millis()).unwrap_or(u64::MAX);
-        self.run(|mut c| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(token)
-                .arg("PX")
-                .arg(ms)
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
+        self.link
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(token)
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
     }
 
     /// The token kept for the certificate `fingerprint` on `tunnel`, if any: the caller checks
@@ -194,79 +152,15 @@ impl MfaStore {
         tunnel: &str,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let key = tunnel_key(fingerprint, tunnel);
-        self.run(|mut c| async move {
-            redis::cmd("GET")
-                .arg(key)
-                .query_async::<Option<Vec<u8>>>(&mut c)
-                .await
-        })
-        .await
-    }
-
-    /// Runs `command` on the connection (made now if there is none), within the store timeout;
-    /// a failed connection is dropped so that the next use makes a new one.
-    async fn run<T, F, Fut>(&self, command: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        let work = async {
-            let connection = self.connection().await?;
-            command(connection).await.map_err(StoreError::from)
-        };
-        let result = tokio::time::timeout(STORE_TIMEOUT, work)
-            .await
-            .unwrap_or(Err(StoreError::Timeout));
-        if result.as_ref().is_err_and(|e| !is_answer(e)) {
-            *self.connection.lock().await = None;
-        }
-        result
-    }
-
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let stream = self.upstream.connect().await?;
-        let config = AsyncConnectionConfig::new();
-        // The driver ends when the connection does; not a task shutdown waits for.
-        let connection = match &self.tls {
-            None => {
-                let (connection, driver) =
-                    MultiplexedConnection::new_with_config(&self.info, stream, config).await?;
-                tokio::spawn(driver);
-                connection
-            }
-            Some((client, name)) => {
-                let stream = TlsConnector::from(client.clone())
-                    .connect(name.clone(), stream)
+        self.link
+            .run(|mut c| async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<Vec<u8>>>(&mut c)
                     .await
-                    .map_err(StoreError::Tls)?;
-                let (connection, driver) =
-                    MultiplexedConnection::new_with_config(&self.info, stream, config).await?;
-                tokio::spawn(driver);
-                connection
-            }
-        };
-        *slot = Some(connection.clone());
-        Ok(connection)
+            })
+            .await
     }
-}
-
-/// A client that trusts only the roots of `shared.redis_ca_file`.
-fn tls_client(
-    tls: &RedisTls,
-) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), rustls::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(tls.roots.iter().cloned());
-    let config = crate::certs::client_config(roots)?;
-    Ok((Arc::new(config), tls.server_name.clone()))
-}
-
-/// A Redis error reply: the connection itself is fine.
-fn is_answer(error: &StoreError) -> bool {
-    matches!(error, StoreError::Redis(e) if e.kind() != redis::ErrorKind::Io && !e.is_connection_dropped())
 }
 
 fn key(kind: &str, id: &[u8]) -> String {

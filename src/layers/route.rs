@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 use std::future::{Ready, ready};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -65,13 +66,19 @@ pub struct RouteService<S> {
     inner: S,
 }
 
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 impl<S, B> Service<InFlight<B>> for RouteService<S>
 where
-    S: Service<Routed<B>, Error = ProxyError>,
+    S: Service<Routed<B>, Error = ProxyError, Future: Send + 'static> + Clone + Send + 'static,
+    B: Send + 'static,
 {
     type Response = S::Response;
     type Error = ProxyError;
-    type Future = Either<Ready<Result<S::Response, ProxyError>>, S::Future>;
+    type Future = Either<
+        Ready<Result<S::Response, ProxyError>>,
+        Either<S::Future, BoxFuture<Result<S::Response, ProxyError>>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
         self.inner.poll_ready(cx)
@@ -79,14 +86,21 @@ where
 
     fn call(&mut self, in_flight: InFlight<B>) -> Self::Future {
         match self.layer.route(in_flight) {
-            Ok(routed) => Either::Right(self.inner.call(routed)),
+            Ok(Routing::Routed(routed)) => Either::Right(Either::Left(self.inner.call(routed))),
+            // Counted in the store the instances share: a round trip before the request goes on.
+            Ok(Routing::Counting(counting)) => {
+                let mut inner = self.inner.clone();
+                Either::Right(Either::Right(Box::pin(async move {
+                    inner.call(counting.counted().await?).await
+                })))
+            }
             Err(error) => Either::Left(ready(Err(error))),
         }
     }
 }
 
 impl RouteLayer {
-    fn route<B>(&self, in_flight: InFlight<B>) -> Result<Routed<B>, ProxyError> {
+    fn route<B>(&self, in_flight: InFlight<B>) -> Result<Routing<B>, ProxyError> {
         let app = self.live.load_full();
         super::message::check(&in_flight.request, app.limits.max_header_bytes)?;
         if in_flight.request.method() == Method::CONNECT {
@@ -123,7 +137,7 @@ impl RouteLayer {
         &self,
         in_flight: InFlight<B>,
         app: &Arc<App>,
-    ) -> Result<Routed<B>, ProxyError> {
+    ) -> Result<Routing<B>, ProxyError> {
         let request = &in_flight.request;
         // RFC 8441's extended CONNECT asks for another protocol, not a byte stream.
         if request.extensions().get::<hyper::ext::Protocol>().is_some() {
@@ -164,28 +178,62 @@ impl RouteLayer {
     }
 }
 
-/// The routed request, once its client is within the route's rate limit: a `Routed` exists
-/// only for a request its route's limit let through.
+/// A routed request, or one still to be counted against its route's shared limit.
+enum Routing<B> {
+    Routed(Routed<B>),
+    Counting(Counting<B>),
+}
+
+/// A request whose route's limit is counted across instances: its `Routed` is handed over only
+/// once the count let it through.
+struct Counting<B> {
+    routed: Routed<B>,
+    client: IpAddr,
+}
+
+impl<B> Counting<B> {
+    async fn counted(self) -> Result<Routed<B>, ProxyError> {
+        if let Some(limit) = &self.routed.route.limit {
+            limit.check_shared(self.client).await?;
+        }
+        Ok(self.routed)
+    }
+}
+
+/// The routed request, once its client is within the route's rate limit: a `Routed` leaves
+/// here only for a request its route's limit let through, or inside a [`Counting`].
 fn routed<B>(
     (request, exchange): (Request<B>, Arc<Exchange>),
     route: Arc<Route>,
     host: RequestHost,
     app: &App,
     conn: &ConnectionInfo,
-) -> Result<Routed<B>, ProxyError> {
+) -> Result<Routing<B>, ProxyError> {
     exchange.set_route(route.label.clone());
-    if let Some(limit) = &route.limit {
-        limit.check(conn.client_ip)?;
-    }
+    let shared = match &route.limit {
+        Some(limit) if limit.is_shared() => true,
+        Some(limit) => {
+            limit.check(conn.client_ip)?;
+            false
+        }
+        None => false,
+    };
     // The gateway of the same configuration judges what it guards; public routes never
     // consult it.
     let guarded = route.access.is_some() || matches!(route.action, Action::Reserved);
-    Ok(Routed {
+    let routed = Routed {
         request,
         exchange,
         route,
         host,
         routes: app.routes.clone(),
         gateway: app.gateway.as_ref().filter(|_| guarded).cloned(),
+    };
+    Ok(match shared {
+        true => Routing::Counting(Counting {
+            routed,
+            client: conn.client_ip,
+        }),
+        false => Routing::Routed(routed),
     })
 }

@@ -89,7 +89,7 @@ totp_secret_file = "{dir}/carol.totp"
         let metrics = Arc::new(Metrics::new());
         let process = Process {
             access_log: Arc::new(AccessLog::start(LogSettings::default()).unwrap()),
-            rate_limits: crate::rate_limit::RateLimits::new(metrics.clone()),
+            rate_limits: crate::rate_limit::RateLimits::new(metrics.clone(), None),
             metrics,
             ticketer: crate::tls::ticketer().unwrap(),
             acme: None,

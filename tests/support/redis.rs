@@ -77,6 +77,16 @@ impl Redis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Every key in the store, one per line, as `redis-cli --scan` lists them.
+    pub fn keys(&self) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "-a", &self.password])
+            .args(["--no-auth-warning", "--scan"])
+            .output()
+            .expect("redis-cli comes with redis-server");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 impl Drop for Redis {
@@ -91,7 +101,7 @@ fn password() -> String {
 
 /// Whatever answers on the store's address: RESP, with every command answered the way that
 /// opens the most doors (`EVALSHA`: "passed", `EXISTS`: 1, `GET`: `get_answer`). Remembers the
-/// commands it was sent.
+/// commands it was sent. [`FakeRedis::answering`] says what scripts answer.
 pub struct FakeRedis {
     pub port: u16,
     pub commands: Arc<Mutex<Vec<String>>>,
@@ -99,6 +109,11 @@ pub struct FakeRedis {
 
 impl FakeRedis {
     pub async fn start(get_answer: &'static str) -> Self {
+        Self::answering("*3\r\n:0\r\n:0\r\n:0\r\n", get_answer).await
+    }
+
+    /// Scripts (`EVALSHA`, `EVAL`) answered `eval_answer`, raw RESP.
+    pub async fn answering(eval_answer: &'static str, get_answer: &'static str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let commands = Arc::new(Mutex::new(Vec::new()));
@@ -111,7 +126,7 @@ impl FakeRedis {
                     while let Some(command) = read_command(&mut stream).await {
                         let name = command.first().cloned().unwrap_or_default().to_uppercase();
                         let answer = match name.as_str() {
-                            "EVALSHA" | "EVAL" => "*3\r\n:0\r\n:0\r\n:0\r\n".to_owned(),
+                            "EVALSHA" | "EVAL" => eval_answer.to_owned(),
                             "EXISTS" => ":1\r\n".to_owned(),
                             "GET" => format!("${}\r\n{get_answer}\r\n", get_answer.len()),
                             _ => "+OK\r\n".to_owned(),
@@ -161,6 +176,16 @@ pub fn private_file(employees: &Employees, name: &str, contents: &str) -> PathBu
 /// The gateway config of the gateway tests, with `[shared]` (and the Redis upstream) as given.
 pub fn toml(setup: &Setup, employees: &Employees, shared: &str) -> String {
     setup.toml(&format!("{}{shared}", gateway_toml(setup, employees, 666)))
+}
+
+/// [`redis_shared`] with a shared session key as well.
+pub fn redis_shared_keyed(employees: &Employees, port: u16, password: &str) -> String {
+    let key = private_file(employees, "session.key", &"k3y-material-".repeat(4));
+    format!(
+        "{}session_key_file = \"{}\"\n",
+        redis_shared(employees, port, "mfa-store", password),
+        key.display()
+    )
 }
 
 /// `[shared]` with Redis on `port` as `redis` (`mfa-store` or a URL of it) and `password`.

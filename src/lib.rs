@@ -274,9 +274,15 @@ async fn start_inner(
         )?),
         None => None,
     };
-    let link = shared_link(&config, &metrics)?;
-    let mfa = Arc::new(mfa_state(&config, link.as_ref())?);
-    let rate_limits = rate_limits(&config, link.as_ref(), &metrics);
+    let link = redis_link::RedisLink::shared(&config, &metrics).map_err(StartError::Tls)?;
+    let session_key = config.shared.session_key.as_ref().map(|k| k.expose());
+    // The second factor's key and memory: shared with the other instances as `[shared]` says.
+    let mfa = gateway::MfaState::new(session_key, link.clone().map(gateway::MfaStore::new))
+        .map_err(|_| StartError::Random)?;
+    let rate_limits = rate_limit::RateLimits::new(
+        metrics.clone(),
+        rate_limit::SharedCounts::of(link, session_key),
+    );
     let process = app::Process {
         access_log: Arc::new(
             access_log::AccessLog::start(config.log.clone()).map_err(StartError::Log)?,
@@ -284,10 +290,9 @@ async fn start_inner(
         metrics,
         ticketer: tls::ticketer()?,
         acme,
-        mfa,
+        mfa: Arc::new(mfa),
         assertions: Arc::new(
-            gateway::Assertions::new(config.shared.session_key.as_ref().map(|k| k.expose()))
-                .map_err(|_| StartError::Random)?,
+            gateway::Assertions::new(session_key).map_err(|_| StartError::Random)?,
         ),
         audit: audit.clone(),
         access_grants: Arc::new(gateway::AccessGrants::new(audit)),
@@ -353,45 +358,6 @@ async fn start_inner(
         process,
         reloader,
     })
-}
-
-/// The connection to the Redis the instances share, if `[shared]` names one.
-fn shared_link(
-    config: &Config,
-    metrics: &metrics::Metrics,
-) -> Result<Option<Arc<redis_link::RedisLink>>, StartError> {
-    let Some(redis) = &config.shared.redis else {
-        return Ok(None);
-    };
-    let upstream =
-        upstream::Upstream::new(config.upstream(redis.upstream), &config.limits, metrics);
-    let password = redis.password.as_ref().map(|p| p.expose());
-    let link = redis_link::RedisLink::new(upstream, redis.tls.as_ref(), password)
-        .map_err(StartError::Tls)?;
-    Ok(Some(Arc::new(link)))
-}
-
-/// The second factor's key and memory: shared with the other instances as `[shared]` says.
-fn mfa_state(
-    config: &Config,
-    link: Option<&Arc<redis_link::RedisLink>>,
-) -> Result<gateway::MfaState, StartError> {
-    let store = link.map(|link| gateway::MfaStore::new(link.clone()));
-    let key = config.shared.session_key.as_ref().map(|k| k.expose());
-    gateway::MfaState::new(key, store).map_err(|_| StartError::Random)
-}
-
-/// The rate limiters; routes' limits counted in the shared store when there is one and a shared
-/// key to name clients by.
-fn rate_limits(
-    config: &Config,
-    link: Option<&Arc<redis_link::RedisLink>>,
-    metrics: &Arc<metrics::Metrics>,
-) -> Arc<rate_limit::RateLimits> {
-    let shared = link
-        .zip(config.shared.session_key.as_ref())
-        .map(|(link, key)| Arc::new(rate_limit::SharedCounts::new(link.clone(), key.expose())));
-    rate_limit::RateLimits::new(metrics.clone(), shared)
 }
 
 fn bind(addr: SocketAddr) -> Result<Bound, StartError> {

@@ -13,7 +13,8 @@ use rustls::pki_types::ServerName;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 
-use crate::config::RedisTls;
+use crate::config::{Config, RedisTls};
+use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Longest wait for the store on a request.
@@ -49,6 +50,16 @@ pub struct RedisLink {
 }
 
 impl RedisLink {
+    /// The link to the Redis `[shared] redis` names, if any, through its upstream.
+    pub fn shared(config: &Config, metrics: &Metrics) -> Result<Option<Arc<Self>>, rustls::Error> {
+        let Some(redis) = &config.shared.redis else {
+            return Ok(None);
+        };
+        let upstream = Upstream::new(config.upstream(redis.upstream), &config.limits, metrics);
+        let password = redis.password.as_ref().map(|p| p.expose());
+        Self::new(upstream, redis.tls.as_ref(), password).map(|link| Some(Arc::new(link)))
+    }
+
     /// A link to `upstream`, in TLS if `tls` says so, authenticating with `password` if one is
     /// given. Nothing is connected until the first use.
     pub fn new(

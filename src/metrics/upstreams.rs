@@ -6,7 +6,7 @@
 //! upstream anew, continues them rather than starting them over.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
@@ -58,25 +58,31 @@ const STATES: [(AddressState, &str); 3] = [
 pub struct AddressStats {
     requests: AtomicU64,
     failures: [AtomicU64; 4],
-    outstanding: AtomicI64,
+    outstanding: AtomicUsize,
     state: AtomicU8,
 }
 
 impl AddressStats {
-    /// A request (an attempt: a retry is another) sent to the address.
-    pub fn request(&self) {
+    /// A request (an attempt: a retry is another) sent to the address: in flight until
+    /// [`Self::released`].
+    pub fn started(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.outstanding.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request started is done with the address.
+    pub fn released(&self) {
+        self.outstanding.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Requests in flight to the address now, what the balancer compares.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
     }
 
     /// An attempt failed.
     pub fn failure(&self, kind: FailureKind) {
         self.failures[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Requests in flight now, as the balancer counts them.
-    pub fn set_outstanding(&self, n: usize) {
-        self.outstanding
-            .store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     /// The address's state, as last set.
@@ -229,7 +235,7 @@ impl Collector for UpstreamBoard {
             MetricType::Gauge,
         )?;
         for (key, stats) in &board.addresses {
-            ConstGauge::new(stats.outstanding.load(Ordering::Relaxed))
+            ConstGauge::new(i64::try_from(stats.outstanding()).unwrap_or(i64::MAX))
                 .encode(family.encode_family(&labels(key))?)?;
         }
         for (name, help, read) in [

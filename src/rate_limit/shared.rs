@@ -45,8 +45,13 @@ pub struct SharedCounts {
 }
 
 impl SharedCounts {
+    /// Counts in `link`'s store when there is one and a shared key to name clients by.
+    pub fn of(link: Option<Arc<RedisLink>>, session_key: Option<&[u8]>) -> Option<Arc<Self>> {
+        Some(Arc::new(Self::new(link?, session_key?)))
+    }
+
     /// Counts in `link`'s store, naming clients by an HMAC under `session_key`.
-    pub fn new(link: Arc<RedisLink>, session_key: &[u8]) -> Self {
+    fn new(link: Arc<RedisLink>, session_key: &[u8]) -> Self {
         Self {
             link,
             key: hmac::Key::new(hmac::HMAC_SHA256, session_key),

@@ -2,7 +2,7 @@
 //! its failures and ejection (outlier detection), and its requests in flight (balancing).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::Uri;
 use hyper::client::conn::http1::SendRequest;
@@ -22,9 +22,8 @@ pub(super) struct Target {
     /// False while its health check fails; always true without one.
     healthy: AtomicBool,
     pub(super) outlier: Record,
-    /// Whether the metrics show it ejected.
-    shown_ejected: AtomicBool,
-    outstanding: AtomicUsize,
+    /// Its figures, requests in flight among them: kept across reloads, so a generation's
+    /// balancer also sees what the last one still has in flight to the address.
     pub(super) stats: Arc<AddressStats>,
 }
 
@@ -40,8 +39,6 @@ impl Target {
             pool,
             healthy: AtomicBool::new(healthy),
             outlier: Record::default(),
-            shown_ejected: AtomicBool::new(false),
-            outstanding: AtomicUsize::new(0),
             stats,
         }
     }
@@ -65,10 +62,7 @@ impl Target {
     /// after an ejection ended shows it back in the metrics.
     pub(super) fn ejected(&self, now: u64) -> bool {
         let ejected = self.outlier.ejected(now);
-        if !ejected
-            && self.shown_ejected.load(Ordering::Relaxed)
-            && self.shown_ejected.swap(false, Ordering::Relaxed)
-        {
+        if !ejected && self.stats.state() == AddressState::Ejected {
             self.stats.set_state(if self.is_healthy() {
                 AddressState::Up
             } else {
@@ -80,21 +74,18 @@ impl Target {
 
     /// Leaves it out from `now`, for a length that grows with ejections close together.
     pub(super) fn eject(&self, policy: &Outlier, now: u64) -> std::time::Duration {
-        self.shown_ejected.store(true, Ordering::Relaxed);
         self.stats.set_state(AddressState::Ejected);
         self.outlier.eject(policy, now)
     }
 
     /// Requests in flight to it now.
     pub(super) fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Relaxed)
+        self.stats.outstanding()
     }
 
     /// An attempt starts; it counts as in flight until the guard is dropped.
     pub(super) fn start(self: &Arc<Self>) -> InFlight {
-        self.stats.request();
-        let n = self.outstanding.fetch_add(1, Ordering::Relaxed) + 1;
-        self.stats.set_outstanding(n);
+        self.stats.started();
         InFlight(Some(self.clone()))
     }
 
@@ -130,7 +121,6 @@ impl ConnectionPool for Target {
     }
 
     fn released(&self) {
-        let n = self.outstanding.fetch_sub(1, Ordering::Relaxed) - 1;
-        self.stats.set_outstanding(n);
+        self.stats.released();
     }
 }

@@ -1,19 +1,19 @@
-//! Certificates that manage themselves: rustls-acme orders and renews them with the TLS-ALPN-01
-//! challenge on the HTTPS listener, so the plain listener keeps redirecting everything.
+//! Certificates that manage themselves: ordered and renewed over ACME with the configured
+//! challenge (TLS-ALPN-01 on the HTTPS listener, HTTP-01 on the plain one, DNS-01 through the
+//! zone's primary), when the CA suggests (RFC 9773) or `renew_before` says.
 //!
-//! The ACME state machine runs in its own task, apart from the accept loops; its events go to
-//! the operational log and to metrics. Failures back off and retry inside rustls-acme while the
-//! proxy keeps serving (the last good certificate, or none yet for those names: handshakes for
-//! them fail until the first order completes, and the log says so).
+//! The renewal loop runs in its own task, apart from the accept loops: this instance alone
+//! (`single`, its cache directory) or the lease holder of several (`shared`, an object store).
+//! Its events go to the operational log, the audit trail and metrics. Failures back off and
+//! retry while the proxy keeps serving (the last good certificate, or none yet for those names:
+//! handshakes for them fail until the first order completes, and the log says so).
 
-use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use arc_swap::ArcSwapOption;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_acme::{AcmeConfig, EventError, EventOk, ResolvesServerCertAcme, is_tls_alpn_challenge};
+use rustls_acme::is_tls_alpn_challenge;
 
 use crate::audit::{AcmeOutcome, Audit, AuditRecord, Timestamp};
 
@@ -24,13 +24,22 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::tls::ManagedCertificates;
 
+mod ari;
 mod bucket;
 mod cache;
+mod challenge;
+mod directory;
+mod dns;
+mod failure;
 mod order;
 mod problem;
+mod schedule;
 mod shared;
+mod single;
 
 pub use bucket::StoreConnector;
+pub use directory::Ca;
+pub use schedule::{Issued, Renewal};
 
 /// Why ACME could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +59,12 @@ pub enum SetupError {
     /// The shared store's client could not be built.
     #[error("tls.acme.store: {0}")]
     Store(#[from] bucket::StoreError),
+    /// The DNS-01 key could not be read or used.
+    #[error("tls.acme.dns.tsig_key_file: {0}")]
+    TsigKey(crate::config::ProblemKind),
+    /// The DNS-01 updater could not be built.
+    #[error(transparent)]
+    Dns(#[from] dns::DnsSetupError),
 }
 
 /// Starts ACME as configured: through the shared store when there is one, else this instance
@@ -61,28 +76,47 @@ pub fn start(
     lifecycle: &Lifecycle,
 ) -> Result<Arc<dyn ManagedCertificates>, SetupError> {
     let client = client_config(settings)?;
+    let served = Arc::new(Served::default());
+    let dns = match &settings.dns {
+        Some(dns) => {
+            let key =
+                crate::config::read_tsig_key(&dns.tsig_key_file).map_err(SetupError::TsigKey)?;
+            Some(dns::Rfc2136::new(dns, &key)?)
+        }
+        None => None,
+    };
     let mut report = Report {
         metrics: metrics.clone(),
         audit,
         domains: settings.domains.clone(),
         mode: "store",
     };
-    let resolver: Arc<dyn ResolvesServerCert> = match &settings.store {
-        Some(store) => {
-            shared::SharedAcme::start(settings, store, client, metrics, report, lifecycle)?
-        }
+    tracing::info!(domains = ?settings.domains, challenge = settings.challenge.name(), "ACME: serving these names once a certificate is cached or issued");
+    match &settings.store {
+        Some(store) => shared::start(
+            settings,
+            store,
+            client,
+            served.clone(),
+            dns,
+            report,
+            lifecycle,
+        )?,
         None => {
             prepare_cache_dir(&settings.cache_dir).map_err(|source| SetupError::CacheDir {
                 dir: settings.cache_dir.clone(),
                 source,
             })?;
             report.mode = "single";
-            alone(settings, client, report, lifecycle)
+            let cache = cache::PrivateDirCache::new(settings.cache_dir.clone(), metrics);
+            let single = single::Single::new(settings, client, cache, served.clone(), dns, report);
+            let stopping = lifecycle.draining.clone();
+            lifecycle.tracker.spawn(single.run(stopping));
         }
-    };
+    }
     Ok(Arc::new(Managed {
         domains: Domains::new(&settings.domains),
-        resolver,
+        served,
     }))
 }
 
@@ -92,27 +126,50 @@ fn client_config(settings: &AcmeSettings) -> Result<Arc<rustls::ClientConfig>, C
         Some(ca) => load_roots(ca)?,
         None => public_roots(),
     };
-    Ok(Arc::new(
-        crate::certs::client_config(roots).map_err(CertError::UnsupportedKey)?,
-    ))
+    let mut config = crate::certs::client_config(roots).map_err(CertError::UnsupportedKey)?;
+    // ACME requests are minutes apart, so a resumed session saves nothing; and rustls keeps
+    // sessions by name, not port, so a CA's directory and renewal information served from
+    // one address on two ports would be offered each other's sessions.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// What this instance serves for its ACME names: the certificate, and the challenges of an
+/// order in progress.
+#[derive(Debug, Default)]
+struct Served {
+    certificate: ArcSwapOption<CertifiedKey>,
+    board: challenge::Board,
+}
+
+impl ResolvesServerCert for Served {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if is_tls_alpn_challenge(&client_hello) {
+            let sni = client_hello.server_name()?.to_ascii_lowercase();
+            return self.board.tls_alpn(&sni);
+        }
+        self.certificate.load_full()
+    }
 }
 
 /// The names a certificate is ordered for, and the handshakes that therefore belong to ACME.
 #[derive(Debug)]
 struct Domains {
-    set: HashSet<String>,
     names: Arc<[HostPattern]>,
 }
 
 impl Domains {
     fn new(domains: &[String]) -> Self {
         Self {
-            set: domains.iter().cloned().collect(),
             names: domains
                 .iter()
-                .map(|d| HostPattern::Exact(d.clone()))
+                .filter_map(|d| HostPattern::parse(d).ok())
                 .collect(),
         }
+    }
+
+    fn covers(&self, name: &str) -> bool {
+        crate::host::any_covers(&self.names, &name.to_ascii_lowercase())
     }
 
     /// A validation handshake, or one for our names.
@@ -120,21 +177,21 @@ impl Domains {
         is_tls_alpn_challenge(client_hello)
             || client_hello
                 .server_name()
-                .is_some_and(|sni| self.set.contains(&sni.to_ascii_lowercase()))
+                .is_some_and(|sni| self.covers(sni))
     }
 
     fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>> {
-        let sni = sni?.to_ascii_lowercase();
-        self.set.contains(&sni).then(|| self.names.clone())
+        self.covers(sni?).then(|| self.names.clone())
     }
 }
 
 /// Certificates ordered for `domains`, by this instance or through the shared store: the
-/// handshakes for those names, and validation handshakes, are answered by `resolver`.
+/// handshakes for those names, validation handshakes and HTTP-01 validations are answered
+/// from what is `served`.
 #[derive(Debug)]
 struct Managed {
     domains: Domains,
-    resolver: Arc<dyn ResolvesServerCert>,
+    served: Arc<Served>,
 }
 
 impl ManagedCertificates for Managed {
@@ -147,72 +204,15 @@ impl ManagedCertificates for Managed {
     }
 
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.resolver.resolve(client_hello)
+        self.served.resolve(client_hello)
     }
-}
 
-/// This instance's own ACME: rustls-acme's state machine ordering (or loading from the cache
-/// directory) in a background task, and its resolver.
-fn alone(
-    settings: &AcmeSettings,
-    client: Arc<rustls::ClientConfig>,
-    report: Report,
-    lifecycle: &Lifecycle,
-) -> Arc<ResolvesServerCertAcme> {
-    let metrics = report.metrics.clone();
-    let cache = cache::PrivateDirCache::new(settings.cache_dir.clone(), metrics.clone());
-    let state = AcmeConfig::new_with_client_config(&settings.domains, client)
-        .contact(&settings.contact)
-        .directory(&settings.directory)
-        .cache(cache)
-        .state();
-    let resolver = state.resolver();
-    tracing::info!(domains = ?settings.domains, "ACME: serving these names once a certificate is cached or issued");
-    let stopping = lifecycle.draining.clone();
-    lifecycle.tracker.spawn(async move {
-        let mut state = state;
-        loop {
-            let event = tokio::select! {
-                event = state.next() => event,
-                () = stopping.cancelled() => return,
-            };
-            let Some(event) = event else { return };
-            match event {
-                Ok(ok) => {
-                    let what = match ok {
-                        EventOk::DeployedCachedCert => "deployed cached certificate",
-                        EventOk::DeployedNewCert => "issued and deployed a new certificate",
-                        EventOk::CertCacheStore => "stored certificate in cache",
-                        EventOk::AccountCacheStore => "stored account in cache",
-                    };
-                    metrics.acme(what);
-                    tracing::info!("ACME: {what}");
-                    if matches!(ok, EventOk::DeployedNewCert) {
-                        report.issued();
-                    }
-                }
-                Err(EventError::Order(e)) => {
-                    metrics.acme("failed");
-                    let problem = problem::Problem::of_order_error(&e);
-                    report.failed(&describe(&e), problem, "retrying with backoff");
-                }
-                Err(e) => {
-                    metrics.acme("failed");
-                    tracing::warn!("ACME: {e}; retrying with backoff");
-                }
-            }
-        }
-    });
-    resolver
-}
-
-/// rustls-acme's order error in a few words: its own message prints whole ACME objects.
-fn describe(error: &rustls_acme::OrderError) -> String {
-    use rustls_acme::OrderError;
-    match error {
-        OrderError::BadAuth(auth) => format!("authorization ended {:?}", auth.status),
-        OrderError::BadOrder(order) => format!("order ended {:?}", order.status),
-        other => other.to_string(),
+    fn http_challenge(&self, host: &str, token: &str) -> Option<Arc<str>> {
+        // Only for our names: nothing else is validated through us.
+        self.domains
+            .covers(host)
+            .then(|| self.served.board.http(token))
+            .flatten()
     }
 }
 
@@ -227,6 +227,22 @@ struct Report {
 }
 
 impl Report {
+    /// When `issued` is next renewed, as `renewal` judges it at `now` (at or before `now`:
+    /// renew); said in the metrics.
+    async fn next_renewal(
+        &self,
+        renewal: &mut Renewal,
+        client: &Arc<rustls::ClientConfig>,
+        ca: Option<&Ca>,
+        issued: &Issued,
+        renew_before: std::time::Duration,
+        now: std::time::SystemTime,
+    ) -> std::time::SystemTime {
+        let at = renewal.when(client, ca, issued, renew_before, now).await;
+        self.metrics.certificate_renewal(&self.domains, at);
+        at
+    }
+
     fn record(&self, outcome: AcmeOutcome, error: String, problem: Option<problem::Problem>) {
         self.audit.record(AuditRecord::AcmeOrder {
             ts: Timestamp::now(),
@@ -260,7 +276,7 @@ impl Report {
 
 /// Creates the cache directory private to us (it holds the account key) and proves it
 /// writable, before anything is ordered into it.
-fn prepare_cache_dir(dir: &Path) -> std::io::Result<()> {
+fn prepare_cache_dir(dir: &std::path::Path) -> std::io::Result<()> {
     crate::secrets::create_private_dir(dir)?;
     let probe = dir.join(".portcullis-write-test");
     std::fs::write(&probe, b"")?;

@@ -29,13 +29,14 @@ mod settings;
 mod shared;
 #[cfg(test)]
 mod tests;
+mod tsig;
 mod tunnels;
 mod validate;
 mod values;
 
-pub use acme::{AcmeSettings, AcmeStore, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use acme::{AcmeDns, AcmeSettings, AcmeStore, Challenge, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use describe::describe;
-pub use error::{ConfigError, Problem, ProblemKind, ProcessProblem};
+pub use error::{AcmeProblem, ConfigError, Problem, ProblemKind, ProcessProblem};
 pub use gateway::{
     CRL_TIMER_PERIOD, CrlUpdate, GatewaySettings, Grant, LONGEST_SHORT_LIVED, Lifetimes,
     LockoutPolicy, RouteAccess, User,
@@ -54,6 +55,7 @@ pub use settings::{
     UpstreamConfig, UpstreamId,
 };
 pub use shared::{MIN_SESSION_KEY_BYTES, RedisSettings, RedisTls, Secret, SharedSettings};
+pub use tsig::{TsigKey, read_tsig_key};
 
 use std::path::Path;
 

@@ -101,7 +101,7 @@ use tokio::net::TcpListener;
 use lifecycle::Lifecycle;
 
 /// The shared ACME store's HTTP client, for tools that read or plant objects in it as it does.
-pub use acme::StoreConnector;
+pub use acme::{Ca as AcmeDirectory, Issued, Renewal, StoreConnector};
 pub use config::Config;
 
 /// How long cut tasks get to notice.

@@ -84,6 +84,7 @@ pub struct Metrics {
     log_lines_held: Family<LogLabels, Gauge>,
     render_lock: std::sync::Mutex<()>,
     certificate_expiry: Family<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    certificate_renewal: Family<CertificateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     served: ServedCertificates,
     acme_events: Family<KindLabels, Counter>,
     acme_orders: Family<ResultLabels, Counter>,
@@ -118,6 +119,7 @@ impl Metrics {
             log_lines_held: Family::default(),
             render_lock: std::sync::Mutex::new(()),
             certificate_expiry: Family::default(),
+            certificate_renewal: Family::default(),
             served: ServedCertificates::default(),
             acme_events: Family::default(),
             acme_orders: Family::default(),
@@ -176,6 +178,11 @@ impl Metrics {
             "certificate_not_after_timestamp_seconds",
             "When each certificate in service expires, Unix time, by first name, all names and source (file, acme): alert on it minus time()",
             metrics.certificate_expiry.clone(),
+        );
+        registry.register(
+            "certificate_renewal_timestamp_seconds",
+            "When each ACME certificate is next renewed, Unix time: inside the CA's window (RFC 9773) or before renew_before",
+            metrics.certificate_renewal.clone(),
         );
         registry.register(
             "acme_orders",

@@ -29,6 +29,8 @@ pub trait ManagedCertificates: std::fmt::Debug + Send + Sync {
     fn names_for(&self, sni: Option<&str>) -> Option<Arc<[HostPattern]>>;
     /// The certificate (or challenge certificate) for a handshake it [`answers`](Self::answers).
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>>;
+    /// The HTTP-01 key authorization for `token`, asked for `host` on the plain listener.
+    fn http_challenge(&self, host: &str, token: &str) -> Option<Arc<str>>;
 }
 
 /// ALPN protocols we speak, in order of preference.

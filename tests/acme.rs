@@ -26,150 +26,14 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use support::acme::{Instance, Moto, acme_config};
-use support::{
-    Pki, Setup, config_from, free_port, metrics, require_tool, start_toml, strings, tls_connect,
-};
-
-/// Pebble and its DNS, killed on drop.
-struct Pebble {
-    processes: Vec<Child>,
-    directory: String,
-    management: SocketAddr,
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        for child in &mut self.processes {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Pebble {
-    fn start(pki: &Pki, tls_alpn_port: u16) -> Self {
-        Self::issuing_for(pki, tls_alpn_port, 157_766_400)
-    }
-
-    /// Pebble whose certificates are valid for `validity_secs` (its default is five years).
-    fn issuing_for(pki: &Pki, tls_alpn_port: u16, validity_secs: u64) -> Self {
-        Self::with(pki, tls_alpn_port, validity_secs, 0)
-    }
-
-    /// Pebble that refuses `percent` of valid nonces with `badNonce`, as a CA whose nonces
-    /// expire or are scoped to one of its servers does (RFC 8555 6.5).
-    fn rejecting_nonces(pki: &Pki, tls_alpn_port: u16, percent: u8) -> Self {
-        Self::with(pki, tls_alpn_port, 157_766_400, percent)
-    }
-
-    fn with(pki: &Pki, tls_alpn_port: u16, validity_secs: u64, nonce_reject: u8) -> Self {
-        let dns = free_port();
-        let (listen, management) = (free_port(), free_port());
-        let (cert, key) = pki.leaf("pebble", &["localhost", "127.0.0.1"]);
-        let config = pki.dir.path().join("pebble.json");
-        std::fs::write(
-            &config,
-            format!(
-                r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}",
-                "certificate": "{}", "privateKey": "{}", "httpPort": {}, "tlsPort": {tls_alpn_port},
-                "ocspResponderURL": "", "externalAccountBindingRequired": false,
-                "certificateValidityPeriod": {validity_secs}}}}}"#,
-                cert.display(),
-                key.display(),
-                free_port()
-            ),
-        )
-        .unwrap();
-        let dns_server = Command::new("pebble-challtestsrv")
-            .args([
-                "-dns01",
-                &format!("127.0.0.1:{dns}"),
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-            ])
-            .args([
-                "-management",
-                &format!("127.0.0.1:{}", free_port()),
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pebble = Command::new("pebble")
-            .args([
-                "-config",
-                config.to_str().unwrap(),
-                "-dnsserver",
-                &format!("127.0.0.1:{dns}"),
-            ])
-            // No random pre-validation sleep (slow, and validation itself stays real); nonces
-            // rejected only where a test asks for it.
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", nonce_reject.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let pebble = Self {
-            processes: vec![dns_server, pebble],
-            directory: format!("https://127.0.0.1:{listen}/dir"),
-            management: SocketAddr::from(([127, 0, 0, 1], management)),
-        };
-        // Pebble opens its ACME and management listeners independently; a test that asks the
-        // management side for the root as soon as the ACME side answers races it.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for port in [listen, management] {
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "pebble did not open port {port}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        pebble
-    }
-
-    /// Pebble's issuing root, from its management interface.
-    async fn root(&self, pki: &Pki) -> CertificateDer<'static> {
-        let mut sender = support::h1_with(self.management, "127.0.0.1", pki.client(&[b"http/1.1"]))
-            .await
-            .unwrap();
-        let request = support::request("GET", "127.0.0.1", "/roots/0")
-            .body(Default::default())
-            .unwrap();
-        let body = support::collect(sender.send_request(request).await.unwrap())
-            .await
-            .body;
-        CertificateDer::from_pem_slice(&body).unwrap()
-    }
-}
-
-fn trusting(root: CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(root).unwrap();
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    )
-}
+use support::pebble::{Pebble, trusting};
+use support::{Setup, config_from, free_port, metrics, require_tool, start_toml, strings};
 
 fn acme_toml(setup: &Setup, port: u16, directory: &str, cache: &Path) -> String {
     acme_config(setup, port, directory, cache).text()
@@ -181,21 +45,7 @@ async fn wait_for_certificate(
     client: Arc<rustls::ClientConfig>,
     within: Duration,
 ) -> CertificateDer<'static> {
-    let deadline = Instant::now() + within;
-    loop {
-        match tls_connect(addr, "acme.test", client.clone()).await {
-            Ok(tls) => {
-                return tls.get_ref().1.peer_certificates().unwrap()[0]
-                    .clone()
-                    .into_owned();
-            }
-            Err(e) => assert!(
-                Instant::now() < deadline,
-                "no valid certificate for acme.test in time: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    support::pebble::served_certificate(addr, "acme.test", client, within).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,6 +203,9 @@ async fn acme_section_is_validated() {
         ("tls.acme.domains", strings(&[])),
         ("tls.acme.contact[0]", "ops@acme.test".into()),
         ("tls.acme.directory", "http://insecure/dir".into()),
+        ("tls.acme.renew_before", "0s".into()),
+        ("tls.acme.profile", "short lived".into()),
+        ("tls.acme.challenge", "dns-02".into()),
         (
             "tls.acme.cache_dir",
             format!("{}/cache", file.display()).into(),
@@ -373,7 +226,8 @@ async fn acme_section_is_validated() {
         ("tls.acme.store.endpoint", "http://s3.internal.example:9000"),
         ("tls.acme.store.endpoint", "ftp://127.0.0.1"),
         ("tls.acme.store.lease", "soon"),
-        ("tls.acme.store.renew_before", "0s"),
+        // Moved to [tls.acme], where it counts with or without a store.
+        ("tls.acme.store.renew_before", "30d"),
         ("tls.acme.store.poll", "2m"),
     ] {
         let toml = with_store.clone().set(key, value).text();

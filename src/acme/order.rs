@@ -1,114 +1,174 @@
-//! One ACME order by the lease holder, with rustls-acme's ACME client (`rustls_acme::acme`):
-//! the account key from the store, TLS-ALPN-01 challenge certificates published to the store
-//! so that whichever instance the validation reaches answers it, and the new certificate
-//! returned for the store.
+//! One ACME order, with rustls-acme's ACME client (`rustls_acme::acme`): the challenge's
+//! answers published where the CA will look (this instance's board, the shared store so that
+//! whichever instance the validation reaches answers it, or a DNS zone), and the new
+//! certificate returned for the cache or the store.
 //!
 //! rustls-acme's own order loop keeps its challenge keys in one process's memory, which is what
-//! a balancer in front of several instances defeats; its client does the protocol.
+//! a balancer in front of several instances defeats, and knows neither DNS-01, profiles nor
+//! renewal information (RFC 9773); its client does the protocol.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::signature::KeyPair as _;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rcgen::{CertificateParams, CustomExtension, DistinguishedName, KeyPair};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use rustls_acme::acme::{
-    Account, AcmeError, AuthStatus, ChallengeType, Directory, Identifier, OrderStatus,
+    Account, AcmeError, AuthStatus, ChallengeType, Identifier, Order as RawOrder, OrderStatus,
 };
 
-use super::bucket::{Bucket, StoreError};
+use super::bucket::Bucket;
+use super::challenge::{Answer, Publish};
+use super::directory::Ca;
+use super::failure::OrderError;
 use super::problem::Problem;
-use crate::config::AcmeSettings;
+use crate::config::{AcmeSettings, Challenge};
 
 /// The account key object: PKCS#8, PEM.
 pub const ACCOUNT_KEY: &str = "account.key";
-/// Where challenge certificates are published, one object per name.
+/// Where challenge answers are published: TLS-ALPN-01 certificates as `NAME.pem`, HTTP-01
+/// key authorizations under `http-01/TOKEN`.
 pub const CHALLENGES: &str = "challenges/";
 /// Pauses between looks at an order or authorization in progress, and how many to make.
 const STATUS_PAUSE: Duration = Duration::from_secs(1);
 const STATUS_LOOKS: u32 = 120;
+/// An order that has not finished in this long (an ACME server that stopped answering) is
+/// abandoned and tried again later.
+pub const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Why an order failed; the next attempt backs off.
-#[derive(Debug, thiserror::Error)]
-pub enum OrderError {
-    /// The ACME server refused or failed a request.
-    #[error("ACME: {0}")]
-    Acme(#[from] AcmeError),
-    /// The store could not be read or written.
-    #[error("store: {0}")]
-    Store(#[from] StoreError),
-    /// A key or certificate could not be made.
-    #[error("certificate generation: {0}")]
-    Rcgen(#[from] rcgen::Error),
-    /// The stored account key is not a P-256 PKCS#8 key.
-    #[error("the stored account key is unusable")]
-    AccountKey,
-    /// The order or an authorization ended invalid, or never settled.
-    #[error("{what}")]
-    Failed {
-        /// What ended how.
-        what: String,
-        /// What the CA said about it, when it said something.
-        problem: Option<Problem>,
-    },
+/// One order: who asks, for what, and where the answers go.
+pub struct Order<'a> {
+    pub client: &'a Arc<rustls::ClientConfig>,
+    pub settings: &'a AcmeSettings,
+    pub ca: &'a Ca,
+    /// The account key, PKCS#8 DER.
+    pub account_key: &'a [u8],
+    /// Where the CA is shown the answers.
+    pub publish: &'a dyn Publish,
+    /// The ARI identifier of the certificate this one replaces (RFC 9773 5), when the CA
+    /// offers renewal information.
+    pub replaces: Option<String>,
 }
 
-impl OrderError {
-    /// Ended without the CA saying why.
-    pub fn failed(what: impl Into<String>) -> Self {
-        Self::Failed {
-            what: what.into(),
-            problem: None,
-        }
-    }
-
-    /// The CA's problem document, when the failure carries one.
-    pub fn problem(&self) -> Option<Problem> {
-        match self {
-            Self::Acme(e) => Problem::of_acme(e),
-            Self::Failed { problem, .. } => problem.clone(),
-            Self::Store(_) | Self::Rcgen(_) | Self::AccountKey => None,
-        }
-    }
-}
-
-/// Orders a certificate for `settings.domains`; returns the private key and chain as PEM, in
-/// the format rustls-acme's caches use (key first).
-pub async fn order(
-    client: &Arc<rustls::ClientConfig>,
-    settings: &AcmeSettings,
-    bucket: &Bucket,
-    publish_wait: Duration,
-) -> Result<String, OrderError> {
-    let key = account_key(bucket).await?;
-    let directory = Directory::discover(client, &settings.directory).await?;
-    // With a key it already knows, the server returns the existing account (RFC 8555 7.3.1).
-    let account = Account::create_with_keypair(client, directory, &settings.contact, &key).await?;
-    let (url, mut order) = account.new_order(client, settings.domains.clone()).await?;
-    for _ in 0..STATUS_LOOKS {
-        match &order.status {
-            OrderStatus::Pending => {
-                for authorization in &order.authorizations {
-                    authorize(client, &account, authorization, bucket, publish_wait).await?;
+impl Order<'_> {
+    /// Orders a certificate for `settings.domains`; returns the private key and chain as
+    /// PEM, in the format rustls-acme's caches use (key first).
+    pub async fn run(&self) -> Result<String, OrderError> {
+        let client = self.client;
+        let account = Account::create_with_keypair(
+            client,
+            self.ca.directory.clone(),
+            &self.settings.contact,
+            self.account_key,
+        )
+        .await?;
+        let (url, mut order) = self.new_order(&account).await?;
+        for _ in 0..STATUS_LOOKS {
+            match &order.status {
+                OrderStatus::Pending => {
+                    for authorization in &order.authorizations {
+                        self.authorize(&account, authorization).await?;
+                    }
+                }
+                OrderStatus::Ready => {
+                    let (csr, key) = request(&self.settings.domains)?;
+                    account.finalize(client, &order.finalize, &csr).await?;
+                    return finish(client, &account, &url, key).await;
+                }
+                OrderStatus::Processing => tokio::time::sleep(STATUS_PAUSE).await,
+                OrderStatus::Valid { .. } | OrderStatus::Invalid => {
+                    return Err(OrderError::Failed {
+                        what: format!("order ended {:?}", order.status),
+                        problem: Problem::of_order(&order),
+                    });
                 }
             }
-            OrderStatus::Ready => {
-                let (csr, key) = request(&settings.domains)?;
-                account.finalize(client, &order.finalize, &csr).await?;
-                return finish(client, &account, &url, key).await;
+            order = account.order(client, &url).await?;
+        }
+        Err(OrderError::failed("order never became ready"))
+    }
+
+    /// newOrder with what rustls-acme's cannot say: the profile, and which certificate this
+    /// one replaces.
+    async fn new_order(&self, account: &Account) -> Result<(String, RawOrder), OrderError> {
+        let identifiers: Vec<Identifier> = self
+            .settings
+            .domains
+            .iter()
+            .cloned()
+            .map(Identifier::Dns)
+            .collect();
+        let mut payload = serde_json::json!({ "identifiers": identifiers });
+        if let Some(profile) = &self.settings.profile {
+            if !self.ca.profiles.contains(profile) {
+                return Err(OrderError::failed(format!(
+                    "the CA offers no profile {profile:?} (it offers {:?})",
+                    self.ca.profiles
+                )));
             }
-            OrderStatus::Processing => tokio::time::sleep(STATUS_PAUSE).await,
-            OrderStatus::Valid { .. } | OrderStatus::Invalid => {
+            payload["profile"] = profile.as_str().into();
+        }
+        if let Some(replaces) = &self.replaces {
+            payload["replaces"] = replaces.as_str().into();
+        }
+        let payload = payload.to_string();
+        let new_order = &self.ca.directory.new_order;
+        let (url, body) = account.request(self.client, new_order, &payload).await?;
+        let url = url.ok_or(AcmeError::MissingHeader("Location"))?;
+        let order = serde_json::from_str(&body).map_err(AcmeError::from)?;
+        Ok((url, order))
+    }
+
+    /// Answers one authorization with the configured challenge: the answer is published,
+    /// the CA told to validate, and the answer withdrawn whatever the outcome.
+    async fn authorize(&self, account: &Account, url: &str) -> Result<(), OrderError> {
+        let client = self.client;
+        let auth = account.auth(client, url).await?;
+        let domain = match (&auth.status, &auth.identifier) {
+            (AuthStatus::Valid, _) => return Ok(()),
+            (AuthStatus::Pending, Identifier::Dns(domain)) => domain.clone(),
+            (status, _) => {
                 return Err(OrderError::Failed {
-                    what: format!("order ended {:?}", order.status),
-                    problem: Problem::of_order(&order),
+                    what: format!("authorization {status:?}"),
+                    problem: Problem::of_auth(&auth),
                 });
             }
-        }
-        order = account.order(client, &url).await?;
+        };
+        let kind = self.settings.challenge;
+        let wanted = match kind {
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            Challenge::Http01 => ChallengeType::Http01,
+            Challenge::Dns01 => ChallengeType::Dns01,
+        };
+        let challenge = auth
+            .challenges
+            .iter()
+            .find(|c| c.typ == wanted)
+            .ok_or_else(|| {
+                OrderError::failed(format!("the CA offers no {} challenge", kind.name()))
+            })?;
+        let answer = Answer::new(kind, account, &challenge.token, &domain)?;
+        self.publish.show(&answer).await?;
+        let outcome = match account.challenge(client, &challenge.url).await {
+            Ok(()) => settle(client, account, url).await,
+            Err(e) => Err(e.into()),
+        };
+        // Whatever happened, the answer is not shown again.
+        self.publish.withdraw(&answer).await?;
+        outcome
     }
-    Err(OrderError::failed("order never became ready"))
+}
+
+/// `ordering`, abandoned after [`ORDER_TIMEOUT`].
+pub async fn within_time(
+    ordering: impl Future<Output = Result<String, OrderError>>,
+) -> Result<String, OrderError> {
+    tokio::time::timeout(ORDER_TIMEOUT, ordering)
+        .await
+        .map_err(|_| {
+            OrderError::failed(format!(
+                "not finished in {}",
+                humantime::format_duration(ORDER_TIMEOUT)
+            ))
+        })?
 }
 
 /// Waits for a finalized order to become valid, then fetches its chain.
@@ -137,46 +197,6 @@ async fn finish(
     Err(OrderError::failed("order never became valid"))
 }
 
-/// Answers one authorization with TLS-ALPN-01: the challenge certificate goes to the store,
-/// every instance has `publish_wait` to load it, then the server is told to validate.
-async fn authorize(
-    client: &Arc<rustls::ClientConfig>,
-    account: &Account,
-    url: &str,
-    bucket: &Bucket,
-    publish_wait: Duration,
-) -> Result<(), OrderError> {
-    let auth = account.auth(client, url).await?;
-    let domain = match (&auth.status, &auth.identifier) {
-        (AuthStatus::Valid, _) => return Ok(()),
-        (AuthStatus::Pending, Identifier::Dns(domain)) => domain.clone(),
-        (status, _) => {
-            return Err(OrderError::Failed {
-                what: format!("authorization {status:?}"),
-                problem: Problem::of_auth(&auth),
-            });
-        }
-    };
-    let challenge = auth
-        .challenges
-        .iter()
-        .find(|c| matches!(c.typ, ChallengeType::TlsAlpn01))
-        .ok_or(AcmeError::NoTlsAlpn01Challenge)?;
-    let name = format!("{CHALLENGES}{domain}.pem");
-    bucket
-        .put(
-            &name,
-            challenge_certificate(account, &challenge.token, &domain)?.into_bytes(),
-        )
-        .await?;
-    tokio::time::sleep(publish_wait).await;
-    account.challenge(client, &challenge.url).await?;
-    let outcome = settle(client, account, url).await;
-    // Whatever happened, the challenge is not served again.
-    bucket.delete(&name).await?;
-    outcome
-}
-
 async fn settle(
     client: &Arc<rustls::ClientConfig>,
     account: &Account,
@@ -200,7 +220,7 @@ async fn settle(
 
 /// The account key from the store, or a new one put there: if two holders ever raced, the
 /// conditional create lets one key win and the other reads it.
-async fn account_key(bucket: &Bucket) -> Result<Vec<u8>, OrderError> {
+pub async fn account_key(bucket: &Bucket) -> Result<Vec<u8>, OrderError> {
     use rustls::pki_types::PrivatePkcs8KeyDer;
     use rustls::pki_types::pem::PemObject;
     let pem = match bucket.get(ACCOUNT_KEY).await? {
@@ -219,41 +239,6 @@ async fn account_key(bucket: &Bucket) -> Result<Vec<u8>, OrderError> {
     PrivatePkcs8KeyDer::from_pem_slice(&pem)
         .map(|key| key.secret_pkcs8_der().to_vec())
         .map_err(|_| OrderError::AccountKey)
-}
-
-/// The self-signed certificate a TLS-ALPN-01 validation must be shown (RFC 8737 3): the name,
-/// and the SHA-256 of the key authorization in a critical acmeIdentifier extension. Its key
-/// and certificate as PEM, key first.
-fn challenge_certificate(
-    account: &Account,
-    token: &str,
-    domain: &str,
-) -> Result<String, OrderError> {
-    let authorization = format!("{token}.{}", thumbprint(account));
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, authorization.as_bytes());
-    let mut params = CertificateParams::new(vec![domain.to_owned()])?;
-    params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest.as_ref())];
-    let key = KeyPair::generate()?;
-    let certificate = params.self_signed(&key)?;
-    Ok(format!("{}{}", key.serialize_pem(), certificate.pem()))
-}
-
-/// The account key's JWK thumbprint (RFC 7638): P-256, so the public key is `04 || x || y`.
-fn thumbprint(account: &Account) -> String {
-    let point = account.key_pair.public_key().as_ref();
-    let (x, y) = point
-        .get(1..)
-        .unwrap_or_default()
-        .split_at(point.len().saturating_sub(1) / 2);
-    let jwk = format!(
-        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-        URL_SAFE_NO_PAD.encode(x),
-        URL_SAFE_NO_PAD.encode(y)
-    );
-    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
-        &aws_lc_rs::digest::SHA256,
-        jwk.as_bytes(),
-    ))
 }
 
 /// A certificate signing request for `domains` with a fresh key; the DER and the key as PEM.

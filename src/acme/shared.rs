@@ -14,126 +14,96 @@
 //! (once a version, logged and counted) and the certificate in service kept; a certificate not
 //! yet valid is looked at again at every poll.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
-use rustls::sign::CertifiedKey;
-use rustls_acme::is_tls_alpn_challenge;
-
-use super::bucket::{Bucket, LeaseWatch, Read};
-use super::order::{CHALLENGES, OrderError, order};
-use crate::certs::{CertError, certificate_from_pem};
+use super::bucket::{Bucket, LeaseWatch};
+use super::challenge::Publish;
+use super::directory::Ca;
+use super::dns::Rfc2136;
+use super::failure::OrderError;
+use super::order::{Order, account_key, within_time};
+use super::schedule::{Issued, Renewal};
+use super::{Report, Served};
+use crate::certs::certificate_from_pem;
 use crate::config::{AcmeSettings, AcmeStore};
 use crate::lifecycle::Lifecycle;
 use crate::logging::Throttle;
-use crate::metrics::{Metrics, Source};
 
-use super::Report;
+mod follower;
+
+use follower::{Follower, StoreBoard};
 
 /// The longest pause after failed orders.
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-/// An order that has not finished in this long (an ACME server that stopped answering) is
-/// abandoned and tried again later.
-const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long a stopping holder tries to hand the lease over.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 /// While the store cannot be reached, every instance would say so at every poll.
 static STORE_FAILURES: Throttle = Throttle::new(Duration::from_secs(60));
 
-/// The certificate and challenge certificates in service, as last read from the store.
-#[derive(Debug)]
-pub struct SharedAcme {
-    certificate: ArcSwapOption<CertifiedKey>,
-    challenges: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
-}
-
-impl SharedAcme {
-    /// Starts following the store, and competing for the lease, in background tasks.
-    pub fn start(
-        settings: &AcmeSettings,
-        store: &AcmeStore,
-        client: Arc<rustls::ClientConfig>,
-        metrics: Arc<Metrics>,
-        report: Report,
-        lifecycle: &Lifecycle,
-    ) -> Result<Arc<Self>, super::bucket::StoreError> {
-        let bucket = Bucket::open(store)?;
-        let shared = Arc::new(Self {
-            certificate: ArcSwapOption::empty(),
-            challenges: ArcSwap::default(),
-        });
-        let object = certificate_object(settings);
-        tracing::info!(domains = ?settings.domains, bucket = %store.bucket, %object, "ACME: certificates shared through the store");
-        let stopping = lifecycle.draining.clone();
-        let follower = Follower {
-            shared: shared.clone(),
-            bucket: bucket.clone(),
-            object: object.clone(),
-            domains: settings
-                .domains
-                .iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
-            metrics: metrics.clone(),
-            etag: None,
-            refused: None,
-        };
-        let poll = store.poll;
-        lifecycle.tracker.spawn({
-            let stopping = stopping.clone();
-            async move {
-                let mut follower = follower;
-                loop {
-                    follower.look().await;
-                    tokio::select! {
-                        () = tokio::time::sleep(poll) => {}
-                        () = stopping.cancelled() => return,
-                    }
+/// Starts following the store into `served`, and competing for the lease, in background
+/// tasks.
+pub fn start(
+    settings: &AcmeSettings,
+    store: &AcmeStore,
+    client: Arc<rustls::ClientConfig>,
+    served: Arc<Served>,
+    dns: Option<Rfc2136>,
+    report: Report,
+    lifecycle: &Lifecycle,
+) -> Result<(), super::bucket::StoreError> {
+    let bucket = Bucket::open(store)?;
+    let object = certificate_object(settings);
+    tracing::info!(domains = ?settings.domains, bucket = %store.bucket, %object, "ACME: certificates shared through the store");
+    let stopping = lifecycle.draining.clone();
+    let metrics = report.metrics.clone();
+    let follower = Follower::new(
+        served,
+        bucket.clone(),
+        object.clone(),
+        settings.domains.clone(),
+        metrics.clone(),
+    );
+    let poll = store.poll;
+    lifecycle.tracker.spawn({
+        let stopping = stopping.clone();
+        async move {
+            let mut follower = follower;
+            loop {
+                follower.look().await;
+                tokio::select! {
+                    () = tokio::time::sleep(poll) => {}
+                    () = stopping.cancelled() => return,
                 }
             }
-        });
-        let leader = Leader {
-            settings: settings.clone(),
-            store: store.clone(),
-            bucket,
-            object,
-            client,
-            metrics,
-            id: format!("{:016x}", fastrand::u64(..)),
-            lease: LeaseWatch::default(),
-            report,
-        };
-        lifecycle.tracker.spawn(async move {
-            tokio::select! {
-                () = leader.run() => {}
-                () = stopping.cancelled() => {
-                    // Handed over now rather than after `lease`: a rolling deploy stops holders.
-                    let release = leader.bucket.release_lease(&leader.id);
-                    match tokio::time::timeout(RELEASE_WAIT, release).await {
-                        Ok(Ok(true)) => tracing::info!(instance = %leader.id, "ACME store: lease handed over"),
-                        Ok(Err(e)) => unreachable_store(&e),
-                        Ok(Ok(false)) | Err(_) => {}
-                    }
-                }
-            }
-        });
-        Ok(shared)
-    }
-}
-
-impl ResolvesServerCert for SharedAcme {
-    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if is_tls_alpn_challenge(&client_hello) {
-            let sni = client_hello.server_name()?.to_ascii_lowercase();
-            return self.challenges.load().get(&sni).cloned();
         }
-        self.certificate.load_full()
-    }
+    });
+    let leader = Leader {
+        settings: settings.clone(),
+        store: store.clone(),
+        bucket,
+        object,
+        client,
+        dns,
+        id: format!("{:016x}", fastrand::u64(..)),
+        lease: LeaseWatch::default(),
+        report,
+    };
+    lifecycle.tracker.spawn(async move {
+        tokio::select! {
+            () = leader.run() => {}
+            () = stopping.cancelled() => {
+                // Handed over now rather than after `lease`: a rolling deploy stops holders.
+                let release = leader.bucket.release_lease(&leader.id);
+                match tokio::time::timeout(RELEASE_WAIT, release).await {
+                    Ok(Ok(true)) => tracing::info!(instance = %leader.id, "ACME store: lease handed over"),
+                    Ok(Err(e)) => unreachable_store(&e),
+                    Ok(Ok(false)) | Err(_) => {}
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Where the certificate for these names from this directory lives: a change of either is a
@@ -146,87 +116,6 @@ fn certificate_object(settings: &AcmeSettings) -> String {
     format!("certificates/{}.pem", hex::encode(&digest.as_ref()[..16]))
 }
 
-/// Loads what the store holds into [`SharedAcme`].
-struct Follower {
-    shared: Arc<SharedAcme>,
-    bucket: Bucket,
-    object: String,
-    /// The names the certificate must cover, lowercase.
-    domains: Vec<String>,
-    metrics: Arc<Metrics>,
-    /// The version of the certificate in service.
-    etag: Option<String>,
-    /// The version last refused, so that it is reported once.
-    refused: Option<Option<String>>,
-}
-
-impl Follower {
-    async fn look(&mut self) {
-        if let Err(e) = self.certificate().await {
-            unreachable_store(&e);
-        }
-        if let Err(e) = self.challenges().await {
-            unreachable_store(&e);
-        }
-    }
-
-    async fn certificate(&mut self) -> Result<(), super::bucket::StoreError> {
-        // One known version at a time: the etag of what is in service.
-        let known = self.etag.as_deref();
-        let Read::Changed(object) = self.bucket.get_if_changed(&self.object, known).await? else {
-            return Ok(());
-        };
-        let etag = object.version.e_tag;
-        match certificate_from_pem(&object.bytes, &self.domains) {
-            Ok(entry) => {
-                let names = entry.names.iter().map(ToString::to_string).collect();
-                self.metrics
-                    .certificates(Source::Acme, &[(names, entry.not_after)]);
-                self.shared.certificate.store(Some(entry.key));
-                self.metrics.acme("deployed stored certificate");
-                tracing::info!("ACME: deployed the certificate from the store");
-                self.etag = etag;
-            }
-            Err(reason) => {
-                if self.refused.as_ref() != Some(&etag) {
-                    self.metrics.acme("refused stored certificate");
-                    tracing::warn!(object = %self.object, "ACME store: refused the stored certificate, keeping the one in service: {reason}");
-                }
-                // One not valid yet will be: looked at again at the next poll.
-                if !matches!(reason, CertError::NotYetValid(_)) {
-                    self.etag = etag.clone();
-                }
-                self.refused = Some(etag);
-            }
-        }
-        Ok(())
-    }
-
-    async fn challenges(&self) -> Result<(), super::bucket::StoreError> {
-        let mut challenges = HashMap::new();
-        for name in self.bucket.list(CHALLENGES).await? {
-            let Some(domain) = name
-                .strip_prefix(CHALLENGES)
-                .and_then(|n| n.strip_suffix(".pem"))
-            else {
-                continue;
-            };
-            let domain = domain.to_ascii_lowercase();
-            // Only for our names: nothing else is validated through us.
-            if !self.domains.contains(&domain) {
-                continue;
-            }
-            if let Some(object) = self.bucket.get(&name).await?
-                && let Some(key) = challenge(&object.bytes)
-            {
-                challenges.insert(domain, Arc::new(key));
-            }
-        }
-        self.shared.challenges.store(Arc::new(challenges));
-        Ok(())
-    }
-}
-
 /// Competes for the lease and, while holding it, keeps the certificate fresh.
 struct Leader {
     settings: AcmeSettings,
@@ -234,7 +123,7 @@ struct Leader {
     bucket: Bucket,
     object: String,
     client: Arc<rustls::ClientConfig>,
-    metrics: Arc<Metrics>,
+    dns: Option<Rfc2136>,
     id: String,
     lease: LeaseWatch,
     report: Report,
@@ -248,6 +137,8 @@ impl Leader {
         let mut first = true;
         let mut failures = 0u32;
         let mut next_try = tokio::time::Instant::now();
+        let mut renewal = Renewal::default();
+        let mut ca: Option<Ca> = None;
         loop {
             let held = self.hold(&mut held_until).await.is_some();
             if held != holding {
@@ -260,15 +151,45 @@ impl Leader {
                 holding = held;
             }
             first = false;
-            if holding && tokio::time::Instant::now() >= next_try && self.due().await {
-                match self.order_holding_lease(tick, &mut held_until).await {
+            if !holding {
+                tokio::time::sleep(tick).await;
+                continue;
+            }
+            if ca.is_none() {
+                ca = Ca::discover(&self.client, &self.settings.directory)
+                    .await
+                    .ok();
+            }
+            let stored = self.stored().await;
+            let due = match &stored {
+                Stored::Good(issued) => {
+                    let (client, renew_before) = (&self.client, self.settings.renew_before);
+                    let (report, now) = (&self.report, SystemTime::now());
+                    let at = report
+                        .next_renewal(&mut renewal, client, ca.as_ref(), issued, renew_before, now)
+                        .await;
+                    at <= now
+                }
+                Stored::Missing => true,
+                Stored::Unknown => false,
+            };
+            if due && tokio::time::Instant::now() >= next_try {
+                let current = match &stored {
+                    Stored::Good(issued) => Some(issued),
+                    _ => None,
+                };
+                match self
+                    .order_holding_lease(tick, &mut held_until, ca.as_ref(), current)
+                    .await
+                {
                     Ok(true) => failures = 0,
                     Ok(false) => holding = false,
                     Err(e) => {
                         failures += 1;
                         let pause = (tick * 2u32.saturating_pow(failures.min(16))).min(MAX_BACKOFF);
                         next_try = tokio::time::Instant::now() + pause;
-                        self.metrics.acme("failed");
+                        ca = None;
+                        self.report.metrics.acme("failed");
                         let retry = format!("next try in {}", humantime::format_duration(pause));
                         self.report.failed(&e.to_string(), e.problem(), &retry);
                     }
@@ -305,23 +226,18 @@ impl Leader {
         until
     }
 
-    /// True when the stored certificate is missing, unreadable or expires within
-    /// `renew_before`.
-    async fn due(&self) -> bool {
+    /// What the store holds for our names: a certificate good to serve, none (or one that
+    /// cannot be served: ordered again), or unknown while the store cannot be read.
+    async fn stored(&self) -> Stored {
         match self.bucket.get(&self.object).await {
-            Ok(Some(object)) => {
-                // Refused (expired ones included), or valid for less than `renew_before`.
-                certificate_from_pem(&object.bytes, &self.settings.domains).map_or(true, |entry| {
-                    entry
-                        .not_after
-                        .duration_since(SystemTime::now())
-                        .is_ok_and(|left| left < self.store.renew_before)
-                })
-            }
-            Ok(None) => true,
+            Ok(Some(object)) => certificate_from_pem(&object.bytes, &self.settings.domains)
+                .ok()
+                .and_then(|entry| Issued::of(entry.key.end_entity_cert().ok()?))
+                .map_or(Stored::Missing, Stored::Good),
+            Ok(None) => Stored::Missing,
             Err(e) => {
                 unreachable_store(&e);
-                false
+                Stored::Unknown
             }
         }
     }
@@ -332,26 +248,41 @@ impl Leader {
         &self,
         tick: Duration,
         held_until: &mut Option<SystemTime>,
+        ca: Option<&Ca>,
+        current: Option<&Issued>,
     ) -> Result<bool, OrderError> {
         tracing::info!(domains = ?self.settings.domains, "ACME: ordering");
+        let ca = match ca {
+            Some(ca) => ca.clone(),
+            None => Ca::discover(&self.client, &self.settings.directory).await?,
+        };
+        let key = account_key(&self.bucket).await?;
         // Two polls: every follower has looked for the challenge at least once.
-        let publish_wait = self.store.poll * 2 + Duration::from_millis(250);
-        let ordering = tokio::time::timeout(
-            ORDER_TIMEOUT,
-            order(&self.client, &self.settings, &self.bucket, publish_wait),
+        let board = StoreBoard::new(
+            &self.bucket,
+            self.store.poll * 2 + Duration::from_millis(250),
         );
+        let publish: &dyn Publish = match &self.dns {
+            Some(dns) => dns,
+            None => &board,
+        };
+        let order = Order {
+            client: &self.client,
+            settings: &self.settings,
+            ca: &ca,
+            account_key: &key,
+            publish,
+            replaces: current
+                .filter(|_| ca.renewal_info.is_some())
+                .and_then(|issued| issued.cert_id.clone()),
+        };
+        let ordering = within_time(order.run());
         let mut ordering = std::pin::pin!(ordering);
         loop {
             tokio::select! {
                 pem = &mut ordering => {
-                    let pem = pem.map_err(|_| {
-                        OrderError::failed(format!(
-                            "not finished in {}",
-                            humantime::format_duration(ORDER_TIMEOUT)
-                        ))
-                    })??;
-                    self.bucket.put(&self.object, pem.into_bytes()).await?;
-                    self.metrics.acme("issued and deployed a new certificate");
+                    self.bucket.put(&self.object, pem?.into_bytes()).await?;
+                    self.report.metrics.acme("issued and deployed a new certificate");
                     self.report.issued();
                     tracing::info!("ACME: issued a new certificate and stored it for every instance");
                     return Ok(true);
@@ -367,23 +298,18 @@ impl Leader {
     }
 }
 
-fn unreachable_store(error: &super::bucket::StoreError) {
+/// The certificate in the store, as the holder sees it.
+enum Stored {
+    Good(Issued),
+    Missing,
+    Unknown,
+}
+
+pub(super) fn unreachable_store(error: &super::bucket::StoreError) {
     STORE_FAILURES.warn(|count| {
         tracing::warn!(
             count,
             "ACME store unreachable, serving what was last loaded: {error}"
         );
     });
-}
-
-/// A TLS-ALPN-01 challenge key and certificate, shown only to clients offering `acme-tls/1`.
-/// Not checked as a certificate is: its critical acmeIdentifier extension (RFC 8737 3) is one
-/// that rustls, rightly, will not parse for a served certificate.
-fn challenge(pem: &[u8]) -> Option<CertifiedKey> {
-    let key = PrivateKeyDer::from_pem_slice(pem).ok()?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).ok()?;
-    Some(CertifiedKey::new(chain, signer))
 }

@@ -1,21 +1,26 @@
-//! `[tls.acme]`, validated: names we route and do not also serve from files, a mailto contact,
-//! a known or `https://` directory. Its files are checked by the load step (`files.rs`), and
-//! the names against certificate files by `coverage.rs`.
+//! `[tls.acme]`, validated: names we route and do not also serve from files (wildcards with
+//! DNS-01 only), a mailto contact, a known or `https://` directory, a challenge with what it
+//! needs (a plain listener for HTTP-01, a zone holding every name for DNS-01). Its files are
+//! checked by the load step (`files.rs`), and the names against certificate files by
+//! `coverage.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::AcmeProblem;
 use super::problems::{Key, Problems};
-use super::raw::{RawAcme, RawAcmeStore, RawConfig};
+use super::raw::{RawAcme, RawAcmeDns, RawAcmeStore, RawConfig};
 use super::{ProblemKind, RouteConfig};
 use crate::host::HostPattern;
+
+pub use super::raw::Challenge;
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Let's Encrypt's staging directory.
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
-/// Certificates ordered and renewed over ACME (TLS-ALPN-01 on the HTTPS listener).
+/// Certificates ordered and renewed over ACME.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeSettings {
     /// Names to order, each a routed host.
@@ -29,9 +34,33 @@ pub struct AcmeSettings {
     /// Trust root for the directory's own HTTPS (a test CA such as Pebble's); public roots
     /// otherwise.
     pub directory_ca: Option<PathBuf>,
+    /// How names are validated.
+    pub challenge: Challenge,
+    /// The CA's certificate profile to order (draft-aaron-acme-profiles), e.g. `shortlived`.
+    pub profile: Option<String>,
+    /// Renew this long before expiry when the CA suggests no window (RFC 9773), or a third of
+    /// the lifetime when that is shorter.
+    pub renew_before: Duration,
     /// The object store several instances share the account and certificates in; `None`
     /// keeps them in `cache_dir`, for this instance alone.
     pub store: Option<AcmeStore>,
+    /// Where DNS-01 records are written; set exactly when the challenge is DNS-01.
+    pub dns: Option<AcmeDns>,
+}
+
+/// `[tls.acme.dns]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeDns {
+    /// The primary server taking RFC 2136 updates.
+    pub server: std::net::SocketAddr,
+    /// The zone updated, lowercase, without the final dot.
+    pub zone: String,
+    /// The TSIG key, as `tsig-keygen` writes it (read when ACME starts; checked by `check`).
+    pub tsig_key_file: PathBuf,
+    /// The zone's other authoritative servers, asked too before validation.
+    pub nameservers: Vec<std::net::SocketAddr>,
+    /// How long to wait for every server to answer with the record.
+    pub propagation_timeout: Duration,
 }
 
 /// `[tls.acme.store]`, validated: an S3 bucket (or an S3-compatible service).
@@ -49,8 +78,6 @@ pub struct AcmeStore {
     pub lease: Duration,
     /// How often every instance looks for new certificates and challenges in the store.
     pub poll: Duration,
-    /// How long before the certificate expires the lease holder orders a new one.
-    pub renew_before: Duration,
 }
 
 pub(super) fn validate_acme(
@@ -60,17 +87,20 @@ pub(super) fn validate_acme(
 ) -> Option<AcmeSettings> {
     let acme = raw.tls.acme.as_ref()?;
     if acme.domains.is_empty() {
-        problems.push("tls.acme.domains", ProblemKind::NoAcmeDomains);
+        problems.push("tls.acme.domains", AcmeProblem::NoDomains);
     }
     for (i, domain) in acme.domains.iter().enumerate() {
         let key = Key::new("tls.acme.domains").index(i);
         match HostPattern::parse(domain) {
-            Ok(HostPattern::Exact(name)) => {
-                if !routes.iter().any(|r| r.host.matches(&name)) {
-                    problems.push(key, ProblemKind::AcmeUnrouted(name));
+            Ok(pattern) => {
+                if !routed(&pattern, routes) {
+                    problems.push(key.clone(), AcmeProblem::Unrouted(pattern.to_string()));
+                }
+                if matches!(pattern, HostPattern::Wildcard(_)) && acme.challenge != Challenge::Dns01
+                {
+                    problems.push(key, AcmeProblem::Wildcard);
                 }
             }
-            Ok(HostPattern::Wildcard(_)) => problems.push(key, ProblemKind::AcmeWildcard),
             Err(e) => problems.push(key, e),
         }
     }
@@ -78,10 +108,41 @@ pub(super) fn validate_acme(
         if !contact.starts_with("mailto:") || contact.len() <= "mailto:".len() {
             problems.push(
                 Key::new("tls.acme.contact").index(i),
-                ProblemKind::Contact(contact.clone()),
+                AcmeProblem::Contact(contact.clone()),
             );
         }
     }
+    if acme.challenge == Challenge::Http01 && raw.listen.http.is_none() {
+        problems.push("tls.acme.challenge", AcmeProblem::HttpWithoutListener);
+    }
+    let dns = match (&acme.dns, acme.challenge) {
+        (Some(dns), Challenge::Dns01) => Some(validate_dns(dns, &acme.domains, problems)),
+        (None, Challenge::Dns01) => {
+            problems.push("tls.acme.challenge", AcmeProblem::DnsMissing);
+            None
+        }
+        (Some(_), _) => {
+            problems.push("tls.acme.dns", AcmeProblem::DnsUnused);
+            None
+        }
+        (None, _) => None,
+    };
+    if let Some(profile) = &acme.profile
+        && (profile.is_empty()
+            || !profile
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    {
+        problems.push("tls.acme.profile", AcmeProblem::Profile(profile.clone()));
+    }
+    let renew_before = match humantime::parse_duration(&acme.renew_before) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            let value = acme.renew_before.clone();
+            problems.push("tls.acme.renew_before", ProblemKind::Duration(value));
+            Duration::from_secs(1)
+        }
+    };
     let directory = match acme.directory.as_str() {
         "letsencrypt" => LETS_ENCRYPT.to_owned(),
         "letsencrypt-staging" => LETS_ENCRYPT_STAGING.to_owned(),
@@ -89,7 +150,7 @@ pub(super) fn validate_acme(
         other => {
             problems.push(
                 "tls.acme.directory",
-                ProblemKind::Directory(other.to_owned()),
+                AcmeProblem::Directory(other.to_owned()),
             );
             String::new()
         }
@@ -100,8 +161,70 @@ pub(super) fn validate_acme(
         .map(|store| validate_store(store, problems));
     Some(AcmeSettings {
         store,
+        dns,
+        renew_before,
         ..settings(acme, directory)
     })
+}
+
+/// A name a route serves: a wildcard is served when a route's host is that wildcard, or a name
+/// under it.
+fn routed(pattern: &HostPattern, routes: &[RouteConfig]) -> bool {
+    routes.iter().any(|r| match pattern {
+        HostPattern::Exact(name) => r.host.matches(name),
+        HostPattern::Wildcard(_) => {
+            &r.host == pattern
+                || matches!(&r.host, HostPattern::Exact(name) if pattern.matches(name))
+        }
+    })
+}
+
+fn validate_dns(raw: &RawAcmeDns, domains: &[String], problems: &mut Problems) -> AcmeDns {
+    let key = |field: &str| Key::new("tls.acme.dns").field(field);
+    let mut address = |field: &str, value: &str| {
+        value.parse().unwrap_or_else(|_| {
+            problems.push(key(field), AcmeProblem::DnsServer(value.to_owned()));
+            std::net::SocketAddr::from(([127, 0, 0, 1], 53))
+        })
+    };
+    let server = address("server", &raw.server);
+    let nameservers = raw
+        .nameservers
+        .iter()
+        .map(|n| address("nameservers", n))
+        .collect();
+    let zone = raw.zone.trim_end_matches('.').to_ascii_lowercase();
+    if !matches!(HostPattern::parse(&zone), Ok(HostPattern::Exact(_))) {
+        problems.push(key("zone"), AcmeProblem::Zone(raw.zone.clone()));
+    }
+    for (i, domain) in domains.iter().enumerate() {
+        let name = domain.trim_start_matches("*.").to_ascii_lowercase();
+        let inside = name == zone || name.ends_with(&format!(".{zone}"));
+        if !inside {
+            problems.push(
+                Key::new("tls.acme.domains").index(i),
+                AcmeProblem::OutsideZone {
+                    name: domain.clone(),
+                    zone: zone.clone(),
+                },
+            );
+        }
+    }
+    let propagation_timeout = match humantime::parse_duration(&raw.propagation_timeout) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            let value = raw.propagation_timeout.clone();
+            problems.push(key("propagation_timeout"), ProblemKind::Duration(value));
+            Duration::from_secs(1)
+        }
+    };
+    AcmeDns {
+        server,
+        zone,
+        tsig_key_file: raw.tsig_key_file.clone(),
+        nameservers,
+        propagation_timeout,
+    }
 }
 
 fn validate_store(raw: &RawAcmeStore, problems: &mut Problems) -> AcmeStore {
@@ -114,8 +237,11 @@ fn validate_store(raw: &RawAcmeStore, problems: &mut Problems) -> AcmeStore {
     {
         problems.push(
             key("endpoint"),
-            ProblemKind::StoreEndpoint(endpoint.clone()),
+            AcmeProblem::StoreEndpoint(endpoint.clone()),
         );
+    }
+    if raw.renew_before.is_some() {
+        problems.push(key("renew_before"), AcmeProblem::RenewBeforeMoved);
     }
     let mut duration = |field: &str, value: &str| match humantime::parse_duration(value) {
         Ok(d) if !d.is_zero() => d,
@@ -131,12 +257,11 @@ fn validate_store(raw: &RawAcmeStore, problems: &mut Problems) -> AcmeStore {
         endpoint: raw.endpoint.clone(),
         lease: duration("lease", &raw.lease),
         poll: duration("poll", &raw.poll),
-        renew_before: duration("renew_before", &raw.renew_before),
     };
     // The holder renews at a third of the lease; followers must see a published challenge well
     // within the wait the holder gives them (two polls).
     if store.poll >= store.lease {
-        problems.push(key("poll"), ProblemKind::PollNotBelowLease);
+        problems.push(key("poll"), AcmeProblem::PollNotBelowLease);
     }
     store
 }
@@ -172,6 +297,10 @@ fn settings(acme: &RawAcme, directory: String) -> AcmeSettings {
         directory,
         cache_dir: acme.cache_dir.clone(),
         directory_ca: acme.directory_ca.clone(),
+        challenge: acme.challenge,
+        profile: acme.profile.clone(),
+        renew_before: Duration::ZERO,
         store: None,
+        dns: None,
     }
 }

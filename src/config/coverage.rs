@@ -21,7 +21,7 @@ pub(super) fn check(
     let mut require = |host: &HostPattern, key: Key| {
         let by_acme = acme_names
             .iter()
-            .any(|name| HostPattern::Exact(name.clone()) == *host);
+            .any(|name| HostPattern::parse(name).is_ok_and(|name| name == *host));
         if !by_acme && !certificates.covers(host) {
             problems.push(key, ProblemKind::Uncovered(host.to_string()));
         }
@@ -34,9 +34,12 @@ pub(super) fn check(
         require(&host, Key::new("tunnels").index(i).field("host"));
     }
     for (i, name) in acme_names.iter().enumerate() {
-        if certificates.covers(&HostPattern::Exact(name.clone())) {
+        let Ok(pattern) = HostPattern::parse(name) else {
+            continue;
+        };
+        if certificates.covers(&pattern) {
             let key = Key::new("tls.acme.domains").index(i);
-            problems.push(key, ProblemKind::AcmeAndFile(name.clone()));
+            problems.push(key, crate::config::AcmeProblem::AndFile(name.clone()));
         }
     }
     problems.or(())

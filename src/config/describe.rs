@@ -54,6 +54,22 @@ pub fn describe(config: &Config) -> String {
             None => format!("kept in {} (this instance alone)", acme.cache_dir.display()),
         };
         let _ = writeln!(out, "  ACME {}: {kept}", acme.domains.join(", "));
+        let proof = match &acme.dns {
+            Some(dns) => format!("a TXT record in {} through {}", dns.zone, dns.server),
+            None if acme.challenge == super::Challenge::Http01 => {
+                "/.well-known/acme-challenge/ on the plain listener".to_owned()
+            }
+            None => "a certificate on the HTTPS listener".to_owned(),
+        };
+        for name in &acme.domains {
+            let _ = writeln!(out, "    {name}: {} ({proof})", acme.challenge.name());
+        }
+        let profile = acme.profile.as_deref().unwrap_or("the CA's default");
+        let _ = writeln!(
+            out,
+            "    profile {profile}; renewed in the CA's window (RFC 9773), else {} before expiry or with a third of the lifetime left",
+            humantime::format_duration(acme.renew_before)
+        );
     }
     let _ = writeln!(out, "routes:");
     for route in &config.routes {

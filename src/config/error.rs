@@ -11,8 +11,10 @@ use crate::networks::NetworkRefusal;
 
 use super::{MAX_BUFFER_LINES, MIN_HEADER_BYTES};
 
+mod acme;
 mod process;
 
+pub use acme::AcmeProblem;
 pub use process::ProcessProblem;
 
 /// A config that could not be loaded.
@@ -166,27 +168,6 @@ pub enum ProblemKind {
     /// A peering of an environment to itself.
     #[error("an environment cannot be peered to itself")]
     SelfPeering,
-    /// `[tls.acme]` without domains.
-    #[error("ACME needs at least one domain")]
-    NoAcmeDomains,
-    /// An ACME domain no route serves.
-    #[error("{0:?} is not a host any route serves")]
-    AcmeUnrouted(String),
-    /// A name served both from a file and over ACME.
-    #[error("{0:?} is also covered by a certificate file; configure it one way only")]
-    AcmeAndFile(String),
-    /// TLS-ALPN-01 cannot validate wildcards.
-    #[error("wildcards cannot be validated with TLS-ALPN-01")]
-    AcmeWildcard,
-    /// A contact that is not `mailto:`.
-    #[error("{0:?} is not a mailto: contact")]
-    Contact(String),
-    /// An unknown directory.
-    #[error("{0:?} is not \"letsencrypt\", \"letsencrypt-staging\" or an https:// URL")]
-    Directory(String),
-    /// An unusable cache directory.
-    #[error("cannot be created or written: {0}")]
-    CacheDir(#[source] std::io::Error),
     /// A revocation list that cannot be read.
     #[error("{} is not a readable PEM certificate revocation list", .0.display())]
     Crl(PathBuf),
@@ -216,12 +197,6 @@ pub enum ProblemKind {
     /// A value that must not be empty.
     #[error("must not be empty")]
     Empty,
-    /// An object store endpoint that is neither https nor local.
-    #[error("{0:?} is not an https:// URL (http:// is allowed to localhost only)")]
-    StoreEndpoint(String),
-    /// Followers would not see a challenge before it is validated.
-    #[error("must be shorter than tls.acme.store.lease")]
-    PollNotBelowLease,
     /// A Redis password without Redis.
     #[error("set shared.redis too, or remove this")]
     PasswordWithoutRedis,
@@ -395,4 +370,7 @@ pub enum ProblemKind {
     /// How the process runs: its account, the files it needs, its snapshots.
     #[error(transparent)]
     Process(#[from] ProcessProblem),
+    /// `[tls.acme]`.
+    #[error(transparent)]
+    Acme(#[from] AcmeProblem),
 }

@@ -179,7 +179,7 @@ fn load_totp(file: &Path) -> Result<Arc<totp_rs::Totp>, ProblemKind> {
         .map_err(|_| ProblemKind::TotpSecret(file.to_owned()))
 }
 
-/// `[tls.acme]`'s files: the directory's CA, and a cache directory that is, or can become, a
+/// `[tls.acme]`'s files: the directory's CA, the DNS-01 TSIG key, and a cache directory that is, or can become, a
 /// directory (it is created, private, when the ACME task starts).
 fn acme(acme: &RawAcme, problems: &mut Problems) {
     if acme.store.is_none()
@@ -191,6 +191,11 @@ fn acme(acme: &RawAcme, problems: &mut Problems) {
         && let Err(e) = load_roots(ca)
     {
         problems.push("tls.acme.directory_ca", e);
+    }
+    if let Some(dns) = &acme.dns
+        && let Err(e) = super::read_tsig_key(&dns.tsig_key_file)
+    {
+        problems.push("tls.acme.dns.tsig_key_file", e);
     }
 }
 
@@ -206,10 +211,11 @@ fn check_cache_dir(dir: &Path) -> Result<(), ProblemKind> {
         .find(|d| d.as_os_str().is_empty() || d.exists())
         .filter(|d| !d.as_os_str().is_empty());
     match existing {
-        Some(d) if !d.is_dir() => Err(ProblemKind::CacheDir(std::io::Error::new(
+        Some(d) if !d.is_dir() => Err(super::AcmeProblem::CacheDir(std::io::Error::new(
             std::io::ErrorKind::NotADirectory,
             format!("{} is not a directory", d.display()),
-        ))),
+        ))
+        .into()),
         _ => Ok(()),
     }
 }

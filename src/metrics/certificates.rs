@@ -45,6 +45,18 @@ fn unix(time: SystemTime) -> f64 {
 }
 
 impl Metrics {
+    /// When the ACME certificate for `names` is next renewed.
+    pub fn certificate_renewal(&self, names: &[String], at: SystemTime) {
+        let labels = CertificateLabels {
+            name: names.first().cloned().unwrap_or_default(),
+            names: names.join(","),
+            source: "acme",
+        };
+        self.certificate_renewal
+            .get_or_create(&labels)
+            .set(unix(at));
+    }
+
     /// Counts an ACME event.
     pub fn acme(&self, kind: &'static str) {
         self.acme_events.get_or_create(&KindLabels { kind }).inc();

@@ -117,18 +117,31 @@ pub struct Instance {
 
 impl Instance {
     pub fn start(setup: &Setup, name: &str, https: u16, directory: &str, moto: &Moto) -> Self {
+        Self::start_with(setup, name, https, directory, moto, |toml| toml)
+    }
+
+    /// As [`start`](Self::start), with `edit` applied to its config last.
+    pub fn start_with(
+        setup: &Setup,
+        name: &str,
+        https: u16,
+        directory: &str,
+        moto: &Moto,
+        edit: impl FnOnce(ConfigToml) -> ConfigToml,
+    ) -> Self {
         let dir = setup.pki.dir.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let admin = free_port();
         let toml = acme_config(setup, https, directory, &dir.join("unused-cache"))
             .merge(&format!(
-                "[tls.acme.store]\nbucket = \"{}\"\nprefix = \"prod/\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nlease = \"2s\"\npoll = \"250ms\"\nrenew_before = \"25s\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
+                "[tls.acme.store]\nbucket = \"{}\"\nprefix = \"prod/\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\nlease = \"2s\"\npoll = \"250ms\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n",
                 Moto::BUCKET,
                 moto.endpoint
             ))
+            .set("tls.acme.renew_before", "25s")
             .set("log.dir", dir.join("logs").display().to_string())
-            .set("server.allow_root", true)
-            .text();
+            .set("server.allow_root", true);
+        let toml = edit(toml).text();
         let file = dir.join("portcullis.toml");
         std::fs::write(&file, toml).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));

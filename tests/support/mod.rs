@@ -4,10 +4,13 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod acme;
+pub mod bind;
 mod clients;
 mod config;
 pub mod employees;
 pub mod enrolment;
+pub mod fake_acme;
+pub mod pebble;
 mod pki;
 pub mod postgres;
 mod raw;

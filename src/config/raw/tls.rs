@@ -1,8 +1,34 @@
-//! `[tls]`, its ACME account and certificate files, and `[hsts]`, as written.
+//! `[tls]`, its ACME account, challenge and certificate files, and `[hsts]`, as written.
 
 use std::path::PathBuf;
 
 use serde::Deserialize;
+
+/// `[tls.acme] challenge`: how the CA is shown that we hold a name (RFC 8555 8).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Challenge {
+    /// A certificate shown on the HTTPS listener to clients offering `acme-tls/1` (RFC 8737).
+    #[default]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// A token served on the plain listener at `/.well-known/acme-challenge/` (RFC 8555 8.3).
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A TXT record at `_acme-challenge.NAME` (RFC 8555 8.4); the only one for wildcards.
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+impl Challenge {
+    /// The name ACME gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TlsAlpn01 => "tls-alpn-01",
+            Self::Http01 => "http-01",
+            Self::Dns01 => "dns-01",
+        }
+    }
+}
 
 /// `[tls]`
 #[derive(Debug, Default, Deserialize)]
@@ -25,7 +51,27 @@ pub struct RawAcme {
     #[serde(default = "acme_dir")]
     pub cache_dir: PathBuf,
     pub directory_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub challenge: Challenge,
+    pub profile: Option<String>,
+    #[serde(default = "renew_before")]
+    pub renew_before: String,
     pub store: Option<RawAcmeStore>,
+    pub dns: Option<RawAcmeDns>,
+}
+
+/// `[tls.acme.dns]`: RFC 2136 dynamic updates signed with TSIG.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAcmeDns {
+    pub server: String,
+    pub zone: String,
+    pub tsig_key_file: PathBuf,
+    /// The zone's other authoritative servers, asked too before the CA is told to look.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    #[serde(default = "propagation_timeout")]
+    pub propagation_timeout: String,
 }
 
 /// `[tls.acme.store]`: durations stay strings so that a bad one is reported with its key.
@@ -41,8 +87,8 @@ pub struct RawAcmeStore {
     pub lease: String,
     #[serde(default = "store_poll")]
     pub poll: String,
-    #[serde(default = "store_renew_before")]
-    pub renew_before: String,
+    /// Moved to `[tls.acme]`; kept here to say so under its old key.
+    pub renew_before: Option<String>,
 }
 
 fn store_lease() -> String {
@@ -53,8 +99,12 @@ fn store_poll() -> String {
     "10s".to_owned()
 }
 
-fn store_renew_before() -> String {
+fn renew_before() -> String {
     "30d".to_owned()
+}
+
+fn propagation_timeout() -> String {
+    "120s".to_owned()
 }
 
 fn staging() -> String {

@@ -69,7 +69,9 @@ impl Account {
         let kid = get_header(&response, "Location")?;
         Ok(Account { key_pair, kid, directory })
     }
-    async fn request(&self, client_config: &Arc<ClientConfig>, url: impl AsRef<str>, payload: &str) -> Result<(Option<String>, String), AcmeError> {
+    /// Patched: public, so that callers can send what rustls-acme's own requests cannot express
+    /// (a newOrder with a profile or the certificate it `replaces`, RFC 9773 5).
+    pub async fn request(&self, client_config: &Arc<ClientConfig>, url: impl AsRef<str>, payload: &str) -> Result<(Option<String>, String), AcmeError> {
         let response = post(client_config, &self.key_pair, Some(&self.kid), &self.directory, url.as_ref(), payload).await?;
         let location = get_header(&response, "Location").ok();
         let body = response.into_body();

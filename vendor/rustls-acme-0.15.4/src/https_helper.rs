@@ -18,7 +18,9 @@ use thiserror::Error;
 // We don't have a version for `async-web-client` here so we only satisfy 3/4 of the SHOULD
 const USER_AGENT_VALUE: &str = concat!("rustls-acme/", env!("CARGO_PKG_VERSION"), " async-web-client");
 
-pub(crate) async fn https(
+/// Patched: public, so that callers can GET what rustls-acme does not (RFC 9773's renewalInfo)
+/// with the same client.
+pub async fn https(
     client_config: &Arc<ClientConfig>,
     url: impl AsRef<str>,
     method: Method,

@@ -141,7 +141,7 @@ pub use cache::*;
 pub use config::*;
 pub use helpers::*;
 // Patched: the error of a refused request, so that callers can read the CA's problem document.
-pub use https_helper::HttpsRequestError;
+pub use https_helper::{https, HttpsRequestError};
 pub use incoming::*;
 pub use resolver::*;
 pub use state::*;

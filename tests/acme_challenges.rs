@@ -1,0 +1,345 @@
+//! Certificates for every name an operator has (issue 36), against real peers:
+//! - HTTP-01 through the shared store: Pebble validates only at the plain listener of the
+//!   instance that does not hold the lease (TLS-ALPN-01 leads nowhere), which answers with the
+//!   key authorization the holder published; any other path under
+//!   `/.well-known/acme-challenge/` is still redirected (or 404 for a host we do not serve);
+//! - a wildcard over DNS-01: a real BIND9 takes the TSIG-signed RFC 2136 update, Pebble
+//!   resolves the `_acme-challenge` TXT record through it, the record is there during the
+//!   validation and gone after, and the certificate serves any name under the wildcard;
+//! - ACME Renewal Information (RFC 9773) with an injected clock against a server of the test's
+//!   own: renewal inside the window, `Retry-After` respected, a window moved into the past
+//!   meaning now; end to end, a restart whose cached certificate's window has passed renews at
+//!   once from Pebble;
+//! - `profile`: the newOrder request a recording server receives names it.
+//!
+//! Skipped with a message where a tool is not installed outside CI; `.ci/run` installs them.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use support::acme::{Instance, Moto};
+use support::bind::Bind;
+use support::fake_acme::FakeAcme;
+use support::pebble::{Pebble, Ports, served_certificate, trusting};
+use support::{ConfigToml, Setup, free_port, raw_tcp, require_tool, strings};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn http_01(port: u16) -> impl FnOnce(ConfigToml) -> ConfigToml {
+    move |toml| {
+        toml.set("tls.acme.challenge", "http-01")
+            .set("listen.http", format!("127.0.0.1:{port}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_01_is_answered_on_the_plain_listener_of_the_instance_without_the_lease() {
+    if !require_tool("pebble")
+        || !require_tool("pebble-challtestsrv")
+        || !require_tool("moto_server")
+    {
+        return;
+    }
+    let setup = Setup::new().await;
+    let (a_https, b_https, a_http, b_http) = (free_port(), free_port(), free_port(), free_port());
+    // Validation reaches B's plain listener only; TLS-ALPN-01 would go to a closed port.
+    let ports = Ports {
+        tls_alpn: free_port(),
+        http: b_http,
+        dns: None,
+    };
+    let pebble = tokio::task::block_in_place(|| Pebble::with(&setup.pki, ports, 157_766_400, 0));
+    let client = trusting(pebble.root(&setup.pki).await);
+    let moto = tokio::task::block_in_place(Moto::start);
+    let directory = &pebble.directory;
+    let a = Instance::start_with(&setup, "a", a_https, directory, &moto, http_01(a_http));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !a.said("lease taken") {
+        assert!(Instant::now() < deadline, "A never took the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = Instance::start_with(&setup, "b", b_https, directory, &moto, http_01(b_http));
+    let leaf = served_certificate(
+        b.https,
+        "acme.test",
+        client.clone(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        served_certificate(a.https, "acme.test", client, Duration::from_secs(10)).await,
+        leaf
+    );
+    assert_eq!(
+        (a.orders().await, b.orders().await),
+        (1, 0),
+        "one order, by the holder"
+    );
+    let objects = moto.objects().await;
+    assert!(
+        !objects.iter().any(|o| o.contains("challenges/")),
+        "an answer outlived its validation: {objects:?}"
+    );
+    // Nothing else under the challenge directory is answered: a stale or made-up token, a
+    // path that climbs, a host we do not serve.
+    let b_http = std::net::SocketAddr::from(([127, 0, 0, 1], b_http));
+    for (target, host, status) in [
+        (
+            "/.well-known/acme-challenge/made-up-token",
+            "acme.test",
+            "301",
+        ),
+        (
+            "/.well-known/acme-challenge/../../etc/passwd",
+            "acme.test",
+            "301",
+        ),
+        ("/.well-known/acme-challenge/", "acme.test", "301"),
+        (
+            "/.well-known/acme-challenge/made-up-token",
+            "elsewhere.test",
+            "404",
+        ),
+    ] {
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw_tcp(b_http, request.as_bytes()).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{target} for {host}: {answer}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_is_issued_over_dns_01_through_bind_with_tsig() {
+    if !require_tool("pebble") || !support::bind::tool_available() {
+        return;
+    }
+    let setup = Setup::new().await;
+    let dir = setup.pki.dir.path().join("named");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bind = Arc::new(tokio::task::block_in_place(|| {
+        Bind::start(&dir, "dns.test")
+    }));
+    let ports = Ports {
+        tls_alpn: free_port(),
+        http: free_port(),
+        dns: Some(bind.addr.to_string()),
+    };
+    let pebble = tokio::task::block_in_place(|| Pebble::with(&setup.pki, ports, 157_766_400, 0));
+    let client = trusting(pebble.root(&setup.pki).await);
+    let toml = setup
+        .config()
+        .merge(&format!(
+            "[[routes]]\nhost = \"*.dns.test\"\nupstream = \"app\"\n[[routes]]\nhost = \"dns.test\"\nupstream = \"app\"\n\
+             [tls.acme]\ndomains = [\"*.dns.test\", \"dns.test\"]\nchallenge = \"dns-01\"\ndirectory = \"{}\"\ncache_dir = \"{}\"\ndirectory_ca = \"{}\"\n\
+             [tls.acme.dns]\nserver = \"{}\"\nzone = \"dns.test\"\ntsig_key_file = \"{}\"\npropagation_timeout = \"20s\"\n",
+            pebble.directory,
+            setup.pki.dir.path().join("cache").display(),
+            setup.pki.ca_pem.display(),
+            bind.addr,
+            bind.key_file.display(),
+        ))
+        .text();
+    let described = portcullis::config::describe(&support::config_from(&toml).unwrap());
+    assert!(
+        described.contains("*.dns.test: dns-01 (a TXT record in dns.test through"),
+        "{described}"
+    );
+    // Watches the zone while the order runs: the record must be there at some point.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (bind, done) = (bind.clone(), done.clone());
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut seen = Vec::new();
+            while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+                seen.extend(bind.txt("_acme-challenge.dns.test."));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        })
+    };
+    let proxy = support::start_toml(&toml).await;
+    let leaf = served_certificate(
+        proxy.https_addr,
+        "any.dns.test",
+        client.clone(),
+        Duration::from_secs(90),
+    )
+    .await;
+    let apex =
+        served_certificate(proxy.https_addr, "dns.test", client, Duration::from_secs(5)).await;
+    assert_eq!(leaf, apex, "one certificate for the wildcard and the apex");
+    done.store(true, Ordering::SeqCst);
+    let seen = watcher.await.unwrap();
+    assert!(
+        seen.iter().any(|v| v.len() == 43),
+        "no DNS-01 value was ever in the zone: {seen:?}\n{}",
+        bind.named_log()
+    );
+    // Both authorizations cleaned up after themselves.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bind.txt("_acme-challenge.dns.test.").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the TXT record stayed: {}",
+            bind.named_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_follows_the_cas_window_and_its_retry_after_with_an_injected_clock() {
+    let setup = Setup::new().await;
+    let fake = FakeAcme::start(&setup.pki).await;
+    let client = setup.pki.client(&[b"http/1.1"]);
+    let ca = portcullis::AcmeDirectory::discover(&client, &fake.directory())
+        .await
+        .unwrap();
+    let now = SystemTime::UNIX_EPOCH + DAY * 20_000; // 2024-10-04
+    let issued = portcullis::Issued {
+        not_before: now - DAY,
+        not_after: now + DAY * 89,
+        cert_id: Some("aki.serial".into()),
+    };
+    // A window 60 to 62 days on; ask again in an hour.
+    fake.set_window("2024-12-03T00:00:00Z", "2024-12-05T00:00:00Z", 3600);
+    let mut renewal = portcullis::Renewal::default();
+    let at = renewal
+        .when(&client, Some(&ca), &issued, DAY * 30, now)
+        .await;
+    let (start, end) = (now + DAY * 60, now + DAY * 62);
+    assert!(start <= at && at <= end, "{at:?} is outside the window");
+    assert_eq!(fake.asks(), ["/ari/aki.serial"]);
+    // Within Retry-After the CA is not asked again, and the point stays.
+    fake.set_window("2024-10-01T00:00:00Z", "2024-10-02T00:00:00Z", 3600);
+    let later = now + Duration::from_secs(1800);
+    assert_eq!(
+        renewal
+            .when(&client, Some(&ca), &issued, DAY * 30, later)
+            .await,
+        at
+    );
+    assert_eq!(fake.asks().len(), 1);
+    // After it, the CA is asked, and a window it moved into the past means now.
+    let after = now + Duration::from_secs(3601);
+    assert_eq!(
+        renewal
+            .when(&client, Some(&ca), &issued, DAY * 30, after)
+            .await,
+        after
+    );
+    assert_eq!(fake.asks().len(), 2);
+    // A CA without renewal information: renew_before.
+    let mut plain = portcullis::Renewal::default();
+    let fallback = plain.when(&client, None, &issued, DAY * 30, now).await;
+    assert_eq!(fallback, issued.not_after - DAY * 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_profile_is_named_in_the_new_order() {
+    let setup = Setup::new().await;
+    let fake = FakeAcme::start(&setup.pki).await;
+    let toml = support::acme::acme_config(
+        &setup,
+        free_port(),
+        &fake.directory(),
+        &setup.pki.dir.path().join("cache"),
+    )
+    .set("tls.acme.profile", "shortlived")
+    .text();
+    let _proxy = support::start_toml(&toml).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.orders().is_empty() {
+        assert!(Instant::now() < deadline, "no newOrder reached the CA");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let order = &fake.orders()[0];
+    assert_eq!(order["profile"], "shortlived", "{order}");
+    assert_eq!(order["identifiers"][0]["value"], "acme.test", "{order}");
+    assert!(
+        order.get("replaces").is_none(),
+        "nothing to replace yet: {order}"
+    );
+    let _ = strings(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_moved_into_the_past_renews_at_once() {
+    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") {
+        return;
+    }
+    let setup = Setup::new().await;
+    let https = free_port();
+    let pebble = tokio::task::block_in_place(|| Pebble::start(&setup.pki, https));
+    let client = trusting(pebble.root(&setup.pki).await);
+    // Pebble issues; the fake serves Pebble's directory with renewalInfo added.
+    let fake = FakeAcme::start(&setup.pki).await;
+    let pebble_directory = pebble.directory_json(&setup.pki).await;
+    fake.state.lock().unwrap().directory = Some(pebble_directory);
+    fake.set_window("2999-01-01T00:00:00Z", "2999-01-02T00:00:00Z", 21_600);
+    let cache = setup.pki.dir.path().join("cache");
+    let admin = free_port();
+    let toml = support::acme::acme_config(&setup, https, &fake.directory(), &cache)
+        .merge(&format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n"))
+        .text();
+    let proxy = support::start_toml(&toml).await;
+    let first = served_certificate(
+        proxy.https_addr,
+        "acme.test",
+        client.clone(),
+        Duration::from_secs(60),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.asks().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the CA was never asked about the new certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    let metrics = support::metrics(admin).await;
+    let renewal = metrics
+        .lines()
+        .find(|l| l.starts_with("portcullis_certificate_renewal_timestamp_seconds{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no renewal time in the metrics:\n{metrics}"));
+    // 2999-01-01 to 2999-01-02.
+    assert!(
+        (32_472_144_000.0..=32_472_230_400.0).contains(&renewal),
+        "{renewal}"
+    );
+    proxy.shutdown().await;
+
+    // The CA moves the window into the past: the restarted instance renews at once.
+    fake.set_window("2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z", 21_600);
+    let again = support::start_toml(&toml).await;
+    // Long enough for one failed order and its retry a minute later, under a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        let served = served_certificate(
+            again.https_addr,
+            "acme.test",
+            client.clone(),
+            Duration::from_secs(10),
+        )
+        .await;
+        if served != first {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the certificate was not renewed: {}",
+            support::audit_text_in(&setup.log_dir())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(fake.asks().len() >= 2);
+}

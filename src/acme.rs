@@ -59,10 +59,7 @@ pub enum SetupError {
     /// The shared store's client could not be built.
     #[error("tls.acme.store: {0}")]
     Store(#[from] bucket::StoreError),
-    /// The DNS-01 key could not be read or used.
-    #[error("tls.acme.dns.tsig_key_file: {0}")]
-    TsigKey(crate::config::ProblemKind),
-    /// The DNS-01 updater could not be built.
+    /// The DNS-01 provider could not be set up.
     #[error(transparent)]
     Dns(#[from] dns::DnsSetupError),
 }
@@ -77,14 +74,7 @@ pub fn start(
 ) -> Result<Arc<dyn ManagedCertificates>, SetupError> {
     let client = client_config(settings)?;
     let served = Arc::new(Served::default());
-    let dns = match &settings.dns {
-        Some(dns) => {
-            let key =
-                crate::config::read_tsig_key(&dns.tsig_key_file).map_err(SetupError::TsigKey)?;
-            Some(dns::Rfc2136::new(dns, &key)?)
-        }
-        None => None,
-    };
+    let dns = settings.dns.as_ref().map(dns::Dns::new).transpose()?;
     let mut report = Report {
         metrics: metrics.clone(),
         audit,

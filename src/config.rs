@@ -11,6 +11,7 @@
 //!    ([`Config::resolve`]).
 
 mod acme;
+mod acme_dns;
 mod coverage;
 mod describe;
 mod environments;
@@ -34,7 +35,9 @@ mod tunnels;
 mod validate;
 mod values;
 
-pub use acme::{AcmeDns, AcmeSettings, AcmeStore, Challenge, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
+pub use acme::{
+    AcmeDns, AcmeSettings, AcmeStore, Challenge, DnsProvider, LETS_ENCRYPT, LETS_ENCRYPT_STAGING,
+};
 pub use describe::describe;
 pub use error::{AcmeProblem, ConfigError, Problem, ProblemKind, ProcessProblem};
 pub use gateway::{
@@ -55,7 +58,7 @@ pub use settings::{
     UpstreamConfig, UpstreamId,
 };
 pub use shared::{MIN_SESSION_KEY_BYTES, RedisSettings, RedisTls, Secret, SharedSettings};
-pub use tsig::{TsigKey, read_tsig_key};
+pub use tsig::{TsigKey, read_api_secret, read_tsig_key};
 
 use std::path::Path;
 

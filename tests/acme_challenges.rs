@@ -3,25 +3,21 @@
 //!   instance that does not hold the lease (TLS-ALPN-01 leads nowhere), which answers with the
 //!   key authorization the holder published; any other path under
 //!   `/.well-known/acme-challenge/` is still redirected (or 404 for a host we do not serve);
-//! - a wildcard over DNS-01: a real BIND9 takes the TSIG-signed RFC 2136 update, Pebble
-//!   resolves the `_acme-challenge` TXT record through it, the record is there during the
-//!   validation and gone after, and the certificate serves any name under the wildcard;
 //! - ACME Renewal Information (RFC 9773) with an injected clock against a server of the test's
 //!   own: renewal inside the window, `Retry-After` respected, a window moved into the past
 //!   meaning now; end to end, a restart whose cached certificate's window has passed renews at
 //!   once from Pebble;
 //! - `profile`: the newOrder request a recording server receives names it.
 //!
+//! DNS-01 is in `tests/acme_dns.rs`.
+//!
 //! Skipped with a message where a tool is not installed outside CI; `.ci/run` installs them.
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use support::acme::{Instance, Moto};
-use support::bind::Bind;
 use support::fake_acme::FakeAcme;
 use support::pebble::{Pebble, Ports, served_certificate, trusting};
 use support::{ConfigToml, Setup, free_port, raw_tcp, require_tool, strings};
@@ -110,86 +106,6 @@ async fn http_01_is_answered_on_the_plain_listener_of_the_instance_without_the_l
             answer.starts_with(&format!("HTTP/1.1 {status}")),
             "{target} for {host}: {answer}"
         );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wildcard_is_issued_over_dns_01_through_bind_with_tsig() {
-    if !require_tool("pebble") || !support::bind::tool_available() {
-        return;
-    }
-    let setup = Setup::new().await;
-    let dir = setup.pki.dir.path().join("named");
-    std::fs::create_dir_all(&dir).unwrap();
-    let bind = Arc::new(tokio::task::block_in_place(|| {
-        Bind::start(&dir, "dns.test")
-    }));
-    let ports = Ports {
-        tls_alpn: free_port(),
-        http: free_port(),
-        dns: Some(bind.addr.to_string()),
-    };
-    let pebble = tokio::task::block_in_place(|| Pebble::with(&setup.pki, ports, 157_766_400, 0));
-    let client = trusting(pebble.root(&setup.pki).await);
-    let toml = setup
-        .config()
-        .merge(&format!(
-            "[[routes]]\nhost = \"*.dns.test\"\nupstream = \"app\"\n[[routes]]\nhost = \"dns.test\"\nupstream = \"app\"\n\
-             [tls.acme]\ndomains = [\"*.dns.test\", \"dns.test\"]\nchallenge = \"dns-01\"\ndirectory = \"{}\"\ncache_dir = \"{}\"\ndirectory_ca = \"{}\"\n\
-             [tls.acme.dns]\nserver = \"{}\"\nzone = \"dns.test\"\ntsig_key_file = \"{}\"\npropagation_timeout = \"20s\"\n",
-            pebble.directory,
-            setup.pki.dir.path().join("cache").display(),
-            setup.pki.ca_pem.display(),
-            bind.addr,
-            bind.key_file.display(),
-        ))
-        .text();
-    let described = portcullis::config::describe(&support::config_from(&toml).unwrap());
-    assert!(
-        described.contains("*.dns.test: dns-01 (a TXT record in dns.test through"),
-        "{described}"
-    );
-    // Watches the zone while the order runs: the record must be there at some point.
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (bind, done) = (bind.clone(), done.clone());
-        tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            let mut seen = Vec::new();
-            while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
-                seen.extend(bind.txt("_acme-challenge.dns.test."));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            seen
-        })
-    };
-    let proxy = support::start_toml(&toml).await;
-    let leaf = served_certificate(
-        proxy.https_addr,
-        "any.dns.test",
-        client.clone(),
-        Duration::from_secs(90),
-    )
-    .await;
-    let apex =
-        served_certificate(proxy.https_addr, "dns.test", client, Duration::from_secs(5)).await;
-    assert_eq!(leaf, apex, "one certificate for the wildcard and the apex");
-    done.store(true, Ordering::SeqCst);
-    let seen = watcher.await.unwrap();
-    assert!(
-        seen.iter().any(|v| v.len() == 43),
-        "no DNS-01 value was ever in the zone: {seen:?}\n{}",
-        bind.named_log()
-    );
-    // Both authorizations cleaned up after themselves.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !bind.txt("_acme-challenge.dns.test.").is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the TXT record stayed: {}",
-            bind.named_log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use super::bucket::{Bucket, LeaseWatch};
 use super::challenge::Publish;
 use super::directory::Ca;
-use super::dns::Rfc2136;
+use super::dns::Dns;
 use super::failure::OrderError;
 use super::order::{Order, account_key, within_time};
 use super::schedule::{Issued, Renewal};
@@ -48,7 +48,7 @@ pub fn start(
     store: &AcmeStore,
     client: Arc<rustls::ClientConfig>,
     served: Arc<Served>,
-    dns: Option<Rfc2136>,
+    dns: Option<Dns>,
     report: Report,
     lifecycle: &Lifecycle,
 ) -> Result<(), super::bucket::StoreError> {
@@ -123,7 +123,7 @@ struct Leader {
     bucket: Bucket,
     object: String,
     client: Arc<rustls::ClientConfig>,
-    dns: Option<Rfc2136>,
+    dns: Option<Dns>,
     id: String,
     lease: LeaseWatch,
     report: Report,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::cache::PrivateDirCache;
 use super::challenge::Publish;
 use super::directory::Ca;
-use super::dns::Rfc2136;
+use super::dns::Dns;
 use super::failure::OrderError;
 use super::order::Order;
 use super::schedule::{Issued, Renewal, backoff};
@@ -29,7 +29,7 @@ pub struct Single {
     client: Arc<rustls::ClientConfig>,
     cache: PrivateDirCache,
     served: Arc<Served>,
-    dns: Option<Rfc2136>,
+    dns: Option<Dns>,
     report: Report,
 }
 
@@ -39,7 +39,7 @@ impl Single {
         client: Arc<rustls::ClientConfig>,
         cache: PrivateDirCache,
         served: Arc<Served>,
-        dns: Option<Rfc2136>,
+        dns: Option<Dns>,
         report: Report,
     ) -> Self {
         Self {

@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::AcmeProblem;
+use super::acme_dns::validate_dns;
 use super::problems::{Key, Problems};
-use super::raw::{RawAcme, RawAcmeDns, RawAcmeStore, RawConfig};
+use super::raw::{RawAcme, RawAcmeStore, RawConfig};
 use super::{ProblemKind, RouteConfig};
 use crate::host::HostPattern;
 
+pub use super::acme_dns::{AcmeDns, DnsProvider};
 pub use super::raw::Challenge;
 
 /// Let's Encrypt's production directory.
@@ -46,21 +48,6 @@ pub struct AcmeSettings {
     pub store: Option<AcmeStore>,
     /// Where DNS-01 records are written; set exactly when the challenge is DNS-01.
     pub dns: Option<AcmeDns>,
-}
-
-/// `[tls.acme.dns]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcmeDns {
-    /// The primary server taking RFC 2136 updates.
-    pub server: std::net::SocketAddr,
-    /// The zone updated, lowercase, without the final dot.
-    pub zone: String,
-    /// The TSIG key, as `tsig-keygen` writes it (read when ACME starts; checked by `check`).
-    pub tsig_key_file: PathBuf,
-    /// The zone's other authoritative servers, asked too before validation.
-    pub nameservers: Vec<std::net::SocketAddr>,
-    /// How long to wait for every server to answer with the record.
-    pub propagation_timeout: Duration,
 }
 
 /// `[tls.acme.store]`, validated: an S3 bucket (or an S3-compatible service).
@@ -179,54 +166,6 @@ fn routed(pattern: &HostPattern, routes: &[RouteConfig]) -> bool {
     })
 }
 
-fn validate_dns(raw: &RawAcmeDns, domains: &[String], problems: &mut Problems) -> AcmeDns {
-    let key = |field: &str| Key::new("tls.acme.dns").field(field);
-    let mut address = |field: &str, value: &str| {
-        value.parse().unwrap_or_else(|_| {
-            problems.push(key(field), AcmeProblem::DnsServer(value.to_owned()));
-            std::net::SocketAddr::from(([127, 0, 0, 1], 53))
-        })
-    };
-    let server = address("server", &raw.server);
-    let nameservers = raw
-        .nameservers
-        .iter()
-        .map(|n| address("nameservers", n))
-        .collect();
-    let zone = raw.zone.trim_end_matches('.').to_ascii_lowercase();
-    if !matches!(HostPattern::parse(&zone), Ok(HostPattern::Exact(_))) {
-        problems.push(key("zone"), AcmeProblem::Zone(raw.zone.clone()));
-    }
-    for (i, domain) in domains.iter().enumerate() {
-        let name = domain.trim_start_matches("*.").to_ascii_lowercase();
-        let inside = name == zone || name.ends_with(&format!(".{zone}"));
-        if !inside {
-            problems.push(
-                Key::new("tls.acme.domains").index(i),
-                AcmeProblem::OutsideZone {
-                    name: domain.clone(),
-                    zone: zone.clone(),
-                },
-            );
-        }
-    }
-    let propagation_timeout = match humantime::parse_duration(&raw.propagation_timeout) {
-        Ok(d) if !d.is_zero() => d,
-        _ => {
-            let value = raw.propagation_timeout.clone();
-            problems.push(key("propagation_timeout"), ProblemKind::Duration(value));
-            Duration::from_secs(1)
-        }
-    };
-    AcmeDns {
-        server,
-        zone,
-        tsig_key_file: raw.tsig_key_file.clone(),
-        nameservers,
-        propagation_timeout,
-    }
-}
-
 fn validate_store(raw: &RawAcmeStore, problems: &mut Problems) -> AcmeStore {
     let key = |field: &str| Key::new("tls.acme.store").field(field);
     if raw.bucket.is_empty() {
@@ -268,7 +207,7 @@ fn validate_store(raw: &RawAcmeStore, problems: &mut Problems) -> AcmeStore {
 
 /// `https://` anywhere; `http://` only to this machine (a local S3-compatible server), since
 /// the account key travels in it.
-fn endpoint_allowed(endpoint: &str) -> bool {
+pub(super) fn endpoint_allowed(endpoint: &str) -> bool {
     let Ok(uri) = endpoint.parse::<http::Uri>() else {
         return false;
     };

@@ -55,7 +55,17 @@ pub fn describe(config: &Config) -> String {
         };
         let _ = writeln!(out, "  ACME {}: {kept}", acme.domains.join(", "));
         let proof = match &acme.dns {
-            Some(dns) => format!("a TXT record in {} through {}", dns.zone, dns.server),
+            Some(dns) => match &dns.provider {
+                super::DnsProvider::Rfc2136 { server, .. } => {
+                    format!("a TXT record in {} through {server}", dns.zone)
+                }
+                super::DnsProvider::Ovh { endpoint, .. } => {
+                    format!(
+                        "a TXT record in {} through OVH's API at {endpoint}",
+                        dns.zone
+                    )
+                }
+            },
             None if acme.challenge == super::Challenge::Http01 => {
                 "/.well-known/acme-challenge/ on the plain listener".to_owned()
             }

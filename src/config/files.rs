@@ -192,10 +192,33 @@ fn acme(acme: &RawAcme, problems: &mut Problems) {
     {
         problems.push("tls.acme.directory_ca", e);
     }
-    if let Some(dns) = &acme.dns
-        && let Err(e) = super::read_tsig_key(&dns.tsig_key_file)
+    if let Some(dns) = &acme.dns {
+        dns_files(dns, problems);
+    }
+}
+
+/// `[tls.acme.dns]`'s secrets, private and usable, and the API's CA.
+fn dns_files(dns: &super::raw::RawAcmeDns, problems: &mut Problems) {
+    let key = |field: &str| Key::new("tls.acme.dns").field(field);
+    if let Some(file) = &dns.tsig_key_file
+        && let Err(e) = super::read_tsig_key(file)
     {
-        problems.push("tls.acme.dns.tsig_key_file", e);
+        problems.push(key("tsig_key_file"), e);
+    }
+    for (field, file) in [
+        ("application_secret_file", &dns.application_secret_file),
+        ("consumer_key_file", &dns.consumer_key_file),
+    ] {
+        if let Some(file) = file
+            && let Err(e) = super::read_api_secret(file)
+        {
+            problems.push(key(field), e);
+        }
+    }
+    if let Some(ca) = &dns.ca_file
+        && let Err(e) = load_roots(ca)
+    {
+        problems.push(key("ca_file"), e);
     }
 }
 

@@ -20,7 +20,9 @@ mod upstreams;
 pub use gateway::{ISSUED_FILE_NAME, RawGateway, RawUser};
 pub use paths::base_of;
 pub use rates::RawRate;
-pub use tls::{Challenge, RawAcme, RawAcmeDns, RawAcmeStore, RawCertificate, RawHsts, RawTls};
+pub use tls::{
+    Challenge, DnsProviderKind, RawAcme, RawAcmeDns, RawAcmeStore, RawCertificate, RawHsts, RawTls,
+};
 pub use upstreams::{RawBalance, RawCount5xx, RawHealthCheck, RawOutlier, RawUpstream};
 
 /// The whole file.

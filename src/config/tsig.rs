@@ -1,4 +1,5 @@
-//! A TSIG key file as BIND's `tsig-keygen` writes it, which Knot and PowerDNS read too:
+//! The DNS-01 secrets: a DNS provider's API secret (one word on one line), and a TSIG key file
+//! as BIND's `tsig-keygen` writes it, which Knot and PowerDNS read too:
 //!
 //! ```text
 //! key "portcullis-acme" {
@@ -49,6 +50,21 @@ pub fn read_tsig_key(file: &Path) -> Result<TsigKey, super::ProblemKind> {
     };
     let text = std::fs::read_to_string(file).map_err(|e| problem(e.to_string()))?;
     Ok(parse(&text).map_err(|why| problem(why.to_owned()))?)
+}
+
+/// A DNS provider's API secret: one line, owner-only.
+pub fn read_api_secret(file: &Path) -> Result<String, super::ProblemKind> {
+    crate::secrets::require_private(file)?;
+    let problem = |why: String| AcmeProblem::TsigKey {
+        file: file.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| problem(e.to_string()))?;
+    let secret = text.trim();
+    if secret.is_empty() || secret.contains(char::is_whitespace) {
+        return Err(problem("not one word on one line".into()).into());
+    }
+    Ok(secret.to_owned())
 }
 
 fn parse(text: &str) -> Result<TsigKey, &'static str> {

@@ -44,14 +44,26 @@ impl Bind {
         // `logging` would only start once the config parsed). No -u: as root, named stays
         // root with every capability but binding low ports dropped, and, owning `dir`, can
         // still write there. -n 1: one worker, as tests run many servers side by side.
-        let child = Command::new(program(dir))
+        let program = program(dir);
+        let mut command = Command::new(&program);
+        command
             .args(["-g", "-n", "1", "-c"])
             .arg(&conf)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        // The copy was just written: a process another test forks meanwhile holds it open for
+        // writing until it execs, and exec of a file open for writing fails (ETXTBSY).
+        let mut tries = 0;
+        let child = loop {
+            match command.spawn() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                spawned => break spawned.unwrap(),
+            }
+        };
         let mut bind = Bind {
             child,
             addr,
@@ -76,6 +88,31 @@ impl Bind {
             .lines()
             .map(|l| l.trim().trim_matches('"').replace("\" \"", ""))
             .collect()
+    }
+
+    /// Runs `nsupdate` with the zone's key: `commands` are its `update ...` lines.
+    pub fn nsupdate(&self, commands: &str) {
+        let script = format!(
+            "server 127.0.0.1 {}\nzone {}\n{commands}\nsend\n",
+            self.addr.port(),
+            self.zone
+        );
+        let mut child = Command::new("nsupdate")
+            .arg("-k")
+            .arg(&self.key_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nsupdate comes with bind9-dnsutils");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "nsupdate failed: {out:?}");
     }
 
     /// Everything `named` said: startup, each update granted or refused, and why.

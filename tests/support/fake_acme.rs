@@ -9,13 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::Full;
+use hyper::body::Bytes;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 
 use super::Pki;
+use super::tls_server::{json, serve};
 
 /// What the server answers and what it was asked.
 #[derive(Debug, Default)]
@@ -39,43 +38,19 @@ pub struct FakeAcme {
 
 impl FakeAcme {
     pub async fn start(pki: &Pki) -> Self {
-        let (cert, key) = pki.leaf("fake-acme", &["127.0.0.1"]);
-        let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
-        let config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(chain, key)
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             retry_after: 21_600,
             ..State::default()
         }));
         let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, state) = (acceptor.clone(), shared.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    let service = hyper::service::service_fn(move |request| {
-                        let state = state.clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(answer(addr, &state, request).await)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
+        let base = Arc::new(Mutex::new(String::new()));
+        let known = base.clone();
+        let handler = Arc::new(move |request: Request<Bytes>| {
+            let base = known.lock().unwrap().clone();
+            answer(&base, &shared, request)
         });
+        let addr = serve(pki, "fake-acme", handler).await;
+        *base.lock().unwrap() = format!("https://{addr}");
         Self { addr, state }
     }
 
@@ -98,25 +73,16 @@ impl FakeAcme {
     }
 }
 
-use rustls::pki_types::pem::PemObject;
-
 fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("replay-nonce", format!("nonce-{}", fastrand::u64(..)))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
+    let mut response = json(status, body);
+    let nonce = format!("nonce-{}", fastrand::u64(..)).parse().unwrap();
+    response.headers_mut().insert("replay-nonce", nonce);
+    response
 }
 
-async fn answer(
-    addr: SocketAddr,
-    state: &Mutex<State>,
-    request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let base = format!("https://{addr}");
+fn answer(base: &str, state: &Mutex<State>, request: Request<Bytes>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
-    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let body = request.into_body();
     if path == "/dir" {
         let own = serde_json::json!({
             "newNonce": format!("{base}/nonce"),

@@ -10,11 +10,13 @@ mod config;
 pub mod employees;
 pub mod enrolment;
 pub mod fake_acme;
+pub mod fake_ovh;
 pub mod pebble;
 mod pki;
 pub mod postgres;
 mod raw;
 pub mod redis;
+pub mod tls_server;
 pub mod upstream;
 
 use std::path::PathBuf;

@@ -57,7 +57,7 @@ pub enum AcmeProblem {
     /// Not a DNS name.
     #[error("{0:?} is not a DNS zone name")]
     Zone(String),
-    /// A TSIG key file that is not what `tsig-keygen` writes.
+    /// A TSIG key or API secret file that cannot be used.
     #[error("{file}: {why}")]
     TsigKey {
         /// The file.
@@ -65,6 +65,20 @@ pub enum AcmeProblem {
         /// What is wrong with it.
         why: String,
     },
+    /// A key the DNS provider needs.
+    #[error("needed by this provider")]
+    DnsKeyMissing,
+    /// A key of another DNS provider.
+    #[error("not used by this provider")]
+    DnsKeyUnused,
+    /// A provider that asks servers it does not know.
+    #[error(
+        "name the zone's authoritative servers (IP:port): they are asked for each record before the CA is"
+    )]
+    NameserversNeeded,
+    /// A provider this build was made without.
+    #[error("this build has no such provider: build with the cargo feature {0}")]
+    NotBuilt(&'static str),
     /// A profile name no CA would serve.
     #[error("{0:?} is not a profile name (letters, digits, '-' and '_')")]
     Profile(String),

@@ -60,18 +60,40 @@ pub struct RawAcme {
     pub dns: Option<RawAcmeDns>,
 }
 
-/// `[tls.acme.dns]`: RFC 2136 dynamic updates signed with TSIG.
+/// `[tls.acme.dns]`: where DNS-01 records are written. Each provider's keys are optional here
+/// and required by validation, so that every missing one is reported under its key.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAcmeDns {
-    pub server: String,
+    #[serde(default)]
+    pub provider: DnsProviderKind,
     pub zone: String,
-    pub tsig_key_file: PathBuf,
-    /// The zone's other authoritative servers, asked too before the CA is told to look.
+    /// The zone's authoritative servers, each asked for the record before the CA is told.
     #[serde(default)]
     pub nameservers: Vec<String>,
     #[serde(default = "propagation_timeout")]
     pub propagation_timeout: String,
+    /// `rfc2136`: the primary taking updates, and the key signing them.
+    pub server: Option<String>,
+    pub tsig_key_file: Option<PathBuf>,
+    /// `ovh`: the API and the application's credentials.
+    pub endpoint: Option<String>,
+    pub application_key: Option<String>,
+    pub application_secret_file: Option<PathBuf>,
+    pub consumer_key_file: Option<PathBuf>,
+    /// A private CA for the API's HTTPS (a test fake); the system's roots otherwise.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[tls.acme.dns] provider`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProviderKind {
+    /// RFC 2136 dynamic updates signed with TSIG: BIND, Knot, PowerDNS, most DNS front-ends.
+    #[default]
+    Rfc2136,
+    /// OVH's signed REST API (cargo feature `dns-ovh`).
+    Ovh,
 }
 
 /// `[tls.acme.store]`: durations stay strings so that a bad one is reported with its key.

@@ -225,6 +225,14 @@ async fn each_providers_keys_are_required_and_the_others_refused() {
             "provider = \"route66\"\n".to_owned(),
             "tls.acme.dns.provider",
         ),
+        (
+            "provider = \"route53\"\n".to_owned(),
+            "tls.acme.dns.hosted_zone_id",
+        ),
+        (
+            format!("{rfc2136}region = \"eu-west-3\"\n"),
+            "tls.acme.dns.region",
+        ),
     ] {
         support::assert_refused(&base(&dns), at);
     }
@@ -235,4 +243,96 @@ async fn each_providers_keys_are_required_and_the_others_refused() {
     // A name outside the zone.
     let outside = base(&rfc2136).replace("zone = \"dns.test\"", "zone = \"other.test\"");
     support::assert_refused(&outside, "tls.acme.domains[0]");
+}
+
+/// Route53 on a real AWS-compatible service (moto): the record added to the zone while the
+/// order runs, through the AWS SDK with credentials from the environment, and deleted after.
+/// Pebble cannot resolve moto's zone, so the validation fails, which the audit line says: the
+/// record must be gone all the same.
+#[cfg(feature = "dns-route53")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_01_through_route53_adds_the_record_and_removes_it_whatever_the_outcome() {
+    use aws_sdk_route53::config::{BehaviorVersion, Credentials, Region};
+    use support::acme::Moto;
+    if !require_tool("pebble")
+        || !require_tool("pebble-challtestsrv")
+        || !require_tool("moto_server")
+    {
+        return;
+    }
+    let setup = Setup::new().await;
+    let moto = tokio::task::block_in_place(Moto::start);
+    let config = aws_sdk_route53::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .region(Region::new("us-east-1"))
+        .endpoint_url(&moto.endpoint)
+        .build();
+    let route53 = aws_sdk_route53::Client::from_conf(config);
+    let zone = route53
+        .create_hosted_zone()
+        .name("dns.test.")
+        .caller_reference(format!("portcullis-{}", fastrand::u64(..)))
+        .send()
+        .await
+        .unwrap();
+    let zone_id = zone.hosted_zone().unwrap().id().to_owned();
+    let pebble = tokio::task::block_in_place(|| Pebble::start(&setup.pki, free_port()));
+    let toml = dns_config(
+        &setup,
+        &pebble.directory,
+        &format!(
+            "provider = \"route53\"\nhosted_zone_id = \"{zone_id}\"\nregion = \"us-east-1\"\nendpoint = \"{}\"\n",
+            moto.endpoint
+        ),
+    );
+    let toml = support::ConfigToml::parse(&toml)
+        .set("server.allow_root", true)
+        .text();
+    let file = setup.pki.dir.path().join("route53.toml");
+    std::fs::write(&file, toml).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .args(["run", "-c"])
+        .arg(&file)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test");
+    let stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let _proxy = support::spawn_until_listening_keeping(command, stderr.clone());
+    let txt = || async {
+        route53
+            .list_resource_record_sets()
+            .hosted_zone_id(&zone_id)
+            .send()
+            .await
+            .unwrap()
+            .resource_record_sets()
+            .iter()
+            .filter(|set| {
+                set.name() == "_acme-challenge.dns.test." && set.r#type().as_str() == "TXT"
+            })
+            .flat_map(|set| set.resource_records().iter().map(|r| r.value().to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let failed = loop {
+        seen.extend(txt().await);
+        let audit = support::audit_text_in(&setup.log_dir());
+        if audit.contains("\"outcome\":\"failed\"") {
+            break audit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no order ended: {}",
+            stderr.lock().unwrap().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        seen.iter().any(|v| v.len() == 45 && v.starts_with('"')),
+        "the record never reached the zone: {seen:?}"
+    );
+    assert!(failed.contains("urn:ietf:params:acme:error:"), "{failed}");
+    assert!(txt().await.is_empty(), "the record outlived the order");
 }

@@ -1,5 +1,5 @@
 //! DNS-01: the record written into the zone by its provider ([`Writer`]: RFC 2136 with TSIG,
-//! or OVH's API), every configured server asked until each answers with it (the CA may ask any
+//! OVH's API or Route53), every configured server asked until each answers with it (the CA may ask any
 //! of them), and the record deleted once the CA has looked.
 //!
 //! The DNS is shared by every instance, so this is the same with or without a store.
@@ -23,6 +23,8 @@ use crate::config::{AcmeDns, DnsProvider};
 #[cfg(feature = "dns-ovh")]
 mod ovh;
 mod rfc2136;
+#[cfg(feature = "dns-route53")]
+mod route53;
 
 /// The record's TTL: resolvers must not keep a validation value around.
 const TTL: u32 = 60;
@@ -72,6 +74,14 @@ impl Dns {
             #[cfg(not(feature = "dns-ovh"))]
             DnsProvider::Ovh { .. } => {
                 return Err(DnsSetupError("built without the dns-ovh feature".into()));
+            }
+            #[cfg(feature = "dns-route53")]
+            DnsProvider::Route53 { .. } => (Box::new(route53::Route53::new(settings)?), None),
+            #[cfg(not(feature = "dns-route53"))]
+            DnsProvider::Route53 { .. } => {
+                return Err(DnsSetupError(
+                    "built without the dns-route53 feature".into(),
+                ));
             }
         };
         Ok(Self {

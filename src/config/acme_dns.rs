@@ -44,6 +44,13 @@ pub enum DnsProvider {
         consumer_key_file: PathBuf,
         ca_file: Option<PathBuf>,
     },
+    /// AWS Route53, credentials from the environment or the instance's role.
+    Route53 {
+        hosted_zone_id: String,
+        region: Option<String>,
+        /// Another AWS-compatible endpoint; `http://` only on loopback.
+        endpoint: Option<String>,
+    },
 }
 
 impl DnsProvider {
@@ -59,6 +66,7 @@ impl DnsProvider {
                 ("application_secret_file", application_secret_file),
                 ("consumer_key_file", consumer_key_file),
             ],
+            Self::Route53 { .. } => Vec::new(),
         }
     }
 }
@@ -127,9 +135,10 @@ fn provider(
             problems.push(key(field), AcmeProblem::DnsKeyUnused);
         }
     };
-    let (rfc2136, ovh) = (
+    let (rfc2136, ovh, route53) = (
         raw.provider == DnsProviderKind::Rfc2136,
         raw.provider == DnsProviderKind::Ovh,
+        raw.provider == DnsProviderKind::Route53,
     );
     require("server", raw.server.is_some(), rfc2136);
     require("tsig_key_file", raw.tsig_key_file.is_some(), rfc2136);
@@ -140,13 +149,23 @@ fn provider(
         ovh,
     );
     require("consumer_key_file", raw.consumer_key_file.is_some(), ovh);
-    for (field, present) in [
-        ("endpoint", raw.endpoint.is_some()),
-        ("ca_file", raw.ca_file.is_some()),
+    require("hosted_zone_id", raw.hosted_zone_id.is_some(), route53);
+    for (field, present, used) in [
+        ("endpoint", raw.endpoint.is_some(), ovh || route53),
+        ("ca_file", raw.ca_file.is_some(), ovh),
+        ("region", raw.region.is_some(), route53),
     ] {
-        if present && !ovh {
+        if present && !used {
             problems.push(key(field), AcmeProblem::DnsKeyUnused);
         }
+    }
+    if let Some(endpoint) = &raw.endpoint
+        && !endpoint_allowed(endpoint)
+    {
+        problems.push(
+            key("endpoint"),
+            AcmeProblem::StoreEndpoint(endpoint.clone()),
+        );
     }
     let path = |p: &Option<PathBuf>| p.clone().unwrap_or_default();
     match raw.provider {
@@ -163,18 +182,22 @@ fn provider(
                 problems.push(key("nameservers"), AcmeProblem::NameserversNeeded);
             }
             let endpoint = raw.endpoint.clone().unwrap_or_else(|| OVH_EU.to_owned());
-            if !endpoint_allowed(&endpoint) {
-                problems.push(
-                    key("endpoint"),
-                    AcmeProblem::StoreEndpoint(endpoint.clone()),
-                );
-            }
             DnsProvider::Ovh {
                 endpoint: endpoint.trim_end_matches('/').to_owned(),
                 application_key: raw.application_key.clone().unwrap_or_default(),
                 application_secret_file: path(&raw.application_secret_file),
                 consumer_key_file: path(&raw.consumer_key_file),
                 ca_file: raw.ca_file.clone(),
+            }
+        }
+        DnsProviderKind::Route53 => {
+            if !cfg!(feature = "dns-route53") {
+                problems.push(key("provider"), AcmeProblem::NotBuilt("dns-route53"));
+            }
+            DnsProvider::Route53 {
+                hosted_zone_id: raw.hosted_zone_id.clone().unwrap_or_default(),
+                region: raw.region.clone(),
+                endpoint: raw.endpoint.clone(),
             }
         }
     }

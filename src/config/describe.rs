@@ -65,6 +65,12 @@ pub fn describe(config: &Config) -> String {
                         dns.zone
                     )
                 }
+                super::DnsProvider::Route53 { hosted_zone_id, .. } => {
+                    format!(
+                        "a TXT record in {} through Route53 zone {hosted_zone_id}",
+                        dns.zone
+                    )
+                }
             },
             None if acme.challenge == super::Challenge::Http01 => {
                 "/.well-known/acme-challenge/ on the plain listener".to_owned()

@@ -139,6 +139,26 @@ pub(super) fn account(
 /// `/etc/ssl`, whose `private/` holds other services' keys).
 pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// `[tls.acme.dns]`'s secrets and CA; a provider's API over HTTPS without its own CA trusts
+/// the system's roots.
+fn dns_files(dns: &super::raw::RawAcmeDns, add: &mut impl FnMut(Key, &PathBuf, Need)) {
+    let key = |field: &str| Key::new("tls.acme.dns").field(field);
+    for (field, file) in [
+        ("tsig_key_file", &dns.tsig_key_file),
+        ("application_secret_file", &dns.application_secret_file),
+        ("consumer_key_file", &dns.consumer_key_file),
+        ("ca_file", &dns.ca_file),
+    ] {
+        if let Some(file) = file {
+            add(key(field), file, Need::Read);
+        }
+    }
+    let api = dns.provider != super::raw::DnsProviderKind::Rfc2136;
+    if api && dns.ca_file.is_none() {
+        add(key("provider"), &PathBuf::from(SYSTEM_ROOTS), Need::Read);
+    }
+}
+
 /// Every file the config names and every directory it writes.
 pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
     let mut named = Vec::new();
@@ -168,6 +188,9 @@ pub(super) fn file_access(raw: &RawConfig) -> FileAccess {
             );
         } else {
             add(Key::new("tls.acme.cache_dir"), &acme.cache_dir, Need::Write);
+        }
+        if let Some(dns) = &acme.dns {
+            dns_files(dns, &mut add);
         }
     }
     if let Some(gateway) = &raw.gateway {

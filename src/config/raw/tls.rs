@@ -76,13 +76,17 @@ pub struct RawAcmeDns {
     /// `rfc2136`: the primary taking updates, and the key signing them.
     pub server: Option<String>,
     pub tsig_key_file: Option<PathBuf>,
-    /// `ovh`: the API and the application's credentials.
+    /// `ovh` (and `route53`, for an AWS-compatible service): the API.
     pub endpoint: Option<String>,
+    /// `ovh`: the application's credentials.
     pub application_key: Option<String>,
     pub application_secret_file: Option<PathBuf>,
     pub consumer_key_file: Option<PathBuf>,
     /// A private CA for the API's HTTPS (a test fake); the system's roots otherwise.
     pub ca_file: Option<PathBuf>,
+    /// `route53`: the hosted zone, and the region (the environment's otherwise).
+    pub hosted_zone_id: Option<String>,
+    pub region: Option<String>,
 }
 
 /// `[tls.acme.dns] provider`.
@@ -94,6 +98,8 @@ pub enum DnsProviderKind {
     Rfc2136,
     /// OVH's signed REST API (cargo feature `dns-ovh`).
     Ovh,
+    /// AWS Route53 through the AWS SDK (cargo feature `dns-route53`).
+    Route53,
 }
 
 /// `[tls.acme.store]`: durations stay strings so that a bad one is reported with its key.

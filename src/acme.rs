@@ -80,6 +80,7 @@ pub fn start(
         audit,
         domains: settings.domains.clone(),
         mode: "store",
+        challenge: settings.challenge.name(),
     };
     tracing::info!(domains = ?settings.domains, challenge = settings.challenge.name(), "ACME: serving these names once a certificate is cached or issued");
     match &settings.store {
@@ -214,6 +215,8 @@ struct Report {
     domains: Vec<String>,
     /// `single` or `store`.
     mode: &'static str,
+    /// The challenge's name.
+    challenge: &'static str,
 }
 
 impl Report {
@@ -229,7 +232,8 @@ impl Report {
         now: std::time::SystemTime,
     ) -> std::time::SystemTime {
         let at = renewal.when(client, ca, issued, renew_before, now).await;
-        self.metrics.certificate_renewal(&self.domains, at);
+        self.metrics
+            .certificate_renewal(&self.domains, at, self.challenge);
         at
     }
 

@@ -1,8 +1,8 @@
-//! The admin listener: health, readiness, metrics and reload. Plain HTTP/1.1 on loopback, or,
+//! The admin listener: health, readiness, metrics, the certificates in service and reload. Plain HTTP/1.1 on loopback, or,
 //! with `[admin] allow`, mutual TLS where only granted employees are answered (validated with
 //! the config). Connections are accepted with the public listeners' rules and a limit of their
 //! own. Every request is audited but probes and scrapes (`GET` of `/healthz`, `/livez`,
-//! `/readyz`, `/metrics`), which are counted instead.
+//! `/readyz`, `/metrics`, `/certificates`), which are counted instead.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -119,7 +119,7 @@ impl Admin {
     async fn handle(&self, request: Request<Incoming>, caller: &Caller) -> Response<Full<Bytes>> {
         let method = request.method().clone();
         let path = match request.uri().path() {
-            p @ ("/healthz" | "/livez" | "/readyz" | "/metrics" | "/reload") => p,
+            p @ ("/healthz" | "/livez" | "/readyz" | "/metrics" | "/certificates" | "/reload") => p,
             _ => "other",
         };
         let readiness = Readiness {
@@ -140,6 +140,7 @@ impl Admin {
                     ("audit", self.process.audit.health()),
                 ]),
             ),
+            (&Method::GET, "/certificates") => (StatusCode::OK, certificates(metrics)),
             (&Method::POST, "/reload") => self.reload().await,
             (_, "other") => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
             _ => (
@@ -154,7 +155,10 @@ impl Admin {
         // Probes and scrapes come every few seconds and change nothing: counted, not logged,
         // so that the trail keeps what people did.
         let probe = method == Method::GET
-            && matches!(path, "/healthz" | "/livez" | "/readyz" | "/metrics")
+            && matches!(
+                path,
+                "/healthz" | "/livez" | "/readyz" | "/metrics" | "/certificates"
+            )
             && !matches!(caller, Caller::Refused(_));
         if probe {
             tracing::debug!(path, status = status.as_u16(), "admin probe");
@@ -184,4 +188,28 @@ impl Admin {
             ),
         }
     }
+}
+
+/// `GET /certificates`: every certificate in service, its source, when it expires and, from
+/// ACME, how its names are validated and when it is next renewed; JSON, times in RFC 3339.
+fn certificates(metrics: &crate::metrics::Metrics) -> String {
+    let time = |t: std::time::SystemTime| {
+        time::OffsetDateTime::from(t)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    };
+    let list: Vec<serde_json::Value> = metrics
+        .certificate_status()
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "names": c.names,
+                "source": c.source,
+                "not_after": time(c.not_after),
+                "challenge": c.challenge,
+                "next_renewal": c.renewal.map(time),
+            })
+        })
+        .collect();
+    format!("{}\n", serde_json::json!({ "certificates": list }))
 }

@@ -37,6 +37,7 @@ mod values;
 
 pub use acme::{
     AcmeDns, AcmeSettings, AcmeStore, Challenge, DnsProvider, LETS_ENCRYPT, LETS_ENCRYPT_STAGING,
+    renewal_without_window,
 };
 pub use describe::describe;
 pub use error::{AcmeProblem, ConfigError, Problem, ProblemKind, ProcessProblem};

@@ -232,7 +232,39 @@ async fn a_window_moved_into_the_past_renews_at_once() {
         (32_472_144_000.0..=32_472_230_400.0).contains(&renewal),
         "{renewal}"
     );
+    // The admin listener's status says the same, beside the file certificates.
+    let status = support::raw_tcp(
+        admin,
+        b"GET /certificates HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (_, body) = status.split_once("\r\n\r\n").unwrap();
+    let status: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    let list = status["certificates"].as_array().unwrap();
+    let acme = list.iter().find(|c| c["source"] == "acme").unwrap();
+    assert_eq!(acme["names"][0], "acme.test", "{status}");
+    assert_eq!(acme["challenge"], "tls-alpn-01", "{status}");
+    assert!(
+        acme["next_renewal"]
+            .as_str()
+            .unwrap()
+            .starts_with("2999-01-0"),
+        "{status}"
+    );
+    assert!(acme["not_after"].as_str().is_some(), "{status}");
+    assert!(
+        list.iter()
+            .any(|c| c["source"] == "file" && c["challenge"].is_null()),
+        "{status}"
+    );
     proxy.shutdown().await;
+    // check shows the cached certificate, its expiry and when it is renewed without a window.
+    let described = portcullis::config::describe(&support::config_from(&toml).unwrap());
+    assert!(
+        described.contains("    cached certificate: expires "),
+        "{described}"
+    );
+    assert!(described.contains("; renewed at "), "{described}");
 
     // The CA moves the window into the past: the restarted instance renews at once.
     fake.set_window("2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z", 21_600);

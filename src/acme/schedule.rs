@@ -51,11 +51,7 @@ impl Issued {
     /// Without advice from the CA: `renew_before` before expiry, or a third of the lifetime
     /// before it when that is shorter.
     pub fn fallback(&self, renew_before: Duration) -> SystemTime {
-        let lifetime = self
-            .not_after
-            .duration_since(self.not_before)
-            .unwrap_or_default();
-        self.not_after - renew_before.min(lifetime / 3)
+        crate::config::renewal_without_window(self.not_before, self.not_after, renew_before)
     }
 }
 

@@ -50,6 +50,18 @@ pub struct AcmeSettings {
     pub dns: Option<AcmeDns>,
 }
 
+/// When a certificate valid from `not_before` to `not_after` is renewed when the CA suggests
+/// no window: `renew_before` before it expires, or with a third of its lifetime left when
+/// that comes later (a six-day certificate renews after four days, as certbot does).
+pub fn renewal_without_window(
+    not_before: std::time::SystemTime,
+    not_after: std::time::SystemTime,
+    renew_before: Duration,
+) -> std::time::SystemTime {
+    let lifetime = not_after.duration_since(not_before).unwrap_or_default();
+    not_after - renew_before.min(lifetime / 3)
+}
+
 /// `[tls.acme.store]`, validated: an S3 bucket (or an S3-compatible service).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeStore {

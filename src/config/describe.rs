@@ -6,6 +6,8 @@ use std::fmt::Write;
 use super::{Config, RouteAccess, RouteAction, UpstreamConfig};
 
 /// A human-readable summary of what `config` exposes.
+mod acme;
+
 pub fn describe(config: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -43,49 +45,11 @@ pub fn describe(config: &Config) -> String {
         } else {
             ""
         };
-        let _ = writeln!(out, "  {}{default}", names.join(", "));
+        let expires = acme::date(cert.not_after);
+        let _ = writeln!(out, "  {}{default}, expires {expires}", names.join(", "));
     }
     if let Some(acme) = &config.acme {
-        let kept = match &acme.store {
-            Some(store) => format!(
-                "shared by every instance in s3://{}/{} (one lease holder orders)",
-                store.bucket, store.prefix
-            ),
-            None => format!("kept in {} (this instance alone)", acme.cache_dir.display()),
-        };
-        let _ = writeln!(out, "  ACME {}: {kept}", acme.domains.join(", "));
-        let proof = match &acme.dns {
-            Some(dns) => match &dns.provider {
-                super::DnsProvider::Rfc2136 { server, .. } => {
-                    format!("a TXT record in {} through {server}", dns.zone)
-                }
-                super::DnsProvider::Ovh { endpoint, .. } => {
-                    format!(
-                        "a TXT record in {} through OVH's API at {endpoint}",
-                        dns.zone
-                    )
-                }
-                super::DnsProvider::Route53 { hosted_zone_id, .. } => {
-                    format!(
-                        "a TXT record in {} through Route53 zone {hosted_zone_id}",
-                        dns.zone
-                    )
-                }
-            },
-            None if acme.challenge == super::Challenge::Http01 => {
-                "/.well-known/acme-challenge/ on the plain listener".to_owned()
-            }
-            None => "a certificate on the HTTPS listener".to_owned(),
-        };
-        for name in &acme.domains {
-            let _ = writeln!(out, "    {name}: {} ({proof})", acme.challenge.name());
-        }
-        let profile = acme.profile.as_deref().unwrap_or("the CA's default");
-        let _ = writeln!(
-            out,
-            "    profile {profile}; renewed in the CA's window (RFC 9773), else {} before expiry or with a third of the lifetime left",
-            humantime::format_duration(acme.renew_before)
-        );
+        acme::describe(acme, &mut out);
     }
     let _ = writeln!(out, "routes:");
     for route in &config.routes {

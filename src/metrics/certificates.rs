@@ -25,9 +25,31 @@ pub(super) struct ResultLabels {
     result: &'static str,
 }
 
-/// The expiry series each source set last.
+/// The expiry series each source set last, with their ends of validity, and when the ACME
+/// certificate is next renewed and how it is validated.
 #[derive(Debug, Default)]
-pub(super) struct ServedCertificates(Mutex<HashMap<&'static str, Vec<CertificateLabels>>>);
+pub(super) struct ServedCertificates(Mutex<Served>);
+
+#[derive(Debug, Default)]
+pub(super) struct Served {
+    by_source: HashMap<&'static str, Vec<(CertificateLabels, SystemTime)>>,
+    acme_renewal: Option<(SystemTime, &'static str)>,
+}
+
+/// One certificate in service, for the admin listener's `GET /certificates`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateStatus {
+    /// Its names.
+    pub names: Vec<String>,
+    /// `file` or `acme`.
+    pub source: &'static str,
+    /// When it expires.
+    pub not_after: SystemTime,
+    /// ACME only: when it is next renewed, once known.
+    pub renewal: Option<SystemTime>,
+    /// ACME only: how its names are validated.
+    pub challenge: Option<&'static str>,
+}
 
 /// Where a certificate in service came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +68,7 @@ fn unix(time: SystemTime) -> f64 {
 
 impl Metrics {
     /// When the ACME certificate for `names` is next renewed.
-    pub fn certificate_renewal(&self, names: &[String], at: SystemTime) {
+    pub fn certificate_renewal(&self, names: &[String], at: SystemTime, challenge: &'static str) {
         let labels = CertificateLabels {
             name: names.first().cloned().unwrap_or_default(),
             names: names.join(","),
@@ -55,6 +77,31 @@ impl Metrics {
         self.certificate_renewal
             .get_or_create(&labels)
             .set(unix(at));
+        if let Ok(mut served) = self.served.0.lock() {
+            served.acme_renewal = Some((at, challenge));
+        }
+    }
+
+    /// Every certificate in service now, files first.
+    pub fn certificate_status(&self) -> Vec<CertificateStatus> {
+        let Ok(served) = self.served.0.lock() else {
+            return Vec::new();
+        };
+        let renewal = served.acme_renewal;
+        ["file", "acme"]
+            .into_iter()
+            .flat_map(|source| served.by_source.get(source).into_iter().flatten())
+            .map(|(labels, not_after)| {
+                let acme = (labels.source == "acme").then_some(renewal).flatten();
+                CertificateStatus {
+                    names: labels.names.split(',').map(str::to_owned).collect(),
+                    source: labels.source,
+                    not_after: *not_after,
+                    renewal: acme.map(|(at, _)| at),
+                    challenge: acme.map(|(_, challenge)| challenge),
+                }
+            })
+            .collect()
     }
 
     /// Counts an ACME event.
@@ -91,7 +138,7 @@ impl Metrics {
         let Ok(mut sets) = self.served.0.lock() else {
             return;
         };
-        for old in sets.get(source).into_iter().flatten() {
+        for (old, _) in sets.by_source.get(source).into_iter().flatten() {
             if !labels.contains(old) {
                 self.certificate_expiry.remove(old);
             }
@@ -101,7 +148,11 @@ impl Metrics {
                 .get_or_create(label)
                 .set(unix(*not_after));
         }
-        sets.insert(source, labels);
+        let kept = labels
+            .into_iter()
+            .zip(served.iter().map(|(_, not_after)| *not_after))
+            .collect();
+        sets.by_source.insert(source, kept);
     }
 }
 

@@ -2,7 +2,9 @@
 //! - HTTP-01 through the shared store: Pebble validates only at the plain listener of the
 //!   instance that does not hold the lease (TLS-ALPN-01 leads nowhere), which answers with the
 //!   key authorization the holder published; any other path under
-//!   `/.well-known/acme-challenge/` is still redirected (or 404 for a host we do not serve);
+//!   `/.well-known/acme-challenge/` is still redirected (or 404 for a host we do not serve), and
+//!   an object planted in the store that is not a key authorization for its token is never
+//!   served; and HTTP-01 by a single instance from its own board;
 //! - ACME Renewal Information (RFC 9773) with an injected clock against a server of the test's
 //!   own: renewal inside the window, `Retry-After` respected, a window moved into the past
 //!   meaning now; end to end, a restart whose cached certificate's window has passed renews at
@@ -79,9 +81,37 @@ async fn http_01_is_answered_on_the_plain_listener_of_the_instance_without_the_l
         !objects.iter().any(|o| o.contains("challenges/")),
         "an answer outlived its validation: {objects:?}"
     );
+    // An object planted in the store is served only when it is a key authorization for its
+    // token: a page or a script is not, whoever could write the bucket.
+    let thumbprint = "A".repeat(43);
+    for (token, content) in [
+        ("planted-page", "<script>alert(1)</script>".to_owned()),
+        ("planted-other", format!("another-token.{thumbprint}")),
+        ("planted-ok", format!("planted-ok.{thumbprint}")),
+    ] {
+        let path = object_store::path::Path::from(format!("prod/challenges/http-01/{token}"));
+        object_store::ObjectStoreExt::put(&moto.client(), &path, content.into())
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b_http = std::net::SocketAddr::from(([127, 0, 0, 1], b_http));
+    let ask = |token: &str| {
+        format!(
+            "GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let served = raw_tcp(b_http, ask("planted-ok").as_bytes()).await;
+    assert!(
+        served.starts_with("HTTP/1.1 200") && served.ends_with(&thumbprint),
+        "{served}"
+    );
+    for token in ["planted-page", "planted-other"] {
+        let answer = raw_tcp(b_http, ask(token).as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 301"), "{token}: {answer}");
+    }
     // Nothing else under the challenge directory is answered: a stale or made-up token, a
     // path that climbs, a host we do not serve.
-    let b_http = std::net::SocketAddr::from(([127, 0, 0, 1], b_http));
     for (target, host, status) in [
         (
             "/.well-known/acme-challenge/made-up-token",
@@ -107,6 +137,33 @@ async fn http_01_is_answered_on_the_plain_listener_of_the_instance_without_the_l
             "{target} for {host}: {answer}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_01_is_answered_by_a_single_instance_from_its_own_board() {
+    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") {
+        return;
+    }
+    let setup = Setup::new().await;
+    let http = free_port();
+    let ports = Ports {
+        tls_alpn: free_port(),
+        http,
+        dns: None,
+    };
+    let pebble = tokio::task::block_in_place(|| Pebble::with(&setup.pki, ports, 157_766_400, 0));
+    let client = trusting(pebble.root(&setup.pki).await);
+    let cache = setup.pki.dir.path().join("cache");
+    let toml = support::acme::acme_config(&setup, free_port(), &pebble.directory, &cache);
+    let proxy = support::start_toml(&http_01(http)(toml).text()).await;
+    let leaf = served_certificate(
+        proxy.https_addr,
+        "acme.test",
+        client,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(!leaf.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

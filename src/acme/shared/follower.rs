@@ -101,15 +101,10 @@ impl Follower {
         let (mut tls_alpn, mut http) = (HashMap::new(), HashMap::new());
         for name in self.bucket.list(CHALLENGES).await? {
             if let Some(token) = name.strip_prefix(HTTP_CHALLENGES) {
-                // A token is the CA's: base64url, never a path.
-                let token_ok = !token.is_empty()
-                    && token
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-                if token_ok && let Some(object) = self.bucket.get(&name).await? {
-                    let Ok(value) = std::str::from_utf8(&object.bytes) else {
-                        continue;
-                    };
+                if base64url(token)
+                    && let Some(object) = self.bucket.get(&name).await?
+                    && let Some(value) = key_authorization(token, &object.bytes)
+                {
                     http.insert(token.to_owned(), Arc::from(value));
                 }
                 continue;
@@ -133,6 +128,23 @@ impl Follower {
         self.served.board.replace(tls_alpn, http);
         Ok(())
     }
+}
+
+/// A token or thumbprint: base64url (RFC 8555 8.1), never a path.
+fn base64url(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What the plain listener may serve for `token`: its key authorization (RFC 8555 8.1,
+/// `token.thumbprint`, the thumbprint a SHA-256 in base64url), and nothing else an object in
+/// the store might hold, so that no page or script is ever served from our names.
+fn key_authorization<'a>(token: &str, bytes: &'a [u8]) -> Option<&'a str> {
+    let value = std::str::from_utf8(bytes).ok()?;
+    let (head, thumbprint) = value.split_once('.')?;
+    (head == token && thumbprint.len() == 43 && base64url(thumbprint)).then_some(value)
 }
 
 /// Answers published in the store for every instance, which each has `wait` to load.

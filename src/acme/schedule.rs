@@ -48,6 +48,15 @@ impl Issued {
         })
     }
 
+    /// The latest renewal any window is followed to: a tenth of the lifetime before expiry.
+    fn latest(&self) -> SystemTime {
+        let lifetime = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_after - lifetime / 10
+    }
+
     /// Without advice from the CA: `renew_before` before expiry, or a third of the lifetime
     /// before it when that is shorter.
     pub fn fallback(&self, renew_before: Duration) -> SystemTime {
@@ -126,7 +135,9 @@ impl Renewal {
         match &self.window {
             // RFC 9773 4.2: a window already over means renew now.
             Some((suggestion, _)) if suggestion.end <= now => now,
-            Some((_, point)) => *point,
+            // Never later than with a tenth of the lifetime left: a window at or past expiry
+            // (a CA's mistake, or a lying endpoint) must not keep a certificate until it ends.
+            Some((_, point)) => (*point).min(issued.latest()),
             None => issued.fallback(renew_before),
         }
     }
@@ -182,6 +193,10 @@ mod tests {
         renewal.learn(window(start, start + DAY * 2), now, 0.9);
         assert_eq!(renewal.at(&cert, DAY * 30, now), start + DAY / 2);
         assert_eq!(renewal.next_ask(), Some(now + Duration::from_secs(3600)));
+        // A window at expiry is followed only to a tenth of the lifetime before it.
+        let late = cert.not_after - DAY;
+        renewal.learn(window(late, cert.not_after), now, 0.5);
+        assert_eq!(renewal.at(&cert, DAY * 30, now), cert.not_after - DAY * 9);
         // Moved into the past: now.
         renewal.learn(window(now - DAY * 2, now - DAY), now, 0.5);
         assert_eq!(renewal.at(&cert, DAY * 30, now), now);

@@ -77,7 +77,12 @@ impl Single {
             };
             let mut wake = due.max(next_try);
             if now >= due && now >= next_try {
-                match self.order(ca.as_ref(), current.as_ref()).await {
+                // An order in progress is abandoned at shutdown, not waited for.
+                let ordered = tokio::select! {
+                    ordered = self.order(ca.as_ref(), current.as_ref()) => ordered,
+                    () = stopping.cancelled() => return,
+                };
+                match ordered {
                     Ok(issued) => {
                         current = Some(issued);
                         failures = 0;
@@ -90,6 +95,7 @@ impl Single {
                         wake = next_try;
                         // The directory is read again: it may be what changed.
                         ca = None;
+                        self.report.metrics.acme("failed");
                         let retry = format!("next try in {}", humantime::format_duration(pause));
                         self.report.failed(&e.to_string(), e.problem(), &retry);
                     }

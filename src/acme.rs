@@ -31,6 +31,7 @@ mod challenge;
 mod directory;
 mod dns;
 mod failure;
+mod https;
 mod order;
 mod problem;
 mod schedule;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use support::acme::{Instance, Moto};
 use support::fake_acme::FakeAcme;
 use support::pebble::{Pebble, Ports, served_certificate, trusting};
-use support::{ConfigToml, Setup, free_port, raw_tcp, require_tool, strings};
+use support::{ConfigToml, Setup, free_port, raw_tcp, require_tool};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -239,7 +239,6 @@ async fn the_profile_is_named_in_the_new_order() {
         order.get("replaces").is_none(),
         "nothing to replace yet: {order}"
     );
-    let _ = strings(&[]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -243,6 +243,24 @@ async fn each_providers_keys_are_required_and_the_others_refused() {
     // A name outside the zone.
     let outside = base(&rfc2136).replace("zone = \"dns.test\"", "zone = \"other.test\"");
     support::assert_refused(&outside, "tls.acme.domains[0]");
+    // The challenge and what it needs: a wildcard only with DNS-01, DNS-01 only with its table
+    // and that table only with DNS-01, HTTP-01 only with a plain listener.
+    let valid = support::ConfigToml::parse(&base(&rfc2136));
+    let other = |challenge: &str| {
+        valid
+            .clone()
+            .set("tls.acme.challenge", challenge.to_owned())
+    };
+    support::assert_refused(&other("tls-alpn-01").text(), "tls.acme.domains[0]");
+    support::assert_refused(&other("tls-alpn-01").text(), "tls.acme.dns");
+    let without_table = valid.clone().remove("tls.acme.dns").text();
+    support::assert_refused(&without_table, "tls.acme.challenge");
+    let http_only = other("http-01")
+        .remove("tls.acme.dns")
+        .set("tls.acme.domains", support::strings(&["dns.test"]))
+        .remove("listen.http")
+        .text();
+    support::assert_refused(&http_only, "tls.acme.challenge");
 }
 
 /// Route53 on a real AWS-compatible service (moto): the record added to the zone while the

@@ -108,10 +108,9 @@ impl Publish for Board {
             Answer::TlsAlpn { domain, pem } => {
                 let key = challenge_key(pem.as_bytes())
                     .ok_or_else(|| OrderError::failed("unusable challenge certificate"))?;
-                self.tls_alpn.rcu(|old| {
-                    let mut map = HashMap::clone(old);
-                    map.insert(domain.to_ascii_lowercase(), Arc::new(key.clone()));
-                    map
+                let key = Arc::new(key);
+                edit(&self.tls_alpn, |map| {
+                    map.insert(domain.to_ascii_lowercase(), key.clone());
                 });
             }
             Answer::Http {
@@ -119,10 +118,8 @@ impl Publish for Board {
                 key_authorization,
             } => {
                 let value: Arc<str> = Arc::from(key_authorization.as_str());
-                self.http.rcu(|old| {
-                    let mut map = HashMap::clone(old);
+                edit(&self.http, |map| {
                     map.insert(token.clone(), value.clone());
-                    map
                 });
             }
             Answer::Dns { .. } => return Err(OrderError::failed("DNS-01 needs [tls.acme.dns]")),
@@ -134,23 +131,26 @@ impl Publish for Board {
         match answer {
             Answer::TlsAlpn { domain, .. } => {
                 let domain = domain.to_ascii_lowercase();
-                self.tls_alpn.rcu(|old| {
-                    let mut map = HashMap::clone(old);
+                edit(&self.tls_alpn, |map| {
                     map.remove(&domain);
-                    map
                 });
             }
-            Answer::Http { token, .. } => {
-                self.http.rcu(|old| {
-                    let mut map = HashMap::clone(old);
-                    map.remove(token);
-                    map
-                });
-            }
+            Answer::Http { token, .. } => edit(&self.http, |map| {
+                map.remove(token);
+            }),
             Answer::Dns { .. } => {}
         }
         Ok(())
     }
+}
+
+/// Changes one of the board's maps for every reader at once.
+fn edit<V: Clone>(map: &ArcSwap<HashMap<String, V>>, change: impl Fn(&mut HashMap<String, V>)) {
+    map.rcu(|old| {
+        let mut new = HashMap::clone(old);
+        change(&mut new);
+        new
+    });
 }
 
 /// A TLS-ALPN-01 challenge key and certificate, shown only to clients offering `acme-tls/1`.

@@ -43,28 +43,33 @@ impl std::fmt::Debug for TsigKey {
 
 /// Reads and parses the key file, refusing one that others can read.
 pub fn read_tsig_key(file: &Path) -> Result<TsigKey, super::ProblemKind> {
-    crate::secrets::require_private(file)?;
-    let problem = |why: String| AcmeProblem::TsigKey {
-        file: file.display().to_string(),
-        why,
-    };
-    let text = std::fs::read_to_string(file).map_err(|e| problem(e.to_string()))?;
-    Ok(parse(&text).map_err(|why| problem(why.to_owned()))?)
+    read_secret(file, |text| parse(text).map_err(str::to_owned))
 }
 
 /// A DNS provider's API secret: one line, owner-only.
 pub fn read_api_secret(file: &Path) -> Result<String, super::ProblemKind> {
+    read_secret(file, |text| {
+        let secret = text.trim();
+        match secret.is_empty() || secret.contains(char::is_whitespace) {
+            true => Err("not one word on one line".to_owned()),
+            false => Ok(secret.to_owned()),
+        }
+    })
+}
+
+/// `file`'s text, refused when others can read it, as `read` makes it; a failure names the
+/// file, never its content.
+fn read_secret<T>(
+    file: &Path,
+    read: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, super::ProblemKind> {
     crate::secrets::require_private(file)?;
-    let problem = |why: String| AcmeProblem::TsigKey {
+    let problem = |why: String| AcmeProblem::DnsSecret {
         file: file.display().to_string(),
         why,
     };
     let text = std::fs::read_to_string(file).map_err(|e| problem(e.to_string()))?;
-    let secret = text.trim();
-    if secret.is_empty() || secret.contains(char::is_whitespace) {
-        return Err(problem("not one word on one line".into()).into());
-    }
-    Ok(secret.to_owned())
+    Ok(read(&text).map_err(problem)?)
 }
 
 fn parse(text: &str) -> Result<TsigKey, &'static str> {

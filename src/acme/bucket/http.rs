@@ -2,8 +2,7 @@
 //! over rustls (aws-lc-rs). Its default would be reqwest, a second HTTP client with its own
 //! TLS roots and verifier crates, for the five kinds of request the shared store makes.
 //!
-//! The system's root bundle is trusted (a private S3-compatible service may be signed by a CA
-//! installed there), or the public roots when the machine has no bundle.
+//! The connector and its roots are `acme::https`'s: the system's bundle, or the public roots.
 
 use std::time::Duration;
 
@@ -19,8 +18,6 @@ use object_store::client::{
 };
 use object_store::{ClientConfigKey, ClientOptions};
 
-use crate::config::SYSTEM_ROOTS;
-
 /// object_store's own default when `ClientOptions` names none.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -33,18 +30,15 @@ impl object_store::client::HttpConnector for Connector {
         let option = |key| options.get_config_value(&key);
         let duration = |key| option(key).and_then(|v| humantime::parse_duration(&v).ok());
         let allow_http = option(ClientConfigKey::AllowHttp).is_some_and(|v| v == "true");
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(duration(ClientConfigKey::ConnectTimeout));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls_config()?);
-        // The builder only lets http:// through to an endpoint that validation allowed it for
-        // (loopback).
-        let https = match allow_http {
-            true => builder.https_or_http(),
-            false => builder.https_only(),
-        }
-        .enable_http1()
-        .wrap_connector(http);
+        let connect_timeout = duration(ClientConfigKey::ConnectTimeout);
+        let roots = crate::acme::https::system_roots();
+        let https =
+            crate::acme::https::connector(roots, allow_http, connect_timeout).map_err(|e| {
+                object_store::Error::Generic {
+                    store: "S3",
+                    source: e.into(),
+                }
+            })?;
         Ok(HttpClient::new(Client {
             pooled: Pooled::builder(TokioExecutor::new()).build(https),
             timeout: duration(ClientConfigKey::Timeout).unwrap_or(DEFAULT_TIMEOUT),
@@ -86,15 +80,6 @@ impl HttpService for Client {
             .await
             .map_err(|elapsed| HttpError::new(HttpErrorKind::Timeout, elapsed))?
     }
-}
-
-fn tls_config() -> object_store::Result<rustls::ClientConfig> {
-    let roots = crate::certs::load_roots(std::path::Path::new(SYSTEM_ROOTS))
-        .unwrap_or_else(|_| crate::certs::public_roots());
-    crate::certs::client_config(roots).map_err(|e| object_store::Error::Generic {
-        store: "S3",
-        source: e.into(),
-    })
 }
 
 #[cfg(test)]

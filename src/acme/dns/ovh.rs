@@ -54,23 +54,14 @@ impl Ovh {
             crate::config::read_api_secret(file).map_err(|e| DnsSetupError(format!("{field}: {e}")))
         };
         let roots = match ca_file {
-            Some(ca) => crate::certs::load_roots(ca),
-            None => crate::certs::load_roots(std::path::Path::new(crate::config::SYSTEM_ROOTS))
-                .or_else(|_| Ok(crate::certs::public_roots())),
-        }
-        .map_err(|e: crate::certs::CertError| DnsSetupError(format!("ca_file: {e}")))?;
-        let tls = crate::certs::client_config(roots)
-            .map_err(|e| DnsSetupError(format!("TLS client: {e}")))?;
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+            Some(ca) => {
+                crate::certs::load_roots(ca).map_err(|e| DnsSetupError(format!("ca_file: {e}")))?
+            }
+            None => crate::acme::https::system_roots(),
+        };
         // Validation allows http:// only to loopback (a local fake).
-        let https = match endpoint.starts_with("http://") {
-            true => builder.https_or_http(),
-            false => builder.https_only(),
-        }
-        .enable_http1()
-        .wrap_connector(connector);
+        let https = crate::acme::https::connector(roots, endpoint.starts_with("http://"), None)
+            .map_err(|e| DnsSetupError(format!("TLS client: {e}")))?;
         Ok(Self {
             http: Pooled::builder(TokioExecutor::new()).build(https),
             endpoint: endpoint.clone(),

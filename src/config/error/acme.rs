@@ -59,7 +59,7 @@ pub enum AcmeProblem {
     Zone(String),
     /// A TSIG key or API secret file that cannot be used.
     #[error("{file}: {why}")]
-    TsigKey {
+    DnsSecret {
         /// The file.
         file: String,
         /// What is wrong with it.

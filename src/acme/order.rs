@@ -20,6 +20,7 @@ use super::challenge::{Answer, Publish};
 use super::directory::Ca;
 use super::failure::OrderError;
 use super::problem::Problem;
+use super::schedule::Issued;
 use crate::config::{AcmeSettings, Challenge};
 
 /// The account key object: PKCS#8, PEM.
@@ -38,14 +39,14 @@ pub const ORDER_TIMEOUT: Duration = Duration::from_secs(600);
 pub struct Order<'a> {
     pub client: &'a Arc<rustls::ClientConfig>,
     pub settings: &'a AcmeSettings,
-    pub ca: &'a Ca,
+    /// The CA's directory as last read; read again when there is none.
+    pub ca: Option<&'a Ca>,
     /// The account key, PKCS#8 DER.
     pub account_key: &'a [u8],
     /// Where the CA is shown the answers.
     pub publish: &'a dyn Publish,
-    /// The ARI identifier of the certificate this one replaces (RFC 9773 5), when the CA
-    /// offers renewal information.
-    pub replaces: Option<String>,
+    /// The certificate in service, which the new one replaces (RFC 9773 5).
+    pub current: Option<&'a Issued>,
 }
 
 impl Order<'_> {
@@ -53,14 +54,18 @@ impl Order<'_> {
     /// PEM, in the format rustls-acme's caches use (key first).
     pub async fn run(&self) -> Result<String, OrderError> {
         let client = self.client;
+        let ca = match self.ca {
+            Some(ca) => ca.clone(),
+            None => Ca::discover(client, &self.settings.directory).await?,
+        };
         let account = Account::create_with_keypair(
             client,
-            self.ca.directory.clone(),
+            ca.directory.clone(),
             &self.settings.contact,
             self.account_key,
         )
         .await?;
-        let (url, mut order) = self.new_order(&account).await?;
+        let (url, mut order) = self.new_order(&ca, &account).await?;
         for _ in 0..STATUS_LOOKS {
             match &order.status {
                 OrderStatus::Pending => {
@@ -88,7 +93,11 @@ impl Order<'_> {
 
     /// newOrder with what rustls-acme's cannot say: the profile, and which certificate this
     /// one replaces.
-    async fn new_order(&self, account: &Account) -> Result<(String, RawOrder), OrderError> {
+    async fn new_order(
+        &self,
+        ca: &Ca,
+        account: &Account,
+    ) -> Result<(String, RawOrder), OrderError> {
         let identifiers: Vec<Identifier> = self
             .settings
             .domains
@@ -98,19 +107,21 @@ impl Order<'_> {
             .collect();
         let mut payload = serde_json::json!({ "identifiers": identifiers });
         if let Some(profile) = &self.settings.profile {
-            if !self.ca.profiles.contains(profile) {
+            if !ca.profiles.contains(profile) {
                 return Err(OrderError::failed(format!(
                     "the CA offers no profile {profile:?} (it offers {:?})",
-                    self.ca.profiles
+                    ca.profiles
                 )));
             }
             payload["profile"] = profile.as_str().into();
         }
-        if let Some(replaces) = &self.replaces {
-            payload["replaces"] = replaces.as_str().into();
+        // Only to a CA that offers renewal information: another may refuse the field.
+        let replaces = self.current.and_then(|issued| issued.cert_id.as_deref());
+        if let Some(replaces) = replaces.filter(|_| ca.renewal_info.is_some()) {
+            payload["replaces"] = replaces.into();
         }
         let payload = payload.to_string();
-        let new_order = &self.ca.directory.new_order;
+        let new_order = &ca.directory.new_order;
         let (url, body) = account.request(self.client, new_order, &payload).await?;
         let url = url.ok_or(AcmeError::MissingHeader("Location"))?;
         let order = serde_json::from_str(&body).map_err(AcmeError::from)?;

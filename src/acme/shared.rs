@@ -252,10 +252,6 @@ impl Leader {
         current: Option<&Issued>,
     ) -> Result<bool, OrderError> {
         tracing::info!(domains = ?self.settings.domains, "ACME: ordering");
-        let ca = match ca {
-            Some(ca) => ca.clone(),
-            None => Ca::discover(&self.client, &self.settings.directory).await?,
-        };
         let key = account_key(&self.bucket).await?;
         // Two polls: every follower has looked for the challenge at least once.
         let board = StoreBoard::new(
@@ -269,12 +265,10 @@ impl Leader {
         let order = Order {
             client: &self.client,
             settings: &self.settings,
-            ca: &ca,
+            ca,
             account_key: &key,
             publish,
-            replaces: current
-                .filter(|_| ca.renewal_info.is_some())
-                .and_then(|issued| issued.cert_id.clone()),
+            current,
         };
         let ordering = within_time(order.run());
         let mut ordering = std::pin::pin!(ordering);

@@ -153,26 +153,19 @@ impl Single {
     }
 
     async fn order(&self, ca: Option<&Ca>, current: Option<&Issued>) -> Result<Issued, OrderError> {
-        let ca = match ca {
-            Some(ca) => ca.clone(),
-            None => Ca::discover(&self.client, &self.settings.directory).await?,
-        };
         let account_key = self.account_key().await?;
         let publish: &dyn Publish = match &self.dns {
             Some(dns) => dns,
             None => &self.served.board,
         };
-        let replaces = current
-            .filter(|_| ca.renewal_info.is_some())
-            .and_then(|issued| issued.cert_id.clone());
         tracing::info!(domains = ?self.settings.domains, "ACME: ordering");
         let order = Order {
             client: &self.client,
             settings: &self.settings,
-            ca: &ca,
+            ca,
             account_key: &account_key,
             publish,
-            replaces,
+            current,
         };
         let pem = super::order::within_time(order.run()).await?;
         let (domains, directory) = (&self.settings.domains, &self.settings.directory);

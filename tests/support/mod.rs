@@ -341,10 +341,15 @@ pub fn assert_refused_with(toml_text: &str, key: &str, reason: &str) {
 /// A loopback port free a moment ago, below the kernel's ephemeral range (32768 and up on
 /// Linux): the kernel hands ephemeral ports to every outgoing connection of every test running
 /// meanwhile, so one taken from there can be gone before the process it is meant for binds it.
+/// Never the same port twice in one test binary: two tests starting servers side by side would
+/// otherwise both see a port free before either binds it, and one would talk to the other's.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..1000 {
         let port = fastrand::u16(10_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
             return port;
         }
     }

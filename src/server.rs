@@ -6,6 +6,7 @@
 //! Not here: what a request means (`layers`, `redirect`).
 
 mod accept;
+mod drive;
 mod streams;
 
 use std::future::Future;
@@ -16,21 +17,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use futures_util::future::Either;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::LazyConfigAcceptor;
-use tokio_util::sync::CancellationToken;
+use tokio_rustls::server::TlsStream;
 
 pub use streams::{OpenStreams, StreamExecutor};
 
 use accept::accept_loop;
+use drive::Drive;
 use streams::h2_builder;
 
 use crate::app::{App, LiveApp};
 use crate::connection::ConnectionInfo;
-use crate::gated::Gated;
 use crate::gateway::AccessGrants;
 use crate::io::{Activity, Watched};
 use crate::layers::{http_service, https_service};
@@ -199,11 +201,34 @@ impl Server {
 
     async fn serve_tls(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, lease: Lease) {
         let app = self.live.load_full();
-        let Some((stream, peer)) = self.client_of(stream, peer, &app, false).await else {
-            return;
+        // In a block, so that nothing made on the way (the TLS stream, the service) keeps a slot
+        // in the task while the connection runs: a task's future is as large as the largest
+        // state it can be in, and an idle connection is in the last one.
+        let served = {
+            let activity = Activity::new();
+            // Boxed for the same reason: an idle connection keeps no room for a handshake.
+            let handshake = Box::pin(self.handshake(stream, peer, &app, &activity));
+            let Some((tls, peer)) = handshake.await else {
+                return;
+            };
+            self.connection(&app, tls, peer, lease, activity)
         };
-        let limits = app.limits;
-        let activity = Activity::new();
+        if let Some(served) = served {
+            served.await;
+        }
+    }
+
+    /// The client (`client_of`) and its TLS handshake, within `handshake_timeout`; `None` when
+    /// either fails, or when the handshake was all there was to it (TLS-ALPN-01).
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        app: &App,
+        activity: &Arc<Activity>,
+    ) -> Option<(TlsStream<Watched<ClientStream>>, SocketAddr)> {
+        let (stream, peer) = self.client_of(stream, peer, app, false).await?;
+        let limits = &app.limits;
         let watched = Watched::new(stream, activity.clone(), limits.send_timeout);
         // The ClientHello is read first: its SNI picks the config, and with it whether a client
         // certificate is asked for.
@@ -213,37 +238,43 @@ impl Server {
             let config = app.tls.for_sni(start.client_hello().server_name());
             start.into_stream(config).await
         };
-        // Boxed, like the connection below: a task's future is as large as the largest state
-        // it can be in, and every idle connection would otherwise keep room for a handshake.
-        let handshake = Box::pin(handshake);
-        let tls = match tokio::time::timeout(limits.handshake_timeout, handshake).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(_)) | Err(_) => {
-                self.metrics.handshake(false);
-                // Neither the peer nor rustls's message: both can carry what a client chose
-                // (its address, an SNI). Scanners fail handshakes all day, hence the throttle.
-                HANDSHAKE_FAILURES.warn(|count| {
-                    tracing::info!(count, "TLS handshakes failed or timed out");
-                });
-                return;
-            }
+        let Ok(Ok(tls)) = tokio::time::timeout(limits.handshake_timeout, handshake).await else {
+            self.metrics.handshake(false);
+            // Neither the peer nor rustls's message: both can carry what a client chose (its
+            // address, an SNI). Scanners fail handshakes all day, hence the throttle.
+            HANDSHAKE_FAILURES.warn(|count| {
+                tracing::info!(count, "TLS handshakes failed or timed out");
+            });
+            return None;
         };
         self.metrics.handshake(true);
+        // A TLS-ALPN-01 validation: the handshake was the whole exchange (RFC 8737 3).
+        let validation = tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN);
+        (!validation).then_some((tls, peer))
+    }
+
+    /// The connection to run over a handshake's `tls`: HTTP/2 or HTTP/1.1 by ALPN, with its
+    /// service and watches. `None` for a name without a certificate.
+    fn connection<'a>(
+        &'a self,
+        app: &App,
+        tls: TlsStream<Watched<ClientStream>>,
+        peer: SocketAddr,
+        lease: Lease,
+        activity: Arc<Activity>,
+    ) -> Option<impl Future<Output = ()> + Send + 'a> {
         let (_, session) = tls.get_ref();
         let is_h2 = session.alpn_protocol() == Some(b"h2");
-        if session.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
-            // A TLS-ALPN-01 validation: the handshake was the whole exchange (RFC 8737 3).
-            return;
-        }
-        let Some(certificate) = app.certs.names_for(session.server_name()) else {
-            return;
-        };
+        let certificate = app.certs.names_for(session.server_name())?;
         // The gateway verified the client certificate during this handshake.
         let verified_under = app.gateway.as_ref().map_or(0, |g| g.generation);
-        let Some(info) = ConnectionInfo::new(peer, session, certificate, verified_under) else {
-            return;
-        };
-        let info = Arc::new(info);
+        let info = Arc::new(ConnectionInfo::new(
+            peer,
+            session,
+            certificate,
+            verified_under,
+        )?);
+        let limits = &app.limits;
         // An HTTP/2 connection carries many tunnels: each takes a permit of its own.
         let capacity = is_h2.then(|| Capacity::new(self.connections.clone(), self.metrics.clone()));
         let tunnels = Tunnels::new(
@@ -262,52 +293,54 @@ impl Server {
         ));
         let io = TokioIo::new(tls);
         let idle = limits.idle_timeout;
-        let revoked = self.revocation(&info);
-        if is_h2 {
+        let cut = (self.revocation(&info), &self.lifecycle.cut);
+        Some(if is_h2 {
             // Idle means no stream in flight: a client that only pings is idle too, one with a
             // tunnel open is not.
             let in_flight = Arc::new(OpenStreams::default());
             let executor = StreamExecutor::new(limits.send_timeout, in_flight.clone());
-            let conn = h2_builder(&limits, executor.clone()).serve_connection(io, service);
+            let conn = h2_builder(limits, executor.clone()).serve_connection(io, service);
             let conn = Box::pin(executor.run(conn));
+            let quiet = async move { in_flight.idle(idle).await };
             // GOAWAY as soon as the process is leaving: the client opens its next stream on a
             // new connection, through the balancer, while this one finishes its streams.
-            self.drive(
+            let leaving = &self.lifecycle.leaving;
+            let drive = Drive::new(
                 conn,
                 |c| c.conn().graceful_shutdown(),
-                in_flight.idle(idle),
-                idle,
-                revoked,
-                &self.lifecycle.leaving,
-            )
-            .await;
+                (quiet, idle),
+                cut,
+                leaving,
+            );
+            Either::Left(drive)
         } else {
             let conn = Box::pin(app.http1.tls.serve_connection(io, service).with_upgrades());
+            let quiet = async move { activity.idle(idle).await };
             // Closing an idle HTTP/1 connection early would race the client's next request;
             // while leaving, its responses say `Connection: close` instead (layers).
-            self.drive(
+            let draining = &self.lifecycle.draining;
+            let drive = Drive::new(
                 conn,
                 |c| c.graceful_shutdown(),
-                activity.idle(idle),
-                idle,
-                revoked,
-                &self.lifecycle.draining,
-            )
-            .await;
-        }
+                (quiet, idle),
+                cut,
+                draining,
+            );
+            Either::Right(drive)
+        })
     }
 
     /// Completes when the connection's client certificate is no longer trusted: a reload's new
     /// CRL revokes it or its CA is gone, or it (or a revocation list it depends on) is past its
-    /// time; never for a connection without one.
-    fn revocation(&self, info: &Arc<ConnectionInfo>) -> impl Future<Output = ()> + use<> {
-        let (info, live) = (info.clone(), self.live.clone());
-        // Only connections with a client certificate listen for reloads.
-        let reloads = info.client.is_some().then(|| self.reloads.subscribe());
-        async move {
-            let Some(reloads) = reloads else {
-                return std::future::pending().await;
-            };
+    /// time; never for a connection without one. Boxed, and only with a client certificate: the
+    /// other connections keep nothing for it.
+    fn revocation(&self, info: &Arc<ConnectionInfo>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        if info.client.is_none() {
+            // A zero-sized future: boxing it allocates nothing.
+            return Box::pin(std::future::pending());
+        }
+        let (info, live, reloads) = (info.clone(), self.live.clone(), self.reloads.subscribe());
+        Box::pin(async move {
             let distrusts = |app: &App| {
                 let gateway = app.gateway.as_ref();
                 gateway
@@ -315,84 +348,37 @@ impl Server {
                     .then_some(())
             };
             crate::app::withdrawn(&live, reloads, &info, distrusts, || ()).await;
-        }
+        })
     }
 
     async fn serve_plain(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let app = self.live.load_full();
-        let Some((stream, peer)) = self.client_of(stream, peer, &app, true).await else {
-            return;
+        let served = {
+            let Some((stream, peer)) = self.client_of(stream, peer, &app, true).await else {
+                return;
+            };
+            let limits = &app.limits;
+            let activity = Activity::new();
+            let io = TokioIo::new(Watched::new(stream, activity.clone(), limits.send_timeout));
+            let service = TowerToHyperService::new(http_service(
+                &app,
+                peer.ip().to_canonical(),
+                &self.lifecycle.leaving,
+            ));
+            // No `with_upgrades`: the redirect listener never switches protocols, h2c included.
+            let conn = Box::pin(app.http1.plain.serve_connection(io, service));
+            let idle = limits.idle_timeout;
+            let quiet = async move { activity.idle(idle).await };
+            let cut = (std::future::pending(), &self.lifecycle.cut);
+            let draining = &self.lifecycle.draining;
+            Drive::new(
+                conn,
+                |c| c.graceful_shutdown(),
+                (quiet, idle),
+                cut,
+                draining,
+            )
         };
-        let limits = app.limits;
-        let activity = Activity::new();
-        let io = TokioIo::new(Watched::new(stream, activity.clone(), limits.send_timeout));
-        let service = TowerToHyperService::new(http_service(
-            &app,
-            peer.ip().to_canonical(),
-            &self.lifecycle.leaving,
-        ));
-        // No `with_upgrades`: the redirect listener never switches protocols, h2c included.
-        let conn = Box::pin(app.http1.plain.serve_connection(io, service));
-        self.drive(
-            conn,
-            |c| c.graceful_shutdown(),
-            activity.idle(limits.idle_timeout),
-            limits.idle_timeout,
-            std::future::pending(),
-            &self.lifecycle.draining,
-        )
-        .await;
-    }
-
-    /// Runs a connection to completion. When `idle` completes or the `stopping` stage starts,
-    /// asks it to finish gracefully (h1: after the current response; h2: GOAWAY, in-flight
-    /// streams complete). An idle connection gets `linger` more to finish (a client that never
-    /// answers GOAWAY's PING would hold it forever); a stopping one gets the shutdown grace.
-    /// When `cut` completes, the connection is dropped at once, mid-request or not.
-    async fn drive<C, E>(
-        &self,
-        mut conn: Pin<Box<C>>,
-        drain: impl Fn(Pin<&mut C>),
-        idle: impl Future<Output = ()>,
-        linger: Duration,
-        cut: impl Future<Output = ()>,
-        stopping: &CancellationToken,
-    ) where
-        C: Future<Output = Result<(), E>>,
-    {
-        // Both rarely fire: gated, the wakes of the connection's own IO do not poll them.
-        let ended = Gated::new(async {
-            tokio::select! {
-                () = cut => {}
-                () = self.lifecycle.cut.cancelled() => {}
-            }
-        });
-        // Whether the connection was idle (it then gets `linger` to finish) or the process is
-        // stopping (it gets the shutdown grace).
-        let finish = Gated::new(async {
-            tokio::select! {
-                () = idle => true,
-                () = stopping.cancelled() => false,
-            }
-        });
-        let (mut ended, mut finish) = (std::pin::pin!(ended), std::pin::pin!(finish));
-        let lingering = tokio::time::sleep(Duration::MAX);
-        let mut lingering = std::pin::pin!(lingering);
-        let mut draining = false;
-        loop {
-            tokio::select! {
-                biased;
-                _ = conn.as_mut() => return,
-                () = &mut ended => return,
-                () = &mut lingering, if draining => return,
-                was_idle = &mut finish, if !draining => {
-                    drain(conn.as_mut());
-                    draining = true;
-                    if was_idle {
-                        lingering.as_mut().reset(tokio::time::Instant::now() + linger);
-                    }
-                }
-            }
-        }
+        served.await;
     }
 }

@@ -13,7 +13,7 @@
 #                   work directory first, so a rebuild during the run changes nothing
 #   --work DIR      scratch directory, emptied first (default /tmp/portcullis-compare)
 #   --idle-conns N  connections for the idle-memory scenario (default 10000)
-#   --only LIST     comma-separated subset of: h1,h2,16k,handshake,redirect,idle
+#   --only LIST     comma-separated subset of: h1,h2,16k,handshake,redirect,idle,idle_h2
 #   --quiet-wait S  before each run, wait up to S seconds for both cores to be idle (default 300)
 #   --routes N      give Portcullis's config N routes in all (scale_config.py: extra hosts that
 #                   no client asks for), to see whether a request costs more in a larger table
@@ -55,7 +55,7 @@ IDLE_CONNS=10000
 ROUTES=0
 CERTS=0
 QUIET_WAIT=300
-ALL_SCENARIOS=(h1 h2 16k handshake redirect idle)
+ALL_SCENARIOS=(h1 h2 16k handshake redirect idle idle_h2)
 SCENARIOS=("${ALL_SCENARIOS[@]}")
 
 PROXY_CORE=0
@@ -749,8 +749,13 @@ scenario_redirect() {
 # Memory per idle TLS keep-alive connection. Each round starts a fresh proxy so that memory
 # freed by earlier scenarios (and kept by the allocator) cannot hide the connections' cost; one
 # warm-up request first, so that start-up allocations are not counted per connection.
-scenario_idle() {
-    local out="$WORK/runs/idle-$1-$2.txt" port
+# idle: HTTP/1.1; idle_h2: the same over HTTP/2 (one stream each, then quiet).
+scenario_idle() { idle_run "$1" "$2" idle idle_kib; }
+scenario_idle_h2() { idle_run "$1" "$2" idle_h2 idle_h2_kib --h2; }
+
+idle_run() { # proxy round scenario metric [client flags]
+    local out="$WORK/runs/$3-$1-$2.txt" port scenario=$3 metric=$4
+    local -a flags=("${@:5}")
     port=$(https_port "$1")
     restart_proxy "$1"
     curl -sk -o /dev/null "https://127.0.0.1:$port/64" || die "$1 does not answer after a restart"
@@ -761,7 +766,7 @@ scenario_idle() {
     before=$(rss_kib "${pids[@]}")
 
     taskset -c "$LOAD_CORE" timeout -k 5 600 python3 "$HERE/idle_conns.py" --port "$port" \
-        --count "$IDLE_CONNS" --open-timeout 300 --hold 600 >"$out" 2>&1 &
+        --count "$IDLE_CONNS" --open-timeout 300 --hold 600 "${flags[@]}" >"$out" 2>&1 &
     PID[idle_client]=$!
     local i
     for i in $(seq 1 3100); do
@@ -781,9 +786,9 @@ scenario_idle() {
     per_conn=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN {printf "%.1f", (a - b) / n}')
     say "  $1: RSS ${before} -> ${after} KiB, ${per_conn} KiB per connection | $result | closed by server while held: ${closed:-?}"
     if [[ $result == READY* && ${closed:-0} == 0 ]]; then
-        record idle_kib "$1" "$per_conn"
+        record "$metric" "$1" "$per_conn"
     else
-        fail idle "$1" "$2" "$result; closed by server: ${closed:-?} (output: $out)"
+        fail "$scenario" "$1" "$2" "$result; closed by server: ${closed:-?} (output: $out)"
     fi
 }
 
@@ -833,6 +838,7 @@ METRICS=(
     "handshake_cps|Full TLS handshake per request (no resumption), 64 conns: connections/s|0"
     "redirect_rps|Plain HTTP 301 redirect, 64 conns: 301s/s|0"
     "idle_kib|@N@ idle TLS keep-alive connections: KiB RSS per connection|1"
+    "idle_h2_kib|@N@ idle TLS HTTP/2 connections: KiB RSS per connection|1"
 )
 
 # Median of a metric's rounds for a proxy, or n/a.
@@ -912,7 +918,7 @@ report() {
         flag=""
         local measured=0
         for proxy in "${PROXIES[@]}"; do
-            if [[ $id == idle_kib ]]; then
+            if [[ $id == idle_*kib ]]; then
                 row+=" - |"
                 continue
             fi
@@ -929,7 +935,7 @@ report() {
                 flag+="WARN: ${o[$proxy]}% of a core went to other work during ${NAME[$proxy]} runs. "
             fi
         done
-        if [[ $id == idle_kib ]]; then
+        if [[ $id == idle_*kib ]]; then
             flag="-"
         elif ((!measured)); then
             flag="no run counted"

@@ -172,6 +172,9 @@ where
         tracing::trace!("flushing buffer");
         // Flush the upstream
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        // Portcullis patch: all written, so the buffer is given back; the next frame allocates
+        // it again (`Encoder::buffer`), and a connection with nothing to send holds none.
+        self.release_if_empty();
 
         Poll::Ready(Ok(()))
     }
@@ -183,6 +186,19 @@ where
             self.final_flush_done = true;
         }
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<T, B> FramedWrite<T, B> {
+    /// Portcullis patch: gives the write buffer back when it holds nothing.
+    pub(crate) fn release_if_empty(&mut self) {
+        let encoder = &mut self.encoder;
+        if encoder.next.is_none()
+            && encoder.buf.get_ref().is_empty()
+            && encoder.buf.get_ref().capacity() != 0
+        {
+            encoder.buf = Cursor::new(BytesMut::new());
+        }
     }
 }
 
@@ -223,6 +239,9 @@ where
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -307,10 +326,14 @@ where
     }
 
     fn has_capacity(&self) -> bool {
+        // Portcullis patch: a buffer given back while idle (capacity 0) is allocated again by
+        // `buffer`, so it has room.
         self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+            && (self.buf.get_ref().capacity() == 0
+                || self.buf.get_ref().capacity() - self.buf.get_ref().len()
+                    >= self.min_buffer_capacity)
     }
+
 
     fn is_empty(&self) -> bool {
         match self.next {

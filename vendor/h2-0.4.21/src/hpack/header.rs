@@ -261,6 +261,26 @@ impl<'a> Name<'a> {
     }
 }
 
+impl Header {
+    /// Portcullis patch: the same header owning its bytes. A decoded literal is a slice of the
+    /// frame it came in, and so of the connection's read buffer: kept in the dynamic table, it
+    /// would keep that whole buffer alive for as long as the entry lives.
+    pub(crate) fn detached(&self) -> Header {
+        match self {
+            Header::Field { name, value } => {
+                let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+                copy.set_sensitive(value.is_sensitive());
+                Header::Field { name: name.clone(), value: copy }
+            }
+            Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),
+            Header::Scheme(v) => Header::Scheme(BytesStr::from(v.as_str())),
+            Header::Path(v) => Header::Path(BytesStr::from(v.as_str())),
+            Header::Protocol(v) => Header::Protocol(Protocol::from(v.as_str())),
+            Header::Method(_) | Header::Status(_) => self.clone(),
+        }
+    }
+}
+
 // ===== impl BytesStr =====
 
 impl BytesStr {

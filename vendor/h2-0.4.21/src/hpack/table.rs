@@ -339,7 +339,8 @@ impl Table {
 
         self.slots.push_front(Slot {
             hash,
-            header,
+            // Portcullis patch: a value kept in the table owns its bytes (see `Header::detached`).
+            header: header.detached(),
             next: None,
         });
     }

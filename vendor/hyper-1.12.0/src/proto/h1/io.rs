@@ -261,6 +261,13 @@ where
             }
             Poll::Pending => {
                 self.read_blocked = true;
+                // Portcullis patch: nothing buffered in either direction, so the connection is
+                // waiting for its peer; it holds no buffer while it waits (the next read and the
+                // next write allocate them again), as nginx frees them on idle keep-alive.
+                if self.read_buf.is_empty() {
+                    self.read_buf = BytesMut::new();
+                }
+                self.write_buf.release_if_empty();
                 Poll::Pending
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -535,7 +542,9 @@ pub(super) struct WriteBuf<B> {
 impl<B: Buf> WriteBuf<B> {
     fn new(strategy: WriteStrategy) -> WriteBuf<B> {
         WriteBuf {
-            headers: Cursor::new(Vec::with_capacity(INIT_BUFFER_SIZE)),
+            // Portcullis patch: allocated on the first write (`headers_mut`), not for a connection
+            // that may never write.
+            headers: Cursor::new(Vec::new()),
             max_buf_size: DEFAULT_MAX_BUFFER_SIZE,
             queue: BufList::new(),
             strategy,
@@ -594,7 +603,17 @@ impl<B: Buf> WriteBuf<B> {
 
     fn headers_mut(&mut self) -> &mut Cursor<Vec<u8>> {
         debug_assert!(!self.queue.has_remaining());
+        if self.headers.bytes.capacity() == 0 {
+            self.headers.bytes.reserve_exact(INIT_BUFFER_SIZE);
+        }
         &mut self.headers
+    }
+
+    /// Portcullis patch: gives the headers buffer back when it holds nothing to write.
+    fn release_if_empty(&mut self) {
+        if self.remaining() == 0 && self.headers.bytes.capacity() != 0 {
+            self.headers = Cursor::new(Vec::new());
+        }
     }
 }
 

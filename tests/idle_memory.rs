@@ -133,6 +133,7 @@ async fn first_line(child: &mut tokio::process::Child) -> String {
 }
 
 fn assert_no_buffer_per_connection(what: &str, (buffers, bytes, client): (isize, isize, String)) {
+    eprintln!("{CONNECTIONS} idle {what} connections: {buffers} more live buffers, {bytes} bytes");
     // A buffer per connection would be CONNECTIONS (or twice that); a tenth leaves room for
     // allocations that grow with the process but not with connections (a slab, a map).
     assert!(

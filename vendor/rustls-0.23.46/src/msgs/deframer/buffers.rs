@@ -210,9 +210,9 @@ impl DeframerVecBuffer {
             Err(err) => {
                 // Portcullis patch: a read that would block with nothing buffered means the peer
                 // is quiet; give the buffer back so that an idle connection holds none. The next
-                // read allocates it again (`prepare_read`), as OpenSSL's SSL_MODE_RELEASE_BUFFERS.
+                // read takes one again (`prepare_read`), as OpenSSL's SSL_MODE_RELEASE_BUFFERS.
                 if self.used == 0 && err.kind() == io::ErrorKind::WouldBlock {
-                    self.buf = Vec::new();
+                    quiet_buffers::give(mem::take(&mut self.buf));
                 }
                 return Err(err);
             }
@@ -251,6 +251,13 @@ impl DeframerVecBuffer {
         // make sure to reduce the buffer size again (large messages should be rare).
         // Also, reduce the buffer size if there are neither full nor partial messages in it,
         // which usually means that the other side suspended sending data.
+        // Portcullis patch: a buffer given back by a quiet connection, already initialised.
+        if self.buf.is_empty() {
+            if let Some(buf) = quiet_buffers::take() {
+                self.buf = buf;
+            }
+        }
+
         let need_capacity = Ord::min(allow_max, self.used + READ_SIZE);
         if need_capacity > self.buf.len() {
             self.buf.resize(need_capacity, 0);
@@ -275,6 +282,42 @@ impl DeframerVecBuffer {
         self.buf[start..end].copy_from_slice(bytes);
         self.used += len;
         Range { start, end }
+    }
+}
+
+/// Portcullis patch: deframer buffers given back by quiet connections, kept per thread at their
+/// read size and already initialised, so that taking one costs neither an allocation nor zeroing
+/// it again (what is left in it is never read: `used` bounds what is parsed, and reads overwrite
+/// it). At most `KEPT` per thread; a buffer of another size is freed.
+#[cfg(feature = "std")]
+mod quiet_buffers {
+    use alloc::vec::Vec;
+    use core::cell::RefCell;
+
+    const KEPT: usize = 64;
+    const SIZE: usize = 4096;
+
+    std::thread_local! {
+        static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn give(buf: Vec<u8>) {
+        if buf.len() != SIZE {
+            return;
+        }
+        let _ = BUFFERS.try_with(|buffers| {
+            let mut buffers = buffers.borrow_mut();
+            if buffers.len() < KEPT {
+                buffers.push(buf);
+            }
+        });
+    }
+
+    pub(super) fn take() -> Option<Vec<u8>> {
+        BUFFERS
+            .try_with(|buffers| buffers.borrow_mut().pop())
+            .ok()
+            .flatten()
     }
 }
 

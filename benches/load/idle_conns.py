@@ -102,7 +102,7 @@ async def h2_request(args, reader, writer):
     status = None
     while True:
         kind, flags, stream, payload = await h2_read_frame(reader)
-        await h2_answer(writer, kind, flags, payload)
+        h2_answer(writer, kind, flags, payload)
         if stream != 1 or kind not in (H2_HEADERS, H2_DATA):
             continue
         if kind == H2_HEADERS and status is None:
@@ -112,7 +112,7 @@ async def h2_request(args, reader, writer):
             return status
 
 
-async def h2_answer(writer, kind, flags, payload):
+def h2_answer(writer, kind, flags, payload):
     if kind == H2_SETTINGS and not flags & H2_ACK:
         writer.write(h2_frame(H2_SETTINGS, H2_ACK, 0))
     elif kind == H2_PING and not flags & H2_ACK:
@@ -126,7 +126,7 @@ async def h2_hold(reader, writer):
     try:
         while True:
             kind, flags, _, payload = await h2_read_frame(reader)
-            await h2_answer(writer, kind, flags, payload)
+            h2_answer(writer, kind, flags, payload)
     except (asyncio.IncompleteReadError, ConnectionError, RuntimeError):
         return
 

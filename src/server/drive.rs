@@ -19,7 +19,7 @@ use crate::gated::Gated;
 pin_project_lite::pin_project! {
     /// The first of two futures to complete: `Ok` with the first's output, `Err` with the
     /// second's. The first is polled first.
-    pub(super) struct Race<A, B> {
+    struct Race<A, B> {
         #[pin]
         first: A,
         #[pin]

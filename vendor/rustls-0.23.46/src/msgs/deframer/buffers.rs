@@ -228,8 +228,6 @@ impl DeframerVecBuffer {
         /// service.
         const MAX_HANDSHAKE_SIZE: u32 = 0xffff;
 
-        const READ_SIZE: usize = 4096;
-
         // We allow a maximum of 64k of buffered data for handshake messages only. Enforce this
         // by varying the maximum allowed buffer size here based on whether a prefix of a
         // handshake payload is currently being buffered. Given that the first read of such a
@@ -285,6 +283,11 @@ impl DeframerVecBuffer {
     }
 }
 
+/// How much `DeframerVecBuffer::prepare_read` makes room for per read (Portcullis patch: moved
+/// out of that function, so that `quiet_buffers` keeps buffers of exactly this size).
+#[cfg(feature = "std")]
+const READ_SIZE: usize = 4096;
+
 /// Portcullis patch: deframer buffers given back by quiet connections, kept per thread at their
 /// read size and already initialised, so that taking one costs neither an allocation nor zeroing
 /// it again (what is left in it is never read: `used` bounds what is parsed, and reads overwrite
@@ -294,15 +297,16 @@ mod quiet_buffers {
     use alloc::vec::Vec;
     use core::cell::RefCell;
 
+    use super::READ_SIZE;
+
     const KEPT: usize = 64;
-    const SIZE: usize = 4096;
 
     std::thread_local! {
         static BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
     }
 
     pub(super) fn give(buf: Vec<u8>) {
-        if buf.len() != SIZE {
+        if buf.len() != READ_SIZE {
             return;
         }
         let _ = BUFFERS.try_with(|buffers| {

@@ -1,17 +1,17 @@
-//! Keep-alive connections to one upstream target, on hyper's own HTTP/1.1 client connections.
+//! Keep-alive connections to one upstream target, on hyper's own HTTP/1.1 client connections,
+//! each driven by the task that uses it ([`Connection`]).
 //!
 //! Why not hyper-util's pooled client: on the request path it hashes a `(scheme, authority)` key
 //! with SipHash several times per request, moves the request through a stack of futures, and
 //! spawns a task per request that waits for the connection to come free (callgrind figures in
 //! `docs/performance.md`). Here each target owns its list, and a connection goes back to it the
-//! moment its response body has ended, from the task that read that body.
+//! moment its response body has ended, from the task that read that body. A connection in the
+//! list is driven by no one: the reaper and the next user notice a close.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::SendRequest;
-
-use crate::body::RequestBody;
+use crate::body::Connection;
 
 /// The idle connections to one target, most recently used last.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ struct State {
 
 #[derive(Debug)]
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    connection: Connection,
     since: Instant,
 }
 
@@ -41,23 +41,24 @@ impl Pool {
         })
     }
 
-    /// The most recently used connection that is still open and ready. The most recent one is
-    /// the least likely to have been closed by the upstream's own keep-alive timeout.
-    pub(super) fn take(&self) -> Option<SendRequest<RequestBody>> {
+    /// The most recently used connection that has not waited too long. The most recent one is
+    /// the least likely to have been closed by the upstream's own keep-alive timeout; whether
+    /// it was is for the caller to find out, by driving it.
+    pub(super) fn take(&self) -> Option<Connection> {
         let now = Instant::now();
         let mut state = self.lock();
         while let Some(entry) = state.idle.pop() {
-            if entry.sender.is_ready() && now.duration_since(entry.since) < self.idle_timeout {
-                return Some(entry.sender);
+            if now.duration_since(entry.since) < self.idle_timeout {
+                return Some(entry.connection);
             }
         }
         None
     }
 
-    pub(super) fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
+    pub(super) fn put(self: &Arc<Self>, connection: Connection) {
         let mut state = self.lock();
         state.idle.push(Idle {
-            sender,
+            connection,
             since: Instant::now(),
         });
         if !state.reaping {
@@ -83,8 +84,9 @@ impl Pool {
                 };
                 let mut state = pool.lock();
                 let now = Instant::now();
-                state.idle.retain(|entry| {
-                    !entry.sender.is_closed() && now.duration_since(entry.since) < period
+                // Driving each connection once notices the ones the upstream closed.
+                state.idle.retain_mut(|entry| {
+                    now.duration_since(entry.since) < period && entry.connection.is_ready_now()
                 });
                 if state.idle.is_empty() {
                     state.reaping = false;

@@ -5,11 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::Uri;
-use hyper::client::conn::http1::SendRequest;
 
 use super::outlier::Record;
 use super::pool::Pool;
-use crate::body::{ConnectionPool, RequestBody};
+use crate::body::{Connection, ConnectionPool};
 use crate::config::Outlier;
 use crate::metrics::{AddressState, AddressStats, FailureKind};
 
@@ -116,8 +115,8 @@ impl Drop for InFlight {
 }
 
 impl ConnectionPool for Target {
-    fn put(&self, sender: SendRequest<RequestBody>) {
-        self.pool.put(sender);
+    fn put(&self, connection: Connection) {
+        self.pool.put(connection);
     }
 
     fn released(&self) {

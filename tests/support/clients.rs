@@ -164,7 +164,15 @@ impl Client {
             .await
     }
 
-    pub async fn send(&mut self, mut req: Request<Full<Bytes>>) -> Answer {
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Answer {
+        collect(self.start(req).await).await
+    }
+
+    /// Sends `req` and returns once the response head has arrived, its body unread.
+    pub async fn start(
+        &mut self,
+        mut req: Request<Full<Bytes>>,
+    ) -> http::Response<hyper::body::Incoming> {
         if let Self::H2(_) = self {
             let host = req.headers_mut().remove("host").unwrap();
             let pq = req.uri().path_and_query().unwrap().clone();
@@ -173,7 +181,7 @@ impl Client {
                 .unwrap();
             *req.version_mut() = http::Version::HTTP_2;
         }
-        let response = tokio::time::timeout(WAIT, async {
+        tokio::time::timeout(WAIT, async {
             match self {
                 Self::H1(s) => match s.ready().await {
                     Ok(()) => s.send_request(req).await,
@@ -187,8 +195,7 @@ impl Client {
         })
         .await
         .expect("response in time")
-        .expect("response");
-        collect(response).await
+        .expect("response")
     }
 }
 

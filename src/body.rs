@@ -3,7 +3,6 @@
 //! proxy wrote itself or an upstream's body (`UpstreamBody`, which hands its connection back to
 //! the pool at its end), streamed as it arrives and, on HTTP/2, watched by its [`Progress`].
 
-mod connection;
 mod progress;
 mod request;
 mod upstream;
@@ -14,7 +13,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-pub use connection::Connection;
 pub use progress::{Progress, STREAM};
 pub use request::{RequestBody, RequestBodyError};
 pub use upstream::{ConnectionPool, Lent, UpstreamBody};

@@ -1,7 +1,6 @@
-//! An upstream's response body, which drives its connection while it is read and hands the
-//! connection back to its pool at its end. The pool is the upstream module's; it is named here
-//! only by what it does ([`ConnectionPool`]), so that the body types do not depend on the
-//! client that sends them.
+//! An upstream's response body, which hands its connection back to its pool at its end. The
+//! pool is the upstream module's; it is named here only by what it does ([`ConnectionPool`]),
+//! so that the body types do not depend on the client that sends them.
 
 use std::fmt::Debug;
 use std::pin::Pin;
@@ -11,13 +10,14 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 
-use super::{Connection, Progress};
+use super::{Progress, RequestBody};
 
 /// Where an upstream connection goes back to once its response has ended.
 pub trait ConnectionPool: Debug + Send + Sync {
-    /// Keeps `connection` for the next request.
-    fn put(&self, connection: Connection);
+    /// Keeps `sender` for the next request.
+    fn put(&self, sender: SendRequest<RequestBody>);
 
     /// The response that borrowed a connection is done with it, whether it went back or not:
     /// the request is no longer in flight.
@@ -28,40 +28,39 @@ pub trait ConnectionPool: Debug + Send + Sync {
 #[derive(Debug)]
 pub struct Lent {
     /// The connection; `None` once handed back.
-    connection: Option<Connection>,
+    sender: Option<SendRequest<RequestBody>>,
     /// Where it goes back to.
     pool: Arc<dyn ConnectionPool>,
 }
 
 impl Lent {
-    /// `connection`, lent by `pool`.
-    pub fn new(connection: Connection, pool: Arc<dyn ConnectionPool>) -> Self {
+    /// `sender`, lent by `pool`.
+    pub fn new(sender: SendRequest<RequestBody>, pool: Arc<dyn ConnectionPool>) -> Self {
         Self {
-            connection: Some(connection),
+            sender: Some(sender),
             pool,
         }
     }
 
-    /// The connection reads what the body is waiting for.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(connection) = &mut self.connection {
-            let _ = connection.poll_drive(cx);
-        }
-    }
-
     fn give_back(mut self) {
-        let Some(mut connection) = self.connection.take() else {
+        let Some(mut sender) = self.sender.take() else {
             return;
         };
-        // One more turn takes a connection whose response has ended to its idle state.
-        if connection.is_ready_now() {
-            self.pool.put(connection);
+        if sender.is_ready() {
+            self.pool.put(sender);
             return;
         }
-        // Still writing the request body (the upstream answered early): it goes back when
-        // done, or closes.
         let pool = self.pool.clone();
-        connection.finish(move |connection| pool.put(connection));
+        // Still writing the request body (the upstream answered early) or not yet past the
+        // response's end: it goes back when done, or is dropped if the connection closes.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(sender);
+            }
+        });
     }
 }
 
@@ -71,9 +70,9 @@ impl Drop for Lent {
     }
 }
 
-/// An upstream's response body. Reading it drives its connection; the connection goes back to
-/// the pool when the body has been read to the end, and a body dropped before its end closes
-/// the connection, as an HTTP/1.1 connection cannot be reused mid-response.
+/// An upstream's response body. Its connection goes back to the pool when the body has been
+/// read to the end; a body dropped before its end leaves the connection to close, as an
+/// HTTP/1.1 connection cannot be reused mid-response.
 #[derive(Debug)]
 pub struct UpstreamBody {
     inner: Incoming,
@@ -111,9 +110,6 @@ impl UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if let Some(progress) = &self.progress {
             progress.asked();
-        }
-        if let Some(lent) = &mut self.lent {
-            lent.drive(cx);
         }
         let frame = Pin::new(&mut self.inner).poll_frame(cx);
         match &frame {

@@ -1,16 +1,15 @@
 //! One attempt: the request on a pooled connection to the picked address, or on a new one,
-//! telling a failure before any byte was written (the request comes back) from one after. The
-//! attempt's own task drives the connection until the response head arrives.
+//! telling a failure before any byte was written (the request comes back) from one after.
 
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::client::conn::http1::{self, SendRequest};
 
 use super::target::{InFlight, Target};
 use super::{Upstream, UpstreamError};
-use crate::body::{Connection, Lent, RequestBody, UpstreamBody};
+use crate::body::{Lent, RequestBody, UpstreamBody};
 
 /// How one attempt failed.
 pub(super) enum Failed {
@@ -27,16 +26,11 @@ impl Upstream {
         mut request: Request<RequestBody>,
     ) -> Result<Response<UpstreamBody>, Failed> {
         let in_flight = target.start();
-        while let Some(mut connection) = target.pool.take() {
-            // Closed by the upstream while it waited (its keep-alive timeout raced ours): the
-            // next one.
-            if connection.ready().await.is_err() {
-                continue;
-            }
-            match connection.send(request).await {
-                Ok(response) => return Ok(lend(in_flight, connection, response)),
-                // Closed just before the request went out: nothing was sent, so the request
-                // goes again.
+        if let Some(mut sender) = target.pool.take() {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(lend(in_flight, sender, response)),
+                // The upstream closed it before the request went out (its keep-alive timeout
+                // raced ours): nothing was sent, so the request goes again on a new one.
                 Err(mut error) => match error.take_message() {
                     Some(unsent) => request = unsent,
                     None => return Err(Failed::Sent(UpstreamError::exchange(error.into_error()))),
@@ -59,8 +53,8 @@ impl Upstream {
             Ok(io) => io,
             Err(error) => return Err(Failed::Unsent(Box::new(request), error)),
         };
-        let mut connection = match http1::handshake(io).await {
-            Ok((sender, driver)) => Connection::new(sender, driver.with_upgrades()),
+        let (mut sender, connection) = match http1::handshake(io).await {
+            Ok(handshake) => handshake,
             Err(error) => {
                 return Err(Failed::Unsent(
                     Box::new(request),
@@ -68,8 +62,13 @@ impl Upstream {
                 ));
             }
         };
-        match connection.send(request).await {
-            Ok(response) => Ok(lend(in_flight, connection, response)),
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(lend(in_flight, sender, response)),
             Err(mut error) => match error.take_message() {
                 Some(unsent) => Err(Failed::Unsent(
                     Box::new(unsent),
@@ -85,15 +84,12 @@ impl Upstream {
 /// in flight until then; a connection that switched protocols belongs to the tunnel.
 fn lend(
     in_flight: InFlight,
-    connection: Connection,
+    sender: SendRequest<RequestBody>,
     response: Response<Incoming>,
 ) -> Response<UpstreamBody> {
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        connection.upgrade();
-        return response.map(|body| UpstreamBody::new(body, None));
-    }
-    let lent = in_flight
-        .into_lender()
-        .map(|target| Lent::new(connection, target));
+    let lent = (response.status() != StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| in_flight.into_lender())
+        .flatten()
+        .map(|target| Lent::new(sender, target));
     response.map(|body| UpstreamBody::new(body, lent))
 }

@@ -1,17 +1,17 @@
-//! Keep-alive connections to one upstream target, on hyper's own HTTP/1.1 client connections,
-//! each driven by the task that uses it ([`Connection`]).
+//! Keep-alive connections to one upstream target, on hyper's own HTTP/1.1 client connections.
 //!
 //! Why not hyper-util's pooled client: on the request path it hashes a `(scheme, authority)` key
 //! with SipHash several times per request, moves the request through a stack of futures, and
 //! spawns a task per request that waits for the connection to come free (callgrind figures in
 //! `docs/performance.md`). Here each target owns its list, and a connection goes back to it the
-//! moment its response body has ended, from the task that read that body. A connection in the
-//! list is driven by no one: the reaper and the next user notice a close.
+//! moment its response body has ended, from the task that read that body.
 
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use crate::body::Connection;
+use hyper::client::conn::http1::SendRequest;
+
+use crate::body::RequestBody;
 
 /// The idle connections to one target, most recently used last.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ struct State {
 
 #[derive(Debug)]
 struct Idle {
-    connection: Connection,
+    sender: SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -41,24 +41,23 @@ impl Pool {
         })
     }
 
-    /// The most recently used connection that has not waited too long. The most recent one is
-    /// the least likely to have been closed by the upstream's own keep-alive timeout; whether
-    /// it was is for the caller to find out, by driving it.
-    pub(super) fn take(&self) -> Option<Connection> {
+    /// The most recently used connection that is still open and ready. The most recent one is
+    /// the least likely to have been closed by the upstream's own keep-alive timeout.
+    pub(super) fn take(&self) -> Option<SendRequest<RequestBody>> {
         let now = Instant::now();
         let mut state = self.lock();
         while let Some(entry) = state.idle.pop() {
-            if now.duration_since(entry.since) < self.idle_timeout {
-                return Some(entry.connection);
+            if entry.sender.is_ready() && now.duration_since(entry.since) < self.idle_timeout {
+                return Some(entry.sender);
             }
         }
         None
     }
 
-    pub(super) fn put(self: &Arc<Self>, connection: Connection) {
+    pub(super) fn put(self: &Arc<Self>, sender: SendRequest<RequestBody>) {
         let mut state = self.lock();
         state.idle.push(Idle {
-            connection,
+            sender,
             since: Instant::now(),
         });
         if !state.reaping {
@@ -84,9 +83,8 @@ impl Pool {
                 };
                 let mut state = pool.lock();
                 let now = Instant::now();
-                // Driving each connection once notices the ones the upstream closed.
-                state.idle.retain_mut(|entry| {
-                    now.duration_since(entry.since) < period && entry.connection.is_ready_now()
+                state.idle.retain(|entry| {
+                    !entry.sender.is_closed() && now.duration_since(entry.since) < period
                 });
                 if state.idle.is_empty() {
                     state.reaping = false;

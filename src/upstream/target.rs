@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::Uri;
+use hyper::client::conn::http1::SendRequest;
 
 use super::outlier::Record;
 use super::pool::Pool;
-use crate::body::{Connection, ConnectionPool};
+use crate::body::{ConnectionPool, RequestBody};
 use crate::config::Outlier;
 use crate::metrics::{AddressState, AddressStats, FailureKind};
 
@@ -115,8 +116,8 @@ impl Drop for InFlight {
 }
 
 impl ConnectionPool for Target {
-    fn put(&self, connection: Connection) {
-        self.pool.put(connection);
+    fn put(&self, sender: SendRequest<RequestBody>) {
+        self.pool.put(sender);
     }
 
     fn released(&self) {

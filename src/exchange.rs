@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use http::Request;
+use http::{HeaderValue, Request};
 
 use crate::access_log::RouteLabel;
 use crate::request_id::RequestId;
@@ -47,6 +47,8 @@ pub struct ErrorKind {
 #[derive(Debug)]
 pub struct Exchange {
     request_id: RequestId,
+    /// `request_id` as its header carries it, encoded once.
+    id_header: HeaderValue,
     route: OnceLock<Arc<RouteLabel>>,
     error: OnceLock<ErrorKind>,
     request_bytes: AtomicU64,
@@ -58,6 +60,7 @@ impl Exchange {
     pub fn new(request_id: RequestId) -> Self {
         Self {
             request_id,
+            id_header: request_id.header_value(),
             route: OnceLock::new(),
             error: OnceLock::new(),
             request_bytes: AtomicU64::new(0),
@@ -68,6 +71,11 @@ impl Exchange {
     /// The request's id.
     pub fn request_id(&self) -> RequestId {
         self.request_id
+    }
+
+    /// The request's id as the `X-Request-Id` header carries it.
+    pub fn id_header(&self) -> HeaderValue {
+        self.id_header.clone()
     }
 
     /// The request's id as logs and the audit trail write it.

@@ -8,25 +8,20 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::daily::LogHealth;
 
 mod certificates;
+mod requests;
 mod upstreams;
 
 use crate::exchange::{Blame, ErrorKind};
 pub use certificates::Source;
 use certificates::{CertificateLabels, ResultLabels, ServedCertificates};
+use requests::{Durations, Requests};
 use upstreams::UpstreamBoard;
 pub use upstreams::{AddressState, AddressStats, FailureKind, UpstreamStats};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: Arc<str>,
-    status: u16,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TunnelLabels {
@@ -75,8 +70,8 @@ pub struct Metrics {
     /// The route label of requests no route served (every redirect), shared rather than
     /// allocated per request.
     no_route: Arc<str>,
-    requests: Family<RequestLabels, Counter>,
-    duration: Histogram,
+    requests: Requests,
+    duration: Durations,
     connections: Gauge,
     handshakes: Family<KindLabels, Counter>,
     upstream_errors: Family<KindLabels, Counter>,
@@ -110,8 +105,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("portcullis");
         let metrics = Self {
             no_route: Arc::from("-"),
-            requests: Family::default(),
-            duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            requests: Requests::new(),
+            duration: Durations::default(),
             connections: Gauge::default(),
             handshakes: Family::default(),
             upstream_errors: Family::default(),
@@ -142,7 +137,7 @@ impl Metrics {
         registry.register(
             "requests",
             "Requests by route and final status",
-            metrics.requests.clone(),
+            metrics.requests.family(),
         );
         registry.register(
             "request_duration_seconds",
@@ -257,11 +252,8 @@ impl Metrics {
         duration: Duration,
         error: Option<ErrorKind>,
     ) {
-        let route = route.cloned().unwrap_or_else(|| self.no_route.clone());
-        self.requests
-            .get_or_create(&RequestLabels { route, status })
-            .inc();
-        self.duration.observe(duration.as_secs_f64());
+        self.requests.count(route.unwrap_or(&self.no_route), status);
+        self.duration.observe(duration);
         if let Some(error) = error.filter(|e| e.blame == Blame::Upstream) {
             self.upstream_errors
                 .get_or_create(&KindLabels { kind: error.name })

@@ -139,7 +139,7 @@ impl Proxy {
         let upgrade = requested_upgrade(request.version(), request.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
         let (mut parts, body) = request.into_parts();
-        let request_id = exchange.request_id().header_value();
+        let request_id = exchange.id_header();
         let vouched = Vouched {
             host: &host.authority,
             client: &self.conn.forwarded_for,

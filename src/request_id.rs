@@ -9,6 +9,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 /// The header the id travels in, both ways.
@@ -30,12 +31,14 @@ impl RequestId {
         Self(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
     }
 
-    /// The id as the header carries it.
+    /// The id as the header carries it, in one allocation that every clone of the value shares
+    /// (the upstream's request and the client's response each carry one).
     pub fn header_value(&self) -> HeaderValue {
         let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let text = self.0.hyphenated().encode_lower(&mut text);
+        self.0.hyphenated().encode_lower(&mut text);
         // Hex digits and hyphens are always a valid header value.
-        HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+            .unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 
     /// Appends the id as the access log writes it (the same text as the header), without going

@@ -137,7 +137,7 @@ where
         let Ok(mut response) = ready!(this.inner.poll(cx));
         if let Some(pending) = this.pending.as_ref() {
             // Ours replaces any the upstream set: the client joins its report to our logs.
-            let mut id = pending.exchange.request_id().header_value();
+            let mut id = pending.exchange.id_header();
             // Unique to each response, so HPACK would only add it to the connection's table
             // and evict fields that do repeat: sent as never indexed (RFC 7541 6.2.3).
             id.set_sensitive(true);

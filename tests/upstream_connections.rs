@@ -342,8 +342,8 @@ async fn a_connection_answered_before_its_request_body_ended_is_used_again_after
     })
     .await;
     // The connection goes back to the pool from its own task once the body is written; the
-    // next request on this client could otherwise come first.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // next request on this client could otherwise come first (generously, for a loaded CI).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let get = "GET /early HTTP/1.1\r\nHost: app.test\r\n\r\n";
     tls.write_all(get.as_bytes()).await.unwrap();
     let answer = read_response(&mut tls).await;

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::CertificateDer;
 use support::acme::{Instance, Moto, acme_config};
 use support::pebble::{Pebble, trusting};
-use support::{Setup, config_from, free_port, metrics, require_tool, start_toml, strings};
+use support::{Setup, config_from, free_port, metrics, require_tools, start_toml, strings};
 
 fn acme_toml(setup: &Setup, port: u16, directory: &str, cache: &Path) -> String {
     acme_config(setup, port, directory, cache).text()
@@ -50,7 +50,7 @@ async fn wait_for_certificate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issues_with_tls_alpn_01_then_serves_from_cache() {
-    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") {
+    if !require_tools(&["pebble", "pebble-challtestsrv"]) {
         return;
     }
     let setup = Setup::new().await;
@@ -97,7 +97,7 @@ async fn issues_with_tls_alpn_01_then_serves_from_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_restores_a_working_instance_with_its_account_and_audit_trail() {
-    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") || !require_tool("tar") {
+    if !require_tools(&["pebble", "pebble-challtestsrv", "tar"]) {
         return;
     }
     let setup = Setup::new().await;
@@ -318,10 +318,7 @@ async fn wait_for_new_certificate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
-    if !require_tool("pebble")
-        || !require_tool("pebble-challtestsrv")
-        || !require_tool("moto_server")
-    {
+    if !require_tools(&["pebble", "pebble-challtestsrv", "moto_server"]) {
         return;
     }
     let setup = Setup::new().await;
@@ -382,7 +379,7 @@ async fn two_instances_share_one_certificate_ordered_once_through_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ca_refusing_nonces_costs_no_failed_order() {
-    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") {
+    if !require_tools(&["pebble", "pebble-challtestsrv"]) {
         return;
     }
     let setup = Setup::new().await;
@@ -466,10 +463,7 @@ fn assert_connection_problem(record: &serde_json::Value, port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_challenge_says_what_the_ca_said_in_log_and_audit() {
-    if !require_tool("pebble")
-        || !require_tool("pebble-challtestsrv")
-        || !require_tool("moto_server")
-    {
+    if !require_tools(&["pebble", "pebble-challtestsrv", "moto_server"]) {
         return;
     }
     let setup = Setup::new().await;

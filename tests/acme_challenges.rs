@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use support::acme::{Instance, Moto};
 use support::fake_acme::FakeAcme;
 use support::pebble::{Pebble, Ports, served_certificate, trusting};
-use support::{ConfigToml, Setup, free_port, raw_tcp, require_tool};
+use support::{ConfigToml, Setup, free_port, raw_tcp, require_tools};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
@@ -35,10 +35,7 @@ fn http_01(port: u16) -> impl FnOnce(ConfigToml) -> ConfigToml {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_01_is_answered_on_the_plain_listener_of_the_instance_without_the_lease() {
-    if !require_tool("pebble")
-        || !require_tool("pebble-challtestsrv")
-        || !require_tool("moto_server")
-    {
+    if !require_tools(&["pebble", "pebble-challtestsrv", "moto_server"]) {
         return;
     }
     let setup = Setup::new().await;
@@ -141,7 +138,7 @@ async fn http_01_is_answered_on_the_plain_listener_of_the_instance_without_the_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_01_is_answered_by_a_single_instance_from_its_own_board() {
-    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") {
+    if !require_tools(&["pebble", "pebble-challtestsrv"]) {
         return;
     }
     let setup = Setup::new().await;
@@ -243,7 +240,7 @@ async fn the_profile_is_named_in_the_new_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_moved_into_the_past_renews_at_once() {
-    if !require_tool("pebble") || !require_tool("pebble-challtestsrv") {
+    if !require_tools(&["pebble", "pebble-challtestsrv"]) {
         return;
     }
     let setup = Setup::new().await;

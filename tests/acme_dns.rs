@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use support::bind::Bind;
 use support::fake_ovh::{self, FakeOvh};
 use support::pebble::{Pebble, Ports, served_certificate, trusting};
-use support::{Setup, free_port, require_tool};
+use support::{Setup, free_port, require_tool, require_tools};
 
 /// Pebble resolving through `bind`, and a client trusting what it issues.
 async fn pebble_on(setup: &Setup, bind: &Bind) -> (Pebble, Arc<rustls::ClientConfig>) {
@@ -286,10 +286,7 @@ async fn each_providers_keys_are_required_and_the_others_refused() {
 async fn dns_01_through_route53_adds_the_record_and_removes_it_whatever_the_outcome() {
     use aws_sdk_route53::config::{BehaviorVersion, Credentials, Region};
     use support::acme::Moto;
-    if !require_tool("pebble")
-        || !require_tool("pebble-challtestsrv")
-        || !require_tool("moto_server")
-    {
+    if !require_tools(&["pebble", "pebble-challtestsrv", "moto_server"]) {
         return;
     }
     let setup = Setup::new().await;

@@ -20,17 +20,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use support::upstream::seen;
-use support::{Client, Setup, WAIT, request, status_of};
+use support::{Client, Setup, WAIT, request, status_of, until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Polls `condition` until it holds, for at most `WAIT`.
-async fn until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A raw HTTP/2 client over TLS to `app.test`, with the caller's settings.
 async fn h2_raw(
@@ -69,7 +60,7 @@ async fn zero_window_streams_are_reset_and_released() {
         let (response, _) = sender.send_request(get("/bytes/200000"), true).unwrap();
         bodies.push(response);
     }
-    until("every stream reached the upstream", || {
+    until("every stream reached the upstream", async || {
         setup.app.hits() == 10
     })
     .await;
@@ -83,7 +74,7 @@ async fn zero_window_streams_are_reset_and_released() {
             "the stalled stream was not reset: {end:?}"
         );
     }
-    until("the upstream connections were released", || {
+    until("the upstream connections were released", async || {
         setup.app.open_connections() == 0
     })
     .await;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use support::{Client, Setup, WAIT, read_response, request, status_of, tls_connect};
+use support::{Client, Setup, WAIT, read_response, request, status_of, tls_connect, until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -53,34 +53,69 @@ async fn upstream_connections_are_kept_alive_and_reused() {
     );
 }
 
-/// A raw upstream that writes `answer` for every request head it reads. With `close_after`, it
-/// closes each connection that long after its first answer without having said so (no
-/// `Connection: close`), as an upstream whose keep-alive timeout runs out does. Counts
-/// connections accepted and closed.
-async fn raw_upstream(
-    answer: &'static [u8],
-    close_after: Option<Duration>,
-) -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+/// A raw upstream: what it accepted, closed and read.
+struct RawUpstream {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+    /// Request body bytes read.
+    body_bytes: Arc<AtomicUsize>,
+}
+
+/// A raw upstream that writes `answer` as soon as it has read a request's head, then reads the
+/// request's `content-length` body, and goes on to the next request on the same connection.
+/// With `close_after`, it closes each connection that long after its first answer without having
+/// said so (no `Connection: close`), as an upstream whose keep-alive timeout runs out does.
+async fn raw_upstream(answer: &'static [u8], close_after: Option<Duration>) -> RawUpstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (accepts, closes) = (accepted.clone(), closed.clone());
+    let raw = RawUpstream {
+        addr: listener.local_addr().unwrap(),
+        accepted: Arc::default(),
+        closed: Arc::default(),
+        body_bytes: Arc::default(),
+    };
+    let (accepts, closes, reads) = (
+        raw.accepted.clone(),
+        raw.closed.clone(),
+        raw.body_bytes.clone(),
+    );
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             accepts.fetch_add(1, Ordering::SeqCst);
-            let closes = closes.clone();
+            let (closes, reads) = (closes.clone(), reads.clone());
             tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 16384];
                 'requests: loop {
-                    let mut head = Vec::new();
-                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let end = loop {
+                        if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
                         match stream.read(&mut buf).await {
                             Ok(0) | Err(_) => break 'requests,
-                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
                         }
-                    }
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                    let mut length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    pending.drain(..end);
                     if stream.write_all(answer).await.is_err() {
                         break;
+                    }
+                    while length > 0 {
+                        if pending.is_empty() {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => break 'requests,
+                                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let taken = pending.len().min(length);
+                        pending.drain(..taken);
+                        length -= taken;
+                        reads.fetch_add(taken, Ordering::SeqCst);
                     }
                     if let Some(linger) = close_after {
                         tokio::time::sleep(linger).await;
@@ -92,7 +127,7 @@ async fn raw_upstream(
             });
         }
     });
-    (addr, accepted, closed)
+    raw
 }
 
 #[tokio::test]
@@ -101,14 +136,14 @@ async fn a_connection_the_upstream_closed_is_not_used_again() {
     // At once: the close arrives with the answer. Later: the connection is back in the pool,
     // idle, when the upstream closes it.
     let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-    let (at_once, accepted_at_once, _) = raw_upstream(ok, Some(Duration::ZERO)).await;
-    let (later, accepted_later, closed_later) =
-        raw_upstream(ok, Some(Duration::from_millis(50))).await;
+    let at_once = raw_upstream(ok, Some(Duration::ZERO)).await;
+    let later = raw_upstream(ok, Some(Duration::from_millis(50))).await;
     let extra = format!(
-        "[upstreams.at_once]\nenvironment = \"test\"\naddrs = [\"{at_once}\"]\n\
-         [upstreams.later]\nenvironment = \"test\"\naddrs = [\"{later}\"]\n\
+        "[upstreams.at_once]\nenvironment = \"test\"\naddrs = [\"{}\"]\n\
+         [upstreams.later]\nenvironment = \"test\"\naddrs = [\"{}\"]\n\
          [[routes]]\nhost = \"app.test\"\npath_prefix = \"/at-once\"\nupstream = \"at_once\"\n\
-         [[routes]]\nhost = \"app.test\"\npath_prefix = \"/later\"\nupstream = \"later\"\n"
+         [[routes]]\nhost = \"app.test\"\npath_prefix = \"/later\"\nupstream = \"later\"\n",
+        at_once.addr, later.addr
     );
     let proxy = setup.start(&extra).await;
     let mut sent = 0;
@@ -122,19 +157,15 @@ async fn a_connection_the_upstream_closed_is_not_used_again() {
             }
             sent += 1;
             // Until the upstream has closed, and the proxy has had time to read that close.
-            let closed = async {
-                while closed_later.load(Ordering::SeqCst) < sent {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(10), closed)
-                .await
-                .expect("the upstream closes its connection");
+            until("the upstream closes its connection", async || {
+                later.closed.load(Ordering::SeqCst) >= sent
+            })
+            .await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    assert_eq!(accepted_at_once.load(Ordering::SeqCst), sent);
-    assert_eq!(accepted_later.load(Ordering::SeqCst), sent);
+    assert_eq!(at_once.accepted.load(Ordering::SeqCst), sent);
+    assert_eq!(later.accepted.load(Ordering::SeqCst), sent);
 }
 
 #[tokio::test]
@@ -150,15 +181,11 @@ async fn idle_upstream_connections_are_closed_after_upstream_idle_timeout() {
     let mut client = Client::connect(false, proxy.https_addr, "localhost", &setup.pki).await;
     assert_eq!(client.get("localhost", "/echo").await.status, 200);
     assert_eq!(setup.app.open_connections(), 1);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while setup.app.open_connections() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        setup.app.open_connections(),
-        0,
-        "an unused upstream connection outlived upstream_idle_timeout"
-    );
+    until(
+        "an unused upstream connection outlived upstream_idle_timeout",
+        async || setup.app.open_connections() == 0,
+    )
+    .await;
     // The client's own connection is still open, and a new upstream connection serves it.
     assert_eq!(client.get("localhost", "/echo").await.status, 200);
     assert_eq!(setup.app.accepted(), 2);
@@ -173,10 +200,11 @@ async fn bytes_an_upstream_sent_unasked_never_answer_the_next_request() {
     let setup = Setup::new().await;
     let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst\
         HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\npoison!";
-    let (addr, accepted, _) = raw_upstream(answer, None).await;
+    let poisoning = raw_upstream(answer, None).await;
     let extra = format!(
-        "[upstreams.poisoning]\nenvironment = \"test\"\naddrs = [\"{addr}\"]\n\
-         [[routes]]\nhost = \"app.test\"\npath_prefix = \"/p\"\nupstream = \"poisoning\"\n"
+        "[upstreams.poisoning]\nenvironment = \"test\"\naddrs = [\"{}\"]\n\
+         [[routes]]\nhost = \"app.test\"\npath_prefix = \"/p\"\nupstream = \"poisoning\"\n",
+        poisoning.addr
     );
     let proxy = setup.start(&extra).await;
     let mut asked = 0;
@@ -194,7 +222,7 @@ async fn bytes_an_upstream_sent_unasked_never_answer_the_next_request() {
         }
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        poisoning.accepted.load(Ordering::SeqCst),
         asked,
         "a connection that sent unasked bytes was used again"
     );
@@ -208,15 +236,6 @@ async fn outstanding(admin: std::net::SocketAddr) -> u64 {
         .filter(|l| l.starts_with("portcullis_upstream_outstanding{upstream=\"app\""))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
-}
-
-/// Waits, bounded, until `done` holds.
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !done().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]
@@ -243,12 +262,12 @@ async fn a_client_leaving_mid_response_closes_its_upstream_connection() {
         if !h2 {
             drop(client);
         }
-        eventually(
+        until(
             &format!("h2={h2}: the upstream connection stayed open"),
             async || setup.app.open_connections() == 0,
         )
         .await;
-        eventually(&format!("h2={h2}: the request still counts"), async || {
+        until(&format!("h2={h2}: the request still counts"), async || {
             outstanding(admin).await == 0
         })
         .await;
@@ -258,67 +277,14 @@ async fn a_client_leaving_mid_response_closes_its_upstream_connection() {
     }
 }
 
-/// An upstream that answers `early` as soon as it has read a request's head, then reads the
-/// request's `content-length` body, and goes on to the next request on the same connection.
-/// Counts connections accepted and body bytes read.
-async fn early_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (accepted, read) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (accepts, reads) = (accepted.clone(), read.clone());
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            accepts.fetch_add(1, Ordering::SeqCst);
-            let reads = reads.clone();
-            tokio::spawn(async move {
-                let mut pending = Vec::new();
-                let mut buf = [0u8; 16384];
-                loop {
-                    let end = loop {
-                        if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break at + 4;
-                        }
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => pending.extend_from_slice(&buf[..n]),
-                        }
-                    };
-                    let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
-                    let mut length = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length: "))
-                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-                    pending.drain(..end);
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly";
-                    if stream.write_all(answer).await.is_err() {
-                        return;
-                    }
-                    while length > 0 {
-                        if pending.is_empty() {
-                            match stream.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => pending.extend_from_slice(&buf[..n]),
-                            }
-                        }
-                        let taken = pending.len().min(length);
-                        pending.drain(..taken);
-                        length -= taken;
-                        reads.fetch_add(taken, Ordering::SeqCst);
-                    }
-                }
-            });
-        }
-    });
-    (addr, accepted, read)
-}
-
 #[tokio::test]
 async fn a_connection_answered_before_its_request_body_ended_is_used_again_after_it() {
     let setup = Setup::new().await;
-    let (addr, accepted, read) = early_upstream().await;
+    let early = raw_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly", None).await;
     let extra = format!(
-        "[upstreams.early]\nenvironment = \"test\"\naddrs = [\"{addr}\"]\n\
-         [[routes]]\nhost = \"app.test\"\npath_prefix = \"/early\"\nupstream = \"early\"\n"
+        "[upstreams.early]\nenvironment = \"test\"\naddrs = [\"{}\"]\n\
+         [[routes]]\nhost = \"app.test\"\npath_prefix = \"/early\"\nupstream = \"early\"\n",
+        early.addr
     );
     let proxy = setup.start(&extra).await;
     let mut tls = tls_connect(
@@ -337,8 +303,8 @@ async fn a_connection_answered_before_its_request_body_ended_is_used_again_after
     assert_eq!(status_of(&answer), Some(200), "{answer}");
     assert!(answer.ends_with("early"), "{answer}");
     tls.write_all(&body[1000..]).await.unwrap();
-    eventually("the rest of the body went up", async || {
-        read.load(Ordering::SeqCst) == body.len()
+    until("the rest of the body went up", async || {
+        early.body_bytes.load(Ordering::SeqCst) == body.len()
     })
     .await;
     // The connection goes back to the pool from its own task once the body is written; the
@@ -349,7 +315,7 @@ async fn a_connection_answered_before_its_request_body_ended_is_used_again_after
     let answer = read_response(&mut tls).await;
     assert_eq!(status_of(&answer), Some(200), "{answer}");
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        early.accepted.load(Ordering::SeqCst),
         1,
         "the connection was not used again once its request body had ended"
     );

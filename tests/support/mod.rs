@@ -44,6 +44,11 @@ pub fn require_tool(name: &str) -> bool {
     found
 }
 
+/// [`require_tool`] for each of `names`: true when all are installed.
+pub fn require_tools(names: &[&str]) -> bool {
+    names.iter().all(|name| require_tool(name))
+}
+
 /// Sets `command`'s wall clock with libfaketime (Debian's `faketime`), as `FAKETIME` reads
 /// `spec` (`+60d`, `@2029-03-01 00:00:00`); the monotonic clock stays real, so timers work.
 /// The library is preloaded directly rather than through the `faketime` wrapper, which forks:
@@ -175,6 +180,15 @@ pub fn spawn_until_listening_keeping(
 
 /// Upper bound for any single network wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls `condition` until it holds, for at most `WAIT`.
+pub async fn until(what: &str, mut condition: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// A proxy with its certificate and one echo upstream.
 pub struct Setup {
